@@ -1,0 +1,72 @@
+//! The HTTP API of KalamDB: `POST /sql` and `GET /health`, with authentication,
+//! body limits and the JSON shapes of `docs/API.md`.
+//!
+//! Architecture invariant: handlers are thin. They authenticate, decode the body
+//! and hand SQL to `kalamdb-core`; every error leaves through [`ApiError`] with the
+//! code's HTTP status, and a panic in a handler becomes that request's 500.
+
+mod auth;
+mod error;
+mod sql;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use kalamdb_core::KalamDb;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: KalamDb,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+/// The whole API. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
+/// the loopback rule for a password-less `root` needs the peer address.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/sql", post(sql::execute_sql))
+        .route("/health", get(health))
+        .layer(middleware::from_fn(log_request))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.db.uptime().as_secs(),
+    }))
+}
+
+/// One line per request at debug level.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        %path,
+        %peer,
+        status = response.status().as_u16(),
+        took_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}

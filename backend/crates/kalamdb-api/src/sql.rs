@@ -1,0 +1,92 @@
+//! `POST /sql`.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use kalamdb_commons::{ErrorCode, Literal};
+use kalamdb_core::SqlRequest;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Authenticated;
+use crate::{ApiError, AppState};
+
+/// The JSON body. Unknown fields are ignored.
+#[derive(Deserialize)]
+struct SqlBody {
+    sql: String,
+    #[serde(default)]
+    params: Vec<serde_json::Value>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+pub(crate) async fn execute_sql(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let request = read_request(&headers, body, state.max_body_bytes).await?;
+    let outcome = state.db.execute(&caller, request).await;
+    let took_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    match outcome.error {
+        None => Ok(Json(json!({
+            "status": "success",
+            "results": outcome.results,
+            "took_ms": took_ms,
+        }))
+        .into_response()),
+        Some(failure) => Err(ApiError {
+            error: failure.error,
+            statement_index: Some(failure.statement_index),
+            results: outcome.results,
+            took_ms,
+        }),
+    }
+}
+
+async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<SqlRequest, ApiError> {
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the request body is larger than {limit} bytes"),
+        )
+    })?;
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if !is_json {
+        let sql = String::from_utf8(bytes.to_vec())
+            .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "the SQL text is not valid UTF-8"))?;
+        return Ok(SqlRequest::new(sql));
+    }
+    let body: SqlBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid JSON body: {e}; expected {{\"sql\": \"...\", \"params\": [...], \"namespace\": \"...\"}}"),
+        )
+    })?;
+    Ok(SqlRequest {
+        sql: body.sql,
+        params: body.params.into_iter().map(json_literal).collect(),
+        namespace: body.namespace,
+    })
+}
+
+fn json_literal(value: serde_json::Value) -> Literal {
+    match value {
+        serde_json::Value::Null => Literal::Null,
+        serde_json::Value::Bool(b) => Literal::Boolean(b),
+        serde_json::Value::Number(n) => Literal::Number(n.to_string()),
+        serde_json::Value::String(s) => Literal::String(s),
+        other => Literal::Json(other.to_string()),
+    }
+}

@@ -1,0 +1,126 @@
+//! The stable error codes of the API and the error type that carries them.
+
+use std::fmt;
+
+/// A stable, SCREAMING_SNAKE error code. The HTTP status follows from the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidSql,
+    InvalidParameter,
+    InvalidRequest,
+    TypeMismatch,
+    NotNullViolation,
+    Unsupported,
+    EmptySql,
+    Unauthorized,
+    PermissionDenied,
+    NamespaceNotFound,
+    TableNotFound,
+    ColumnNotFound,
+    JobNotFound,
+    UserNotFound,
+    AlreadyExists,
+    DuplicateKey,
+    NamespaceNotEmpty,
+    FlushInProgress,
+    PayloadTooLarge,
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The code as it appears in the JSON error body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidSql => "INVALID_SQL",
+            ErrorCode::InvalidParameter => "INVALID_PARAMETER",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
+            ErrorCode::NotNullViolation => "NOT_NULL_VIOLATION",
+            ErrorCode::Unsupported => "UNSUPPORTED",
+            ErrorCode::EmptySql => "EMPTY_SQL",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::NamespaceNotFound => "NAMESPACE_NOT_FOUND",
+            ErrorCode::TableNotFound => "TABLE_NOT_FOUND",
+            ErrorCode::ColumnNotFound => "COLUMN_NOT_FOUND",
+            ErrorCode::JobNotFound => "JOB_NOT_FOUND",
+            ErrorCode::UserNotFound => "USER_NOT_FOUND",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::DuplicateKey => "DUPLICATE_KEY",
+            ErrorCode::NamespaceNotEmpty => "NAMESPACE_NOT_EMPTY",
+            ErrorCode::FlushInProgress => "FLUSH_IN_PROGRESS",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::InternalError => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The HTTP status that answers this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidSql
+            | ErrorCode::InvalidParameter
+            | ErrorCode::InvalidRequest
+            | ErrorCode::TypeMismatch
+            | ErrorCode::NotNullViolation
+            | ErrorCode::Unsupported
+            | ErrorCode::ColumnNotFound
+            | ErrorCode::EmptySql => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::PermissionDenied => 403,
+            ErrorCode::NamespaceNotFound
+            | ErrorCode::TableNotFound
+            | ErrorCode::JobNotFound
+            | ErrorCode::UserNotFound => 404,
+            ErrorCode::AlreadyExists
+            | ErrorCode::DuplicateKey
+            | ErrorCode::NamespaceNotEmpty
+            | ErrorCode::FlushInProgress => 409,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::InternalError => 500,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error that reaches a client: a stable code and a message written for the user.
+///
+/// Internal failures (storage, planner bugs) use [`ErrorCode::InternalError`]; the API
+/// logs their message and answers with a generic one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct KalamError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl KalamError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        KalamError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_sql(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidSql, message)
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unsupported, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InternalError, message)
+    }
+
+    pub fn type_mismatch(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TypeMismatch, message)
+    }
+}
+
+pub type KalamResult<T> = Result<T, KalamError>;

@@ -1,0 +1,304 @@
+//! Conversions between KalamDB values and Arrow arrays, and from Arrow to JSON results.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
+    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type,
+    Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use kalamdb_commons::value::{format_date, format_decimal, format_timestamp, hex, parse_text};
+use kalamdb_commons::{KalamError, KalamResult, KalamType, Value};
+
+/// Field metadata key that carries the KalamDB type through DataFusion plans, so
+/// results can name JSON and UUID columns (stored as Utf8) by their real type.
+pub const TYPE_METADATA_KEY: &str = "kalamdb.type";
+
+pub fn arrow_type(ty: &KalamType) -> DataType {
+    match ty {
+        KalamType::Boolean => DataType::Boolean,
+        KalamType::SmallInt => DataType::Int16,
+        KalamType::Int => DataType::Int32,
+        KalamType::BigInt => DataType::Int64,
+        KalamType::Float => DataType::Float32,
+        KalamType::Double => DataType::Float64,
+        KalamType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale as i8),
+        KalamType::Text | KalamType::Json | KalamType::Uuid => DataType::Utf8,
+        KalamType::Bytes => DataType::Binary,
+        KalamType::Date => DataType::Date32,
+        KalamType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+    }
+}
+
+pub fn field(name: &str, ty: &KalamType, nullable: bool) -> Field {
+    Field::new(name, arrow_type(ty), nullable).with_metadata(HashMap::from([(
+        TYPE_METADATA_KEY.to_string(),
+        ty.api_name(),
+    )]))
+}
+
+/// Builds one Arrow array of the column type from values already of that type
+/// (anything else becomes NULL, which the caller's validation rules out).
+pub fn values_to_array(ty: &KalamType, values: &[Value]) -> ArrayRef {
+    macro_rules! build {
+        ($builder:expr, $variant:pat => $v:expr) => {{
+            let mut b = $builder;
+            for value in values {
+                match value {
+                    $variant => b.append_value($v),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    let n = values.len();
+    match ty {
+        KalamType::Boolean => build!(BooleanBuilder::with_capacity(n), Value::Boolean(v) => *v),
+        KalamType::SmallInt => build!(Int16Builder::with_capacity(n), Value::SmallInt(v) => *v),
+        KalamType::Int => build!(Int32Builder::with_capacity(n), Value::Int(v) => *v),
+        KalamType::BigInt => build!(Int64Builder::with_capacity(n), Value::BigInt(v) => *v),
+        KalamType::Float => build!(Float32Builder::with_capacity(n), Value::Float(v) => *v),
+        KalamType::Double => build!(Float64Builder::with_capacity(n), Value::Double(v) => *v),
+        KalamType::Decimal { precision, scale } => {
+            let mut b = Decimal128Builder::with_capacity(n)
+                .with_precision_and_scale(*precision, *scale as i8)
+                .expect("catalog validated decimal precision and scale");
+            for value in values {
+                match value {
+                    Value::Decimal { unscaled, .. } => b.append_value(*unscaled),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        KalamType::Text | KalamType::Json | KalamType::Uuid => {
+            let mut b = StringBuilder::with_capacity(n, n * 16);
+            for value in values {
+                match value {
+                    Value::Text(s) | Value::Json(s) => b.append_value(s),
+                    Value::Uuid(_) => b.append_value(value.display()),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        KalamType::Bytes => build!(BinaryBuilder::with_capacity(n, n * 16), Value::Bytes(v) => v),
+        KalamType::Date => build!(Date32Builder::with_capacity(n), Value::Date(v) => *v),
+        KalamType::Timestamp => {
+            build!(TimestampMicrosecondBuilder::with_capacity(n), Value::Timestamp(v) => *v)
+        }
+    }
+}
+
+/// Reads row `i` of an array that DataFusion produced for a column of type `ty`
+/// (the generated SQL casts to [`arrow_type`] first).
+pub fn array_value(array: &ArrayRef, i: usize, ty: &KalamType) -> KalamResult<Value> {
+    if array.is_null(i) {
+        return Ok(Value::Null);
+    }
+    let unexpected = || {
+        KalamError::internal(format!(
+            "expected {} data for a {ty} column, got {}",
+            arrow_type(ty),
+            array.data_type()
+        ))
+    };
+    Ok(match (ty, array.data_type()) {
+        (KalamType::Boolean, DataType::Boolean) => Value::Boolean(array.as_boolean().value(i)),
+        (KalamType::SmallInt, DataType::Int16) => {
+            Value::SmallInt(array.as_primitive::<Int16Type>().value(i))
+        }
+        (KalamType::Int, DataType::Int32) => Value::Int(array.as_primitive::<Int32Type>().value(i)),
+        (KalamType::BigInt, DataType::Int64) => {
+            Value::BigInt(array.as_primitive::<Int64Type>().value(i))
+        }
+        (KalamType::Float, DataType::Float32) => {
+            Value::Float(array.as_primitive::<Float32Type>().value(i))
+        }
+        (KalamType::Double, DataType::Float64) => {
+            Value::Double(array.as_primitive::<Float64Type>().value(i))
+        }
+        (KalamType::Decimal { precision, scale }, DataType::Decimal128(_, _)) => Value::Decimal {
+            unscaled: array.as_primitive::<Decimal128Type>().value(i),
+            precision: *precision,
+            scale: *scale,
+        },
+        (KalamType::Text | KalamType::Json | KalamType::Uuid, DataType::Utf8) => {
+            parse_text(array.as_string::<i32>().value(i), ty)?
+        }
+        (KalamType::Text | KalamType::Json | KalamType::Uuid, DataType::Utf8View) => {
+            parse_text(array.as_string_view().value(i), ty)?
+        }
+        (KalamType::Bytes, DataType::Binary) => Value::Bytes(array.as_binary::<i32>().value(i).to_vec()),
+        (KalamType::Bytes, DataType::BinaryView) => Value::Bytes(array.as_binary_view().value(i).to_vec()),
+        (KalamType::Date, DataType::Date32) => Value::Date(array.as_primitive::<Date32Type>().value(i)),
+        (KalamType::Timestamp, DataType::Timestamp(TimeUnit::Microsecond, _)) => {
+            Value::Timestamp(array.as_primitive::<TimestampMicrosecondType>().value(i))
+        }
+        _ => return Err(unexpected()),
+    })
+}
+
+/// The API's name for a result column's type.
+pub fn api_type_name(field: &Field) -> String {
+    if let Some(name) = field.metadata().get(TYPE_METADATA_KEY) {
+        return name.clone();
+    }
+    match field.data_type() {
+        DataType::Null => "Null".into(),
+        DataType::Boolean => "Boolean".into(),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "SmallInt".into(),
+        DataType::Int32 | DataType::UInt16 => "Int".into(),
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "BigInt".into(),
+        DataType::Float16 | DataType::Float32 => "Float".into(),
+        DataType::Float64 => "Double".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("Decimal({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "Text".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "Bytes".into(),
+        DataType::Date32 | DataType::Date64 => "Date".into(),
+        DataType::Timestamp(_, _) => "Timestamp".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Converts one column of a result batch to JSON values.
+pub fn column_to_json(field: &Field, array: &ArrayRef) -> Vec<serde_json::Value> {
+    use serde_json::Value as J;
+    let is_json = field.metadata().get(TYPE_METADATA_KEY).map(String::as_str) == Some("Json");
+    let n = array.len();
+    let each = |f: &dyn Fn(usize) -> J| -> Vec<J> {
+        (0..n)
+            .map(|i| if array.is_null(i) { J::Null } else { f(i) })
+            .collect()
+    };
+    macro_rules! num {
+        ($t:ty) => {{
+            let a = array.as_primitive::<$t>();
+            each(&|i| J::from(a.value(i)))
+        }};
+    }
+    let float = |v: f64| serde_json::Number::from_f64(v).map_or(J::Null, J::Number);
+    match array.data_type() {
+        DataType::Null => vec![J::Null; n],
+        DataType::Boolean => {
+            let a = array.as_boolean();
+            each(&|i| J::Bool(a.value(i)))
+        }
+        DataType::Int8 => num!(Int8Type),
+        DataType::Int16 => num!(Int16Type),
+        DataType::Int32 => num!(Int32Type),
+        DataType::Int64 => num!(Int64Type),
+        DataType::UInt8 => num!(UInt8Type),
+        DataType::UInt16 => num!(UInt16Type),
+        DataType::UInt32 => num!(UInt32Type),
+        DataType::UInt64 => num!(UInt64Type),
+        DataType::Float32 => {
+            let a = array.as_primitive::<Float32Type>();
+            each(&|i| float(a.value(i) as f64))
+        }
+        DataType::Float64 => {
+            let a = array.as_primitive::<Float64Type>();
+            each(&|i| float(a.value(i)))
+        }
+        DataType::Decimal128(_, scale) => {
+            let a = array.as_primitive::<Decimal128Type>();
+            let scale = (*scale).max(0) as u8;
+            each(&|i| J::String(format_decimal(a.value(i), scale)))
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let text = |i: usize| -> &str {
+                match array.data_type() {
+                    DataType::Utf8 => array.as_string::<i32>().value(i),
+                    DataType::LargeUtf8 => array.as_string::<i64>().value(i),
+                    _ => array.as_string_view().value(i),
+                }
+            };
+            each(&|i| {
+                let s = text(i);
+                if is_json {
+                    serde_json::from_str(s).unwrap_or_else(|_| J::String(s.to_string()))
+                } else {
+                    J::String(s.to_string())
+                }
+            })
+        }
+        DataType::Binary => {
+            let a = array.as_binary::<i32>();
+            each(&|i| J::String(format!("\\x{}", hex(a.value(i)))))
+        }
+        DataType::BinaryView => {
+            let a = array.as_binary_view();
+            each(&|i| J::String(format!("\\x{}", hex(a.value(i)))))
+        }
+        DataType::Date32 => {
+            let a = array.as_primitive::<Date32Type>();
+            each(&|i| J::String(format_date(a.value(i))))
+        }
+        DataType::Timestamp(unit, _) => {
+            let micros = |i: usize| -> i64 {
+                match unit {
+                    TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(i) * 1_000_000,
+                    TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(i) * 1_000,
+                    TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(i),
+                    TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(i) / 1_000,
+                }
+            };
+            each(&|i| J::String(format_timestamp(micros(i))))
+        }
+        _ => {
+            let options = FormatOptions::default();
+            match ArrayFormatter::try_new(array.as_ref(), &options) {
+                Ok(formatter) => each(&|i| J::String(formatter.value(i).to_string())),
+                Err(_) => vec![J::Null; n],
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_arrow() {
+        let cases = [
+            (KalamType::Int, Value::Int(-5)),
+            (KalamType::Text, Value::Text("x".into())),
+            (KalamType::Json, Value::Json("[1]".into())),
+            (
+                KalamType::Decimal { precision: 9, scale: 2 },
+                Value::Decimal { unscaled: 1234, precision: 9, scale: 2 },
+            ),
+            (KalamType::Timestamp, Value::Timestamp(1_000_001)),
+            (KalamType::Bytes, Value::Bytes(vec![1, 2])),
+            (KalamType::Uuid, Value::Uuid([7; 16])),
+        ];
+        for (ty, value) in cases {
+            let array = values_to_array(&ty, &[value.clone(), Value::Null]);
+            assert_eq!(array_value(&array, 0, &ty).unwrap(), value, "{ty}");
+            assert_eq!(array_value(&array, 1, &ty).unwrap(), Value::Null);
+        }
+    }
+
+    #[test]
+    fn json_output() {
+        let f = field("d", &KalamType::Decimal { precision: 9, scale: 2 }, true);
+        let array = values_to_array(
+            &KalamType::Decimal { precision: 9, scale: 2 },
+            &[Value::Decimal { unscaled: -5, precision: 9, scale: 2 }],
+        );
+        assert_eq!(column_to_json(&f, &array), vec![serde_json::json!("-0.05")]);
+        let f = field("j", &KalamType::Json, true);
+        let array = values_to_array(&KalamType::Json, &[Value::Json("{\"a\":1}".into())]);
+        assert_eq!(column_to_json(&f, &array), vec![serde_json::json!({"a": 1})]);
+        assert_eq!(api_type_name(&f), "Json");
+    }
+}

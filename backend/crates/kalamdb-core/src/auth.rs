@@ -1,0 +1,114 @@
+//! Password hashing and credential verification with a short-lived cache.
+//!
+//! Verifying an argon2 hash costs tens of milliseconds by design; a request must not
+//! pay it each time. A verified `(user, password)` pair is remembered as a salted
+//! SHA-256 digest for `ttl`, and every change to users clears the cache.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::Argon2;
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+use crate::Caller;
+use crate::catalog::Catalog;
+
+pub fn hash_password(password: &str) -> KalamResult<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| KalamError::internal(format!("password hashing failed: {e}")))
+}
+
+fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .unwrap_or(false)
+}
+
+struct CachedCredential {
+    digest: [u8; 32],
+    caller: Caller,
+    verified_at: Instant,
+}
+
+pub struct Authenticator {
+    ttl: Duration,
+    salt: [u8; 16],
+    cache: Mutex<HashMap<String, CachedCredential>>,
+}
+
+/// At most this many cached credentials; the cache is cleared when full.
+const MAX_CACHED_CREDENTIALS: usize = 10_000;
+
+impl Authenticator {
+    pub fn new(ttl: Duration) -> Self {
+        Authenticator {
+            ttl,
+            salt: *uuid::Uuid::new_v4().as_bytes(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn digest(&self, password: &str) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(self.salt);
+        hasher.update(password.as_bytes());
+        hasher.finalize().into()
+    }
+
+    /// The caller for these credentials, or `UNAUTHORIZED` (the same message whether
+    /// the user is unknown or the password wrong). A user without a password (`root`
+    /// before one is set) is accepted only with an empty password from loopback.
+    pub fn authenticate(
+        &self,
+        catalog: &Catalog,
+        username: &str,
+        password: &str,
+        from_loopback: bool,
+    ) -> KalamResult<Caller> {
+        let digest = self.digest(password);
+        if let Some(cached) = self.cache.lock().get(username)
+            && cached.digest == digest
+            && cached.verified_at.elapsed() < self.ttl
+        {
+            return Ok(cached.caller.clone());
+        }
+        let denied = || KalamError::new(ErrorCode::Unauthorized, "invalid username or password");
+        let user = catalog.user(username).ok_or_else(denied)?;
+        if user.password_hash.is_empty() {
+            // Not cached: the loopback condition is checked on every request.
+            return if password.is_empty() && from_loopback {
+                Ok(Caller::from(&user))
+            } else {
+                Err(denied())
+            };
+        }
+        if !verify_password(&user.password_hash, password) {
+            return Err(denied());
+        }
+        let caller = Caller::from(&user);
+        let mut cache = self.cache.lock();
+        if cache.len() >= MAX_CACHED_CREDENTIALS {
+            cache.clear();
+        }
+        cache.insert(
+            username.to_string(),
+            CachedCredential {
+                digest,
+                caller: caller.clone(),
+                verified_at: Instant::now(),
+            },
+        );
+        Ok(caller)
+    }
+
+    /// Forgets every verified credential (a user's password or role changed).
+    pub fn invalidate(&self) {
+        self.cache.lock().clear();
+    }
+}

@@ -1,0 +1,724 @@
+//! INSERT, UPDATE and DELETE. Each statement is one atomic `WriteBatch`, prepared and
+//! committed under the database's write lock.
+//!
+//! A write appends a new row version under a fresh `_seq` and removes the previous
+//! hot version of the same key, so the hot store holds one version per key; DELETE
+//! writes a tombstone (`_deleted`), which shadows older copies of the row.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::catalog::{CatalogProvider, MemTable, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionContext;
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::sqlparser::ast::{
+    self, AssignmentTarget, Expr, FromTable, Ident, Insert, ObjectName, OnConflictAction, OnInsert,
+    SetExpr, Statement, TableFactor, TableObject, TableWithJoins, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use kalamdb_commons::value::format_timestamp;
+use kalamdb_commons::{DefaultValue, ErrorCode, KalamError, KalamResult, KalamType, Literal, TableType, Value};
+use kalamdb_store::row_codec::{decode_row, encode_row, encode_value};
+use kalamdb_store::{PkEntry, StoreBatch};
+
+use crate::arrow_conv::{array_value, field, values_to_array};
+use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef, quote_ident};
+use crate::executor::StatementContext;
+use crate::provider::backfill_value;
+use crate::query::{resolve_name, run_query, run_statement};
+use crate::{DbShared, LAST_SEQ_KEY, StatementResult, now_micros, store_error};
+
+pub(crate) async fn execute(ctx: &StatementContext<'_>, statement: Statement) -> KalamResult<StatementResult> {
+    match statement {
+        Statement::Insert(insert) => insert_rows(ctx, insert).await,
+        Statement::Update(update) => {
+            let (table, alias) = single_table(ctx, &update.table)?;
+            if update.from.is_some() || update.returning.is_some() || update.limit.is_some() {
+                return Err(KalamError::unsupported("UPDATE supports SET ... [WHERE ...] on one table"));
+            }
+            update_rows(ctx, table, alias, update.assignments, update.selection).await
+        }
+        Statement::Delete(delete) => {
+            let tables = match &delete.from {
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+            };
+            if tables.len() != 1 || delete.using.is_some() || delete.returning.is_some() || delete.limit.is_some() {
+                return Err(KalamError::unsupported("DELETE supports FROM one table [WHERE ...]"));
+            }
+            let (table, alias) = single_table(ctx, &tables[0])?;
+            delete_rows(ctx, table, alias, delete.selection).await
+        }
+        other => Err(KalamError::unsupported(format!("not a DML statement: {other}"))),
+    }
+}
+
+/// The target table of a DML statement, checked for the caller's rights.
+fn target_table(ctx: &StatementContext<'_>, name: &ObjectName) -> KalamResult<Arc<TableDef>> {
+    let (namespace, table) = resolve_name(ctx.namespace, name)
+        .ok_or_else(|| KalamError::invalid_sql(format!("invalid table name {name}")))?;
+    if namespace == crate::catalog::SYSTEM_NAMESPACE {
+        return Err(KalamError::new(ErrorCode::PermissionDenied, "system tables are read-only"));
+    }
+    let table = ctx.db.catalog.require_table(&namespace, &table)?;
+    if table.table_type == TableType::Shared {
+        ctx.require_role(kalamdb_commons::Role::Service, "write SHARED tables")?;
+    }
+    Ok(table)
+}
+
+fn single_table(ctx: &StatementContext<'_>, twj: &TableWithJoins) -> KalamResult<(Arc<TableDef>, Option<Ident>)> {
+    match &twj.relation {
+        TableFactor::Table { name, alias, args: None, .. } if twj.joins.is_empty() => {
+            Ok((target_table(ctx, name)?, alias.as_ref().map(|a| a.name.clone())))
+        }
+        _ => Err(KalamError::unsupported("DML statements target one table, without joins")),
+    }
+}
+
+fn scope_of(ctx: &StatementContext<'_>, table: &TableDef) -> String {
+    match table.table_type {
+        TableType::User => ctx.caller.user_id.as_str().to_string(),
+        TableType::Shared | TableType::Stream => String::new(),
+    }
+}
+
+/// Collects the writes of one statement into one batch.
+struct RowWriter<'a> {
+    db: &'a DbShared,
+    table: &'a TableDef,
+    scope: String,
+    batch: StoreBatch<'a>,
+    buffer: Vec<u8>,
+}
+
+impl<'a> RowWriter<'a> {
+    fn new(db: &'a DbShared, table: &'a TableDef, scope: String) -> Self {
+        RowWriter {
+            db,
+            table,
+            scope,
+            batch: db.store.batch(),
+            buffer: Vec::with_capacity(256),
+        }
+    }
+
+    /// Writes a new version of the row with key `key`; `values` follow `table.columns`.
+    fn put_row(&mut self, key: &Value, previous: Option<PkEntry>, values: &[Value]) {
+        let seq = self.db.seq.next();
+        if let Some(previous) = previous {
+            self.batch.delete_hot(self.table.table_id, &self.scope, previous.seq);
+        }
+        self.buffer.clear();
+        let id_cell = self.table.primary_key.is_none().then_some((ID_COLUMN_ID, key));
+        let cells: Vec<(u32, &Value)> = id_cell
+            .into_iter()
+            .chain(self.table.columns.iter().map(|c| c.id).zip(values.iter()))
+            .collect();
+        encode_row(false, cells.into_iter(), &mut self.buffer);
+        self.batch.put_hot(self.table.table_id, &self.scope, seq, &self.buffer);
+        self.batch
+            .put_pk(self.table.table_id, &self.scope, key, PkEntry { seq, deleted: false });
+    }
+
+    fn put_tombstone(&mut self, key: &Value, previous_seq: u64) {
+        let seq = self.db.seq.next();
+        self.batch.delete_hot(self.table.table_id, &self.scope, previous_seq);
+        self.buffer.clear();
+        let key_column = self.table.primary_key.unwrap_or(ID_COLUMN_ID);
+        encode_row(true, [(key_column, key)].into_iter(), &mut self.buffer);
+        self.batch.put_hot(self.table.table_id, &self.scope, seq, &self.buffer);
+        self.batch
+            .put_pk(self.table.table_id, &self.scope, key, PkEntry { seq, deleted: true });
+    }
+
+    fn commit(mut self) -> KalamResult<()> {
+        self.batch.put_system(LAST_SEQ_KEY, &self.db.seq.last().to_be_bytes());
+        self.db.store.commit(self.batch).map_err(store_error)
+    }
+}
+
+fn check_not_null(table: &TableDef, values: &[Value]) -> KalamResult<()> {
+    for (column, value) in table.columns.iter().zip(values) {
+        if value.is_null() && !column.nullable {
+            return Err(KalamError::new(
+                ErrorCode::NotNullViolation,
+                format!("column '{}' of '{}' cannot be NULL", column.name, table.qualified_name()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The value of a column's DEFAULT for one new row.
+fn default_value(ctx: &StatementContext<'_>, column: &ColumnDef, now: i64) -> KalamResult<Value> {
+    let ty = column.data_type;
+    Ok(match &column.default {
+        None => Value::Null,
+        Some(DefaultValue::Literal { value }) => value.to_value(&ty)?,
+        Some(DefaultValue::Now) => match ty {
+            KalamType::Date => Value::Date(now.div_euclid(86_400_000_000) as i32),
+            KalamType::Text => Value::Text(format_timestamp(now)),
+            _ => Value::Timestamp(now),
+        },
+        Some(DefaultValue::SnowflakeId) => match ty {
+            KalamType::Text => Value::Text(ctx.db.seq.next().to_string()),
+            _ => Value::BigInt(ctx.db.seq.next() as i64),
+        },
+        Some(DefaultValue::UuidV7) => {
+            let id = uuid::Uuid::now_v7();
+            match ty {
+                KalamType::Text => Value::Text(id.hyphenated().to_string()),
+                _ => Value::Uuid(*id.as_bytes()),
+            }
+        }
+        Some(DefaultValue::CurrentUser) => Value::Text(ctx.caller.username.clone()),
+    })
+}
+
+/// The columns an INSERT names, as indexes into `table.columns`.
+fn insert_columns(table: &TableDef, names: &[ObjectName]) -> KalamResult<Vec<usize>> {
+    if names.is_empty() {
+        return Ok((0..table.columns.len()).collect());
+    }
+    let mut seen = HashSet::new();
+    names
+        .iter()
+        .map(|name| {
+            let ident = name.0.last().and_then(|p| p.as_ident()).ok_or_else(|| {
+                KalamError::invalid_sql(format!("invalid column name {name}"))
+            })?;
+            let column = normalize(ident);
+            let index = table.columns.iter().position(|c| c.name == column).ok_or_else(|| {
+                KalamError::new(
+                    ErrorCode::ColumnNotFound,
+                    format!("column '{column}' does not exist in '{}'", table.qualified_name()),
+                )
+            })?;
+            if !seen.insert(index) {
+                return Err(KalamError::invalid_sql(format!("column '{column}' is named twice")));
+            }
+            Ok(index)
+        })
+        .collect()
+}
+
+fn normalize(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_ascii_lowercase(),
+    }
+}
+
+/// Source rows of an INSERT: converted values, in the order of the named columns.
+async fn insert_source(
+    ctx: &StatementContext<'_>,
+    table: &TableDef,
+    columns: &[usize],
+    source: &ast::Query,
+) -> KalamResult<Vec<Vec<Value>>> {
+    if let SetExpr::Values(values) = source.body.as_ref()
+        && source.order_by.is_none()
+        && source.limit_clause.is_none()
+    {
+        if let Some(rows) = literal_rows(ctx, table, columns, &values.rows)? {
+            return Ok(rows);
+        }
+    }
+    // Anything else (expressions, INSERT ... SELECT): DataFusion evaluates the source
+    // and casts each column to its type.
+    let names: Vec<String> = (0..columns.len()).map(|i| format!("__kalam_c{i}")).collect();
+    let casts: Vec<String> = columns
+        .iter()
+        .zip(&names)
+        .map(|(&c, n)| format!("CAST({n} AS {})", table.columns[c].data_type.cast_sql()))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM ({source}) AS __kalam_src({})",
+        casts.join(", "),
+        names.join(", ")
+    );
+    let statement = parse_generated(&sql)?;
+    let output = run_query(ctx.db, ctx.caller, ctx.namespace, statement, ctx.params).await?;
+    if output.schema.fields().len() != columns.len() {
+        return Err(KalamError::invalid_sql(format!(
+            "INSERT has {} columns but its source has {}",
+            columns.len(),
+            output.schema.fields().len()
+        )));
+    }
+    let mut rows = Vec::new();
+    for batch in &output.batches {
+        check_insert_size(ctx, rows.len() + batch.num_rows())?;
+        for i in 0..batch.num_rows() {
+            let row = columns
+                .iter()
+                .zip(batch.columns())
+                .map(|(&c, array)| array_value(array, i, &table.columns[c].data_type))
+                .collect::<KalamResult<Vec<_>>>()?;
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+fn check_insert_size(ctx: &StatementContext<'_>, rows: usize) -> KalamResult<()> {
+    let max = ctx.db.options.max_insert_rows;
+    if rows > max {
+        return Err(KalamError::new(
+            ErrorCode::InvalidParameter,
+            format!("an INSERT carries at most {max} rows; split it"),
+        ));
+    }
+    Ok(())
+}
+
+/// The fast path: `VALUES` rows of literals and `$n` parameters, converted without
+/// planning. `None` when some value needs evaluation.
+fn literal_rows(
+    ctx: &StatementContext<'_>,
+    table: &TableDef,
+    columns: &[usize],
+    rows: &[Vec<Expr>],
+) -> KalamResult<Option<Vec<Vec<Value>>>> {
+    check_insert_size(ctx, rows.len())?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (row_index, row) in rows.iter().enumerate() {
+        if row.len() != columns.len() {
+            return Err(KalamError::invalid_sql(format!(
+                "row {} of the INSERT has {} values for {} columns",
+                row_index + 1,
+                row.len(),
+                columns.len()
+            )));
+        }
+        let mut values = Vec::with_capacity(row.len());
+        for (expr, &c) in row.iter().zip(columns) {
+            let Some(literal) = expr_literal(ctx, expr)? else {
+                return Ok(None);
+            };
+            let column = &table.columns[c];
+            values.push(literal.to_value(&column.data_type).map_err(|e| {
+                KalamError::new(e.code, format!("column '{}': {}", column.name, e.message))
+            })?);
+        }
+        out.push(values);
+    }
+    Ok(Some(out))
+}
+
+fn expr_literal(ctx: &StatementContext<'_>, expr: &Expr) -> KalamResult<Option<Literal>> {
+    if let Expr::Value(v) = expr
+        && let ast::Value::Placeholder(name) = &v.value
+    {
+        let index: usize = name
+            .trim_start_matches('$')
+            .parse()
+            .map_err(|_| KalamError::new(ErrorCode::InvalidParameter, format!("unsupported placeholder {name}")))?;
+        return ctx
+            .params
+            .get(index.wrapping_sub(1))
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| {
+                KalamError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("no value for parameter {name}: the request has {} params", ctx.params.len()),
+                )
+            });
+    }
+    Ok(kalamdb_sql::literal(expr))
+}
+
+fn parse_generated(sql: &str) -> KalamResult<Statement> {
+    Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| KalamError::invalid_sql(format!("syntax error: {e}")))?
+        .pop()
+        .ok_or_else(|| KalamError::internal("generated SQL is empty"))
+}
+
+/// A proposed row that hit an existing key under `ON CONFLICT DO UPDATE`.
+struct Conflict {
+    key: Value,
+    previous: PkEntry,
+    existing: Vec<Value>,
+    proposed: Vec<Value>,
+}
+
+async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<StatementResult> {
+    let TableObject::TableName(name) = &insert.table else {
+        return Err(KalamError::unsupported("INSERT INTO a table function is not supported"));
+    };
+    let table = target_table(ctx, name)?;
+    if insert.returning.is_some() {
+        return Err(KalamError::unsupported("INSERT ... RETURNING is not supported"));
+    }
+    let on_conflict = match insert.on {
+        None => None,
+        Some(OnInsert::OnConflict(c)) => {
+            if let Some(target) = &c.conflict_target {
+                check_conflict_target(&table, target)?;
+            }
+            Some(c.action)
+        }
+        Some(other) => return Err(KalamError::unsupported(format!("{other} is not supported; use ON CONFLICT"))),
+    };
+    let source = insert
+        .source
+        .as_ref()
+        .ok_or_else(|| KalamError::invalid_sql("INSERT needs VALUES or a query"))?;
+    let columns = insert_columns(&table, &insert.columns)?;
+    let source_rows = insert_source(ctx, &table, &columns, source).await?;
+
+    let _guard = ctx.db.write_lock.lock().await;
+    let table = ctx.db.catalog.require_table(&table.namespace, &table.name)?;
+    let scope = scope_of(ctx, &table);
+    let mut writer = RowWriter::new(ctx.db, &table, scope.clone());
+    let now = now_micros();
+    let mut seen = HashSet::new();
+    let mut conflicts = Vec::new();
+    let mut inserted = 0usize;
+    for source_row in source_rows {
+        let mut values: Vec<Value> = table
+            .columns
+            .iter()
+            .map(|c| default_value(ctx, c, now))
+            .collect::<KalamResult<_>>()?;
+        for (value, &c) in source_row.into_iter().zip(&columns) {
+            values[c] = value;
+        }
+        check_not_null(&table, &values)?;
+        let key = match table.primary_key {
+            Some(pk) => values[table.columns.iter().position(|c| c.id == pk).expect("pk column exists")].clone(),
+            None => Value::BigInt(ctx.db.seq.next() as i64),
+        };
+        let mut encoded = Vec::new();
+        encode_value(&key, &mut encoded);
+        let stored = ctx.db.store.pk_get(table.table_id, &scope, &key).map_err(store_error)?;
+        let existing = stored.filter(|e| !e.deleted);
+        let repeated = !seen.insert(encoded);
+        match (existing.is_some() || repeated, &on_conflict) {
+            (false, _) => {
+                writer.put_row(&key, stored, &values);
+                inserted += 1;
+            }
+            (true, None) => return Err(duplicate_key(&table, &key)),
+            (true, Some(OnConflictAction::DoNothing)) => {}
+            (true, Some(OnConflictAction::DoUpdate(_))) => {
+                if repeated {
+                    return Err(KalamError::new(
+                        ErrorCode::DuplicateKey,
+                        format!(
+                            "ON CONFLICT DO UPDATE cannot change the row with key {} twice in one statement",
+                            key.display()
+                        ),
+                    ));
+                }
+                let previous = existing.expect("conflict with a stored row");
+                conflicts.push(Conflict {
+                    existing: read_row(ctx.db, &table, &scope, previous.seq)?,
+                    key,
+                    previous,
+                    proposed: values,
+                });
+            }
+        }
+    }
+    let mut updated = 0;
+    if let Some(OnConflictAction::DoUpdate(update)) = &on_conflict
+        && !conflicts.is_empty()
+    {
+        updated = upsert(ctx, &table, &mut writer, conflicts, update).await?;
+    }
+    writer.commit()?;
+    let message = match updated {
+        0 => format!("Inserted {inserted} row(s)"),
+        n => format!("Inserted {inserted} row(s), updated {n} row(s)"),
+    };
+    Ok(StatementResult::affected(inserted + updated, message))
+}
+
+fn check_conflict_target(table: &TableDef, target: &ast::ConflictTarget) -> KalamResult<()> {
+    let ast::ConflictTarget::Columns(columns) = target else {
+        return Err(KalamError::unsupported("ON CONFLICT ON CONSTRAINT is not supported; name the key column"));
+    };
+    let pk = table.pk_column().map(|c| c.name.as_str());
+    match columns.as_slice() {
+        [column] if Some(normalize(column).as_str()) == pk => Ok(()),
+        _ => Err(KalamError::invalid_sql(format!(
+            "ON CONFLICT must name the primary key column of '{}'{}",
+            table.qualified_name(),
+            pk.map(|p| format!(" ({p})")).unwrap_or_default()
+        ))),
+    }
+}
+
+fn duplicate_key(table: &TableDef, key: &Value) -> KalamError {
+    let name = table.pk_column().map(|c| c.name.as_str()).unwrap_or(ID_COLUMN);
+    KalamError::new(
+        ErrorCode::DuplicateKey,
+        format!("duplicate key {name} = {} in '{}'", key.display(), table.qualified_name()),
+    )
+}
+
+/// The current values (in `table.columns` order) of the hot row version `seq`.
+fn read_row(db: &DbShared, table: &TableDef, scope: &str, seq: u64) -> KalamResult<Vec<Value>> {
+    let bytes = db
+        .store
+        .hot_get(table.table_id, scope, seq)
+        .map_err(store_error)?
+        .ok_or_else(|| KalamError::internal(format!("pk index names a missing row version {seq}")))?;
+    let row = decode_row(&bytes).map_err(|e| KalamError::internal(format!("corrupt row: {e}")))?;
+    let cells: HashMap<u32, Value> = row.cells.into_iter().collect();
+    Ok(table
+        .columns
+        .iter()
+        .map(|c| cells.get(&c.id).cloned().unwrap_or_else(|| backfill_value(c)))
+        .collect())
+}
+
+/// Evaluates `ON CONFLICT DO UPDATE SET ... [WHERE ...]` for every conflicting row
+/// in one DataFusion query over a temporary table: the table's columns hold the
+/// existing values, `__excluded_<col>` the proposed ones (`EXCLUDED.col` is rewritten
+/// to it). Returns how many rows it updated.
+async fn upsert(
+    ctx: &StatementContext<'_>,
+    table: &TableDef,
+    writer: &mut RowWriter<'_>,
+    conflicts: Vec<Conflict>,
+    update: &ast::DoUpdate,
+) -> KalamResult<usize> {
+    let assignments = assignments(table, &update.assignments)?;
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for (i, column) in table.columns.iter().enumerate() {
+        let existing: Vec<Value> = conflicts.iter().map(|c| c.existing[i].clone()).collect();
+        let proposed: Vec<Value> = conflicts.iter().map(|c| c.proposed[i].clone()).collect();
+        fields.push(field(&column.name, &column.data_type, true));
+        arrays.push(values_to_array(&column.data_type, &existing));
+        fields.push(field(&format!("__excluded_{}", column.name), &column.data_type, true));
+        arrays.push(values_to_array(&column.data_type, &proposed));
+    }
+    let row_ids: Vec<Value> = (0..conflicts.len()).map(|i| Value::BigInt(i as i64)).collect();
+    fields.push(field("__kalam_row", &KalamType::BigInt, false));
+    arrays.push(values_to_array(&KalamType::BigInt, &row_ids));
+    let batch = RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), arrays)
+        .map_err(|e| KalamError::internal(format!("upsert batch: {e}")))?;
+
+    let ctx_df = scratch_session(ctx.db, &table.name, batch)?;
+    let mut select = vec!["__kalam_row".to_string()];
+    for (i, column) in table.columns.iter().enumerate() {
+        select.push(match assignments.get(&i) {
+            Some(expr) => {
+                let mut expr = expr.clone();
+                let _ = expr.visit(&mut ExcludedRewriter);
+                format!("CAST(({expr}) AS {})", column.data_type.cast_sql())
+            }
+            None => quote_ident(&column.name),
+        });
+    }
+    let mut sql = format!("SELECT {} FROM {}", select.join(", "), quote_ident(&table.name));
+    if let Some(selection) = &update.selection {
+        let mut selection = selection.clone();
+        let _ = selection.visit(&mut ExcludedRewriter);
+        sql.push_str(&format!(" WHERE {selection}"));
+    }
+    let output = run_statement(&ctx_df, parse_generated(&sql)?, ctx.params).await?;
+    let mut updated = 0;
+    for batch in &output.batches {
+        let columns = batch.columns();
+        for r in 0..batch.num_rows() {
+            let Value::BigInt(index) = array_value(&columns[0], r, &KalamType::BigInt)? else {
+                return Err(KalamError::internal("upsert row index is NULL"));
+            };
+            let conflict = &conflicts[index as usize];
+            let values = table
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| array_value(&columns[i + 1], r, &c.data_type))
+                .collect::<KalamResult<Vec<_>>>()?;
+            check_not_null(table, &values)?;
+            writer.put_row(&conflict.key, Some(conflict.previous), &values);
+            updated += 1;
+        }
+    }
+    Ok(updated)
+}
+
+/// A session whose only table is `batch`, registered under `name`.
+fn scratch_session(db: &DbShared, name: &str, batch: RecordBatch) -> KalamResult<SessionContext> {
+    let internal = |e: datafusion::error::DataFusionError| KalamError::internal(e.to_string());
+    let schema = Arc::new(MemorySchemaProvider::new());
+    let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
+    schema.register_table(name.to_string(), Arc::new(table)).map_err(internal)?;
+    let catalog = Arc::new(MemoryCatalogProvider::new());
+    catalog.register_schema("scratch", schema).map_err(internal)?;
+    let catalogs = Arc::new(MemoryCatalogProviderList::new());
+    catalogs.register_catalog("scratch".to_string(), catalog);
+    let state = SessionStateBuilder::new_from_existing(db.base_state.clone())
+        .with_config(SessionConfig::new().with_default_catalog_and_schema("scratch", "scratch"))
+        .with_catalog_list(catalogs)
+        .build();
+    Ok(SessionContext::new_with_state(state))
+}
+
+/// `EXCLUDED.col` → `__excluded_col`.
+struct ExcludedRewriter;
+
+impl VisitorMut for ExcludedRewriter {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> std::ops::ControlFlow<()> {
+        if let Expr::CompoundIdentifier(parts) = expr
+            && parts.len() == 2
+            && parts[0].value.eq_ignore_ascii_case("excluded")
+        {
+            *expr = Expr::Identifier(Ident::with_quote('"', format!("__excluded_{}", normalize(&parts[1]))));
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// `SET` targets as column index → expression; the key column cannot change.
+fn assignments(table: &TableDef, list: &[ast::Assignment]) -> KalamResult<HashMap<usize, Expr>> {
+    let mut out = HashMap::new();
+    for assignment in list {
+        let AssignmentTarget::ColumnName(name) = &assignment.target else {
+            return Err(KalamError::unsupported("SET (a, b) = ... is not supported; assign each column"));
+        };
+        let ident = name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .ok_or_else(|| KalamError::invalid_sql(format!("invalid column {name}")))?;
+        let column = normalize(ident);
+        if [SEQ_COLUMN, DELETED_COLUMN, ID_COLUMN].contains(&column.as_str()) {
+            return Err(KalamError::invalid_sql(format!("hidden column '{column}' cannot be assigned")));
+        }
+        let index = table.columns.iter().position(|c| c.name == column).ok_or_else(|| {
+            KalamError::new(
+                ErrorCode::ColumnNotFound,
+                format!("column '{column}' does not exist in '{}'", table.qualified_name()),
+            )
+        })?;
+        if table.primary_key == Some(table.columns[index].id) {
+            return Err(KalamError::unsupported(format!(
+                "the primary key column '{column}' cannot be updated; delete and insert instead"
+            )));
+        }
+        if out.insert(index, assignment.value.clone()).is_some() {
+            return Err(KalamError::invalid_sql(format!("column '{column}' is assigned twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// `FROM "ns"."t" [AS alias] [WHERE ...]`
+fn from_where(table: &TableDef, alias: &Option<Ident>, selection: &Option<Expr>) -> String {
+    let mut sql = format!(" FROM {}", table.sql_name());
+    if let Some(alias) = alias {
+        sql.push_str(&format!(" AS {alias}"));
+    }
+    if let Some(selection) = selection {
+        sql.push_str(&format!(" WHERE {selection}"));
+    }
+    sql
+}
+
+fn key_column_sql(table: &TableDef) -> String {
+    quote_ident(table.pk_column().map(|c| c.name.as_str()).unwrap_or(ID_COLUMN))
+}
+
+fn key_type(table: &TableDef) -> KalamType {
+    table.pk_column().map(|c| c.data_type).unwrap_or(KalamType::BigInt)
+}
+
+/// Runs the generated SELECT that finds the rows a DML statement touches. Callers
+/// hold the write lock, so what it reads is what the batch replaces.
+async fn affected_rows(ctx: &StatementContext<'_>, sql: &str) -> KalamResult<Vec<RecordBatch>> {
+    let output = run_query(ctx.db, ctx.caller, ctx.namespace, parse_generated(sql)?, ctx.params).await?;
+    Ok(output.batches)
+}
+
+fn seq_at(array: &ArrayRef, row: usize) -> KalamResult<u64> {
+    match array_value(array, row, &KalamType::BigInt)? {
+        Value::BigInt(seq) => Ok(seq as u64),
+        _ => Err(KalamError::internal("_seq is NULL")),
+    }
+}
+
+async fn update_rows(
+    ctx: &StatementContext<'_>,
+    table: Arc<TableDef>,
+    alias: Option<Ident>,
+    list: Vec<ast::Assignment>,
+    selection: Option<Expr>,
+) -> KalamResult<StatementResult> {
+    let _guard = ctx.db.write_lock.lock().await;
+    let table = ctx.db.catalog.require_table(&table.namespace, &table.name)?;
+    let assigned = assignments(&table, &list)?;
+    let mut select = vec![quote_ident(SEQ_COLUMN), key_column_sql(&table)];
+    for (i, column) in table.columns.iter().enumerate() {
+        select.push(match assigned.get(&i) {
+            Some(expr) => format!("CAST(({expr}) AS {})", column.data_type.cast_sql()),
+            None => quote_ident(&column.name),
+        });
+    }
+    let sql = format!("SELECT {}{}", select.join(", "), from_where(&table, &alias, &selection));
+    let batches = affected_rows(ctx, &sql).await?;
+    let mut writer = RowWriter::new(ctx.db, &table, scope_of(ctx, &table));
+    let key_type = key_type(&table);
+    let mut updated = 0;
+    for batch in &batches {
+        let columns = batch.columns();
+        for r in 0..batch.num_rows() {
+            let seq = seq_at(&columns[0], r)?;
+            let key = array_value(&columns[1], r, &key_type)?;
+            let values = table
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| array_value(&columns[i + 2], r, &c.data_type))
+                .collect::<KalamResult<Vec<_>>>()?;
+            check_not_null(&table, &values)?;
+            writer.put_row(&key, Some(PkEntry { seq, deleted: false }), &values);
+            updated += 1;
+        }
+    }
+    writer.commit()?;
+    Ok(StatementResult::affected(updated, format!("Updated {updated} row(s)")))
+}
+
+async fn delete_rows(
+    ctx: &StatementContext<'_>,
+    table: Arc<TableDef>,
+    alias: Option<Ident>,
+    selection: Option<Expr>,
+) -> KalamResult<StatementResult> {
+    let _guard = ctx.db.write_lock.lock().await;
+    let table = ctx.db.catalog.require_table(&table.namespace, &table.name)?;
+    let sql = format!(
+        "SELECT {}, {}{}",
+        quote_ident(SEQ_COLUMN),
+        key_column_sql(&table),
+        from_where(&table, &alias, &selection)
+    );
+    let batches = affected_rows(ctx, &sql).await?;
+    let mut writer = RowWriter::new(ctx.db, &table, scope_of(ctx, &table));
+    let key_type = key_type(&table);
+    let mut deleted = 0;
+    for batch in &batches {
+        for r in 0..batch.num_rows() {
+            let seq = seq_at(batch.column(0), r)?;
+            let key = array_value(batch.column(1), r, &key_type)?;
+            writer.put_tombstone(&key, seq);
+            deleted += 1;
+        }
+    }
+    writer.commit()?;
+    Ok(StatementResult::affected(deleted, format!("Deleted {deleted} row(s)")))
+}

@@ -1,0 +1,561 @@
+//! Statement dispatch and the DDL statements: namespaces, tables, users, SHOW/DESCRIBE.
+
+use std::sync::Arc;
+
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use kalamdb_commons::{
+    DefaultValue, ErrorCode, FlushPolicy, KalamError, KalamResult, KalamType, Literal, Role,
+    TableType, UserId, is_valid_identifier,
+};
+use kalamdb_sql::{ColumnSpec, CreateTable, KalamStatement, TableRef, UserChange, parse_statement};
+
+use crate::arrow_conv::{api_type_name, column_to_json};
+use crate::auth::hash_password;
+use crate::catalog::{
+    AccessLevel, Catalog, ColumnDef, DELETED_COLUMN, ID_COLUMN, NamespaceDef, SEQ_COLUMN,
+    SYSTEM_NAMESPACE, TableDef, UserRecord,
+};
+use crate::query::{QueryOutput, run_query};
+use crate::{Caller, ColumnInfo, DbShared, StatementResult, now_micros, store_error};
+
+/// Everything one statement runs with.
+pub(crate) struct StatementContext<'a> {
+    pub db: &'a Arc<DbShared>,
+    pub caller: &'a Caller,
+    pub namespace: &'a str,
+    pub params: &'a [Literal],
+}
+
+impl StatementContext<'_> {
+    pub async fn execute(&self, sql: &str) -> KalamResult<StatementResult> {
+        let statement = parse_statement(sql)?;
+        match statement {
+            KalamStatement::Query(statement) => {
+                let output = run_query(self.db, self.caller, self.namespace, *statement, self.params).await?;
+                Ok(output_to_result(output))
+            }
+            KalamStatement::Dml(statement) => crate::dml::execute(self, *statement).await,
+            KalamStatement::ShowNamespaces => {
+                self.query_sql("SELECT name, table_count FROM system.namespaces ORDER BY name")
+                    .await
+            }
+            KalamStatement::ShowTables { namespace } => self.show_tables(namespace).await,
+            KalamStatement::DescribeTable(table) => self.describe_table(&table).await,
+            KalamStatement::ShowStats(table) => self.show_stats(&table),
+            ddl => {
+                self.require_role(Role::Dba, "change the schema or users")?;
+                let _guard = self.db.write_lock.lock().await;
+                self.execute_ddl(ddl)
+            }
+        }
+    }
+
+    fn execute_ddl(&self, statement: KalamStatement) -> KalamResult<StatementResult> {
+        match statement {
+            KalamStatement::CreateNamespace { name, if_not_exists } => self.create_namespace(&name, if_not_exists),
+            KalamStatement::DropNamespace { name, if_exists, cascade } => {
+                self.drop_namespace(&name, if_exists, cascade)
+            }
+            KalamStatement::CreateTable(create) => self.create_table(create),
+            KalamStatement::DropTable { table, table_type, if_exists } => {
+                self.drop_table(&table, table_type, if_exists)
+            }
+            KalamStatement::AddColumn { table, column, if_not_exists } => {
+                self.add_column(&table, column, if_not_exists)
+            }
+            KalamStatement::DropColumn { table, column, if_exists } => self.drop_column(&table, &column, if_exists),
+            KalamStatement::CreateUser { name, password, role, if_not_exists } => {
+                self.create_user(&name, &password, role, if_not_exists)
+            }
+            KalamStatement::AlterUser { name, change } => self.alter_user(&name, change),
+            KalamStatement::DropUser { name, if_exists } => self.drop_user(&name, if_exists),
+            KalamStatement::Query(_)
+            | KalamStatement::Dml(_)
+            | KalamStatement::ShowNamespaces
+            | KalamStatement::ShowTables { .. }
+            | KalamStatement::DescribeTable(_)
+            | KalamStatement::ShowStats(_) => unreachable!("dispatched in execute"),
+        }
+    }
+
+    pub fn require_role(&self, role: Role, action: &str) -> KalamResult<()> {
+        if self.caller.role >= role {
+            return Ok(());
+        }
+        Err(KalamError::new(
+            ErrorCode::PermissionDenied,
+            format!("role '{}' may not {action}; it needs role '{}' or higher", self.caller.role.as_str(), role.as_str()),
+        ))
+    }
+
+    /// `(namespace, name)` of a table reference, defaulting the namespace.
+    pub fn resolve(&self, table: &TableRef) -> (String, String) {
+        let namespace = table.namespace.clone().unwrap_or_else(|| self.namespace.to_string());
+        (namespace, table.name.clone())
+    }
+
+    async fn query_sql(&self, sql: &str) -> KalamResult<StatementResult> {
+        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .map_err(|e| KalamError::internal(format!("generated SQL does not parse: {e}")))?
+            .remove(0);
+        let output = run_query(self.db, self.caller, self.namespace, statement, &[]).await?;
+        Ok(output_to_result(output))
+    }
+
+    fn create_namespace(&self, name: &str, if_not_exists: bool) -> KalamResult<StatementResult> {
+        check_name("namespace", name)?;
+        if name == SYSTEM_NAMESPACE {
+            return Err(KalamError::invalid_sql("the namespace 'system' is reserved"));
+        }
+        if self.db.catalog.namespace_exists(name) {
+            if if_not_exists {
+                return Ok(StatementResult::message(format!("Namespace '{name}' already exists")));
+            }
+            return Err(KalamError::new(ErrorCode::AlreadyExists, format!("namespace '{name}' already exists")));
+        }
+        let ns = NamespaceDef {
+            name: name.to_string(),
+            created_at: now_micros(),
+        };
+        let mut batch = self.db.store.batch();
+        Catalog::stage_namespace(&mut batch, &ns);
+        self.db.store.commit(batch).map_err(store_error)?;
+        self.db.catalog.apply_namespace(ns);
+        Ok(StatementResult::message(format!("Namespace '{name}' created")))
+    }
+
+    fn drop_namespace(&self, name: &str, if_exists: bool, cascade: bool) -> KalamResult<StatementResult> {
+        if name == SYSTEM_NAMESPACE {
+            return Err(KalamError::invalid_sql("the namespace 'system' cannot be dropped"));
+        }
+        if !self.db.catalog.namespace_exists(name) {
+            if if_exists {
+                return Ok(StatementResult::message(format!("Namespace '{name}' does not exist")));
+            }
+            return Err(KalamError::new(ErrorCode::NamespaceNotFound, format!("namespace '{name}' does not exist")));
+        }
+        let tables = self.db.catalog.tables_in(name);
+        if !tables.is_empty() && !cascade {
+            return Err(KalamError::new(
+                ErrorCode::NamespaceNotEmpty,
+                format!("namespace '{name}' has {} table(s); use DROP NAMESPACE {name} CASCADE", tables.len()),
+            ));
+        }
+        let mut batch = self.db.store.batch();
+        for table in &tables {
+            Catalog::stage_drop_table(&mut batch, table);
+        }
+        Catalog::stage_drop_namespace(&mut batch, name);
+        self.db.store.commit(batch).map_err(store_error)?;
+        for table in &tables {
+            self.db.catalog.apply_drop_table(&table.namespace, &table.name);
+        }
+        self.db.catalog.apply_drop_namespace(name);
+        Ok(StatementResult::message(format!(
+            "Namespace '{name}' dropped ({} table(s))",
+            tables.len()
+        )))
+    }
+
+    fn create_table(&self, create: CreateTable) -> KalamResult<StatementResult> {
+        let (namespace, name) = self.resolve(&create.table);
+        check_name("table", &name)?;
+        if namespace == SYSTEM_NAMESPACE {
+            return Err(KalamError::invalid_sql("tables cannot be created in the 'system' namespace"));
+        }
+        if !self.db.catalog.namespace_exists(&namespace) {
+            return Err(KalamError::new(
+                ErrorCode::NamespaceNotFound,
+                format!("namespace '{namespace}' does not exist"),
+            ));
+        }
+        if self.db.catalog.table(&namespace, &name).is_some() {
+            if create.if_not_exists {
+                return Ok(StatementResult::message(format!("Table '{namespace}.{name}' already exists")));
+            }
+            return Err(KalamError::new(
+                ErrorCode::AlreadyExists,
+                format!("table '{namespace}.{name}' already exists"),
+            ));
+        }
+        if create.table_type == TableType::Stream {
+            return Err(KalamError::unsupported(
+                "STREAM tables are not available yet; use a USER or SHARED table",
+            ));
+        }
+        let options = &create.options;
+        let flush_policy = options
+            .flush_policy
+            .as_deref()
+            .map(FlushPolicy::parse)
+            .transpose()
+            .map_err(KalamError::invalid_sql)?;
+        if options.ttl_seconds.is_some() {
+            return Err(KalamError::invalid_sql("TTL_SECONDS applies to STREAM tables only"));
+        }
+        let access_level = match options.access_level.as_deref() {
+            None => None,
+            Some(_) if create.table_type != TableType::Shared => {
+                return Err(KalamError::invalid_sql("ACCESS_LEVEL applies to SHARED tables only"));
+            }
+            Some("PUBLIC") => Some(AccessLevel::Public),
+            Some("PRIVATE") => Some(AccessLevel::Private),
+            Some(other) => {
+                return Err(KalamError::invalid_sql(format!(
+                    "ACCESS_LEVEL is 'PUBLIC' or 'PRIVATE', not '{other}'"
+                )));
+            }
+        };
+        let mut columns = Vec::with_capacity(create.columns.len());
+        for (i, spec) in create.columns.into_iter().enumerate() {
+            columns.push(column_def(i as u32 + 1, spec, None)?);
+        }
+        let primary_key = create
+            .primary_key
+            .as_ref()
+            .and_then(|pk| columns.iter().find(|c| &c.name == pk))
+            .map(|c| c.id);
+        let mut batch = self.db.store.batch();
+        let table = TableDef {
+            table_id: self.db.catalog.allocate_table_id(&mut batch),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            table_type: create.table_type,
+            next_column_id: columns.len() as u32 + 1,
+            columns,
+            primary_key,
+            flush_policy,
+            ttl_seconds: None,
+            access_level,
+            created_at: now_micros(),
+            schema_version: 1,
+        };
+        Catalog::stage_table(&mut batch, &table);
+        self.db.store.commit(batch).map_err(store_error)?;
+        let message = format!("{} table '{namespace}.{name}' created", capitalized(table.table_type));
+        self.db.catalog.apply_table(table);
+        Ok(StatementResult::message(message))
+    }
+
+    fn existing_table(&self, table: &TableRef, if_exists: bool) -> KalamResult<Option<Arc<TableDef>>> {
+        let (namespace, name) = self.resolve(table);
+        match self.db.catalog.require_table(&namespace, &name) {
+            Ok(t) => Ok(Some(t)),
+            Err(_) if if_exists => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn drop_table(&self, table: &TableRef, table_type: Option<TableType>, if_exists: bool) -> KalamResult<StatementResult> {
+        let Some(def) = self.existing_table(table, if_exists)? else {
+            return Ok(StatementResult::message(format!("Table '{}' does not exist", table.name)));
+        };
+        if let Some(expected) = table_type
+            && expected != def.table_type
+        {
+            return Err(KalamError::invalid_sql(format!(
+                "'{}' is a {} table, not a {} table",
+                def.qualified_name(),
+                def.table_type.as_str().to_ascii_uppercase(),
+                expected.as_str().to_ascii_uppercase()
+            )));
+        }
+        let mut batch = self.db.store.batch();
+        Catalog::stage_drop_table(&mut batch, &def);
+        self.db.store.commit(batch).map_err(store_error)?;
+        self.db.catalog.apply_drop_table(&def.namespace, &def.name);
+        Ok(StatementResult::message(format!("Table '{}' dropped", def.qualified_name())))
+    }
+
+    fn add_column(&self, table: &TableRef, spec: ColumnSpec, if_not_exists: bool) -> KalamResult<StatementResult> {
+        let def = self.existing_table(table, false)?.expect("require_table succeeded");
+        if def.column(&spec.name).is_some() {
+            if if_not_exists {
+                return Ok(StatementResult::message(format!("Column '{}' already exists", spec.name)));
+            }
+            return Err(KalamError::new(
+                ErrorCode::AlreadyExists,
+                format!("column '{}' already exists in '{}'", spec.name, def.qualified_name()),
+            ));
+        }
+        let backfill = match &spec.default {
+            Some(DefaultValue::Literal { value }) => Some(value.clone()),
+            Some(DefaultValue::Now) => Some(Literal::String(kalamdb_commons::value::format_timestamp(now_micros()))),
+            _ => None,
+        };
+        if spec.not_null && backfill.as_ref().is_none_or(|b| *b == Literal::Null) {
+            return Err(KalamError::invalid_sql(format!(
+                "column '{}' is NOT NULL: existing rows need a constant DEFAULT",
+                spec.name
+            )));
+        }
+        let name = spec.name.clone();
+        let mut updated = (*def).clone();
+        updated.columns.push(column_def(def.next_column_id, spec, backfill)?);
+        updated.next_column_id += 1;
+        updated.schema_version += 1;
+        self.save_table(updated)?;
+        Ok(StatementResult::message(format!("Column '{name}' added to '{}'", def.qualified_name())))
+    }
+
+    fn drop_column(&self, table: &TableRef, column: &str, if_exists: bool) -> KalamResult<StatementResult> {
+        let def = self.existing_table(table, false)?.expect("require_table succeeded");
+        let Some(target) = def.column(column) else {
+            if if_exists {
+                return Ok(StatementResult::message(format!("Column '{column}' does not exist")));
+            }
+            return Err(KalamError::new(
+                ErrorCode::ColumnNotFound,
+                format!("column '{column}' does not exist in '{}'", def.qualified_name()),
+            ));
+        };
+        if def.primary_key == Some(target.id) {
+            return Err(KalamError::unsupported("the PRIMARY KEY column cannot be dropped"));
+        }
+        if def.columns.len() == 1 {
+            return Err(KalamError::invalid_sql("a table keeps at least one column"));
+        }
+        let mut updated = (*def).clone();
+        updated.columns.retain(|c| c.name != column);
+        updated.schema_version += 1;
+        self.save_table(updated)?;
+        Ok(StatementResult::message(format!("Column '{column}' dropped from '{}'", def.qualified_name())))
+    }
+
+    fn save_table(&self, table: TableDef) -> KalamResult<()> {
+        let mut batch = self.db.store.batch();
+        Catalog::stage_table(&mut batch, &table);
+        self.db.store.commit(batch).map_err(store_error)?;
+        self.db.catalog.apply_table(table);
+        Ok(())
+    }
+
+    async fn show_tables(&self, namespace: Option<String>) -> KalamResult<StatementResult> {
+        let filter = match &namespace {
+            Some(ns) => {
+                if !self.db.catalog.namespace_exists(ns) {
+                    return Err(KalamError::new(ErrorCode::NamespaceNotFound, format!("namespace '{ns}' does not exist")));
+                }
+                format!("WHERE namespace = '{}'", ns.replace('\'', "''"))
+            }
+            None => String::new(),
+        };
+        self.query_sql(&format!(
+            "SELECT namespace, table_name, table_type, primary_key, flush_policy FROM system.tables {filter} ORDER BY namespace, table_name"
+        ))
+        .await
+    }
+
+    async fn describe_table(&self, table: &TableRef) -> KalamResult<StatementResult> {
+        let def = self.existing_table(table, false)?.expect("require_table succeeded");
+        self.query_sql(&format!(
+            "SELECT column_name, data_type, is_nullable, is_primary_key, column_default FROM system.columns WHERE namespace = '{}' AND table_name = '{}' ORDER BY ordinal_position",
+            def.namespace.replace('\'', "''"),
+            def.name.replace('\'', "''")
+        ))
+        .await
+    }
+
+    /// Hot-row counts of the caller's scope (USER tables) or of the table (SHARED).
+    fn show_stats(&self, table: &TableRef) -> KalamResult<StatementResult> {
+        let def = self.existing_table(table, false)?.expect("require_table succeeded");
+        let scope = match def.table_type {
+            TableType::User => self.caller.user_id.as_str().to_string(),
+            _ => String::new(),
+        };
+        let (mut hot_rows, mut hot_versions) = (0i64, 0i64);
+        self.db
+            .store
+            .hot_scan(def.table_id, Some(&scope), |row| {
+                hot_versions += 1;
+                if !kalamdb_store::row_codec::decode_row(&row.value)?.deleted {
+                    hot_rows += 1;
+                }
+                Ok(true)
+            })
+            .map_err(store_error)?;
+        let names = ["table", "hot_rows", "hot_versions", "cold_rows", "cold_files", "cold_bytes", "last_flush"];
+        let types = ["Text", "BigInt", "BigInt", "BigInt", "BigInt", "BigInt", "Timestamp"];
+        Ok(StatementResult {
+            columns: names
+                .iter()
+                .zip(types)
+                .map(|(n, t)| ColumnInfo {
+                    name: n.to_string(),
+                    data_type: t.to_string(),
+                })
+                .collect(),
+            rows: vec![vec![
+                def.qualified_name().into(),
+                hot_rows.into(),
+                hot_versions.into(),
+                0.into(),
+                0.into(),
+                0.into(),
+                serde_json::Value::Null,
+            ]],
+            row_count: 1,
+            message: None,
+        })
+    }
+
+    fn create_user(&self, name: &str, password: &str, role: Role, if_not_exists: bool) -> KalamResult<StatementResult> {
+        check_name("user", name)?;
+        if self.db.catalog.user(name).is_some() {
+            if if_not_exists {
+                return Ok(StatementResult::message(format!("User '{name}' already exists")));
+            }
+            return Err(KalamError::new(ErrorCode::AlreadyExists, format!("user '{name}' already exists")));
+        }
+        if password.is_empty() {
+            return Err(KalamError::invalid_sql("a password cannot be empty"));
+        }
+        let now = now_micros();
+        let user = UserRecord {
+            user_id: UserId::new(uuid::Uuid::now_v7().simple().to_string()),
+            username: name.to_string(),
+            password_hash: hash_password(password)?,
+            role,
+            created_at: now,
+            updated_at: now,
+        };
+        self.save_user(user)?;
+        Ok(StatementResult::message(format!("User '{name}' created with role {}", role.as_str())))
+    }
+
+    fn alter_user(&self, name: &str, change: UserChange) -> KalamResult<StatementResult> {
+        let mut user = self.db.catalog.user(name).ok_or_else(|| user_not_found(name))?;
+        match change {
+            UserChange::Password(password) if password.is_empty() => {
+                return Err(KalamError::invalid_sql("a password cannot be empty"));
+            }
+            UserChange::Password(password) => user.password_hash = hash_password(&password)?,
+            UserChange::Role(role) => user.role = role,
+        }
+        user.updated_at = now_micros();
+        self.save_user(user)?;
+        Ok(StatementResult::message(format!("User '{name}' altered")))
+    }
+
+    fn drop_user(&self, name: &str, if_exists: bool) -> KalamResult<StatementResult> {
+        if self.db.catalog.user(name).is_none() {
+            if if_exists {
+                return Ok(StatementResult::message(format!("User '{name}' does not exist")));
+            }
+            return Err(user_not_found(name));
+        }
+        if name == "root" || name == self.caller.username {
+            return Err(KalamError::invalid_sql(format!("user '{name}' cannot be dropped by this session")));
+        }
+        let mut batch = self.db.store.batch();
+        Catalog::stage_drop_user(&mut batch, name);
+        self.db.store.commit(batch).map_err(store_error)?;
+        self.db.catalog.apply_drop_user(name);
+        self.db.auth.invalidate();
+        Ok(StatementResult::message(format!("User '{name}' dropped")))
+    }
+
+    fn save_user(&self, user: UserRecord) -> KalamResult<()> {
+        let mut batch = self.db.store.batch();
+        Catalog::stage_user(&mut batch, &user);
+        self.db.store.commit(batch).map_err(store_error)?;
+        self.db.catalog.apply_user(user);
+        self.db.auth.invalidate();
+        Ok(())
+    }
+}
+
+fn user_not_found(name: &str) -> KalamError {
+    KalamError::new(ErrorCode::UserNotFound, format!("user '{name}' does not exist"))
+}
+
+fn capitalized(table_type: TableType) -> &'static str {
+    match table_type {
+        TableType::User => "User",
+        TableType::Shared => "Shared",
+        TableType::Stream => "Stream",
+    }
+}
+
+fn check_name(kind: &str, name: &str) -> KalamResult<()> {
+    if !is_valid_identifier(name) {
+        return Err(KalamError::invalid_sql(format!(
+            "invalid {kind} name '{name}': names match [A-Za-z_][A-Za-z0-9_]* (at most 64 characters)"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates a declared column and its default against its type.
+fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResult<ColumnDef> {
+    check_name("column", &spec.name)?;
+    if [SEQ_COLUMN, DELETED_COLUMN, ID_COLUMN].contains(&spec.name.as_str()) {
+        return Err(KalamError::invalid_sql(format!("column name '{}' is reserved", spec.name)));
+    }
+    let ty = spec.data_type;
+    let fits = match &spec.default {
+        None => true,
+        Some(DefaultValue::Literal { value }) => {
+            value.to_value(&ty).map_err(|e| {
+                KalamError::new(e.code, format!("DEFAULT of column '{}': {}", spec.name, e.message))
+            })?;
+            true
+        }
+        Some(DefaultValue::Now) => matches!(ty, KalamType::Timestamp | KalamType::Date | KalamType::Text),
+        Some(DefaultValue::SnowflakeId) => matches!(ty, KalamType::BigInt | KalamType::Text),
+        Some(DefaultValue::UuidV7) => matches!(ty, KalamType::Uuid | KalamType::Text),
+        Some(DefaultValue::CurrentUser) => matches!(ty, KalamType::Text),
+    };
+    if !fits {
+        return Err(KalamError::type_mismatch(format!(
+            "DEFAULT {} cannot fill column '{}' of type {ty}",
+            spec.default.as_ref().map(|d| d.sql()).unwrap_or_default(),
+            spec.name
+        )));
+    }
+    Ok(ColumnDef {
+        id,
+        name: spec.name,
+        data_type: ty,
+        nullable: !spec.not_null,
+        default: spec.default,
+        backfill,
+    })
+}
+
+/// Turns query output into the API's result shape.
+pub(crate) fn output_to_result(output: QueryOutput) -> StatementResult {
+    let columns: Vec<ColumnInfo> = output
+        .schema
+        .fields()
+        .iter()
+        .map(|f| ColumnInfo {
+            name: f.name().clone(),
+            data_type: api_type_name(f),
+        })
+        .collect();
+    let row_count: usize = output.batches.iter().map(|b| b.num_rows()).sum();
+    let mut rows = Vec::with_capacity(row_count);
+    for batch in &output.batches {
+        let schema = batch.schema();
+        let json_columns: Vec<Vec<serde_json::Value>> = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(field, array)| {
+                let field = output.schema.field_with_name(field.name()).map(|f| f.as_ref()).unwrap_or(field);
+                column_to_json(field, array)
+            })
+            .collect();
+        for i in 0..batch.num_rows() {
+            rows.push(json_columns.iter().map(|c| c[i].clone()).collect());
+        }
+    }
+    StatementResult {
+        columns,
+        rows,
+        row_count,
+        message: None,
+    }
+}

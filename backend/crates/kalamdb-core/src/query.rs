@@ -1,0 +1,281 @@
+//! Planning and running statements with DataFusion for one caller.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::{SQLOptions, SessionContext, SessionState};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{ObjectName, Query, Statement, Visit, Visitor, visit_relations};
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, TableType};
+
+use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
+use crate::hidden::{exclude_hidden_from_wildcards, references_hidden};
+use crate::provider::{KalamCatalog, ScanScope};
+use crate::{Caller, DbShared};
+
+pub(crate) const CATALOG_NAME: &str = "kalam";
+
+/// The rows of a query with their schema.
+pub(crate) struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// The session state every statement's session starts from (functions, settings).
+pub(crate) fn base_session_state() -> SessionState {
+    SessionStateBuilder::new()
+        .with_config(session_config(crate::catalog::DEFAULT_NAMESPACE))
+        .with_default_features()
+        .build()
+}
+
+fn session_config(namespace: &str) -> SessionConfig {
+    SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG_NAME, namespace)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(false)
+        .with_target_partitions(2)
+}
+
+/// A session that resolves names in `namespace` and scans as `scope`.
+pub(crate) fn session(db: &Arc<DbShared>, scope: ScanScope, namespace: &str) -> SessionContext {
+    let catalogs = Arc::new(MemoryCatalogProviderList::new());
+    catalogs.register_catalog(CATALOG_NAME.to_string(), Arc::new(KalamCatalog::new(db.clone(), scope)));
+    let state = SessionStateBuilder::new_from_existing(db.base_state.clone())
+        .with_config(session_config(namespace))
+        .with_catalog_list(catalogs)
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// Plans and runs a read-only statement (SELECT, VALUES, WITH, EXPLAIN) as `caller`.
+pub(crate) async fn run_query(
+    db: &Arc<DbShared>,
+    caller: &Caller,
+    namespace: &str,
+    mut statement: Statement,
+    params: &[Literal],
+) -> KalamResult<QueryOutput> {
+    check_relations_exist(db, namespace, &statement)?;
+    let expose_hidden = references_hidden(&statement);
+    if expose_hidden {
+        let hidden_of = |name: &ObjectName| hidden_columns_of(db, namespace, name);
+        exclude_hidden_from_wildcards(&mut statement, &hidden_of);
+    }
+    let scope = ScanScope {
+        caller: caller.clone(),
+        expose_hidden,
+    };
+    let ctx = session(db, scope, namespace);
+    run_statement(&ctx, statement, params).await
+}
+
+/// Plans `statement` in `ctx`, binds `params` and collects the result.
+pub(crate) async fn run_statement(
+    ctx: &SessionContext,
+    statement: Statement,
+    params: &[Literal],
+) -> KalamResult<QueryOutput> {
+    let state = ctx.state();
+    let plan = state
+        .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+        .await
+        .map_err(df_error)?;
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|e| KalamError::unsupported(df_message(&e)))?;
+    let plan = bind_params(plan, params)?;
+    let frame = ctx.execute_logical_plan(plan).await.map_err(df_error)?;
+    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await.map_err(df_error)?;
+    Ok(QueryOutput { schema, batches })
+}
+
+fn bind_params(plan: LogicalPlan, params: &[Literal]) -> KalamResult<LogicalPlan> {
+    let types = plan.get_parameter_types().map_err(df_error)?;
+    if types.is_empty() {
+        return Ok(plan);
+    }
+    let mut values = Vec::with_capacity(params.len());
+    for (i, literal) in params.iter().enumerate() {
+        let value = literal_scalar(literal);
+        let expected = types.get(&format!("${}", i + 1)).cloned().flatten();
+        let value = match expected {
+            Some(t) if !value.is_null() && value.data_type() != t => value.cast_to(&t).map_err(|_| {
+                KalamError::new(
+                    ErrorCode::InvalidParameter,
+                    format!("parameter ${} ({}) cannot be used as {t}", i + 1, value.data_type()),
+                )
+            })?,
+            Some(t) if value.is_null() => ScalarValue::try_from(&t).unwrap_or(ScalarValue::Null),
+            _ => value,
+        };
+        values.push(value);
+    }
+    for name in types.keys() {
+        let index: usize = name.trim_start_matches('$').parse().unwrap_or(0);
+        if index == 0 || index > params.len() {
+            return Err(KalamError::new(
+                ErrorCode::InvalidParameter,
+                format!("no value for parameter {name}: the request has {} params", params.len()),
+            ));
+        }
+    }
+    plan.with_param_values(values).map_err(|e| {
+        KalamError::new(ErrorCode::InvalidParameter, df_message(&e))
+    })
+}
+
+/// A request parameter as a DataFusion literal.
+pub(crate) fn literal_scalar(literal: &Literal) -> ScalarValue {
+    match literal {
+        Literal::Null => ScalarValue::Null,
+        Literal::Boolean(b) => ScalarValue::Boolean(Some(*b)),
+        Literal::Number(n) => match n.parse::<i64>() {
+            Ok(i) => ScalarValue::Int64(Some(i)),
+            Err(_) => ScalarValue::Float64(n.parse().ok()),
+        },
+        Literal::String(s) | Literal::Json(s) => ScalarValue::Utf8(Some(s.clone())),
+    }
+}
+
+/// `(namespace, table)` of a table name as written, with the request's default namespace.
+pub(crate) fn resolve_name(namespace: &str, name: &ObjectName) -> Option<(String, String)> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| {
+            p.as_ident().map(|i| match i.quote_style {
+                Some(_) => i.value.clone(),
+                None => i.value.to_ascii_lowercase(),
+            })
+        })
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [table] => Some((namespace.to_string(), table.clone())),
+        [ns, table] => Some((ns.clone(), table.clone())),
+        [catalog, ns, table] if catalog == CATALOG_NAME => Some((ns.clone(), table.clone())),
+        _ => None,
+    }
+}
+
+fn hidden_columns_of(db: &DbShared, namespace: &str, name: &ObjectName) -> Option<Vec<&'static str>> {
+    let (ns, table) = resolve_name(namespace, name)?;
+    let table = db.catalog.table(&ns, &table)?;
+    if table.table_type == TableType::Stream {
+        return None;
+    }
+    let mut hidden = vec![SEQ_COLUMN, DELETED_COLUMN];
+    if table.primary_key.is_none() {
+        hidden.push(ID_COLUMN);
+    }
+    Some(hidden)
+}
+
+/// Reports the first table the statement names that does not exist, with the
+/// precise code (`NAMESPACE_NOT_FOUND` or `TABLE_NOT_FOUND`). CTE names are skipped.
+fn check_relations_exist(db: &DbShared, namespace: &str, statement: &Statement) -> KalamResult<()> {
+    let mut ctes = CteNames(HashSet::new());
+    let _ = statement.visit(&mut ctes);
+    let result = visit_relations(statement, |name| {
+        let Some((ns, table)) = resolve_name(namespace, name) else {
+            return ControlFlow::Continue(());
+        };
+        if name.0.len() == 1 && ctes.0.contains(&table) {
+            return ControlFlow::Continue(());
+        }
+        if ns == SYSTEM_NAMESPACE {
+            return if crate::system_tables::NAMES.contains(&table.as_str()) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(KalamError::new(
+                    ErrorCode::TableNotFound,
+                    format!("table 'system.{table}' does not exist"),
+                ))
+            };
+        }
+        match db.catalog.require_table(&ns, &table) {
+            Ok(_) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    });
+    match result {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+struct CteNames(HashSet<String>);
+
+impl Visitor for CteNames {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.0.insert(cte.alias.name.value.to_ascii_lowercase());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn df_message(e: &DataFusionError) -> String {
+    let root = e.find_root();
+    let text = root.to_string();
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "SQL error: ",
+        "Execution error: ",
+        "This feature is not implemented: ",
+        "Arrow error: ",
+    ] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    text
+}
+
+/// Maps a DataFusion error to an API error: the user's mistakes are 400s with the
+/// planner's message; failures of the server are `INTERNAL_ERROR`.
+pub(crate) fn df_error(e: DataFusionError) -> KalamError {
+    let message = df_message(&e);
+    match e.find_root() {
+        DataFusionError::External(inner) => match inner.downcast_ref::<KalamError>() {
+            Some(k) => k.clone(),
+            None => KalamError::internal(message),
+        },
+        DataFusionError::SchemaError(se, _) => match se.as_ref() {
+            datafusion::common::SchemaError::FieldNotFound { .. } => {
+                KalamError::new(ErrorCode::ColumnNotFound, message)
+            }
+            _ => KalamError::invalid_sql(message),
+        },
+        DataFusionError::Plan(_) | DataFusionError::SQL(_, _) | DataFusionError::Execution(_) => {
+            KalamError::invalid_sql(message)
+        }
+        DataFusionError::NotImplemented(_) => KalamError::unsupported(message),
+        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            datafusion::arrow::error::ArrowError::CastError(_)
+            | datafusion::arrow::error::ArrowError::ParseError(_)
+            | datafusion::arrow::error::ArrowError::InvalidArgumentError(_)
+            | datafusion::arrow::error::ArrowError::ComputeError(_) => KalamError::type_mismatch(message),
+            datafusion::arrow::error::ArrowError::DivideByZero => KalamError::invalid_sql("division by zero"),
+            _ => KalamError::internal(message),
+        },
+        _ => KalamError::internal(message),
+    }
+}

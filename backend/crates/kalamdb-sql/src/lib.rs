@@ -1,0 +1,21 @@
+//! SQL text → typed KalamDB statements.
+//!
+//! A request's SQL is split into statements ([`split_statements`]); each is parsed
+//! ([`parse_statement`]) into a [`KalamStatement`]: KalamDB's own commands (namespaces,
+//! typed tables, users, SHOW/DESCRIBE) are parsed here with sqlparser's parser
+//! primitives; standard DML and queries keep sqlparser's AST for the executor.
+//!
+//! Architecture invariant: no I/O and no catalog access here. The crate knows the
+//! grammar, not what exists. sqlparser is DataFusion's re-export, so the AST is the
+//! one DataFusion plans.
+
+mod ddl;
+mod split;
+mod statement;
+mod users;
+
+pub use datafusion::sql::sqlparser;
+pub use ddl::{ColumnSpec, CreateTable, TableOptions, literal};
+pub use split::split_statements;
+pub use statement::{KalamStatement, TableRef, parse_statement};
+pub use users::UserChange;

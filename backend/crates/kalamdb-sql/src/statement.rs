@@ -1,0 +1,540 @@
+//! The typed statement and its parser.
+
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::Token;
+use kalamdb_commons::{KalamError, KalamResult, Role, TableType};
+
+use crate::ddl::{ColumnSpec, CreateTable, column_spec, create_table};
+use crate::users::{UserChange, parse_alter_user, parse_create_user, parse_drop_user};
+
+/// A table as a statement names it: `ns.t`, or `t` in the request's default namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// One parsed statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KalamStatement {
+    CreateNamespace {
+        name: String,
+        if_not_exists: bool,
+    },
+    DropNamespace {
+        name: String,
+        if_exists: bool,
+        cascade: bool,
+    },
+    ShowNamespaces,
+    CreateTable(CreateTable),
+    DropTable {
+        table: TableRef,
+        /// `DROP USER TABLE` checks the type; plain `DROP TABLE` does not.
+        table_type: Option<TableType>,
+        if_exists: bool,
+    },
+    ShowTables {
+        namespace: Option<String>,
+    },
+    DescribeTable(TableRef),
+    ShowStats(TableRef),
+    AddColumn {
+        table: TableRef,
+        column: ColumnSpec,
+        if_not_exists: bool,
+    },
+    DropColumn {
+        table: TableRef,
+        column: String,
+        if_exists: bool,
+    },
+    CreateUser {
+        name: String,
+        password: String,
+        role: Role,
+        if_not_exists: bool,
+    },
+    AlterUser {
+        name: String,
+        change: UserChange,
+    },
+    DropUser {
+        name: String,
+        if_exists: bool,
+    },
+    /// INSERT, UPDATE or DELETE, as sqlparser parsed it.
+    Dml(Box<Statement>),
+    /// SELECT, VALUES, WITH ..., EXPLAIN: planned by DataFusion.
+    Query(Box<Statement>),
+}
+
+impl KalamStatement {
+    /// True for statements that only read.
+    pub fn is_query(&self) -> bool {
+        matches!(
+            self,
+            KalamStatement::Query(_)
+                | KalamStatement::ShowNamespaces
+                | KalamStatement::ShowTables { .. }
+                | KalamStatement::DescribeTable(_)
+                | KalamStatement::ShowStats(_)
+        )
+    }
+}
+
+/// Parses one statement (no `;` separators: see [`crate::split_statements`]).
+pub fn parse_statement(sql: &str) -> KalamResult<KalamStatement> {
+    let dialect = PostgreSqlDialect {};
+    let parser = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .map_err(parser_error)?;
+    let mut c = Cursor { parser };
+    let statement = match c.peek_word(0).as_deref() {
+        Some("CREATE") => parse_create(&mut c)?,
+        Some("DROP") => parse_drop(&mut c)?,
+        Some("SHOW") => parse_show(&mut c)?,
+        Some("DESCRIBE" | "DESC") => {
+            c.parser.next_token();
+            c.eat_word("TABLE");
+            KalamStatement::DescribeTable(c.table_ref()?)
+        }
+        Some("ALTER") => parse_alter(&mut c)?,
+        _ => return parse_standard(c),
+    };
+    c.expect_end()?;
+    Ok(statement)
+}
+
+fn parse_standard(mut c: Cursor<'_>) -> KalamResult<KalamStatement> {
+    let statement = c.parser.parse_statement().map_err(parser_error)?;
+    c.expect_end()?;
+    match statement {
+        Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+            Ok(KalamStatement::Dml(Box::new(statement)))
+        }
+        Statement::Query(_) | Statement::Explain { .. } => {
+            Ok(KalamStatement::Query(Box::new(statement)))
+        }
+        other => Err(KalamError::unsupported(format!(
+            "statement not supported: {}",
+            first_words(&other.to_string())
+        ))),
+    }
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn parse_create(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
+    c.expect_word("CREATE")?;
+    let table_type = match (c.peek_word(0).as_deref(), c.peek_word(1).as_deref()) {
+        (Some("NAMESPACE"), _) => {
+            c.parser.next_token();
+            let if_not_exists = c.eat_words(&["IF", "NOT", "EXISTS"]);
+            return Ok(KalamStatement::CreateNamespace {
+                name: c.identifier()?,
+                if_not_exists,
+            });
+        }
+        (Some("USER"), Some("TABLE")) => Some(TableType::User),
+        (Some("USER"), _) => return parse_create_user(c),
+        (Some("SHARED"), Some("TABLE")) => Some(TableType::Shared),
+        (Some("STREAM"), Some("TABLE")) => Some(TableType::Stream),
+        (Some("TABLE"), _) => None,
+        _ => {
+            return Err(KalamError::unsupported(
+                "CREATE supports NAMESPACE, [USER|SHARED|STREAM] TABLE and USER",
+            ));
+        }
+    };
+    if table_type.is_some() {
+        c.parser.next_token();
+    }
+    c.expect_word("TABLE")?;
+    let create = c
+        .parser
+        .parse_create_table(false, false, None, false)
+        .map_err(parser_error)?;
+    let Statement::CreateTable(create) = create else {
+        return Err(KalamError::invalid_sql("expected CREATE TABLE"));
+    };
+    Ok(KalamStatement::CreateTable(create_table(
+        table_type.unwrap_or(TableType::Shared),
+        create,
+    )?))
+}
+
+fn parse_drop(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
+    c.expect_word("DROP")?;
+    let table_type = match (c.peek_word(0).as_deref(), c.peek_word(1).as_deref()) {
+        (Some("NAMESPACE"), _) => {
+            c.parser.next_token();
+            let if_exists = c.eat_words(&["IF", "EXISTS"]);
+            let name = c.identifier()?;
+            let cascade = c.eat_word("CASCADE");
+            return Ok(KalamStatement::DropNamespace {
+                name,
+                if_exists,
+                cascade,
+            });
+        }
+        (Some("USER"), Some("TABLE")) => Some(TableType::User),
+        (Some("USER"), _) => return parse_drop_user(c),
+        (Some("SHARED"), Some("TABLE")) => Some(TableType::Shared),
+        (Some("STREAM"), Some("TABLE")) => Some(TableType::Stream),
+        (Some("TABLE"), _) => None,
+        _ => {
+            return Err(KalamError::unsupported(
+                "DROP supports NAMESPACE, [USER|SHARED|STREAM] TABLE and USER",
+            ));
+        }
+    };
+    if table_type.is_some() {
+        c.parser.next_token();
+    }
+    c.expect_word("TABLE")?;
+    let if_exists = c.eat_words(&["IF", "EXISTS"]);
+    Ok(KalamStatement::DropTable {
+        table: c.table_ref()?,
+        table_type,
+        if_exists,
+    })
+}
+
+fn parse_show(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
+    c.expect_word("SHOW")?;
+    if c.eat_word("NAMESPACES") {
+        return Ok(KalamStatement::ShowNamespaces);
+    }
+    if c.eat_word("TABLES") {
+        let namespace = if c.eat_word("IN") || c.eat_word("FROM") {
+            c.eat_word("NAMESPACE");
+            Some(c.identifier()?)
+        } else {
+            None
+        };
+        return Ok(KalamStatement::ShowTables { namespace });
+    }
+    if c.eat_words(&["STATS", "FOR"]) {
+        c.eat_word("TABLE");
+        return Ok(KalamStatement::ShowStats(c.table_ref()?));
+    }
+    Err(KalamError::unsupported(
+        "SHOW supports NAMESPACES, TABLES [IN ns] and STATS FOR TABLE ns.t",
+    ))
+}
+
+fn parse_alter(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
+    c.expect_word("ALTER")?;
+    if c.peek_word(0).as_deref() == Some("USER") {
+        return parse_alter_user(c);
+    }
+    c.expect_word("TABLE")?;
+    let table = c.table_ref()?;
+    if c.eat_word("ADD") {
+        c.eat_word("COLUMN");
+        let if_not_exists = c.eat_words(&["IF", "NOT", "EXISTS"]);
+        let def = c.parser.parse_column_def().map_err(parser_error)?;
+        let column = column_spec(&def)?;
+        if column.primary_key {
+            return Err(KalamError::unsupported(
+                "ALTER TABLE cannot add a PRIMARY KEY column",
+            ));
+        }
+        return Ok(KalamStatement::AddColumn {
+            table,
+            column,
+            if_not_exists,
+        });
+    }
+    if c.eat_word("DROP") {
+        c.eat_word("COLUMN");
+        let if_exists = c.eat_words(&["IF", "EXISTS"]);
+        return Ok(KalamStatement::DropColumn {
+            table,
+            column: c.identifier()?,
+            if_exists,
+        });
+    }
+    Err(KalamError::unsupported(
+        "ALTER TABLE supports ADD COLUMN and DROP COLUMN",
+    ))
+}
+
+pub(crate) fn parser_error(e: ParserError) -> KalamError {
+    let message = e.to_string();
+    let message = message.strip_prefix("sql parser error: ").unwrap_or(&message);
+    KalamError::invalid_sql(format!("syntax error: {message}"))
+}
+
+/// An identifier as SQL means it: unquoted names fold to lower case, quoted ones do not.
+pub(crate) fn ident_name(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_ascii_lowercase(),
+    }
+}
+
+pub(crate) fn object_name_to_table(name: &ObjectName) -> KalamResult<TableRef> {
+    let parts = name
+        .0
+        .iter()
+        .map(|part| {
+            part.as_ident()
+                .map(ident_name)
+                .ok_or_else(|| KalamError::invalid_sql(format!("invalid table name {name}")))
+        })
+        .collect::<KalamResult<Vec<_>>>()?;
+    match parts.as_slice() {
+        [table] => Ok(TableRef {
+            namespace: None,
+            name: table.clone(),
+        }),
+        [namespace, table] => Ok(TableRef {
+            namespace: Some(namespace.clone()),
+            name: table.clone(),
+        }),
+        _ => Err(KalamError::invalid_sql(format!(
+            "table names are 'table' or 'namespace.table', not {name}"
+        ))),
+    }
+}
+
+/// sqlparser's parser with word-level helpers for KalamDB's own grammar.
+pub(crate) struct Cursor<'a> {
+    pub parser: Parser<'a>,
+}
+
+impl Cursor<'_> {
+    /// The n-th next token as an upper-case unquoted word.
+    pub fn peek_word(&self, n: usize) -> Option<String> {
+        match &self.parser.peek_nth_token_ref(n).token {
+            Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+            _ => None,
+        }
+    }
+
+    pub fn eat_word(&mut self, word: &str) -> bool {
+        if self.peek_word(0).as_deref() == Some(word) {
+            self.parser.next_token();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Consumes all of `words` in order, or none of them.
+    pub fn eat_words(&mut self, words: &[&str]) -> bool {
+        let all = words
+            .iter()
+            .enumerate()
+            .all(|(i, w)| self.peek_word(i).as_deref() == Some(*w));
+        if all {
+            for _ in words {
+                self.parser.next_token();
+            }
+        }
+        all
+    }
+
+    pub fn expect_word(&mut self, word: &str) -> KalamResult<()> {
+        if self.eat_word(word) {
+            Ok(())
+        } else {
+            Err(KalamError::invalid_sql(format!(
+                "syntax error: expected {word}, found {}",
+                self.parser.peek_token_ref().token
+            )))
+        }
+    }
+
+    pub fn identifier(&mut self) -> KalamResult<String> {
+        let ident = self.parser.parse_identifier().map_err(parser_error)?;
+        Ok(ident_name(&ident))
+    }
+
+    /// A user name: `'alice'`, `"Alice"` or `alice`.
+    pub fn name_or_string(&mut self) -> KalamResult<String> {
+        if let Token::SingleQuotedString(s) = &self.parser.peek_token_ref().token {
+            let s = s.clone();
+            self.parser.next_token();
+            return Ok(s);
+        }
+        self.identifier()
+    }
+
+    pub fn string(&mut self) -> KalamResult<String> {
+        self.parser.parse_literal_string().map_err(parser_error)
+    }
+
+    pub fn table_ref(&mut self) -> KalamResult<TableRef> {
+        let name = self.parser.parse_object_name(false).map_err(parser_error)?;
+        object_name_to_table(&name)
+    }
+
+    pub fn expect_end(&mut self) -> KalamResult<()> {
+        while self.parser.peek_token_ref().token == Token::SemiColon {
+            self.parser.next_token();
+        }
+        match &self.parser.peek_token_ref().token {
+            Token::EOF => Ok(()),
+            other => Err(KalamError::invalid_sql(format!(
+                "syntax error: unexpected {other} after the end of the statement"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kalamdb_commons::{DefaultValue, ErrorCode, KalamType, Literal};
+
+    #[track_caller]
+    fn parse(sql: &str) -> KalamStatement {
+        parse_statement(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    #[track_caller]
+    fn parse_err(sql: &str) -> ErrorCode {
+        parse_statement(sql).unwrap_err().code
+    }
+
+    fn table(ns: &str, name: &str) -> TableRef {
+        TableRef {
+            namespace: Some(ns.into()),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn namespaces() {
+        assert_eq!(
+            parse("create namespace if not exists App"),
+            KalamStatement::CreateNamespace {
+                name: "app".into(),
+                if_not_exists: true
+            }
+        );
+        assert_eq!(
+            parse("DROP NAMESPACE app CASCADE"),
+            KalamStatement::DropNamespace {
+                name: "app".into(),
+                if_exists: false,
+                cascade: true
+            }
+        );
+        assert_eq!(parse("SHOW NAMESPACES"), KalamStatement::ShowNamespaces);
+        assert_eq!(
+            parse("show tables in app"),
+            KalamStatement::ShowTables {
+                namespace: Some("app".into())
+            }
+        );
+    }
+
+    #[test]
+    fn create_user_table_with_options() {
+        let KalamStatement::CreateTable(ct) = parse(
+            "CREATE USER TABLE app.messages (id BIGINT PRIMARY KEY DEFAULT SNOWFLAKE_ID(), body TEXT NOT NULL, price DECIMAL(10,2) DEFAULT -1.5, at TIMESTAMP DEFAULT NOW()) WITH (FLUSH_POLICY = 'rows:100')",
+        ) else {
+            panic!("not a CREATE TABLE")
+        };
+        assert_eq!(ct.table, table("app", "messages"));
+        assert_eq!(ct.table_type, TableType::User);
+        assert_eq!(ct.primary_key.as_deref(), Some("id"));
+        assert_eq!(ct.options.flush_policy.as_deref(), Some("rows:100"));
+        let types: Vec<_> = ct.columns.iter().map(|c| c.data_type).collect();
+        assert_eq!(
+            types,
+            vec![
+                KalamType::BigInt,
+                KalamType::Text,
+                KalamType::Decimal {
+                    precision: 10,
+                    scale: 2
+                },
+                KalamType::Timestamp
+            ]
+        );
+        assert_eq!(ct.columns[0].default, Some(DefaultValue::SnowflakeId));
+        assert!(ct.columns[0].not_null && ct.columns[1].not_null && !ct.columns[2].not_null);
+        assert_eq!(
+            ct.columns[2].default,
+            Some(DefaultValue::Literal {
+                value: Literal::Number("-1.5".into())
+            })
+        );
+        assert_eq!(ct.columns[3].default, Some(DefaultValue::Now));
+    }
+
+    #[test]
+    fn plain_create_table_is_shared_and_may_lack_a_key() {
+        let KalamStatement::CreateTable(ct) = parse("CREATE TABLE t(a INT, b VARCHAR, PRIMARY KEY (a))")
+        else {
+            panic!()
+        };
+        assert_eq!(ct.table_type, TableType::Shared);
+        assert_eq!(ct.primary_key.as_deref(), Some("a"));
+        let KalamStatement::CreateTable(ct) = parse("CREATE SHARED TABLE t(a INT, b BYTES, c UUID, d JSON)")
+        else {
+            panic!()
+        };
+        assert_eq!(ct.primary_key, None);
+        assert_eq!(ct.columns[1].data_type, KalamType::Bytes);
+    }
+
+    #[test]
+    fn create_table_errors() {
+        assert_eq!(parse_err("CREATE TABLE t(a INT PRIMARY KEY, b INT PRIMARY KEY)"), ErrorCode::Unsupported);
+        assert_eq!(parse_err("CREATE TABLE t(a INT, a TEXT)"), ErrorCode::InvalidSql);
+        assert_eq!(parse_err("CREATE TABLE t(a INTERVAL)"), ErrorCode::Unsupported);
+        assert_eq!(parse_err("CREATE TABLE t(a INT DEFAULT random())"), ErrorCode::Unsupported);
+        assert_eq!(parse_err("CREATE TABLE t(a INT) WITH (COLOR='red')"), ErrorCode::InvalidSql);
+        assert_eq!(parse_err("CREATE TABLE t(a DECIMAL(50,2))"), ErrorCode::InvalidSql);
+        assert_eq!(parse_err("CREATE TABLE"), ErrorCode::InvalidSql);
+    }
+
+    #[test]
+    fn drops_alters_and_describe() {
+        assert_eq!(
+            parse("DROP USER TABLE IF EXISTS app.t"),
+            KalamStatement::DropTable {
+                table: table("app", "t"),
+                table_type: Some(TableType::User),
+                if_exists: true
+            }
+        );
+        assert_eq!(parse("DESCRIBE TABLE app.t"), KalamStatement::DescribeTable(table("app", "t")));
+        assert_eq!(parse("SHOW STATS FOR TABLE app.t"), KalamStatement::ShowStats(table("app", "t")));
+        assert_eq!(
+            parse("ALTER TABLE app.t DROP COLUMN x"),
+            KalamStatement::DropColumn {
+                table: table("app", "t"),
+                column: "x".into(),
+                if_exists: false
+            }
+        );
+        let KalamStatement::AddColumn { column, .. } = parse("ALTER TABLE app.t ADD COLUMN n INT DEFAULT 7") else {
+            panic!()
+        };
+        assert_eq!(column.data_type, KalamType::Int);
+    }
+
+    #[test]
+    fn standard_statements_and_errors() {
+        assert!(matches!(parse("SELECT * FROM app.t WHERE id = $1"), KalamStatement::Query(_)));
+        assert!(matches!(parse("WITH x AS (SELECT 1) SELECT * FROM x"), KalamStatement::Query(_)));
+        assert!(matches!(parse("INSERT INTO t VALUES (1)"), KalamStatement::Dml(_)));
+        assert!(matches!(parse("UPDATE t SET a = 1 WHERE b > 2"), KalamStatement::Dml(_)));
+        assert!(matches!(parse("DELETE FROM t WHERE a = 1"), KalamStatement::Dml(_)));
+        assert_eq!(parse_err("SELEC 1"), ErrorCode::InvalidSql);
+        assert_eq!(parse_err("SELECT 1 2 3"), ErrorCode::InvalidSql);
+        assert_eq!(parse_err("CREATE VIEW v AS SELECT 1"), ErrorCode::Unsupported);
+        assert_eq!(parse_err("TRUNCATE t"), ErrorCode::Unsupported);
+    }
+}

@@ -1,0 +1,22 @@
+//! Hot storage: the RocksDB keyspace of KalamDB.
+//!
+//! One RocksDB instance with three column families:
+//! - `system`: the catalog (namespaces, tables, users) and server metadata, JSON values;
+//! - `hot`: table rows, keyed `table_id | scope | _seq`, values in the row codec;
+//! - `pk`: the primary-key index, `table_id | scope | pk` → `_seq` and flags.
+//!
+//! The byte layouts are specified in `docs/storage-format.md`; [`keys`] and
+//! [`row_codec`] are their only implementation.
+//!
+//! Architecture invariant: this crate knows nothing about SQL, DataFusion or HTTP.
+//! It stores bytes in the documented layout and gives atomic batches.
+
+pub mod keys;
+pub mod row_codec;
+mod store;
+
+pub use row_codec::{DecodedRow, RowCodecError};
+pub use store::{HotRow, PkEntry, Store, StoreBatch, StoreError, StoreOptions};
+
+/// The on-disk format version written in `system` under `meta/format_version`.
+pub const FORMAT_VERSION: u32 = 1;

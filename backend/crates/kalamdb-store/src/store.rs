@@ -1,0 +1,323 @@
+//! The RocksDB instance, its column families and atomic write batches.
+
+use std::path::Path;
+
+use kalamdb_commons::Value;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode,
+    Options, ReadOptions, WriteBatch, WriteOptions,
+};
+
+use crate::keys::{hot_key, parse_hot_key, prefix_upper_bound, scope_prefix, table_prefix};
+use crate::row_codec::{RowCodecError, encode_value};
+
+const CF_SYSTEM: &str = "system";
+const CF_HOT: &str = "hot";
+const CF_PK: &str = "pk";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("RocksDB: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt row: {0}")]
+    Codec(#[from] RowCodecError),
+    #[error("corrupt key in column family {cf}")]
+    CorruptKey { cf: &'static str },
+    #[error("corrupt system record '{key}': {reason}")]
+    CorruptRecord { key: String, reason: String },
+}
+
+/// Settings of the RocksDB instance, explicit at the call site.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// fsync the WAL before a write is acknowledged (survives power loss, not only
+    /// a process crash). Without it a write is in the OS page cache when acknowledged.
+    pub sync_writes: bool,
+    /// Memtable size per column family.
+    pub write_buffer_bytes: usize,
+    /// RocksDB background flush + compaction threads.
+    pub background_jobs: i32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sync_writes: false,
+            write_buffer_bytes: 64 << 20,
+            background_jobs: 2,
+        }
+    }
+}
+
+/// One row version read from the `hot` column family.
+#[derive(Debug, Clone)]
+pub struct HotRow {
+    pub scope: String,
+    pub seq: u64,
+    pub value: Vec<u8>,
+}
+
+/// A `pk` index entry: the latest version of a primary key in its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PkEntry {
+    pub seq: u64,
+    pub deleted: bool,
+}
+
+impl PkEntry {
+    fn encode(self) -> [u8; 9] {
+        let mut out = [0u8; 9];
+        out[..8].copy_from_slice(&self.seq.to_be_bytes());
+        out[8] = self.deleted as u8;
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<PkEntry> {
+        if bytes.len() != 9 {
+            return None;
+        }
+        Some(PkEntry {
+            seq: u64::from_be_bytes(bytes[..8].try_into().ok()?),
+            deleted: bytes[8] != 0,
+        })
+    }
+}
+
+/// The hot store. Cheap to share behind an `Arc`; every method is thread-safe.
+pub struct Store {
+    db: DB,
+    sync_writes: bool,
+}
+
+impl Store {
+    /// Opens (or creates) the RocksDB instance at `path` with the KalamDB column families.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.set_max_background_jobs(options.background_jobs);
+        db_options.set_keep_log_file_num(4);
+        let cf = |name: &str| {
+            let mut cf_options = Options::default();
+            cf_options.set_write_buffer_size(options.write_buffer_bytes);
+            cf_options.set_compression_type(DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(name, cf_options)
+        };
+        let db = DB::open_cf_descriptors(
+            &db_options,
+            path,
+            [cf(CF_SYSTEM), cf(CF_HOT), cf(CF_PK)],
+        )?;
+        Ok(Store {
+            db,
+            sync_writes: options.sync_writes,
+        })
+    }
+
+    fn cf(&self, name: &'static str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    pub fn batch(&self) -> StoreBatch<'_> {
+        StoreBatch {
+            store: self,
+            batch: WriteBatch::default(),
+        }
+    }
+
+    /// Applies the batch atomically; the WAL record is written before this returns.
+    pub fn commit(&self, batch: StoreBatch<'_>) -> Result<(), StoreError> {
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(self.sync_writes);
+        self.db.write_opt(batch.batch, &write_options)?;
+        Ok(())
+    }
+
+    pub fn system_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_SYSTEM), key.as_bytes())?)
+    }
+
+    /// Every `system` record whose key starts with `prefix`, in key order.
+    pub fn system_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_SYSTEM),
+            IteratorMode::From(prefix.as_bytes(), Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let key = String::from_utf8(key.to_vec())
+                .map_err(|_| StoreError::CorruptKey { cf: CF_SYSTEM })?;
+            out.push((key, value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    pub fn hot_get(&self, table_id: u32, scope: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_HOT), hot_key(table_id, scope, seq))?)
+    }
+
+    /// Visits the hot rows of one scope of a table (`scope = None`: every scope) in
+    /// key order. The iterator reads one consistent RocksDB view. `visit` returns
+    /// `false` to stop early.
+    pub fn hot_scan(
+        &self,
+        table_id: u32,
+        scope: Option<&str>,
+        mut visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let prefix = match scope {
+            Some(scope) => scope_prefix(table_id, scope),
+            None => table_prefix(table_id),
+        };
+        let mut read_options = ReadOptions::default();
+        if let Some(upper) = prefix_upper_bound(&prefix) {
+            read_options.set_iterate_upper_bound(upper);
+        }
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_HOT), read_options);
+        iter.seek(&prefix);
+        while iter.valid() {
+            let key = iter.key().expect("valid iterator has a key");
+            let (_, row_scope, seq) =
+                parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_HOT })?;
+            let row = HotRow {
+                scope: row_scope.to_string(),
+                seq,
+                value: iter.value().expect("valid iterator has a value").to_vec(),
+            };
+            if !visit(row)? {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(())
+    }
+
+    pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(CF_PK), pk_key(table_id, scope, pk))? {
+            Some(bytes) => PkEntry::decode(&bytes)
+                .map(Some)
+                .ok_or(StoreError::CorruptKey { cf: CF_PK }),
+            None => Ok(None),
+        }
+    }
+}
+
+fn pk_key(table_id: u32, scope: &str, pk: &Value) -> Vec<u8> {
+    let mut key = scope_prefix(table_id, scope);
+    encode_value(pk, &mut key);
+    key
+}
+
+/// The writes of one statement, applied all together by [`Store::commit`] or not at all.
+pub struct StoreBatch<'a> {
+    store: &'a Store,
+    batch: WriteBatch,
+}
+
+impl StoreBatch<'_> {
+    pub fn put_system(&mut self, key: &str, value: &[u8]) {
+        self.batch.put_cf(self.store.cf(CF_SYSTEM), key.as_bytes(), value);
+    }
+
+    pub fn delete_system(&mut self, key: &str) {
+        self.batch.delete_cf(self.store.cf(CF_SYSTEM), key.as_bytes());
+    }
+
+    pub fn put_hot(&mut self, table_id: u32, scope: &str, seq: u64, row: &[u8]) {
+        self.batch.put_cf(self.store.cf(CF_HOT), hot_key(table_id, scope, seq), row);
+    }
+
+    pub fn delete_hot(&mut self, table_id: u32, scope: &str, seq: u64) {
+        self.batch.delete_cf(self.store.cf(CF_HOT), hot_key(table_id, scope, seq));
+    }
+
+    pub fn put_pk(&mut self, table_id: u32, scope: &str, pk: &Value, entry: PkEntry) {
+        self.batch.put_cf(self.store.cf(CF_PK), pk_key(table_id, scope, pk), entry.encode());
+    }
+
+    pub fn delete_pk(&mut self, table_id: u32, scope: &str, pk: &Value) {
+        self.batch.delete_cf(self.store.cf(CF_PK), pk_key(table_id, scope, pk));
+    }
+
+    /// Removes every hot row and pk entry of a table, all scopes.
+    pub fn delete_table(&mut self, table_id: u32) {
+        let from = table_prefix(table_id);
+        let to = prefix_upper_bound(&from).expect("a table prefix is never all 0xff");
+        for cf in [CF_HOT, CF_PK] {
+            self.batch.delete_range_cf(self.store.cf(cf), &from, &to);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row_codec::{decode_row, encode_row};
+
+    fn open(dir: &Path) -> Store {
+        Store::open(dir, &StoreOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn batches_are_atomic_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            let mut batch = store.batch();
+            let mut row = Vec::new();
+            encode_row(false, [(1u32, &Value::BigInt(5))].into_iter(), &mut row);
+            batch.put_hot(3, "u1", 10, &row);
+            batch.put_pk(3, "u1", &Value::BigInt(5), PkEntry { seq: 10, deleted: false });
+            batch.put_system("meta/x", b"1");
+            store.commit(batch).unwrap();
+        }
+        let store = open(dir.path());
+        let row = decode_row(&store.hot_get(3, "u1", 10).unwrap().unwrap()).unwrap();
+        assert_eq!(row.get(1), Some(&Value::BigInt(5)));
+        assert_eq!(
+            store.pk_get(3, "u1", &Value::BigInt(5)).unwrap(),
+            Some(PkEntry { seq: 10, deleted: false })
+        );
+        assert_eq!(store.pk_get(3, "u2", &Value::BigInt(5)).unwrap(), None);
+        assert_eq!(store.system_get("meta/x").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn scans_stay_inside_their_scope_and_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut batch = store.batch();
+        for (table, scope, seq) in [(1, "a", 1), (1, "a", 2), (1, "ab", 3), (1, "b", 4), (2, "a", 5)] {
+            batch.put_hot(table, scope, seq, b"x");
+        }
+        store.commit(batch).unwrap();
+        let seqs = |scope: Option<&str>, table: u32| {
+            let mut seen = Vec::new();
+            store
+                .hot_scan(table, scope, |row| {
+                    seen.push(row.seq);
+                    Ok(true)
+                })
+                .unwrap();
+            seen
+        };
+        assert_eq!(seqs(Some("a"), 1), vec![1, 2]);
+        assert_eq!(seqs(None, 1), vec![1, 2, 3, 4]);
+        assert_eq!(seqs(Some("a"), 2), vec![5]);
+        let mut batch = store.batch();
+        batch.delete_table(1);
+        store.commit(batch).unwrap();
+        assert!(seqs(None, 1).is_empty());
+        assert_eq!(seqs(None, 2), vec![5]);
+    }
+}

@@ -1,0 +1,164 @@
+//! Settings: defaults, overridden by an optional TOML file, overridden by `KALAMDB_*`
+//! environment variables, overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Every setting with its default. `docs/CONFIG.md` documents each one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub sync_writes: bool,
+    pub rocksdb_write_buffer_mb: usize,
+    pub credential_cache_seconds: u64,
+    pub max_insert_rows: usize,
+    pub shutdown_timeout_seconds: u64,
+    /// From `KALAMDB_ROOT_PASSWORD` only (never a flag: argv is visible to every user).
+    pub root_password: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            data_dir: PathBuf::from("./data"),
+            max_body_bytes: 10 * 1024 * 1024,
+            sync_writes: false,
+            rocksdb_write_buffer_mb: 64,
+            credential_cache_seconds: 300,
+            max_insert_rows: 100_000,
+            shutdown_timeout_seconds: 30,
+            root_password: None,
+        }
+    }
+}
+
+/// The command line. Each flag can also come from its environment variable.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "kalamdb-server",
+    version,
+    about = "KalamDB: a SQL database server with RocksDB hot storage",
+    after_help = "Precedence: flag > KALAMDB_* environment variable > --config file > default.\n\
+                  KALAMDB_ROOT_PASSWORD sets root's password (environment only); without it, root has an \
+                  empty password accepted only from loopback clients.\n\
+                  Logging: RUST_LOG (e.g. RUST_LOG=debug for one line per request)."
+)]
+pub struct Cli {
+    /// TOML file with any of the settings below (snake_case keys)
+    #[arg(long, env = "KALAMDB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "KALAMDB_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for RocksDB and Parquet files [default: ./data]
+    #[arg(long, env = "KALAMDB_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Largest accepted request body in bytes [default: 10485760]
+    #[arg(long, env = "KALAMDB_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// fsync the WAL before acknowledging a write (survives power loss) [default: false]
+    #[arg(long, env = "KALAMDB_SYNC_WRITES")]
+    pub sync_writes: Option<bool>,
+    /// RocksDB memtable size per column family, MiB [default: 64]
+    #[arg(long, env = "KALAMDB_ROCKSDB_WRITE_BUFFER_MB")]
+    pub rocksdb_write_buffer_mb: Option<usize>,
+    /// How long a verified password is remembered, seconds [default: 300]
+    #[arg(long, env = "KALAMDB_CREDENTIAL_CACHE_SECONDS")]
+    pub credential_cache_seconds: Option<u64>,
+    /// Most rows one INSERT may carry [default: 100000]
+    #[arg(long, env = "KALAMDB_MAX_INSERT_ROWS")]
+    pub max_insert_rows: Option<usize>,
+    /// How long shutdown waits for in-flight requests, seconds [default: 30]
+    #[arg(long, env = "KALAMDB_SHUTDOWN_TIMEOUT_SECONDS")]
+    pub shutdown_timeout_seconds: Option<u64>,
+}
+
+/// The TOML file: the same settings, every key optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+    sync_writes: Option<bool>,
+    rocksdb_write_buffer_mb: Option<usize>,
+    credential_cache_seconds: Option<u64>,
+    max_insert_rows: Option<usize>,
+    shutdown_timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+}
+
+impl Settings {
+    /// Applies the file (if `cli.config` names one), then the flags/environment
+    /// (clap has already let flags win over environment variables).
+    pub fn load(cli: Cli) -> Result<Settings, ConfigError> {
+        let mut settings = Settings::default();
+        if let Some(path) = &cli.config {
+            settings.apply_file(read_file(path)?);
+        }
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = cli.$field { settings.$field = v; } )* };
+        }
+        set!(listen, data_dir, max_body_bytes, sync_writes, rocksdb_write_buffer_mb, credential_cache_seconds, max_insert_rows, shutdown_timeout_seconds);
+        settings.root_password = std::env::var("KALAMDB_ROOT_PASSWORD").ok().filter(|p| !p.is_empty());
+        Ok(settings)
+    }
+
+    fn apply_file(&mut self, file: FileSettings) {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = file.$field { self.$field = v; } )* };
+        }
+        set!(listen, data_dir, max_body_bytes, sync_writes, rocksdb_write_buffer_mb, credential_cache_seconds, max_insert_rows, shutdown_timeout_seconds);
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_body_bytes = 1000\n").unwrap();
+        let cli = Cli {
+            config: Some(path.clone()),
+            max_body_bytes: Some(2000),
+            ..Default::default()
+        };
+        let settings = Settings::load(cli).unwrap();
+        assert_eq!(settings.listen.port(), 9000);
+        assert_eq!(settings.max_body_bytes, 2000);
+        assert_eq!(settings.data_dir, PathBuf::from("./data"));
+        std::fs::write(&path, "colour = 1\n").unwrap();
+        let cli = Cli {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(matches!(Settings::load(cli), Err(ConfigError::Parse { .. })));
+    }
+}

@@ -1,0 +1,104 @@
+//! The `kalamdb-server` binary's start-up code, shared with the integration tests'
+//! `TestServer` so that tests run exactly what the binary runs.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kalamdb_core::{DbOptions, KalamDb};
+use kalamdb_store::StoreOptions;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::{Cli, Settings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the database: {0}")]
+    Database(#[from] kalamdb_commons::KalamError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A started server: its address, and the way to stop it.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    serve: JoinHandle<std::io::Result<()>>,
+    shutdown_timeout: Duration,
+}
+
+/// Opens the database and starts serving HTTP on `settings.listen` (port 0 picks a
+/// free port; see [`RunningServer::local_addr`]).
+pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
+    let db = KalamDb::open(db_options(settings))?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: settings.listen,
+        source,
+    })?;
+    let app = kalamdb_api::router(kalamdb_api::AppState {
+        db,
+        max_body_bytes: settings.max_body_bytes,
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%local_addr, data_dir = %settings.data_dir.display(), "KalamDB started");
+    Ok(RunningServer {
+        local_addr,
+        stop: Some(stop),
+        serve,
+        shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_seconds),
+    })
+}
+
+fn db_options(settings: &Settings) -> DbOptions {
+    DbOptions {
+        data_dir: settings.data_dir.clone(),
+        store: StoreOptions {
+            sync_writes: settings.sync_writes,
+            write_buffer_bytes: settings.rocksdb_write_buffer_mb << 20,
+            ..StoreOptions::default()
+        },
+        credential_cache_ttl: Duration::from_secs(settings.credential_cache_seconds),
+        root_password: settings.root_password.clone(),
+        max_insert_rows: settings.max_insert_rows,
+    }
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to the
+    /// shutdown timeout) and closes the database.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(self.shutdown_timeout, &mut self.serve).await {
+            Ok(Ok(Ok(()))) => tracing::info!("KalamDB stopped"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!("shutdown timeout reached; aborting in-flight requests");
+                self.serve.abort();
+                let _ = (&mut self.serve).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+use clap::Parser;
+use kalamdb_server::{Cli, Settings, start};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let settings = match Settings::load(Cli::parse()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("kalamdb-server: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let server = match start(&settings).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("kalamdb-server: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // Scripts and tests read this line to learn the address (the port may be 0 → picked).
+    println!("KalamDB listening on http://{}", server.local_addr());
+    wait_for_signal().await;
+    tracing::info!("shutdown requested");
+    server.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,184 @@
+//! `TestServer`: the real server (the binary's own start-up code, real RocksDB, real
+//! HTTP on 127.0.0.1:0) on a temporary data directory, and helpers to talk to it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kalamdb_server::{RunningServer, Settings, start};
+use serde_json::{Value, json};
+
+pub struct TestServer {
+    server: Option<RunningServer>,
+    settings: Settings,
+    base_url: String,
+    client: reqwest::Client,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+/// A decoded `/sql` answer.
+#[derive(Debug, Clone)]
+pub struct SqlResponse {
+    pub http_status: u16,
+    pub body: Value,
+}
+
+impl SqlResponse {
+    pub fn is_success(&self) -> bool {
+        self.http_status == 200 && self.body["status"] == "success"
+    }
+
+    /// Panics with the whole answer unless it is a success.
+    #[track_caller]
+    pub fn expect_success(&self) -> &Self {
+        assert!(self.is_success(), "expected success, got {} {}", self.http_status, self.body);
+        self
+    }
+
+    /// The error code, or `None` for a success.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+
+    /// Panics unless the answer is the error `code` with HTTP `status`.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) -> &Self {
+        assert_eq!(
+            (self.http_status, self.error_code()),
+            (status, Some(code)),
+            "unexpected answer: {}",
+            self.body
+        );
+        self
+    }
+
+    /// Rows of the last statement's result.
+    pub fn rows(&self) -> Vec<Vec<Value>> {
+        let results = self.body["results"].as_array().cloned().unwrap_or_default();
+        let last = results.last().cloned().unwrap_or(Value::Null);
+        serde_json::from_value(last["rows"].clone()).unwrap_or_default()
+    }
+
+    pub fn row_count(&self, statement: usize) -> u64 {
+        self.body["results"][statement]["row_count"].as_u64().unwrap_or(u64::MAX)
+    }
+
+    /// Column names of the last statement's result.
+    pub fn column_names(&self) -> Vec<String> {
+        let results = self.body["results"].as_array().cloned().unwrap_or_default();
+        let last = results.last().cloned().unwrap_or(Value::Null);
+        last["columns"]
+            .as_array()
+            .map(|c| c.iter().map(|c| c["name"].as_str().unwrap_or("").to_string()).collect())
+            .unwrap_or_default()
+    }
+}
+
+pub fn test_settings(data_dir: &Path) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        shutdown_timeout_seconds: 10,
+        rocksdb_write_buffer_mb: 8,
+        ..Settings::default()
+    }
+}
+
+impl TestServer {
+    /// Starts a server on a fresh temporary data directory.
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = test_settings(dir.path());
+        let mut server = Self::start_with(settings).await;
+        server._data_dir = Some(dir);
+        server
+    }
+
+    /// Starts a server with these settings (the data directory is the caller's).
+    pub async fn start_with(settings: Settings) -> TestServer {
+        let server = start(&settings).await.expect("server starts");
+        let base_url = format!("http://{}", server.local_addr());
+        TestServer {
+            server: Some(server),
+            settings,
+            base_url,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
+            _data_dir: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.settings.data_dir.clone()
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Stops the server and starts it again on the same data directory.
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        let server = start(&self.settings).await.expect("server restarts");
+        self.base_url = format!("http://{}", server.local_addr());
+        self.server = Some(server);
+    }
+
+    /// Runs SQL as `root` (empty password, accepted from loopback).
+    pub async fn execute_sql(&self, sql: &str) -> SqlResponse {
+        self.execute_sql_as("root", "", sql).await
+    }
+
+    pub async fn execute_sql_as(&self, user: &str, password: &str, sql: &str) -> SqlResponse {
+        self.post_json_as(user, password, json!({ "sql": sql })).await
+    }
+
+    pub async fn post_json_as(&self, user: &str, password: &str, body: Value) -> SqlResponse {
+        let response = self
+            .client
+            .post(self.url("/sql"))
+            .basic_auth(user, Some(password))
+            .json(&body)
+            .send()
+            .await
+            .expect("request is answered");
+        decode(response).await
+    }
+
+    /// Sends raw bytes with a content type, as root.
+    pub async fn post_raw(&self, content_type: Option<&str>, body: Vec<u8>) -> SqlResponse {
+        let mut request = self.client.post(self.url("/sql")).basic_auth("root", Some("")).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        decode(request.send().await.expect("request is answered")).await
+    }
+
+    pub async fn create_user(&self, name: &str, password: &str, role: &str) {
+        self.execute_sql(&format!("CREATE USER '{name}' WITH PASSWORD '{password}' ROLE {role}"))
+            .await
+            .expect_success();
+    }
+}
+
+pub async fn decode(response: reqwest::Response) -> SqlResponse {
+    let http_status = response.status().as_u16();
+    let text = response.text().await.expect("body is readable");
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({http_status}): {text}"));
+    SqlResponse { http_status, body }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // A server that was not shut down is dropped with the runtime; its RocksDB lock
+        // goes with the process of the test.
+        self.server.take();
+    }
+}

@@ -1,0 +1,8 @@
+//! The one integration-test binary: every test talks HTTP to a real server.
+
+mod common;
+mod test_bad_input;
+mod test_durability;
+mod test_slt;
+mod test_sql_api;
+mod test_user_isolation;

@@ -1,0 +1,176 @@
+//! The `/sql` contract: response shapes, multi-statement batches, DDL/DML outcomes.
+
+use serde_json::json;
+
+use crate::common::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_one_answers_the_documented_shape() {
+    let server = TestServer::start().await;
+    let response = server.execute_sql("SELECT 1 AS id");
+    let response = response.await;
+    response.expect_success();
+    assert_eq!(response.body["results"][0]["columns"], json!([{"name": "id", "data_type": "BigInt"}]));
+    assert_eq!(response.body["results"][0]["rows"], json!([[1]]));
+    assert_eq!(response.body["results"][0]["row_count"], json!(1));
+    assert!(response.body["results"][0]["message"].is_null());
+    assert!(response.body["took_ms"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_plain_and_form_bodies_are_sql() {
+    let server = TestServer::start().await;
+    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let response = server.post_raw(content_type, b"SELECT 40 + 2".to_vec()).await;
+        response.expect_success();
+        assert_eq!(response.rows(), vec![vec![json!(42)]], "{content_type:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_needs_no_auth() {
+    let server = TestServer::start().await;
+    let response = server.client().get(server.url("/health")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+    assert!(body["version"].is_string());
+    assert!(body["uptime_s"].is_u64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_statement_stops_the_batch_and_reports_its_index() {
+    let server = TestServer::start().await;
+    let response = server
+        .execute_sql(
+            "CREATE NAMESPACE app; CREATE TABLE app.t (id INT PRIMARY KEY); SELECT * FROM app.missing; CREATE NAMESPACE never",
+        )
+        .await;
+    response.expect_error(404, "TABLE_NOT_FOUND");
+    assert_eq!(response.body["error"]["statement_index"], json!(2));
+    assert_eq!(response.body["results"].as_array().unwrap().len(), 2, "completed statements are reported");
+    let namespaces = server.execute_sql("SELECT name FROM system.namespaces ORDER BY name").await;
+    assert_eq!(namespaces.rows(), vec![vec![json!("app")], vec![json!("default")]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_is_atomic() {
+    let server = TestServer::start().await;
+    server
+        .execute_sql("CREATE TABLE t (id INT PRIMARY KEY, v TEXT NOT NULL); INSERT INTO t VALUES (1, 'a')")
+        .await
+        .expect_success();
+    // Row 2 is fine, row 1 is a duplicate: nothing of the statement is applied.
+    server
+        .execute_sql("INSERT INTO t VALUES (2, 'b'), (1, 'again')")
+        .await
+        .expect_error(409, "DUPLICATE_KEY");
+    // Row 3 is fine, row 4 breaks NOT NULL.
+    server
+        .execute_sql("INSERT INTO t VALUES (3, 'c'), (4, NULL)")
+        .await
+        .expect_error(400, "NOT_NULL_VIOLATION");
+    // An UPDATE whose last row breaks NOT NULL changes no row.
+    server.execute_sql("INSERT INTO t VALUES (5, '5'), (6, 'six')").await.expect_success();
+    server
+        .execute_sql("UPDATE t SET v = CASE WHEN id = 6 THEN NULL ELSE 'changed' END")
+        .await
+        .expect_error(400, "NOT_NULL_VIOLATION");
+    let rows = server.execute_sql("SELECT id, v FROM t ORDER BY id").await;
+    assert_eq!(
+        rows.rows(),
+        vec![vec![json!(1), json!("a")], vec![json!(5), json!("5")], vec![json!(6), json!("six")]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn params_bind_in_inserts_queries_updates_and_deletes() {
+    let server = TestServer::start().await;
+    server
+        .execute_sql("CREATE NAMESPACE app; CREATE USER TABLE app.items (id BIGINT PRIMARY KEY, name TEXT, price DOUBLE)")
+        .await
+        .expect_success();
+    let post = |sql: &str, params: serde_json::Value| {
+        server.post_json_as("root", "", json!({"sql": sql, "params": params, "namespace": "app"}))
+    };
+    post("INSERT INTO items VALUES ($1, $2, $3), ($4, $5, $6)", json!([1, "pen", 1.5, 2, "ink", 7]))
+        .await
+        .expect_success();
+    post("UPDATE items SET price = price * $1 WHERE id = $2", json!([2, 2])).await.expect_success();
+    let rows = post("SELECT name, price FROM items WHERE id >= $1 ORDER BY id", json!([1])).await;
+    assert_eq!(rows.rows(), vec![vec![json!("pen"), json!(1.5)], vec![json!("ink"), json!(14.0)]]);
+    let deleted = post("DELETE FROM items WHERE name = $1", json!(["pen"])).await;
+    assert_eq!(deleted.row_count(0), 1);
+    post("SELECT * FROM items WHERE id = $1", json!([]))
+        .await
+        .expect_error(400, "INVALID_PARAMETER");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dml_reports_rows_affected() {
+    let server = TestServer::start().await;
+    let response = server
+        .execute_sql(
+            "CREATE TABLE t (a INT, b TEXT); INSERT INTO t VALUES (1, 'x'), (2, 'y'), (3, 'z'); UPDATE t SET b = 'w' WHERE a >= 2; DELETE FROM t WHERE b = 'w'; SELECT count(*) AS n FROM t",
+        )
+        .await;
+    response.expect_success();
+    assert_eq!(response.row_count(1), 3);
+    assert_eq!(response.row_count(2), 2);
+    assert_eq!(response.row_count(3), 2);
+    assert_eq!(response.rows(), vec![vec![json!(1)]]);
+    assert!(response.body["results"][1]["message"].as_str().unwrap().contains("3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_columns_appear_only_when_named() {
+    let server = TestServer::start().await;
+    server
+        .execute_sql("CREATE TABLE t (a INT, b TEXT); INSERT INTO t VALUES (1, 'x')")
+        .await
+        .expect_success();
+    let star = server.execute_sql("SELECT * FROM t").await;
+    assert_eq!(star.column_names(), vec!["a", "b"]);
+    let named = server.execute_sql("SELECT *, _seq, _deleted, _id FROM t").await;
+    assert_eq!(named.column_names(), vec!["a", "b", "_seq", "_deleted", "_id"]);
+    let row = &named.rows()[0];
+    assert!(row[2].as_i64().unwrap() > 0);
+    assert_eq!(row[3], json!(false));
+    // _seq grows with every write.
+    server.execute_sql("UPDATE t SET b = 'y'").await.expect_success();
+    let after = server.execute_sql("SELECT _seq, _id FROM t").await;
+    assert!(after.rows()[0][0].as_i64().unwrap() > row[2].as_i64().unwrap());
+    assert_eq!(after.rows()[0][1], row[4], "_id is stable across updates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_and_rows_survive_a_restart() {
+    let mut server = TestServer::start().await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE app; CREATE USER TABLE app.notes (id INT PRIMARY KEY, body TEXT) WITH (FLUSH_POLICY='rows:100'); \
+             INSERT INTO app.notes VALUES (1, 'one'), (2, 'two'); ALTER TABLE app.notes ADD COLUMN tag TEXT DEFAULT 'none'; \
+             CREATE USER 'alice' WITH PASSWORD 'pw' ROLE user",
+        )
+        .await
+        .expect_success();
+    server.restart().await;
+    let rows = server.execute_sql("SELECT id, body, tag FROM app.notes ORDER BY id").await;
+    assert_eq!(
+        rows.rows(),
+        vec![
+            vec![json!(1), json!("one"), json!("none")],
+            vec![json!(2), json!("two"), json!("none")]
+        ]
+    );
+    let policy = server
+        .execute_sql("SELECT flush_policy FROM system.tables WHERE table_name = 'notes'")
+        .await;
+    assert_eq!(policy.rows(), vec![vec![json!("rows:100")]]);
+    server.execute_sql_as("alice", "pw", "SELECT 1").await.expect_success();
+    // New writes after a restart get larger _seq values than the old ones.
+    server.execute_sql("INSERT INTO app.notes (id, body) VALUES (3, 'three')").await.expect_success();
+    let seqs = server.execute_sql("SELECT id, _seq FROM app.notes ORDER BY _seq").await;
+    let ids: Vec<_> = seqs.rows().iter().map(|r| r[0].clone()).collect();
+    assert_eq!(ids.last(), Some(&json!(3)));
+}
