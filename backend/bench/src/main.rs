@@ -55,7 +55,10 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 fn report_latency(name: &str, mut samples: Vec<Duration>) -> Value {
     samples.sort();
     let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
-    println!("{name:<28} p50 {p50:.3} ms   p99 {p99:.3} ms   ({} samples)", samples.len());
+    println!(
+        "{name:<28} p50 {p50:.3} ms   p99 {p99:.3} ms   ({} samples)",
+        samples.len()
+    );
     json!({"p50_ms": p50, "p99_ms": p99, "samples": samples.len()})
 }
 
@@ -89,9 +92,19 @@ async fn main() {
             for b in 0..batches {
                 let base = (c * batches + b) * rows;
                 let values: Vec<String> = (0..rows)
-                    .map(|i| format!("({}, 'user{}', {}, 'payload of event {}')", base + i, i % 100, i % 7, base + i))
+                    .map(|i| {
+                        format!(
+                            "({}, 'user{}', {}, 'payload of event {}')",
+                            base + i,
+                            i % 100,
+                            i % 7,
+                            base + i
+                        )
+                    })
                     .collect();
-                client.sql(format!("INSERT INTO bench.events VALUES {}", values.join(","))).await;
+                client
+                    .sql(format!("INSERT INTO bench.events VALUES {}", values.join(",")))
+                    .await;
             }
         }));
     }

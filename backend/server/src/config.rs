@@ -98,7 +98,10 @@ pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
 }
 
 impl Settings {
@@ -112,8 +115,19 @@ impl Settings {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = cli.$field { settings.$field = v; } )* };
         }
-        set!(listen, data_dir, max_body_bytes, sync_writes, rocksdb_write_buffer_mb, credential_cache_seconds, max_insert_rows, shutdown_timeout_seconds);
-        settings.root_password = std::env::var("KALAMDB_ROOT_PASSWORD").ok().filter(|p| !p.is_empty());
+        set!(
+            listen,
+            data_dir,
+            max_body_bytes,
+            sync_writes,
+            rocksdb_write_buffer_mb,
+            credential_cache_seconds,
+            max_insert_rows,
+            shutdown_timeout_seconds
+        );
+        settings.root_password = std::env::var("KALAMDB_ROOT_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty());
         Ok(settings)
     }
 
@@ -121,7 +135,16 @@ impl Settings {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = file.$field { self.$field = v; } )* };
         }
-        set!(listen, data_dir, max_body_bytes, sync_writes, rocksdb_write_buffer_mb, credential_cache_seconds, max_insert_rows, shutdown_timeout_seconds);
+        set!(
+            listen,
+            data_dir,
+            max_body_bytes,
+            sync_writes,
+            rocksdb_write_buffer_mb,
+            credential_cache_seconds,
+            max_insert_rows,
+            shutdown_timeout_seconds
+        );
     }
 }
 

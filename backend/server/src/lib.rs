@@ -19,7 +19,10 @@ pub enum StartError {
     #[error("cannot open the database: {0}")]
     Database(#[from] kalamdb_commons::KalamError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A started server: its address, and the way to stop it.

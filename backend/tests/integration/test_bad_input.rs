@@ -7,7 +7,12 @@ use crate::common::{SqlResponse, TestServer, decode};
 #[track_caller]
 fn check(response: &SqlResponse, status: u16, code: &str) {
     response.expect_error(status, code);
-    assert!(!response.body["error"]["message"].as_str().unwrap_or("").is_empty());
+    assert!(
+        !response.body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,42 +23,174 @@ async fn each_bad_request_gets_its_code_and_the_server_keeps_serving() {
         .await
         .expect_success();
 
-    check(&server.post_raw(Some("application/json"), b"{not json".to_vec()).await, 400, "INVALID_REQUEST");
-    check(&server.post_raw(Some("application/json"), br#"{"sql": 42}"#.to_vec()).await, 400, "INVALID_REQUEST");
-    check(&server.post_raw(Some("application/json"), br#"{"params": []}"#.to_vec()).await, 400, "INVALID_REQUEST");
-    check(&server.post_raw(Some("text/plain"), vec![0xff, 0xfe]).await, 400, "INVALID_REQUEST");
+    check(
+        &server
+            .post_raw(Some("application/json"), b"{not json".to_vec())
+            .await,
+        400,
+        "INVALID_REQUEST",
+    );
+    check(
+        &server
+            .post_raw(Some("application/json"), br#"{"sql": 42}"#.to_vec())
+            .await,
+        400,
+        "INVALID_REQUEST",
+    );
+    check(
+        &server
+            .post_raw(Some("application/json"), br#"{"params": []}"#.to_vec())
+            .await,
+        400,
+        "INVALID_REQUEST",
+    );
+    check(
+        &server.post_raw(Some("text/plain"), vec![0xff, 0xfe]).await,
+        400,
+        "INVALID_REQUEST",
+    );
     check(&server.execute_sql("").await, 400, "EMPTY_SQL");
-    check(&server.execute_sql(" ;; -- only a comment").await, 400, "EMPTY_SQL");
-    check(&server.execute_sql("SELEC * FROM nowhere").await, 400, "INVALID_SQL");
-    check(&server.execute_sql("💥 DROP EVERYTHING '").await, 400, "INVALID_SQL");
-    check(&server.execute_sql("SELECT * FROM app.nope").await, 404, "TABLE_NOT_FOUND");
-    check(&server.execute_sql("SELECT * FROM nope.t").await, 404, "NAMESPACE_NOT_FOUND");
-    check(&server.execute_sql("INSERT INTO nope.t VALUES (1)").await, 404, "NAMESPACE_NOT_FOUND");
-    check(&server.execute_sql("DROP TABLE app.nope").await, 404, "TABLE_NOT_FOUND");
-    check(&server.execute_sql("INSERT INTO app.t (id, n) VALUES (1, 'abc')").await, 400, "TYPE_MISMATCH");
-    check(&server.execute_sql("INSERT INTO app.t (id, n) VALUES (1, 70000)").await, 400, "TYPE_MISMATCH");
-    check(&server.execute_sql("INSERT INTO app.t (id, at) VALUES (1, 'not a time')").await, 400, "TYPE_MISMATCH");
-    check(&server.execute_sql("INSERT INTO app.t (id, doc) VALUES (1, '{broken')").await, 400, "TYPE_MISMATCH");
-    check(&server.execute_sql("INSERT INTO app.t (id, nope) VALUES (1, 2)").await, 400, "COLUMN_NOT_FOUND");
-    check(&server.execute_sql("SELECT nope FROM app.t").await, 400, "COLUMN_NOT_FOUND");
-    check(&server.execute_sql("INSERT INTO app.t VALUES (1, 2, 3, 4, 5)").await, 400, "INVALID_SQL");
-    check(&server.execute_sql("CREATE NAMESPACE app").await, 409, "ALREADY_EXISTS");
-    check(&server.execute_sql("CREATE NAMESPACE system").await, 400, "INVALID_SQL");
-    check(&server.execute_sql("CREATE NAMESPACE \"bad-name\"").await, 400, "INVALID_SQL");
-    check(&server.execute_sql("DROP NAMESPACE app").await, 409, "NAMESPACE_NOT_EMPTY");
-    check(&server.execute_sql("CREATE VIEW v AS SELECT 1").await, 400, "UNSUPPORTED");
-    check(&server.execute_sql("INSERT INTO system.users VALUES (1)").await, 403, "PERMISSION_DENIED");
+    check(
+        &server.execute_sql(" ;; -- only a comment").await,
+        400,
+        "EMPTY_SQL",
+    );
+    check(
+        &server.execute_sql("SELEC * FROM nowhere").await,
+        400,
+        "INVALID_SQL",
+    );
+    check(
+        &server.execute_sql("💥 DROP EVERYTHING '").await,
+        400,
+        "INVALID_SQL",
+    );
+    check(
+        &server.execute_sql("SELECT * FROM app.nope").await,
+        404,
+        "TABLE_NOT_FOUND",
+    );
+    check(
+        &server.execute_sql("SELECT * FROM nope.t").await,
+        404,
+        "NAMESPACE_NOT_FOUND",
+    );
+    check(
+        &server.execute_sql("INSERT INTO nope.t VALUES (1)").await,
+        404,
+        "NAMESPACE_NOT_FOUND",
+    );
+    check(
+        &server.execute_sql("DROP TABLE app.nope").await,
+        404,
+        "TABLE_NOT_FOUND",
+    );
+    check(
+        &server
+            .execute_sql("INSERT INTO app.t (id, n) VALUES (1, 'abc')")
+            .await,
+        400,
+        "TYPE_MISMATCH",
+    );
+    check(
+        &server
+            .execute_sql("INSERT INTO app.t (id, n) VALUES (1, 70000)")
+            .await,
+        400,
+        "TYPE_MISMATCH",
+    );
+    check(
+        &server
+            .execute_sql("INSERT INTO app.t (id, at) VALUES (1, 'not a time')")
+            .await,
+        400,
+        "TYPE_MISMATCH",
+    );
+    check(
+        &server
+            .execute_sql("INSERT INTO app.t (id, doc) VALUES (1, '{broken')")
+            .await,
+        400,
+        "TYPE_MISMATCH",
+    );
+    check(
+        &server
+            .execute_sql("INSERT INTO app.t (id, nope) VALUES (1, 2)")
+            .await,
+        400,
+        "COLUMN_NOT_FOUND",
+    );
+    check(
+        &server.execute_sql("SELECT nope FROM app.t").await,
+        400,
+        "COLUMN_NOT_FOUND",
+    );
+    check(
+        &server
+            .execute_sql("INSERT INTO app.t VALUES (1, 2, 3, 4, 5)")
+            .await,
+        400,
+        "INVALID_SQL",
+    );
+    check(
+        &server.execute_sql("CREATE NAMESPACE app").await,
+        409,
+        "ALREADY_EXISTS",
+    );
+    check(
+        &server.execute_sql("CREATE NAMESPACE system").await,
+        400,
+        "INVALID_SQL",
+    );
+    check(
+        &server.execute_sql("CREATE NAMESPACE \"bad-name\"").await,
+        400,
+        "INVALID_SQL",
+    );
+    check(
+        &server.execute_sql("DROP NAMESPACE app").await,
+        409,
+        "NAMESPACE_NOT_EMPTY",
+    );
+    check(
+        &server.execute_sql("CREATE VIEW v AS SELECT 1").await,
+        400,
+        "UNSUPPORTED",
+    );
+    check(
+        &server.execute_sql("INSERT INTO system.users VALUES (1)").await,
+        403,
+        "PERMISSION_DENIED",
+    );
     check(&server.execute_sql("SELECT 1/0").await, 400, "INVALID_SQL");
 
     // Oversized body: above the 10 MiB default.
     let huge = format!("SELECT '{}'", "x".repeat(11 * 1024 * 1024));
-    check(&server.post_raw(Some("text/plain"), huge.into_bytes()).await, 413, "PAYLOAD_TOO_LARGE");
+    check(
+        &server.post_raw(Some("text/plain"), huge.into_bytes()).await,
+        413,
+        "PAYLOAD_TOO_LARGE",
+    );
 
     // Authentication failures.
-    let no_auth = server.client().post(server.url("/sql")).body("SELECT 1").send().await.unwrap();
+    let no_auth = server
+        .client()
+        .post(server.url("/sql"))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
     check(&decode(no_auth).await, 401, "UNAUTHORIZED");
-    check(&server.execute_sql_as("root", "wrong", "SELECT 1").await, 401, "UNAUTHORIZED");
-    check(&server.execute_sql_as("nobody", "x", "SELECT 1").await, 401, "UNAUTHORIZED");
+    check(
+        &server.execute_sql_as("root", "wrong", "SELECT 1").await,
+        401,
+        "UNAUTHORIZED",
+    );
+    check(
+        &server.execute_sql_as("nobody", "x", "SELECT 1").await,
+        401,
+        "UNAUTHORIZED",
+    );
 
     // Unknown JSON fields are ignored.
     server

@@ -36,7 +36,10 @@ impl AsyncDB for HttpDb {
             .send()
             .await
             .map_err(|e| SqlError(format!("HTTP: {e}")))?;
-        let body: Value = response.json().await.map_err(|e| SqlError(format!("body: {e}")))?;
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| SqlError(format!("body: {e}")))?;
         if body["status"] != "success" {
             return Err(SqlError(format!(
                 "{}: {}",
@@ -44,18 +47,34 @@ impl AsyncDB for HttpDb {
                 body["error"]["message"].as_str().unwrap_or("?")
             )));
         }
-        let result = body["results"].as_array().and_then(|r| r.last()).cloned().unwrap_or(Value::Null);
+        let result = body["results"]
+            .as_array()
+            .and_then(|r| r.last())
+            .cloned()
+            .unwrap_or(Value::Null);
         let columns = result["columns"].as_array().cloned().unwrap_or_default();
         if columns.is_empty() {
-            return Ok(DBOutput::StatementComplete(result["row_count"].as_u64().unwrap_or(0)));
+            return Ok(DBOutput::StatementComplete(
+                result["row_count"].as_u64().unwrap_or(0),
+            ));
         }
-        let types = columns.iter().map(|c| column_type(c["data_type"].as_str().unwrap_or(""))).collect();
+        let types = columns
+            .iter()
+            .map(|c| column_type(c["data_type"].as_str().unwrap_or("")))
+            .collect();
         let rows = result["rows"]
             .as_array()
             .cloned()
             .unwrap_or_default()
             .iter()
-            .map(|row| row.as_array().cloned().unwrap_or_default().iter().map(cell).collect())
+            .map(|row| {
+                row.as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(cell)
+                    .collect()
+            })
             .collect();
         Ok(DBOutput::Rows { types, rows })
     }
@@ -121,5 +140,10 @@ async fn sqllogictest_files_pass() {
             failures.push(format!("{}:\n{}", file.display(), e.display(true)));
         }
     }
-    assert!(failures.is_empty(), "{} slt file(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} slt file(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

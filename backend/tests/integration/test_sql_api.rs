@@ -10,7 +10,10 @@ async fn select_one_answers_the_documented_shape() {
     let response = server.execute_sql("SELECT 1 AS id");
     let response = response.await;
     response.expect_success();
-    assert_eq!(response.body["results"][0]["columns"], json!([{"name": "id", "data_type": "BigInt"}]));
+    assert_eq!(
+        response.body["results"][0]["columns"],
+        json!([{"name": "id", "data_type": "BigInt"}])
+    );
     assert_eq!(response.body["results"][0]["rows"], json!([[1]]));
     assert_eq!(response.body["results"][0]["row_count"], json!(1));
     assert!(response.body["results"][0]["message"].is_null());
@@ -20,7 +23,11 @@ async fn select_one_answers_the_documented_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_plain_and_form_bodies_are_sql() {
     let server = TestServer::start().await;
-    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
         let response = server.post_raw(content_type, b"SELECT 40 + 2".to_vec()).await;
         response.expect_success();
         assert_eq!(response.rows(), vec![vec![json!(42)]], "{content_type:?}");
@@ -48,9 +55,18 @@ async fn a_failing_statement_stops_the_batch_and_reports_its_index() {
         .await;
     response.expect_error(404, "TABLE_NOT_FOUND");
     assert_eq!(response.body["error"]["statement_index"], json!(2));
-    assert_eq!(response.body["results"].as_array().unwrap().len(), 2, "completed statements are reported");
-    let namespaces = server.execute_sql("SELECT name FROM system.namespaces ORDER BY name").await;
-    assert_eq!(namespaces.rows(), vec![vec![json!("app")], vec![json!("default")]]);
+    assert_eq!(
+        response.body["results"].as_array().unwrap().len(),
+        2,
+        "completed statements are reported"
+    );
+    let namespaces = server
+        .execute_sql("SELECT name FROM system.namespaces ORDER BY name")
+        .await;
+    assert_eq!(
+        namespaces.rows(),
+        vec![vec![json!("app")], vec![json!("default")]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +87,10 @@ async fn a_statement_is_atomic() {
         .await
         .expect_error(400, "NOT_NULL_VIOLATION");
     // An UPDATE whose last row breaks NOT NULL changes no row.
-    server.execute_sql("INSERT INTO t VALUES (5, '5'), (6, 'six')").await.expect_success();
+    server
+        .execute_sql("INSERT INTO t VALUES (5, '5'), (6, 'six')")
+        .await
+        .expect_success();
     server
         .execute_sql("UPDATE t SET v = CASE WHEN id = 6 THEN NULL ELSE 'changed' END")
         .await
@@ -79,7 +98,11 @@ async fn a_statement_is_atomic() {
     let rows = server.execute_sql("SELECT id, v FROM t ORDER BY id").await;
     assert_eq!(
         rows.rows(),
-        vec![vec![json!(1), json!("a")], vec![json!(5), json!("5")], vec![json!(6), json!("six")]]
+        vec![
+            vec![json!(1), json!("a")],
+            vec![json!(5), json!("5")],
+            vec![json!(6), json!("six")]
+        ]
     );
 }
 
@@ -91,14 +114,30 @@ async fn params_bind_in_inserts_queries_updates_and_deletes() {
         .await
         .expect_success();
     let post = |sql: &str, params: serde_json::Value| {
-        server.post_json_as("root", "", json!({"sql": sql, "params": params, "namespace": "app"}))
+        server.post_json_as(
+            "root",
+            "",
+            json!({"sql": sql, "params": params, "namespace": "app"}),
+        )
     };
-    post("INSERT INTO items VALUES ($1, $2, $3), ($4, $5, $6)", json!([1, "pen", 1.5, 2, "ink", 7]))
+    post(
+        "INSERT INTO items VALUES ($1, $2, $3), ($4, $5, $6)",
+        json!([1, "pen", 1.5, 2, "ink", 7]),
+    )
+    .await
+    .expect_success();
+    post("UPDATE items SET price = price * $1 WHERE id = $2", json!([2, 2]))
         .await
         .expect_success();
-    post("UPDATE items SET price = price * $1 WHERE id = $2", json!([2, 2])).await.expect_success();
-    let rows = post("SELECT name, price FROM items WHERE id >= $1 ORDER BY id", json!([1])).await;
-    assert_eq!(rows.rows(), vec![vec![json!("pen"), json!(1.5)], vec![json!("ink"), json!(14.0)]]);
+    let rows = post(
+        "SELECT name, price FROM items WHERE id >= $1 ORDER BY id",
+        json!([1]),
+    )
+    .await;
+    assert_eq!(
+        rows.rows(),
+        vec![vec![json!("pen"), json!(1.5)], vec![json!("ink"), json!(14.0)]]
+    );
     let deleted = post("DELETE FROM items WHERE name = $1", json!(["pen"])).await;
     assert_eq!(deleted.row_count(0), 1);
     post("SELECT * FROM items WHERE id = $1", json!([]))
@@ -119,7 +158,12 @@ async fn dml_reports_rows_affected() {
     assert_eq!(response.row_count(2), 2);
     assert_eq!(response.row_count(3), 2);
     assert_eq!(response.rows(), vec![vec![json!(1)]]);
-    assert!(response.body["results"][1]["message"].as_str().unwrap().contains("3"));
+    assert!(
+        response.body["results"][1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("3")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +199,9 @@ async fn catalog_and_rows_survive_a_restart() {
         .await
         .expect_success();
     server.restart().await;
-    let rows = server.execute_sql("SELECT id, body, tag FROM app.notes ORDER BY id").await;
+    let rows = server
+        .execute_sql("SELECT id, body, tag FROM app.notes ORDER BY id")
+        .await;
     assert_eq!(
         rows.rows(),
         vec![
@@ -167,10 +213,18 @@ async fn catalog_and_rows_survive_a_restart() {
         .execute_sql("SELECT flush_policy FROM system.tables WHERE table_name = 'notes'")
         .await;
     assert_eq!(policy.rows(), vec![vec![json!("rows:100")]]);
-    server.execute_sql_as("alice", "pw", "SELECT 1").await.expect_success();
+    server
+        .execute_sql_as("alice", "pw", "SELECT 1")
+        .await
+        .expect_success();
     // New writes after a restart get larger _seq values than the old ones.
-    server.execute_sql("INSERT INTO app.notes (id, body) VALUES (3, 'three')").await.expect_success();
-    let seqs = server.execute_sql("SELECT id, _seq FROM app.notes ORDER BY _seq").await;
+    server
+        .execute_sql("INSERT INTO app.notes (id, body) VALUES (3, 'three')")
+        .await
+        .expect_success();
+    let seqs = server
+        .execute_sql("SELECT id, _seq FROM app.notes ORDER BY _seq")
+        .await;
     let ids: Vec<_> = seqs.rows().iter().map(|r| r[0].clone()).collect();
     assert_eq!(ids.last(), Some(&json!(3)));
 }

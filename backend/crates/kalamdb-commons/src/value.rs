@@ -1,6 +1,6 @@
 //! Typed cell values and their conversions from literals.
 
-use chrono::{Datelike, DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 
 use crate::error::{KalamError, KalamResult};
 use crate::types::KalamType;
@@ -60,9 +60,7 @@ impl Value {
             Value::BigInt(v) => v.to_string(),
             Value::Float(v) => v.to_string(),
             Value::Double(v) => v.to_string(),
-            Value::Decimal {
-                unscaled, scale, ..
-            } => format_decimal(*unscaled, *scale),
+            Value::Decimal { unscaled, scale, .. } => format_decimal(*unscaled, *scale),
             Value::Text(s) | Value::Json(s) => s.clone(),
             Value::Bytes(b) => format!("\\x{}", hex(b)),
             Value::Date(d) => format_date(*d),
@@ -104,18 +102,10 @@ fn number_to_value(n: &str, ty: &KalamType) -> KalamResult<Value> {
         KalamType::SmallInt => i16::try_from(int()?)
             .map(Value::SmallInt)
             .map_err(|_| mismatch(n, ty)),
-        KalamType::Int => i32::try_from(int()?)
-            .map(Value::Int)
-            .map_err(|_| mismatch(n, ty)),
+        KalamType::Int => i32::try_from(int()?).map(Value::Int).map_err(|_| mismatch(n, ty)),
         KalamType::BigInt => int().map(Value::BigInt),
-        KalamType::Float => n
-            .parse::<f32>()
-            .map(Value::Float)
-            .map_err(|_| mismatch(n, ty)),
-        KalamType::Double => n
-            .parse::<f64>()
-            .map(Value::Double)
-            .map_err(|_| mismatch(n, ty)),
+        KalamType::Float => n.parse::<f32>().map(Value::Float).map_err(|_| mismatch(n, ty)),
+        KalamType::Double => n.parse::<f64>().map(Value::Double).map_err(|_| mismatch(n, ty)),
         KalamType::Decimal { precision, scale } => parse_decimal(n, *precision, *scale)
             .map(|unscaled| Value::Decimal {
                 unscaled,
@@ -299,17 +289,24 @@ mod tests {
         let n = Literal::Number("42".into());
         assert_eq!(n.to_value(&KalamType::Int).unwrap(), Value::Int(42));
         assert_eq!(
-            Literal::Number("70000".into()).to_value(&KalamType::SmallInt).unwrap_err().code,
+            Literal::Number("70000".into())
+                .to_value(&KalamType::SmallInt)
+                .unwrap_err()
+                .code,
             crate::ErrorCode::TypeMismatch
         );
         assert!(Literal::String("x".into()).to_value(&KalamType::BigInt).is_err());
         assert_eq!(
-            Literal::String("{\"a\":1}".into()).to_value(&KalamType::Json).unwrap(),
+            Literal::String("{\"a\":1}".into())
+                .to_value(&KalamType::Json)
+                .unwrap(),
             Value::Json("{\"a\":1}".into())
         );
         assert!(Literal::String("{".into()).to_value(&KalamType::Json).is_err());
         assert_eq!(
-            Literal::String("\\x0aff".into()).to_value(&KalamType::Bytes).unwrap(),
+            Literal::String("\\x0aff".into())
+                .to_value(&KalamType::Bytes)
+                .unwrap(),
             Value::Bytes(vec![0x0a, 0xff])
         );
     }

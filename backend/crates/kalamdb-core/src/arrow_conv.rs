@@ -9,9 +9,9 @@ use datafusion::arrow::array::{
     TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type,
-    Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use kalamdb_commons::value::{format_date, format_decimal, format_timestamp, hex, parse_text};
@@ -38,10 +38,8 @@ pub fn arrow_type(ty: &KalamType) -> DataType {
 }
 
 pub fn field(name: &str, ty: &KalamType, nullable: bool) -> Field {
-    Field::new(name, arrow_type(ty), nullable).with_metadata(HashMap::from([(
-        TYPE_METADATA_KEY.to_string(),
-        ty.api_name(),
-    )]))
+    Field::new(name, arrow_type(ty), nullable)
+        .with_metadata(HashMap::from([(TYPE_METADATA_KEY.to_string(), ty.api_name())]))
 }
 
 /// Builds one Arrow array of the column type from values already of that type
@@ -113,19 +111,11 @@ pub fn array_value(array: &ArrayRef, i: usize, ty: &KalamType) -> KalamResult<Va
     };
     Ok(match (ty, array.data_type()) {
         (KalamType::Boolean, DataType::Boolean) => Value::Boolean(array.as_boolean().value(i)),
-        (KalamType::SmallInt, DataType::Int16) => {
-            Value::SmallInt(array.as_primitive::<Int16Type>().value(i))
-        }
+        (KalamType::SmallInt, DataType::Int16) => Value::SmallInt(array.as_primitive::<Int16Type>().value(i)),
         (KalamType::Int, DataType::Int32) => Value::Int(array.as_primitive::<Int32Type>().value(i)),
-        (KalamType::BigInt, DataType::Int64) => {
-            Value::BigInt(array.as_primitive::<Int64Type>().value(i))
-        }
-        (KalamType::Float, DataType::Float32) => {
-            Value::Float(array.as_primitive::<Float32Type>().value(i))
-        }
-        (KalamType::Double, DataType::Float64) => {
-            Value::Double(array.as_primitive::<Float64Type>().value(i))
-        }
+        (KalamType::BigInt, DataType::Int64) => Value::BigInt(array.as_primitive::<Int64Type>().value(i)),
+        (KalamType::Float, DataType::Float32) => Value::Float(array.as_primitive::<Float32Type>().value(i)),
+        (KalamType::Double, DataType::Float64) => Value::Double(array.as_primitive::<Float64Type>().value(i)),
         (KalamType::Decimal { precision, scale }, DataType::Decimal128(_, _)) => Value::Decimal {
             unscaled: array.as_primitive::<Decimal128Type>().value(i),
             precision: *precision,
@@ -246,7 +236,9 @@ pub fn column_to_json(field: &Field, array: &ArrayRef) -> Vec<serde_json::Value>
             let micros = |i: usize| -> i64 {
                 match unit {
                     TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(i) * 1_000_000,
-                    TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(i) * 1_000,
+                    TimeUnit::Millisecond => {
+                        array.as_primitive::<TimestampMillisecondType>().value(i) * 1_000
+                    }
                     TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(i),
                     TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(i) / 1_000,
                 }
@@ -274,8 +266,15 @@ mod tests {
             (KalamType::Text, Value::Text("x".into())),
             (KalamType::Json, Value::Json("[1]".into())),
             (
-                KalamType::Decimal { precision: 9, scale: 2 },
-                Value::Decimal { unscaled: 1234, precision: 9, scale: 2 },
+                KalamType::Decimal {
+                    precision: 9,
+                    scale: 2,
+                },
+                Value::Decimal {
+                    unscaled: 1234,
+                    precision: 9,
+                    scale: 2,
+                },
             ),
             (KalamType::Timestamp, Value::Timestamp(1_000_001)),
             (KalamType::Bytes, Value::Bytes(vec![1, 2])),
@@ -290,10 +289,24 @@ mod tests {
 
     #[test]
     fn json_output() {
-        let f = field("d", &KalamType::Decimal { precision: 9, scale: 2 }, true);
+        let f = field(
+            "d",
+            &KalamType::Decimal {
+                precision: 9,
+                scale: 2,
+            },
+            true,
+        );
         let array = values_to_array(
-            &KalamType::Decimal { precision: 9, scale: 2 },
-            &[Value::Decimal { unscaled: -5, precision: 9, scale: 2 }],
+            &KalamType::Decimal {
+                precision: 9,
+                scale: 2,
+            },
+            &[Value::Decimal {
+                unscaled: -5,
+                precision: 9,
+                scale: 2,
+            }],
         );
         assert_eq!(column_to_json(&f, &array), vec![serde_json::json!("-0.05")]);
         let f = field("j", &KalamType::Json, true);

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kalamdb_commons::{
-    DefaultValue, ErrorCode, FlushPolicy, KalamError, KalamResult, KalamType, Literal, Role,
-    TableType, UserId,
+    DefaultValue, ErrorCode, FlushPolicy, KalamError, KalamResult, KalamType, Literal, Role, TableType,
+    UserId,
 };
 use kalamdb_store::{Store, StoreBatch};
 use parking_lot::RwLock;
@@ -140,9 +140,8 @@ fn load<T: for<'de> Deserialize<'de>>(store: &Store, prefix: &str) -> KalamResul
         .map_err(store_error)?
         .into_iter()
         .map(|(key, bytes)| {
-            serde_json::from_slice(&bytes).map_err(|e| {
-                KalamError::internal(format!("corrupt catalog record {key}: {e}"))
-            })
+            serde_json::from_slice(&bytes)
+                .map_err(|e| KalamError::internal(format!("corrupt catalog record {key}: {e}")))
         })
         .collect()
 }

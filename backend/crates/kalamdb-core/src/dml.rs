@@ -9,19 +9,23 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::catalog::{CatalogProvider, MemTable, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::catalog::{
+    CatalogProvider, MemTable, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
+};
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionContext;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::sqlparser::ast::{
-    self, AssignmentTarget, Expr, FromTable, Ident, Insert, ObjectName, OnConflictAction, OnInsert,
-    SetExpr, Statement, TableFactor, TableObject, TableWithJoins, VisitMut, VisitorMut,
+    self, AssignmentTarget, Expr, FromTable, Ident, Insert, ObjectName, OnConflictAction, OnInsert, SetExpr,
+    Statement, TableFactor, TableObject, TableWithJoins, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use kalamdb_commons::value::format_timestamp;
-use kalamdb_commons::{DefaultValue, ErrorCode, KalamError, KalamResult, KalamType, Literal, TableType, Value};
+use kalamdb_commons::{
+    DefaultValue, ErrorCode, KalamError, KalamResult, KalamType, Literal, TableType, Value,
+};
 use kalamdb_store::row_codec::{decode_row, encode_row, encode_value};
 use kalamdb_store::{PkEntry, StoreBatch};
 
@@ -32,13 +36,18 @@ use crate::provider::backfill_value;
 use crate::query::{resolve_name, run_query, run_statement};
 use crate::{DbShared, LAST_SEQ_KEY, StatementResult, now_micros, store_error};
 
-pub(crate) async fn execute(ctx: &StatementContext<'_>, statement: Statement) -> KalamResult<StatementResult> {
+pub(crate) async fn execute(
+    ctx: &StatementContext<'_>,
+    statement: Statement,
+) -> KalamResult<StatementResult> {
     match statement {
         Statement::Insert(insert) => insert_rows(ctx, insert).await,
         Statement::Update(update) => {
             let (table, alias) = single_table(ctx, &update.table)?;
             if update.from.is_some() || update.returning.is_some() || update.limit.is_some() {
-                return Err(KalamError::unsupported("UPDATE supports SET ... [WHERE ...] on one table"));
+                return Err(KalamError::unsupported(
+                    "UPDATE supports SET ... [WHERE ...] on one table",
+                ));
             }
             update_rows(ctx, table, alias, update.assignments, update.selection).await
         }
@@ -46,8 +55,14 @@ pub(crate) async fn execute(ctx: &StatementContext<'_>, statement: Statement) ->
             let tables = match &delete.from {
                 FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
             };
-            if tables.len() != 1 || delete.using.is_some() || delete.returning.is_some() || delete.limit.is_some() {
-                return Err(KalamError::unsupported("DELETE supports FROM one table [WHERE ...]"));
+            if tables.len() != 1
+                || delete.using.is_some()
+                || delete.returning.is_some()
+                || delete.limit.is_some()
+            {
+                return Err(KalamError::unsupported(
+                    "DELETE supports FROM one table [WHERE ...]",
+                ));
             }
             let (table, alias) = single_table(ctx, &tables[0])?;
             delete_rows(ctx, table, alias, delete.selection).await
@@ -61,7 +76,10 @@ fn target_table(ctx: &StatementContext<'_>, name: &ObjectName) -> KalamResult<Ar
     let (namespace, table) = resolve_name(ctx.namespace, name)
         .ok_or_else(|| KalamError::invalid_sql(format!("invalid table name {name}")))?;
     if namespace == crate::catalog::SYSTEM_NAMESPACE {
-        return Err(KalamError::new(ErrorCode::PermissionDenied, "system tables are read-only"));
+        return Err(KalamError::new(
+            ErrorCode::PermissionDenied,
+            "system tables are read-only",
+        ));
     }
     let table = ctx.db.catalog.require_table(&namespace, &table)?;
     if table.table_type == TableType::Shared {
@@ -70,12 +88,20 @@ fn target_table(ctx: &StatementContext<'_>, name: &ObjectName) -> KalamResult<Ar
     Ok(table)
 }
 
-fn single_table(ctx: &StatementContext<'_>, twj: &TableWithJoins) -> KalamResult<(Arc<TableDef>, Option<Ident>)> {
+fn single_table(
+    ctx: &StatementContext<'_>,
+    twj: &TableWithJoins,
+) -> KalamResult<(Arc<TableDef>, Option<Ident>)> {
     match &twj.relation {
-        TableFactor::Table { name, alias, args: None, .. } if twj.joins.is_empty() => {
-            Ok((target_table(ctx, name)?, alias.as_ref().map(|a| a.name.clone())))
-        }
-        _ => Err(KalamError::unsupported("DML statements target one table, without joins")),
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } if twj.joins.is_empty() => Ok((target_table(ctx, name)?, alias.as_ref().map(|a| a.name.clone()))),
+        _ => Err(KalamError::unsupported(
+            "DML statements target one table, without joins",
+        )),
     }
 }
 
@@ -110,7 +136,8 @@ impl<'a> RowWriter<'a> {
     fn put_row(&mut self, key: &Value, previous: Option<PkEntry>, values: &[Value]) {
         let seq = self.db.seq.next();
         if let Some(previous) = previous {
-            self.batch.delete_hot(self.table.table_id, &self.scope, previous.seq);
+            self.batch
+                .delete_hot(self.table.table_id, &self.scope, previous.seq);
         }
         self.buffer.clear();
         let id_cell = self.table.primary_key.is_none().then_some((ID_COLUMN_ID, key));
@@ -119,24 +146,36 @@ impl<'a> RowWriter<'a> {
             .chain(self.table.columns.iter().map(|c| c.id).zip(values.iter()))
             .collect();
         encode_row(false, cells.into_iter(), &mut self.buffer);
-        self.batch.put_hot(self.table.table_id, &self.scope, seq, &self.buffer);
         self.batch
-            .put_pk(self.table.table_id, &self.scope, key, PkEntry { seq, deleted: false });
+            .put_hot(self.table.table_id, &self.scope, seq, &self.buffer);
+        self.batch.put_pk(
+            self.table.table_id,
+            &self.scope,
+            key,
+            PkEntry { seq, deleted: false },
+        );
     }
 
     fn put_tombstone(&mut self, key: &Value, previous_seq: u64) {
         let seq = self.db.seq.next();
-        self.batch.delete_hot(self.table.table_id, &self.scope, previous_seq);
+        self.batch
+            .delete_hot(self.table.table_id, &self.scope, previous_seq);
         self.buffer.clear();
         let key_column = self.table.primary_key.unwrap_or(ID_COLUMN_ID);
         encode_row(true, [(key_column, key)].into_iter(), &mut self.buffer);
-        self.batch.put_hot(self.table.table_id, &self.scope, seq, &self.buffer);
         self.batch
-            .put_pk(self.table.table_id, &self.scope, key, PkEntry { seq, deleted: true });
+            .put_hot(self.table.table_id, &self.scope, seq, &self.buffer);
+        self.batch.put_pk(
+            self.table.table_id,
+            &self.scope,
+            key,
+            PkEntry { seq, deleted: true },
+        );
     }
 
     fn commit(mut self) -> KalamResult<()> {
-        self.batch.put_system(LAST_SEQ_KEY, &self.db.seq.last().to_be_bytes());
+        self.batch
+            .put_system(LAST_SEQ_KEY, &self.db.seq.last().to_be_bytes());
         self.db.store.commit(self.batch).map_err(store_error)
     }
 }
@@ -146,7 +185,11 @@ fn check_not_null(table: &TableDef, values: &[Value]) -> KalamResult<()> {
         if value.is_null() && !column.nullable {
             return Err(KalamError::new(
                 ErrorCode::NotNullViolation,
-                format!("column '{}' of '{}' cannot be NULL", column.name, table.qualified_name()),
+                format!(
+                    "column '{}' of '{}' cannot be NULL",
+                    column.name,
+                    table.qualified_name()
+                ),
             ));
         }
     }
@@ -188,18 +231,26 @@ fn insert_columns(table: &TableDef, names: &[ObjectName]) -> KalamResult<Vec<usi
     names
         .iter()
         .map(|name| {
-            let ident = name.0.last().and_then(|p| p.as_ident()).ok_or_else(|| {
-                KalamError::invalid_sql(format!("invalid column name {name}"))
-            })?;
+            let ident = name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .ok_or_else(|| KalamError::invalid_sql(format!("invalid column name {name}")))?;
             let column = normalize(ident);
-            let index = table.columns.iter().position(|c| c.name == column).ok_or_else(|| {
-                KalamError::new(
-                    ErrorCode::ColumnNotFound,
-                    format!("column '{column}' does not exist in '{}'", table.qualified_name()),
-                )
-            })?;
+            let index = table
+                .columns
+                .iter()
+                .position(|c| c.name == column)
+                .ok_or_else(|| {
+                    KalamError::new(
+                        ErrorCode::ColumnNotFound,
+                        format!("column '{column}' does not exist in '{}'", table.qualified_name()),
+                    )
+                })?;
             if !seen.insert(index) {
-                return Err(KalamError::invalid_sql(format!("column '{column}' is named twice")));
+                return Err(KalamError::invalid_sql(format!(
+                    "column '{column}' is named twice"
+                )));
             }
             Ok(index)
         })
@@ -282,11 +333,12 @@ fn literal_rows(
     ctx: &StatementContext<'_>,
     table: &TableDef,
     columns: &[usize],
-    rows: &[Vec<Expr>],
+    rows: &[ast::Parens<Vec<Expr>>],
 ) -> KalamResult<Option<Vec<Vec<Value>>>> {
     check_insert_size(ctx, rows.len())?;
     let mut out = Vec::with_capacity(rows.len());
     for (row_index, row) in rows.iter().enumerate() {
+        let row = &row.content;
         if row.len() != columns.len() {
             return Err(KalamError::invalid_sql(format!(
                 "row {} of the INSERT has {} values for {} columns",
@@ -301,9 +353,11 @@ fn literal_rows(
                 return Ok(None);
             };
             let column = &table.columns[c];
-            values.push(literal.to_value(&column.data_type).map_err(|e| {
-                KalamError::new(e.code, format!("column '{}': {}", column.name, e.message))
-            })?);
+            values.push(
+                literal.to_value(&column.data_type).map_err(|e| {
+                    KalamError::new(e.code, format!("column '{}': {}", column.name, e.message))
+                })?,
+            );
         }
         out.push(values);
     }
@@ -314,10 +368,12 @@ fn expr_literal(ctx: &StatementContext<'_>, expr: &Expr) -> KalamResult<Option<L
     if let Expr::Value(v) = expr
         && let ast::Value::Placeholder(name) = &v.value
     {
-        let index: usize = name
-            .trim_start_matches('$')
-            .parse()
-            .map_err(|_| KalamError::new(ErrorCode::InvalidParameter, format!("unsupported placeholder {name}")))?;
+        let index: usize = name.trim_start_matches('$').parse().map_err(|_| {
+            KalamError::new(
+                ErrorCode::InvalidParameter,
+                format!("unsupported placeholder {name}"),
+            )
+        })?;
         return ctx
             .params
             .get(index.wrapping_sub(1))
@@ -326,7 +382,10 @@ fn expr_literal(ctx: &StatementContext<'_>, expr: &Expr) -> KalamResult<Option<L
             .ok_or_else(|| {
                 KalamError::new(
                     ErrorCode::InvalidParameter,
-                    format!("no value for parameter {name}: the request has {} params", ctx.params.len()),
+                    format!(
+                        "no value for parameter {name}: the request has {} params",
+                        ctx.params.len()
+                    ),
                 )
             });
     }
@@ -350,7 +409,9 @@ struct Conflict {
 
 async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<StatementResult> {
     let TableObject::TableName(name) = &insert.table else {
-        return Err(KalamError::unsupported("INSERT INTO a table function is not supported"));
+        return Err(KalamError::unsupported(
+            "INSERT INTO a table function is not supported",
+        ));
     };
     let table = target_table(ctx, name)?;
     if insert.returning.is_some() {
@@ -364,7 +425,11 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
             }
             Some(c.action)
         }
-        Some(other) => return Err(KalamError::unsupported(format!("{other} is not supported; use ON CONFLICT"))),
+        Some(other) => {
+            return Err(KalamError::unsupported(format!(
+                "{other} is not supported; use ON CONFLICT"
+            )));
+        }
     };
     let source = insert
         .source
@@ -392,12 +457,21 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
         }
         check_not_null(&table, &values)?;
         let key = match table.primary_key {
-            Some(pk) => values[table.columns.iter().position(|c| c.id == pk).expect("pk column exists")].clone(),
+            Some(pk) => values[table
+                .columns
+                .iter()
+                .position(|c| c.id == pk)
+                .expect("pk column exists")]
+            .clone(),
             None => Value::BigInt(ctx.db.seq.next() as i64),
         };
         let mut encoded = Vec::new();
         encode_value(&key, &mut encoded);
-        let stored = ctx.db.store.pk_get(table.table_id, &scope, &key).map_err(store_error)?;
+        let stored = ctx
+            .db
+            .store
+            .pk_get(table.table_id, &scope, &key)
+            .map_err(store_error)?;
         let existing = stored.filter(|e| !e.deleted);
         let repeated = !seen.insert(encoded);
         match (existing.is_some() || repeated, &on_conflict) {
@@ -443,7 +517,9 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
 
 fn check_conflict_target(table: &TableDef, target: &ast::ConflictTarget) -> KalamResult<()> {
     let ast::ConflictTarget::Columns(columns) = target else {
-        return Err(KalamError::unsupported("ON CONFLICT ON CONSTRAINT is not supported; name the key column"));
+        return Err(KalamError::unsupported(
+            "ON CONFLICT ON CONSTRAINT is not supported; name the key column",
+        ));
     };
     let pk = table.pk_column().map(|c| c.name.as_str());
     match columns.as_slice() {
@@ -460,7 +536,11 @@ fn duplicate_key(table: &TableDef, key: &Value) -> KalamError {
     let name = table.pk_column().map(|c| c.name.as_str()).unwrap_or(ID_COLUMN);
     KalamError::new(
         ErrorCode::DuplicateKey,
-        format!("duplicate key {name} = {} in '{}'", key.display(), table.qualified_name()),
+        format!(
+            "duplicate key {name} = {} in '{}'",
+            key.display(),
+            table.qualified_name()
+        ),
     )
 }
 
@@ -499,14 +579,21 @@ async fn upsert(
         let proposed: Vec<Value> = conflicts.iter().map(|c| c.proposed[i].clone()).collect();
         fields.push(field(&column.name, &column.data_type, true));
         arrays.push(values_to_array(&column.data_type, &existing));
-        fields.push(field(&format!("__excluded_{}", column.name), &column.data_type, true));
+        fields.push(field(
+            &format!("__excluded_{}", column.name),
+            &column.data_type,
+            true,
+        ));
         arrays.push(values_to_array(&column.data_type, &proposed));
     }
     let row_ids: Vec<Value> = (0..conflicts.len()).map(|i| Value::BigInt(i as i64)).collect();
     fields.push(field("__kalam_row", &KalamType::BigInt, false));
     arrays.push(values_to_array(&KalamType::BigInt, &row_ids));
-    let batch = RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), arrays)
-        .map_err(|e| KalamError::internal(format!("upsert batch: {e}")))?;
+    let batch = RecordBatch::try_new(
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        arrays,
+    )
+    .map_err(|e| KalamError::internal(format!("upsert batch: {e}")))?;
 
     let ctx_df = scratch_session(ctx.db, &table.name, batch)?;
     let mut select = vec!["__kalam_row".to_string()];
@@ -554,13 +641,19 @@ fn scratch_session(db: &DbShared, name: &str, batch: RecordBatch) -> KalamResult
     let internal = |e: datafusion::error::DataFusionError| KalamError::internal(e.to_string());
     let schema = Arc::new(MemorySchemaProvider::new());
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
-    schema.register_table(name.to_string(), Arc::new(table)).map_err(internal)?;
+    schema
+        .register_table(name.to_string(), Arc::new(table))
+        .map_err(internal)?;
     let catalog = Arc::new(MemoryCatalogProvider::new());
     catalog.register_schema("scratch", schema).map_err(internal)?;
     let catalogs = Arc::new(MemoryCatalogProviderList::new());
     catalogs.register_catalog("scratch".to_string(), catalog);
     let state = SessionStateBuilder::new_from_existing(db.base_state.clone())
-        .with_config(SessionConfig::new().with_default_catalog_and_schema("scratch", "scratch"))
+        .with_config(
+            SessionConfig::new()
+                .with_default_catalog_and_schema("scratch", "scratch")
+                .with_create_default_catalog_and_schema(false),
+        )
         .with_catalog_list(catalogs)
         .build();
     Ok(SessionContext::new_with_state(state))
@@ -577,7 +670,10 @@ impl VisitorMut for ExcludedRewriter {
             && parts.len() == 2
             && parts[0].value.eq_ignore_ascii_case("excluded")
         {
-            *expr = Expr::Identifier(Ident::with_quote('"', format!("__excluded_{}", normalize(&parts[1]))));
+            *expr = Expr::Identifier(Ident::with_quote(
+                '"',
+                format!("__excluded_{}", normalize(&parts[1])),
+            ));
         }
         std::ops::ControlFlow::Continue(())
     }
@@ -588,7 +684,9 @@ fn assignments(table: &TableDef, list: &[ast::Assignment]) -> KalamResult<HashMa
     let mut out = HashMap::new();
     for assignment in list {
         let AssignmentTarget::ColumnName(name) = &assignment.target else {
-            return Err(KalamError::unsupported("SET (a, b) = ... is not supported; assign each column"));
+            return Err(KalamError::unsupported(
+                "SET (a, b) = ... is not supported; assign each column",
+            ));
         };
         let ident = name
             .0
@@ -597,21 +695,29 @@ fn assignments(table: &TableDef, list: &[ast::Assignment]) -> KalamResult<HashMa
             .ok_or_else(|| KalamError::invalid_sql(format!("invalid column {name}")))?;
         let column = normalize(ident);
         if [SEQ_COLUMN, DELETED_COLUMN, ID_COLUMN].contains(&column.as_str()) {
-            return Err(KalamError::invalid_sql(format!("hidden column '{column}' cannot be assigned")));
+            return Err(KalamError::invalid_sql(format!(
+                "hidden column '{column}' cannot be assigned"
+            )));
         }
-        let index = table.columns.iter().position(|c| c.name == column).ok_or_else(|| {
-            KalamError::new(
-                ErrorCode::ColumnNotFound,
-                format!("column '{column}' does not exist in '{}'", table.qualified_name()),
-            )
-        })?;
+        let index = table
+            .columns
+            .iter()
+            .position(|c| c.name == column)
+            .ok_or_else(|| {
+                KalamError::new(
+                    ErrorCode::ColumnNotFound,
+                    format!("column '{column}' does not exist in '{}'", table.qualified_name()),
+                )
+            })?;
         if table.primary_key == Some(table.columns[index].id) {
             return Err(KalamError::unsupported(format!(
                 "the primary key column '{column}' cannot be updated; delete and insert instead"
             )));
         }
         if out.insert(index, assignment.value.clone()).is_some() {
-            return Err(KalamError::invalid_sql(format!("column '{column}' is assigned twice")));
+            return Err(KalamError::invalid_sql(format!(
+                "column '{column}' is assigned twice"
+            )));
         }
     }
     Ok(out)
@@ -629,18 +735,30 @@ fn from_where(table: &TableDef, alias: &Option<Ident>, selection: &Option<Expr>)
     sql
 }
 
+/// The key column of the generated SELECTs, aliased apart from the table's columns.
 fn key_column_sql(table: &TableDef) -> String {
-    quote_ident(table.pk_column().map(|c| c.name.as_str()).unwrap_or(ID_COLUMN))
+    let key = quote_ident(table.pk_column().map(|c| c.name.as_str()).unwrap_or(ID_COLUMN));
+    format!("{key} AS __kalam_key")
 }
 
 fn key_type(table: &TableDef) -> KalamType {
-    table.pk_column().map(|c| c.data_type).unwrap_or(KalamType::BigInt)
+    table
+        .pk_column()
+        .map(|c| c.data_type)
+        .unwrap_or(KalamType::BigInt)
 }
 
 /// Runs the generated SELECT that finds the rows a DML statement touches. Callers
 /// hold the write lock, so what it reads is what the batch replaces.
 async fn affected_rows(ctx: &StatementContext<'_>, sql: &str) -> KalamResult<Vec<RecordBatch>> {
-    let output = run_query(ctx.db, ctx.caller, ctx.namespace, parse_generated(sql)?, ctx.params).await?;
+    let output = run_query(
+        ctx.db,
+        ctx.caller,
+        ctx.namespace,
+        parse_generated(sql)?,
+        ctx.params,
+    )
+    .await?;
     Ok(output.batches)
 }
 
@@ -661,14 +779,24 @@ async fn update_rows(
     let _guard = ctx.db.write_lock.lock().await;
     let table = ctx.db.catalog.require_table(&table.namespace, &table.name)?;
     let assigned = assignments(&table, &list)?;
-    let mut select = vec![quote_ident(SEQ_COLUMN), key_column_sql(&table)];
+    let mut select = vec![
+        format!("{} AS __kalam_seq", quote_ident(SEQ_COLUMN)),
+        key_column_sql(&table),
+    ];
     for (i, column) in table.columns.iter().enumerate() {
         select.push(match assigned.get(&i) {
-            Some(expr) => format!("CAST(({expr}) AS {})", column.data_type.cast_sql()),
-            None => quote_ident(&column.name),
+            Some(expr) => format!(
+                "CAST(({expr}) AS {}) AS __kalam_c{i}",
+                column.data_type.cast_sql()
+            ),
+            None => format!("{} AS __kalam_c{i}", quote_ident(&column.name)),
         });
     }
-    let sql = format!("SELECT {}{}", select.join(", "), from_where(&table, &alias, &selection));
+    let sql = format!(
+        "SELECT {}{}",
+        select.join(", "),
+        from_where(&table, &alias, &selection)
+    );
     let batches = affected_rows(ctx, &sql).await?;
     let mut writer = RowWriter::new(ctx.db, &table, scope_of(ctx, &table));
     let key_type = key_type(&table);
@@ -690,7 +818,10 @@ async fn update_rows(
         }
     }
     writer.commit()?;
-    Ok(StatementResult::affected(updated, format!("Updated {updated} row(s)")))
+    Ok(StatementResult::affected(
+        updated,
+        format!("Updated {updated} row(s)"),
+    ))
 }
 
 async fn delete_rows(
@@ -720,5 +851,8 @@ async fn delete_rows(
         }
     }
     writer.commit()?;
-    Ok(StatementResult::affected(deleted, format!("Deleted {deleted} row(s)")))
+    Ok(StatementResult::affected(
+        deleted,
+        format!("Deleted {deleted} row(s)"),
+    ))
 }

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use kalamdb_commons::{
-    DefaultValue, ErrorCode, FlushPolicy, KalamError, KalamResult, KalamType, Literal, Role,
-    TableType, UserId, is_valid_identifier,
+    DefaultValue, ErrorCode, FlushPolicy, KalamError, KalamResult, KalamType, Literal, Role, TableType,
+    UserId, is_valid_identifier,
 };
 use kalamdb_sql::{ColumnSpec, CreateTable, KalamStatement, TableRef, UserChange, parse_statement};
 
 use crate::arrow_conv::{api_type_name, column_to_json};
 use crate::auth::hash_password;
 use crate::catalog::{
-    AccessLevel, Catalog, ColumnDef, DELETED_COLUMN, ID_COLUMN, NamespaceDef, SEQ_COLUMN,
-    SYSTEM_NAMESPACE, TableDef, UserRecord,
+    AccessLevel, Catalog, ColumnDef, DELETED_COLUMN, ID_COLUMN, NamespaceDef, SEQ_COLUMN, SYSTEM_NAMESPACE,
+    TableDef, UserRecord,
 };
 use crate::query::{QueryOutput, run_query};
 use crate::{Caller, ColumnInfo, DbShared, StatementResult, now_micros, store_error};
@@ -53,21 +53,36 @@ impl StatementContext<'_> {
 
     fn execute_ddl(&self, statement: KalamStatement) -> KalamResult<StatementResult> {
         match statement {
-            KalamStatement::CreateNamespace { name, if_not_exists } => self.create_namespace(&name, if_not_exists),
-            KalamStatement::DropNamespace { name, if_exists, cascade } => {
-                self.drop_namespace(&name, if_exists, cascade)
+            KalamStatement::CreateNamespace { name, if_not_exists } => {
+                self.create_namespace(&name, if_not_exists)
             }
+            KalamStatement::DropNamespace {
+                name,
+                if_exists,
+                cascade,
+            } => self.drop_namespace(&name, if_exists, cascade),
             KalamStatement::CreateTable(create) => self.create_table(create),
-            KalamStatement::DropTable { table, table_type, if_exists } => {
-                self.drop_table(&table, table_type, if_exists)
-            }
-            KalamStatement::AddColumn { table, column, if_not_exists } => {
-                self.add_column(&table, column, if_not_exists)
-            }
-            KalamStatement::DropColumn { table, column, if_exists } => self.drop_column(&table, &column, if_exists),
-            KalamStatement::CreateUser { name, password, role, if_not_exists } => {
-                self.create_user(&name, &password, role, if_not_exists)
-            }
+            KalamStatement::DropTable {
+                table,
+                table_type,
+                if_exists,
+            } => self.drop_table(&table, table_type, if_exists),
+            KalamStatement::AddColumn {
+                table,
+                column,
+                if_not_exists,
+            } => self.add_column(&table, column, if_not_exists),
+            KalamStatement::DropColumn {
+                table,
+                column,
+                if_exists,
+            } => self.drop_column(&table, &column, if_exists),
+            KalamStatement::CreateUser {
+                name,
+                password,
+                role,
+                if_not_exists,
+            } => self.create_user(&name, &password, role, if_not_exists),
             KalamStatement::AlterUser { name, change } => self.alter_user(&name, change),
             KalamStatement::DropUser { name, if_exists } => self.drop_user(&name, if_exists),
             KalamStatement::Query(_)
@@ -85,13 +100,20 @@ impl StatementContext<'_> {
         }
         Err(KalamError::new(
             ErrorCode::PermissionDenied,
-            format!("role '{}' may not {action}; it needs role '{}' or higher", self.caller.role.as_str(), role.as_str()),
+            format!(
+                "role '{}' may not {action}; it needs role '{}' or higher",
+                self.caller.role.as_str(),
+                role.as_str()
+            ),
         ))
     }
 
     /// `(namespace, name)` of a table reference, defaulting the namespace.
     pub fn resolve(&self, table: &TableRef) -> (String, String) {
-        let namespace = table.namespace.clone().unwrap_or_else(|| self.namespace.to_string());
+        let namespace = table
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.namespace.to_string());
         (namespace, table.name.clone())
     }
 
@@ -110,9 +132,14 @@ impl StatementContext<'_> {
         }
         if self.db.catalog.namespace_exists(name) {
             if if_not_exists {
-                return Ok(StatementResult::message(format!("Namespace '{name}' already exists")));
+                return Ok(StatementResult::message(format!(
+                    "Namespace '{name}' already exists"
+                )));
             }
-            return Err(KalamError::new(ErrorCode::AlreadyExists, format!("namespace '{name}' already exists")));
+            return Err(KalamError::new(
+                ErrorCode::AlreadyExists,
+                format!("namespace '{name}' already exists"),
+            ));
         }
         let ns = NamespaceDef {
             name: name.to_string(),
@@ -127,19 +154,29 @@ impl StatementContext<'_> {
 
     fn drop_namespace(&self, name: &str, if_exists: bool, cascade: bool) -> KalamResult<StatementResult> {
         if name == SYSTEM_NAMESPACE {
-            return Err(KalamError::invalid_sql("the namespace 'system' cannot be dropped"));
+            return Err(KalamError::invalid_sql(
+                "the namespace 'system' cannot be dropped",
+            ));
         }
         if !self.db.catalog.namespace_exists(name) {
             if if_exists {
-                return Ok(StatementResult::message(format!("Namespace '{name}' does not exist")));
+                return Ok(StatementResult::message(format!(
+                    "Namespace '{name}' does not exist"
+                )));
             }
-            return Err(KalamError::new(ErrorCode::NamespaceNotFound, format!("namespace '{name}' does not exist")));
+            return Err(KalamError::new(
+                ErrorCode::NamespaceNotFound,
+                format!("namespace '{name}' does not exist"),
+            ));
         }
         let tables = self.db.catalog.tables_in(name);
         if !tables.is_empty() && !cascade {
             return Err(KalamError::new(
                 ErrorCode::NamespaceNotEmpty,
-                format!("namespace '{name}' has {} table(s); use DROP NAMESPACE {name} CASCADE", tables.len()),
+                format!(
+                    "namespace '{name}' has {} table(s); use DROP NAMESPACE {name} CASCADE",
+                    tables.len()
+                ),
             ));
         }
         let mut batch = self.db.store.batch();
@@ -162,7 +199,9 @@ impl StatementContext<'_> {
         let (namespace, name) = self.resolve(&create.table);
         check_name("table", &name)?;
         if namespace == SYSTEM_NAMESPACE {
-            return Err(KalamError::invalid_sql("tables cannot be created in the 'system' namespace"));
+            return Err(KalamError::invalid_sql(
+                "tables cannot be created in the 'system' namespace",
+            ));
         }
         if !self.db.catalog.namespace_exists(&namespace) {
             return Err(KalamError::new(
@@ -172,7 +211,9 @@ impl StatementContext<'_> {
         }
         if self.db.catalog.table(&namespace, &name).is_some() {
             if create.if_not_exists {
-                return Ok(StatementResult::message(format!("Table '{namespace}.{name}' already exists")));
+                return Ok(StatementResult::message(format!(
+                    "Table '{namespace}.{name}' already exists"
+                )));
             }
             return Err(KalamError::new(
                 ErrorCode::AlreadyExists,
@@ -192,12 +233,16 @@ impl StatementContext<'_> {
             .transpose()
             .map_err(KalamError::invalid_sql)?;
         if options.ttl_seconds.is_some() {
-            return Err(KalamError::invalid_sql("TTL_SECONDS applies to STREAM tables only"));
+            return Err(KalamError::invalid_sql(
+                "TTL_SECONDS applies to STREAM tables only",
+            ));
         }
         let access_level = match options.access_level.as_deref() {
             None => None,
             Some(_) if create.table_type != TableType::Shared => {
-                return Err(KalamError::invalid_sql("ACCESS_LEVEL applies to SHARED tables only"));
+                return Err(KalamError::invalid_sql(
+                    "ACCESS_LEVEL applies to SHARED tables only",
+                ));
             }
             Some("PUBLIC") => Some(AccessLevel::Public),
             Some("PRIVATE") => Some(AccessLevel::Private),
@@ -233,7 +278,10 @@ impl StatementContext<'_> {
         };
         Catalog::stage_table(&mut batch, &table);
         self.db.store.commit(batch).map_err(store_error)?;
-        let message = format!("{} table '{namespace}.{name}' created", capitalized(table.table_type));
+        let message = format!(
+            "{} table '{namespace}.{name}' created",
+            capitalized(table.table_type)
+        );
         self.db.catalog.apply_table(table);
         Ok(StatementResult::message(message))
     }
@@ -247,9 +295,17 @@ impl StatementContext<'_> {
         }
     }
 
-    fn drop_table(&self, table: &TableRef, table_type: Option<TableType>, if_exists: bool) -> KalamResult<StatementResult> {
+    fn drop_table(
+        &self,
+        table: &TableRef,
+        table_type: Option<TableType>,
+        if_exists: bool,
+    ) -> KalamResult<StatementResult> {
         let Some(def) = self.existing_table(table, if_exists)? else {
-            return Ok(StatementResult::message(format!("Table '{}' does not exist", table.name)));
+            return Ok(StatementResult::message(format!(
+                "Table '{}' does not exist",
+                table.name
+            )));
         };
         if let Some(expected) = table_type
             && expected != def.table_type
@@ -265,23 +321,42 @@ impl StatementContext<'_> {
         Catalog::stage_drop_table(&mut batch, &def);
         self.db.store.commit(batch).map_err(store_error)?;
         self.db.catalog.apply_drop_table(&def.namespace, &def.name);
-        Ok(StatementResult::message(format!("Table '{}' dropped", def.qualified_name())))
+        Ok(StatementResult::message(format!(
+            "Table '{}' dropped",
+            def.qualified_name()
+        )))
     }
 
-    fn add_column(&self, table: &TableRef, spec: ColumnSpec, if_not_exists: bool) -> KalamResult<StatementResult> {
-        let def = self.existing_table(table, false)?.expect("require_table succeeded");
+    fn add_column(
+        &self,
+        table: &TableRef,
+        spec: ColumnSpec,
+        if_not_exists: bool,
+    ) -> KalamResult<StatementResult> {
+        let def = self
+            .existing_table(table, false)?
+            .expect("require_table succeeded");
         if def.column(&spec.name).is_some() {
             if if_not_exists {
-                return Ok(StatementResult::message(format!("Column '{}' already exists", spec.name)));
+                return Ok(StatementResult::message(format!(
+                    "Column '{}' already exists",
+                    spec.name
+                )));
             }
             return Err(KalamError::new(
                 ErrorCode::AlreadyExists,
-                format!("column '{}' already exists in '{}'", spec.name, def.qualified_name()),
+                format!(
+                    "column '{}' already exists in '{}'",
+                    spec.name,
+                    def.qualified_name()
+                ),
             ));
         }
         let backfill = match &spec.default {
             Some(DefaultValue::Literal { value }) => Some(value.clone()),
-            Some(DefaultValue::Now) => Some(Literal::String(kalamdb_commons::value::format_timestamp(now_micros()))),
+            Some(DefaultValue::Now) => Some(Literal::String(kalamdb_commons::value::format_timestamp(
+                now_micros(),
+            ))),
             _ => None,
         };
         if spec.not_null && backfill.as_ref().is_none_or(|b| *b == Literal::Null) {
@@ -292,18 +367,27 @@ impl StatementContext<'_> {
         }
         let name = spec.name.clone();
         let mut updated = (*def).clone();
-        updated.columns.push(column_def(def.next_column_id, spec, backfill)?);
+        updated
+            .columns
+            .push(column_def(def.next_column_id, spec, backfill)?);
         updated.next_column_id += 1;
         updated.schema_version += 1;
         self.save_table(updated)?;
-        Ok(StatementResult::message(format!("Column '{name}' added to '{}'", def.qualified_name())))
+        Ok(StatementResult::message(format!(
+            "Column '{name}' added to '{}'",
+            def.qualified_name()
+        )))
     }
 
     fn drop_column(&self, table: &TableRef, column: &str, if_exists: bool) -> KalamResult<StatementResult> {
-        let def = self.existing_table(table, false)?.expect("require_table succeeded");
+        let def = self
+            .existing_table(table, false)?
+            .expect("require_table succeeded");
         let Some(target) = def.column(column) else {
             if if_exists {
-                return Ok(StatementResult::message(format!("Column '{column}' does not exist")));
+                return Ok(StatementResult::message(format!(
+                    "Column '{column}' does not exist"
+                )));
             }
             return Err(KalamError::new(
                 ErrorCode::ColumnNotFound,
@@ -311,7 +395,9 @@ impl StatementContext<'_> {
             ));
         };
         if def.primary_key == Some(target.id) {
-            return Err(KalamError::unsupported("the PRIMARY KEY column cannot be dropped"));
+            return Err(KalamError::unsupported(
+                "the PRIMARY KEY column cannot be dropped",
+            ));
         }
         if def.columns.len() == 1 {
             return Err(KalamError::invalid_sql("a table keeps at least one column"));
@@ -320,7 +406,10 @@ impl StatementContext<'_> {
         updated.columns.retain(|c| c.name != column);
         updated.schema_version += 1;
         self.save_table(updated)?;
-        Ok(StatementResult::message(format!("Column '{column}' dropped from '{}'", def.qualified_name())))
+        Ok(StatementResult::message(format!(
+            "Column '{column}' dropped from '{}'",
+            def.qualified_name()
+        )))
     }
 
     fn save_table(&self, table: TableDef) -> KalamResult<()> {
@@ -335,7 +424,10 @@ impl StatementContext<'_> {
         let filter = match &namespace {
             Some(ns) => {
                 if !self.db.catalog.namespace_exists(ns) {
-                    return Err(KalamError::new(ErrorCode::NamespaceNotFound, format!("namespace '{ns}' does not exist")));
+                    return Err(KalamError::new(
+                        ErrorCode::NamespaceNotFound,
+                        format!("namespace '{ns}' does not exist"),
+                    ));
                 }
                 format!("WHERE namespace = '{}'", ns.replace('\'', "''"))
             }
@@ -348,7 +440,9 @@ impl StatementContext<'_> {
     }
 
     async fn describe_table(&self, table: &TableRef) -> KalamResult<StatementResult> {
-        let def = self.existing_table(table, false)?.expect("require_table succeeded");
+        let def = self
+            .existing_table(table, false)?
+            .expect("require_table succeeded");
         self.query_sql(&format!(
             "SELECT column_name, data_type, is_nullable, is_primary_key, column_default FROM system.columns WHERE namespace = '{}' AND table_name = '{}' ORDER BY ordinal_position",
             def.namespace.replace('\'', "''"),
@@ -359,7 +453,9 @@ impl StatementContext<'_> {
 
     /// Hot-row counts of the caller's scope (USER tables) or of the table (SHARED).
     fn show_stats(&self, table: &TableRef) -> KalamResult<StatementResult> {
-        let def = self.existing_table(table, false)?.expect("require_table succeeded");
+        let def = self
+            .existing_table(table, false)?
+            .expect("require_table succeeded");
         let scope = match def.table_type {
             TableType::User => self.caller.user_id.as_str().to_string(),
             _ => String::new(),
@@ -375,8 +471,24 @@ impl StatementContext<'_> {
                 Ok(true)
             })
             .map_err(store_error)?;
-        let names = ["table", "hot_rows", "hot_versions", "cold_rows", "cold_files", "cold_bytes", "last_flush"];
-        let types = ["Text", "BigInt", "BigInt", "BigInt", "BigInt", "BigInt", "Timestamp"];
+        let names = [
+            "table",
+            "hot_rows",
+            "hot_versions",
+            "cold_rows",
+            "cold_files",
+            "cold_bytes",
+            "last_flush",
+        ];
+        let types = [
+            "Text",
+            "BigInt",
+            "BigInt",
+            "BigInt",
+            "BigInt",
+            "BigInt",
+            "Timestamp",
+        ];
         Ok(StatementResult {
             columns: names
                 .iter()
@@ -400,13 +512,22 @@ impl StatementContext<'_> {
         })
     }
 
-    fn create_user(&self, name: &str, password: &str, role: Role, if_not_exists: bool) -> KalamResult<StatementResult> {
+    fn create_user(
+        &self,
+        name: &str,
+        password: &str,
+        role: Role,
+        if_not_exists: bool,
+    ) -> KalamResult<StatementResult> {
         check_name("user", name)?;
         if self.db.catalog.user(name).is_some() {
             if if_not_exists {
                 return Ok(StatementResult::message(format!("User '{name}' already exists")));
             }
-            return Err(KalamError::new(ErrorCode::AlreadyExists, format!("user '{name}' already exists")));
+            return Err(KalamError::new(
+                ErrorCode::AlreadyExists,
+                format!("user '{name}' already exists"),
+            ));
         }
         if password.is_empty() {
             return Err(KalamError::invalid_sql("a password cannot be empty"));
@@ -421,7 +542,10 @@ impl StatementContext<'_> {
             updated_at: now,
         };
         self.save_user(user)?;
-        Ok(StatementResult::message(format!("User '{name}' created with role {}", role.as_str())))
+        Ok(StatementResult::message(format!(
+            "User '{name}' created with role {}",
+            role.as_str()
+        )))
     }
 
     fn alter_user(&self, name: &str, change: UserChange) -> KalamResult<StatementResult> {
@@ -446,7 +570,9 @@ impl StatementContext<'_> {
             return Err(user_not_found(name));
         }
         if name == "root" || name == self.caller.username {
-            return Err(KalamError::invalid_sql(format!("user '{name}' cannot be dropped by this session")));
+            return Err(KalamError::invalid_sql(format!(
+                "user '{name}' cannot be dropped by this session"
+            )));
         }
         let mut batch = self.db.store.batch();
         Catalog::stage_drop_user(&mut batch, name);
@@ -491,14 +617,20 @@ fn check_name(kind: &str, name: &str) -> KalamResult<()> {
 fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResult<ColumnDef> {
     check_name("column", &spec.name)?;
     if [SEQ_COLUMN, DELETED_COLUMN, ID_COLUMN].contains(&spec.name.as_str()) {
-        return Err(KalamError::invalid_sql(format!("column name '{}' is reserved", spec.name)));
+        return Err(KalamError::invalid_sql(format!(
+            "column name '{}' is reserved",
+            spec.name
+        )));
     }
     let ty = spec.data_type;
     let fits = match &spec.default {
         None => true,
         Some(DefaultValue::Literal { value }) => {
             value.to_value(&ty).map_err(|e| {
-                KalamError::new(e.code, format!("DEFAULT of column '{}': {}", spec.name, e.message))
+                KalamError::new(
+                    e.code,
+                    format!("DEFAULT of column '{}': {}", spec.name, e.message),
+                )
             })?;
             true
         }
@@ -544,7 +676,11 @@ pub(crate) fn output_to_result(output: QueryOutput) -> StatementResult {
             .iter()
             .zip(batch.columns())
             .map(|(field, array)| {
-                let field = output.schema.field_with_name(field.name()).map(|f| f.as_ref()).unwrap_or(field);
+                let field = output
+                    .schema
+                    .field_with_name(field.name())
+                    .map(|f| f.as_ref())
+                    .unwrap_or(field);
                 column_to_json(field, array)
             })
             .collect();

@@ -9,9 +9,8 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    ExcludeSelectItem, Expr, Ident, ObjectName, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, VisitMut, VisitorMut,
-    WildcardAdditionalOptions, visit_expressions,
+    ExcludeSelectItem, Expr, Ident, ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind,
+    SetExpr, Statement, TableFactor, VisitMut, VisitorMut, WildcardAdditionalOptions, visit_expressions,
 };
 
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN};
@@ -30,7 +29,11 @@ pub fn references_hidden(statement: &Statement) -> bool {
             Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|p| is_hidden_name(&p.value)),
             _ => false,
         };
-        if named { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        if named {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     })
     .is_break()
 }
@@ -92,19 +95,30 @@ impl WildcardRewriter<'_> {
 
     fn relation(&self, factor: &TableFactor) -> Option<Relation> {
         match factor {
-            TableFactor::Table { name, alias, args: None, .. } => {
+            TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } => {
                 let is_cte = name.0.len() == 1
                     && name.0[0]
                         .as_ident()
                         .is_some_and(|i| self.cte_names.contains(&i.value.to_ascii_lowercase()));
-                let hidden = if is_cte { Vec::new() } else { (self.hidden_of)(name).unwrap_or_default() };
+                let hidden = if is_cte {
+                    Vec::new()
+                } else {
+                    (self.hidden_of)(name).unwrap_or_default()
+                };
                 let qualifier = match alias {
                     Some(alias) => ObjectName::from(vec![alias.name.clone()]),
                     None => name.clone(),
                 };
                 Some(Relation { qualifier, hidden })
             }
-            TableFactor::Derived { alias: Some(alias), .. } => Some(Relation {
+            TableFactor::Derived {
+                alias: Some(alias), ..
+            } => Some(Relation {
                 qualifier: ObjectName::from(vec![alias.name.clone()]),
                 hidden: Vec::new(),
             }),
@@ -164,7 +178,10 @@ fn is_plain(options: &WildcardAdditionalOptions) -> bool {
         && options.opt_replace.is_none()
 }
 
-fn with_exclude(mut options: WildcardAdditionalOptions, hidden: &[&'static str]) -> WildcardAdditionalOptions {
+fn with_exclude(
+    mut options: WildcardAdditionalOptions,
+    hidden: &[&'static str],
+) -> WildcardAdditionalOptions {
     if !hidden.is_empty() {
         options.opt_exclude = Some(ExcludeSelectItem::Multiple(
             hidden
@@ -207,7 +224,9 @@ mod tests {
     #[test]
     fn detects_hidden_names() {
         assert!(references_hidden(&parse("SELECT _seq FROM t")));
-        assert!(references_hidden(&parse("SELECT a FROM t WHERE t._DELETED = false")));
+        assert!(references_hidden(&parse(
+            "SELECT a FROM t WHERE t._DELETED = false"
+        )));
         assert!(references_hidden(&parse("SELECT a FROM t ORDER BY _id")));
         assert!(!references_hidden(&parse("SELECT * FROM t WHERE a = '_seq'")));
     }

@@ -173,7 +173,10 @@ impl SeqGenerator {
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let next = now.max(last + 1);
-            match self.last.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .last
+                .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return next,
                 Err(actual) => last = actual,
             }
@@ -224,9 +227,8 @@ impl KalamDb {
     /// namespace and the `root` user).
     pub fn open(options: DbOptions) -> KalamResult<KalamDb> {
         let rocksdb_dir = options.data_dir.join("rocksdb");
-        std::fs::create_dir_all(&rocksdb_dir).map_err(|e| {
-            KalamError::internal(format!("cannot create {}: {e}", rocksdb_dir.display()))
-        })?;
+        std::fs::create_dir_all(&rocksdb_dir)
+            .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", rocksdb_dir.display())))?;
         let store = Store::open(&rocksdb_dir, &options.store).map_err(store_error)?;
         check_format_version(&store)?;
         let catalog = Catalog::load(&store)?;

@@ -94,7 +94,12 @@ impl fmt::Debug for NamespaceSchema {
 #[async_trait]
 impl SchemaProvider for NamespaceSchema {
     fn table_names(&self) -> Vec<String> {
-        self.db.catalog.tables_in(&self.namespace).iter().map(|t| t.name.clone()).collect()
+        self.db
+            .catalog
+            .tables_in(&self.namespace)
+            .iter()
+            .map(|t| t.name.clone())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -139,7 +144,10 @@ impl SchemaProvider for SystemSchema {
         let Some(batch) = system_tables::build(&self.db, &self.caller, name)? else {
             return Ok(None);
         };
-        Ok(Some(Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?)))
+        Ok(Some(Arc::new(MemTable::try_new(
+            batch.schema(),
+            vec![vec![batch]],
+        )?)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -213,7 +221,12 @@ impl HotTable {
     /// The pk value of a `pk = literal` filter, when `expr` is one.
     fn pk_equality(&self, expr: &Expr) -> Option<Value> {
         let pk = self.table.pk_column()?;
-        let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = expr else {
+        let Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) = expr
+        else {
             return None;
         };
         let (column, literal) = match (left.as_ref(), right.as_ref()) {
@@ -226,7 +239,12 @@ impl HotTable {
         scalar_to_literal(literal)?.to_value(&pk.data_type).ok()
     }
 
-    fn read_rows(&self, projection: &[usize], pk: Option<&Value>, limit: Option<usize>) -> Result<Vec<RecordBatch>, StoreError> {
+    fn read_rows(
+        &self,
+        projection: &[usize],
+        pk: Option<&Value>,
+        limit: Option<usize>,
+    ) -> Result<Vec<RecordBatch>, StoreError> {
         let projected: Vec<&ScanColumn> = projection.iter().map(|&i| &self.columns[i]).collect();
         let slot_of: HashMap<u32, usize> = projected
             .iter()
@@ -257,12 +275,20 @@ impl HotTable {
             Some(pk) => {
                 if let Some(entry) = self.db.store.pk_get(self.table.table_id, &self.scope, pk)?
                     && !entry.deleted
-                    && let Some(bytes) = self.db.store.hot_get(self.table.table_id, &self.scope, entry.seq)?
+                    && let Some(bytes) = self
+                        .db
+                        .store
+                        .hot_get(self.table.table_id, &self.scope, entry.seq)?
                 {
                     visit(entry.seq, &bytes)?;
                 }
             }
-            None => self.db.store.hot_scan(self.table.table_id, Some(&self.scope), |row| visit(row.seq, &row.value))?,
+            None => self
+                .db
+                .store
+                .hot_scan(self.table.table_id, Some(&self.scope), |row| {
+                    visit(row.seq, &row.value)
+                })?,
         }
         if builder.rows > 0 || batches.is_empty() {
             batches.push(builder.finish(self.projected_schema(projection)));

@@ -48,7 +48,10 @@ fn session_config(namespace: &str) -> SessionConfig {
 /// A session that resolves names in `namespace` and scans as `scope`.
 pub(crate) fn session(db: &Arc<DbShared>, scope: ScanScope, namespace: &str) -> SessionContext {
     let catalogs = Arc::new(MemoryCatalogProviderList::new());
-    catalogs.register_catalog(CATALOG_NAME.to_string(), Arc::new(KalamCatalog::new(db.clone(), scope)));
+    catalogs.register_catalog(
+        CATALOG_NAME.to_string(),
+        Arc::new(KalamCatalog::new(db.clone(), scope)),
+    );
     let state = SessionStateBuilder::new_from_existing(db.base_state.clone())
         .with_config(session_config(namespace))
         .with_catalog_list(catalogs)
@@ -115,7 +118,11 @@ fn bind_params(plan: LogicalPlan, params: &[Literal]) -> KalamResult<LogicalPlan
             Some(t) if !value.is_null() && value.data_type() != t => value.cast_to(&t).map_err(|_| {
                 KalamError::new(
                     ErrorCode::InvalidParameter,
-                    format!("parameter ${} ({}) cannot be used as {t}", i + 1, value.data_type()),
+                    format!(
+                        "parameter ${} ({}) cannot be used as {t}",
+                        i + 1,
+                        value.data_type()
+                    ),
                 )
             })?,
             Some(t) if value.is_null() => ScalarValue::try_from(&t).unwrap_or(ScalarValue::Null),
@@ -128,13 +135,15 @@ fn bind_params(plan: LogicalPlan, params: &[Literal]) -> KalamResult<LogicalPlan
         if index == 0 || index > params.len() {
             return Err(KalamError::new(
                 ErrorCode::InvalidParameter,
-                format!("no value for parameter {name}: the request has {} params", params.len()),
+                format!(
+                    "no value for parameter {name}: the request has {} params",
+                    params.len()
+                ),
             ));
         }
     }
-    plan.with_param_values(values).map_err(|e| {
-        KalamError::new(ErrorCode::InvalidParameter, df_message(&e))
-    })
+    plan.with_param_values(values)
+        .map_err(|e| KalamError::new(ErrorCode::InvalidParameter, df_message(&e)))
 }
 
 /// A request parameter as a DataFusion literal.

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result as DfResult;
@@ -83,11 +85,26 @@ fn tables(db: &DbShared) -> DfResult<RecordBatch> {
             text(tables.iter().map(|t| t.namespace.clone()).collect()),
             text(tables.iter().map(|t| t.name.clone()).collect()),
             text(tables.iter().map(|t| t.table_type.as_str().to_string()).collect()),
-            Arc::new(Int64Array::from(tables.iter().map(|t| t.table_id as i64).collect::<Vec<_>>())),
-            opt_text(tables.iter().map(|t| t.pk_column().map(|c| c.name.clone())).collect()),
-            opt_text(tables.iter().map(|t| t.flush_policy.map(|p| p.to_string())).collect()),
             Arc::new(Int64Array::from(
-                tables.iter().map(|t| t.ttl_seconds.map(|s| s as i64)).collect::<Vec<_>>(),
+                tables.iter().map(|t| t.table_id as i64).collect::<Vec<_>>(),
+            )),
+            opt_text(
+                tables
+                    .iter()
+                    .map(|t| t.pk_column().map(|c| c.name.clone()))
+                    .collect(),
+            ),
+            opt_text(
+                tables
+                    .iter()
+                    .map(|t| t.flush_policy.map(|p| p.to_string()))
+                    .collect(),
+            ),
+            Arc::new(Int64Array::from(
+                tables
+                    .iter()
+                    .map(|t| t.ttl_seconds.map(|s| s as i64))
+                    .collect::<Vec<_>>(),
             )),
             opt_text(
                 tables
@@ -104,7 +121,9 @@ fn tables(db: &DbShared) -> DfResult<RecordBatch> {
                     })
                     .collect(),
             ),
-            Arc::new(Int32Array::from(tables.iter().map(|t| t.schema_version as i32).collect::<Vec<_>>())),
+            Arc::new(Int32Array::from(
+                tables.iter().map(|t| t.schema_version as i32).collect::<Vec<_>>(),
+            )),
             timestamps(tables.iter().map(|t| t.created_at).collect()),
         ],
     )

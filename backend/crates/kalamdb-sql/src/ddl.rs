@@ -1,8 +1,7 @@
 //! CREATE TABLE / ALTER TABLE: column specs, types, defaults and table options.
 
 use datafusion::sql::sqlparser::ast::{
-    self, ColumnDef, ColumnOption, DataType, ExactNumberInfo, Expr, SqlOption, TableConstraint,
-    UnaryOperator,
+    self, ColumnDef, ColumnOption, DataType, ExactNumberInfo, Expr, SqlOption, TableConstraint, UnaryOperator,
 };
 use kalamdb_commons::types::MAX_DECIMAL_PRECISION;
 use kalamdb_commons::{DefaultValue, KalamError, KalamResult, KalamType, Literal, TableType};
@@ -39,10 +38,7 @@ pub struct TableOptions {
     pub access_level: Option<String>,
 }
 
-pub(crate) fn create_table(
-    table_type: TableType,
-    create: ast::CreateTable,
-) -> KalamResult<CreateTable> {
+pub(crate) fn create_table(table_type: TableType, create: ast::CreateTable) -> KalamResult<CreateTable> {
     if create.query.is_some() || create.like.is_some() || create.clone.is_some() {
         return Err(KalamError::unsupported(
             "CREATE TABLE ... AS / LIKE / CLONE is not supported; declare the columns",
@@ -60,9 +56,7 @@ pub(crate) fn create_table(
         match constraint {
             TableConstraint::PrimaryKey(pk) => {
                 if pk.columns.len() != 1 {
-                    return Err(KalamError::unsupported(
-                        "a PRIMARY KEY has exactly one column",
-                    ));
+                    return Err(KalamError::unsupported("a PRIMARY KEY has exactly one column"));
                 }
                 let Expr::Identifier(ident) = &pk.columns[0].column.expr else {
                     return Err(KalamError::invalid_sql("PRIMARY KEY names a column"));
@@ -140,13 +134,9 @@ pub(crate) fn kalam_type(data_type: &DataType) -> KalamResult<KalamType> {
     Ok(match data_type {
         DataType::Bool | DataType::Boolean => KalamType::Boolean,
         DataType::SmallInt(_) | DataType::Int2(_) | DataType::Int16 => KalamType::SmallInt,
-        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) | DataType::Int32 => {
-            KalamType::Int
-        }
+        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) | DataType::Int32 => KalamType::Int,
         DataType::BigInt(_) | DataType::Int8(_) | DataType::Int64 => KalamType::BigInt,
-        DataType::Float(_) | DataType::Float4 | DataType::Float32 | DataType::Real => {
-            KalamType::Float
-        }
+        DataType::Float(_) | DataType::Float4 | DataType::Float32 | DataType::Real => KalamType::Float,
         DataType::Double(_) | DataType::DoublePrecision | DataType::Float8 | DataType::Float64 => {
             KalamType::Double
         }
@@ -167,9 +157,7 @@ pub(crate) fn kalam_type(data_type: &DataType) -> KalamResult<KalamType> {
         DataType::Timestamp(_, _) | DataType::Datetime(_) => KalamType::Timestamp,
         DataType::JSON | DataType::JSONB => KalamType::Json,
         DataType::Uuid => KalamType::Uuid,
-        DataType::Custom(name, _) if name.to_string().eq_ignore_ascii_case("bytes") => {
-            KalamType::Bytes
-        }
+        DataType::Custom(name, _) if name.to_string().eq_ignore_ascii_case("bytes") => KalamType::Bytes,
         other => {
             return Err(KalamError::unsupported(format!(
                 "column type {other} is not supported; use BOOLEAN, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p,s), TEXT, BYTES, DATE, TIMESTAMP, JSON or UUID"
@@ -201,7 +189,12 @@ fn default_value(expr: &Expr) -> KalamResult<DefaultValue> {
         return Ok(DefaultValue::Literal { value: literal });
     }
     let function_name = match expr {
-        Expr::Function(f) if f.args.to_string().trim_matches(|c| c == '(' || c == ')').is_empty() => {
+        Expr::Function(f)
+            if f.args
+                .to_string()
+                .trim_matches(|c| c == '(' || c == ')')
+                .is_empty() =>
+        {
             Some(f.name.to_string())
         }
         Expr::Identifier(ident) => Some(ident.value.clone()),
@@ -263,7 +256,9 @@ fn table_options(options: &ast::CreateTableOptions) -> KalamResult<TableOptions>
     let mut out = TableOptions::default();
     for option in list {
         let SqlOption::KeyValue { key, value } = option else {
-            return Err(KalamError::invalid_sql(format!("table option not understood: {option}")));
+            return Err(KalamError::invalid_sql(format!(
+                "table option not understood: {option}"
+            )));
         };
         let key_name = key.value.to_ascii_uppercase();
         let text = match literal(value) {

@@ -11,7 +11,10 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
         match bytes[i] {
             b'\'' | b'"' | b'`' => i = skip_quoted(bytes, i, bytes[i]),
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |p| i + p + 1)
+                i = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |p| i + p + 1)
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
                 i = sql[i + 2..].find("*/").map_or(bytes.len(), |p| i + 2 + p + 2)
@@ -97,7 +100,10 @@ mod tests {
         check("SELECT ';'; SELECT 2", &["SELECT ';'", "SELECT 2"]);
         check("SELECT 'it''s;'", &["SELECT 'it''s;'"]);
         check("SELECT \"a;b\" FROM t", &["SELECT \"a;b\" FROM t"]);
-        check("SELECT 1 -- a; comment\n; SELECT 2", &["SELECT 1 -- a; comment", "SELECT 2"]);
+        check(
+            "SELECT 1 -- a; comment\n; SELECT 2",
+            &["SELECT 1 -- a; comment", "SELECT 2"],
+        );
         check("/* ; */ SELECT 1", &["/* ; */ SELECT 1"]);
         check("SELECT $$a;b$$; SELECT $1", &["SELECT $$a;b$$", "SELECT $1"]);
         check("SELECT $x$ ; $x$", &["SELECT $x$ ; $x$"]);

@@ -2,8 +2,9 @@
 
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::Token;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use kalamdb_commons::{KalamError, KalamResult, Role, TableType};
 
 use crate::ddl::{ColumnSpec, CreateTable, column_spec, create_table};
@@ -88,9 +89,10 @@ impl KalamStatement {
 /// Parses one statement (no `;` separators: see [`crate::split_statements`]).
 pub fn parse_statement(sql: &str) -> KalamResult<KalamStatement> {
     let dialect = PostgreSqlDialect {};
-    let parser = Parser::new(&dialect)
-        .try_with_sql(sql)
-        .map_err(parser_error)?;
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| parser_error(e.into()))?;
+    let parser = Parser::new(&dialect).with_tokens_with_locations(without_current_user_parens(tokens));
     let mut c = Cursor { parser };
     let statement = match c.peek_word(0).as_deref() {
         Some("CREATE") => parse_create(&mut c)?,
@@ -108,6 +110,26 @@ pub fn parse_statement(sql: &str) -> KalamResult<KalamStatement> {
     Ok(statement)
 }
 
+/// `CURRENT_USER()` → `CURRENT_USER`: PostgreSQL's grammar has the bare keyword only,
+/// KalamDB accepts both spellings.
+fn without_current_user_parens(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        out.push(tokens[i].clone());
+        let is_current_user = matches!(&tokens[i].token, Token::Word(w) if w.keyword == Keyword::CURRENT_USER && w.quote_style.is_none());
+        if is_current_user
+            && matches!(tokens.get(i + 1).map(|t| &t.token), Some(Token::LParen))
+            && matches!(tokens.get(i + 2).map(|t| &t.token), Some(Token::RParen))
+        {
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
 fn parse_standard(mut c: Cursor<'_>) -> KalamResult<KalamStatement> {
     let statement = c.parser.parse_statement().map_err(parser_error)?;
     c.expect_end()?;
@@ -115,9 +137,7 @@ fn parse_standard(mut c: Cursor<'_>) -> KalamResult<KalamStatement> {
         Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
             Ok(KalamStatement::Dml(Box::new(statement)))
         }
-        Statement::Query(_) | Statement::Explain { .. } => {
-            Ok(KalamStatement::Query(Box::new(statement)))
-        }
+        Statement::Query(_) | Statement::Explain { .. } => Ok(KalamStatement::Query(Box::new(statement))),
         other => Err(KalamError::unsupported(format!(
             "statement not supported: {}",
             first_words(&other.to_string())
@@ -159,9 +179,6 @@ fn parse_create(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
         .parser
         .parse_create_table(false, false, None, false)
         .map_err(parser_error)?;
-    let Statement::CreateTable(create) = create else {
-        return Err(KalamError::invalid_sql("expected CREATE TABLE"));
-    };
     Ok(KalamStatement::CreateTable(create_table(
         table_type.unwrap_or(TableType::Shared),
         create,
@@ -490,12 +507,24 @@ mod tests {
 
     #[test]
     fn create_table_errors() {
-        assert_eq!(parse_err("CREATE TABLE t(a INT PRIMARY KEY, b INT PRIMARY KEY)"), ErrorCode::Unsupported);
+        assert_eq!(
+            parse_err("CREATE TABLE t(a INT PRIMARY KEY, b INT PRIMARY KEY)"),
+            ErrorCode::Unsupported
+        );
         assert_eq!(parse_err("CREATE TABLE t(a INT, a TEXT)"), ErrorCode::InvalidSql);
         assert_eq!(parse_err("CREATE TABLE t(a INTERVAL)"), ErrorCode::Unsupported);
-        assert_eq!(parse_err("CREATE TABLE t(a INT DEFAULT random())"), ErrorCode::Unsupported);
-        assert_eq!(parse_err("CREATE TABLE t(a INT) WITH (COLOR='red')"), ErrorCode::InvalidSql);
-        assert_eq!(parse_err("CREATE TABLE t(a DECIMAL(50,2))"), ErrorCode::InvalidSql);
+        assert_eq!(
+            parse_err("CREATE TABLE t(a INT DEFAULT random())"),
+            ErrorCode::Unsupported
+        );
+        assert_eq!(
+            parse_err("CREATE TABLE t(a INT) WITH (COLOR='red')"),
+            ErrorCode::InvalidSql
+        );
+        assert_eq!(
+            parse_err("CREATE TABLE t(a DECIMAL(50,2))"),
+            ErrorCode::InvalidSql
+        );
         assert_eq!(parse_err("CREATE TABLE"), ErrorCode::InvalidSql);
     }
 
@@ -509,8 +538,14 @@ mod tests {
                 if_exists: true
             }
         );
-        assert_eq!(parse("DESCRIBE TABLE app.t"), KalamStatement::DescribeTable(table("app", "t")));
-        assert_eq!(parse("SHOW STATS FOR TABLE app.t"), KalamStatement::ShowStats(table("app", "t")));
+        assert_eq!(
+            parse("DESCRIBE TABLE app.t"),
+            KalamStatement::DescribeTable(table("app", "t"))
+        );
+        assert_eq!(
+            parse("SHOW STATS FOR TABLE app.t"),
+            KalamStatement::ShowStats(table("app", "t"))
+        );
         assert_eq!(
             parse("ALTER TABLE app.t DROP COLUMN x"),
             KalamStatement::DropColumn {
@@ -519,7 +554,8 @@ mod tests {
                 if_exists: false
             }
         );
-        let KalamStatement::AddColumn { column, .. } = parse("ALTER TABLE app.t ADD COLUMN n INT DEFAULT 7") else {
+        let KalamStatement::AddColumn { column, .. } = parse("ALTER TABLE app.t ADD COLUMN n INT DEFAULT 7")
+        else {
             panic!()
         };
         assert_eq!(column.data_type, KalamType::Int);
@@ -527,11 +563,26 @@ mod tests {
 
     #[test]
     fn standard_statements_and_errors() {
-        assert!(matches!(parse("SELECT * FROM app.t WHERE id = $1"), KalamStatement::Query(_)));
-        assert!(matches!(parse("WITH x AS (SELECT 1) SELECT * FROM x"), KalamStatement::Query(_)));
-        assert!(matches!(parse("INSERT INTO t VALUES (1)"), KalamStatement::Dml(_)));
-        assert!(matches!(parse("UPDATE t SET a = 1 WHERE b > 2"), KalamStatement::Dml(_)));
-        assert!(matches!(parse("DELETE FROM t WHERE a = 1"), KalamStatement::Dml(_)));
+        assert!(matches!(
+            parse("SELECT * FROM app.t WHERE id = $1"),
+            KalamStatement::Query(_)
+        ));
+        assert!(matches!(
+            parse("WITH x AS (SELECT 1) SELECT * FROM x"),
+            KalamStatement::Query(_)
+        ));
+        assert!(matches!(
+            parse("INSERT INTO t VALUES (1)"),
+            KalamStatement::Dml(_)
+        ));
+        assert!(matches!(
+            parse("UPDATE t SET a = 1 WHERE b > 2"),
+            KalamStatement::Dml(_)
+        ));
+        assert!(matches!(
+            parse("DELETE FROM t WHERE a = 1"),
+            KalamStatement::Dml(_)
+        ));
         assert_eq!(parse_err("SELEC 1"), ErrorCode::InvalidSql);
         assert_eq!(parse_err("SELECT 1 2 3"), ErrorCode::InvalidSql);
         assert_eq!(parse_err("CREATE VIEW v AS SELECT 1"), ErrorCode::Unsupported);

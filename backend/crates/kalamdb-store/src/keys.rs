@@ -13,7 +13,10 @@ pub const MAX_SCOPE_LEN: usize = u8::MAX as usize;
 
 /// `table_id | scope_len | scope`: the common prefix of one scope's rows.
 pub fn scope_prefix(table_id: u32, scope: &str) -> Vec<u8> {
-    assert!(scope.len() <= MAX_SCOPE_LEN, "scope longer than {MAX_SCOPE_LEN} bytes");
+    assert!(
+        scope.len() <= MAX_SCOPE_LEN,
+        "scope longer than {MAX_SCOPE_LEN} bytes"
+    );
     let mut key = Vec::with_capacity(5 + scope.len() + 8);
     key.extend_from_slice(&table_id.to_be_bytes());
     key.push(scope.len() as u8);

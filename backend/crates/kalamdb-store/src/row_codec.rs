@@ -260,7 +260,11 @@ mod tests {
     fn every_type_round_trips() {
         let values = all_values();
         let mut out = Vec::new();
-        encode_row(false, values.iter().enumerate().map(|(i, v)| (i as u32 + 300, v)), &mut out);
+        encode_row(
+            false,
+            values.iter().enumerate().map(|(i, v)| (i as u32 + 300, v)),
+            &mut out,
+        );
         let row = decode_row(&out).unwrap();
         assert!(!row.deleted);
         assert_eq!(row.cells.len(), values.len());

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use kalamdb_commons::Value;
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode,
-    Options, ReadOptions, WriteBatch, WriteOptions,
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
+    ReadOptions, WriteBatch, WriteOptions,
 };
 
 use crate::keys::{hot_key, parse_hot_key, prefix_upper_bound, scope_prefix, table_prefix};
@@ -103,11 +103,7 @@ impl Store {
             cf_options.set_compression_type(DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(name, cf_options)
         };
-        let db = DB::open_cf_descriptors(
-            &db_options,
-            path,
-            [cf(CF_SYSTEM), cf(CF_HOT), cf(CF_PK)],
-        )?;
+        let db = DB::open_cf_descriptors(&db_options, path, [cf(CF_SYSTEM), cf(CF_HOT), cf(CF_PK)])?;
         Ok(Store {
             db,
             sync_writes: options.sync_writes,
@@ -115,9 +111,7 @@ impl Store {
     }
 
     fn cf(&self, name: &'static str) -> &ColumnFamily {
-        self.db
-            .cf_handle(name)
-            .expect("column family created at open")
+        self.db.cf_handle(name).expect("column family created at open")
     }
 
     pub fn batch(&self) -> StoreBatch<'_> {
@@ -150,8 +144,8 @@ impl Store {
             if !key.starts_with(prefix.as_bytes()) {
                 break;
             }
-            let key = String::from_utf8(key.to_vec())
-                .map_err(|_| StoreError::CorruptKey { cf: CF_SYSTEM })?;
+            let key =
+                String::from_utf8(key.to_vec()).map_err(|_| StoreError::CorruptKey { cf: CF_SYSTEM })?;
             out.push((key, value.to_vec()));
         }
         Ok(out)
@@ -182,8 +176,7 @@ impl Store {
         iter.seek(&prefix);
         while iter.valid() {
             let key = iter.key().expect("valid iterator has a key");
-            let (_, row_scope, seq) =
-                parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_HOT })?;
+            let (_, row_scope, seq) = parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_HOT })?;
             let row = HotRow {
                 scope: row_scope.to_string(),
                 seq,
@@ -199,7 +192,10 @@ impl Store {
     }
 
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
-        match self.db.get_pinned_cf(self.cf(CF_PK), pk_key(table_id, scope, pk))? {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_PK), pk_key(table_id, scope, pk))?
+        {
             Some(bytes) => PkEntry::decode(&bytes)
                 .map(Some)
                 .ok_or(StoreError::CorruptKey { cf: CF_PK }),
@@ -230,19 +226,23 @@ impl StoreBatch<'_> {
     }
 
     pub fn put_hot(&mut self, table_id: u32, scope: &str, seq: u64, row: &[u8]) {
-        self.batch.put_cf(self.store.cf(CF_HOT), hot_key(table_id, scope, seq), row);
+        self.batch
+            .put_cf(self.store.cf(CF_HOT), hot_key(table_id, scope, seq), row);
     }
 
     pub fn delete_hot(&mut self, table_id: u32, scope: &str, seq: u64) {
-        self.batch.delete_cf(self.store.cf(CF_HOT), hot_key(table_id, scope, seq));
+        self.batch
+            .delete_cf(self.store.cf(CF_HOT), hot_key(table_id, scope, seq));
     }
 
     pub fn put_pk(&mut self, table_id: u32, scope: &str, pk: &Value, entry: PkEntry) {
-        self.batch.put_cf(self.store.cf(CF_PK), pk_key(table_id, scope, pk), entry.encode());
+        self.batch
+            .put_cf(self.store.cf(CF_PK), pk_key(table_id, scope, pk), entry.encode());
     }
 
     pub fn delete_pk(&mut self, table_id: u32, scope: &str, pk: &Value) {
-        self.batch.delete_cf(self.store.cf(CF_PK), pk_key(table_id, scope, pk));
+        self.batch
+            .delete_cf(self.store.cf(CF_PK), pk_key(table_id, scope, pk));
     }
 
     /// Removes every hot row and pk entry of a table, all scopes.
@@ -277,7 +277,15 @@ mod tests {
             let mut row = Vec::new();
             encode_row(false, [(1u32, &Value::BigInt(5))].into_iter(), &mut row);
             batch.put_hot(3, "u1", 10, &row);
-            batch.put_pk(3, "u1", &Value::BigInt(5), PkEntry { seq: 10, deleted: false });
+            batch.put_pk(
+                3,
+                "u1",
+                &Value::BigInt(5),
+                PkEntry {
+                    seq: 10,
+                    deleted: false,
+                },
+            );
             batch.put_system("meta/x", b"1");
             store.commit(batch).unwrap();
         }
@@ -286,7 +294,10 @@ mod tests {
         assert_eq!(row.get(1), Some(&Value::BigInt(5)));
         assert_eq!(
             store.pk_get(3, "u1", &Value::BigInt(5)).unwrap(),
-            Some(PkEntry { seq: 10, deleted: false })
+            Some(PkEntry {
+                seq: 10,
+                deleted: false
+            })
         );
         assert_eq!(store.pk_get(3, "u2", &Value::BigInt(5)).unwrap(), None);
         assert_eq!(store.system_get("meta/x").unwrap().as_deref(), Some(&b"1"[..]));
@@ -312,7 +323,8 @@ mod tests {
             seen
         };
         assert_eq!(seqs(Some("a"), 1), vec![1, 2]);
-        assert_eq!(seqs(None, 1), vec![1, 2, 3, 4]);
+        // Key order: scopes are length-prefixed, so "b" sorts before "ab".
+        assert_eq!(seqs(None, 1), vec![1, 2, 4, 3]);
         assert_eq!(seqs(Some("a"), 2), vec![5]);
         let mut batch = store.batch();
         batch.delete_table(1);

@@ -1,7 +1,7 @@
 //! `TestServer`: the real server (the binary's own start-up code, real RocksDB, real
 //! HTTP on 127.0.0.1:0) on a temporary data directory, and helpers to talk to it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use kalamdb_server::{RunningServer, Settings, start};
@@ -30,7 +30,12 @@ impl SqlResponse {
     /// Panics with the whole answer unless it is a success.
     #[track_caller]
     pub fn expect_success(&self) -> &Self {
-        assert!(self.is_success(), "expected success, got {} {}", self.http_status, self.body);
+        assert!(
+            self.is_success(),
+            "expected success, got {} {}",
+            self.http_status,
+            self.body
+        );
         self
     }
 
@@ -59,7 +64,9 @@ impl SqlResponse {
     }
 
     pub fn row_count(&self, statement: usize) -> u64 {
-        self.body["results"][statement]["row_count"].as_u64().unwrap_or(u64::MAX)
+        self.body["results"][statement]["row_count"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
     }
 
     /// Column names of the last statement's result.
@@ -68,7 +75,11 @@ impl SqlResponse {
         let last = results.last().cloned().unwrap_or(Value::Null);
         last["columns"]
             .as_array()
-            .map(|c| c.iter().map(|c| c["name"].as_str().unwrap_or("").to_string()).collect())
+            .map(|c| {
+                c.iter()
+                    .map(|c| c["name"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -113,10 +124,6 @@ impl TestServer {
         format!("{}{path}", self.base_url)
     }
 
-    pub fn data_dir(&self) -> PathBuf {
-        self.settings.data_dir.clone()
-    }
-
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }
@@ -154,7 +161,11 @@ impl TestServer {
 
     /// Sends raw bytes with a content type, as root.
     pub async fn post_raw(&self, content_type: Option<&str>, body: Vec<u8>) -> SqlResponse {
-        let mut request = self.client.post(self.url("/sql")).basic_auth("root", Some("")).body(body);
+        let mut request = self
+            .client
+            .post(self.url("/sql"))
+            .basic_auth("root", Some(""))
+            .body(body);
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
@@ -162,9 +173,11 @@ impl TestServer {
     }
 
     pub async fn create_user(&self, name: &str, password: &str, role: &str) {
-        self.execute_sql(&format!("CREATE USER '{name}' WITH PASSWORD '{password}' ROLE {role}"))
-            .await
-            .expect_success();
+        self.execute_sql(&format!(
+            "CREATE USER '{name}' WITH PASSWORD '{password}' ROLE {role}"
+        ))
+        .await
+        .expect_success();
     }
 }
 
