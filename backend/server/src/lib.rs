@@ -47,10 +47,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         addr: settings.listen,
         source,
     })?;
-    let app = kalamdb_api::router(kalamdb_api::AppState {
-        db,
-        max_body_bytes: settings.max_body_bytes,
-    });
+    let app = kalamdb_api::router(kalamdb_api::AppState::new(db, settings.max_body_bytes));
     let (stop, stopped) = oneshot::channel::<()>();
     let serve = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

@@ -2,6 +2,7 @@
 
 mod common;
 mod test_bad_input;
+mod test_concurrency;
 mod test_durability;
 mod test_slt;
 mod test_sql_api;

@@ -228,3 +228,34 @@ async fn catalog_and_rows_survive_a_restart() {
     let ids: Vec<_> = seqs.rows().iter().map(|r| r[0].clone()).collect();
     assert_eq!(ids.last(), Some(&json!(3)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_status() {
+    let server = TestServer::start().await;
+    server.execute_sql("SELECT 1").await.expect_success();
+    server
+        .execute_sql("SELECT * FROM nope")
+        .await
+        .expect_error(404, "TABLE_NOT_FOUND");
+    let text = server
+        .client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("kalamdb_http_requests_total{path=\"/sql\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kalamdb_http_requests_total{path=\"/sql\",status=\"404\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kalamdb_http_request_duration_seconds_count 2"),
+        "{text}"
+    );
+}

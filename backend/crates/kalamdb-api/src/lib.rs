@@ -7,9 +7,11 @@
 
 mod auth;
 mod error;
+mod metrics;
 mod sql;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -21,6 +23,7 @@ use kalamdb_core::KalamDb;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::ApiError;
+pub use metrics::Metrics;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -28,6 +31,17 @@ pub struct AppState {
     pub db: KalamDb,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(db: KalamDb, max_body_bytes: usize) -> Self {
+        AppState {
+            db,
+            max_body_bytes,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
 }
 
 /// The whole API. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
@@ -36,7 +50,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/sql", post(sql::execute_sql))
         .route("/health", get(health))
-        .layer(middleware::from_fn(log_request))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)
 }
@@ -49,8 +64,15 @@ async fn health(State(state): State<AppState>) -> axum::Json<serde_json::Value> 
     }))
 }
 
-/// One line per request at debug level.
-async fn log_request(request: Request, next: Next) -> Response {
+async fn metrics(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(state.db.uptime()),
+    )
+}
+
+/// One line per request at debug level, and the request metrics.
+async fn log_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -60,6 +82,9 @@ async fn log_request(request: Request, next: Next) -> Response {
         .map(|c| c.0.to_string())
         .unwrap_or_default();
     let response = next.run(request).await;
+    state
+        .metrics
+        .record(&path, response.status().as_u16(), started.elapsed());
     tracing::debug!(
         %method,
         %path,

@@ -274,10 +274,9 @@ async fn insert_source(
     if let SetExpr::Values(values) = source.body.as_ref()
         && source.order_by.is_none()
         && source.limit_clause.is_none()
+        && let Some(rows) = literal_rows(ctx, table, columns, &values.rows)?
     {
-        if let Some(rows) = literal_rows(ctx, table, columns, &values.rows)? {
-            return Ok(rows);
-        }
+        return Ok(rows);
     }
     // Anything else (expressions, INSERT ... SELECT): DataFusion evaluates the source
     // and casts each column to its type.
@@ -413,6 +412,9 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
             "INSERT INTO a table function is not supported",
         ));
     };
+    // Held from the first read of the table to the commit: the key checks below stay
+    // true until the batch is written.
+    let _guard = ctx.db.write_lock.lock().await;
     let table = target_table(ctx, name)?;
     if insert.returning.is_some() {
         return Err(KalamError::unsupported("INSERT ... RETURNING is not supported"));
@@ -437,9 +439,6 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
         .ok_or_else(|| KalamError::invalid_sql("INSERT needs VALUES or a query"))?;
     let columns = insert_columns(&table, &insert.columns)?;
     let source_rows = insert_source(ctx, &table, &columns, source).await?;
-
-    let _guard = ctx.db.write_lock.lock().await;
-    let table = ctx.db.catalog.require_table(&table.namespace, &table.name)?;
     let scope = scope_of(ctx, &table);
     let mut writer = RowWriter::new(ctx.db, &table, scope.clone());
     let now = now_micros();

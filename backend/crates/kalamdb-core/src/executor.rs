@@ -670,19 +670,13 @@ pub(crate) fn output_to_result(output: QueryOutput) -> StatementResult {
     let row_count: usize = output.batches.iter().map(|b| b.num_rows()).sum();
     let mut rows = Vec::with_capacity(row_count);
     for batch in &output.batches {
-        let schema = batch.schema();
-        let json_columns: Vec<Vec<serde_json::Value>> = schema
+        // The plan's schema keeps the KalamDB type metadata of each column.
+        let json_columns: Vec<Vec<serde_json::Value>> = output
+            .schema
             .fields()
             .iter()
             .zip(batch.columns())
-            .map(|(field, array)| {
-                let field = output
-                    .schema
-                    .field_with_name(field.name())
-                    .map(|f| f.as_ref())
-                    .unwrap_or(field);
-                column_to_json(field, array)
-            })
+            .map(|(field, array)| column_to_json(field, array))
             .collect();
         for i in 0..batch.num_rows() {
             rows.push(json_columns.iter().map(|c| c[i].clone()).collect());

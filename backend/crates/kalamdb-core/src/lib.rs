@@ -308,7 +308,7 @@ impl KalamDb {
         SqlOutcome { results, error: None }
     }
 
-    /// Number of hot row versions of every table (for metrics and tests).
+    /// The data directory this database was opened on.
     pub fn data_dir(&self) -> &std::path::Path {
         &self.shared.options.data_dir
     }

@@ -4,13 +4,14 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SQLOptions, SessionContext, SessionState};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{ColumnarValue, LogicalPlan, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{ObjectName, Query, Statement, Visit, Visitor, visit_relations};
@@ -48,6 +49,7 @@ fn session_config(namespace: &str) -> SessionConfig {
 /// A session that resolves names in `namespace` and scans as `scope`.
 pub(crate) fn session(db: &Arc<DbShared>, scope: ScanScope, namespace: &str) -> SessionContext {
     let catalogs = Arc::new(MemoryCatalogProviderList::new());
+    let username = scope.caller.username.clone();
     catalogs.register_catalog(
         CATALOG_NAME.to_string(),
         Arc::new(KalamCatalog::new(db.clone(), scope)),
@@ -56,7 +58,20 @@ pub(crate) fn session(db: &Arc<DbShared>, scope: ScanScope, namespace: &str) -> 
         .with_config(session_config(namespace))
         .with_catalog_list(catalogs)
         .build();
-    SessionContext::new_with_state(state)
+    let ctx = SessionContext::new_with_state(state);
+    ctx.register_udf(current_user_udf(username));
+    ctx
+}
+
+/// `CURRENT_USER`: the caller's user name.
+fn current_user_udf(username: String) -> ScalarUDF {
+    create_udf(
+        "current_user",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(username.clone()))))),
+    )
 }
 
 /// Plans and runs a read-only statement (SELECT, VALUES, WITH, EXPLAIN) as `caller`.
