@@ -7,7 +7,24 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kalamdb_commons::{ErrorCode, KalamError};
 use kalamdb_core::StatementResult;
-use serde_json::json;
+use serde::Serialize;
+
+/// `{"status":"error","results":[...],"error":{...},"took_ms":...}`, fields in this order.
+#[derive(Serialize)]
+struct ErrorBody {
+    status: &'static str,
+    results: Vec<StatementResult>,
+    error: ErrorDetail,
+    took_ms: f64,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    statement_index: Option<usize>,
+}
 
 /// An error answered with `{"status":"error", ...}` and the code's HTTP status.
 #[derive(Debug)]
@@ -52,16 +69,16 @@ impl IntoResponse for ApiError {
             self.error.message
         };
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut error = json!({ "code": code.as_str(), "message": message });
-        if let Some(index) = self.statement_index {
-            error["statement_index"] = json!(index);
-        }
-        let body = json!({
-            "status": "error",
-            "results": self.results,
-            "error": error,
-            "took_ms": self.took_ms,
-        });
+        let body = ErrorBody {
+            status: "error",
+            results: self.results,
+            error: ErrorDetail {
+                code: code.as_str(),
+                message,
+                statement_index: self.statement_index,
+            },
+            took_ms: self.took_ms,
+        };
         (status, Json(body)).into_response()
     }
 }

@@ -10,11 +10,19 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use kalamdb_commons::{ErrorCode, Literal};
 use kalamdb_core::SqlRequest;
-use serde::Deserialize;
-use serde_json::json;
+use kalamdb_core::StatementResult;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Authenticated;
 use crate::{ApiError, AppState};
+
+/// `{"status":"success","results":[...],"took_ms":...}`, fields in this order.
+#[derive(Serialize)]
+struct SuccessBody {
+    status: &'static str,
+    results: Vec<StatementResult>,
+    took_ms: f64,
+}
 
 /// The JSON body. Unknown fields are ignored.
 #[derive(Deserialize)]
@@ -37,11 +45,11 @@ pub(crate) async fn execute_sql(
     let outcome = state.db.execute(&caller, request).await;
     let took_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
     match outcome.error {
-        None => Ok(Json(json!({
-            "status": "success",
-            "results": outcome.results,
-            "took_ms": took_ms,
-        }))
+        None => Ok(Json(SuccessBody {
+            status: "success",
+            results: outcome.results,
+            took_ms,
+        })
         .into_response()),
         Some(failure) => Err(ApiError {
             error: failure.error,
