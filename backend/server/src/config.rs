@@ -38,7 +38,7 @@ impl Default for Settings {
     }
 }
 
-/// The command line. Each flag can also come from its environment variable.
+/// The command line: `--config` and every setting as an override.
 #[derive(Debug, Parser, Default)]
 #[command(
     name = "kalamdb-server",
@@ -53,6 +53,15 @@ pub struct Cli {
     /// TOML file with any of the settings below (snake_case keys)
     #[arg(long, env = "KALAMDB_CONFIG")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+/// Settings that override the defaults: parsed from the TOML file (every key optional,
+/// unknown keys are errors) and from flags / environment variables.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "KALAMDB_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -79,20 +88,6 @@ pub struct Cli {
     pub shutdown_timeout_seconds: Option<u64>,
 }
 
-/// The TOML file: the same settings, every key optional; unknown keys are errors.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSettings {
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    max_body_bytes: Option<usize>,
-    sync_writes: Option<bool>,
-    rocksdb_write_buffer_mb: Option<usize>,
-    credential_cache_seconds: Option<u64>,
-    max_insert_rows: Option<usize>,
-    shutdown_timeout_seconds: Option<u64>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -110,12 +105,17 @@ impl Settings {
     pub fn load(cli: Cli) -> Result<Settings, ConfigError> {
         let mut settings = Settings::default();
         if let Some(path) = &cli.config {
-            settings.apply_file(read_file(path)?);
+            settings.apply(read_file(path)?);
         }
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = cli.$field { settings.$field = v; } )* };
-        }
-        set!(
+        settings.apply(cli.overrides);
+        settings.root_password = std::env::var("KALAMDB_ROOT_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty());
+        Ok(settings)
+    }
+
+    fn apply(&mut self, overrides: Overrides) {
+        let Overrides {
             listen,
             data_dir,
             max_body_bytes,
@@ -123,17 +123,10 @@ impl Settings {
             rocksdb_write_buffer_mb,
             credential_cache_seconds,
             max_insert_rows,
-            shutdown_timeout_seconds
-        );
-        settings.root_password = std::env::var("KALAMDB_ROOT_PASSWORD")
-            .ok()
-            .filter(|p| !p.is_empty());
-        Ok(settings)
-    }
-
-    fn apply_file(&mut self, file: FileSettings) {
+            shutdown_timeout_seconds,
+        } = overrides;
         macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = file.$field { self.$field = v; } )* };
+            ($($field:ident),*) => { $( if let Some(v) = $field { self.$field = v; } )* };
         }
         set!(
             listen,
@@ -148,7 +141,7 @@ impl Settings {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
+fn read_file(path: &Path) -> Result<Overrides, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -170,8 +163,10 @@ mod tests {
         std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nmax_body_bytes = 1000\n").unwrap();
         let cli = Cli {
             config: Some(path.clone()),
-            max_body_bytes: Some(2000),
-            ..Default::default()
+            overrides: Overrides {
+                max_body_bytes: Some(2000),
+                ..Default::default()
+            },
         };
         let settings = Settings::load(cli).unwrap();
         assert_eq!(settings.listen.port(), 9000);

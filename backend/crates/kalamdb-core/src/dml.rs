@@ -35,6 +35,7 @@ use crate::executor::StatementContext;
 use crate::provider::backfill_value;
 use crate::query::{resolve_name, run_query, run_statement};
 use crate::{DbShared, LAST_SEQ_KEY, StatementResult, now_micros, store_error};
+use kalamdb_sql::ident_name;
 
 pub(crate) async fn execute(
     ctx: &StatementContext<'_>,
@@ -236,17 +237,8 @@ fn insert_columns(table: &TableDef, names: &[ObjectName]) -> KalamResult<Vec<usi
                 .last()
                 .and_then(|p| p.as_ident())
                 .ok_or_else(|| KalamError::invalid_sql(format!("invalid column name {name}")))?;
-            let column = normalize(ident);
-            let index = table
-                .columns
-                .iter()
-                .position(|c| c.name == column)
-                .ok_or_else(|| {
-                    KalamError::new(
-                        ErrorCode::ColumnNotFound,
-                        format!("column '{column}' does not exist in '{}'", table.qualified_name()),
-                    )
-                })?;
+            let column = ident_name(ident);
+            let index = column_index(table, &column)?;
             if !seen.insert(index) {
                 return Err(KalamError::invalid_sql(format!(
                     "column '{column}' is named twice"
@@ -257,11 +249,18 @@ fn insert_columns(table: &TableDef, names: &[ObjectName]) -> KalamResult<Vec<usi
         .collect()
 }
 
-fn normalize(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_ascii_lowercase(),
-    }
+/// Position of `column` in `table.columns`, or `COLUMN_NOT_FOUND`.
+fn column_index(table: &TableDef, column: &str) -> KalamResult<usize> {
+    table
+        .columns
+        .iter()
+        .position(|c| c.name == column)
+        .ok_or_else(|| {
+            KalamError::new(
+                ErrorCode::ColumnNotFound,
+                format!("column '{column}' does not exist in '{}'", table.qualified_name()),
+            )
+        })
 }
 
 /// Source rows of an INSERT: converted values, in the order of the named columns.
@@ -522,7 +521,7 @@ fn check_conflict_target(table: &TableDef, target: &ast::ConflictTarget) -> Kala
     };
     let pk = table.pk_column().map(|c| c.name.as_str());
     match columns.as_slice() {
-        [column] if Some(normalize(column).as_str()) == pk => Ok(()),
+        [column] if Some(ident_name(column).as_str()) == pk => Ok(()),
         _ => Err(KalamError::invalid_sql(format!(
             "ON CONFLICT must name the primary key column of '{}'{}",
             table.qualified_name(),
@@ -671,7 +670,7 @@ impl VisitorMut for ExcludedRewriter {
         {
             *expr = Expr::Identifier(Ident::with_quote(
                 '"',
-                format!("__excluded_{}", normalize(&parts[1])),
+                format!("__excluded_{}", ident_name(&parts[1])),
             ));
         }
         std::ops::ControlFlow::Continue(())
@@ -692,22 +691,13 @@ fn assignments(table: &TableDef, list: &[ast::Assignment]) -> KalamResult<HashMa
             .last()
             .and_then(|p| p.as_ident())
             .ok_or_else(|| KalamError::invalid_sql(format!("invalid column {name}")))?;
-        let column = normalize(ident);
+        let column = ident_name(ident);
         if [SEQ_COLUMN, DELETED_COLUMN, ID_COLUMN].contains(&column.as_str()) {
             return Err(KalamError::invalid_sql(format!(
                 "hidden column '{column}' cannot be assigned"
             )));
         }
-        let index = table
-            .columns
-            .iter()
-            .position(|c| c.name == column)
-            .ok_or_else(|| {
-                KalamError::new(
-                    ErrorCode::ColumnNotFound,
-                    format!("column '{column}' does not exist in '{}'", table.qualified_name()),
-                )
-            })?;
+        let index = column_index(table, &column)?;
         if table.primary_key == Some(table.columns[index].id) {
             return Err(KalamError::unsupported(format!(
                 "the primary key column '{column}' cannot be updated; delete and insert instead"

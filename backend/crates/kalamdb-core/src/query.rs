@@ -179,12 +179,7 @@ pub(crate) fn resolve_name(namespace: &str, name: &ObjectName) -> Option<(String
     let parts: Vec<String> = name
         .0
         .iter()
-        .map(|p| {
-            p.as_ident().map(|i| match i.quote_style {
-                Some(_) => i.value.clone(),
-                None => i.value.to_ascii_lowercase(),
-            })
-        })
+        .map(|p| p.as_ident().map(kalamdb_sql::ident_name))
         .collect::<Option<_>>()?;
     match parts.as_slice() {
         [table] => Some((namespace.to_string(), table.clone())),

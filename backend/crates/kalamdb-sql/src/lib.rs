@@ -17,5 +17,5 @@ mod users;
 pub use datafusion::sql::sqlparser;
 pub use ddl::{ColumnSpec, CreateTable, TableOptions, literal};
 pub use split::split_statements;
-pub use statement::{KalamStatement, TableRef, parse_statement};
+pub use statement::{KalamStatement, TableRef, ident_name, parse_statement};
 pub use users::UserChange;

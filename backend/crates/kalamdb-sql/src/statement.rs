@@ -289,7 +289,7 @@ pub(crate) fn parser_error(e: ParserError) -> KalamError {
 }
 
 /// An identifier as SQL means it: unquoted names fold to lower case, quoted ones do not.
-pub(crate) fn ident_name(ident: &Ident) -> String {
+pub fn ident_name(ident: &Ident) -> String {
     match ident.quote_style {
         Some(_) => ident.value.clone(),
         None => ident.value.to_ascii_lowercase(),
