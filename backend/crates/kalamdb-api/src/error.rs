@@ -92,3 +92,57 @@ pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .unwrap_or("unknown panic");
     ApiError::new(ErrorCode::InternalError, format!("panic: {detail}")).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(error: ApiError) -> (u16, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn internal_errors_hide_their_details() {
+        let (status, body) = body_of(ApiError::new(
+            ErrorCode::InternalError,
+            "storage failure: /secret/path/000123.sst corrupt",
+        ))
+        .await;
+        assert_eq!(status, 500);
+        assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("internal error (request "), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+        assert!(body["error"].get("statement_index").is_none());
+    }
+
+    #[tokio::test]
+    async fn user_errors_keep_code_status_and_message() {
+        let mut error = ApiError::new(ErrorCode::DuplicateKey, "duplicate key id = 1 in 'app.t'");
+        error.statement_index = Some(2);
+        let (status, body) = body_of(error).await;
+        assert_eq!(status, 409);
+        assert_eq!(
+            body["error"],
+            serde_json::json!({"code": "DUPLICATE_KEY", "message": "duplicate key id = 1 in 'app.t'", "statement_index": 2})
+        );
+        assert_eq!(body["status"], "error");
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_a_500_with_the_error_shape() {
+        let response = panic_response(Box::new("boom"));
+        assert_eq!(response.status().as_u16(), 500);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
+        assert!(!body.to_string().contains("boom"));
+    }
+}
