@@ -465,7 +465,7 @@ impl StatementContext<'_> {
             .store
             .hot_scan(def.table_id, Some(&scope), |row| {
                 hot_versions += 1;
-                if !kalamdb_store::row_codec::decode_row(&row.value)?.deleted {
+                if !kalamdb_store::row_codec::is_tombstone(&row.value)? {
                     hot_rows += 1;
                 }
                 Ok(true)

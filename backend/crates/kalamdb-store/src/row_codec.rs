@@ -70,6 +70,15 @@ pub fn encode_row<'a>(
     }
 }
 
+/// The `_deleted` flag of an encoded row, without decoding its cells.
+pub fn is_tombstone(bytes: &[u8]) -> Result<bool, RowCodecError> {
+    match bytes {
+        [ROW_FORMAT_V1, flags, ..] => Ok(flags & FLAG_DELETED != 0),
+        [format, _, ..] => Err(RowCodecError::UnknownFormat(*format)),
+        _ => Err(RowCodecError::Truncated),
+    }
+}
+
 pub fn decode_row(bytes: &[u8]) -> Result<DecodedRow, RowCodecError> {
     let mut r = Reader { bytes, pos: 0 };
     let format = r.u8()?;
@@ -278,6 +287,7 @@ mod tests {
         let mut out = Vec::new();
         encode_row(true, std::iter::empty(), &mut out);
         assert!(decode_row(&out).unwrap().deleted);
+        assert_eq!(is_tombstone(&out), Ok(true));
         let mut full = Vec::new();
         encode_row(false, [(1u32, &Value::Text("abc".into()))].into_iter(), &mut full);
         for cut in 0..full.len() {
