@@ -18,6 +18,10 @@ pub struct Settings {
     pub credential_cache_seconds: u64,
     pub max_insert_rows: usize,
     pub shutdown_timeout_seconds: u64,
+    pub max_concurrent_jobs: usize,
+    pub flush_batch_rows: usize,
+    pub job_shutdown_timeout_seconds: u64,
+    pub job_retention_seconds: u64,
     /// From `KALAMDB_ROOT_PASSWORD` only (never a flag: argv is visible to every user).
     pub root_password: Option<String>,
 }
@@ -33,6 +37,10 @@ impl Default for Settings {
             credential_cache_seconds: 300,
             max_insert_rows: 100_000,
             shutdown_timeout_seconds: 30,
+            max_concurrent_jobs: 2,
+            flush_batch_rows: 10_000,
+            job_shutdown_timeout_seconds: 30,
+            job_retention_seconds: 7 * 24 * 3600,
             root_password: None,
         }
     }
@@ -86,6 +94,18 @@ pub struct Overrides {
     /// How long shutdown waits for in-flight requests, seconds [default: 30]
     #[arg(long, env = "KALAMDB_SHUTDOWN_TIMEOUT_SECONDS")]
     pub shutdown_timeout_seconds: Option<u64>,
+    /// Flush jobs that may run at the same time [default: 2]
+    #[arg(long, env = "KALAMDB_MAX_CONCURRENT_JOBS")]
+    pub max_concurrent_jobs: Option<usize>,
+    /// Rows per batch (and Parquet row group) while flushing; bounds flush memory [default: 10000]
+    #[arg(long, env = "KALAMDB_FLUSH_BATCH_ROWS")]
+    pub flush_batch_rows: Option<usize>,
+    /// How long shutdown waits for running jobs before stopping them, seconds [default: 30]
+    #[arg(long, env = "KALAMDB_JOB_SHUTDOWN_TIMEOUT_SECONDS")]
+    pub job_shutdown_timeout_seconds: Option<u64>,
+    /// Finished jobs older than this leave system.jobs, seconds [default: 604800]
+    #[arg(long, env = "KALAMDB_JOB_RETENTION_SECONDS")]
+    pub job_retention_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +144,10 @@ impl Settings {
             credential_cache_seconds,
             max_insert_rows,
             shutdown_timeout_seconds,
+            max_concurrent_jobs,
+            flush_batch_rows,
+            job_shutdown_timeout_seconds,
+            job_retention_seconds,
         } = overrides;
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = $field { self.$field = v; } )* };
@@ -136,7 +160,11 @@ impl Settings {
             rocksdb_write_buffer_mb,
             credential_cache_seconds,
             max_insert_rows,
-            shutdown_timeout_seconds
+            shutdown_timeout_seconds,
+            max_concurrent_jobs,
+            flush_batch_rows,
+            job_shutdown_timeout_seconds,
+            job_retention_seconds
         );
     }
 }

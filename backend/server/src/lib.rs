@@ -6,6 +6,7 @@ pub mod config;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use kalamdb_core::jobs::JobOptions;
 use kalamdb_core::{DbOptions, KalamDb};
 use kalamdb_store::StoreOptions;
 use tokio::net::TcpListener;
@@ -28,6 +29,7 @@ pub enum StartError {
 /// A started server: its address, and the way to stop it.
 pub struct RunningServer {
     local_addr: SocketAddr,
+    db: KalamDb,
     stop: Option<oneshot::Sender<()>>,
     serve: JoinHandle<std::io::Result<()>>,
     shutdown_timeout: Duration,
@@ -47,7 +49,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         addr: settings.listen,
         source,
     })?;
-    let app = kalamdb_api::router(kalamdb_api::AppState::new(db, settings.max_body_bytes));
+    let app = kalamdb_api::router(kalamdb_api::AppState::new(db.clone(), settings.max_body_bytes));
     let (stop, stopped) = oneshot::channel::<()>();
     let serve = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -59,6 +61,7 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
     tracing::info!(%local_addr, data_dir = %settings.data_dir.display(), "KalamDB started");
     Ok(RunningServer {
         local_addr,
+        db,
         stop: Some(stop),
         serve,
         shutdown_timeout: Duration::from_secs(settings.shutdown_timeout_seconds),
@@ -76,6 +79,13 @@ fn db_options(settings: &Settings) -> DbOptions {
         credential_cache_ttl: Duration::from_secs(settings.credential_cache_seconds),
         root_password: settings.root_password.clone(),
         max_insert_rows: settings.max_insert_rows,
+        jobs: JobOptions {
+            max_concurrent_jobs: settings.max_concurrent_jobs.max(1),
+            flush_batch_rows: settings.flush_batch_rows.max(1),
+            shutdown_timeout: Duration::from_secs(settings.job_shutdown_timeout_seconds),
+            job_retention: Duration::from_secs(settings.job_retention_seconds),
+            ..JobOptions::default()
+        },
     }
 }
 
@@ -85,11 +95,13 @@ impl RunningServer {
     }
 
     /// Stops accepting connections, lets in-flight requests finish (up to the
-    /// shutdown timeout) and closes the database.
+    /// shutdown timeout), then stops background jobs: queued ones are cancelled,
+    /// running ones get the job shutdown timeout to finish.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        let db = self.db.clone();
         match tokio::time::timeout(self.shutdown_timeout, &mut self.serve).await {
             Ok(Ok(Ok(()))) => tracing::info!("KalamDB stopped"),
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
@@ -100,5 +112,6 @@ impl RunningServer {
                 let _ = (&mut self.serve).await;
             }
         }
+        db.shutdown().await;
     }
 }

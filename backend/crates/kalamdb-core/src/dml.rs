@@ -26,7 +26,7 @@ use kalamdb_commons::value::format_timestamp;
 use kalamdb_commons::{
     DefaultValue, ErrorCode, KalamError, KalamResult, KalamType, Literal, TableType, Value,
 };
-use kalamdb_store::row_codec::{decode_row, encode_row, encode_value};
+use kalamdb_store::row_codec::{encode_row, encode_value};
 use kalamdb_store::{PkEntry, StoreBatch};
 
 use crate::arrow_conv::{array_value, field, values_to_array};
@@ -120,6 +120,9 @@ struct RowWriter<'a> {
     scope: String,
     batch: StoreBatch<'a>,
     buffer: Vec<u8>,
+    /// Versions at or below it may be in Parquet: replacing one leaves a stale marker.
+    flush_watermark: u64,
+    versions: u64,
 }
 
 impl<'a> RowWriter<'a> {
@@ -130,6 +133,17 @@ impl<'a> RowWriter<'a> {
             scope,
             batch: db.store.batch(),
             buffer: Vec::with_capacity(256),
+            flush_watermark: db.cold.watermark(table.table_id),
+            versions: 0,
+        }
+    }
+
+    /// Removes the replaced version `seq`: from the hot tier, and from readers of
+    /// Parquet when it may have been flushed.
+    fn retire(&mut self, seq: u64) {
+        self.batch.delete_hot(self.table.table_id, &self.scope, seq);
+        if seq <= self.flush_watermark {
+            self.batch.put_stale(self.table.table_id, &self.scope, seq);
         }
     }
 
@@ -137,9 +151,9 @@ impl<'a> RowWriter<'a> {
     fn put_row(&mut self, key: &Value, previous: Option<PkEntry>, values: &[Value]) {
         let seq = self.db.seq.next();
         if let Some(previous) = previous {
-            self.batch
-                .delete_hot(self.table.table_id, &self.scope, previous.seq);
+            self.retire(previous.seq);
         }
+        self.versions += 1;
         self.buffer.clear();
         let id_cell = self.table.primary_key.is_none().then_some((ID_COLUMN_ID, key));
         let cells: Vec<(u32, &Value)> = id_cell
@@ -159,8 +173,8 @@ impl<'a> RowWriter<'a> {
 
     fn put_tombstone(&mut self, key: &Value, previous_seq: u64) {
         let seq = self.db.seq.next();
-        self.batch
-            .delete_hot(self.table.table_id, &self.scope, previous_seq);
+        self.retire(previous_seq);
+        self.versions += 1;
         self.buffer.clear();
         let key_column = self.table.primary_key.unwrap_or(ID_COLUMN_ID);
         encode_row(true, [(key_column, key)].into_iter(), &mut self.buffer);
@@ -177,7 +191,11 @@ impl<'a> RowWriter<'a> {
     fn commit(mut self) -> KalamResult<()> {
         self.batch
             .put_system(LAST_SEQ_KEY, &self.db.seq.last().to_be_bytes());
-        self.db.store.commit(self.batch).map_err(store_error)
+        self.db.store.commit(self.batch).map_err(store_error)?;
+        if self.table.flush_policy.is_some() {
+            self.db.jobs.note_writes(self.table.table_id, self.versions);
+        }
+        Ok(())
     }
 }
 
@@ -542,14 +560,10 @@ fn duplicate_key(table: &TableDef, key: &Value) -> KalamError {
     )
 }
 
-/// The current values (in `table.columns` order) of the hot row version `seq`.
+/// The current values (in `table.columns` order) of the row version `seq`, hot or cold.
 fn read_row(db: &DbShared, table: &TableDef, scope: &str, seq: u64) -> KalamResult<Vec<Value>> {
-    let bytes = db
-        .store
-        .hot_get(table.table_id, scope, seq)
-        .map_err(store_error)?
+    let row = crate::cold::read_version(db, table, scope, seq)?
         .ok_or_else(|| KalamError::internal(format!("pk index names a missing row version {seq}")))?;
-    let row = decode_row(&bytes).map_err(|e| KalamError::internal(format!("corrupt row: {e}")))?;
     let cells: HashMap<u32, Value> = row.cells.into_iter().collect();
     Ok(table
         .columns

@@ -16,6 +16,8 @@ use crate::catalog::{
     AccessLevel, Catalog, ColumnDef, DELETED_COLUMN, ID_COLUMN, NamespaceDef, SEQ_COLUMN, SYSTEM_NAMESPACE,
     TableDef, UserRecord,
 };
+use crate::cold::ColdTier;
+use crate::jobs::{JobRecord, JobTrigger};
 use crate::query::{QueryOutput, run_query};
 use crate::{Caller, ColumnInfo, DbShared, StatementResult, now_micros, store_error};
 
@@ -43,9 +45,17 @@ impl StatementContext<'_> {
             KalamStatement::ShowTables { namespace } => self.show_tables(namespace).await,
             KalamStatement::DescribeTable(table) => self.describe_table(&table).await,
             KalamStatement::ShowStats(table) => self.show_stats(&table),
+            KalamStatement::FlushTable(table) => self.flush_table(&table),
+            KalamStatement::FlushAll { namespace } => self.flush_all(namespace.as_deref()),
+            KalamStatement::KillJob { job_id } => self.kill_job(&job_id).await,
             ddl => {
                 self.require_role(Role::Dba, "change the schema or users")?;
                 let _guard = self.db.write_lock.lock().await;
+                // Jobs of tables about to be dropped stop first (at a batch boundary),
+                // so no flush writes into a directory the drop removes.
+                for table in self.tables_dropped_by(&ddl) {
+                    self.db.jobs.cancel_table_jobs(table.table_id).await;
+                }
                 self.execute_ddl(ddl)
             }
         }
@@ -90,7 +100,10 @@ impl StatementContext<'_> {
             | KalamStatement::ShowNamespaces
             | KalamStatement::ShowTables { .. }
             | KalamStatement::DescribeTable(_)
-            | KalamStatement::ShowStats(_) => unreachable!("dispatched in execute"),
+            | KalamStatement::ShowStats(_)
+            | KalamStatement::FlushTable(_)
+            | KalamStatement::FlushAll { .. }
+            | KalamStatement::KillJob { .. } => unreachable!("dispatched in execute"),
         }
     }
 
@@ -182,12 +195,16 @@ impl StatementContext<'_> {
         let mut batch = self.db.store.batch();
         for table in &tables {
             Catalog::stage_drop_table(&mut batch, table);
+            ColdTier::stage_drop(&mut batch, table.table_id);
         }
         Catalog::stage_drop_namespace(&mut batch, name);
         self.db.store.commit(batch).map_err(store_error)?;
         for table in &tables {
             self.db.catalog.apply_drop_table(&table.namespace, &table.name);
+            self.db.cold.forget_table(table)?;
         }
+        kalamdb_cold::remove_dir_all_if_exists(&self.db.cold.storage_dir().join(name))
+            .map_err(crate::cold::cold_error)?;
         self.db.catalog.apply_drop_namespace(name);
         Ok(StatementResult::message(format!(
             "Namespace '{name}' dropped ({} table(s))",
@@ -319,8 +336,10 @@ impl StatementContext<'_> {
         }
         let mut batch = self.db.store.batch();
         Catalog::stage_drop_table(&mut batch, &def);
+        ColdTier::stage_drop(&mut batch, def.table_id);
         self.db.store.commit(batch).map_err(store_error)?;
         self.db.catalog.apply_drop_table(&def.namespace, &def.name);
+        self.db.cold.forget_table(&def)?;
         Ok(StatementResult::message(format!(
             "Table '{}' dropped",
             def.qualified_name()
@@ -471,6 +490,14 @@ impl StatementContext<'_> {
                 Ok(true)
             })
             .map_err(store_error)?;
+        let manifest = self.db.cold.manifest(&def, &scope)?;
+        let last_flush = manifest
+            .segments
+            .iter()
+            .map(|s| s.created_at)
+            .max()
+            .map(|t| serde_json::Value::String(kalamdb_commons::value::format_timestamp(t)))
+            .unwrap_or(serde_json::Value::Null);
         let names = [
             "table",
             "hot_rows",
@@ -502,14 +529,88 @@ impl StatementContext<'_> {
                 def.qualified_name().into(),
                 hot_rows.into(),
                 hot_versions.into(),
-                0.into(),
-                0.into(),
-                0.into(),
-                serde_json::Value::Null,
+                manifest.row_count().into(),
+                manifest.segments.len().into(),
+                manifest.size_bytes().into(),
+                last_flush,
             ]],
             row_count: 1,
             message: None,
         })
+    }
+
+    /// The tables a DDL statement would drop (none for other statements).
+    fn tables_dropped_by(&self, statement: &KalamStatement) -> Vec<Arc<TableDef>> {
+        match statement {
+            KalamStatement::DropTable { table, .. } => {
+                let (namespace, name) = self.resolve(table);
+                self.db.catalog.table(&namespace, &name).into_iter().collect()
+            }
+            KalamStatement::DropNamespace { name, .. } => self.db.catalog.tables_in(name),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `STORAGE FLUSH TABLE`: registers a flush job and returns it at once.
+    fn flush_table(&self, table: &TableRef) -> KalamResult<StatementResult> {
+        self.require_role(Role::Service, "flush tables")?;
+        let def = self
+            .existing_table(table, false)?
+            .expect("require_table succeeded");
+        let job = self.db.jobs.submit_flush(self.db, &def, JobTrigger::Manual)?;
+        let message = format!("Flush job {} started for '{}'", job.job_id, def.qualified_name());
+        Ok(jobs_result(&[job], message))
+    }
+
+    /// `STORAGE FLUSH ALL [IN ns]`: one job per USER table; tables already flushing
+    /// are skipped and named in the message.
+    fn flush_all(&self, namespace: Option<&str>) -> KalamResult<StatementResult> {
+        self.require_role(Role::Service, "flush tables")?;
+        let tables = match namespace {
+            Some(ns) => {
+                if !self.db.catalog.namespace_exists(ns) {
+                    return Err(KalamError::new(
+                        ErrorCode::NamespaceNotFound,
+                        format!("namespace '{ns}' does not exist"),
+                    ));
+                }
+                self.db.catalog.tables_in(ns)
+            }
+            None => self.db.catalog.tables(),
+        };
+        let mut started = Vec::new();
+        let mut skipped = Vec::new();
+        for table in tables.iter().filter(|t| t.table_type == TableType::User) {
+            match self.db.jobs.submit_flush(self.db, table, JobTrigger::Manual) {
+                Ok(job) => started.push(job),
+                Err(e) if e.code == ErrorCode::FlushInProgress => skipped.push(table.qualified_name()),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut message = format!("Started {} flush job(s)", started.len());
+        if !skipped.is_empty() {
+            message.push_str(&format!("; skipped (already flushing): {}", skipped.join(", ")));
+        }
+        Ok(jobs_result(&started, message))
+    }
+
+    /// `KILL JOB 'id'`: cancels a queued job or stops a running one at its next
+    /// batch boundary, waiting briefly for it to stop.
+    async fn kill_job(&self, job_id: &str) -> KalamResult<StatementResult> {
+        self.require_role(Role::Dba, "kill jobs")?;
+        let job = self
+            .db
+            .jobs
+            .kill(self.db, job_id, std::time::Duration::from_secs(10))
+            .await?;
+        let message = match job.status {
+            crate::jobs::JobStatus::Cancelled => format!("Job {job_id} cancelled"),
+            crate::jobs::JobStatus::Queued | crate::jobs::JobStatus::Running => {
+                format!("Job {job_id} is stopping at its next batch boundary")
+            }
+            other => format!("Job {job_id} had already finished ({})", other.as_str()),
+        };
+        Ok(jobs_result(&[job], message))
     }
 
     fn create_user(
@@ -657,6 +758,32 @@ fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResu
 }
 
 /// Turns query output into the API's result shape.
+/// Rows `job_id, namespace, table_name, status` for the jobs a command touched.
+fn jobs_result(jobs: &[JobRecord], message: String) -> StatementResult {
+    StatementResult {
+        columns: ["job_id", "namespace", "table_name", "status"]
+            .iter()
+            .map(|n| ColumnInfo {
+                name: n.to_string(),
+                data_type: "Text".into(),
+            })
+            .collect(),
+        rows: jobs
+            .iter()
+            .map(|j| {
+                vec![
+                    j.job_id.clone().into(),
+                    j.namespace.clone().into(),
+                    j.table_name.clone().into(),
+                    j.status.as_str().into(),
+                ]
+            })
+            .collect(),
+        row_count: jobs.len(),
+        message: Some(message),
+    }
+}
+
 pub(crate) fn output_to_result(output: QueryOutput) -> StatementResult {
     let columns: Vec<ColumnInfo> = output
         .schema

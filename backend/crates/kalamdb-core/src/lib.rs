@@ -21,12 +21,16 @@
 mod arrow_conv;
 mod auth;
 pub mod catalog;
+mod cold;
 mod dml;
 mod executor;
+mod failpoint;
 mod hidden;
+pub mod jobs;
 mod provider;
 mod query;
 mod system_tables;
+mod tiered_scan;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +44,8 @@ use serde::Serialize;
 
 use crate::auth::Authenticator;
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE, NamespaceDef, UserRecord};
+use crate::cold::ColdTier;
+use crate::jobs::{JobManager, JobOptions};
 
 /// Where and how the database keeps its data.
 #[derive(Debug, Clone)]
@@ -53,6 +59,8 @@ pub struct DbOptions {
     pub root_password: Option<String>,
     /// Rows one INSERT may carry.
     pub max_insert_rows: usize,
+    /// The job manager's settings (flush jobs).
+    pub jobs: JobOptions,
 }
 
 impl DbOptions {
@@ -63,6 +71,7 @@ impl DbOptions {
             credential_cache_ttl: Duration::from_secs(300),
             root_password: None,
             max_insert_rows: 100_000,
+            jobs: JobOptions::default(),
         }
     }
 }
@@ -208,8 +217,13 @@ pub(crate) struct DbShared {
     pub options: DbOptions,
     pub base_state: SessionState,
     /// Serializes every statement that writes: each one reads, checks and commits
-    /// one batch without interleaving with another.
+    /// one batch without interleaving with another. A flush takes its watermark
+    /// under it.
     pub write_lock: tokio::sync::Mutex<()>,
+    /// Parquet segments: manifests, watermarks, the tier commit lock.
+    pub cold: ColdTier,
+    /// Background jobs. Always present: there is no database without one.
+    pub jobs: JobManager,
 }
 
 /// The database. Cheap to clone; all clones share one instance.
@@ -224,8 +238,14 @@ const ROOT_USER: &str = "root";
 
 impl KalamDb {
     /// Opens the data directory (creating it on first start, with the `default`
-    /// namespace and the `root` user).
+    /// namespace and the `root` user), recovers jobs a crash interrupted and starts
+    /// the job manager's background tasks. Must be called inside a tokio runtime.
     pub fn open(options: DbOptions) -> KalamResult<KalamDb> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(KalamError::internal(
+                "KalamDb::open must run inside a tokio runtime (it starts the job manager)",
+            ));
+        }
         let rocksdb_dir = options.data_dir.join("rocksdb");
         std::fs::create_dir_all(&rocksdb_dir)
             .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", rocksdb_dir.display())))?;
@@ -240,9 +260,17 @@ impl KalamDb {
             ),
             None => 0,
         };
+        let storage_dir = std::path::absolute(options.data_dir.join("storage"))
+            .map_err(|e| KalamError::internal(format!("invalid data directory: {e}")))?;
+        std::fs::create_dir_all(&storage_dir)
+            .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", storage_dir.display())))?;
+        let cold = ColdTier::open(storage_dir, &store)?;
+        let jobs = JobManager::new(options.jobs.clone());
         let shared = Arc::new(DbShared {
             store,
             catalog,
+            cold,
+            jobs,
             seq: SeqGenerator::new(last_seq),
             auth: Authenticator::new(options.credential_cache_ttl),
             base_state: query::base_session_state(),
@@ -250,6 +278,8 @@ impl KalamDb {
             options,
         });
         bootstrap(&shared)?;
+        jobs::recover(&shared)?;
+        shared.jobs.start_background(&shared)?;
         Ok(KalamDb {
             shared,
             started_at: Instant::now(),
@@ -306,6 +336,12 @@ impl KalamDb {
             }
         }
         SqlOutcome { results, error: None }
+    }
+
+    /// Graceful shutdown of background work: queued jobs are cancelled, running
+    /// ones get the configured timeout to finish (see [`JobOptions`]).
+    pub async fn shutdown(&self) {
+        self.shared.jobs.shutdown().await;
     }
 
     /// The data directory this database was opened on.

@@ -17,7 +17,7 @@ use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
-use kalamdb_commons::{KalamType, Literal, TableType as KalamTableType, Value};
+use kalamdb_commons::{KalamError, KalamResult, KalamType, Literal, TableType as KalamTableType, Value};
 use kalamdb_store::{StoreError, row_codec::decode_row};
 
 use crate::arrow_conv::{field, values_to_array};
@@ -25,7 +25,8 @@ use crate::catalog::{
     ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, SYSTEM_NAMESPACE, TableDef,
 };
 use crate::system_tables;
-use crate::{Caller, DbShared};
+use crate::tiered_scan::{TieredScanExec, cold_parts};
+use crate::{Caller, DbShared, store_error};
 
 /// Rows per Arrow batch built from hot rows.
 const SCAN_BATCH_ROWS: usize = 8192;
@@ -110,7 +111,7 @@ impl SchemaProvider for NamespaceSchema {
             KalamTableType::User => self.scope.caller.user_id.as_str().to_string(),
             KalamTableType::Shared | KalamTableType::Stream => String::new(),
         };
-        Ok(Some(Arc::new(HotTable::new(
+        Ok(Some(Arc::new(KalamTable::new(
             self.db.clone(),
             table,
             scope,
@@ -155,9 +156,9 @@ impl SchemaProvider for SystemSchema {
     }
 }
 
-/// One column of a [`HotTable`]'s schema and where its values come from.
+/// One column of a [`KalamTable`]'s schema and where its values come from.
 #[derive(Clone)]
-enum ScanColumn {
+pub(crate) enum ScanColumn {
     Column(ColumnDef),
     Seq,
     Deleted,
@@ -175,8 +176,9 @@ impl ScanColumn {
 }
 
 /// A USER or SHARED table seen by one scope: its hot rows (latest version per key,
-/// tombstones dropped) as Arrow batches.
-pub(crate) struct HotTable {
+/// tombstones dropped) and, for USER tables, its cold Parquet segments
+/// (`tiered_scan.rs`).
+pub(crate) struct KalamTable {
     db: Arc<DbShared>,
     table: Arc<TableDef>,
     scope: String,
@@ -184,13 +186,13 @@ pub(crate) struct HotTable {
     schema: SchemaRef,
 }
 
-impl fmt::Debug for HotTable {
+impl fmt::Debug for KalamTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HotTable({})", self.table.qualified_name())
+        write!(f, "KalamTable({})", self.table.qualified_name())
     }
 }
 
-impl HotTable {
+impl KalamTable {
     pub fn new(db: Arc<DbShared>, table: Arc<TableDef>, scope: String, expose_hidden: bool) -> Self {
         let mut columns: Vec<ScanColumn> = table.columns.iter().cloned().map(ScanColumn::Column).collect();
         if expose_hidden {
@@ -209,7 +211,7 @@ impl HotTable {
                 ScanColumn::Id => Field::new(ID_COLUMN, DataType::Int64, false),
             })
             .collect();
-        HotTable {
+        KalamTable {
             db,
             table,
             scope,
@@ -244,7 +246,7 @@ impl HotTable {
         projection: &[usize],
         pk: Option<&Value>,
         limit: Option<usize>,
-    ) -> Result<Vec<RecordBatch>, StoreError> {
+    ) -> KalamResult<Vec<RecordBatch>> {
         let projected: Vec<&ScanColumn> = projection.iter().map(|&i| &self.columns[i]).collect();
         let slot_of: HashMap<u32, usize> = projected
             .iter()
@@ -273,14 +275,19 @@ impl HotTable {
         };
         match pk {
             Some(pk) => {
-                if let Some(entry) = self.db.store.pk_get(self.table.table_id, &self.scope, pk)?
+                if let Some(entry) = self
+                    .db
+                    .store
+                    .pk_get(self.table.table_id, &self.scope, pk)
+                    .map_err(store_error)?
                     && !entry.deleted
-                    && let Some(bytes) = self
-                        .db
-                        .store
-                        .hot_get(self.table.table_id, &self.scope, entry.seq)?
                 {
-                    visit(entry.seq, &bytes)?;
+                    let row = crate::cold::read_version(&self.db, &self.table, &self.scope, entry.seq)?;
+                    if let Some(row) = row
+                        && !row.deleted
+                    {
+                        builder.push_row(entry.seq, row.cells, &slot_of);
+                    }
                 }
             }
             None => self
@@ -288,7 +295,8 @@ impl HotTable {
                 .store
                 .hot_scan(self.table.table_id, Some(&self.scope), |row| {
                     visit(row.seq, &row.value)
-                })?,
+                })
+                .map_err(store_error)?,
         }
         if builder.rows > 0 || batches.is_empty() {
             batches.push(builder.finish(self.projected_schema(projection)));
@@ -393,7 +401,7 @@ pub(crate) fn scalar_to_literal(value: &ScalarValue) -> Option<Literal> {
 }
 
 #[async_trait]
-impl TableProvider for HotTable {
+impl TableProvider for KalamTable {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -403,10 +411,14 @@ impl TableProvider for HotTable {
     }
 
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // USER tables use every filter to prune cold segments (manifest statistics,
+        // Parquet row groups and pages); DataFusion still applies them afterwards.
+        let cold_capable = self.table.table_type == KalamTableType::User;
         Ok(filters
             .iter()
             .map(|f| match self.pk_equality(f) {
                 Some(_) => TableProviderFilterPushDown::Inexact,
+                None if cold_capable => TableProviderFilterPushDown::Inexact,
                 None => TableProviderFilterPushDown::Unsupported,
             })
             .collect())
@@ -414,7 +426,7 @@ impl TableProvider for HotTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -423,11 +435,49 @@ impl TableProvider for HotTable {
             Some(p) => p.clone(),
             None => (0..self.columns.len()).collect(),
         };
-        let pk = filters.iter().find_map(|f| self.pk_equality(f));
-        let batches = self
-            .read_rows(&projection, pk.as_ref(), limit)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let schema = self.projected_schema(&projection);
-        Ok(MemorySourceConfig::try_new_exec(&[batches], schema, None)?)
+        let external = |e: KalamError| DataFusionError::External(Box::new(e));
+        if let Some(pk) = filters.iter().find_map(|f| self.pk_equality(f)) {
+            let batches = self.read_rows(&projection, Some(&pk), limit).map_err(external)?;
+            return Ok(MemorySourceConfig::try_new_exec(&[batches], schema, None)?);
+        }
+        // One view of both tiers: a flush cannot commit between reading the manifest,
+        // the hot rows and the stale markers.
+        let (hot, manifest, stale) = {
+            let _view = self.db.cold.commit_lock.read_recursive();
+            let manifest = match self.table.table_type {
+                KalamTableType::User => Some(
+                    self.db
+                        .cold
+                        .manifest(&self.table, &self.scope)
+                        .map_err(external)?,
+                ),
+                _ => None,
+            }
+            .filter(|m| !m.segments.is_empty());
+            let hot_limit = if manifest.is_some() { None } else { limit };
+            let hot = self.read_rows(&projection, None, hot_limit).map_err(external)?;
+            let stale = match &manifest {
+                Some(_) => self
+                    .db
+                    .store
+                    .stale_seqs(self.table.table_id, &self.scope)
+                    .map_err(|e| external(store_error(e)))?,
+                None => Vec::new(),
+            };
+            (hot, manifest, stale)
+        };
+        let Some(manifest) = manifest else {
+            return Ok(MemorySourceConfig::try_new_exec(&[hot], schema, None)?);
+        };
+        let columns: Vec<&ScanColumn> = projection.iter().map(|&i| &self.columns[i]).collect();
+        let scope_dir = self.db.cold.scope_dir(&self.table, &self.scope);
+        let parts = cold_parts(state, &self.table, &scope_dir, &manifest, &columns, filters)?;
+        Ok(Arc::new(TieredScanExec::new(
+            schema,
+            hot,
+            parts,
+            stale.into_iter().map(|s| s as i64).collect(),
+        )))
     }
 }

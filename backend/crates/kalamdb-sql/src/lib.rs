@@ -10,6 +10,7 @@
 //! one DataFusion plans.
 
 mod ddl;
+mod flush_commands;
 mod split;
 mod statement;
 mod users;

@@ -8,6 +8,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use kalamdb_commons::{KalamError, KalamResult, Role, TableType};
 
 use crate::ddl::{ColumnSpec, CreateTable, column_spec, create_table};
+use crate::flush_commands::{parse_kill, parse_storage};
 use crate::users::{UserChange, parse_alter_user, parse_create_user, parse_drop_user};
 
 /// A table as a statement names it: `ns.t`, or `t` in the request's default namespace.
@@ -66,6 +67,16 @@ pub enum KalamStatement {
         name: String,
         if_exists: bool,
     },
+    /// `STORAGE FLUSH TABLE ns.t`.
+    FlushTable(TableRef),
+    /// `STORAGE FLUSH ALL [IN [NAMESPACE] ns]`.
+    FlushAll {
+        namespace: Option<String>,
+    },
+    /// `KILL JOB 'id'`.
+    KillJob {
+        job_id: String,
+    },
     /// INSERT, UPDATE or DELETE, as sqlparser parsed it.
     Dml(Box<Statement>),
     /// SELECT, VALUES, WITH ..., EXPLAIN: planned by DataFusion.
@@ -104,6 +115,8 @@ pub fn parse_statement(sql: &str) -> KalamResult<KalamStatement> {
             KalamStatement::DescribeTable(c.table_ref()?)
         }
         Some("ALTER") => parse_alter(&mut c)?,
+        Some("STORAGE") => parse_storage(&mut c)?,
+        Some("KILL") => parse_kill(&mut c)?,
         _ => return parse_standard(c),
     };
     c.expect_end()?;

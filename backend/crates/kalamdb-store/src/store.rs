@@ -14,6 +14,7 @@ use crate::row_codec::{RowCodecError, encode_value};
 const CF_SYSTEM: &str = "system";
 const CF_HOT: &str = "hot";
 const CF_PK: &str = "pk";
+const CF_STALE: &str = "stale";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -103,7 +104,11 @@ impl Store {
             cf_options.set_compression_type(DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(name, cf_options)
         };
-        let db = DB::open_cf_descriptors(&db_options, path, [cf(CF_SYSTEM), cf(CF_HOT), cf(CF_PK)])?;
+        let db = DB::open_cf_descriptors(
+            &db_options,
+            path,
+            [cf(CF_SYSTEM), cf(CF_HOT), cf(CF_PK), cf(CF_STALE)],
+        )?;
         Ok(Store {
             db,
             sync_writes: options.sync_writes,
@@ -162,14 +167,38 @@ impl Store {
         &self,
         table_id: u32,
         scope: Option<&str>,
-        mut visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
+        visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let prefix = match scope {
             Some(scope) => scope_prefix(table_id, scope),
             None => table_prefix(table_id),
         };
+        let upper = prefix_upper_bound(&prefix);
+        self.hot_scan_range(prefix, upper, visit)
+    }
+
+    /// Visits the hot rows of one scope with `_seq <= max_seq`, in `_seq` order, from
+    /// one consistent RocksDB view (what a flush moves to Parquet).
+    pub fn hot_scan_through(
+        &self,
+        table_id: u32,
+        scope: &str,
+        max_seq: u64,
+        visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let prefix = scope_prefix(table_id, scope);
+        let upper = seq_upper_bound(table_id, scope, max_seq);
+        self.hot_scan_range(prefix, upper, visit)
+    }
+
+    fn hot_scan_range(
+        &self,
+        prefix: Vec<u8>,
+        upper: Option<Vec<u8>>,
+        mut visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
         let mut read_options = ReadOptions::default();
-        if let Some(upper) = prefix_upper_bound(&prefix) {
+        if let Some(upper) = upper {
             read_options.set_iterate_upper_bound(upper);
         }
         let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_HOT), read_options);
@@ -191,6 +220,70 @@ impl Store {
         Ok(())
     }
 
+    /// The scopes (user ids) that have hot rows in a table, in key order. One seek
+    /// per scope: the cost does not grow with the number of rows.
+    pub fn hot_scopes(&self, table_id: u32) -> Result<Vec<String>, StoreError> {
+        let prefix = table_prefix(table_id);
+        let mut read_options = ReadOptions::default();
+        if let Some(upper) = prefix_upper_bound(&prefix) {
+            read_options.set_iterate_upper_bound(upper);
+        }
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_HOT), read_options);
+        let mut scopes = Vec::new();
+        iter.seek(&prefix);
+        while iter.valid() {
+            let key = iter.key().expect("valid iterator has a key");
+            let (_, scope, _) = parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_HOT })?;
+            let next = prefix_upper_bound(&scope_prefix(table_id, scope));
+            scopes.push(scope.to_string());
+            match next {
+                Some(next) => iter.seek(&next),
+                None => break,
+            }
+        }
+        iter.status()?;
+        Ok(scopes)
+    }
+
+    /// How many hot row versions a table has (all scopes). Reads keys only.
+    pub fn hot_count(&self, table_id: u32) -> Result<u64, StoreError> {
+        let mut count = 0u64;
+        let prefix = table_prefix(table_id);
+        let mut read_options = ReadOptions::default();
+        if let Some(upper) = prefix_upper_bound(&prefix) {
+            read_options.set_iterate_upper_bound(upper);
+        }
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_HOT), read_options);
+        iter.seek(&prefix);
+        while iter.valid() {
+            count += 1;
+            iter.next();
+        }
+        iter.status()?;
+        Ok(count)
+    }
+
+    /// The `_seq`s of one scope's Parquet row versions that a later write superseded
+    /// (see [`StoreBatch::put_stale`]).
+    pub fn stale_seqs(&self, table_id: u32, scope: &str) -> Result<Vec<u64>, StoreError> {
+        let prefix = scope_prefix(table_id, scope);
+        let mut read_options = ReadOptions::default();
+        if let Some(upper) = prefix_upper_bound(&prefix) {
+            read_options.set_iterate_upper_bound(upper);
+        }
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_STALE), read_options);
+        let mut seqs = Vec::new();
+        iter.seek(&prefix);
+        while iter.valid() {
+            let key = iter.key().expect("valid iterator has a key");
+            let (_, _, seq) = parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_STALE })?;
+            seqs.push(seq);
+            iter.next();
+        }
+        iter.status()?;
+        Ok(seqs)
+    }
+
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
         match self
             .db
@@ -201,6 +294,14 @@ impl Store {
                 .ok_or(StoreError::CorruptKey { cf: CF_PK }),
             None => Ok(None),
         }
+    }
+}
+
+/// The first hot key of `scope` after `_seq = max_seq` (`None`: no bound).
+fn seq_upper_bound(table_id: u32, scope: &str, max_seq: u64) -> Option<Vec<u8>> {
+    match max_seq.checked_add(1) {
+        Some(next) => Some(hot_key(table_id, scope, next)),
+        None => prefix_upper_bound(&scope_prefix(table_id, scope)),
     }
 }
 
@@ -245,11 +346,28 @@ impl StoreBatch<'_> {
             .delete_cf(self.store.cf(CF_PK), pk_key(table_id, scope, pk));
     }
 
-    /// Removes every hot row and pk entry of a table, all scopes.
+    /// Records that the row version `seq` of a scope, which is (or is being
+    /// written) in a Parquet segment, was superseded by a later write: readers of
+    /// that segment skip it.
+    pub fn put_stale(&mut self, table_id: u32, scope: &str, seq: u64) {
+        self.batch
+            .put_cf(self.store.cf(CF_STALE), hot_key(table_id, scope, seq), []);
+    }
+
+    /// Removes one scope's hot rows with `_seq <= max_seq` (one range delete: what
+    /// a flush does once those rows are in a committed Parquet segment).
+    pub fn delete_hot_through(&mut self, table_id: u32, scope: &str, max_seq: u64) {
+        let from = scope_prefix(table_id, scope);
+        if let Some(to) = seq_upper_bound(table_id, scope, max_seq) {
+            self.batch.delete_range_cf(self.store.cf(CF_HOT), from, to);
+        }
+    }
+
+    /// Removes every hot row, pk entry and stale marker of a table, all scopes.
     pub fn delete_table(&mut self, table_id: u32) {
         let from = table_prefix(table_id);
         let to = prefix_upper_bound(&from).expect("a table prefix is never all 0xff");
-        for cf in [CF_HOT, CF_PK] {
+        for cf in [CF_HOT, CF_PK, CF_STALE] {
             self.batch.delete_range_cf(self.store.cf(cf), &from, &to);
         }
     }
@@ -331,5 +449,49 @@ mod tests {
         store.commit(batch).unwrap();
         assert!(seqs(None, 1).is_empty());
         assert_eq!(seqs(None, 2), vec![5]);
+    }
+
+    #[test]
+    fn flush_ranges_scopes_and_stale_markers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut batch = store.batch();
+        for (scope, seq) in [("a", 1), ("a", 5), ("a", 9), ("bb", 2), ("c", 3)] {
+            batch.put_hot(1, scope, seq, b"x");
+        }
+        batch.put_hot(2, "z", 1, b"x");
+        store.commit(batch).unwrap();
+        assert_eq!(store.hot_scopes(1).unwrap(), vec!["a", "c", "bb"]);
+        assert_eq!(store.hot_count(1).unwrap(), 5);
+        let mut seen = Vec::new();
+        store
+            .hot_scan_through(1, "a", 5, |row| {
+                seen.push(row.seq);
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(seen, vec![1, 5]);
+        let mut batch = store.batch();
+        batch.delete_hot_through(1, "a", 5);
+        batch.put_stale(1, "a", 5);
+        batch.put_stale(1, "a", 1);
+        batch.put_stale(1, "c", 3);
+        store.commit(batch).unwrap();
+        let mut left = Vec::new();
+        store
+            .hot_scan(1, None, |row| {
+                left.push((row.scope, row.seq));
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(left, vec![("a".into(), 9), ("c".into(), 3), ("bb".into(), 2)]);
+        assert_eq!(store.stale_seqs(1, "a").unwrap(), vec![1, 5]);
+        assert!(store.stale_seqs(1, "bb").unwrap().is_empty());
+        let mut batch = store.batch();
+        batch.delete_table(1);
+        store.commit(batch).unwrap();
+        assert!(store.stale_seqs(1, "a").unwrap().is_empty());
+        assert!(store.hot_scopes(1).unwrap().is_empty());
+        assert_eq!(store.hot_scopes(2).unwrap(), vec!["z"]);
     }
 }

@@ -172,6 +172,67 @@ impl TestServer {
         decode(request.send().await.expect("request is answered")).await
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.settings.data_dir
+    }
+
+    /// `STORAGE FLUSH TABLE` as root; returns the job id (panics on an error).
+    pub async fn flush_table(&self, table: &str) -> String {
+        let response = self.execute_sql(&format!("STORAGE FLUSH TABLE {table}")).await;
+        response.expect_success();
+        response.rows()[0][0].as_str().expect("job_id").to_string()
+    }
+
+    /// The job's row of `system.jobs` as a JSON object (column name → value).
+    pub async fn job(&self, job_id: &str) -> Value {
+        let response = self
+            .execute_sql(&format!("SELECT * FROM system.jobs WHERE job_id = '{job_id}'"))
+            .await;
+        response.expect_success();
+        let rows = response.rows();
+        assert_eq!(
+            rows.len(),
+            1,
+            "job {job_id} not in system.jobs: {}",
+            response.body
+        );
+        let object: serde_json::Map<String, Value> = response
+            .column_names()
+            .into_iter()
+            .zip(rows[0].iter().cloned())
+            .collect();
+        Value::Object(object)
+    }
+
+    /// Waits (up to 60 s) until the job is `completed`, `failed` or `cancelled`;
+    /// returns its row.
+    pub async fn wait_for_job(&self, job_id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = self.job(job_id).await;
+            if matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+                return job;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {job_id} did not finish: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Flushes and waits; panics unless the job completed. Returns its row.
+    pub async fn flush_and_wait(&self, table: &str) -> Value {
+        let job_id = self.flush_table(table).await;
+        let job = self.wait_for_job(&job_id).await;
+        assert_eq!(
+            job["status"], "completed",
+            "flush of {table} did not complete: {job}"
+        );
+        job
+    }
+
     pub async fn create_user(&self, name: &str, password: &str, role: &str) {
         self.execute_sql(&format!(
             "CREATE USER '{name}' WITH PASSWORD '{password}' ROLE {role}"

@@ -1,0 +1,216 @@
+//! The cold tier as the engine sees it: manifests (cached), the flush watermarks
+//! that tell writers when a replaced version lives in Parquet, and point reads of
+//! cold row versions.
+//!
+//! Consistency between tiers: a flush publishes a scope's new manifest and deletes
+//! the flushed hot rows while holding [`ColdTier::commit_lock`] for writing; a reader
+//! captures the manifest and reads the hot rows while holding it for reading. So a
+//! reader sees a row either hot or cold, never both and never neither.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use kalamdb_cold::{Manifest, Segment, layout};
+use kalamdb_commons::{KalamError, KalamResult, Value};
+use kalamdb_store::{DecodedRow, Store, StoreBatch};
+use parking_lot::{Mutex, RwLock};
+
+use crate::arrow_conv::array_value;
+use crate::catalog::{DELETED_COLUMN, ID_COLUMN_ID, TableDef};
+use crate::store_error;
+
+const WATERMARK_PREFIX: &str = "flushwm/";
+
+pub(crate) fn cold_error(e: kalamdb_cold::ColdError) -> KalamError {
+    KalamError::internal(format!("cold storage failure: {e}"))
+}
+
+pub(crate) struct ColdTier {
+    storage_dir: PathBuf,
+    manifests: Mutex<HashMap<(u32, String), Arc<Manifest>>>,
+    /// Per table: the highest watermark of any flush that started. A write that
+    /// replaces a version with `_seq <= watermark` records a stale marker, because
+    /// that version is (or is about to be) in a Parquet segment.
+    watermarks: Mutex<HashMap<u32, u64>>,
+    /// Held for writing while a flush commits one scope (manifest + hot delete);
+    /// for reading while a scan captures its view of both tiers.
+    pub commit_lock: RwLock<()>,
+}
+
+impl ColdTier {
+    pub fn open(storage_dir: PathBuf, store: &Store) -> KalamResult<ColdTier> {
+        let mut watermarks = HashMap::new();
+        for (key, value) in store.system_scan(WATERMARK_PREFIX).map_err(store_error)? {
+            let table_id: u32 = key[WATERMARK_PREFIX.len()..]
+                .parse()
+                .map_err(|_| KalamError::internal(format!("corrupt key {key}")))?;
+            let wm = u64::from_be_bytes(
+                value
+                    .try_into()
+                    .map_err(|_| KalamError::internal(format!("corrupt {key}")))?,
+            );
+            watermarks.insert(table_id, wm);
+        }
+        Ok(ColdTier {
+            storage_dir,
+            manifests: Mutex::new(HashMap::new()),
+            watermarks: Mutex::new(watermarks),
+            commit_lock: RwLock::new(()),
+        })
+    }
+
+    pub fn storage_dir(&self) -> &Path {
+        &self.storage_dir
+    }
+
+    pub fn table_dir(&self, table: &TableDef) -> PathBuf {
+        layout::table_dir(&self.storage_dir, &table.namespace, &table.name)
+    }
+
+    pub fn scope_dir(&self, table: &TableDef, scope: &str) -> PathBuf {
+        layout::scope_dir(&self.storage_dir, &table.namespace, &table.name, scope)
+    }
+
+    /// The current manifest of one scope of a table (loaded once, then cached).
+    pub fn manifest(&self, table: &TableDef, scope: &str) -> KalamResult<Arc<Manifest>> {
+        let key = (table.table_id, scope.to_string());
+        if let Some(m) = self.manifests.lock().get(&key) {
+            return Ok(m.clone());
+        }
+        if table.table_type != kalamdb_commons::TableType::User {
+            return Ok(Arc::new(Manifest::empty(table.table_id)));
+        }
+        let loaded =
+            Arc::new(Manifest::load(&self.scope_dir(table, scope), table.table_id).map_err(cold_error)?);
+        Ok(self.manifests.lock().entry(key).or_insert(loaded).clone())
+    }
+
+    /// Makes `manifest` the one readers see. Call with `commit_lock` held for writing.
+    pub fn publish(&self, table_id: u32, scope: &str, manifest: Manifest) {
+        self.manifests
+            .lock()
+            .insert((table_id, scope.to_string()), Arc::new(manifest));
+    }
+
+    pub fn watermark(&self, table_id: u32) -> u64 {
+        self.watermarks.lock().get(&table_id).copied().unwrap_or(0)
+    }
+
+    /// Raises a table's watermark (in the batch and, once committed, in memory via
+    /// [`ColdTier::apply_watermark`]). Call with the database write lock held.
+    pub fn stage_watermark(batch: &mut StoreBatch<'_>, table_id: u32, watermark: u64) {
+        batch.put_system(&format!("{WATERMARK_PREFIX}{table_id}"), &watermark.to_be_bytes());
+    }
+
+    pub fn apply_watermark(&self, table_id: u32, watermark: u64) {
+        let mut map = self.watermarks.lock();
+        let entry = map.entry(table_id).or_insert(0);
+        *entry = (*entry).max(watermark);
+    }
+
+    /// Forgets a dropped table: its cached manifests, its watermark (staged) and its
+    /// files. Call after the drop is committed.
+    pub fn stage_drop(batch: &mut StoreBatch<'_>, table_id: u32) {
+        batch.delete_system(&format!("{WATERMARK_PREFIX}{table_id}"));
+    }
+
+    pub fn forget_table(&self, table: &TableDef) -> KalamResult<()> {
+        self.manifests.lock().retain(|(id, _), _| *id != table.table_id);
+        self.watermarks.lock().remove(&table.table_id);
+        kalamdb_cold::remove_dir_all_if_exists(&self.table_dir(table)).map_err(cold_error)
+    }
+
+    /// The user ids that have a cold directory for this table.
+    pub fn scopes_on_disk(&self, table: &TableDef) -> KalamResult<Vec<String>> {
+        let dir = self.table_dir(table);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(KalamError::internal(format!(
+                    "cannot list {}: {e}",
+                    dir.display()
+                )));
+            }
+        };
+        let mut scopes = Vec::new();
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                scopes.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        scopes.sort();
+        Ok(scopes)
+    }
+
+    /// Reads the cold row version `seq` of a scope: `None` when no segment has it.
+    pub fn read_version(&self, table: &TableDef, scope: &str, seq: u64) -> KalamResult<Option<DecodedRow>> {
+        let manifest = self.manifest(table, scope)?;
+        let Some(segment) = manifest.segment_with_seq(seq) else {
+            return Ok(None);
+        };
+        let path = self.scope_dir(table, scope).join(&segment.file);
+        let Some(batch) = kalamdb_cold::read_seq(&path, seq).map_err(cold_error)? else {
+            return Ok(None);
+        };
+        Ok(Some(decode_segment_row(table, segment, &batch, 0)?))
+    }
+}
+
+/// Row `i` of a segment batch (all of the segment's columns) as cells of the
+/// columns that still exist, by column id.
+pub(crate) fn decode_segment_row(
+    table: &TableDef,
+    segment: &Segment,
+    batch: &RecordBatch,
+    i: usize,
+) -> KalamResult<DecodedRow> {
+    let schema = batch.schema();
+    let mut cells = Vec::with_capacity(segment.columns.len());
+    for column in &segment.columns {
+        let ty = if column.id == ID_COLUMN_ID {
+            kalamdb_commons::KalamType::BigInt
+        } else {
+            match table.columns.iter().find(|c| c.id == column.id) {
+                Some(c) => c.data_type,
+                None => continue,
+            }
+        };
+        let index = schema.index_of(&column.name).map_err(|_| {
+            KalamError::internal(format!("segment {} lacks column {}", segment.file, column.name))
+        })?;
+        cells.push((column.id, array_value(batch.column(index), i, &ty)?));
+    }
+    let deleted = match schema.index_of(DELETED_COLUMN) {
+        Ok(index) => matches!(
+            array_value(batch.column(index), i, &kalamdb_commons::KalamType::Boolean)?,
+            Value::Boolean(true)
+        ),
+        Err(_) => false,
+    };
+    Ok(DecodedRow { deleted, cells })
+}
+
+/// The row version `seq` of a scope, from the hot tier or, once flushed, from its
+/// Parquet segment. Both tiers are read under the commit lock, so a flush that
+/// moves the version concurrently cannot hide it.
+pub(crate) fn read_version(
+    db: &crate::DbShared,
+    table: &TableDef,
+    scope: &str,
+    seq: u64,
+) -> KalamResult<Option<DecodedRow>> {
+    let _view = db.cold.commit_lock.read_recursive();
+    if let Some(bytes) = db
+        .store
+        .hot_get(table.table_id, scope, seq)
+        .map_err(store_error)?
+    {
+        let row = kalamdb_store::row_codec::decode_row(&bytes)
+            .map_err(|e| KalamError::internal(format!("corrupt row: {e}")))?;
+        return Ok(Some(row));
+    }
+    db.cold.read_version(table, scope, seq)
+}

@@ -1,0 +1,403 @@
+//! The flush job: move one USER table's hot rows up to a watermark into Parquet.
+//!
+//! For each user (scope) with hot rows, in turn:
+//! 1. stream the scope's hot rows with `_seq <= watermark` (one RocksDB iterator, in
+//!    `_seq` order) into Arrow batches of `flush_batch_rows` rows, each written to
+//!    `batch-<n>.parquet.tmp` as it fills: memory is bounded by one batch and one
+//!    Parquet row group, whatever the table's size;
+//! 2. fsync and rename the file into place (`segment_written`);
+//! 3. write the scope's new `manifest.json` (tmp, fsync, rename: `manifest_saved`);
+//! 4. under the cold tier's commit lock, publish the manifest to readers and delete
+//!    the scope's hot rows `<= watermark` in one RocksDB batch (`scope_committed`).
+//!
+//! Rows written during the flush get `_seq`s above the watermark and stay hot. A row
+//! at or below the watermark that a write replaces while the flush runs is marked
+//! stale by that write (see `dml.rs`), so its Parquet copy is never read. A crash
+//! between 3 and 4 is rolled forward at start-up (`jobs::recover`). Cancellation is
+//! checked between batches: an unfinished segment is removed, committed scopes stay.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use kalamdb_cold::{ColumnStats, Segment, SegmentWriter};
+use kalamdb_commons::{KalamError, KalamResult, KalamType, Value};
+use kalamdb_store::row_codec::decode_row;
+
+use super::ActiveJob;
+use super::record::FlushMetrics;
+use crate::arrow_conv::{field, values_to_array};
+use crate::catalog::{DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
+use crate::cold::{ColdTier, cold_error};
+use crate::provider::backfill_value;
+use crate::{DbShared, failpoint, now_micros, store_error};
+
+/// Longest text kept as a min/max statistic; longer values leave the bound unknown.
+const MAX_STAT_TEXT: usize = 256;
+
+pub(crate) enum FlushEnd {
+    Completed,
+    Cancelled,
+}
+
+/// Runs the flush of `table` up to `watermark`. Blocking: call from a blocking thread.
+pub(crate) fn flush_table(
+    db: &DbShared,
+    table: &TableDef,
+    watermark: u64,
+    job: &ActiveJob,
+) -> KalamResult<(FlushEnd, FlushMetrics)> {
+    let scopes = db.store.hot_scopes(table.table_id).map_err(store_error)?;
+    let mut metrics = FlushMetrics::default();
+    let batch_rows = db.options.jobs.flush_batch_rows.max(1);
+    for (done, scope) in scopes.iter().enumerate() {
+        if job.cancel.is_cancelled() {
+            return Ok((FlushEnd::Cancelled, metrics));
+        }
+        match flush_scope(db, table, scope, watermark, batch_rows, job)? {
+            ScopeOutcome::Empty => {}
+            ScopeOutcome::Flushed { rows, bytes } => {
+                metrics.rows_flushed += rows;
+                metrics.users_flushed += 1;
+                metrics.files_written += 1;
+                metrics.bytes_written += bytes;
+                if metrics.files_written == 1 {
+                    failpoint::hit("scope_committed");
+                }
+            }
+            ScopeOutcome::Cancelled => return Ok((FlushEnd::Cancelled, metrics)),
+        }
+        job.progress(db, metrics, (done + 1) as f64 / scopes.len() as f64);
+    }
+    failpoint::hit("before_completed");
+    Ok((FlushEnd::Completed, metrics))
+}
+
+enum ScopeOutcome {
+    Empty,
+    Flushed { rows: u64, bytes: u64 },
+    Cancelled,
+}
+
+fn flush_scope(
+    db: &DbShared,
+    table: &TableDef,
+    scope: &str,
+    watermark: u64,
+    batch_rows: usize,
+    job: &ActiveJob,
+) -> KalamResult<ScopeOutcome> {
+    let cold: &ColdTier = &db.cold;
+    let manifest = cold.manifest(table, scope)?;
+    let dir = cold.scope_dir(table, scope);
+    let batch_no = manifest.next_batch;
+    let mut builder = SegmentBuilder::new(table);
+    let mut writer: Option<SegmentWriter> = None;
+    let mut cancelled = false;
+    let mut failure: Option<KalamError> = None;
+    db.store
+        .hot_scan_through(table.table_id, scope, watermark, |row| {
+            let decoded = decode_row(&row.value)?;
+            builder.push(row.seq, decoded);
+            if builder.len() >= batch_rows {
+                if let Err(e) = write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows) {
+                    failure = Some(e);
+                    return Ok(false);
+                }
+                if job.cancel.is_cancelled() {
+                    cancelled = true;
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .map_err(store_error)?;
+    if let Some(e) = failure {
+        if let Some(w) = writer {
+            w.abort();
+        }
+        return Err(e);
+    }
+    if cancelled {
+        if let Some(w) = writer {
+            w.abort();
+        }
+        return Ok(ScopeOutcome::Cancelled);
+    }
+    if builder.len() > 0 {
+        write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows)?;
+    }
+    let Some(writer) = writer else {
+        return Ok(ScopeOutcome::Empty);
+    };
+    let written = writer.finish().map_err(cold_error)?;
+    failpoint::hit("segment_written");
+
+    let segment = Segment {
+        file: written.file,
+        batch: batch_no,
+        job_id: job.id().to_string(),
+        row_count: builder.total_rows,
+        deleted_count: builder.total_deleted,
+        size_bytes: written.size_bytes,
+        min_seq: builder.min_seq,
+        max_seq: builder.max_seq,
+        watermark,
+        created_at: now_micros(),
+        columns: builder.column_stats(),
+    };
+    let mut next = (*manifest).clone();
+    next.next_batch = batch_no + 1;
+    next.segments.push(segment);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", dir.display())))?;
+    next.save(&dir).map_err(cold_error)?;
+    failpoint::hit("manifest_saved");
+
+    {
+        let _commit = cold.commit_lock.write();
+        let mut batch = db.store.batch();
+        batch.delete_hot_through(table.table_id, scope, watermark);
+        db.store.commit(batch).map_err(store_error)?;
+        cold.publish(table.table_id, scope, next);
+    }
+    Ok(ScopeOutcome::Flushed {
+        rows: builder.total_rows,
+        bytes: written.size_bytes,
+    })
+}
+
+fn write_batch(
+    writer: &mut Option<SegmentWriter>,
+    builder: &mut SegmentBuilder,
+    dir: &std::path::Path,
+    batch_no: u64,
+    batch_rows: usize,
+) -> KalamResult<()> {
+    if writer.is_none() {
+        *writer = Some(
+            SegmentWriter::create(dir, batch_no, builder.schema.clone(), batch_rows).map_err(cold_error)?,
+        );
+    }
+    let batch = builder.finish_batch();
+    writer
+        .as_mut()
+        .expect("created above")
+        .write(&batch)
+        .map_err(cold_error)
+}
+
+/// The Arrow schema of a table's segments: its columns (all nullable: tombstones
+/// carry only the key), `_id` for tables without a primary key, `_seq`, `_deleted`.
+pub(crate) fn segment_schema(table: &TableDef) -> SchemaRef {
+    let mut fields: Vec<Field> = table
+        .columns
+        .iter()
+        .map(|c| field(&c.name, &c.data_type, true))
+        .collect();
+    if table.primary_key.is_none() {
+        fields.push(Field::new(ID_COLUMN, DataType::Int64, true));
+    }
+    fields.push(Field::new(SEQ_COLUMN, DataType::Int64, false));
+    fields.push(Field::new(DELETED_COLUMN, DataType::Boolean, false));
+    Arc::new(Schema::new(fields))
+}
+
+struct ColumnState {
+    id: u32,
+    name: String,
+    ty: KalamType,
+    backfill: Value,
+    values: Vec<Value>,
+    min: Option<Value>,
+    max: Option<Value>,
+    null_count: u64,
+    /// False once a value was seen that statistics cannot order (NaN, long text).
+    stats_valid: bool,
+}
+
+/// Hot rows of one scope → Arrow batches of the segment schema, with statistics.
+struct SegmentBuilder {
+    schema: SchemaRef,
+    columns: Vec<ColumnState>,
+    /// Column id → index in `columns`.
+    slot_by_id: Vec<Option<usize>>,
+    seqs: Vec<i64>,
+    deleted: Vec<bool>,
+    total_rows: u64,
+    total_deleted: u64,
+    min_seq: u64,
+    max_seq: u64,
+}
+
+impl SegmentBuilder {
+    fn new(table: &TableDef) -> Self {
+        let mut columns: Vec<ColumnState> = table
+            .columns
+            .iter()
+            .map(|c| ColumnState {
+                id: c.id,
+                name: c.name.clone(),
+                ty: c.data_type,
+                backfill: backfill_value(c),
+                values: Vec::new(),
+                min: None,
+                max: None,
+                null_count: 0,
+                stats_valid: !matches!(c.data_type, KalamType::Bytes | KalamType::Json),
+            })
+            .collect();
+        if table.primary_key.is_none() {
+            columns.push(ColumnState {
+                id: ID_COLUMN_ID,
+                name: ID_COLUMN.to_string(),
+                ty: KalamType::BigInt,
+                backfill: Value::Null,
+                values: Vec::new(),
+                min: None,
+                max: None,
+                null_count: 0,
+                stats_valid: true,
+            });
+        }
+        let max_id = columns.iter().map(|c| c.id).max().unwrap_or(0) as usize;
+        let mut slot_by_id = vec![None; max_id + 1];
+        for (i, c) in columns.iter().enumerate() {
+            slot_by_id[c.id as usize] = Some(i);
+        }
+        SegmentBuilder {
+            schema: segment_schema(table),
+            columns,
+            slot_by_id,
+            seqs: Vec::new(),
+            deleted: Vec::new(),
+            total_rows: 0,
+            total_deleted: 0,
+            min_seq: u64::MAX,
+            max_seq: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    fn push(&mut self, seq: u64, row: kalamdb_store::DecodedRow) {
+        let mut cells: Vec<Option<Value>> = vec![None; self.columns.len()];
+        for (id, value) in row.cells {
+            if let Some(Some(slot)) = self.slot_by_id.get(id as usize) {
+                cells[*slot] = Some(value);
+            }
+        }
+        for (column, cell) in self.columns.iter_mut().zip(cells) {
+            let value = match cell {
+                Some(v) => v,
+                None if row.deleted => Value::Null,
+                None => column.backfill.clone(),
+            };
+            column.observe(&value);
+            column.values.push(value);
+        }
+        self.seqs.push(seq as i64);
+        self.deleted.push(row.deleted);
+        self.total_rows += 1;
+        self.total_deleted += row.deleted as u64;
+        self.min_seq = self.min_seq.min(seq);
+        self.max_seq = self.max_seq.max(seq);
+    }
+
+    fn finish_batch(&mut self) -> RecordBatch {
+        let mut arrays: Vec<ArrayRef> = self
+            .columns
+            .iter_mut()
+            .map(|c| {
+                let array = values_to_array(&c.ty, &c.values);
+                c.values.clear();
+                array
+            })
+            .collect();
+        arrays.push(Arc::new(Int64Array::from(std::mem::take(&mut self.seqs))));
+        arrays.push(Arc::new(BooleanArray::from(std::mem::take(&mut self.deleted))));
+        RecordBatch::try_new(self.schema.clone(), arrays).expect("arrays follow the segment schema")
+    }
+
+    fn column_stats(&self) -> Vec<ColumnStats> {
+        self.columns
+            .iter()
+            .map(|c| {
+                let bound = |v: &Option<Value>| match v {
+                    Some(v) if c.stats_valid => Some(v.display()),
+                    _ => None,
+                };
+                ColumnStats {
+                    id: c.id,
+                    name: c.name.clone(),
+                    data_type: c.ty.sql_name(),
+                    min: bound(&c.min),
+                    max: bound(&c.max),
+                    null_count: c.null_count,
+                }
+            })
+            .collect()
+    }
+}
+
+impl ColumnState {
+    fn observe(&mut self, value: &Value) {
+        if value.is_null() {
+            self.null_count += 1;
+            return;
+        }
+        if !self.stats_valid {
+            return;
+        }
+        if let Value::Text(s) = value
+            && s.len() > MAX_STAT_TEXT
+        {
+            self.stats_valid = false;
+            return;
+        }
+        let is_nan = match value {
+            Value::Float(f) => f.is_nan(),
+            Value::Double(f) => f.is_nan(),
+            _ => false,
+        };
+        if is_nan {
+            self.stats_valid = false;
+            return;
+        }
+        for (bound, replace_when) in [
+            (&mut self.min, Ordering::Greater),
+            (&mut self.max, Ordering::Less),
+        ] {
+            match bound {
+                None => *bound = Some(value.clone()),
+                Some(current) => match compare_values(current, value) {
+                    Some(order) if order == replace_when => *bound = Some(value.clone()),
+                    Some(_) => {}
+                    None => self.stats_valid = false,
+                },
+            }
+        }
+    }
+}
+
+/// Orders two values of the same column type.
+fn compare_values(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Boolean(a), Value::Boolean(b)) => Some(a.cmp(b)),
+        (Value::SmallInt(a), Value::SmallInt(b)) => Some(a.cmp(b)),
+        (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
+        (Value::BigInt(a), Value::BigInt(b)) => Some(a.cmp(b)),
+        (Value::Float(a), Value::Float(b)) => a.partial_cmp(b),
+        (Value::Double(a), Value::Double(b)) => a.partial_cmp(b),
+        (Value::Decimal { unscaled: a, .. }, Value::Decimal { unscaled: b, .. }) => Some(a.cmp(b)),
+        (Value::Text(a), Value::Text(b)) => Some(a.cmp(b)),
+        (Value::Date(a), Value::Date(b)) => Some(a.cmp(b)),
+        (Value::Timestamp(a), Value::Timestamp(b)) => Some(a.cmp(b)),
+        (Value::Uuid(a), Value::Uuid(b)) => Some(a.cmp(b)),
+        _ => None,
+    }
+}

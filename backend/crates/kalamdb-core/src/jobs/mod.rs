@@ -1,0 +1,575 @@
+//! The job manager: background flush jobs, their records (`system.jobs`), the
+//! flush-policy scheduler, start-up recovery and graceful shutdown.
+//!
+//! Every server has exactly one `JobManager`, built by [`crate::KalamDb::open`]: there
+//! is no configuration without one. A job is registered (status `queued`, persisted)
+//! and the statement that asked for it returns at once; a tokio task then waits for
+//! one of `max_concurrent_jobs` slots, takes the table's watermark under the
+//! database write lock (`running`), runs the flush on a blocking thread
+//! ([`flush`]) and records the outcome (`completed`, `failed` or `cancelled`). At most
+//! one job per table is queued or running at a time.
+//!
+//! ```text
+//! STORAGE FLUSH TABLE ─► submit_flush ─► queued ─► (slot) ─► running ─► completed
+//!                                          │                   │  └──► failed
+//!                          KILL JOB / shutdown ─► cancelled ◄──┘ (at a batch boundary)
+//! ```
+
+pub(crate) mod flush;
+pub(crate) mod record;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult, TableType};
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use record::JOB_PREFIX;
+pub use record::{FlushMetrics, JobRecord, JobStatus, JobTrigger};
+
+use crate::catalog::TableDef;
+use crate::cold::ColdTier;
+use crate::{DbShared, failpoint, now_micros, store_error};
+
+/// Settings of the job manager.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    /// Jobs that may run at the same time; more wait in `queued`.
+    pub max_concurrent_jobs: usize,
+    /// Rows per Arrow batch (and per Parquet row group) while flushing; bounds memory.
+    pub flush_batch_rows: usize,
+    /// How long shutdown waits for running jobs before stopping them.
+    pub shutdown_timeout: Duration,
+    /// Finished jobs older than this are removed from `system.jobs`.
+    pub job_retention: Duration,
+    /// How often flush policies are checked.
+    pub policy_check_interval: Duration,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            max_concurrent_jobs: 2,
+            flush_batch_rows: 10_000,
+            shutdown_timeout: Duration::from_secs(30),
+            job_retention: Duration::from_secs(7 * 24 * 3600),
+            policy_check_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A queued or running job.
+pub(crate) struct ActiveJob {
+    record: Mutex<JobRecord>,
+    /// Set by `KILL JOB`, `DROP TABLE` and shutdown; the job stops at its next
+    /// batch boundary.
+    pub cancel: CancellationToken,
+    /// Cancelled (as a broadcast signal) once the job's final state is recorded.
+    finished: CancellationToken,
+}
+
+impl ActiveJob {
+    pub fn id(&self) -> String {
+        self.record.lock().job_id.clone()
+    }
+
+    pub fn snapshot(&self) -> JobRecord {
+        self.record.lock().clone()
+    }
+
+    /// Records progress (in memory and in `system`): after each user's segment.
+    pub(crate) fn progress(&self, db: &DbShared, metrics: FlushMetrics, progress: f64) {
+        let record = {
+            let mut record = self.record.lock();
+            record.metrics = metrics;
+            record.progress = progress.clamp(0.0, 1.0);
+            record.clone()
+        };
+        if let Err(e) = persist(db, &record) {
+            tracing::warn!(job_id = %record.job_id, "could not record job progress: {}", e.message);
+        }
+    }
+}
+
+#[derive(Default)]
+struct PolicyState {
+    /// Rows written per table since its last flush started.
+    pending_rows: HashMap<u32, u64>,
+    /// When each table's last flush started (or when the server started).
+    last_flush: HashMap<u32, Instant>,
+}
+
+pub(crate) struct JobManager {
+    options: JobOptions,
+    slots: Arc<Semaphore>,
+    active: Mutex<HashMap<String, Arc<ActiveJob>>>,
+    closed: AtomicBool,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    policy: Mutex<PolicyState>,
+    started: Instant,
+}
+
+fn persist(db: &DbShared, record: &JobRecord) -> KalamResult<()> {
+    let mut batch = db.store.batch();
+    batch.put_system(
+        &record.key(),
+        &serde_json::to_vec(record).expect("job records serialize"),
+    );
+    db.store.commit(batch).map_err(store_error)
+}
+
+fn flush_in_progress(table: &TableDef, job_id: &str) -> KalamError {
+    KalamError::new(
+        ErrorCode::FlushInProgress,
+        format!(
+            "a flush of '{}' is already queued or running (job {job_id})",
+            table.qualified_name()
+        ),
+    )
+}
+
+impl JobManager {
+    pub fn new(options: JobOptions) -> JobManager {
+        JobManager {
+            slots: Arc::new(Semaphore::new(options.max_concurrent_jobs.max(1))),
+            options,
+            active: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            policy: Mutex::new(PolicyState::default()),
+            started: Instant::now(),
+        }
+    }
+
+    /// Registers a flush of `table` and starts its task; returns the `queued` record.
+    /// `FLUSH_IN_PROGRESS` when one is already queued or running for the table.
+    pub fn submit_flush(
+        &self,
+        db: &Arc<DbShared>,
+        table: &TableDef,
+        trigger: JobTrigger,
+    ) -> KalamResult<JobRecord> {
+        if table.table_type != TableType::User {
+            return Err(KalamError::unsupported(format!(
+                "STORAGE FLUSH supports USER tables only; '{}' is a {} table",
+                table.qualified_name(),
+                table.table_type.as_str().to_ascii_uppercase()
+            )));
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(KalamError::new(
+                ErrorCode::InvalidRequest,
+                "the server is shutting down; no new jobs are accepted",
+            ));
+        }
+        let mut active = self.active.lock();
+        if let Some(existing) = active
+            .values()
+            .find(|j| j.record.lock().table_id == table.table_id)
+        {
+            return Err(flush_in_progress(table, &existing.id()));
+        }
+        let record = JobRecord {
+            job_id: uuid::Uuid::now_v7().to_string(),
+            job_type: "flush".into(),
+            status: JobStatus::Queued,
+            namespace: table.namespace.clone(),
+            table_name: table.name.clone(),
+            table_id: table.table_id,
+            trigger,
+            created_at: now_micros(),
+            started_at: None,
+            finished_at: None,
+            metrics: FlushMetrics::default(),
+            progress: 0.0,
+            watermark: None,
+            error_message: None,
+        };
+        persist(db, &record)?;
+        let job = Arc::new(ActiveJob {
+            record: Mutex::new(record.clone()),
+            cancel: CancellationToken::new(),
+            finished: CancellationToken::new(),
+        });
+        active.insert(record.job_id.clone(), job.clone());
+        drop(active);
+        tracing::info!(
+            job_id = %record.job_id,
+            table = %table.qualified_name(),
+            trigger = trigger.as_str(),
+            "flush job queued"
+        );
+        self.tasks.spawn(run_job(db.clone(), job));
+        Ok(record)
+    }
+
+    /// The queued and running jobs.
+    pub fn active_records(&self) -> Vec<JobRecord> {
+        self.active.lock().values().map(|j| j.snapshot()).collect()
+    }
+
+    fn active_job(&self, job_id: &str) -> Option<Arc<ActiveJob>> {
+        self.active.lock().get(job_id).cloned()
+    }
+
+    /// `KILL JOB`: cancels a queued job, or asks a running one to stop at its next
+    /// batch boundary and waits (up to `wait`) for it to stop. Returns the job's
+    /// record afterwards; a finished job is returned unchanged.
+    pub async fn kill(&self, db: &DbShared, job_id: &str, wait: Duration) -> KalamResult<JobRecord> {
+        if let Some(job) = self.active_job(job_id) {
+            job.cancel.cancel();
+            let _ = tokio::time::timeout(wait, job.finished.cancelled()).await;
+            return Ok(job.snapshot());
+        }
+        load_record(db, job_id)?
+            .ok_or_else(|| KalamError::new(ErrorCode::JobNotFound, format!("job '{job_id}' does not exist")))
+    }
+
+    /// Cancels the jobs of a table and waits until they have stopped (`DROP TABLE`).
+    pub async fn cancel_table_jobs(&self, table_id: u32) {
+        let jobs: Vec<Arc<ActiveJob>> = self
+            .active
+            .lock()
+            .values()
+            .filter(|j| j.record.lock().table_id == table_id)
+            .cloned()
+            .collect();
+        for job in &jobs {
+            job.cancel.cancel();
+        }
+        for job in jobs {
+            job.finished.cancelled().await;
+        }
+    }
+
+    /// Counts written rows towards `FLUSH_POLICY='rows:N'`.
+    pub fn note_writes(&self, table_id: u32, rows: u64) {
+        *self.policy.lock().pending_rows.entry(table_id).or_insert(0) += rows;
+    }
+
+    /// Starts the flush-policy scheduler and the retention sweeper.
+    pub fn start_background(&self, db: &Arc<DbShared>) -> KalamResult<()> {
+        {
+            let mut policy = self.policy.lock();
+            for table in db.catalog.tables() {
+                if table.table_type == TableType::User && table.flush_policy.is_some() {
+                    let hot = db.store.hot_count(table.table_id).map_err(store_error)?;
+                    policy.pending_rows.insert(table.table_id, hot);
+                }
+            }
+        }
+        let weak = Arc::downgrade(db);
+        let stop = self.stop.clone();
+        let tick = self.options.policy_check_interval;
+        self.tasks.spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = interval.tick() => {}
+                }
+                let Some(db) = weak.upgrade() else { return };
+                db.jobs.check_policies(&db);
+                if let Err(e) = db.jobs.sweep_finished(&db) {
+                    tracing::warn!("job retention sweep failed: {}", e.message);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn check_policies(&self, db: &Arc<DbShared>) {
+        let now = Instant::now();
+        for table in db.catalog.tables() {
+            let Some(policy) = table.flush_policy else {
+                continue;
+            };
+            if table.table_type != TableType::User {
+                continue;
+            }
+            let due = {
+                let state = self.policy.lock();
+                let pending = state.pending_rows.get(&table.table_id).copied().unwrap_or(0);
+                let since = state
+                    .last_flush
+                    .get(&table.table_id)
+                    .copied()
+                    .unwrap_or(self.started);
+                let by_rows = policy.rows.is_some_and(|n| pending >= n);
+                let by_time = policy
+                    .interval_seconds
+                    .is_some_and(|s| pending > 0 && now.duration_since(since) >= Duration::from_secs(s));
+                by_rows || by_time
+            };
+            if !due {
+                continue;
+            }
+            match self.submit_flush(db, &table, JobTrigger::Policy) {
+                Ok(_) => {}
+                Err(e) if e.code == ErrorCode::FlushInProgress => {}
+                Err(e) => {
+                    tracing::warn!(table = %table.qualified_name(), "policy flush not started: {}", e.message)
+                }
+            }
+        }
+    }
+
+    /// Removes finished jobs older than the retention.
+    fn sweep_finished(&self, db: &DbShared) -> KalamResult<()> {
+        let cutoff = now_micros() - self.options.job_retention.as_micros() as i64;
+        let mut batch = db.store.batch();
+        for record in load_records(db)? {
+            if record.status.is_finished() && record.finished_at.is_some_and(|t| t < cutoff) {
+                batch.delete_system(&record.key());
+            }
+        }
+        if !batch.is_empty() {
+            db.store.commit(batch).map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    /// Graceful shutdown: no new jobs, queued jobs cancelled, running jobs given
+    /// `shutdown_timeout` to finish, then asked to stop at a batch boundary.
+    pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.stop.cancel();
+        for job in self.active.lock().values() {
+            if job.record.lock().status == JobStatus::Queued {
+                job.cancel.cancel();
+            }
+        }
+        self.tasks.close();
+        if tokio::time::timeout(self.options.shutdown_timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "running jobs did not finish within {:?}; stopping them",
+                self.options.shutdown_timeout
+            );
+            for job in self.active.lock().values() {
+                job.cancel.cancel();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.tasks.wait()).await;
+        }
+    }
+}
+
+/// Every persisted job record, oldest first (job ids are UUIDv7: time-ordered).
+pub(crate) fn load_records(db: &DbShared) -> KalamResult<Vec<JobRecord>> {
+    db.store
+        .system_scan(JOB_PREFIX)
+        .map_err(store_error)?
+        .into_iter()
+        .map(|(key, value)| {
+            serde_json::from_slice(&value).map_err(|e| KalamError::internal(format!("corrupt {key}: {e}")))
+        })
+        .collect()
+}
+
+fn load_record(db: &DbShared, job_id: &str) -> KalamResult<Option<JobRecord>> {
+    match db
+        .store
+        .system_get(&format!("{JOB_PREFIX}{job_id}"))
+        .map_err(store_error)?
+    {
+        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+            KalamError::internal(format!("corrupt job record {job_id}: {e}"))
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// The rows of `system.jobs`: persisted records with live state for active jobs.
+pub(crate) fn all_records(db: &DbShared) -> KalamResult<Vec<JobRecord>> {
+    let active: HashMap<String, JobRecord> = db
+        .jobs
+        .active_records()
+        .into_iter()
+        .map(|r| (r.job_id.clone(), r))
+        .collect();
+    let mut records = load_records(db)?;
+    for record in &mut records {
+        if let Some(live) = active.get(&record.job_id) {
+            *record = live.clone();
+        }
+    }
+    Ok(records)
+}
+
+/// One job's life after `submit_flush`.
+async fn run_job(db: Arc<DbShared>, job: Arc<ActiveJob>) {
+    let outcome = run_flush_job(&db, &job).await;
+    let mut record = job.snapshot();
+    record.finished_at = Some(now_micros());
+    match outcome {
+        Ok(flush::FlushEnd::Completed) => {
+            record.status = JobStatus::Completed;
+            record.progress = 1.0;
+        }
+        Ok(flush::FlushEnd::Cancelled) => {
+            record.status = JobStatus::Cancelled;
+            record.error_message.get_or_insert_with(|| "cancelled".into());
+        }
+        Err(e) => {
+            record.status = JobStatus::Failed;
+            record.error_message = Some(e.message);
+        }
+    }
+    if record.status != JobStatus::Completed {
+        // Rows that stayed hot still count towards the table's flush policy.
+        if let Ok(hot) = db.store.hot_count(record.table_id) {
+            db.jobs.policy.lock().pending_rows.insert(record.table_id, hot);
+        }
+    }
+    if let Err(e) = persist(&db, &record) {
+        tracing::error!(job_id = %record.job_id, "could not record the end of the job: {}", e.message);
+    }
+    *job.record.lock() = record.clone();
+    db.jobs.active.lock().remove(&record.job_id);
+    job.finished.cancel();
+    tracing::info!(
+        job_id = %record.job_id,
+        table = %format!("{}.{}", record.namespace, record.table_name),
+        status = record.status.as_str(),
+        rows = record.metrics.rows_flushed,
+        files = record.metrics.files_written,
+        bytes = record.metrics.bytes_written,
+        duration_ms = record.duration_ms().unwrap_or(0),
+        error = record.error_message.as_deref().unwrap_or(""),
+        "flush job finished"
+    );
+}
+
+async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<flush::FlushEnd> {
+    let _slot = tokio::select! {
+        biased;
+        _ = job.cancel.cancelled() => {
+            job.record.lock().error_message = Some("cancelled before it started".into());
+            return Ok(flush::FlushEnd::Cancelled);
+        }
+        slot = db.jobs.slots.clone().acquire_owned() => slot.map_err(|_| KalamError::internal("job slots closed"))?,
+    };
+    let (namespace, name, table_id) = {
+        let r = job.record.lock();
+        (r.namespace.clone(), r.table_name.clone(), r.table_id)
+    };
+    let guard = tokio::select! {
+        biased;
+        _ = job.cancel.cancelled() => {
+            job.record.lock().error_message = Some("cancelled before it started".into());
+            return Ok(flush::FlushEnd::Cancelled);
+        }
+        guard = db.write_lock.lock() => guard,
+    };
+    let table = match db.catalog.table(&namespace, &name) {
+        Some(t) if t.table_id == table_id => t,
+        _ => {
+            job.record.lock().error_message = Some("the table was dropped".into());
+            return Ok(flush::FlushEnd::Cancelled);
+        }
+    };
+    // The watermark: every row version committed so far has a `_seq` at or below
+    // it (row `_seq`s are allocated and committed under the write lock we hold).
+    let watermark = db.seq.last();
+    let record = {
+        let mut r = job.record.lock();
+        r.status = JobStatus::Running;
+        r.started_at = Some(now_micros());
+        r.watermark = Some(watermark);
+        r.clone()
+    };
+    let mut batch = db.store.batch();
+    ColdTier::stage_watermark(&mut batch, table_id, watermark);
+    batch.put_system(
+        &record.key(),
+        &serde_json::to_vec(&record).expect("job records serialize"),
+    );
+    db.store.commit(batch).map_err(store_error)?;
+    db.cold.apply_watermark(table_id, watermark);
+    {
+        let mut policy = db.jobs.policy.lock();
+        policy.pending_rows.insert(table_id, 0);
+        policy.last_flush.insert(table_id, Instant::now());
+    }
+    drop(guard);
+    tracing::info!(job_id = %record.job_id, table = %table.qualified_name(), watermark, "flush job running");
+    failpoint::hit("flush_started");
+
+    let db2 = db.clone();
+    let job2 = job.clone();
+    let result = tokio::task::spawn_blocking(move || flush::flush_table(&db2, &table, watermark, &job2))
+        .await
+        .map_err(|e| KalamError::internal(format!("the flush task failed: {e}")))?;
+    let (end, metrics) = result?;
+    job.record.lock().metrics = metrics;
+    Ok(end)
+}
+
+/// Start-up: jobs a crash left `running` become `failed` (their tables' cold
+/// directories are reconciled: a segment whose manifest was saved has its hot rows
+/// removed, stray `*.tmp` files and files no manifest lists are deleted); jobs left
+/// `queued` become `cancelled`; finished jobs past the retention are removed.
+pub(crate) fn recover(db: &DbShared) -> KalamResult<()> {
+    let now = now_micros();
+    for mut record in load_records(db)? {
+        let message = match record.status {
+            JobStatus::Running => "interrupted: the server stopped while the job was running",
+            JobStatus::Queued => "the server stopped before the job started",
+            _ => continue,
+        };
+        let table = db
+            .catalog
+            .table(&record.namespace, &record.table_name)
+            .filter(|t| t.table_id == record.table_id);
+        if record.status == JobStatus::Running
+            && let Some(table) = &table
+        {
+            reconcile_table(db, table)?;
+        }
+        record.status = match record.status {
+            JobStatus::Running => JobStatus::Failed,
+            _ => JobStatus::Cancelled,
+        };
+        record.error_message = Some(message.into());
+        record.finished_at = Some(now);
+        tracing::warn!(job_id = %record.job_id, status = record.status.as_str(), "{message}");
+        persist(db, &record)?;
+    }
+    db.jobs.sweep_finished(db)
+}
+
+fn reconcile_table(db: &DbShared, table: &TableDef) -> KalamResult<()> {
+    use crate::cold::cold_error;
+    let mut batch = db.store.batch();
+    for scope in db.cold.scopes_on_disk(table)? {
+        let dir = db.cold.scope_dir(table, &scope);
+        kalamdb_cold::remove_temp_files(&dir).map_err(cold_error)?;
+        let manifest = kalamdb_cold::Manifest::load(&dir, table.table_id).map_err(cold_error)?;
+        if !manifest.segments.is_empty() {
+            batch.delete_hot_through(table.table_id, &scope, manifest.watermark());
+        }
+        let listed: std::collections::HashSet<&str> =
+            manifest.segments.iter().map(|s| s.file.as_str()).collect();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if kalamdb_cold::layout::parse_segment_file_name(&name).is_some()
+                && !listed.contains(name.as_str())
+            {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| KalamError::internal(format!("cannot remove {name}: {e}")))?;
+                tracing::warn!(table = %table.qualified_name(), scope, file = %name, "removed a segment no manifest lists");
+            }
+        }
+    }
+    db.store.commit(batch).map_err(store_error)
+}

@@ -1,0 +1,455 @@
+//! Reading a USER table's cold segments next to its hot rows.
+//!
+//! A scan captures, under the cold tier's commit lock, the scope's manifest, its
+//! hot rows and its stale markers; then [`TieredScanExec`] yields the hot batches
+//! and streams the cold segments through DataFusion's Parquet reader (projection,
+//! row-group and page pruning with the pushed-down filters). Segments are first
+//! pruned with the manifest's per-column min/max (DataFusion's `PruningPredicate`
+//! over [`ManifestStats`]). Each cold batch then loses its tombstones and the
+//! versions a later write superseded (stale markers), and is mapped to the table's
+//! current columns by column id: a column added after the segment was written reads
+//! as its backfill value.
+//!
+//! The hot tier holds at most one version per key and only the latest one, and
+//! every older version in Parquet carries a stale marker, so the union needs no
+//! de-duplication: a row is in exactly one place.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt64Array};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::catalog::Session;
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Column, DFSchema, DataFusionError, Result as DfResult};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::TaskContext;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+use kalamdb_cold::{Manifest, Segment};
+use kalamdb_commons::value::parse_text;
+use kalamdb_commons::{KalamType, Value};
+
+use crate::arrow_conv::{field, values_to_array};
+use crate::catalog::{DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
+use crate::provider::{ScanColumn, backfill_value};
+
+/// Where one output column of a cold part comes from.
+#[derive(Clone)]
+enum ColdOutput {
+    /// A column of the Parquet reader's output.
+    Input(usize),
+    /// Not in these segments (added later): its backfill value.
+    Constant(KalamType, Value),
+}
+
+/// The segments of one column layout, read by one `DataSourceExec`.
+struct ColdPart {
+    exec: Arc<dyn ExecutionPlan>,
+    outputs: Vec<ColdOutput>,
+    seq_index: usize,
+    deleted_index: usize,
+}
+
+/// Builds the cold parts of a scan: prunes the manifest's segments with `filters`,
+/// groups them by column layout and plans a Parquet read for each group.
+pub(crate) fn cold_parts(
+    state: &dyn Session,
+    table: &TableDef,
+    scope_dir: &Path,
+    manifest: &Manifest,
+    columns: &[&ScanColumn],
+    filters: &[Expr],
+) -> DfResult<Vec<ColdPartHandle>> {
+    let segments = prune_segments(state, table, &manifest.segments, filters);
+    let current_ids: HashSet<u32> = table.columns.iter().map(|c| c.id).collect();
+    let mut groups: BTreeMap<Vec<u32>, Vec<&Segment>> = BTreeMap::new();
+    for segment in segments {
+        let ids: Vec<u32> = segment
+            .columns
+            .iter()
+            .map(|c| c.id)
+            .filter(|id| *id == ID_COLUMN_ID || current_ids.contains(id))
+            .collect();
+        groups.entry(ids).or_default().push(segment);
+    }
+    let target_partitions = state.config().target_partitions().max(1);
+    let mut parts = Vec::new();
+    for (ids, segments) in groups {
+        parts.push(ColdPartHandle(plan_group(
+            state,
+            table,
+            scope_dir,
+            &ids,
+            &segments,
+            columns,
+            filters,
+            target_partitions,
+        )?));
+    }
+    Ok(parts)
+}
+
+/// A planned cold part (opaque outside this module).
+pub(crate) struct ColdPartHandle(ColdPart);
+
+#[allow(clippy::too_many_arguments)]
+fn plan_group(
+    state: &dyn Session,
+    table: &TableDef,
+    scope_dir: &Path,
+    ids: &[u32],
+    segments: &[&Segment],
+    columns: &[&ScanColumn],
+    filters: &[Expr],
+    target_partitions: usize,
+) -> DfResult<ColdPart> {
+    // The reader's schema: the current columns these segments have, then the
+    // hidden ones. Names are the current names (a column id never changes name).
+    let mut fields: Vec<Field> = table
+        .columns
+        .iter()
+        .filter(|c| ids.contains(&c.id))
+        .map(|c| field(&c.name, &c.data_type, true))
+        .collect();
+    if ids.contains(&ID_COLUMN_ID) {
+        fields.push(Field::new(ID_COLUMN, DataType::Int64, true));
+    }
+    fields.push(Field::new(SEQ_COLUMN, DataType::Int64, false));
+    fields.push(Field::new(DELETED_COLUMN, DataType::Boolean, false));
+    let read_schema = Arc::new(Schema::new(fields));
+    let index_of = |name: &str| read_schema.index_of(name).expect("field built above");
+
+    let mut needed: Vec<usize> = Vec::new();
+    let mut slot = |index: usize| match needed.iter().position(|&i| i == index) {
+        Some(p) => p,
+        None => {
+            needed.push(index);
+            needed.len() - 1
+        }
+    };
+    let mut outputs = Vec::with_capacity(columns.len());
+    for column in columns {
+        outputs.push(match column {
+            ScanColumn::Column(def) if ids.contains(&def.id) => ColdOutput::Input(slot(index_of(&def.name))),
+            ScanColumn::Column(def) => ColdOutput::Constant(def.data_type, backfill_value(def)),
+            ScanColumn::Seq => ColdOutput::Input(slot(index_of(SEQ_COLUMN))),
+            ScanColumn::Deleted => ColdOutput::Input(slot(index_of(DELETED_COLUMN))),
+            ScanColumn::Id => ColdOutput::Input(slot(index_of(ID_COLUMN))),
+        });
+    }
+    let seq_index = slot(index_of(SEQ_COLUMN));
+    let deleted_index = slot(index_of(DELETED_COLUMN));
+
+    let mut source = ParquetSource::new(read_schema.clone());
+    if let Some(predicate) = physical_predicate(state, &read_schema, filters) {
+        source = source.with_predicate(predicate);
+    }
+    let files: Vec<PartitionedFile> = segments
+        .iter()
+        .map(|s| {
+            PartitionedFile::new(
+                scope_dir.join(&s.file).to_string_lossy().into_owned(),
+                s.size_bytes,
+            )
+        })
+        .collect();
+    let groups = target_partitions.min(files.len()).max(1);
+    let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
+    for (i, file) in files.into_iter().enumerate() {
+        file_groups[i % groups].push(file);
+    }
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+        .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
+        .with_projection_indices(Some(needed))?
+        .build();
+    Ok(ColdPart {
+        exec: DataSourceExec::from_data_source(config),
+        outputs,
+        seq_index,
+        deleted_index,
+    })
+}
+
+/// The filters that only name columns of `schema`, as one physical predicate.
+fn physical_predicate(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    filters: &[Expr],
+) -> Option<Arc<dyn PhysicalExpr>> {
+    let usable: Vec<Expr> = filters
+        .iter()
+        .filter(|f| f.column_refs().iter().all(|c| schema.index_of(&c.name).is_ok()))
+        .cloned()
+        .collect();
+    let predicate = conjunction(usable)?;
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).ok()?;
+    state.create_physical_expr(predicate, &df_schema).ok()
+}
+
+/// The segments whose manifest statistics do not rule out `filters`.
+fn prune_segments<'a>(
+    state: &dyn Session,
+    table: &TableDef,
+    segments: &'a [Segment],
+    filters: &[Expr],
+) -> Vec<&'a Segment> {
+    let mut fields: Vec<Field> = table
+        .columns
+        .iter()
+        .map(|c| field(&c.name, &c.data_type, true))
+        .collect();
+    fields.push(Field::new(SEQ_COLUMN, DataType::Int64, false));
+    let schema = Arc::new(Schema::new(fields));
+    let keep = physical_predicate(state, &schema, filters)
+        .and_then(|predicate| {
+            PruningPredicateBuilder::new()
+                .with_file_schema(schema)
+                .build(predicate)
+        })
+        .and_then(|pruning| pruning.prune(&ManifestStats { table, segments }).ok());
+    match keep {
+        Some(keep) => segments
+            .iter()
+            .zip(keep)
+            .filter(|(_, k)| *k)
+            .map(|(s, _)| s)
+            .collect(),
+        None => segments.iter().collect(),
+    }
+}
+
+/// The manifest's statistics, one container per segment.
+struct ManifestStats<'a> {
+    table: &'a TableDef,
+    segments: &'a [Segment],
+}
+
+impl ManifestStats<'_> {
+    fn bounds(&self, column: &Column, min: bool) -> Option<ArrayRef> {
+        if column.name == SEQ_COLUMN {
+            let values: Vec<Value> = self
+                .segments
+                .iter()
+                .map(|s| Value::BigInt(if min { s.min_seq } else { s.max_seq } as i64))
+                .collect();
+            return Some(values_to_array(&KalamType::BigInt, &values));
+        }
+        let def = self.table.column(&column.name)?;
+        let values: Vec<Value> = self
+            .segments
+            .iter()
+            .map(|s| {
+                s.columns
+                    .iter()
+                    .find(|c| c.id == def.id)
+                    .and_then(|c| if min { c.min.as_deref() } else { c.max.as_deref() })
+                    .and_then(|text| parse_text(text, &def.data_type).ok())
+                    .unwrap_or(Value::Null)
+            })
+            .collect();
+        Some(values_to_array(&def.data_type, &values))
+    }
+}
+
+impl PruningStatistics for ManifestStats<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bounds(column, true)
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bounds(column, false)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        if column.name == SEQ_COLUMN {
+            return Some(Arc::new(UInt64Array::from(vec![0u64; self.segments.len()])));
+        }
+        let def = self.table.column(&column.name)?;
+        let counts: Vec<Option<u64>> = self
+            .segments
+            .iter()
+            .map(|s| s.columns.iter().find(|c| c.id == def.id).map(|c| c.null_count))
+            .collect();
+        Some(Arc::new(UInt64Array::from(counts)))
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        let counts: Vec<u64> = self.segments.iter().map(|s| s.row_count).collect();
+        Some(Arc::new(UInt64Array::from(counts)))
+    }
+
+    fn contained(
+        &self,
+        _column: &Column,
+        _values: &HashSet<datafusion::common::ScalarValue>,
+    ) -> Option<BooleanArray> {
+        None
+    }
+}
+
+/// Hot batches ∪ cold parts, as one scan of the table. Partition 0 yields the hot
+/// batches; the others stream the cold parts' partitions.
+pub(crate) struct TieredScanExec {
+    schema: SchemaRef,
+    hot: Vec<RecordBatch>,
+    cold: Vec<Arc<ColdPart>>,
+    /// Partition p (p ≥ 1) → (cold part, its partition).
+    partitions: Vec<(usize, usize)>,
+    stale: Arc<HashSet<i64>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl TieredScanExec {
+    pub fn new(
+        schema: SchemaRef,
+        hot: Vec<RecordBatch>,
+        cold: Vec<ColdPartHandle>,
+        stale: HashSet<i64>,
+    ) -> Self {
+        let cold: Vec<Arc<ColdPart>> = cold.into_iter().map(|h| Arc::new(h.0)).collect();
+        let mut partitions = Vec::new();
+        for (i, part) in cold.iter().enumerate() {
+            for p in 0..part.exec.properties().partitioning.partition_count() {
+                partitions.push((i, p));
+            }
+        }
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1 + partitions.len()),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        TieredScanExec {
+            schema,
+            hot,
+            cold,
+            partitions,
+            stale: Arc::new(stale),
+            properties,
+        }
+    }
+}
+
+impl fmt::Debug for TieredScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TieredScanExec")
+    }
+}
+
+impl DisplayAs for TieredScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let hot_rows: usize = self.hot.iter().map(|b| b.num_rows()).sum();
+        write!(
+            f,
+            "TieredScanExec: hot_rows={hot_rows}, cold_parts={}, stale={}",
+            self.cold.len(),
+            self.stale.len()
+        )
+    }
+}
+
+impl ExecutionPlan for TieredScanExec {
+    fn name(&self) -> &str {
+        "TieredScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal("TieredScanExec has no children".into()))
+        }
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        if partition == 0 {
+            return Ok(Box::pin(MemoryStream::try_new(
+                self.hot.clone(),
+                self.schema.clone(),
+                None,
+            )?));
+        }
+        let &(part_index, inner) = self.partitions.get(partition - 1).ok_or_else(|| {
+            DataFusionError::Internal(format!("TieredScanExec has no partition {partition}"))
+        })?;
+        let part = self.cold[part_index].clone();
+        let stream = part.exec.execute(inner, context)?;
+        let schema = self.schema.clone();
+        let stale = self.stale.clone();
+        let mapped = stream.map(move |batch| map_cold_batch(batch?, &part, &stale, &schema));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            mapped,
+        )))
+    }
+}
+
+/// Drops tombstones and superseded versions, then lays the batch out as the scan's
+/// schema.
+fn map_cold_batch(
+    batch: RecordBatch,
+    part: &ColdPart,
+    stale: &HashSet<i64>,
+    schema: &SchemaRef,
+) -> DfResult<RecordBatch> {
+    let seqs = batch.column(part.seq_index).as_primitive::<Int64Type>();
+    let deleted = batch.column(part.deleted_index).as_boolean();
+    let keep: BooleanArray = (0..batch.num_rows())
+        .map(|i| Some(!(deleted.is_valid(i) && deleted.value(i)) && !stale.contains(&seqs.value(i))))
+        .collect();
+    let batch = filter_record_batch(&batch, &keep)?;
+    let rows = batch.num_rows();
+    let columns: Vec<ArrayRef> = part
+        .outputs
+        .iter()
+        .map(|output| match output {
+            ColdOutput::Input(i) => batch.column(*i).clone(),
+            ColdOutput::Constant(ty, value) => values_to_array(ty, &vec![value.clone(); rows]),
+        })
+        .collect();
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )?)
+}
