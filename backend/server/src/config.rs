@@ -22,6 +22,7 @@ pub struct Settings {
     pub flush_batch_rows: usize,
     pub job_shutdown_timeout_seconds: u64,
     pub job_retention_seconds: u64,
+    pub flush_batch_pause_ms: u64,
     /// From `KALAMDB_ROOT_PASSWORD` only (never a flag: argv is visible to every user).
     pub root_password: Option<String>,
 }
@@ -41,6 +42,7 @@ impl Default for Settings {
             flush_batch_rows: 10_000,
             job_shutdown_timeout_seconds: 30,
             job_retention_seconds: 7 * 24 * 3600,
+            flush_batch_pause_ms: 0,
             root_password: None,
         }
     }
@@ -106,6 +108,9 @@ pub struct Overrides {
     /// Finished jobs older than this leave system.jobs, seconds [default: 604800]
     #[arg(long, env = "KALAMDB_JOB_RETENTION_SECONDS")]
     pub job_retention_seconds: Option<u64>,
+    /// Pause after each flushed batch, limiting a flush's I/O, milliseconds [default: 0]
+    #[arg(long, env = "KALAMDB_FLUSH_BATCH_PAUSE_MS")]
+    pub flush_batch_pause_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +153,7 @@ impl Settings {
             flush_batch_rows,
             job_shutdown_timeout_seconds,
             job_retention_seconds,
+            flush_batch_pause_ms,
         } = overrides;
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = $field { self.$field = v; } )* };
@@ -164,7 +170,8 @@ impl Settings {
             max_concurrent_jobs,
             flush_batch_rows,
             job_shutdown_timeout_seconds,
-            job_retention_seconds
+            job_retention_seconds,
+            flush_batch_pause_ms
         );
     }
 }

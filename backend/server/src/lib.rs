@@ -84,6 +84,7 @@ fn db_options(settings: &Settings) -> DbOptions {
             flush_batch_rows: settings.flush_batch_rows.max(1),
             shutdown_timeout: Duration::from_secs(settings.job_shutdown_timeout_seconds),
             job_retention: Duration::from_secs(settings.job_retention_seconds),
+            flush_batch_pause: Duration::from_millis(settings.flush_batch_pause_ms),
             ..JobOptions::default()
         },
     }

@@ -83,7 +83,15 @@ impl Manifest {
         let path = dir.join(MANIFEST_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::empty(table_id)),
+            // No directory (or a path that is not one): nothing was flushed there.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(Manifest::empty(table_id));
+            }
             Err(e) => return Err(ColdError::io("read", &path, e)),
         };
         let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| ColdError::Manifest {

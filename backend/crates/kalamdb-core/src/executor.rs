@@ -598,17 +598,17 @@ impl StatementContext<'_> {
     /// batch boundary, waiting briefly for it to stop.
     async fn kill_job(&self, job_id: &str) -> KalamResult<StatementResult> {
         self.require_role(Role::Dba, "kill jobs")?;
-        let job = self
+        let (job, was_active) = self
             .db
             .jobs
             .kill(self.db, job_id, std::time::Duration::from_secs(10))
             .await?;
-        let message = match job.status {
-            crate::jobs::JobStatus::Cancelled => format!("Job {job_id} cancelled"),
-            crate::jobs::JobStatus::Queued | crate::jobs::JobStatus::Running => {
+        let message = match (was_active, job.status) {
+            (false, status) => format!("Job {job_id} had already finished ({})", status.as_str()),
+            (true, crate::jobs::JobStatus::Queued | crate::jobs::JobStatus::Running) => {
                 format!("Job {job_id} is stopping at its next batch boundary")
             }
-            other => format!("Job {job_id} had already finished ({})", other.as_str()),
+            (true, status) => format!("Job {job_id} {}", status.as_str()),
         };
         Ok(jobs_result(&[job], message))
     }

@@ -104,6 +104,16 @@ impl TestServer {
         server
     }
 
+    /// Starts a server on a fresh temporary data directory with adjusted settings.
+    pub async fn start_configured(adjust: impl FnOnce(&mut Settings)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = test_settings(dir.path());
+        adjust(&mut settings);
+        let mut server = Self::start_with(settings).await;
+        server._data_dir = Some(dir);
+        server
+    }
+
     /// Starts a server with these settings (the data directory is the caller's).
     pub async fn start_with(settings: Settings) -> TestServer {
         let server = start(&settings).await.expect("server starts");

@@ -106,7 +106,7 @@ fn flush_scope(
                     failure = Some(e);
                     return Ok(false);
                 }
-                if job.cancel.is_cancelled() {
+                if pause_unless_cancelled(job, db.options.jobs.flush_batch_pause) {
                     cancelled = true;
                     return Ok(false);
                 }
@@ -167,6 +167,22 @@ fn flush_scope(
         rows: builder.total_rows,
         bytes: written.size_bytes,
     })
+}
+
+/// Sleeps for `pause` (in short slices, so a cancellation is seen promptly);
+/// returns whether the job was cancelled.
+fn pause_unless_cancelled(job: &ActiveJob, pause: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + pause;
+    loop {
+        if job.cancel.is_cancelled() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep((deadline - now).min(std::time::Duration::from_millis(10)));
+    }
 }
 
 fn write_batch(

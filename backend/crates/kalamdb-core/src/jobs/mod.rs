@@ -49,6 +49,9 @@ pub struct JobOptions {
     pub job_retention: Duration,
     /// How often flush policies are checked.
     pub policy_check_interval: Duration,
+    /// Pause after each flushed batch, to bound the I/O a flush takes from
+    /// foreground traffic (zero: no pause).
+    pub flush_batch_pause: Duration,
 }
 
 impl Default for JobOptions {
@@ -59,6 +62,7 @@ impl Default for JobOptions {
             shutdown_timeout: Duration::from_secs(30),
             job_retention: Duration::from_secs(7 * 24 * 3600),
             policy_check_interval: Duration::from_secs(1),
+            flush_batch_pause: Duration::ZERO,
         }
     }
 }
@@ -221,15 +225,18 @@ impl JobManager {
 
     /// `KILL JOB`: cancels a queued job, or asks a running one to stop at its next
     /// batch boundary and waits (up to `wait`) for it to stop. Returns the job's
-    /// record afterwards; a finished job is returned unchanged.
-    pub async fn kill(&self, db: &DbShared, job_id: &str, wait: Duration) -> KalamResult<JobRecord> {
+    /// record afterwards and whether it was still active; a finished job is
+    /// returned unchanged.
+    pub async fn kill(&self, db: &DbShared, job_id: &str, wait: Duration) -> KalamResult<(JobRecord, bool)> {
         if let Some(job) = self.active_job(job_id) {
             job.cancel.cancel();
             let _ = tokio::time::timeout(wait, job.finished.cancelled()).await;
-            return Ok(job.snapshot());
+            return Ok((job.snapshot(), true));
         }
-        load_record(db, job_id)?
-            .ok_or_else(|| KalamError::new(ErrorCode::JobNotFound, format!("job '{job_id}' does not exist")))
+        let record = load_record(db, job_id)?.ok_or_else(|| {
+            KalamError::new(ErrorCode::JobNotFound, format!("job '{job_id}' does not exist"))
+        })?;
+        Ok((record, false))
     }
 
     /// Cancels the jobs of a table and waits until they have stopped (`DROP TABLE`).
