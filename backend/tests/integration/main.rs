@@ -4,6 +4,7 @@ mod common;
 mod test_bad_input;
 mod test_concurrency;
 mod test_durability;
+mod test_flush_crash;
 mod test_flush_tiers;
 mod test_manual_flush_verification;
 mod test_slt;

@@ -1,57 +1,8 @@
 //! Acknowledged writes survive `kill -9` of the real `kalamdb-server` binary.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use serde_json::json;
 
-use crate::common::{SqlResponse, decode};
-
-struct ServerProcess {
-    child: Child,
-    base_url: String,
-}
-
-impl ServerProcess {
-    /// Starts the binary on `data_dir` and waits for its "listening on" line.
-    fn spawn(data_dir: &Path) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kalamdb-server"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the server binary starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("a first line");
-        let base_url = line
-            .trim()
-            .strip_prefix("KalamDB listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        ServerProcess { child, base_url }
-    }
-
-    async fn sql(&self, sql: &str) -> SqlResponse {
-        let response = reqwest::Client::new()
-            .post(format!("{}/sql", self.base_url))
-            .basic_auth("root", Some(""))
-            .body(sql.to_string())
-            .send()
-            .await
-            .expect("request is answered");
-        decode(response).await
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill_9(mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reaped");
-    }
-}
+use crate::common::ServerProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_rows_survive_kill_9() {

@@ -1,7 +1,9 @@
 //! `TestServer`: the real server (the binary's own start-up code, real RocksDB, real
 //! HTTP on 127.0.0.1:0) on a temporary data directory, and helpers to talk to it.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kalamdb_server::{RunningServer, Settings, start};
@@ -264,5 +266,87 @@ impl Drop for TestServer {
         // A server that was not shut down is dropped with the runtime; its RocksDB lock
         // goes with the process of the test.
         self.server.take();
+    }
+}
+
+/// The real `kalamdb-server` binary in its own process (for crash tests).
+pub struct ServerProcess {
+    child: Child,
+    base_url: String,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `data_dir` and waits for its "listening on" line.
+    pub fn spawn(data_dir: &Path) -> ServerProcess {
+        Self::spawn_with_env(data_dir, &[])
+    }
+
+    /// Starts the binary with extra environment variables.
+    pub fn spawn_with_env(data_dir: &Path, env: &[(&str, &str)]) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kalamdb-server"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("the server binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("a first line");
+        let base_url = line
+            .trim()
+            .strip_prefix("KalamDB listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        ServerProcess { child, base_url }
+    }
+
+    pub async fn sql(&self, sql: &str) -> SqlResponse {
+        self.sql_as("root", "", sql).await
+    }
+
+    pub async fn sql_as(&self, user: &str, password: &str, sql: &str) -> SqlResponse {
+        let response = reqwest::Client::new()
+            .post(format!("{}/sql", self.base_url))
+            .basic_auth(user, Some(password))
+            .body(sql.to_string())
+            .send()
+            .await
+            .expect("request is answered");
+        decode(response).await
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+
+    /// Waits (up to `timeout`) for the process to exit on its own; panics (and
+    /// kills it) if it does not.
+    pub async fn wait_for_exit(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("process status") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the server did not exit within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    /// A test that fails half-way must not leave a server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

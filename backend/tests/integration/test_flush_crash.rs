@@ -1,0 +1,206 @@
+//! Crash safety of flushing: the real binary is aborted at each step of a flush
+//! (the `KALAMDB_FAILPOINT` hook, as `kill -9` would stop it there), restarted, and
+//! the visible rows must be exactly the acknowledged ones, none twice.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::ServerProcess;
+
+const PW: &str = "pw";
+const STEPS: &[&str] = &[
+    "flush_started",
+    "segment_written",
+    "manifest_saved",
+    "scope_committed",
+    "before_completed",
+];
+
+type Model = BTreeMap<i64, String>;
+
+async fn visible(server: &ServerProcess, user: &str) -> Model {
+    let response = server
+        .sql_as(user, PW, "SELECT id, v FROM app.kv ORDER BY id")
+        .await;
+    response.expect_success();
+    response
+        .rows()
+        .into_iter()
+        .map(|r| (r[0].as_i64().unwrap(), r[1].as_str().unwrap().to_string()))
+        .collect()
+}
+
+async fn check(server: &ServerProcess, models: &[(&str, &Model)], step: &str) {
+    for (user, model) in models {
+        assert_eq!(&visible(server, user).await, *model, "{step}: {user}'s rows");
+        let counts = server
+            .sql_as(user, PW, "SELECT count(*), count(DISTINCT id) FROM app.kv")
+            .await;
+        assert_eq!(
+            counts.rows(),
+            vec![vec![json!(model.len()), json!(model.len())]],
+            "{step}: {user} sees no row twice"
+        );
+    }
+}
+
+async fn wait_completed(server: &ServerProcess, job_id: &str) {
+    for _ in 0..1000 {
+        let job = server
+            .sql(&format!(
+                "SELECT status FROM system.jobs WHERE job_id = '{job_id}'"
+            ))
+            .await;
+        match job.rows()[0][0].as_str() {
+            Some("completed") => return,
+            Some("failed" | "cancelled") => panic!("job {job_id} ended: {}", job.body),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    panic!("job {job_id} did not complete");
+}
+
+async fn flush(server: &ServerProcess) -> String {
+    let response = server.sql("STORAGE FLUSH TABLE app.kv").await;
+    response.expect_success();
+    response.rows()[0][0].as_str().unwrap().to_string()
+}
+
+fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_with_suffix(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            out.push(path.display().to_string());
+        }
+    }
+    out
+}
+
+/// Every Parquet file on disk is listed by its directory's manifest.
+fn assert_only_listed_segments(storage: &Path) {
+    for file in files_with_suffix(storage, ".parquet") {
+        let path = Path::new(&file);
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path.with_file_name("manifest.json")).unwrap())
+                .unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(
+            manifest["segments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["file"] == name),
+            "{file} is not in its manifest"
+        );
+    }
+}
+
+async fn crash_at(step: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn(dir.path());
+    server
+        .sql(&format!(
+            "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
+             CREATE USER alice WITH PASSWORD '{PW}' ROLE user; CREATE USER bob WITH PASSWORD '{PW}' ROLE user"
+        ))
+        .await
+        .expect_success();
+    let mut alice = Model::new();
+    let mut bob = Model::new();
+    for (user, model) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let values: Vec<String> = (1..=300).map(|i| format!("({i}, '{user}{i}')")).collect();
+        server
+            .sql_as(
+                user,
+                PW,
+                &format!("INSERT INTO app.kv VALUES {}", values.join(",")),
+            )
+            .await
+            .expect_success();
+        model.extend((1..=300).map(|i| (i, format!("{user}{i}"))));
+    }
+    // A first, complete flush; then changes to cold rows and new hot rows.
+    let first = flush(&server).await;
+    wait_completed(&server, &first).await;
+    for (user, model) in [("alice", &mut alice), ("bob", &mut bob)] {
+        server
+            .sql_as(user, PW, "UPDATE app.kv SET v = 'upd' WHERE id <= 20")
+            .await
+            .expect_success();
+        server
+            .sql_as(user, PW, "DELETE FROM app.kv WHERE id > 280")
+            .await
+            .expect_success();
+        let values: Vec<String> = (301..=400).map(|i| format!("({i}, '{user}{i}')")).collect();
+        server
+            .sql_as(
+                user,
+                PW,
+                &format!("INSERT INTO app.kv VALUES {}", values.join(",")),
+            )
+            .await
+            .expect_success();
+        for i in 1..=20 {
+            model.insert(i, "upd".into());
+        }
+        for i in 281..=300 {
+            model.remove(&i);
+        }
+        model.extend((301..=400).map(|i| (i, format!("{user}{i}"))));
+    }
+    check(&server, &[("alice", &alice), ("bob", &bob)], "before the crash").await;
+    server.kill_9();
+
+    // The flush that crashes.
+    let server = ServerProcess::spawn_with_env(dir.path(), &[("KALAMDB_FAILPOINT", step)]);
+    let crashing = flush(&server).await;
+    let status = server.wait_for_exit(Duration::from_secs(60)).await;
+    assert!(!status.success(), "{step}: the process aborted");
+
+    let server = ServerProcess::spawn(dir.path());
+    check(&server, &[("alice", &alice), ("bob", &bob)], step).await;
+    let job = server
+        .sql(&format!(
+            "SELECT status, error_message FROM system.jobs WHERE job_id = '{crashing}'"
+        ))
+        .await;
+    assert_eq!(job.rows()[0][0], "failed", "{step}");
+    assert!(
+        job.rows()[0][1].as_str().unwrap().contains("interrupted"),
+        "{step}"
+    );
+    let storage = dir.path().join("storage");
+    assert!(
+        files_with_suffix(&storage, ".tmp").is_empty(),
+        "{step}: temporary files removed"
+    );
+    assert_only_listed_segments(&storage);
+    // Writes work and a new flush completes; the rows are still exact.
+    server
+        .sql_as("alice", PW, "UPDATE app.kv SET v = 'after' WHERE id = 1")
+        .await
+        .expect_success();
+    alice.insert(1, "after".into());
+    let again = flush(&server).await;
+    wait_completed(&server, &again).await;
+    check(
+        &server,
+        &[("alice", &alice), ("bob", &bob)],
+        &format!("{step}, flushed again"),
+    )
+    .await;
+    server.kill_9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_step_of_a_flush_loses_and_duplicates_nothing() {
+    for step in STEPS {
+        crash_at(step).await;
+    }
+}
