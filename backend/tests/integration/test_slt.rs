@@ -3,7 +3,8 @@
 //!
 //! Errors read `CODE: message`, so `statement error TABLE_NOT_FOUND` matches a code.
 //! Values print as: NULL, true/false, numbers as JSON prints them, text as is
-//! (`(empty)` for ''), JSON documents compactly.
+//! (`(empty)` for ''), JSON documents compactly. Values of a `job_id` column print
+//! as `<job_id>` (ids differ on every run).
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +63,7 @@ impl AsyncDB for HttpDb {
             .iter()
             .map(|c| column_type(c["data_type"].as_str().unwrap_or("")))
             .collect();
+        let masked: Vec<bool> = columns.iter().map(|c| c["name"] == "job_id").collect();
         let rows = result["rows"]
             .as_array()
             .cloned()
@@ -72,7 +74,11 @@ impl AsyncDB for HttpDb {
                     .cloned()
                     .unwrap_or_default()
                     .iter()
-                    .map(cell)
+                    .zip(&masked)
+                    .map(|(value, masked)| match (value, masked) {
+                        (Value::String(_), true) => "<job_id>".to_string(),
+                        _ => cell(value),
+                    })
                     .collect()
             })
             .collect();
