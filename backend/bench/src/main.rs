@@ -24,6 +24,21 @@ struct Args {
     /// Single-row INSERTs and point SELECTs to time
     #[arg(long, default_value_t = 5000)]
     samples: usize,
+    /// Users owning the rows of the flush benchmark
+    #[arg(long, default_value_t = 100)]
+    flush_users: usize,
+    /// Rows per user in the flush benchmark (default: 1M rows in all)
+    #[arg(long, default_value_t = 10_000)]
+    flush_rows_per_user: usize,
+    /// `STORAGE FLUSH TABLE` replies to time (each job is killed right away)
+    #[arg(long, default_value_t = 30)]
+    flush_reply_samples: usize,
+    /// Rows of one user's table for the GROUP BY over cold rows
+    #[arg(long, default_value_t = 1_000_000)]
+    cold_rows: usize,
+    /// Skip the flush benchmarks
+    #[arg(long)]
+    skip_flush: bool,
 }
 
 struct Client {
@@ -33,10 +48,14 @@ struct Client {
 
 impl Client {
     async fn sql(&self, sql: String) -> Value {
+        self.sql_as("root", "", sql).await
+    }
+
+    async fn sql_as(&self, user: &str, password: &str, sql: String) -> Value {
         let response = self
             .http
             .post(&self.url)
-            .basic_auth("root", Some(""))
+            .basic_auth(user, Some(password))
             .body(sql)
             .send()
             .await
@@ -45,6 +64,209 @@ impl Client {
         assert_eq!(body["status"], "success", "{body}");
         body
     }
+
+    /// Polls `system.jobs` until the job finished; returns its row as
+    /// `[status, rows_flushed, duration_ms, bytes_written, files_written]`.
+    async fn wait_job(&self, job_id: &str) -> Vec<Value> {
+        loop {
+            let body = self
+                .sql(format!(
+                    "SELECT status, rows_flushed, duration_ms, bytes_written, files_written \
+                     FROM system.jobs WHERE job_id = '{job_id}'"
+                ))
+                .await;
+            let row = body["results"][0]["rows"][0]
+                .as_array()
+                .cloned()
+                .expect("job row");
+            if matches!(row[0].as_str(), Some("completed" | "failed" | "cancelled")) {
+                return row;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Resident set size of this process (server and client), from /proc.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// INSERTs `rows` rows `(id, kind, payload)` into `table` as `user`, 1000 per statement.
+async fn fill(client: &Client, user: &str, table: &str, first_id: usize, rows: usize) {
+    let mut start = 0;
+    while start < rows {
+        let end = (start + 1000).min(rows);
+        let values: Vec<String> = (start..end)
+            .map(|i| {
+                let id = first_id + i;
+                format!("({id}, {}, 'payload of row {id} for {user}')", id % 10)
+            })
+            .collect();
+        client
+            .sql_as(
+                user,
+                "pw",
+                format!("INSERT INTO {table} VALUES {}", values.join(",")),
+            )
+            .await;
+        start = end;
+    }
+}
+
+/// Flush benchmarks: reply latency with a large hot table, drain rate and memory of
+/// a full flush, and a GROUP BY over cold rows.
+async fn flush_benchmarks(args: &Args, client: impl Fn() -> Client) -> Value {
+    let setup = client();
+    setup
+        .sql(
+            "CREATE USER TABLE bench.fl (id BIGINT PRIMARY KEY, kind INT, payload TEXT); \
+              CREATE USER TABLE bench.agg (id BIGINT PRIMARY KEY, kind INT, payload TEXT)"
+                .into(),
+        )
+        .await;
+    for u in 0..args.flush_users {
+        setup
+            .sql(format!("CREATE USER 'u{u}' WITH PASSWORD 'pw' ROLE user"))
+            .await;
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let c = client();
+        let (users, per_user) = (args.flush_users, args.flush_rows_per_user);
+        tasks.push(tokio::spawn(async move {
+            for u in (worker..users).step_by(4) {
+                fill(&c, &format!("u{u}"), "bench.fl", 0, per_user).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("fill task");
+    }
+    let hot_rows = args.flush_users * args.flush_rows_per_user;
+    println!(
+        "flush setup                  {hot_rows} hot rows over {} users in {:.1} s",
+        args.flush_users,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Reply latency of STORAGE FLUSH TABLE with the table hot; each job is killed at
+    // once (at its first batch boundary), so the table stays (nearly) all hot.
+    let mut replies = Vec::new();
+    for _ in 0..args.flush_reply_samples {
+        let t = Instant::now();
+        let body = setup.sql("STORAGE FLUSH TABLE bench.fl".into()).await;
+        replies.push(t.elapsed());
+        let job_id = body["results"][0]["rows"][0][0]
+            .as_str()
+            .expect("job id")
+            .to_string();
+        setup.sql(format!("KILL JOB '{job_id}'")).await;
+        setup.wait_job(&job_id).await;
+    }
+    let reply = report_latency("STORAGE FLUSH TABLE reply", replies);
+
+    // A full flush: drain rate and memory growth (RSS sampled every 20 ms).
+    let rss_before = rss_bytes().unwrap_or(0);
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_before));
+    let sampler = {
+        let (sampling, peak) = (sampling.clone(), peak.clone());
+        tokio::spawn(async move {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(rss) = rss_bytes() {
+                    peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let body = setup.sql("STORAGE FLUSH TABLE bench.fl".into()).await;
+    let job_id = body["results"][0]["rows"][0][0]
+        .as_str()
+        .expect("job id")
+        .to_string();
+    let job = setup.wait_job(&job_id).await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampler.await.expect("sampler");
+    assert_eq!(job[0], "completed", "{job:?}");
+    let rows_flushed = job[1].as_u64().unwrap_or(0);
+    let duration_ms = job[2].as_u64().unwrap_or(1).max(1);
+    let drain = rows_flushed as f64 / (duration_ms as f64 / 1000.0);
+    let growth = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(rss_before);
+    println!(
+        "flush drain                  {drain:.0} rows/s   ({rows_flushed} rows, {} files, {:.1} MB Parquet in {duration_ms} ms)",
+        job[4],
+        job[3].as_f64().unwrap_or(0.0) / 1e6
+    );
+    println!(
+        "flush memory                 RSS {:.1} MB before, peak growth {:.1} MB during the flush",
+        rss_before as f64 / 1e6,
+        growth as f64 / 1e6
+    );
+
+    // GROUP BY over one user's cold rows.
+    setup
+        .sql("CREATE USER 'agg' WITH PASSWORD 'pw' ROLE user".into())
+        .await;
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    let per_task = args.cold_rows.div_ceil(4);
+    for worker in 0..4 {
+        let c = client();
+        let first = worker * per_task;
+        let rows = per_task.min(args.cold_rows.saturating_sub(first));
+        tasks.push(tokio::spawn(async move {
+            fill(&c, "agg", "bench.agg", first, rows).await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("fill task");
+    }
+    let body = setup.sql("STORAGE FLUSH TABLE bench.agg".into()).await;
+    let job_id = body["results"][0]["rows"][0][0]
+        .as_str()
+        .expect("job id")
+        .to_string();
+    let agg_job = setup.wait_job(&job_id).await;
+    println!(
+        "cold table setup             {} rows of one user inserted and flushed in {:.1} s ({} files)",
+        agg_job[1],
+        t.elapsed().as_secs_f64(),
+        agg_job[4]
+    );
+    let mut group_by = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let body = setup
+            .sql_as(
+                "agg",
+                "pw",
+                "SELECT kind, count(*), sum(id), max(length(payload)) FROM bench.agg GROUP BY kind ORDER BY kind".into(),
+            )
+            .await;
+        group_by.push(t.elapsed());
+        assert_eq!(body["results"][0]["row_count"], 10);
+    }
+    let group_by = report_latency("GROUP BY over cold rows", group_by);
+    json!({
+        "hot_rows": hot_rows,
+        "users": args.flush_users,
+        "flush_reply": reply,
+        "drain_rows_per_s": drain,
+        "rows_flushed": rows_flushed,
+        "flush_duration_ms": duration_ms,
+        "rss_before_bytes": rss_before,
+        "rss_peak_growth_bytes": growth,
+        "group_by_cold_rows": args.cold_rows,
+        "group_by": group_by,
+    })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -142,10 +364,17 @@ async fn main() {
     }
     let select = report_latency("point SELECT by PK", select_latency);
 
+    let flush = if args.skip_flush {
+        Value::Null
+    } else {
+        flush_benchmarks(&args, client).await
+    };
+
     let summary = json!({
         "batched_ingest": {"rows_per_s": rows_per_s, "rows": total_rows, "clients": args.clients, "batch_rows": args.batch_rows},
         "single_row_insert": insert,
         "point_select_by_pk": select,
+        "flush": flush,
     });
     println!("{}", serde_json::to_string(&summary).expect("JSON"));
     server.shutdown().await;

@@ -111,11 +111,14 @@ async fn versions_across_tiers_match_a_model() {
                     let response = server
                         .execute_sql_as("alice", PW, &format!("INSERT INTO app.kv VALUES ({id}, '{v}')"))
                         .await;
-                    if model.contains_key(&id) {
-                        response.expect_error(409, "DUPLICATE_KEY");
-                    } else {
-                        response.expect_success();
-                        model.insert(id, v);
+                    match model.entry(id) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            response.expect_error(409, "DUPLICATE_KEY");
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            response.expect_success();
+                            slot.insert(v);
+                        }
                     }
                 }
                 _ => {

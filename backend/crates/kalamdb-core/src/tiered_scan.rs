@@ -435,7 +435,11 @@ fn map_cold_batch(
     let seqs = batch.column(part.seq_index).as_primitive::<Int64Type>();
     let deleted = batch.column(part.deleted_index).as_boolean();
     let keep: BooleanArray = (0..batch.num_rows())
-        .map(|i| Some(!(deleted.is_valid(i) && deleted.value(i)) && !stale.contains(&seqs.value(i))))
+        .map(|i| {
+            let tombstone = deleted.is_valid(i) && deleted.value(i);
+            let superseded = stale.contains(&seqs.value(i));
+            Some(!tombstone && !superseded)
+        })
         .collect();
     let batch = filter_record_batch(&batch, &keep)?;
     let rows = batch.num_rows();
