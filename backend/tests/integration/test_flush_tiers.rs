@@ -194,7 +194,8 @@ async fn versions_across_tiers_match_a_model() {
     assert_model(&visible(&server, "alice", "app.kv").await, &model, "final flush");
 }
 
-/// Slow flushes (small batches with a pause) so a test can act while one runs.
+/// Slow flushes (batches of 100 rows, 20 ms pause after each) so a test can act
+/// while one runs.
 fn slow_flush(settings: &mut kalamdb_server::Settings) {
     settings.flush_batch_rows = 100;
     settings.flush_batch_pause_ms = 20;
@@ -230,7 +231,13 @@ async fn wait_status(server: &TestServer, job_id: &str, status: &str) {
 
 #[tokio::test]
 async fn writes_during_a_running_flush_are_all_kept_once() {
-    let server = kv_server(slow_flush).await;
+    // 30 batches with a 150 ms pause: the flush runs for 4.5 s or more, far longer
+    // than the writes below take even on a loaded machine.
+    let server = kv_server(|s| {
+        s.flush_batch_rows = 100;
+        s.flush_batch_pause_ms = 150;
+    })
+    .await;
     insert_range(&server, "alice", "app.kv", 1, 3000).await;
     let mut model: Model = (1..=3000).map(|i| (i, format!("v{i}"))).collect();
     let job_id = server.flush_table("app.kv").await;

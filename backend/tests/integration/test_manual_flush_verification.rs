@@ -388,6 +388,28 @@ async fn test_11_job_result_includes_metrics() {
     assert_eq!(result["bytes_written"], bytes);
     assert_eq!(result["status"], "completed");
     assert_eq!(result["duration_ms"], job["duration_ms"]);
+    // The same figures reach /metrics.
+    let metrics = server
+        .client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "kalamdb_hot_rows 0".to_string(),
+        "kalamdb_cold_files 2".to_string(),
+        format!("kalamdb_cold_bytes {bytes}"),
+        "kalamdb_cold_rows 50".to_string(),
+        "kalamdb_jobs{status=\"completed\"} 1".to_string(),
+        "kalamdb_flush_rows_total 50".to_string(),
+        format!("kalamdb_flush_bytes_total {bytes}"),
+        "kalamdb_flush_files_total 2".to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 }
 
 #[tokio::test]

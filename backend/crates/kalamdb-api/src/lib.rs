@@ -65,9 +65,22 @@ async fn health(State(state): State<AppState>) -> axum::Json<serde_json::Value> 
 }
 
 async fn metrics(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    // Storage figures read files and RocksDB: off the async workers.
+    let db = state.db.clone();
+    let storage = match tokio::task::spawn_blocking(move || db.storage_metrics()).await {
+        Ok(Ok(storage)) => Some(storage),
+        Ok(Err(e)) => {
+            tracing::warn!("storage metrics unavailable: {}", e.message);
+            None
+        }
+        Err(e) => {
+            tracing::warn!("storage metrics task failed: {e}");
+            None
+        }
+    };
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(state.db.uptime()),
+        state.metrics.render(state.db.uptime(), storage.as_ref()),
     )
 }
 

@@ -44,8 +44,56 @@ impl Metrics {
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
-    pub fn render(&self, uptime: Duration) -> String {
+    pub fn render(&self, uptime: Duration, storage: Option<&kalamdb_core::StorageMetrics>) -> String {
         let mut out = String::new();
+        if let Some(s) = storage {
+            let gauges = [
+                ("kalamdb_hot_rows", "Hot row versions in RocksDB.", s.hot_rows),
+                (
+                    "kalamdb_cold_files",
+                    "Parquet segments of USER tables.",
+                    s.cold_files,
+                ),
+                ("kalamdb_cold_bytes", "Bytes of Parquet segments.", s.cold_bytes),
+                (
+                    "kalamdb_cold_rows",
+                    "Row versions in Parquet segments.",
+                    s.cold_rows,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                out.push_str(&format!(
+                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+                ));
+            }
+            out.push_str("# HELP kalamdb_jobs Jobs in system.jobs by status.\n# TYPE kalamdb_jobs gauge\n");
+            for status in ["queued", "running", "completed", "failed", "cancelled"] {
+                let n = s.jobs_by_status.get(status).copied().unwrap_or(0);
+                out.push_str(&format!("kalamdb_jobs{{status=\"{status}\"}} {n}\n"));
+            }
+            let counters = [
+                (
+                    "kalamdb_flush_rows_total",
+                    "Row versions written to Parquet by flush jobs.",
+                    s.flushed_rows_total,
+                ),
+                (
+                    "kalamdb_flush_bytes_total",
+                    "Parquet bytes written by flush jobs.",
+                    s.flushed_bytes_total,
+                ),
+                (
+                    "kalamdb_flush_files_total",
+                    "Parquet files written by flush jobs.",
+                    s.flushed_files_total,
+                ),
+            ];
+            for (name, help, value) in counters {
+                out.push_str(&format!(
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+                ));
+            }
+        }
         out.push_str("# HELP kalamdb_uptime_seconds Seconds since the server started.\n");
         out.push_str("# TYPE kalamdb_uptime_seconds gauge\n");
         out.push_str(&format!("kalamdb_uptime_seconds {}\n", uptime.as_secs()));

@@ -161,6 +161,23 @@ pub struct SqlOutcome {
     pub error: Option<StatementError>,
 }
 
+/// Storage and job figures (see [`KalamDb::storage_metrics`]).
+#[derive(Debug, Clone, Default)]
+pub struct StorageMetrics {
+    /// Hot row versions in RocksDB, all tables.
+    pub hot_rows: u64,
+    /// Parquet segments, their bytes and row versions, over all USER tables.
+    pub cold_files: u64,
+    pub cold_bytes: u64,
+    pub cold_rows: u64,
+    /// Jobs in `system.jobs` by status.
+    pub jobs_by_status: std::collections::BTreeMap<&'static str, u64>,
+    /// Written by flush jobs since the server started.
+    pub flushed_rows_total: u64,
+    pub flushed_bytes_total: u64,
+    pub flushed_files_total: u64,
+}
+
 /// Allocates `_seq` values: unique, growing with every write, milliseconds since the
 /// epoch in the high bits (snowflake-style: `unix_ms << 22 | counter`).
 pub(crate) struct SeqGenerator {
@@ -342,6 +359,35 @@ impl KalamDb {
     /// ones get the configured timeout to finish (see [`JobOptions`]).
     pub async fn shutdown(&self) {
         self.shared.jobs.shutdown().await;
+    }
+
+    /// Storage and job figures for `/metrics`. Counts hot row keys (the cost grows
+    /// with the hot tier, which flushing keeps small), reads every USER table's
+    /// manifests (one small file per user directory) and the job records.
+    pub fn storage_metrics(&self) -> KalamResult<StorageMetrics> {
+        let db = &self.shared;
+        let mut metrics = StorageMetrics::default();
+        for table in db.catalog.tables() {
+            metrics.hot_rows += db.store.hot_count(table.table_id).map_err(store_error)?;
+            if table.table_type != kalamdb_commons::TableType::User {
+                continue;
+            }
+            for scope in db.cold.scopes_on_disk(&table)? {
+                let manifest = db.cold.manifest(&table, &scope)?;
+                metrics.cold_files += manifest.segments.len() as u64;
+                metrics.cold_bytes += manifest.size_bytes();
+                metrics.cold_rows += manifest.row_count();
+            }
+        }
+        for record in jobs::all_records(db)? {
+            *metrics.jobs_by_status.entry(record.status.as_str()).or_default() += 1;
+        }
+        (
+            metrics.flushed_rows_total,
+            metrics.flushed_bytes_total,
+            metrics.flushed_files_total,
+        ) = db.jobs.flush_totals();
+        Ok(metrics)
     }
 
     /// The data directory this database was opened on.

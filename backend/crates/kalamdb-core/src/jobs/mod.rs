@@ -108,8 +108,17 @@ struct PolicyState {
     last_flush: HashMap<u32, Instant>,
 }
 
+/// Totals of finished flush jobs since the server started (for `/metrics`).
+#[derive(Default)]
+struct FlushTotals {
+    rows: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+    files: std::sync::atomic::AtomicU64,
+}
+
 pub(crate) struct JobManager {
     options: JobOptions,
+    totals: FlushTotals,
     slots: Arc<Semaphore>,
     active: Mutex<HashMap<String, Arc<ActiveJob>>>,
     closed: AtomicBool,
@@ -141,6 +150,7 @@ fn flush_in_progress(table: &TableDef, job_id: &str) -> KalamError {
 impl JobManager {
     pub fn new(options: JobOptions) -> JobManager {
         JobManager {
+            totals: FlushTotals::default(),
             slots: Arc::new(Semaphore::new(options.max_concurrent_jobs.max(1))),
             options,
             active: Mutex::new(HashMap::new()),
@@ -254,6 +264,15 @@ impl JobManager {
         for job in jobs {
             job.finished.cancelled().await;
         }
+    }
+
+    /// Rows, bytes and files written by flushes since the server started.
+    pub fn flush_totals(&self) -> (u64, u64, u64) {
+        (
+            self.totals.rows.load(Ordering::Relaxed),
+            self.totals.bytes.load(Ordering::Relaxed),
+            self.totals.files.load(Ordering::Relaxed),
+        )
     }
 
     /// Counts written rows towards `FLUSH_POLICY='rows:N'`.
@@ -441,6 +460,16 @@ async fn run_job(db: Arc<DbShared>, job: Arc<ActiveJob>) {
     if let Err(e) = persist(&db, &record) {
         tracing::error!(job_id = %record.job_id, "could not record the end of the job: {}", e.message);
     }
+    let totals = &db.jobs.totals;
+    totals
+        .rows
+        .fetch_add(record.metrics.rows_flushed, Ordering::Relaxed);
+    totals
+        .bytes
+        .fetch_add(record.metrics.bytes_written, Ordering::Relaxed);
+    totals
+        .files
+        .fetch_add(record.metrics.files_written, Ordering::Relaxed);
     *job.record.lock() = record.clone();
     db.jobs.active.lock().remove(&record.job_id);
     job.finished.cancel();
