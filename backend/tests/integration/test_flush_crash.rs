@@ -204,3 +204,72 @@ async fn a_crash_at_any_step_of_a_flush_loses_and_duplicates_nothing() {
         crash_at(step).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_running_jobs_and_cancels_queued_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = [
+        "--flush-batch-rows",
+        "100",
+        "--flush-batch-pause-ms",
+        "20",
+        "--max-concurrent-jobs",
+        "1",
+    ];
+    let server = ServerProcess::spawn_with(dir.path(), &slow, &[]);
+    server
+        .sql(&format!(
+            "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
+             CREATE USER TABLE app.other (id BIGINT PRIMARY KEY, v TEXT); \
+             CREATE USER alice WITH PASSWORD '{PW}' ROLE user"
+        ))
+        .await
+        .expect_success();
+    let values: Vec<String> = (1..=1000).map(|i| format!("({i}, 'alice{i}')")).collect();
+    for table in ["app.kv", "app.other"] {
+        server
+            .sql_as(
+                "alice",
+                PW,
+                &format!("INSERT INTO {table} VALUES {}", values.join(",")),
+            )
+            .await
+            .expect_success();
+    }
+    let running = flush(&server).await;
+    for _ in 0..500 {
+        let job = server
+            .sql(&format!(
+                "SELECT status FROM system.jobs WHERE job_id = '{running}'"
+            ))
+            .await;
+        if job.rows()[0][0] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queued = server.sql("STORAGE FLUSH TABLE app.other").await;
+    queued.expect_success();
+    let queued = queued.rows()[0][0].as_str().unwrap().to_string();
+    server.terminate();
+    let status = server.wait_for_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "graceful exit: {status}");
+
+    let server = ServerProcess::spawn(dir.path());
+    let jobs = server
+        .sql(&format!(
+            "SELECT job_id = '{running}', status, rows_flushed FROM system.jobs ORDER BY created_at"
+        ))
+        .await;
+    assert_eq!(
+        jobs.rows(),
+        vec![
+            vec![json!(true), json!("completed"), json!(1000)],
+            vec![json!(false), json!("cancelled"), json!(0)],
+        ],
+        "queued job {queued}"
+    );
+    let alice: Model = (1..=1000).map(|i| (i, format!("alice{i}"))).collect();
+    check(&server, &[("alice", &alice)], "after SIGTERM").await;
+    server.kill_9();
+}

@@ -457,3 +457,95 @@ fn map_cold_batch(
         &RecordBatchOptions::new().with_row_count(Some(rows)),
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::{col, lit};
+    use datafusion::prelude::SessionContext;
+    use kalamdb_cold::ColumnStats;
+    use kalamdb_commons::TableType;
+
+    use super::*;
+    use crate::catalog::ColumnDef;
+
+    fn table() -> TableDef {
+        let column = |id: u32, name: &str, data_type: KalamType| ColumnDef {
+            id,
+            name: name.into(),
+            data_type,
+            nullable: true,
+            default: None,
+            backfill: None,
+        };
+        TableDef {
+            table_id: 1,
+            namespace: "app".into(),
+            name: "t".into(),
+            table_type: TableType::User,
+            columns: vec![
+                column(1, "id", KalamType::BigInt),
+                column(2, "name", KalamType::Text),
+            ],
+            primary_key: Some(1),
+            next_column_id: 3,
+            flush_policy: None,
+            ttl_seconds: None,
+            access_level: None,
+            created_at: 0,
+            schema_version: 1,
+        }
+    }
+
+    fn segment(batch: u64, ids: (i64, i64), names: (&str, &str), seqs: (u64, u64)) -> Segment {
+        let stats = |id: u32, name: &str, data_type: &str, min: String, max: String| ColumnStats {
+            id,
+            name: name.into(),
+            data_type: data_type.into(),
+            min: Some(min),
+            max: Some(max),
+            null_count: 0,
+        };
+        Segment {
+            file: kalamdb_cold::layout::segment_file_name(batch),
+            batch,
+            job_id: "j".into(),
+            row_count: 10,
+            deleted_count: 0,
+            size_bytes: 100,
+            min_seq: seqs.0,
+            max_seq: seqs.1,
+            watermark: seqs.1,
+            created_at: 0,
+            columns: vec![
+                stats(1, "id", "BIGINT", ids.0.to_string(), ids.1.to_string()),
+                stats(2, "name", "TEXT", names.0.into(), names.1.into()),
+            ],
+        }
+    }
+
+    #[test]
+    fn manifest_statistics_skip_segments_that_cannot_match() {
+        let table = table();
+        let segments = vec![
+            segment(1, (1, 100), ("a", "m"), (10, 20)),
+            segment(2, (101, 200), ("k", "z"), (30, 40)),
+        ];
+        let ctx = SessionContext::new();
+        let state = ctx.state();
+        let kept = |filter: Expr| -> Vec<u64> {
+            prune_segments(&state, &table, &segments, &[filter])
+                .iter()
+                .map(|s| s.batch)
+                .collect()
+        };
+        assert_eq!(kept(col("id").eq(lit(150i64))), vec![2]);
+        assert_eq!(kept(col("id").lt(lit(50i64))), vec![1]);
+        assert_eq!(kept(col("id").gt(lit(500i64))), Vec::<u64>::new());
+        assert_eq!(kept(col("name").eq(lit("b"))), vec![1]);
+        assert_eq!(kept(col("name").eq(lit("l"))), vec![1, 2]);
+        assert_eq!(kept(col(SEQ_COLUMN).gt(lit(25i64))), vec![2]);
+        // Filters the statistics cannot judge keep every segment.
+        assert_eq!(kept(col("name").like(lit("%x%"))), vec![1, 2]);
+        assert_eq!(kept(col("missing").eq(lit(1i64))), vec![1, 2]);
+    }
+}

@@ -283,10 +283,16 @@ impl ServerProcess {
 
     /// Starts the binary with extra environment variables.
     pub fn spawn_with_env(data_dir: &Path, env: &[(&str, &str)]) -> ServerProcess {
+        Self::spawn_with(data_dir, &[], env)
+    }
+
+    /// Starts the binary with extra flags and environment variables.
+    pub fn spawn_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kalamdb-server"));
         command
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -318,6 +324,15 @@ impl ServerProcess {
             .await
             .expect("request is answered");
         decode(response).await
+    }
+
+    /// SIGTERM: asks for a graceful shutdown.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
     }
 
     /// SIGKILL: no shutdown code runs.
