@@ -551,27 +551,30 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
     Ok(end)
 }
 
-/// Start-up: jobs a crash left `running` become `failed` (their tables' cold
-/// directories are reconciled: a segment whose manifest was saved has its hot rows
+/// Start-up: jobs a crash left `running` become `failed`, and the tables of those and
+/// of failed jobs are reconciled (a segment whose manifest was saved has its hot rows
 /// removed, stray `*.tmp` files and files no manifest lists are deleted); jobs left
 /// `queued` become `cancelled`; finished jobs past the retention are removed.
 pub(crate) fn recover(db: &DbShared) -> KalamResult<()> {
     let now = now_micros();
+    let mut reconcile: HashMap<u32, Arc<TableDef>> = HashMap::new();
     for mut record in load_records(db)? {
+        let table = db
+            .catalog
+            .table(&record.namespace, &record.table_name)
+            .filter(|t| t.table_id == record.table_id);
+        // A failed job may have stopped between saving a manifest and deleting the
+        // rows it moved (a RocksDB error): its tables are reconciled too.
+        if matches!(record.status, JobStatus::Running | JobStatus::Failed)
+            && let Some(table) = table
+        {
+            reconcile.insert(table.table_id, table);
+        }
         let message = match record.status {
             JobStatus::Running => "interrupted: the server stopped while the job was running",
             JobStatus::Queued => "the server stopped before the job started",
             _ => continue,
         };
-        let table = db
-            .catalog
-            .table(&record.namespace, &record.table_name)
-            .filter(|t| t.table_id == record.table_id);
-        if record.status == JobStatus::Running
-            && let Some(table) = &table
-        {
-            reconcile_table(db, table)?;
-        }
         record.status = match record.status {
             JobStatus::Running => JobStatus::Failed,
             _ => JobStatus::Cancelled,
@@ -580,6 +583,9 @@ pub(crate) fn recover(db: &DbShared) -> KalamResult<()> {
         record.finished_at = Some(now);
         tracing::warn!(job_id = %record.job_id, status = record.status.as_str(), "{message}");
         persist(db, &record)?;
+    }
+    for table in reconcile.values() {
+        reconcile_table(db, table)?;
     }
     db.jobs.sweep_finished(db)
 }
