@@ -23,6 +23,14 @@ pub struct Settings {
     pub job_shutdown_timeout_seconds: u64,
     pub job_retention_seconds: u64,
     pub flush_batch_pause_ms: u64,
+    pub max_sql_bytes: usize,
+    pub max_statements: usize,
+    pub token_ttl_seconds: u64,
+    pub login_max_failures: u32,
+    pub login_lockout_seconds: u64,
+    /// Signs bearer tokens. From `KALAMDB_TOKEN_SECRET` or the TOML file, never a
+    /// flag; generated and kept in the data directory when unset.
+    pub token_secret: Option<String>,
     /// From `KALAMDB_ROOT_PASSWORD` only (never a flag: argv is visible to every user).
     pub root_password: Option<String>,
 }
@@ -43,6 +51,12 @@ impl Default for Settings {
             job_shutdown_timeout_seconds: 30,
             job_retention_seconds: 7 * 24 * 3600,
             flush_batch_pause_ms: 0,
+            max_sql_bytes: 1 << 20,
+            max_statements: 1000,
+            token_ttl_seconds: 3600,
+            login_max_failures: 10,
+            login_lockout_seconds: 60,
+            token_secret: None,
             root_password: None,
         }
     }
@@ -111,6 +125,24 @@ pub struct Overrides {
     /// Pause after each flushed batch, limiting a flush's I/O, milliseconds [default: 0]
     #[arg(long, env = "KALAMDB_FLUSH_BATCH_PAUSE_MS")]
     pub flush_batch_pause_ms: Option<u64>,
+    /// Longest SQL text of one request, bytes [default: 1048576]
+    #[arg(long, env = "KALAMDB_MAX_SQL_BYTES")]
+    pub max_sql_bytes: Option<usize>,
+    /// Most statements in one request [default: 1000]
+    #[arg(long, env = "KALAMDB_MAX_STATEMENTS")]
+    pub max_statements: Option<usize>,
+    /// How long a bearer token from POST /auth/login is valid, seconds [default: 3600]
+    #[arg(long, env = "KALAMDB_TOKEN_TTL_SECONDS")]
+    pub token_ttl_seconds: Option<u64>,
+    /// Failed logins one client address may make before it is refused for a while [default: 10]
+    #[arg(long, env = "KALAMDB_LOGIN_MAX_FAILURES")]
+    pub login_max_failures: Option<u32>,
+    /// How long failed logins count and a locked-out address waits, seconds [default: 60]
+    #[arg(long, env = "KALAMDB_LOGIN_LOCKOUT_SECONDS")]
+    pub login_lockout_seconds: Option<u64>,
+    /// Secret that signs bearer tokens (environment or file only) [default: generated once, kept in the data directory]
+    #[arg(skip)]
+    pub token_secret: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +168,11 @@ impl Settings {
         settings.root_password = std::env::var("KALAMDB_ROOT_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
+        if let Ok(secret) = std::env::var("KALAMDB_TOKEN_SECRET")
+            && !secret.is_empty()
+        {
+            settings.token_secret = Some(secret);
+        }
         Ok(settings)
     }
 
@@ -154,6 +191,12 @@ impl Settings {
             job_shutdown_timeout_seconds,
             job_retention_seconds,
             flush_batch_pause_ms,
+            max_sql_bytes,
+            max_statements,
+            token_ttl_seconds,
+            login_max_failures,
+            login_lockout_seconds,
+            token_secret,
         } = overrides;
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = $field { self.$field = v; } )* };
@@ -171,8 +214,16 @@ impl Settings {
             flush_batch_rows,
             job_shutdown_timeout_seconds,
             job_retention_seconds,
-            flush_batch_pause_ms
+            flush_batch_pause_ms,
+            max_sql_bytes,
+            max_statements,
+            token_ttl_seconds,
+            login_max_failures,
+            login_lockout_seconds
         );
+        if token_secret.is_some() {
+            self.token_secret = token_secret;
+        }
     }
 }
 

@@ -49,7 +49,15 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         addr: settings.listen,
         source,
     })?;
-    let app = kalamdb_api::router(kalamdb_api::AppState::new(db.clone(), settings.max_body_bytes));
+    let login_limits = kalamdb_api::LoginLimits {
+        max_failures: settings.login_max_failures.max(1),
+        lockout: Duration::from_secs(settings.login_lockout_seconds),
+    };
+    let app = kalamdb_api::router(kalamdb_api::AppState::new(
+        db.clone(),
+        settings.max_body_bytes,
+        login_limits,
+    ));
     let (stop, stopped) = oneshot::channel::<()>();
     let serve = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -79,6 +87,10 @@ fn db_options(settings: &Settings) -> DbOptions {
         credential_cache_ttl: Duration::from_secs(settings.credential_cache_seconds),
         root_password: settings.root_password.clone(),
         max_insert_rows: settings.max_insert_rows,
+        max_sql_bytes: settings.max_sql_bytes,
+        max_statements: settings.max_statements,
+        token_secret: settings.token_secret.clone(),
+        token_ttl: Duration::from_secs(settings.token_ttl_seconds),
         jobs: JobOptions {
             max_concurrent_jobs: settings.max_concurrent_jobs.max(1),
             flush_batch_rows: settings.flush_batch_rows.max(1),

@@ -1,18 +1,105 @@
-//! The authentication extractor: HTTP Basic against `system.users`.
+//! Authentication: HTTP Basic against `system.users`, or a bearer token from
+//! `POST /auth/login`; and the throttle on repeated failures from one client.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::Json;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
-use kalamdb_commons::ErrorCode;
+use kalamdb_commons::{ErrorCode, KalamError};
 use kalamdb_core::Caller;
+use parking_lot::Mutex;
+use serde::Deserialize;
 
 use crate::{ApiError, AppState};
 
 /// The authenticated caller of a request.
 pub struct Authenticated(pub Caller);
+
+/// How many failed logins one client may make before it must wait.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimits {
+    /// Failures allowed within `lockout`; the next attempt is refused until the
+    /// oldest failure is `lockout` old.
+    pub max_failures: u32,
+    pub lockout: Duration,
+}
+
+/// Failed logins per client address.
+pub struct LoginThrottle {
+    limits: LoginLimits,
+    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+}
+
+/// Addresses tracked at most; beyond, the oldest entries are forgotten.
+const MAX_TRACKED_CLIENTS: usize = 100_000;
+
+impl LoginThrottle {
+    pub fn new(limits: LoginLimits) -> Self {
+        LoginThrottle {
+            limits,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `TOO_MANY_REQUESTS` while `client` is locked out.
+    fn check(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
+        let Some(client) = client else { return Ok(()) };
+        let mut failures = self.failures.lock();
+        let Some(times) = failures.get_mut(&client) else {
+            return Ok(());
+        };
+        times.retain(|t| t.elapsed() < self.limits.lockout);
+        if times.len() as u32 >= self.limits.max_failures {
+            let wait = self.limits.lockout.saturating_sub(times[0].elapsed());
+            return Err(ApiError::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "too many failed logins from this address; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn record<T>(&self, client: Option<IpAddr>, result: &Result<T, KalamError>) {
+        let Some(client) = client else { return };
+        let mut failures = self.failures.lock();
+        match result {
+            Ok(_) => {
+                failures.remove(&client);
+            }
+            Err(e) if e.code == ErrorCode::Unauthorized => {
+                if failures.len() >= MAX_TRACKED_CLIENTS {
+                    failures.clear();
+                }
+                failures.entry(client).or_default().push(Instant::now());
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Runs one authentication attempt under the throttle.
+    fn attempt<T>(
+        &self,
+        client: Option<IpAddr>,
+        authenticate: impl FnOnce() -> Result<T, KalamError>,
+    ) -> Result<T, ApiError> {
+        self.check(client)?;
+        let result = authenticate();
+        self.record(client, &result);
+        Ok(result?)
+    }
+}
+
+fn client_addr(parts: &Parts) -> Option<SocketAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
@@ -22,12 +109,25 @@ impl FromRequestParts<AppState> for Authenticated {
         let header = parts
             .headers
             .get(AUTHORIZATION)
-            .ok_or_else(|| unauthorized("authentication required: use HTTP Basic (-u user:password)"))?
+            .ok_or_else(|| {
+                unauthorized("authentication required: use HTTP Basic (-u user:password) or a bearer token")
+            })?
             .to_str()
             .map_err(|_| unauthorized("malformed Authorization header"))?;
         let (scheme, credentials) = header.split_once(' ').unwrap_or((header, ""));
+        let client = client_addr(parts);
+        let ip = client.map(|c| c.ip());
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let token = credentials.trim();
+            let caller = state
+                .login_throttle
+                .attempt(ip, || state.db.authenticate_token(token))?;
+            return Ok(Authenticated(caller));
+        }
         if !scheme.eq_ignore_ascii_case("basic") {
-            return Err(unauthorized("unsupported authorization scheme: use HTTP Basic"));
+            return Err(unauthorized(
+                "unsupported authorization scheme: use HTTP Basic or Bearer",
+            ));
         }
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(credentials.trim())
@@ -35,11 +135,46 @@ impl FromRequestParts<AppState> for Authenticated {
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
         let (username, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
-        let from_loopback = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|c| c.0.ip().is_loopback());
-        let caller = state.db.authenticate(username, password, from_loopback)?;
+        let from_loopback = ip.is_some_and(|ip| ip.is_loopback());
+        let caller = state
+            .login_throttle
+            .attempt(ip, || state.db.authenticate(username, password, from_loopback))?;
         Ok(Authenticated(caller))
     }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginBody {
+    username: String,
+    password: String,
+}
+
+/// `POST /auth/login {"username","password"}` → a bearer token.
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body: LoginBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid JSON body: {e}; expected {{\"username\": \"...\", \"password\": \"...\"}}"),
+        )
+    })?;
+    let (token, expires_at) = state.login_throttle.attempt(Some(client.ip()), || {
+        state
+            .db
+            .login(&body.username, &body.password, client.ip().is_loopback())
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Ok(Json(serde_json::json!({
+        "status": "success",
+        "token": token,
+        "token_type": "Bearer",
+        "expires_in": (expires_at - now).max(0),
+        "expires_at": chrono::DateTime::from_timestamp(expires_at, 0).map(|t| t.to_rfc3339()),
+    })))
 }

@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use kalamdb_core::KalamDb;
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use auth::{LoginLimits, LoginThrottle};
 pub use error::ApiError;
 pub use metrics::Metrics;
 
@@ -32,14 +33,17 @@ pub struct AppState {
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     pub metrics: Arc<Metrics>,
+    /// Failed logins per client address (Basic, bearer and `/auth/login` alike).
+    pub login_throttle: Arc<LoginThrottle>,
 }
 
 impl AppState {
-    pub fn new(db: KalamDb, max_body_bytes: usize) -> Self {
+    pub fn new(db: KalamDb, max_body_bytes: usize, login_limits: LoginLimits) -> Self {
         AppState {
             db,
             max_body_bytes,
             metrics: Arc::new(Metrics::default()),
+            login_throttle: Arc::new(LoginThrottle::new(login_limits)),
         }
     }
 }
@@ -49,6 +53,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/sql", post(sql::execute_sql))
+        .route("/auth/login", post(auth::login))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), log_request))

@@ -25,7 +25,7 @@ impl Metrics {
     pub fn record(&self, path: &str, status: u16, took: Duration) {
         // Only known routes get their own series: a client cannot grow the map.
         let path = match path {
-            "/sql" | "/health" | "/metrics" => path,
+            "/sql" | "/auth/login" | "/health" | "/metrics" => path,
             _ => "other",
         };
         *self

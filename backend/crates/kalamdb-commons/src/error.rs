@@ -24,6 +24,7 @@ pub enum ErrorCode {
     NamespaceNotEmpty,
     FlushInProgress,
     PayloadTooLarge,
+    TooManyRequests,
     InternalError,
 }
 
@@ -50,6 +51,7 @@ impl ErrorCode {
             ErrorCode::NamespaceNotEmpty => "NAMESPACE_NOT_EMPTY",
             ErrorCode::FlushInProgress => "FLUSH_IN_PROGRESS",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
     }
@@ -76,6 +78,7 @@ impl ErrorCode {
             | ErrorCode::NamespaceNotEmpty
             | ErrorCode::FlushInProgress => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::InternalError => 500,
         }
     }

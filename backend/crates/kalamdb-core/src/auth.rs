@@ -116,3 +116,85 @@ impl Authenticator {
         self.cache.lock().clear();
     }
 }
+
+/// Signed bearer tokens (JWT, HS256) for `POST /auth/login`.
+///
+/// A token names the user by name and stable id and carries a fingerprint of the
+/// user's password hash: it stops working when the user is dropped (or re-created,
+/// with a new id), when the password changes, and when it expires. The role is not
+/// in the token: it is read from the catalog on every request.
+pub struct TokenService {
+    encoding: jsonwebtoken::EncodingKey,
+    decoding: jsonwebtoken::DecodingKey,
+    ttl: Duration,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Claims {
+    sub: String,
+    uid: String,
+    /// Fingerprint of the password hash the token was issued against.
+    pwf: String,
+    iat: i64,
+    exp: i64,
+}
+
+fn password_fingerprint(hash: &str) -> String {
+    let digest = Sha256::digest(hash.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl TokenService {
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        TokenService {
+            encoding: jsonwebtoken::EncodingKey::from_secret(secret),
+            decoding: jsonwebtoken::DecodingKey::from_secret(secret),
+            ttl,
+        }
+    }
+
+    /// A token for `user`, valid for the configured time; returns it and its expiry
+    /// (seconds since the epoch).
+    pub fn issue(&self, user: &crate::catalog::UserRecord) -> KalamResult<(String, i64)> {
+        let now = crate::now_micros() / 1_000_000;
+        let exp = now + self.ttl.as_secs() as i64;
+        let claims = Claims {
+            sub: user.username.clone(),
+            uid: user.user_id.to_string(),
+            pwf: password_fingerprint(&user.password_hash),
+            iat: now,
+            exp,
+        };
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )
+        .map_err(|e| KalamError::internal(format!("cannot sign a token: {e}")))?;
+        Ok((token, exp))
+    }
+
+    /// The caller a token stands for, or `UNAUTHORIZED`.
+    pub fn verify(&self, catalog: &Catalog, token: &str) -> KalamResult<Caller> {
+        let denied = |why: &str| KalamError::new(ErrorCode::Unauthorized, format!("invalid token: {why}"));
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => denied("it has expired"),
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => denied("bad signature"),
+            _ => denied("malformed"),
+        })?;
+        let claims = data.claims;
+        let user = catalog
+            .user(&claims.sub)
+            .filter(|u| u.user_id.as_str() == claims.uid)
+            .ok_or_else(|| denied("the user no longer exists"))?;
+        if password_fingerprint(&user.password_hash) != claims.pwf {
+            return Err(denied("the password changed since it was issued"));
+        }
+        Ok(Caller::from(&user))
+    }
+}

@@ -48,6 +48,7 @@ impl StatementContext<'_> {
             KalamStatement::FlushTable(table) => self.flush_table(&table),
             KalamStatement::FlushAll { namespace } => self.flush_all(namespace.as_deref()),
             KalamStatement::KillJob { job_id } => self.kill_job(&job_id).await,
+            KalamStatement::ExecuteAs { user, sql } => self.execute_as(&user, &sql).await,
             ddl => {
                 self.require_role(Role::Dba, "change the schema or users")?;
                 let _guard = self.db.write_lock.lock().await;
@@ -103,7 +104,8 @@ impl StatementContext<'_> {
             | KalamStatement::ShowStats(_)
             | KalamStatement::FlushTable(_)
             | KalamStatement::FlushAll { .. }
-            | KalamStatement::KillJob { .. } => unreachable!("dispatched in execute"),
+            | KalamStatement::KillJob { .. }
+            | KalamStatement::ExecuteAs { .. } => unreachable!("dispatched in execute"),
         }
     }
 
@@ -475,6 +477,7 @@ impl StatementContext<'_> {
         let def = self
             .existing_table(table, false)?
             .expect("require_table succeeded");
+        crate::provider::check_read_access(&def, self.caller)?;
         let scope = match def.table_type {
             TableType::User => self.caller.user_id.as_str().to_string(),
             _ => String::new(),
@@ -537,6 +540,24 @@ impl StatementContext<'_> {
             row_count: 1,
             message: None,
         })
+    }
+
+    /// `EXECUTE AS USER 'name' (statement)`: runs the statement as that user (its
+    /// scope of USER tables and its role). Service and above only.
+    async fn execute_as(&self, user: &str, sql: &str) -> KalamResult<StatementResult> {
+        self.require_role(Role::Service, "run statements as another user")?;
+        if matches!(parse_statement(sql)?, KalamStatement::ExecuteAs { .. }) {
+            return Err(KalamError::invalid_sql("EXECUTE AS USER cannot be nested"));
+        }
+        let target = self.db.catalog.user(user).ok_or_else(|| user_not_found(user))?;
+        let caller = Caller::from(&target);
+        let ctx = StatementContext {
+            db: self.db,
+            caller: &caller,
+            namespace: self.namespace,
+            params: self.params,
+        };
+        Box::pin(ctx.execute(sql)).await
     }
 
     /// The tables a DDL statement would drop (none for other statements).

@@ -42,7 +42,7 @@ use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, Role, UserId}
 use kalamdb_store::{FORMAT_VERSION, Store, StoreError, StoreOptions};
 use serde::Serialize;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, TokenService};
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE, NamespaceDef, UserRecord};
 use crate::cold::ColdTier;
 use crate::jobs::{JobManager, JobOptions};
@@ -59,6 +59,15 @@ pub struct DbOptions {
     pub root_password: Option<String>,
     /// Rows one INSERT may carry.
     pub max_insert_rows: usize,
+    /// Longest SQL text of one request, bytes.
+    pub max_sql_bytes: usize,
+    /// Most statements in one request.
+    pub max_statements: usize,
+    /// Secret that signs bearer tokens. When `None`, one is generated at first
+    /// start and kept in the data directory (`system` key `meta/token_secret`).
+    pub token_secret: Option<String>,
+    /// How long a bearer token from `login` is valid.
+    pub token_ttl: Duration,
     /// The job manager's settings (flush jobs).
     pub jobs: JobOptions,
 }
@@ -71,6 +80,10 @@ impl DbOptions {
             credential_cache_ttl: Duration::from_secs(300),
             root_password: None,
             max_insert_rows: 100_000,
+            max_sql_bytes: 1 << 20,
+            max_statements: 1000,
+            token_secret: None,
+            token_ttl: Duration::from_secs(3600),
             jobs: JobOptions::default(),
         }
     }
@@ -231,6 +244,7 @@ pub(crate) struct DbShared {
     pub catalog: Catalog,
     pub seq: SeqGenerator,
     pub auth: Authenticator,
+    pub tokens: TokenService,
     pub options: DbOptions,
     pub base_state: SessionState,
     /// Serializes every statement that writes: each one reads, checks and commits
@@ -283,6 +297,7 @@ impl KalamDb {
             .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", storage_dir.display())))?;
         let cold = ColdTier::open(storage_dir, &store)?;
         let jobs = JobManager::new(options.jobs.clone());
+        let tokens = TokenService::new(&token_secret(&store, &options)?, options.token_ttl);
         let shared = Arc::new(DbShared {
             store,
             catalog,
@@ -290,6 +305,7 @@ impl KalamDb {
             jobs,
             seq: SeqGenerator::new(last_seq),
             auth: Authenticator::new(options.credential_cache_ttl),
+            tokens,
             base_state: query::base_session_state(),
             write_lock: tokio::sync::Mutex::new(()),
             options,
@@ -314,9 +330,63 @@ impl KalamDb {
             .authenticate(&self.shared.catalog, username, password, from_loopback)
     }
 
+    /// `POST /auth/login`: checks the password (as [`KalamDb::authenticate`]) and
+    /// returns a signed bearer token and its expiry (seconds since the epoch). A user
+    /// without a password (a password-less `root`) gets no token: the loopback rule
+    /// could not follow it.
+    pub fn login(&self, username: &str, password: &str, from_loopback: bool) -> KalamResult<(String, i64)> {
+        self.authenticate(username, password, from_loopback)?;
+        let user = self
+            .shared
+            .catalog
+            .user(username)
+            .ok_or_else(|| KalamError::new(ErrorCode::Unauthorized, "invalid username or password"))?;
+        if user.password_hash.is_empty() {
+            return Err(KalamError::new(
+                ErrorCode::Unauthorized,
+                "a user without a password cannot get a token; set a password first",
+            ));
+        }
+        self.shared.tokens.issue(&user)
+    }
+
+    /// The caller a bearer token stands for (`UNAUTHORIZED` when it is expired,
+    /// forged, or its user was dropped or changed password).
+    pub fn authenticate_token(&self, token: &str) -> KalamResult<Caller> {
+        self.shared.tokens.verify(&self.shared.catalog, token)
+    }
+
     /// Runs every statement of the request in order, stopping at the first error.
     pub async fn execute(&self, caller: &Caller, request: SqlRequest) -> SqlOutcome {
+        let refuse = |error: KalamError| SqlOutcome {
+            results: Vec::new(),
+            error: Some(StatementError {
+                error,
+                statement_index: 0,
+            }),
+        };
+        let options = &self.shared.options;
+        if request.sql.len() > options.max_sql_bytes {
+            return refuse(KalamError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the SQL text is {} bytes; the limit is {} (max_sql_bytes)",
+                    request.sql.len(),
+                    options.max_sql_bytes
+                ),
+            ));
+        }
         let statements = kalamdb_sql::split_statements(&request.sql);
+        if statements.len() > options.max_statements {
+            return refuse(KalamError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the request has {} statements; the limit is {} (max_statements)",
+                    statements.len(),
+                    options.max_statements
+                ),
+            ));
+        }
         if statements.is_empty() {
             return SqlOutcome {
                 results: Vec::new(),
@@ -394,6 +464,25 @@ impl KalamDb {
     pub fn data_dir(&self) -> &std::path::Path {
         &self.shared.options.data_dir
     }
+}
+
+const TOKEN_SECRET_KEY: &str = "meta/token_secret";
+
+/// The token signing secret: configured, or generated once and kept in `system`.
+fn token_secret(store: &Store, options: &DbOptions) -> KalamResult<Vec<u8>> {
+    if let Some(secret) = options.token_secret.as_ref().filter(|s| !s.is_empty()) {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    if let Some(secret) = store.system_get(TOKEN_SECRET_KEY).map_err(store_error)? {
+        return Ok(secret);
+    }
+    let mut secret = Vec::with_capacity(32);
+    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    let mut batch = store.batch();
+    batch.put_system(TOKEN_SECRET_KEY, &secret);
+    store.commit(batch).map_err(store_error)?;
+    Ok(secret)
 }
 
 fn check_format_version(store: &Store) -> KalamResult<()> {

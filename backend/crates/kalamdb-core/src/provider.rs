@@ -107,6 +107,7 @@ impl SchemaProvider for NamespaceSchema {
         let Some(table) = self.db.catalog.table(&self.namespace, name) else {
             return Ok(None);
         };
+        check_read_access(&table, &self.scope.caller).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let scope = match table.table_type {
             KalamTableType::User => self.scope.caller.user_id.as_str().to_string(),
             KalamTableType::Shared | KalamTableType::Stream => String::new(),
@@ -364,6 +365,24 @@ impl<'a> BatchBuilder<'a> {
         )
         .expect("arrays built from the projected schema")
     }
+}
+
+/// Role `user` reads SHARED tables only when they are `ACCESS_LEVEL = 'PUBLIC'`
+/// (the default is PRIVATE); USER tables are always readable (the caller's rows).
+pub(crate) fn check_read_access(table: &TableDef, caller: &Caller) -> KalamResult<()> {
+    let private = table.table_type == KalamTableType::Shared
+        && table.access_level != Some(crate::catalog::AccessLevel::Public);
+    if private && caller.role < kalamdb_commons::Role::Service {
+        return Err(KalamError::new(
+            kalamdb_commons::ErrorCode::PermissionDenied,
+            format!(
+                "'{}' is a PRIVATE shared table: role '{}' may not read it (ACCESS_LEVEL = 'PUBLIC' opens it to every user)",
+                table.qualified_name(),
+                caller.role.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What a row written before `column` existed reads as.

@@ -9,7 +9,7 @@ use kalamdb_commons::{KalamError, KalamResult, Role, TableType};
 
 use crate::ddl::{ColumnSpec, CreateTable, column_spec, create_table};
 use crate::flush_commands::{parse_kill, parse_storage};
-use crate::users::{UserChange, parse_alter_user, parse_create_user, parse_drop_user};
+use crate::users::{UserChange, parse_alter_user, parse_create_user, parse_drop_user, parse_execute_as};
 
 /// A table as a statement names it: `ns.t`, or `t` in the request's default namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +77,11 @@ pub enum KalamStatement {
     KillJob {
         job_id: String,
     },
+    /// `EXECUTE AS USER 'name' (statement)`: `sql` is the inner statement's text.
+    ExecuteAs {
+        user: String,
+        sql: String,
+    },
     /// INSERT, UPDATE or DELETE, as sqlparser parsed it.
     Dml(Box<Statement>),
     /// SELECT, VALUES, WITH ..., EXPLAIN: planned by DataFusion.
@@ -117,6 +122,7 @@ pub fn parse_statement(sql: &str) -> KalamResult<KalamStatement> {
         Some("ALTER") => parse_alter(&mut c)?,
         Some("STORAGE") => parse_storage(&mut c)?,
         Some("KILL") => parse_kill(&mut c)?,
+        Some("EXECUTE") => parse_execute_as(sql, &mut c)?,
         _ => return parse_standard(c),
     };
     c.expect_end()?;
