@@ -7,6 +7,7 @@ mod test_durability;
 mod test_flush_crash;
 mod test_flush_tiers;
 mod test_manual_flush_verification;
+mod test_security;
 mod test_slt;
 mod test_sql_api;
 mod test_user_isolation;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::TestServer;
+use crate::common::{Rng, TestServer};
 
 const PW: &str = "pw";
 
@@ -29,22 +29,6 @@ async fn visible(server: &TestServer, user: &str, table: &str) -> Model {
 fn assert_model(actual: &Model, expected: &Model, step: &str) {
     assert_eq!(actual.len(), expected.len(), "{step}: row count");
     assert_eq!(actual, expected, "{step}");
-}
-
-/// A tiny deterministic generator, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 async fn kv_server(adjust: impl FnOnce(&mut kalamdb_server::Settings)) -> TestServer {

@@ -97,7 +97,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), written.size_bytes);
         let row = read_seq(&path, 21).unwrap().unwrap();
         assert_eq!(row.num_rows(), 1);
-        assert_eq!(row.column(0).as_string::<i32>().value(0), "r20");
+        assert_eq!(row.column(0).as_string::<i32>().value(0), "r21");
         assert!(read_seq(&path, 25).unwrap().is_none());
         assert!(read_seq(&path, 99).unwrap().is_none());
     }

@@ -365,3 +365,19 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A tiny deterministic generator (xorshift), so randomized tests reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
