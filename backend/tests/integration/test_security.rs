@@ -397,18 +397,21 @@ async fn randomized_isolation_over_hot_and_cold_rows() {
                             &format!("INSERT INTO app.items VALUES ({id}, '{user}', {n})"),
                         )
                         .await;
-                    if model.contains_key(&id) {
-                        response.expect_error(409, "DUPLICATE_KEY");
-                        let message = response.body["error"]["message"].as_str().unwrap().to_string();
-                        for other in users.iter().filter(|o| **o != user) {
-                            assert!(
-                                !message.contains(other),
-                                "an error names no other user: {message}"
-                            );
+                    match model.entry(id) {
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            response.expect_success();
+                            slot.insert(n);
                         }
-                    } else {
-                        response.expect_success();
-                        model.insert(id, n);
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            response.expect_error(409, "DUPLICATE_KEY");
+                            let message = response.body["error"]["message"].as_str().unwrap().to_string();
+                            for other in users.iter().filter(|o| **o != user) {
+                                assert!(
+                                    !message.contains(other),
+                                    "an error names no other user: {message}"
+                                );
+                            }
+                        }
                     }
                 }
                 2 => {
