@@ -212,7 +212,7 @@ async fn sigterm_waits_for_running_jobs_and_cancels_queued_ones() {
         "--flush-batch-rows",
         "100",
         "--flush-batch-pause-ms",
-        "20",
+        "100",
         "--max-concurrent-jobs",
         "1",
     ];

@@ -321,8 +321,11 @@ fn tmp_files(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test]
 async fn kill_job_cancels_queued_and_running_jobs() {
+    // 30 batches with a 100 ms pause: the first job runs for 3 s or more, longer
+    // than the statements before its KILL take even on a loaded machine.
     let server = kv_server(|s| {
-        slow_flush(s);
+        s.flush_batch_rows = 100;
+        s.flush_batch_pause_ms = 100;
         s.max_concurrent_jobs = 1;
     })
     .await;
