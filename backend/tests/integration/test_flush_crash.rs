@@ -63,6 +63,25 @@ async fn wait_completed(server: &ServerProcess, job_id: &str) {
     panic!("job {job_id} did not complete");
 }
 
+/// Inserts `(i, '<user><i>')` for every i of `ids` as `user`, and into its model.
+async fn insert_rows(
+    server: &ServerProcess,
+    user: &str,
+    ids: std::ops::RangeInclusive<i64>,
+    model: &mut Model,
+) {
+    let values: Vec<String> = ids.clone().map(|i| format!("({i}, '{user}{i}')")).collect();
+    server
+        .sql_as(
+            user,
+            PW,
+            &format!("INSERT INTO app.kv VALUES {}", values.join(",")),
+        )
+        .await
+        .expect_success();
+    model.extend(ids.map(|i| (i, format!("{user}{i}"))));
+}
+
 async fn flush(server: &ServerProcess) -> String {
     let response = server.sql("STORAGE FLUSH TABLE app.kv").await;
     response.expect_success();
@@ -114,16 +133,7 @@ async fn crash_at(step: &str) {
     let mut alice = Model::new();
     let mut bob = Model::new();
     for (user, model) in [("alice", &mut alice), ("bob", &mut bob)] {
-        let values: Vec<String> = (1..=300).map(|i| format!("({i}, '{user}{i}')")).collect();
-        server
-            .sql_as(
-                user,
-                PW,
-                &format!("INSERT INTO app.kv VALUES {}", values.join(",")),
-            )
-            .await
-            .expect_success();
-        model.extend((1..=300).map(|i| (i, format!("{user}{i}"))));
+        insert_rows(&server, user, 1..=300, model).await;
     }
     // A first, complete flush; then changes to cold rows and new hot rows.
     let first = flush(&server).await;
@@ -137,22 +147,13 @@ async fn crash_at(step: &str) {
             .sql_as(user, PW, "DELETE FROM app.kv WHERE id > 280")
             .await
             .expect_success();
-        let values: Vec<String> = (301..=400).map(|i| format!("({i}, '{user}{i}')")).collect();
-        server
-            .sql_as(
-                user,
-                PW,
-                &format!("INSERT INTO app.kv VALUES {}", values.join(",")),
-            )
-            .await
-            .expect_success();
+        insert_rows(&server, user, 301..=400, model).await;
         for i in 1..=20 {
             model.insert(i, "upd".into());
         }
         for i in 281..=300 {
             model.remove(&i);
         }
-        model.extend((301..=400).map(|i| (i, format!("{user}{i}"))));
     }
     check(&server, &[("alice", &alice), ("bob", &bob)], "before the crash").await;
     server.kill_9();

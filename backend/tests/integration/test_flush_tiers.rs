@@ -306,6 +306,21 @@ async fn a_failing_flush_keeps_every_row_and_a_later_flush_succeeds() {
     assert_model(&visible(&server, "alice", "app.kv").await, &model, "after retry");
 }
 
+/// With one job slot: `kv_rows` rows in app.kv and 10 in app.other; a flush of
+/// app.kv is running and one of app.other queued behind it. Returns both job ids.
+async fn running_and_queued(server: &TestServer, kv_rows: i64) -> (String, String) {
+    server
+        .execute_sql("CREATE USER TABLE app.other (id BIGINT PRIMARY KEY, v TEXT)")
+        .await
+        .expect_success();
+    insert_range(server, "alice", "app.kv", 1, kv_rows).await;
+    insert_range(server, "alice", "app.other", 1, 10).await;
+    let running = server.flush_table("app.kv").await;
+    wait_status(server, &running, "running").await;
+    let queued = server.flush_table("app.other").await;
+    (running, queued)
+}
+
 fn tmp_files(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -329,15 +344,7 @@ async fn kill_job_cancels_queued_and_running_jobs() {
         s.max_concurrent_jobs = 1;
     })
     .await;
-    server
-        .execute_sql("CREATE USER TABLE app.other (id BIGINT PRIMARY KEY, v TEXT)")
-        .await
-        .expect_success();
-    insert_range(&server, "alice", "app.kv", 1, 3000).await;
-    insert_range(&server, "alice", "app.other", 1, 10).await;
-    let running = server.flush_table("app.kv").await;
-    wait_status(&server, &running, "running").await;
-    let queued = server.flush_table("app.other").await;
+    let (running, queued) = running_and_queued(&server, 3000).await;
     assert_eq!(server.job(&queued).await["status"], "queued", "one job slot");
 
     // Only dba and above may kill jobs.
@@ -643,15 +650,7 @@ async fn shutdown_cancels_queued_jobs_and_waits_for_running_ones() {
         s.max_concurrent_jobs = 1;
     })
     .await;
-    server
-        .execute_sql("CREATE USER TABLE app.other (id BIGINT PRIMARY KEY, v TEXT)")
-        .await
-        .expect_success();
-    insert_range(&server, "alice", "app.kv", 1, 1000).await;
-    insert_range(&server, "alice", "app.other", 1, 10).await;
-    let running = server.flush_table("app.kv").await;
-    wait_status(&server, &running, "running").await;
-    let queued = server.flush_table("app.other").await;
+    let (running, queued) = running_and_queued(&server, 1000).await;
     server.restart().await;
     let running = server.job(&running).await;
     assert_eq!(

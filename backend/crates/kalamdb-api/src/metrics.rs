@@ -47,51 +47,59 @@ impl Metrics {
     pub fn render(&self, uptime: Duration, storage: Option<&kalamdb_core::StorageMetrics>) -> String {
         let mut out = String::new();
         if let Some(s) = storage {
-            let gauges = [
-                ("kalamdb_hot_rows", "Hot row versions in RocksDB.", s.hot_rows),
+            let metrics: [(&str, &str, &str, u64); 7] = [
+                (
+                    "kalamdb_hot_rows",
+                    "gauge",
+                    "Hot row versions in RocksDB.",
+                    s.hot_rows,
+                ),
                 (
                     "kalamdb_cold_files",
+                    "gauge",
                     "Parquet segments of USER tables.",
                     s.cold_files,
                 ),
-                ("kalamdb_cold_bytes", "Bytes of Parquet segments.", s.cold_bytes),
+                (
+                    "kalamdb_cold_bytes",
+                    "gauge",
+                    "Bytes of Parquet segments.",
+                    s.cold_bytes,
+                ),
                 (
                     "kalamdb_cold_rows",
+                    "gauge",
                     "Row versions in Parquet segments.",
                     s.cold_rows,
                 ),
+                (
+                    "kalamdb_flush_rows_total",
+                    "counter",
+                    "Row versions written to Parquet by flush jobs.",
+                    s.flushed_rows_total,
+                ),
+                (
+                    "kalamdb_flush_bytes_total",
+                    "counter",
+                    "Parquet bytes written by flush jobs.",
+                    s.flushed_bytes_total,
+                ),
+                (
+                    "kalamdb_flush_files_total",
+                    "counter",
+                    "Parquet files written by flush jobs.",
+                    s.flushed_files_total,
+                ),
             ];
-            for (name, help, value) in gauges {
+            for (name, kind, help, value) in metrics {
                 out.push_str(&format!(
-                    "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
                 ));
             }
             out.push_str("# HELP kalamdb_jobs Jobs in system.jobs by status.\n# TYPE kalamdb_jobs gauge\n");
             for status in ["queued", "running", "completed", "failed", "cancelled"] {
                 let n = s.jobs_by_status.get(status).copied().unwrap_or(0);
                 out.push_str(&format!("kalamdb_jobs{{status=\"{status}\"}} {n}\n"));
-            }
-            let counters = [
-                (
-                    "kalamdb_flush_rows_total",
-                    "Row versions written to Parquet by flush jobs.",
-                    s.flushed_rows_total,
-                ),
-                (
-                    "kalamdb_flush_bytes_total",
-                    "Parquet bytes written by flush jobs.",
-                    s.flushed_bytes_total,
-                ),
-                (
-                    "kalamdb_flush_files_total",
-                    "Parquet files written by flush jobs.",
-                    s.flushed_files_total,
-                ),
-            ];
-            for (name, help, value) in counters {
-                out.push_str(&format!(
-                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-                ));
             }
         }
         out.push_str("# HELP kalamdb_uptime_seconds Seconds since the server started.\n");

@@ -151,8 +151,6 @@ fn flush_scope(
     let mut next = (*manifest).clone();
     next.next_batch = batch_no + 1;
     next.segments.push(segment);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", dir.display())))?;
     next.save(&dir).map_err(cold_error)?;
     failpoint::hit("manifest_saved");
 
