@@ -1,12 +1,16 @@
-//! `kalamdb-bench`: starts a KalamDB server (the same start-up code as the binary) on a
-//! temporary data directory and measures it over HTTP on loopback.
+//! `kalamdb-bench`: starts the `kalamdb-server` binary as a child process on a
+//! temporary data directory and measures it over HTTP on loopback. The server's
+//! memory is read from its own process, apart from the client's.
 //!
-//! Run it in release: `cargo run --release -p kalamdb-bench -- --help`.
+//! Run it in release: `cargo build --release -p kalamdb-server -p kalamdb-bench &&
+//! target/release/kalamdb-bench --help`.
 
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use kalamdb_server::{Settings, start};
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
@@ -39,6 +43,63 @@ struct Args {
     /// Skip the flush benchmarks
     #[arg(long)]
     skip_flush: bool,
+    /// The server binary (default: `kalamdb-server` next to this binary)
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+/// The server under test, in its own process.
+struct ServerProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServerProcess {
+    fn spawn(binary: &std::path::Path, data_dir: &std::path::Path) -> ServerProcess {
+        let mut child = Command::new(binary)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("the server's first line");
+        let address = line
+            .trim()
+            .strip_prefix("KalamDB listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        ServerProcess {
+            url: format!("{address}/sql"),
+            child,
+        }
+    }
+
+    /// Resident set size of the server process, from /proc.
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server process is alive");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS in /proc/<pid>/status");
+        let kb: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in kB");
+        kb * 1024
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 struct Client {
@@ -87,14 +148,6 @@ impl Client {
     }
 }
 
-/// Resident set size of this process (server and client), from /proc.
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// INSERTs `rows` rows `(id, kind, payload)` into `table` as `user`, 1000 per statement.
 async fn fill(client: &Client, user: &str, table: &str, first_id: usize, rows: usize) {
     let mut start = 0;
@@ -119,7 +172,7 @@ async fn fill(client: &Client, user: &str, table: &str, first_id: usize, rows: u
 
 /// Flush benchmarks: reply latency with a large hot table, drain rate and memory of
 /// a full flush, and a GROUP BY over cold rows.
-async fn flush_benchmarks(args: &Args, client: impl Fn() -> Client) -> Value {
+async fn flush_benchmarks(args: &Args, server: &ServerProcess, client: impl Fn() -> Client) -> Value {
     let setup = client();
     setup
         .sql(
@@ -170,16 +223,26 @@ async fn flush_benchmarks(args: &Args, client: impl Fn() -> Client) -> Value {
     }
     let reply = report_latency("STORAGE FLUSH TABLE reply", replies);
 
-    // A full flush: drain rate and memory growth (RSS sampled every 20 ms).
-    let rss_before = rss_bytes().unwrap_or(0);
+    // A full flush: drain rate and the server's memory growth (its RSS sampled every
+    // 20 ms).
+    let rss_before = server.rss_bytes();
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss_before));
+    let pid = server.child.id();
     let sampler = {
         let (sampling, peak) = (sampling.clone(), peak.clone());
         tokio::spawn(async move {
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Some(rss) = rss_bytes() {
-                    peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                if let Some(rss) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("VmRSS:"))
+                            .and_then(|l| l.split_whitespace().nth(1))
+                            .and_then(|v| v.parse::<u64>().ok())
+                    })
+                {
+                    peak.fetch_max(rss * 1024, std::sync::atomic::Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -194,8 +257,12 @@ async fn flush_benchmarks(args: &Args, client: impl Fn() -> Client) -> Value {
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     sampler.await.expect("sampler");
     assert_eq!(job[0], "completed", "{job:?}");
-    let rows_flushed = job[1].as_u64().unwrap_or(0);
-    let duration_ms = job[2].as_u64().unwrap_or(1).max(1);
+    let rows_flushed = job[1].as_u64().expect("rows_flushed of a completed job");
+    assert_eq!(rows_flushed as usize, hot_rows, "the flush moved every hot row");
+    let duration_ms = job[2].as_u64().expect("duration_ms of a completed job");
+    // A flush shorter than the clock's millisecond is reported as 1 ms (a lower bound
+    // on the rate, never an inflated one).
+    let duration_ms = duration_ms.max(1);
     let drain = rows_flushed as f64 / (duration_ms as f64 / 1000.0);
     let growth = peak
         .load(std::sync::atomic::Ordering::Relaxed)
@@ -203,10 +270,10 @@ async fn flush_benchmarks(args: &Args, client: impl Fn() -> Client) -> Value {
     println!(
         "flush drain                  {drain:.0} rows/s   ({rows_flushed} rows, {} files, {:.1} MB Parquet in {duration_ms} ms)",
         job[4],
-        job[3].as_f64().unwrap_or(0.0) / 1e6
+        job[3].as_f64().expect("bytes_written") / 1e6
     );
     println!(
-        "flush memory                 RSS {:.1} MB before, peak growth {:.1} MB during the flush",
+        "flush memory (server)        RSS {:.1} MB before, peak growth {:.1} MB during the flush",
         rss_before as f64 / 1e6,
         growth as f64 / 1e6
     );
@@ -235,6 +302,12 @@ async fn flush_benchmarks(args: &Args, client: impl Fn() -> Client) -> Value {
         .expect("job id")
         .to_string();
     let agg_job = setup.wait_job(&job_id).await;
+    assert_eq!(agg_job[0], "completed", "the cold table was flushed: {agg_job:?}");
+    assert_eq!(
+        agg_job[1].as_u64(),
+        Some(args.cold_rows as u64),
+        "every row of the GROUP BY table is cold"
+    );
     println!(
         "cold table setup             {} rows of one user inserted and flushed in {:.1} s ({} files)",
         agg_job[1],
@@ -288,13 +361,13 @@ fn report_latency(name: &str, mut samples: Vec<Duration>) -> Value {
 async fn main() {
     let args = Args::parse();
     let dir = tempfile::tempdir().expect("temp dir");
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.path().to_path_buf(),
-        ..Settings::default()
-    };
-    let server = start(&settings).await.expect("server starts");
-    let url = format!("http://{}/sql", server.local_addr());
+    let binary = args.server_bin.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("this binary's path")
+            .with_file_name("kalamdb-server")
+    });
+    let server = ServerProcess::spawn(&binary, dir.path());
+    let url = server.url.clone();
     let client = || Client {
         http: reqwest::Client::new(),
         url: url.clone(),
@@ -367,7 +440,7 @@ async fn main() {
     let flush = if args.skip_flush {
         Value::Null
     } else {
-        flush_benchmarks(&args, client).await
+        flush_benchmarks(&args, &server, client).await
     };
 
     let summary = json!({
@@ -377,5 +450,5 @@ async fn main() {
         "flush": flush,
     });
     println!("{}", serde_json::to_string(&summary).expect("JSON"));
-    server.shutdown().await;
+    drop(server);
 }

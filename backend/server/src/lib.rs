@@ -26,6 +26,22 @@ pub enum StartError {
     },
 }
 
+/// Stack of each async worker thread. Planning and executing a statement recurse
+/// once per level of its nesting (up to `kalamdb_sql::MAX_NESTING_DEPTH`), in
+/// DataFusion code that no stack guard covers (cloning and evaluating expression
+/// trees): 16 MiB holds the deepest statement the limit admits with room to spare,
+/// also in debug builds. It is address space; only the pages a deep statement
+/// touches are ever committed.
+pub const WORKER_STACK_BYTES: usize = 16 << 20;
+
+/// The multi-threaded tokio runtime the server runs on (the binary's `main` uses it).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(WORKER_STACK_BYTES)
+        .build()
+}
+
 /// A started server: its address, and the way to stop it.
 pub struct RunningServer {
     local_addr: SocketAddr,
@@ -105,6 +121,11 @@ fn db_options(settings: &Settings) -> DbOptions {
 impl RunningServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The database this server serves (tests use its pause points).
+    pub fn db(&self) -> &KalamDb {
+        &self.db
     }
 
     /// Stops accepting connections, lets in-flight requests finish (up to the

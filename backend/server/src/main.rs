@@ -2,8 +2,17 @@ use clap::Parser;
 use kalamdb_server::{Cli, Settings, start};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    match kalamdb_server::runtime() {
+        Ok(runtime) => runtime.block_on(serve()),
+        Err(e) => {
+            eprintln!("kalamdb-server: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> std::process::ExitCode {
     // Logs go to stderr; stdout carries only the "listening on" line.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

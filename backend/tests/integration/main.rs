@@ -6,6 +6,8 @@ mod test_concurrency;
 mod test_durability;
 mod test_flush_crash;
 mod test_flush_tiers;
+mod test_fuzz;
+mod test_hardening;
 mod test_manual_flush_verification;
 mod test_security;
 mod test_slt;

@@ -44,6 +44,17 @@ async fn each_bad_request_gets_its_code_and_the_server_keeps_serving() {
         400,
         "INVALID_REQUEST",
     );
+    // Valid JSON that is not an object is no request (serde alone would read an
+    // array as the fields in order and run it).
+    for body in [r#"["SELECT 1"]"#, r#""SELECT 1""#, "42", "true", "null"] {
+        check(
+            &server
+                .post_raw(Some("application/json"), body.as_bytes().to_vec())
+                .await,
+            400,
+            "INVALID_PARAMETER",
+        );
+    }
     check(
         &server.post_raw(Some("text/plain"), vec![0xff, 0xfe]).await,
         400,

@@ -215,17 +215,18 @@ async fn wait_status(server: &TestServer, job_id: &str, status: &str) {
 
 #[tokio::test]
 async fn writes_during_a_running_flush_are_all_kept_once() {
-    // 30 batches with a 150 ms pause: the flush runs for 4.5 s or more, far longer
-    // than the writes below take even on a loaded machine.
+    // The flush stops after its first batch (a held pause point) until the writes
+    // below are done: it is running while they happen, however loaded the machine.
     let server = kv_server(|s| {
         s.flush_batch_rows = 100;
-        s.flush_batch_pause_ms = 150;
     })
     .await;
     insert_range(&server, "alice", "app.kv", 1, 3000).await;
     let mut model: Model = (1..=3000).map(|i| (i, format!("v{i}"))).collect();
+    server.db().holds().hold("flush_batch");
     let job_id = server.flush_table("app.kv").await;
-    wait_status(&server, &job_id, "running").await;
+    server.wait_at_hold("flush_batch").await;
+    assert_eq!(server.job(&job_id).await["status"], "running");
     // While the flush runs: new rows, updates and deletes of rows it is moving.
     insert_range(&server, "alice", "app.kv", 3001, 3500).await;
     for i in 3001..=3500 {
@@ -260,6 +261,7 @@ async fn writes_during_a_running_flush_are_all_kept_once() {
         &model,
         "during the flush",
     );
+    server.db().holds().release("flush_batch");
     let job = server.wait_for_job(&job_id).await;
     assert_eq!(job["status"], "completed");
     assert_eq!(job["rows_flushed"], 3000, "the rows that existed when it started");
@@ -308,6 +310,7 @@ async fn a_failing_flush_keeps_every_row_and_a_later_flush_succeeds() {
 
 /// With one job slot: `kv_rows` rows in app.kv and 10 in app.other; a flush of
 /// app.kv is running and one of app.other queued behind it. Returns both job ids.
+/// The app.kv job is held after its first batch (`flush_batch`): the caller releases it.
 async fn running_and_queued(server: &TestServer, kv_rows: i64) -> (String, String) {
     server
         .execute_sql("CREATE USER TABLE app.other (id BIGINT PRIMARY KEY, v TEXT)")
@@ -315,9 +318,12 @@ async fn running_and_queued(server: &TestServer, kv_rows: i64) -> (String, Strin
         .expect_success();
     insert_range(server, "alice", "app.kv", 1, kv_rows).await;
     insert_range(server, "alice", "app.other", 1, 10).await;
+    server.db().holds().hold("flush_batch");
     let running = server.flush_table("app.kv").await;
+    server.wait_at_hold("flush_batch").await;
     wait_status(server, &running, "running").await;
     let queued = server.flush_table("app.other").await;
+    assert_eq!(server.job(&queued).await["status"], "queued");
     (running, queued)
 }
 
@@ -336,11 +342,9 @@ fn tmp_files(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test]
 async fn kill_job_cancels_queued_and_running_jobs() {
-    // 30 batches with a 100 ms pause: the first job runs for 3 s or more, longer
-    // than the statements before its KILL take even on a loaded machine.
+    // The first job is held after its first batch until it is killed.
     let server = kv_server(|s| {
         s.flush_batch_rows = 100;
-        s.flush_batch_pause_ms = 100;
         s.max_concurrent_jobs = 1;
     })
     .await;
@@ -366,6 +370,7 @@ async fn kill_job_cancels_queued_and_running_jobs() {
     assert_eq!(killed.rows()[0][3], "cancelled");
     let job = server.wait_for_job(&running).await;
     assert_eq!(job["status"], "cancelled");
+    server.db().holds().release("flush_batch");
     assert!(tmp_files(&server.data_dir().join("storage")).is_empty());
     let model: Model = (1..=3000).map(|i| (i, format!("v{i}"))).collect();
     assert_model(&visible(&server, "alice", "app.kv").await, &model, "after kill");
@@ -651,6 +656,9 @@ async fn shutdown_cancels_queued_jobs_and_waits_for_running_ones() {
     })
     .await;
     let (running, queued) = running_and_queued(&server, 1000).await;
+    // Released now, the job still has nine batches with 20 ms pauses to go: shutdown
+    // must wait for it.
+    server.db().holds().release("flush_batch");
     server.restart().await;
     let running = server.job(&running).await;
     assert_eq!(

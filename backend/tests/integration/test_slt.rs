@@ -37,11 +37,20 @@ impl AsyncDB for HttpDb {
             .send()
             .await
             .map_err(|e| SqlError(format!("HTTP: {e}")))?;
+        let status = response.status().as_u16();
         let body: Value = response
             .json()
             .await
             .map_err(|e| SqlError(format!("body: {e}")))?;
         if body["status"] != "success" {
+            let code = body["error"]["code"].as_str().unwrap_or("?");
+            // The HTTP status must follow the code (docs/API.md), whatever the file
+            // expects of the code itself.
+            if Some(status) != http_status_of(code) {
+                return Err(SqlError(format!(
+                    "HTTP status {status} does not match the error code {code}: {body}"
+                )));
+            }
             return Err(SqlError(format!(
                 "{}: {}",
                 body["error"]["code"].as_str().unwrap_or("?"),
@@ -94,6 +103,30 @@ impl AsyncDB for HttpDb {
     async fn sleep(dur: std::time::Duration) {
         tokio::time::sleep(dur).await;
     }
+}
+
+/// The contract's HTTP status of each error code.
+fn http_status_of(code: &str) -> Option<u16> {
+    Some(match code {
+        "INVALID_SQL"
+        | "INVALID_PARAMETER"
+        | "INVALID_REQUEST"
+        | "TYPE_MISMATCH"
+        | "NOT_NULL_VIOLATION"
+        | "UNSUPPORTED"
+        | "COLUMN_NOT_FOUND"
+        | "EMPTY_SQL"
+        | "RESOURCES_EXHAUSTED"
+        | "STATEMENT_TIMEOUT" => 400,
+        "UNAUTHORIZED" => 401,
+        "PERMISSION_DENIED" => 403,
+        "NAMESPACE_NOT_FOUND" | "TABLE_NOT_FOUND" | "JOB_NOT_FOUND" | "USER_NOT_FOUND" => 404,
+        "ALREADY_EXISTS" | "DUPLICATE_KEY" | "NAMESPACE_NOT_EMPTY" | "FLUSH_IN_PROGRESS" => 409,
+        "PAYLOAD_TOO_LARGE" => 413,
+        "TOO_MANY_REQUESTS" => 429,
+        "INTERNAL_ERROR" => 500,
+        _ => return None,
+    })
 }
 
 fn column_type(data_type: &str) -> DefaultColumnType {

@@ -20,7 +20,8 @@ use crate::{ApiError, AppState};
 /// The authenticated caller of a request.
 pub struct Authenticated(pub Caller);
 
-/// How many failed logins one client may make before it must wait.
+/// How many failed logins one client address, or one user name, may make before
+/// it must wait.
 #[derive(Debug, Clone, Copy)]
 pub struct LoginLimits {
     /// Failures allowed within `lockout`; the next attempt is refused until the
@@ -29,14 +30,27 @@ pub struct LoginLimits {
     pub lockout: Duration,
 }
 
-/// Failed logins per client address.
-pub struct LoginThrottle {
-    limits: LoginLimits,
-    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+/// What failures are counted against: the client's address, and the user name
+/// tried. Both are checked before an attempt, so neither rotating names from one
+/// address nor rotating addresses against one name gets more guesses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ThrottleKey {
+    Client(IpAddr),
+    User(String),
 }
 
-/// Addresses tracked at most; beyond, the oldest entries are forgotten.
-const MAX_TRACKED_CLIENTS: usize = 100_000;
+/// Failed logins per client address and per user name.
+///
+/// A success clears only the failures of the name that just proved its password:
+/// never the address's (else a valid login of one's own would reset the count of
+/// guesses at someone else's password), and never another name's.
+pub struct LoginThrottle {
+    limits: LoginLimits,
+    failures: Mutex<HashMap<ThrottleKey, Vec<Instant>>>,
+}
+
+/// Keys tracked at most; beyond, the oldest entries are forgotten.
+const MAX_TRACKED_KEYS: usize = 100_000;
 
 impl LoginThrottle {
     pub fn new(limits: LoginLimits) -> Self {
@@ -46,53 +60,76 @@ impl LoginThrottle {
         }
     }
 
-    /// `TOO_MANY_REQUESTS` while `client` is locked out.
-    fn check(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
-        let Some(client) = client else { return Ok(()) };
+    fn keys(client: Option<IpAddr>, username: Option<&str>) -> Vec<ThrottleKey> {
+        client
+            .map(ThrottleKey::Client)
+            .into_iter()
+            .chain(username.map(|u| ThrottleKey::User(u.to_string())))
+            .collect()
+    }
+
+    /// `TOO_MANY_REQUESTS` while any of `keys` is locked out.
+    fn check(&self, keys: &[ThrottleKey]) -> Result<(), ApiError> {
         let mut failures = self.failures.lock();
-        let Some(times) = failures.get_mut(&client) else {
-            return Ok(());
-        };
-        times.retain(|t| t.elapsed() < self.limits.lockout);
-        if times.len() as u32 >= self.limits.max_failures {
-            let wait = self.limits.lockout.saturating_sub(times[0].elapsed());
-            return Err(ApiError::new(
-                ErrorCode::TooManyRequests,
-                format!(
-                    "too many failed logins from this address; try again in {} s",
-                    wait.as_secs().max(1)
-                ),
-            ));
+        for key in keys {
+            let Some(times) = failures.get_mut(key) else {
+                continue;
+            };
+            times.retain(|t| t.elapsed() < self.limits.lockout);
+            if times.len() as u32 >= self.limits.max_failures {
+                let wait = self.limits.lockout.saturating_sub(times[0].elapsed());
+                let whom = match key {
+                    ThrottleKey::Client(_) => "from this address",
+                    ThrottleKey::User(_) => "for this user",
+                };
+                return Err(ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    format!(
+                        "too many failed logins {whom}; try again in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                ));
+            }
         }
         Ok(())
     }
 
-    fn record<T>(&self, client: Option<IpAddr>, result: &Result<T, KalamError>) {
-        let Some(client) = client else { return };
+    fn record<T>(&self, keys: &[ThrottleKey], result: &Result<T, KalamError>) {
         let mut failures = self.failures.lock();
         match result {
             Ok(_) => {
-                failures.remove(&client);
+                for key in keys.iter().filter(|k| matches!(k, ThrottleKey::User(_))) {
+                    failures.remove(key);
+                }
             }
             Err(e) if e.code == ErrorCode::Unauthorized => {
-                if failures.len() >= MAX_TRACKED_CLIENTS {
-                    failures.clear();
+                if failures.len() + keys.len() > MAX_TRACKED_KEYS {
+                    let lockout = self.limits.lockout;
+                    failures.retain(|_, times| times.last().is_some_and(|t| t.elapsed() < lockout));
+                    if failures.len() + keys.len() > MAX_TRACKED_KEYS {
+                        failures.clear();
+                    }
                 }
-                failures.entry(client).or_default().push(Instant::now());
+                for key in keys {
+                    failures.entry(key.clone()).or_default().push(Instant::now());
+                }
             }
             Err(_) => {}
         }
     }
 
-    /// Runs one authentication attempt under the throttle.
-    fn attempt<T>(
+    /// Runs one authentication attempt by `client` for `username` (none for a
+    /// bearer token) under the throttle.
+    pub(crate) async fn attempt<T>(
         &self,
         client: Option<IpAddr>,
-        authenticate: impl FnOnce() -> Result<T, KalamError>,
+        username: Option<&str>,
+        authenticate: impl Future<Output = Result<T, KalamError>>,
     ) -> Result<T, ApiError> {
-        self.check(client)?;
-        let result = authenticate();
-        self.record(client, &result);
+        let keys = Self::keys(client, username);
+        self.check(&keys)?;
+        let result = authenticate.await;
+        self.record(&keys, &result);
         Ok(result?)
     }
 }
@@ -121,7 +158,8 @@ impl FromRequestParts<AppState> for Authenticated {
             let token = credentials.trim();
             let caller = state
                 .login_throttle
-                .attempt(ip, || state.db.authenticate_token(token))?;
+                .attempt(ip, None, async { state.db.authenticate_token(token) })
+                .await?;
             return Ok(Authenticated(caller));
         }
         if !scheme.eq_ignore_ascii_case("basic") {
@@ -138,7 +176,12 @@ impl FromRequestParts<AppState> for Authenticated {
         let from_loopback = ip.is_some_and(|ip| ip.is_loopback());
         let caller = state
             .login_throttle
-            .attempt(ip, || state.db.authenticate(username, password, from_loopback))?;
+            .attempt(
+                ip,
+                Some(username),
+                state.db.authenticate(username, password, from_loopback),
+            )
+            .await?;
         Ok(Authenticated(caller))
     }
 }
@@ -161,11 +204,16 @@ pub(crate) async fn login(
             format!("invalid JSON body: {e}; expected {{\"username\": \"...\", \"password\": \"...\"}}"),
         )
     })?;
-    let (token, expires_at) = state.login_throttle.attempt(Some(client.ip()), || {
-        state
-            .db
-            .login(&body.username, &body.password, client.ip().is_loopback())
-    })?;
+    let (token, expires_at) = state
+        .login_throttle
+        .attempt(
+            Some(client.ip()),
+            Some(&body.username),
+            state
+                .db
+                .login(&body.username, &body.password, client.ip().is_loopback()),
+        )
+        .await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

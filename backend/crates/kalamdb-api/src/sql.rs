@@ -80,10 +80,32 @@ async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<S
             .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "the SQL text is not valid UTF-8"))?;
         return Ok(SqlRequest::new(sql));
     }
-    let body: SqlBody = serde_json::from_slice(&bytes).map_err(|e| {
+    const EXPECTED: &str = r#"expected {"sql": "...", "params": [...], "namespace": "..."}"#;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidRequest,
-            format!("invalid JSON body: {e}; expected {{\"sql\": \"...\", \"params\": [...], \"namespace\": \"...\"}}"),
+            format!("invalid JSON body: {e}; {EXPECTED}"),
+        )
+    })?;
+    // Only an object is a request: serde would also read `["SELECT 1"]` as one.
+    let kind = match &value {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(_) => Some("an array"),
+        serde_json::Value::String(_) => Some("a string"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Null => Some("null"),
+    };
+    if let Some(kind) = kind {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("the JSON body is {kind}, not an object; {EXPECTED}"),
+        ));
+    }
+    let body: SqlBody = serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid JSON body: {e}; {EXPECTED}"),
         )
     })?;
     Ok(SqlRequest {

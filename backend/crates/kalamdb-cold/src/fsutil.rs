@@ -61,6 +61,15 @@ pub fn remove_temp_files(dir: &Path) -> Result<usize, ColdError> {
     Ok(removed)
 }
 
+/// Removes a file; a missing one is fine.
+pub fn remove_file_if_exists(path: &Path) -> Result<(), ColdError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ColdError::io("remove", path, e)),
+    }
+}
+
 /// Removes a directory tree; a missing one is fine.
 pub fn remove_dir_all_if_exists(dir: &Path) -> Result<(), ColdError> {
     match fs::remove_dir_all(dir) {

@@ -17,7 +17,7 @@ pub mod manifest;
 mod reader;
 mod writer;
 
-pub use fsutil::{remove_dir_all_if_exists, remove_temp_files};
+pub use fsutil::{remove_dir_all_if_exists, remove_file_if_exists, remove_temp_files};
 pub use manifest::{ColumnStats, Manifest, Segment};
 pub use reader::read_seq;
 pub use writer::{SegmentWriter, WrittenSegment};

@@ -16,7 +16,10 @@ use crate::{ColdError, SEQ_FIELD};
 pub fn read_seq(path: &Path, seq: u64) -> Result<Option<RecordBatch>, ColdError> {
     let file = File::open(path).map_err(|e| ColdError::io("open", path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| ColdError::parquet(path, e))?;
-    let target = seq as i64;
+    // `_seq` is stored as a non-negative BIGINT: a larger value is in no segment.
+    let Ok(target) = i64::try_from(seq) else {
+        return Ok(None);
+    };
     let Some(seq_index) = builder.schema().index_of(SEQ_FIELD).ok() else {
         return Err(ColdError::Manifest {
             path: path.display().to_string(),

@@ -8,6 +8,7 @@ use datafusion::arrow::array::{
     Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
     Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
@@ -96,20 +97,42 @@ pub fn values_to_array(ty: &KalamType, values: &[Value]) -> ArrayRef {
     }
 }
 
-/// Reads row `i` of an array that DataFusion produced for a column of type `ty`
-/// (the generated SQL casts to [`arrow_type`] first).
+/// Reads row `i` of an array that DataFusion produced for a column of type `ty`.
+/// Data of another Arrow type (a `CAST(... AS TIMESTAMP)` yields nanoseconds, a
+/// string function may yield `Utf8View`, `NOW()` carries a time zone) is converted
+/// to [`arrow_type`] by a strict cast: a value that does not fit is a
+/// `TYPE_MISMATCH`, never a silent NULL.
 pub fn array_value(array: &ArrayRef, i: usize, ty: &KalamType) -> KalamResult<Value> {
     if array.is_null(i) {
         return Ok(Value::Null);
     }
-    let unexpected = || {
-        KalamError::internal(format!(
-            "expected {} data for a {ty} column, got {}",
-            arrow_type(ty),
-            array.data_type()
-        ))
-    };
-    Ok(match (ty, array.data_type()) {
+    match native_value(array, i, ty) {
+        Some(value) => value,
+        None => {
+            let target = arrow_type(ty);
+            let options = CastOptions {
+                safe: false,
+                ..CastOptions::default()
+            };
+            let cast = cast_with_options(&array.slice(i, 1), &target, &options).map_err(|e| {
+                KalamError::type_mismatch(format!(
+                    "a {} value does not fit a {ty} column: {e}",
+                    array.data_type()
+                ))
+            })?;
+            native_value(&cast, 0, ty).unwrap_or_else(|| {
+                Err(KalamError::internal(format!(
+                    "cast to {target} for a {ty} column yielded {}",
+                    cast.data_type()
+                )))
+            })
+        }
+    }
+}
+
+/// Row `i` (not null) when the array already has the column's own Arrow type.
+fn native_value(array: &ArrayRef, i: usize, ty: &KalamType) -> Option<KalamResult<Value>> {
+    Some(Ok(match (ty, array.data_type()) {
         (KalamType::Boolean, DataType::Boolean) => Value::Boolean(array.as_boolean().value(i)),
         (KalamType::SmallInt, DataType::Int16) => Value::SmallInt(array.as_primitive::<Int16Type>().value(i)),
         (KalamType::Int, DataType::Int32) => Value::Int(array.as_primitive::<Int32Type>().value(i)),
@@ -122,19 +145,19 @@ pub fn array_value(array: &ArrayRef, i: usize, ty: &KalamType) -> KalamResult<Va
             scale: *scale,
         },
         (KalamType::Text | KalamType::Json | KalamType::Uuid, DataType::Utf8) => {
-            parse_text(array.as_string::<i32>().value(i), ty)?
+            return Some(parse_text(array.as_string::<i32>().value(i), ty));
         }
         (KalamType::Text | KalamType::Json | KalamType::Uuid, DataType::Utf8View) => {
-            parse_text(array.as_string_view().value(i), ty)?
+            return Some(parse_text(array.as_string_view().value(i), ty));
         }
         (KalamType::Bytes, DataType::Binary) => Value::Bytes(array.as_binary::<i32>().value(i).to_vec()),
         (KalamType::Bytes, DataType::BinaryView) => Value::Bytes(array.as_binary_view().value(i).to_vec()),
         (KalamType::Date, DataType::Date32) => Value::Date(array.as_primitive::<Date32Type>().value(i)),
-        (KalamType::Timestamp, DataType::Timestamp(TimeUnit::Microsecond, _)) => {
+        (KalamType::Timestamp, DataType::Timestamp(TimeUnit::Microsecond, None)) => {
             Value::Timestamp(array.as_primitive::<TimestampMicrosecondType>().value(i))
         }
-        _ => return Err(unexpected()),
-    })
+        _ => return None,
+    }))
 }
 
 /// The API's name for a result column's type.

@@ -24,6 +24,14 @@ pub fn hash_password(password: &str) -> KalamResult<String> {
         .map_err(|e| KalamError::internal(format!("password hashing failed: {e}")))
 }
 
+/// [`hash_password`] on tokio's blocking pool: argon2 costs tens of milliseconds of
+/// CPU by design and must not hold an async worker (or a lock) meanwhile.
+pub async fn hash_password_off_workers(password: String) -> KalamResult<String> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| KalamError::internal(format!("password hashing task failed: {e}")))?
+}
+
 fn verify_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash)
         .map(|parsed| {
@@ -65,6 +73,17 @@ impl Authenticator {
         hasher.finalize().into()
     }
 
+    /// The caller for credentials verified within the cache's lifetime, without
+    /// hashing anything (`None`: they need [`Authenticator::authenticate`]).
+    pub fn cached(&self, username: &str, password: &str) -> Option<Caller> {
+        let digest = self.digest(password);
+        self.cache
+            .lock()
+            .get(username)
+            .filter(|cached| cached.digest == digest && cached.verified_at.elapsed() < self.ttl)
+            .map(|cached| cached.caller.clone())
+    }
+
     /// The caller for these credentials, or `UNAUTHORIZED` (the same message whether
     /// the user is unknown or the password wrong). A user without a password (`root`
     /// before one is set) is accepted only with an empty password from loopback.
@@ -75,13 +94,10 @@ impl Authenticator {
         password: &str,
         from_loopback: bool,
     ) -> KalamResult<Caller> {
-        let digest = self.digest(password);
-        if let Some(cached) = self.cache.lock().get(username)
-            && cached.digest == digest
-            && cached.verified_at.elapsed() < self.ttl
-        {
-            return Ok(cached.caller.clone());
+        if let Some(caller) = self.cached(username, password) {
+            return Ok(caller);
         }
+        let digest = self.digest(password);
         let denied = || KalamError::new(ErrorCode::Unauthorized, "invalid username or password");
         let user = catalog.user(username).ok_or_else(denied)?;
         if user.password_hash.is_empty() {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use datafusion::arrow::record_batch::RecordBatch;
 use kalamdb_cold::{Manifest, Segment, layout};
 use kalamdb_commons::{KalamError, KalamResult, Value};
-use kalamdb_store::{DecodedRow, Store, StoreBatch};
+use kalamdb_store::{DecodedRow, Store, StoreBatch, StoreView};
 use parking_lot::{Mutex, RwLock};
 
 use crate::arrow_conv::array_value;
@@ -27,9 +27,62 @@ pub(crate) fn cold_error(e: kalamdb_cold::ColdError) -> KalamError {
     KalamError::internal(format!("cold storage failure: {e}"))
 }
 
+/// Segments, bytes and row versions in Parquet (for `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ColdFigures {
+    pub files: u64,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+impl ColdFigures {
+    fn of(manifest: &Manifest) -> ColdFigures {
+        ColdFigures {
+            files: manifest.segments.len() as u64,
+            bytes: manifest.size_bytes(),
+            rows: manifest.row_count(),
+        }
+    }
+}
+
+/// The figures of every scope with segments, and their sum, kept as manifests are
+/// published: reading the total costs nothing, whatever the number of files.
+#[derive(Default)]
+struct FigureBook {
+    by_scope: HashMap<(u32, String), ColdFigures>,
+    total: ColdFigures,
+}
+
+impl FigureBook {
+    fn set(&mut self, key: (u32, String), figures: ColdFigures) {
+        let old = self.by_scope.insert(key, figures).unwrap_or_default();
+        self.total.files = self.total.files - old.files + figures.files;
+        self.total.bytes = self.total.bytes - old.bytes + figures.bytes;
+        self.total.rows = self.total.rows - old.rows + figures.rows;
+    }
+
+    fn forget_table(&mut self, table_id: u32) {
+        let keys: Vec<_> = self
+            .by_scope
+            .keys()
+            .filter(|(id, _)| *id == table_id)
+            .cloned()
+            .collect();
+        for key in keys {
+            self.set(key.clone(), ColdFigures::default());
+            self.by_scope.remove(&key);
+        }
+    }
+}
+
+/// Manifests kept in memory at most; beyond, one is dropped for each one loaded
+/// (a dropped one is read again from its file when needed).
+const MAX_CACHED_MANIFESTS: usize = 4096;
+
 pub(crate) struct ColdTier {
     storage_dir: PathBuf,
     manifests: Mutex<HashMap<(u32, String), Arc<Manifest>>>,
+    figures: Mutex<FigureBook>,
     /// Per table: the highest watermark of any flush that started. A write that
     /// replaces a version with `_seq <= watermark` records a stale marker, because
     /// that version is (or is about to be) in a Parquet segment.
@@ -56,6 +109,7 @@ impl ColdTier {
         Ok(ColdTier {
             storage_dir,
             manifests: Mutex::new(HashMap::new()),
+            figures: Mutex::new(FigureBook::default()),
             watermarks: Mutex::new(watermarks),
             commit_lock: RwLock::new(()),
         })
@@ -84,14 +138,30 @@ impl ColdTier {
         }
         let loaded =
             Arc::new(Manifest::load(&self.scope_dir(table, scope), table.table_id).map_err(cold_error)?);
-        Ok(self.manifests.lock().entry(key).or_insert(loaded).clone())
+        let mut cache = self.manifests.lock();
+        make_room(&mut cache);
+        Ok(cache.entry(key).or_insert(loaded).clone())
     }
 
     /// Makes `manifest` the one readers see. Call with `commit_lock` held for writing.
     pub fn publish(&self, table_id: u32, scope: &str, manifest: Manifest) {
-        self.manifests
+        self.note_manifest(table_id, scope, &manifest);
+        let mut cache = self.manifests.lock();
+        make_room(&mut cache);
+        cache.insert((table_id, scope.to_string()), Arc::new(manifest));
+    }
+
+    /// Records a scope's manifest in the `/metrics` figures (published, or found at
+    /// start-up).
+    pub fn note_manifest(&self, table_id: u32, scope: &str, manifest: &Manifest) {
+        self.figures
             .lock()
-            .insert((table_id, scope.to_string()), Arc::new(manifest));
+            .set((table_id, scope.to_string()), ColdFigures::of(manifest));
+    }
+
+    /// Segments, bytes and row versions of every USER table's cold tier.
+    pub fn figures(&self) -> ColdFigures {
+        self.figures.lock().total
     }
 
     pub fn watermark(&self, table_id: u32) -> u64 {
@@ -118,6 +188,7 @@ impl ColdTier {
 
     pub fn forget_table(&self, table: &TableDef) -> KalamResult<()> {
         self.manifests.lock().retain(|(id, _), _| *id != table.table_id);
+        self.figures.lock().forget_table(table.table_id);
         self.watermarks.lock().remove(&table.table_id);
         kalamdb_cold::remove_dir_all_if_exists(&self.table_dir(table)).map_err(cold_error)
     }
@@ -159,6 +230,16 @@ impl ColdTier {
     }
 }
 
+/// Keeps the manifest cache below [`MAX_CACHED_MANIFESTS`] before an insert.
+fn make_room(cache: &mut HashMap<(u32, String), Arc<Manifest>>) {
+    while cache.len() >= MAX_CACHED_MANIFESTS {
+        let Some(key) = cache.keys().next().cloned() else {
+            break;
+        };
+        cache.remove(&key);
+    }
+}
+
 /// Row `i` of a segment batch (all of the segment's columns) as cells of the
 /// columns that still exist, by column id.
 pub(crate) fn decode_segment_row(
@@ -194,20 +275,17 @@ pub(crate) fn decode_segment_row(
 }
 
 /// The row version `seq` of a scope, from the hot tier or, once flushed, from its
-/// Parquet segment. Both tiers are read under the commit lock, so a flush that
-/// moves the version concurrently cannot hide it.
+/// Parquet segment. Call with [`ColdTier::commit_lock`] held for reading and `view`
+/// taken under it: then a flush that moves the version concurrently cannot hide it,
+/// and a write that replaces it after `view` was taken does not either.
 pub(crate) fn read_version(
     db: &crate::DbShared,
+    view: &StoreView<'_>,
     table: &TableDef,
     scope: &str,
     seq: u64,
 ) -> KalamResult<Option<DecodedRow>> {
-    let _view = db.cold.commit_lock.read_recursive();
-    if let Some(bytes) = db
-        .store
-        .hot_get(table.table_id, scope, seq)
-        .map_err(store_error)?
-    {
+    if let Some(bytes) = view.hot_get(table.table_id, scope, seq).map_err(store_error)? {
         let row = kalamdb_store::row_codec::decode_row(&bytes)
             .map_err(|e| KalamError::internal(format!("corrupt row: {e}")))?;
         return Ok(Some(row));

@@ -20,8 +20,6 @@ use datafusion::sql::sqlparser::ast::{
     self, AssignmentTarget, Expr, FromTable, Ident, Insert, ObjectName, OnConflictAction, OnInsert, SetExpr,
     Statement, TableFactor, TableObject, TableWithJoins, VisitMut, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use kalamdb_commons::value::format_timestamp;
 use kalamdb_commons::{
     DefaultValue, ErrorCode, KalamError, KalamResult, KalamType, Literal, TableType, Value,
@@ -123,6 +121,8 @@ struct RowWriter<'a> {
     /// Versions at or below it may be in Parquet: replacing one leaves a stale marker.
     flush_watermark: u64,
     versions: u64,
+    /// Replaced versions known to be hot (above the flush watermark).
+    hot_replaced: u64,
 }
 
 impl<'a> RowWriter<'a> {
@@ -135,6 +135,7 @@ impl<'a> RowWriter<'a> {
             buffer: Vec::with_capacity(256),
             flush_watermark: db.cold.watermark(table.table_id),
             versions: 0,
+            hot_replaced: 0,
         }
     }
 
@@ -144,12 +145,14 @@ impl<'a> RowWriter<'a> {
         self.batch.delete_hot(self.table.table_id, &self.scope, seq);
         if seq <= self.flush_watermark {
             self.batch.put_stale(self.table.table_id, &self.scope, seq);
+        } else {
+            self.hot_replaced += 1;
         }
     }
 
     /// Writes a new version of the row with key `key`; `values` follow `table.columns`.
-    fn put_row(&mut self, key: &Value, previous: Option<PkEntry>, values: &[Value]) {
-        let seq = self.db.seq.next();
+    fn put_row(&mut self, key: &Value, previous: Option<PkEntry>, values: &[Value]) -> KalamResult<()> {
+        let seq = self.db.seq.next()?;
         if let Some(previous) = previous {
             self.retire(previous.seq);
         }
@@ -169,10 +172,11 @@ impl<'a> RowWriter<'a> {
             key,
             PkEntry { seq, deleted: false },
         );
+        Ok(())
     }
 
-    fn put_tombstone(&mut self, key: &Value, previous_seq: u64) {
-        let seq = self.db.seq.next();
+    fn put_tombstone(&mut self, key: &Value, previous_seq: u64) -> KalamResult<()> {
+        let seq = self.db.seq.next()?;
         self.retire(previous_seq);
         self.versions += 1;
         self.buffer.clear();
@@ -186,12 +190,17 @@ impl<'a> RowWriter<'a> {
             key,
             PkEntry { seq, deleted: true },
         );
+        Ok(())
     }
 
     fn commit(mut self) -> KalamResult<()> {
         self.batch
             .put_system(LAST_SEQ_KEY, &self.db.seq.last().to_be_bytes());
         self.db.store.commit(self.batch).map_err(store_error)?;
+        self.db.hot_rows.add(
+            self.table.table_id,
+            self.versions as i64 - self.hot_replaced as i64,
+        );
         if self.table.flush_policy.is_some() {
             self.db.jobs.note_writes(self.table.table_id, self.versions);
         }
@@ -227,8 +236,8 @@ fn default_value(ctx: &StatementContext<'_>, column: &ColumnDef, now: i64) -> Ka
             _ => Value::Timestamp(now),
         },
         Some(DefaultValue::SnowflakeId) => match ty {
-            KalamType::Text => Value::Text(ctx.db.seq.next().to_string()),
-            _ => Value::BigInt(ctx.db.seq.next() as i64),
+            KalamType::Text => Value::Text(ctx.db.seq.next()?.to_string()),
+            _ => Value::BigInt(crate::seq_as_i64(ctx.db.seq.next()?)),
         },
         Some(DefaultValue::UuidV7) => {
             let id = uuid::Uuid::now_v7();
@@ -409,7 +418,7 @@ fn expr_literal(ctx: &StatementContext<'_>, expr: &Expr) -> KalamResult<Option<L
 }
 
 fn parse_generated(sql: &str) -> KalamResult<Statement> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql)
+    kalamdb_sql::parse_sql_text(sql)
         .map_err(|e| KalamError::invalid_sql(format!("syntax error: {e}")))?
         .pop()
         .ok_or_else(|| KalamError::internal("generated SQL is empty"))
@@ -479,7 +488,7 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
                 .position(|c| c.id == pk)
                 .expect("pk column exists")]
             .clone(),
-            None => Value::BigInt(ctx.db.seq.next() as i64),
+            None => Value::BigInt(crate::seq_as_i64(ctx.db.seq.next()?)),
         };
         let mut encoded = Vec::new();
         encode_value(&key, &mut encoded);
@@ -492,7 +501,7 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
         let repeated = !seen.insert(encoded);
         match (existing.is_some() || repeated, &on_conflict) {
             (false, _) => {
-                writer.put_row(&key, stored, &values);
+                writer.put_row(&key, stored, &values)?;
                 inserted += 1;
             }
             (true, None) => return Err(duplicate_key(&table, &key)),
@@ -548,6 +557,20 @@ fn check_conflict_target(table: &TableDef, target: &ast::ConflictTarget) -> Kala
     }
 }
 
+/// A statement that would write two new versions of one row (its SET or its
+/// source yields several rows for one key): refused, nothing written.
+fn written_twice(table: &TableDef, key: &Value, statement: &str) -> KalamError {
+    let name = table.pk_column().map(|c| c.name.as_str()).unwrap_or(ID_COLUMN);
+    KalamError::new(
+        ErrorCode::DuplicateKey,
+        format!(
+            "{statement} would write the row {name} = {} of '{}' twice (a set-returning expression yields several rows for it); nothing was written",
+            key.display(),
+            table.qualified_name()
+        ),
+    )
+}
+
 fn duplicate_key(table: &TableDef, key: &Value) -> KalamError {
     let name = table.pk_column().map(|c| c.name.as_str()).unwrap_or(ID_COLUMN);
     KalamError::new(
@@ -562,7 +585,8 @@ fn duplicate_key(table: &TableDef, key: &Value) -> KalamError {
 
 /// The current values (in `table.columns` order) of the row version `seq`, hot or cold.
 fn read_row(db: &DbShared, table: &TableDef, scope: &str, seq: u64) -> KalamResult<Vec<Value>> {
-    let row = crate::cold::read_version(db, table, scope, seq)?
+    let _tiers = db.cold.commit_lock.read_recursive();
+    let row = crate::cold::read_version(db, &db.store.view(), table, scope, seq)?
         .ok_or_else(|| KalamError::internal(format!("pk index names a missing row version {seq}")))?;
     let cells: HashMap<u32, Value> = row.cells.into_iter().collect();
     Ok(table
@@ -627,13 +651,19 @@ async fn upsert(
     }
     let output = run_statement(&ctx_df, parse_generated(&sql)?, ctx.params).await?;
     let mut updated = 0;
+    let mut written = HashSet::new();
     for batch in &output.batches {
         let columns = batch.columns();
         for r in 0..batch.num_rows() {
             let Value::BigInt(index) = array_value(&columns[0], r, &KalamType::BigInt)? else {
                 return Err(KalamError::internal("upsert row index is NULL"));
             };
-            let conflict = &conflicts[index as usize];
+            let conflict = conflicts
+                .get(index as usize)
+                .ok_or_else(|| KalamError::internal("upsert row index out of range"))?;
+            if !written.insert(index) {
+                return Err(written_twice(table, &conflict.key, "ON CONFLICT DO UPDATE"));
+            }
             let values = table
                 .columns
                 .iter()
@@ -641,7 +671,7 @@ async fn upsert(
                 .map(|(i, c)| array_value(&columns[i + 1], r, &c.data_type))
                 .collect::<KalamResult<Vec<_>>>()?;
             check_not_null(table, &values)?;
-            writer.put_row(&conflict.key, Some(conflict.previous), &values);
+            writer.put_row(&conflict.key, Some(conflict.previous), &values)?;
             updated += 1;
         }
     }
@@ -767,7 +797,9 @@ async fn affected_rows(ctx: &StatementContext<'_>, sql: &str) -> KalamResult<Vec
 
 fn seq_at(array: &ArrayRef, row: usize) -> KalamResult<u64> {
     match array_value(array, row, &KalamType::BigInt)? {
-        Value::BigInt(seq) => Ok(seq as u64),
+        Value::BigInt(seq) => {
+            u64::try_from(seq).map_err(|_| KalamError::internal(format!("negative _seq {seq}")))
+        }
         _ => Err(KalamError::internal("_seq is NULL")),
     }
 }
@@ -804,11 +836,17 @@ async fn update_rows(
     let mut writer = RowWriter::new(ctx.db, &table, scope_of(ctx, &table));
     let key_type = key_type(&table);
     let mut updated = 0;
+    let mut written = HashSet::new();
     for batch in &batches {
         let columns = batch.columns();
         for r in 0..batch.num_rows() {
             let seq = seq_at(&columns[0], r)?;
             let key = array_value(&columns[1], r, &key_type)?;
+            // A set-returning SET (`v = unnest(...)`) yields several new rows for one
+            // row: writing both would leave one key live twice.
+            if !written.insert(seq) {
+                return Err(written_twice(&table, &key, "UPDATE"));
+            }
             let values = table
                 .columns
                 .iter()
@@ -816,7 +854,7 @@ async fn update_rows(
                 .map(|(i, c)| array_value(&columns[i + 2], r, &c.data_type))
                 .collect::<KalamResult<Vec<_>>>()?;
             check_not_null(&table, &values)?;
-            writer.put_row(&key, Some(PkEntry { seq, deleted: false }), &values);
+            writer.put_row(&key, Some(PkEntry { seq, deleted: false }), &values)?;
             updated += 1;
         }
     }
@@ -845,11 +883,15 @@ async fn delete_rows(
     let mut writer = RowWriter::new(ctx.db, &table, scope_of(ctx, &table));
     let key_type = key_type(&table);
     let mut deleted = 0;
+    let mut written = HashSet::new();
     for batch in &batches {
         for r in 0..batch.num_rows() {
             let seq = seq_at(batch.column(0), r)?;
             let key = array_value(batch.column(1), r, &key_type)?;
-            writer.put_tombstone(&key, seq);
+            if !written.insert(seq) {
+                continue;
+            }
+            writer.put_tombstone(&key, seq)?;
             deleted += 1;
         }
     }

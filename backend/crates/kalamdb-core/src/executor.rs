@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use kalamdb_commons::{
     DefaultValue, ErrorCode, FlushPolicy, KalamError, KalamResult, KalamType, Literal, Role, TableType,
     UserId, is_valid_identifier,
@@ -11,7 +9,6 @@ use kalamdb_commons::{
 use kalamdb_sql::{ColumnSpec, CreateTable, KalamStatement, TableRef, UserChange, parse_statement};
 
 use crate::arrow_conv::{api_type_name, column_to_json};
-use crate::auth::hash_password;
 use crate::catalog::{
     AccessLevel, Catalog, ColumnDef, DELETED_COLUMN, ID_COLUMN, NamespaceDef, SEQ_COLUMN, SYSTEM_NAMESPACE,
     TableDef, UserRecord,
@@ -20,6 +17,8 @@ use crate::cold::ColdTier;
 use crate::jobs::{JobRecord, JobTrigger};
 use crate::query::{QueryOutput, run_query};
 use crate::{Caller, ColumnInfo, DbShared, StatementResult, now_micros, store_error};
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// Everything one statement runs with.
 pub(crate) struct StatementContext<'a> {
@@ -51,18 +50,34 @@ impl StatementContext<'_> {
             KalamStatement::ExecuteAs { user, sql } => self.execute_as(&user, &sql).await,
             ddl => {
                 self.require_role(Role::Dba, "change the schema or users")?;
+                // argon2 runs before the lock, off the async workers.
+                let password_hash = match &ddl {
+                    KalamStatement::CreateUser { password, .. }
+                    | KalamStatement::AlterUser {
+                        change: UserChange::Password(password),
+                        ..
+                    } if !password.is_empty() => {
+                        Some(crate::auth::hash_password_off_workers(password.clone()).await?)
+                    }
+                    _ => None,
+                };
                 let _guard = self.db.write_lock.lock().await;
                 // Jobs of tables about to be dropped stop first (at a batch boundary),
                 // so no flush writes into a directory the drop removes.
                 for table in self.tables_dropped_by(&ddl) {
                     self.db.jobs.cancel_table_jobs(table.table_id).await;
                 }
-                self.execute_ddl(ddl)
+                self.execute_ddl(ddl, password_hash)
             }
         }
     }
 
-    fn execute_ddl(&self, statement: KalamStatement) -> KalamResult<StatementResult> {
+    /// `password_hash`: the hash of the password a CREATE/ALTER USER sets.
+    fn execute_ddl(
+        &self,
+        statement: KalamStatement,
+        password_hash: Option<String>,
+    ) -> KalamResult<StatementResult> {
         match statement {
             KalamStatement::CreateNamespace { name, if_not_exists } => {
                 self.create_namespace(&name, if_not_exists)
@@ -93,8 +108,8 @@ impl StatementContext<'_> {
                 password,
                 role,
                 if_not_exists,
-            } => self.create_user(&name, &password, role, if_not_exists),
-            KalamStatement::AlterUser { name, change } => self.alter_user(&name, change),
+            } => self.create_user(&name, &password, password_hash, role, if_not_exists),
+            KalamStatement::AlterUser { name, change } => self.alter_user(&name, change, password_hash),
             KalamStatement::DropUser { name, if_exists } => self.drop_user(&name, if_exists),
             KalamStatement::Query(_)
             | KalamStatement::Dml(_)
@@ -133,7 +148,7 @@ impl StatementContext<'_> {
     }
 
     async fn query_sql(&self, sql: &str) -> KalamResult<StatementResult> {
-        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        let statement = kalamdb_sql::parse_sql_text(sql)
             .map_err(|e| KalamError::internal(format!("generated SQL does not parse: {e}")))?
             .remove(0);
         let output = run_query(self.db, self.caller, self.namespace, statement, &[]).await?;
@@ -204,6 +219,7 @@ impl StatementContext<'_> {
         for table in &tables {
             self.db.catalog.apply_drop_table(&table.namespace, &table.name);
             self.db.cold.forget_table(table)?;
+            self.db.hot_rows.forget(table.table_id);
         }
         kalamdb_cold::remove_dir_all_if_exists(&self.db.cold.storage_dir().join(name))
             .map_err(crate::cold::cold_error)?;
@@ -342,6 +358,7 @@ impl StatementContext<'_> {
         self.db.store.commit(batch).map_err(store_error)?;
         self.db.catalog.apply_drop_table(&def.namespace, &def.name);
         self.db.cold.forget_table(&def)?;
+        self.db.hot_rows.forget(def.table_id);
         Ok(StatementResult::message(format!(
             "Table '{}' dropped",
             def.qualified_name()
@@ -373,11 +390,19 @@ impl StatementContext<'_> {
                 ),
             ));
         }
+        // What rows written before the column existed read: a constant fixed now,
+        // spelled so that the column's own type parses it (checked in column_def).
         let backfill = match &spec.default {
             Some(DefaultValue::Literal { value }) => Some(value.clone()),
-            Some(DefaultValue::Now) => Some(Literal::String(kalamdb_commons::value::format_timestamp(
-                now_micros(),
-            ))),
+            Some(DefaultValue::Now) => {
+                let now = now_micros();
+                Some(Literal::String(match spec.data_type {
+                    KalamType::Date => {
+                        kalamdb_commons::value::format_date(now.div_euclid(MICROS_PER_DAY) as i32)
+                    }
+                    _ => kalamdb_commons::value::format_timestamp(now),
+                }))
+            }
             _ => None,
         };
         if spec.not_null && backfill.as_ref().is_none_or(|b| *b == Literal::Null) {
@@ -542,15 +567,16 @@ impl StatementContext<'_> {
         })
     }
 
-    /// `EXECUTE AS USER 'name' (statement)`: runs the statement as that user (its
-    /// scope of USER tables and its role). Service and above only.
+    /// `EXECUTE AS USER 'name' (statement)`: runs the statement in that user's scope
+    /// of USER tables, with the lower of the two roles: impersonation never grants
+    /// what the caller could not do alone. Service and above only.
     async fn execute_as(&self, user: &str, sql: &str) -> KalamResult<StatementResult> {
         self.require_role(Role::Service, "run statements as another user")?;
         if matches!(parse_statement(sql)?, KalamStatement::ExecuteAs { .. }) {
             return Err(KalamError::invalid_sql("EXECUTE AS USER cannot be nested"));
         }
         let target = self.db.catalog.user(user).ok_or_else(|| user_not_found(user))?;
-        let caller = Caller::from(&target);
+        let caller = impersonated(self.caller, &target);
         let ctx = StatementContext {
             db: self.db,
             caller: &caller,
@@ -638,6 +664,7 @@ impl StatementContext<'_> {
         &self,
         name: &str,
         password: &str,
+        password_hash: Option<String>,
         role: Role,
         if_not_exists: bool,
     ) -> KalamResult<StatementResult> {
@@ -651,14 +678,14 @@ impl StatementContext<'_> {
                 format!("user '{name}' already exists"),
             ));
         }
-        if password.is_empty() {
+        let Some(password_hash) = password_hash.filter(|_| !password.is_empty()) else {
             return Err(KalamError::invalid_sql("a password cannot be empty"));
-        }
+        };
         let now = now_micros();
         let user = UserRecord {
             user_id: UserId::new(uuid::Uuid::now_v7().simple().to_string()),
             username: name.to_string(),
-            password_hash: hash_password(password)?,
+            password_hash,
             role,
             created_at: now,
             updated_at: now,
@@ -670,13 +697,18 @@ impl StatementContext<'_> {
         )))
     }
 
-    fn alter_user(&self, name: &str, change: UserChange) -> KalamResult<StatementResult> {
+    fn alter_user(
+        &self,
+        name: &str,
+        change: UserChange,
+        password_hash: Option<String>,
+    ) -> KalamResult<StatementResult> {
         let mut user = self.db.catalog.user(name).ok_or_else(|| user_not_found(name))?;
         match change {
-            UserChange::Password(password) if password.is_empty() => {
-                return Err(KalamError::invalid_sql("a password cannot be empty"));
+            UserChange::Password(_) => {
+                user.password_hash =
+                    password_hash.ok_or_else(|| KalamError::invalid_sql("a password cannot be empty"))?
             }
-            UserChange::Password(password) => user.password_hash = hash_password(&password)?,
             UserChange::Role(role) => user.role = role,
         }
         user.updated_at = now_micros();
@@ -714,6 +746,15 @@ impl StatementContext<'_> {
     }
 }
 
+/// Who a statement inside `EXECUTE AS USER` runs as: the target's identity and
+/// scope, with the lower of the caller's and the target's roles.
+fn impersonated(caller: &Caller, target: &UserRecord) -> Caller {
+    Caller {
+        role: caller.role.min(target.role),
+        ..Caller::from(target)
+    }
+}
+
 fn user_not_found(name: &str) -> KalamError {
     KalamError::new(ErrorCode::UserNotFound, format!("user '{name}' does not exist"))
 }
@@ -745,6 +786,14 @@ fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResu
         )));
     }
     let ty = spec.data_type;
+    if let Some(backfill) = &backfill {
+        backfill.to_value(&ty).map_err(|e| {
+            KalamError::new(
+                e.code,
+                format!("value for existing rows of column '{}': {}", spec.name, e.message),
+            )
+        })?;
+    }
     let fits = match &spec.default {
         None => true,
         Some(DefaultValue::Literal { value }) => {

@@ -1,16 +1,79 @@
-//! Crash-test hooks. When the environment variable `KALAMDB_FAILPOINT` names a step
-//! (`flush_started`, `segment_written`, `manifest_saved`, `scope_committed`,
-//! `before_completed`), the server aborts the process when it reaches that step, as
-//! `kill -9` would stop it there. Unset in production; the crash-safety tests use it.
+//! Crash-test hooks. `KALAMDB_FAILPOINT` names one or more steps, separated by
+//! commas. At a crash step (`flush_started`, `segment_written`, `manifest_saved`,
+//! `scope_committed`, `before_completed`) the server aborts the process, as
+//! `kill -9` would stop it there. A loss step (`lose_flush_start`) simulates a
+//! power loss that drops the unsynced tail of RocksDB's WAL: the write it names is
+//! applied in memory only, never to the store. Unset in production; the
+//! crash-safety tests use it.
 
 use std::sync::OnceLock;
 
-static FAILPOINT: OnceLock<Option<String>> = OnceLock::new();
+static FAILPOINTS: OnceLock<Vec<String>> = OnceLock::new();
 
+fn armed_steps() -> &'static [String] {
+    FAILPOINTS.get_or_init(|| {
+        std::env::var("KALAMDB_FAILPOINT")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
+/// True when `step` is armed.
+pub(crate) fn armed(step: &str) -> bool {
+    armed_steps().iter().any(|s| s == step)
+}
+
+/// Aborts the process when `step` is armed.
 pub(crate) fn hit(step: &str) {
-    let armed = FAILPOINT.get_or_init(|| std::env::var("KALAMDB_FAILPOINT").ok().filter(|s| !s.is_empty()));
-    if armed.as_deref() == Some(step) {
+    if armed(step) {
         eprintln!("KALAMDB_FAILPOINT: aborting at {step}");
         std::process::abort();
+    }
+}
+
+/// Pause points a test sets on one database (the environment variable above is one
+/// per process, shared by every server a test binary starts). While a step is held,
+/// background work that reaches it waits there — a flush as it starts (`flush_start`)
+/// and after each full batch it writes (`flush_batch`) — until the step is released
+/// or the job is cancelled. Nothing is
+/// held unless a test holds it.
+#[derive(Default)]
+pub struct Holds {
+    held: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
+    changed: parking_lot::Condvar,
+}
+
+impl Holds {
+    /// Makes work that reaches `step` wait there.
+    pub fn hold(&self, step: &str) {
+        self.held.lock().insert(step.to_string(), 0);
+    }
+
+    /// Lets waiting and later work pass `step`.
+    pub fn release(&self, step: &str) {
+        self.held.lock().remove(step);
+        self.changed.notify_all();
+    }
+
+    /// How many times work has stopped at the held `step` (0 when not held).
+    pub fn arrivals(&self, step: &str) -> u64 {
+        self.held.lock().get(step).copied().unwrap_or(0)
+    }
+
+    /// Blocks while `step` is held, until it is released or `cancelled()` says so.
+    /// Blocking: call from a blocking thread.
+    pub(crate) fn wait(&self, step: &str, cancelled: impl Fn() -> bool) {
+        let mut held = self.held.lock();
+        let Some(arrivals) = held.get_mut(step) else {
+            return;
+        };
+        *arrivals += 1;
+        while held.contains_key(step) && !cancelled() {
+            self.changed
+                .wait_for(&mut held, std::time::Duration::from_millis(10));
+        }
     }
 }

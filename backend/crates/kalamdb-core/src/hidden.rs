@@ -200,11 +200,9 @@ fn same_name(a: &ObjectName, b: &ObjectName) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
     fn parse(sql: &str) -> Statement {
-        Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap().remove(0)
+        kalamdb_sql::parse_sql_text(sql).unwrap().remove(0)
     }
 
     #[track_caller]

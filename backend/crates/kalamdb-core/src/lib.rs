@@ -6,7 +6,7 @@
 //!
 //! ```ignore
 //! let db = KalamDb::open(DbOptions::new("./data"))?;
-//! let root = db.authenticate("root", "", true)?;
+//! let root = db.authenticate("root", "", true).await?;
 //! let outcome = db.execute(&root, SqlRequest::new("SELECT 1")).await;
 //! ```
 //!
@@ -24,8 +24,9 @@ pub mod catalog;
 mod cold;
 mod dml;
 mod executor;
-mod failpoint;
+pub mod failpoint;
 mod hidden;
+mod hot_rows;
 pub mod jobs;
 mod provider;
 mod query;
@@ -174,6 +175,59 @@ pub struct SqlOutcome {
     pub error: Option<StatementError>,
 }
 
+/// A statement longer than this may nest deeper than a thread's stack allows when
+/// its syntax tree is dropped (no limit or walker protects `Drop`): it runs on its
+/// own large stack. Shorter ones cannot nest that deep (each level costs at least
+/// one byte of SQL) and run where they are.
+const LARGE_STATEMENT_BYTES: usize = 4096;
+
+/// The stack of a long statement: address space reserved per poll, committed only
+/// as far as it is used. It holds the deepest tree `max_sql_bytes` (1 MiB) of SQL
+/// can build (about 500,000 levels).
+const LARGE_STATEMENT_STACK: usize = 1 << 30;
+
+/// Polls (and drops) a future on a large stack of its own (see
+/// `kalamdb_sql::check_depth` for why deep syntax trees need one).
+struct OnLargeStack<F: std::future::Future> {
+    future: Option<std::pin::Pin<Box<F>>>,
+}
+
+impl<F: std::future::Future> OnLargeStack<F> {
+    fn new(future: F) -> Self {
+        OnLargeStack {
+            future: Some(Box::pin(future)),
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for OnLargeStack<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.get_mut();
+        let Some(future) = this.future.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let poll = stacker::grow(LARGE_STATEMENT_STACK, || future.as_mut().poll(cx));
+        if poll.is_ready() {
+            // Whatever the finished future still owns is dropped on the large stack.
+            let finished = this.future.take();
+            stacker::grow(LARGE_STATEMENT_STACK, move || drop(finished));
+        }
+        poll
+    }
+}
+
+impl<F: std::future::Future> Drop for OnLargeStack<F> {
+    /// A statement abandoned half-way (the client went away) is dropped on the large
+    /// stack too.
+    fn drop(&mut self) {
+        if let Some(future) = self.future.take() {
+            stacker::grow(LARGE_STATEMENT_STACK, move || drop(future));
+        }
+    }
+}
+
 /// Storage and job figures (see [`KalamDb::storage_metrics`]).
 #[derive(Debug, Clone, Default)]
 pub struct StorageMetrics {
@@ -191,13 +245,24 @@ pub struct StorageMetrics {
     pub flushed_files_total: u64,
 }
 
-/// Allocates `_seq` values: unique, growing with every write, milliseconds since the
-/// epoch in the high bits (snowflake-style: `unix_ms << 22 | counter`).
+/// Allocates `_seq` values: unique, growing with every write, milliseconds since
+/// [`SEQ_EPOCH_MS`] in the high bits and a counter in the low [`SEQ_COUNTER_BITS`]
+/// (`(unix_ms - SEQ_EPOCH_MS) << 20 | counter`). Every value fits a non-negative
+/// `i64` (the `_seq` column is BIGINT): 43 bits of milliseconds last until the year
+/// 2302, and the allocator refuses to go past `i64::MAX` rather than wrap.
+///
+/// A value is never below the last one persisted (`meta/last_seq`): data written
+/// with an older layout (larger values) keeps counting up from its last value.
+/// See `docs/storage-format.md`.
 pub(crate) struct SeqGenerator {
     last: AtomicU64,
 }
 
-const SEQ_COUNTER_BITS: u32 = 22;
+pub(crate) const SEQ_COUNTER_BITS: u32 = 20;
+/// 2024-01-01T00:00:00Z in Unix milliseconds.
+pub(crate) const SEQ_EPOCH_MS: u64 = 1_704_067_200_000;
+/// The largest `_seq`: every one fits a non-negative BIGINT.
+pub(crate) const MAX_SEQ: u64 = i64::MAX as u64;
 pub(crate) const LAST_SEQ_KEY: &str = "meta/last_seq";
 
 impl SeqGenerator {
@@ -207,16 +272,22 @@ impl SeqGenerator {
         }
     }
 
-    pub fn next(&self) -> u64 {
-        let now = (now_micros() as u64 / 1000) << SEQ_COUNTER_BITS;
+    pub fn next(&self) -> KalamResult<u64> {
+        let millis = (now_micros().max(0) as u64 / 1000).saturating_sub(SEQ_EPOCH_MS);
+        let now = millis.saturating_mul(1 << SEQ_COUNTER_BITS).min(MAX_SEQ);
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
+            if last >= MAX_SEQ {
+                return Err(KalamError::internal(
+                    "_seq values are exhausted (the largest BIGINT was reached)",
+                ));
+            }
             let next = now.max(last + 1);
             match self
                 .last
                 .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return next,
+                Ok(_) => return Ok(next),
                 Err(actual) => last = actual,
             }
         }
@@ -225,6 +296,18 @@ impl SeqGenerator {
     pub fn last(&self) -> u64 {
         self.last.load(Ordering::Relaxed)
     }
+
+    /// Makes every later value larger than `seq` (start-up recovery).
+    pub fn raise_to(&self, seq: u64) {
+        self.last.fetch_max(seq.min(MAX_SEQ), Ordering::Relaxed);
+    }
+}
+
+/// A `_seq` as the BIGINT the `_seq` column holds. The allocator never exceeds
+/// `i64::MAX`, so this cannot fail for a stored value; a value past it (a corrupt
+/// store) reads as `i64::MAX` rather than as a negative number.
+pub(crate) fn seq_as_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
 pub(crate) fn now_micros() -> i64 {
@@ -255,6 +338,10 @@ pub(crate) struct DbShared {
     pub cold: ColdTier,
     /// Background jobs. Always present: there is no database without one.
     pub jobs: JobManager,
+    /// Hot row versions per table (`/metrics`).
+    pub hot_rows: hot_rows::HotRows,
+    /// Pause points for tests (see [`failpoint::Holds`]).
+    pub holds: failpoint::Holds,
 }
 
 /// The database. Cheap to clone; all clones share one instance.
@@ -288,7 +375,8 @@ impl KalamDb {
                 bytes
                     .try_into()
                     .map_err(|_| KalamError::internal("corrupt meta/last_seq"))?,
-            ),
+            )
+            .min(MAX_SEQ),
             None => 0,
         };
         let storage_dir = std::path::absolute(options.data_dir.join("storage"))
@@ -308,9 +396,23 @@ impl KalamDb {
             tokens,
             base_state: query::base_session_state(),
             write_lock: tokio::sync::Mutex::new(()),
+            hot_rows: hot_rows::HotRows::default(),
+            holds: failpoint::Holds::default(),
             options,
         });
         bootstrap(&shared)?;
+        if shared
+            .catalog
+            .user(ROOT_USER)
+            .is_some_and(|root| root.password_hash.is_empty())
+        {
+            tracing::warn!(
+                "user 'root' has no password: any client connecting from this host's loopback \
+                 address is root, including a reverse proxy on this host that forwards remote \
+                 requests; set KALAMDB_ROOT_PASSWORD (or ALTER USER 'root' SET PASSWORD) before \
+                 exposing the server (docs/SECURITY.md)"
+            );
+        }
         jobs::recover(&shared)?;
         shared.jobs.start_background(&shared)?;
         Ok(KalamDb {
@@ -324,18 +426,39 @@ impl KalamDb {
     }
 
     /// Checks credentials; see [`auth`](crate::auth) for the cache and the loopback rule.
-    pub fn authenticate(&self, username: &str, password: &str, from_loopback: bool) -> KalamResult<Caller> {
-        self.shared
-            .auth
-            .authenticate(&self.shared.catalog, username, password, from_loopback)
+    /// A cache miss verifies the argon2 hash on tokio's blocking pool, never on an
+    /// async worker.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+        from_loopback: bool,
+    ) -> KalamResult<Caller> {
+        if let Some(caller) = self.shared.auth.cached(username, password) {
+            return Ok(caller);
+        }
+        let shared = self.shared.clone();
+        let (username, password) = (username.to_string(), password.to_string());
+        tokio::task::spawn_blocking(move || {
+            shared
+                .auth
+                .authenticate(&shared.catalog, &username, &password, from_loopback)
+        })
+        .await
+        .map_err(|e| KalamError::internal(format!("authentication task failed: {e}")))?
     }
 
     /// `POST /auth/login`: checks the password (as [`KalamDb::authenticate`]) and
     /// returns a signed bearer token and its expiry (seconds since the epoch). A user
     /// without a password (a password-less `root`) gets no token: the loopback rule
     /// could not follow it.
-    pub fn login(&self, username: &str, password: &str, from_loopback: bool) -> KalamResult<(String, i64)> {
-        self.authenticate(username, password, from_loopback)?;
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        from_loopback: bool,
+    ) -> KalamResult<(String, i64)> {
+        self.authenticate(username, password, from_loopback).await?;
         let user = self
             .shared
             .catalog
@@ -409,7 +532,13 @@ impl KalamDb {
                 namespace: &namespace,
                 params: &request.params,
             };
-            match ctx.execute(sql).await {
+            let run = ctx.execute(sql);
+            let outcome = if sql.len() > LARGE_STATEMENT_BYTES {
+                OnLargeStack::new(run).await
+            } else {
+                run.await
+            };
+            match outcome {
                 Ok(result) => results.push(result),
                 Err(error) => {
                     return SqlOutcome {
@@ -431,33 +560,32 @@ impl KalamDb {
         self.shared.jobs.shutdown().await;
     }
 
-    /// Storage and job figures for `/metrics`. Counts hot row keys (the cost grows
-    /// with the hot tier, which flushing keeps small), reads every USER table's
-    /// manifests (one small file per user directory) and the job records.
+    /// Storage and job figures for `/metrics`, from counters kept as writes, flushes
+    /// and jobs happen: the cost grows with the number of tables, not of rows, files
+    /// or jobs.
     pub fn storage_metrics(&self) -> KalamResult<StorageMetrics> {
         let db = &self.shared;
-        let mut metrics = StorageMetrics::default();
-        for table in db.catalog.tables() {
-            metrics.hot_rows += db.store.hot_count(table.table_id).map_err(store_error)?;
-            if table.table_type != kalamdb_commons::TableType::User {
-                continue;
-            }
-            for scope in db.cold.scopes_on_disk(&table)? {
-                let manifest = db.cold.manifest(&table, &scope)?;
-                metrics.cold_files += manifest.segments.len() as u64;
-                metrics.cold_bytes += manifest.size_bytes();
-                metrics.cold_rows += manifest.row_count();
-            }
-        }
-        for record in jobs::all_records(db)? {
-            *metrics.jobs_by_status.entry(record.status.as_str()).or_default() += 1;
-        }
+        let cold = db.cold.figures();
+        let mut metrics = StorageMetrics {
+            hot_rows: db.hot_rows.total(),
+            cold_files: cold.files,
+            cold_bytes: cold.bytes,
+            cold_rows: cold.rows,
+            jobs_by_status: db.jobs.status_counts(),
+            ..StorageMetrics::default()
+        };
         (
             metrics.flushed_rows_total,
             metrics.flushed_bytes_total,
             metrics.flushed_files_total,
         ) = db.jobs.flush_totals();
         Ok(metrics)
+    }
+
+    /// This database's pause points, for tests that must stop background work at a
+    /// known step ([`failpoint::Holds`]).
+    pub fn holds(&self) -> &failpoint::Holds {
+        &self.shared.holds
     }
 
     /// The data directory this database was opened on.
@@ -565,15 +693,34 @@ mod tests {
 
     #[test]
     fn seqs_grow_and_start_above_the_persisted_one() {
-        let far_future = u64::MAX / 2;
+        let far_future = u64::MAX / 4;
         let seq = SeqGenerator::new(far_future);
-        let a = seq.next();
-        let b = seq.next();
+        let a = seq.next().unwrap();
+        let b = seq.next().unwrap();
         assert_eq!(a, far_future + 1);
         assert_eq!(b, a + 1);
         let fresh = SeqGenerator::new(0);
-        let first = fresh.next();
+        let first = fresh.next().unwrap();
         assert!(first > 1 << 40, "time in the high bits");
-        assert!(fresh.next() > first);
+        assert!(fresh.next().unwrap() > first);
+    }
+
+    #[test]
+    fn seqs_stay_non_negative_bigints() {
+        // Today's values leave room for centuries: 2300-01-01 still fits.
+        let year_2300_ms: u64 = 10_413_792_000_000;
+        let seq_2300 = (year_2300_ms - SEQ_EPOCH_MS) << SEQ_COUNTER_BITS;
+        assert!(seq_2300 < MAX_SEQ);
+        // A value written by the old layout (unix_ms << 22, 2038) keeps counting up.
+        let old_layout = 2_145_916_800_000u64 << 22;
+        assert!(old_layout < MAX_SEQ);
+        let seq = SeqGenerator::new(old_layout);
+        assert_eq!(seq.next().unwrap(), old_layout + 1);
+        // At the end of the range the allocator refuses instead of wrapping.
+        let end = SeqGenerator::new(MAX_SEQ - 1);
+        assert_eq!(end.next().unwrap(), MAX_SEQ);
+        assert!(end.next().is_err());
+        assert_eq!(seq_as_i64(MAX_SEQ), i64::MAX);
+        assert!(seq_as_i64(u64::MAX) > 0);
     }
 }

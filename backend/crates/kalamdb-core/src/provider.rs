@@ -18,7 +18,7 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use kalamdb_commons::{KalamError, KalamResult, KalamType, Literal, TableType as KalamTableType, Value};
-use kalamdb_store::{StoreError, row_codec::decode_row};
+use kalamdb_store::{StoreError, StoreView, row_codec::decode_row};
 
 use crate::arrow_conv::{field, values_to_array};
 use crate::catalog::{
@@ -242,8 +242,12 @@ impl KalamTable {
         scalar_to_literal(literal)?.to_value(&pk.data_type).ok()
     }
 
+    /// The projected live rows of the scope's hot tier (`pk`: of that key only, in
+    /// either tier), all read from `view`. Call with the cold tier's commit lock held
+    /// for reading, `view` taken under it.
     fn read_rows(
         &self,
+        view: &StoreView<'_>,
         projection: &[usize],
         pk: Option<&Value>,
         limit: Option<usize>,
@@ -262,6 +266,10 @@ impl KalamTable {
         let mut batches = Vec::new();
         let limit = limit.unwrap_or(usize::MAX);
         let mut emitted = 0usize;
+        let schema = self
+            .projected_schema(projection)
+            .map_err(|e| KalamError::internal(e.to_string()))?;
+        let mut failure = None;
         let mut visit = |seq: u64, bytes: &[u8]| -> Result<bool, StoreError> {
             let row = decode_row(bytes)?;
             if row.deleted {
@@ -270,20 +278,24 @@ impl KalamTable {
             builder.push_row(seq, row.cells, &slot_of);
             emitted += 1;
             if builder.rows == SCAN_BATCH_ROWS {
-                batches.push(builder.finish(self.projected_schema(projection)));
+                match builder.finish(schema.clone()) {
+                    Ok(batch) => batches.push(batch),
+                    Err(e) => {
+                        failure = Some(e);
+                        return Ok(false);
+                    }
+                }
             }
             Ok(emitted < limit)
         };
         match pk {
             Some(pk) => {
-                if let Some(entry) = self
-                    .db
-                    .store
+                if let Some(entry) = view
                     .pk_get(self.table.table_id, &self.scope, pk)
                     .map_err(store_error)?
                     && !entry.deleted
                 {
-                    let row = crate::cold::read_version(&self.db, &self.table, &self.scope, entry.seq)?;
+                    let row = crate::cold::read_version(&self.db, view, &self.table, &self.scope, entry.seq)?;
                     if let Some(row) = row
                         && !row.deleted
                     {
@@ -291,22 +303,23 @@ impl KalamTable {
                     }
                 }
             }
-            None => self
-                .db
-                .store
+            None => view
                 .hot_scan(self.table.table_id, Some(&self.scope), |row| {
                     visit(row.seq, &row.value)
                 })
                 .map_err(store_error)?,
         }
+        if let Some(e) = failure {
+            return Err(e);
+        }
         if builder.rows > 0 || batches.is_empty() {
-            batches.push(builder.finish(self.projected_schema(projection)));
+            batches.push(builder.finish(schema)?);
         }
         Ok(batches)
     }
 
-    fn projected_schema(&self, projection: &[usize]) -> SchemaRef {
-        Arc::new(self.schema.project(projection).expect("projection within schema"))
+    fn projected_schema(&self, projection: &[usize]) -> DfResult<SchemaRef> {
+        Ok(Arc::new(self.schema.project(projection)?))
     }
 }
 
@@ -336,7 +349,7 @@ impl<'a> BatchBuilder<'a> {
         for (slot, (column, value)) in self.columns.iter().zip(row).enumerate() {
             let value = match (column, value) {
                 (_, Some(v)) => v,
-                (ScanColumn::Seq, None) => Value::BigInt(seq as i64),
+                (ScanColumn::Seq, None) => Value::BigInt(crate::seq_as_i64(seq)),
                 (ScanColumn::Deleted, None) => Value::Boolean(false),
                 (ScanColumn::Column(def), None) => backfill_value(def),
                 (ScanColumn::Id, None) => Value::Null,
@@ -346,7 +359,9 @@ impl<'a> BatchBuilder<'a> {
         self.rows += 1;
     }
 
-    fn finish(&mut self, schema: SchemaRef) -> RecordBatch {
+    /// The rows pushed so far as a batch. A stored value the schema cannot hold
+    /// (a NULL in a NOT NULL column) is an error, never a panic.
+    fn finish(&mut self, schema: SchemaRef) -> KalamResult<RecordBatch> {
         let arrays = self
             .columns
             .iter()
@@ -363,7 +378,7 @@ impl<'a> BatchBuilder<'a> {
             arrays,
             &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows)),
         )
-        .expect("arrays built from the projected schema")
+        .map_err(|e| KalamError::internal(format!("stored rows do not fit the table's schema: {e}")))
     }
 }
 
@@ -454,16 +469,22 @@ impl TableProvider for KalamTable {
             Some(p) => p.clone(),
             None => (0..self.columns.len()).collect(),
         };
-        let schema = self.projected_schema(&projection);
+        let schema = self.projected_schema(&projection)?;
         let external = |e: KalamError| DataFusionError::External(Box::new(e));
         if let Some(pk) = filters.iter().find_map(|f| self.pk_equality(f)) {
-            let batches = self.read_rows(&projection, Some(&pk), limit).map_err(external)?;
+            let _tiers = self.db.cold.commit_lock.read_recursive();
+            let view = self.db.store.view();
+            let batches = self
+                .read_rows(&view, &projection, Some(&pk), limit)
+                .map_err(external)?;
             return Ok(MemorySourceConfig::try_new_exec(&[batches], schema, None)?);
         }
         // One view of both tiers: a flush cannot commit between reading the manifest,
-        // the hot rows and the stale markers.
+        // the hot rows and the stale markers (the commit lock), and a write cannot
+        // land between reading the hot rows and the stale markers (one snapshot).
         let (hot, manifest, stale) = {
-            let _view = self.db.cold.commit_lock.read_recursive();
+            let _tiers = self.db.cold.commit_lock.read_recursive();
+            let view = self.db.store.view();
             let manifest = match self.table.table_type {
                 KalamTableType::User => Some(
                     self.db
@@ -475,11 +496,11 @@ impl TableProvider for KalamTable {
             }
             .filter(|m| !m.segments.is_empty());
             let hot_limit = if manifest.is_some() { None } else { limit };
-            let hot = self.read_rows(&projection, None, hot_limit).map_err(external)?;
+            let hot = self
+                .read_rows(&view, &projection, None, hot_limit)
+                .map_err(external)?;
             let stale = match &manifest {
-                Some(_) => self
-                    .db
-                    .store
+                Some(_) => view
                     .stale_seqs(self.table.table_id, &self.scope)
                     .map_err(|e| external(store_error(e)))?,
                 None => Vec::new(),
@@ -496,7 +517,7 @@ impl TableProvider for KalamTable {
             schema,
             hot,
             parts,
-            stale.into_iter().map(|s| s as i64).collect(),
+            stale.into_iter().map(crate::seq_as_i64).collect(),
         )))
     }
 }

@@ -248,7 +248,7 @@ impl ManifestStats<'_> {
             let values: Vec<Value> = self
                 .segments
                 .iter()
-                .map(|s| Value::BigInt(if min { s.min_seq } else { s.max_seq } as i64))
+                .map(|s| Value::BigInt(crate::seq_as_i64(if min { s.min_seq } else { s.max_seq })))
                 .collect();
             return Some(values_to_array(&KalamType::BigInt, &values));
         }

@@ -1,7 +1,6 @@
 //! The typed statement and its parser.
 
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Statement};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
@@ -104,11 +103,13 @@ impl KalamStatement {
 
 /// Parses one statement (no `;` separators: see [`crate::split_statements`]).
 pub fn parse_statement(sql: &str) -> KalamResult<KalamStatement> {
-    let dialect = PostgreSqlDialect {};
+    let dialect = crate::KalamDialect::default();
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| parser_error(e.into()))?;
-    let parser = Parser::new(&dialect).with_tokens_with_locations(without_current_user_parens(tokens));
+    let parser = Parser::new(&dialect)
+        .with_recursion_limit(crate::MAX_NESTING_DEPTH)
+        .with_tokens_with_locations(without_current_user_parens(tokens));
     let mut c = Cursor { parser };
     let statement = match c.peek_word(0).as_deref() {
         Some("CREATE") => parse_create(&mut c)?,
@@ -127,6 +128,16 @@ pub fn parse_statement(sql: &str) -> KalamResult<KalamStatement> {
     };
     c.expect_end()?;
     Ok(statement)
+}
+
+/// Parses SQL text the server wrote itself around parts of a user's statement (the
+/// rewritten DML and SHOW queries): KalamDB's dialect, and room for the few levels
+/// the rewrite adds above a statement that passed [`crate::check_depth`].
+pub fn parse_sql_text(sql: &str) -> Result<Vec<Statement>, ParserError> {
+    Parser::new(&crate::KalamDialect::default())
+        .with_recursion_limit(crate::MAX_NESTING_DEPTH + 16)
+        .try_with_sql(sql)?
+        .parse_statements()
 }
 
 /// `CURRENT_USER()` → `CURRENT_USER`: PostgreSQL's grammar has the bare keyword only,
@@ -152,6 +163,7 @@ fn without_current_user_parens(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan>
 fn parse_standard(mut c: Cursor<'_>) -> KalamResult<KalamStatement> {
     let statement = c.parser.parse_statement().map_err(parser_error)?;
     c.expect_end()?;
+    crate::check_depth(&statement)?;
     match statement {
         Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
             Ok(KalamStatement::Dml(Box::new(statement)))
@@ -302,6 +314,9 @@ fn parse_alter(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
 }
 
 pub(crate) fn parser_error(e: ParserError) -> KalamError {
+    if matches!(e, ParserError::RecursionLimitExceeded) {
+        return crate::too_deeply_nested();
+    }
     let message = e.to_string();
     let message = message.strip_prefix("sql parser error: ").unwrap_or(&message);
     KalamError::invalid_sql(format!("syntax error: {message}"))

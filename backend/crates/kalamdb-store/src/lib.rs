@@ -1,9 +1,10 @@
 //! Hot storage: the RocksDB keyspace of KalamDB.
 //!
-//! One RocksDB instance with three column families:
+//! One RocksDB instance with four column families:
 //! - `system`: the catalog (namespaces, tables, users) and server metadata, JSON values;
 //! - `hot`: table rows, keyed `table_id | scope | _seq`, values in the row codec;
-//! - `pk`: the primary-key index, `table_id | scope | pk` → `_seq` and flags.
+//! - `pk`: the primary-key index, `table_id | scope | pk` → `_seq` and flags;
+//! - `stale`: `table_id | scope | _seq` of Parquet row versions a later write replaced.
 //!
 //! The byte layouts are specified in `docs/storage-format.md`; [`keys`] and
 //! [`row_codec`] are their only implementation.
@@ -16,7 +17,7 @@ pub mod row_codec;
 mod store;
 
 pub use row_codec::{DecodedRow, RowCodecError};
-pub use store::{HotRow, PkEntry, Store, StoreBatch, StoreError, StoreOptions};
+pub use store::{HotRow, PkEntry, Store, StoreBatch, StoreError, StoreOptions, StoreView};
 
 /// The on-disk format version written in `system` under `meta/format_version`.
 pub const FORMAT_VERSION: u32 = 1;

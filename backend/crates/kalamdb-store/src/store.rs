@@ -5,7 +5,7 @@ use std::path::Path;
 use kalamdb_commons::Value;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
-    ReadOptions, WriteBatch, WriteOptions,
+    ReadOptions, Snapshot, WriteBatch, WriteOptions,
 };
 
 use crate::keys::{hot_key, parse_hot_key, prefix_upper_bound, scope_prefix, table_prefix};
@@ -134,6 +134,16 @@ impl Store {
         Ok(())
     }
 
+    /// Applies the batch atomically and fsyncs the WAL before returning, whatever
+    /// `sync_writes` says: for records that files already written depend on (a
+    /// flush's start), which a power loss must not take back.
+    pub fn commit_synced(&self, batch: StoreBatch<'_>) -> Result<(), StoreError> {
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(true);
+        self.db.write_opt(batch.batch, &write_options)?;
+        Ok(())
+    }
+
     pub fn system_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.get_cf(self.cf(CF_SYSTEM), key.as_bytes())?)
     }
@@ -156,8 +166,55 @@ impl Store {
         Ok(out)
     }
 
+    /// Visits the `system` records whose key starts with `prefix`, in key order,
+    /// until `visit` returns `false`.
+    pub fn system_scan_while(
+        &self,
+        prefix: &str,
+        mut visit: impl FnMut(&str, &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_SYSTEM));
+        iter.seek(prefix.as_bytes());
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let key = std::str::from_utf8(key).map_err(|_| StoreError::CorruptKey { cf: CF_SYSTEM })?;
+            if !visit(key, value) {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(())
+    }
+
     pub fn hot_get(&self, table_id: u32, scope: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(CF_HOT), hot_key(table_id, scope, seq))?)
+        self.hot_get_at(None, table_id, scope, seq)
+    }
+
+    fn hot_get_at(
+        &self,
+        snapshot: Option<&Snapshot<'_>>,
+        table_id: u32,
+        scope: &str,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf_opt(
+            self.cf(CF_HOT),
+            hot_key(table_id, scope, seq),
+            &read_options(snapshot),
+        )?)
+    }
+
+    /// A consistent, read-only view of the store as of now: every read through it
+    /// (hot rows, stale markers, the pk index) sees the same RocksDB snapshot, so a
+    /// write committed meanwhile is seen by all of them or by none.
+    pub fn view(&self) -> StoreView<'_> {
+        StoreView {
+            store: self,
+            snapshot: self.db.snapshot(),
+        }
     }
 
     /// Visits the hot rows of one scope of a table (`scope = None`: every scope) in
@@ -169,12 +226,22 @@ impl Store {
         scope: Option<&str>,
         visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
+        self.hot_scan_at(None, table_id, scope, visit)
+    }
+
+    fn hot_scan_at(
+        &self,
+        snapshot: Option<&Snapshot<'_>>,
+        table_id: u32,
+        scope: Option<&str>,
+        visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
         let prefix = match scope {
             Some(scope) => scope_prefix(table_id, scope),
             None => table_prefix(table_id),
         };
         let upper = prefix_upper_bound(&prefix);
-        self.hot_scan_range(prefix, upper, visit)
+        self.hot_scan_range(snapshot, prefix, upper, visit)
     }
 
     /// Visits the hot rows of one scope with `_seq <= max_seq`, in `_seq` order, from
@@ -188,16 +255,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         let prefix = scope_prefix(table_id, scope);
         let upper = seq_upper_bound(table_id, scope, max_seq);
-        self.hot_scan_range(prefix, upper, visit)
+        self.hot_scan_range(None, prefix, upper, visit)
     }
 
     fn hot_scan_range(
         &self,
+        snapshot: Option<&Snapshot<'_>>,
         prefix: Vec<u8>,
         upper: Option<Vec<u8>>,
         mut visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        let mut read_options = ReadOptions::default();
+        let mut read_options = read_options(snapshot);
         if let Some(upper) = upper {
             read_options.set_iterate_upper_bound(upper);
         }
@@ -266,8 +334,17 @@ impl Store {
     /// The `_seq`s of one scope's Parquet row versions that a later write superseded
     /// (see [`StoreBatch::put_stale`]).
     pub fn stale_seqs(&self, table_id: u32, scope: &str) -> Result<Vec<u64>, StoreError> {
+        self.stale_seqs_at(None, table_id, scope)
+    }
+
+    fn stale_seqs_at(
+        &self,
+        snapshot: Option<&Snapshot<'_>>,
+        table_id: u32,
+        scope: &str,
+    ) -> Result<Vec<u64>, StoreError> {
         let prefix = scope_prefix(table_id, scope);
-        let mut read_options = ReadOptions::default();
+        let mut read_options = read_options(snapshot);
         if let Some(upper) = prefix_upper_bound(&prefix) {
             read_options.set_iterate_upper_bound(upper);
         }
@@ -285,16 +362,67 @@ impl Store {
     }
 
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_PK), pk_key(table_id, scope, pk))?
-        {
+        self.pk_get_at(None, table_id, scope, pk)
+    }
+
+    fn pk_get_at(
+        &self,
+        snapshot: Option<&Snapshot<'_>>,
+        table_id: u32,
+        scope: &str,
+        pk: &Value,
+    ) -> Result<Option<PkEntry>, StoreError> {
+        match self.db.get_pinned_cf_opt(
+            self.cf(CF_PK),
+            pk_key(table_id, scope, pk),
+            &read_options(snapshot),
+        )? {
             Some(bytes) => PkEntry::decode(&bytes)
                 .map(Some)
                 .ok_or(StoreError::CorruptKey { cf: CF_PK }),
             None => Ok(None),
         }
     }
+}
+
+/// A snapshot of the store (see [`Store::view`]). Reads through it never see a
+/// write committed after it was taken.
+pub struct StoreView<'a> {
+    store: &'a Store,
+    snapshot: Snapshot<'a>,
+}
+
+impl StoreView<'_> {
+    pub fn hot_get(&self, table_id: u32, scope: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.hot_get_at(Some(&self.snapshot), table_id, scope, seq)
+    }
+
+    /// As [`Store::hot_scan`], in this view.
+    pub fn hot_scan(
+        &self,
+        table_id: u32,
+        scope: Option<&str>,
+        visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        self.store
+            .hot_scan_at(Some(&self.snapshot), table_id, scope, visit)
+    }
+
+    pub fn stale_seqs(&self, table_id: u32, scope: &str) -> Result<Vec<u64>, StoreError> {
+        self.store.stale_seqs_at(Some(&self.snapshot), table_id, scope)
+    }
+
+    pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
+        self.store.pk_get_at(Some(&self.snapshot), table_id, scope, pk)
+    }
+}
+
+fn read_options(snapshot: Option<&Snapshot<'_>>) -> ReadOptions {
+    let mut options = ReadOptions::default();
+    if let Some(snapshot) = snapshot {
+        options.set_snapshot(snapshot);
+    }
+    options
 }
 
 /// The first hot key of `scope` after `_seq = max_seq` (`None`: no bound).

@@ -58,8 +58,11 @@ impl SqlResponse {
         self
     }
 
-    /// Rows of the last statement's result.
+    /// Rows of the last statement's result. Panics on an error answer: an error has
+    /// no rows, and an empty list must never pass for a result.
+    #[track_caller]
     pub fn rows(&self) -> Vec<Vec<Value>> {
+        self.expect_success();
         let results = self.body["results"].as_array().cloned().unwrap_or_default();
         let last = results.last().cloned().unwrap_or(Value::Null);
         serde_json::from_value(last["rows"].clone()).unwrap_or_default()
@@ -129,6 +132,20 @@ impl TestServer {
                 .build()
                 .expect("http client"),
             _data_dir: None,
+        }
+    }
+
+    /// The running server's database (its pause points, `holds()`).
+    pub fn db(&self) -> &kalamdb_core::KalamDb {
+        self.server.as_ref().expect("the server is running").db()
+    }
+
+    /// Waits (up to 60 s) until background work has stopped at the held `step`.
+    pub async fn wait_at_hold(&self, step: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.db().holds().arrivals(step) == 0 {
+            assert!(std::time::Instant::now() < deadline, "nothing reached {step}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -313,6 +330,11 @@ impl ServerProcess {
 
     pub async fn sql(&self, sql: &str) -> SqlResponse {
         self.sql_as("root", "", sql).await
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     pub async fn sql_as(&self, user: &str, password: &str, sql: &str) -> SqlResponse {

@@ -5,10 +5,12 @@
 //!    `_seq` order) into Arrow batches of `flush_batch_rows` rows, each written to
 //!    `batch-<n>.parquet.tmp` as it fills: memory is bounded by one batch and one
 //!    Parquet row group, whatever the table's size;
-//! 2. fsync and rename the file into place (`segment_written`);
+//! 2. fsync and rename the file into place (`segment_partial` is a crash point after
+//!    the first batch, `segment_written` after the rename);
 //! 3. write the scope's new `manifest.json` (tmp, fsync, rename: `manifest_saved`);
 //! 4. under the cold tier's commit lock, publish the manifest to readers and delete
-//!    the scope's hot rows `<= watermark` in one RocksDB batch (`scope_committed`).
+//!    the scope's hot rows `<= watermark` in one RocksDB batch (`scope_committed`). If
+//!    that batch fails, the previous manifest is saved again and the segment removed.
 //!
 //! Rows written during the flush get `_seq`s above the watermark and stay hot. A row
 //! at or below the watermark that a write replaces while the flush runs is marked
@@ -49,6 +51,7 @@ pub(crate) fn flush_table(
     watermark: u64,
     job: &ActiveJob,
 ) -> KalamResult<(FlushEnd, FlushMetrics)> {
+    db.holds.wait("flush_start", || job.cancel.is_cancelled());
     let scopes = db.store.hot_scopes(table.table_id).map_err(store_error)?;
     let mut metrics = FlushMetrics::default();
     let batch_rows = db.options.jobs.flush_batch_rows.max(1);
@@ -106,6 +109,8 @@ fn flush_scope(
                     failure = Some(e);
                     return Ok(false);
                 }
+                failpoint::hit("segment_partial");
+                db.holds.wait("flush_batch", || job.cancel.is_cancelled());
                 if pause_unless_cancelled(job, db.options.jobs.flush_batch_pause) {
                     cancelled = true;
                     return Ok(false);
@@ -148,6 +153,7 @@ fn flush_scope(
         created_at: now_micros(),
         columns: builder.column_stats(),
     };
+    let segment_file = segment.file.clone();
     let mut next = (*manifest).clone();
     next.next_batch = batch_no + 1;
     next.segments.push(segment);
@@ -158,7 +164,24 @@ fn flush_scope(
         let _commit = cold.commit_lock.write();
         let mut batch = db.store.batch();
         batch.delete_hot_through(table.table_id, scope, watermark);
-        db.store.commit(batch).map_err(store_error)?;
+        let committed = if failpoint::armed("fail_hot_delete") {
+            Err(KalamError::internal("KALAMDB_FAILPOINT: the hot delete failed"))
+        } else {
+            db.store.commit(batch).map_err(store_error)
+        };
+        if let Err(e) = committed {
+            // The rows are still hot: the saved manifest must not list their segment,
+            // or a restart would roll it forward while readers see the rows hot.
+            // Put the previous manifest back and remove the segment; if that fails
+            // too, start-up recovery rolls the saved manifest forward instead.
+            let restored = manifest.save(&dir).map_err(cold_error).and_then(|()| {
+                kalamdb_cold::remove_file_if_exists(&dir.join(&segment_file)).map_err(cold_error)
+            });
+            if let Err(undo) = restored {
+                tracing::error!(table = %table.qualified_name(), scope, "could not undo a flush step: {}", undo.message);
+            }
+            return Err(e);
+        }
         cold.publish(table.table_id, scope, next);
     }
     Ok(ScopeOutcome::Flushed {
@@ -195,7 +218,7 @@ fn write_batch(
             SegmentWriter::create(dir, batch_no, builder.schema.clone(), batch_rows).map_err(cold_error)?,
         );
     }
-    let batch = builder.finish_batch();
+    let batch = builder.finish_batch()?;
     writer
         .as_mut()
         .expect("created above")
@@ -314,7 +337,7 @@ impl SegmentBuilder {
             column.observe(&value);
             column.values.push(value);
         }
-        self.seqs.push(seq as i64);
+        self.seqs.push(crate::seq_as_i64(seq));
         self.deleted.push(row.deleted);
         self.total_rows += 1;
         self.total_deleted += row.deleted as u64;
@@ -322,7 +345,7 @@ impl SegmentBuilder {
         self.max_seq = self.max_seq.max(seq);
     }
 
-    fn finish_batch(&mut self) -> RecordBatch {
+    fn finish_batch(&mut self) -> KalamResult<RecordBatch> {
         let mut arrays: Vec<ArrayRef> = self
             .columns
             .iter_mut()
@@ -334,7 +357,8 @@ impl SegmentBuilder {
             .collect();
         arrays.push(Arc::new(Int64Array::from(std::mem::take(&mut self.seqs))));
         arrays.push(Arc::new(BooleanArray::from(std::mem::take(&mut self.deleted))));
-        RecordBatch::try_new(self.schema.clone(), arrays).expect("arrays follow the segment schema")
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| KalamError::internal(format!("stored rows do not fit the segment schema: {e}")))
     }
 
     fn column_stats(&self) -> Vec<ColumnStats> {
@@ -405,8 +429,11 @@ fn compare_values(a: &Value, b: &Value) -> Option<Ordering> {
         (Value::SmallInt(a), Value::SmallInt(b)) => Some(a.cmp(b)),
         (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
         (Value::BigInt(a), Value::BigInt(b)) => Some(a.cmp(b)),
-        (Value::Float(a), Value::Float(b)) => a.partial_cmp(b),
-        (Value::Double(a), Value::Double(b)) => a.partial_cmp(b),
+        // The total order (-0.0 < +0.0) is the one DataFusion prunes and compares
+        // with; IEEE's `partial_cmp` calls ±0 equal, so a segment holding both could
+        // record `max = -0.0` and be skipped by `x >= 0`.
+        (Value::Float(a), Value::Float(b)) => Some(a.total_cmp(b)),
+        (Value::Double(a), Value::Double(b)) => Some(a.total_cmp(b)),
         (Value::Decimal { unscaled: a, .. }, Value::Decimal { unscaled: b, .. }) => Some(a.cmp(b)),
         (Value::Text(a), Value::Text(b)) => Some(a.cmp(b)),
         (Value::Date(a), Value::Date(b)) => Some(a.cmp(b)),

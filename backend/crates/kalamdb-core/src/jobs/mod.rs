@@ -18,7 +18,7 @@
 pub(crate) mod flush;
 pub(crate) mod record;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -106,6 +106,29 @@ struct PolicyState {
     pending_rows: HashMap<u32, u64>,
     /// When each table's last flush started (or when the server started).
     last_flush: HashMap<u32, Instant>,
+    /// Tables whose last policy flush failed: consecutive failures, and when the
+    /// policy may try again.
+    backoff: HashMap<u32, (u32, Instant)>,
+    /// When the retention sweeper runs next.
+    next_sweep: Option<Instant>,
+}
+
+/// The first retry of a failed policy flush waits this long; each further failure
+/// doubles the wait, up to [`POLICY_BACKOFF_MAX`].
+const POLICY_BACKOFF_BASE: Duration = Duration::from_secs(1);
+const POLICY_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The wait after `failures` consecutive failures of a table's policy flush.
+fn policy_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    POLICY_BACKOFF_BASE
+        .saturating_mul(1 << doublings)
+        .min(POLICY_BACKOFF_MAX)
+}
+
+/// How often finished jobs are checked against the retention.
+fn sweep_interval(retention: Duration) -> Duration {
+    retention.clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 /// Totals of finished flush jobs since the server started (for `/metrics`).
@@ -126,6 +149,8 @@ pub(crate) struct JobManager {
     stop: CancellationToken,
     policy: Mutex<PolicyState>,
     started: Instant,
+    /// Jobs in `system.jobs` by status, kept as jobs change (`/metrics`).
+    status_counts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn persist(db: &DbShared, record: &JobRecord) -> KalamResult<()> {
@@ -159,6 +184,7 @@ impl JobManager {
             stop: CancellationToken::new(),
             policy: Mutex::new(PolicyState::default()),
             started: Instant::now(),
+            status_counts: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -207,6 +233,7 @@ impl JobManager {
             error_message: None,
         };
         persist(db, &record)?;
+        self.move_status(None, Some(JobStatus::Queued));
         let job = Arc::new(ActiveJob {
             record: Mutex::new(record.clone()),
             cancel: CancellationToken::new(),
@@ -275,20 +302,49 @@ impl JobManager {
         )
     }
 
+    /// Jobs in `system.jobs` by status.
+    pub fn status_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.status_counts.lock().clone()
+    }
+
+    /// Moves one job between statuses in [`JobManager::status_counts`] (`None`: a
+    /// job that appears or disappears).
+    fn move_status(&self, from: Option<JobStatus>, to: Option<JobStatus>) {
+        let mut counts = self.status_counts.lock();
+        if let Some(from) = from
+            && let Some(count) = counts.get_mut(from.as_str())
+        {
+            *count = count.saturating_sub(1);
+        }
+        if let Some(to) = to {
+            *counts.entry(to.as_str()).or_default() += 1;
+        }
+    }
+
     /// Counts written rows towards `FLUSH_POLICY='rows:N'`.
     pub fn note_writes(&self, table_id: u32, rows: u64) {
         *self.policy.lock().pending_rows.entry(table_id).or_insert(0) += rows;
     }
 
     /// Starts the flush-policy scheduler and the retention sweeper.
+    /// Counts the hot rows of every table and the jobs by status (once, after
+    /// recovery), then starts the flush-policy scheduler and the retention sweeper.
     pub fn start_background(&self, db: &Arc<DbShared>) -> KalamResult<()> {
         {
             let mut policy = self.policy.lock();
             for table in db.catalog.tables() {
+                let hot = db.store.hot_count(table.table_id).map_err(store_error)?;
+                db.hot_rows.set(table.table_id, hot);
                 if table.table_type == TableType::User && table.flush_policy.is_some() {
-                    let hot = db.store.hot_count(table.table_id).map_err(store_error)?;
                     policy.pending_rows.insert(table.table_id, hot);
                 }
+            }
+        }
+        {
+            let mut counts = self.status_counts.lock();
+            counts.clear();
+            for record in load_records(db)? {
+                *counts.entry(record.status.as_str()).or_default() += 1;
             }
         }
         let weak = Arc::downgrade(db);
@@ -304,7 +360,9 @@ impl JobManager {
                 }
                 let Some(db) = weak.upgrade() else { return };
                 db.jobs.check_policies(&db);
-                if let Err(e) = db.jobs.sweep_finished(&db) {
+                if db.jobs.sweep_due()
+                    && let Err(e) = db.jobs.sweep_finished(&db)
+                {
                     tracing::warn!("job retention sweep failed: {}", e.message);
                 }
             }
@@ -323,6 +381,13 @@ impl JobManager {
             }
             let due = {
                 let state = self.policy.lock();
+                if state
+                    .backoff
+                    .get(&table.table_id)
+                    .is_some_and(|(_, retry_at)| now < *retry_at)
+                {
+                    continue;
+                }
                 let pending = state.pending_rows.get(&table.table_id).copied().unwrap_or(0);
                 let since = state
                     .last_flush
@@ -348,17 +413,67 @@ impl JobManager {
         }
     }
 
-    /// Removes finished jobs older than the retention.
+    /// True (and the next sweep scheduled) when the retention sweep is due: once a
+    /// minute at most, not on every scheduler tick.
+    fn sweep_due(&self) -> bool {
+        let now = Instant::now();
+        let mut state = self.policy.lock();
+        if state.next_sweep.is_some_and(|at| now < at) {
+            return false;
+        }
+        state.next_sweep = Some(now + sweep_interval(self.options.job_retention));
+        true
+    }
+
+    /// Records the end of a policy-triggered job: a failure delays the table's next
+    /// policy flush (exponential backoff) and returns the delay; a success clears it.
+    fn note_policy_outcome(&self, table_id: u32, failed: bool) -> Option<Duration> {
+        let mut state = self.policy.lock();
+        if !failed {
+            state.backoff.remove(&table_id);
+            return None;
+        }
+        let failures = state.backoff.get(&table_id).map_or(0, |(n, _)| *n) + 1;
+        let wait = policy_backoff(failures);
+        state.backoff.insert(table_id, (failures, Instant::now() + wait));
+        Some(wait)
+    }
+
+    /// Removes finished jobs older than the retention. Job ids are UUIDv7, so the
+    /// records are in creation order: the scan stops at the first job created after
+    /// the cutoff (none after it can have finished before it), and decodes only the
+    /// expired records and that one.
     fn sweep_finished(&self, db: &DbShared) -> KalamResult<()> {
         let cutoff = now_micros() - self.options.job_retention.as_micros() as i64;
         let mut batch = db.store.batch();
-        for record in load_records(db)? {
-            if record.status.is_finished() && record.finished_at.is_some_and(|t| t < cutoff) {
-                batch.delete_system(&record.key());
-            }
+        let mut failure = None;
+        let mut swept = Vec::new();
+        db.store
+            .system_scan_while(JOB_PREFIX, |key, value| {
+                match serde_json::from_slice::<JobRecord>(value) {
+                    Ok(record) if record.created_at >= cutoff => false,
+                    Ok(record) => {
+                        if record.status.is_finished() && record.finished_at.is_some_and(|t| t < cutoff) {
+                            batch.delete_system(key);
+                            swept.push(record.status);
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        failure = Some(KalamError::internal(format!("corrupt {key}: {e}")));
+                        false
+                    }
+                }
+            })
+            .map_err(store_error)?;
+        if let Some(e) = failure {
+            return Err(e);
         }
         if !batch.is_empty() {
             db.store.commit(batch).map_err(store_error)?;
+        }
+        for status in swept {
+            self.move_status(Some(status), None);
         }
         Ok(())
     }
@@ -436,6 +551,7 @@ pub(crate) fn all_records(db: &DbShared) -> KalamResult<Vec<JobRecord>> {
 async fn run_job(db: Arc<DbShared>, job: Arc<ActiveJob>) {
     let outcome = run_flush_job(&db, &job).await;
     let mut record = job.snapshot();
+    let previous_status = record.status;
     record.finished_at = Some(now_micros());
     match outcome {
         Ok(flush::FlushEnd::Completed) => {
@@ -451,15 +567,30 @@ async fn run_job(db: Arc<DbShared>, job: Arc<ActiveJob>) {
             record.error_message = Some(e.message);
         }
     }
-    if record.status != JobStatus::Completed {
-        // Rows that stayed hot still count towards the table's flush policy.
-        if let Ok(hot) = db.store.hot_count(record.table_id) {
+    if record.trigger == JobTrigger::Policy
+        && let Some(wait) = db
+            .jobs
+            .note_policy_outcome(record.table_id, record.status == JobStatus::Failed)
+    {
+        let message = record.error_message.get_or_insert_with(String::new);
+        message.push_str(&format!(
+            "; the flush policy retries in {} s (backoff after repeated failures)",
+            wait.as_secs()
+        ));
+    }
+    // The table's hot rows, counted again now that the flush moved some: this
+    // corrects any drift of the running count (see `hot_rows`).
+    if let Ok(hot) = db.store.hot_count(record.table_id) {
+        db.hot_rows.set(record.table_id, hot);
+        if record.status != JobStatus::Completed {
+            // Rows that stayed hot still count towards the table's flush policy.
             db.jobs.policy.lock().pending_rows.insert(record.table_id, hot);
         }
     }
     if let Err(e) = persist(&db, &record) {
         tracing::error!(job_id = %record.job_id, "could not record the end of the job: {}", e.message);
     }
+    db.jobs.move_status(Some(previous_status), Some(record.status));
     let totals = &db.jobs.totals;
     totals
         .rows
@@ -517,6 +648,8 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
     // The watermark: every row version committed so far has a `_seq` at or below
     // it (row `_seq`s are allocated and committed under the write lock we hold).
     let watermark = db.seq.last();
+    db.jobs
+        .move_status(Some(JobStatus::Queued), Some(JobStatus::Running));
     let record = {
         let mut r = job.record.lock();
         r.status = JobStatus::Running;
@@ -530,7 +663,12 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
         &record.key(),
         &serde_json::to_vec(&record).expect("job records serialize"),
     );
-    db.store.commit(batch).map_err(store_error)?;
+    // Synced whatever `sync_writes` says: the segments and manifests this flush
+    // writes (fsynced files) must never outlive the record of its watermark in a
+    // power loss. Recovery reconciles from the manifests all the same (D8).
+    if !failpoint::armed("lose_flush_start") {
+        db.store.commit_synced(batch).map_err(store_error)?;
+    }
     db.cold.apply_watermark(table_id, watermark);
     {
         let mut policy = db.jobs.policy.lock();
@@ -551,25 +689,14 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
     Ok(end)
 }
 
-/// Start-up: jobs a crash left `running` become `failed`, and the tables of those and
-/// of failed jobs are reconciled (a segment whose manifest was saved has its hot rows
-/// removed, stray `*.tmp` files and files no manifest lists are deleted); jobs left
-/// `queued` become `cancelled`; finished jobs past the retention are removed.
+/// Start-up: jobs a crash left `running` become `failed`, jobs left `queued` become
+/// `cancelled`, finished jobs past the retention are removed, and every USER table
+/// is reconciled with its manifests ([`reconcile_table`]). Recovery trusts the
+/// manifests (fsynced files), not the job records: a power loss can take back the
+/// record of a flush whose segments and manifest are on disk.
 pub(crate) fn recover(db: &DbShared) -> KalamResult<()> {
     let now = now_micros();
-    let mut reconcile: HashMap<u32, Arc<TableDef>> = HashMap::new();
     for mut record in load_records(db)? {
-        let table = db
-            .catalog
-            .table(&record.namespace, &record.table_name)
-            .filter(|t| t.table_id == record.table_id);
-        // A failed job may have stopped between saving a manifest and deleting the
-        // rows it moved (a RocksDB error): its tables are reconciled too.
-        if matches!(record.status, JobStatus::Running | JobStatus::Failed)
-            && let Some(table) = table
-        {
-            reconcile.insert(table.table_id, table);
-        }
         let message = match record.status {
             JobStatus::Running => "interrupted: the server stopped while the job was running",
             JobStatus::Queued => "the server stopped before the job started",
@@ -584,21 +711,39 @@ pub(crate) fn recover(db: &DbShared) -> KalamResult<()> {
         tracing::warn!(job_id = %record.job_id, status = record.status.as_str(), "{message}");
         persist(db, &record)?;
     }
-    for table in reconcile.values() {
-        reconcile_table(db, table)?;
+    for table in db.catalog.tables() {
+        if table.table_type == TableType::User {
+            reconcile_table(db, &table)?;
+        }
     }
     db.jobs.sweep_finished(db)
 }
 
+/// Makes a table's hot tier and flush state agree with its manifests, whatever
+/// step a crash or power loss stopped a flush at:
+/// - stray `*.tmp` files and segments no manifest lists are removed (a flush that
+///   stopped before publishing them);
+/// - hot rows at or below a scope's manifest watermark are removed (a flush that
+///   saved its manifest but not its hot delete: the rows are in Parquet);
+/// - the table's flush watermark is raised to the highest manifest watermark, so a
+///   later write replacing a flushed version leaves a stale marker (else a deleted
+///   or updated row could come back from Parquet);
+/// - the `_seq` allocator is raised above every flushed version, so no new version
+///   can take a `_seq` a segment already holds.
 fn reconcile_table(db: &DbShared, table: &TableDef) -> KalamResult<()> {
     use crate::cold::cold_error;
     let mut batch = db.store.batch();
+    let mut watermark = 0u64;
+    let mut max_seq = 0u64;
     for scope in db.cold.scopes_on_disk(table)? {
         let dir = db.cold.scope_dir(table, &scope);
         kalamdb_cold::remove_temp_files(&dir).map_err(cold_error)?;
         let manifest = kalamdb_cold::Manifest::load(&dir, table.table_id).map_err(cold_error)?;
+        db.cold.note_manifest(table.table_id, &scope, &manifest);
         if !manifest.segments.is_empty() {
             batch.delete_hot_through(table.table_id, &scope, manifest.watermark());
+            watermark = watermark.max(manifest.watermark());
+            max_seq = max_seq.max(manifest.segments.iter().map(|s| s.max_seq).max().unwrap_or(0));
         }
         let listed: std::collections::HashSet<&str> =
             manifest.segments.iter().map(|s| s.file.as_str()).collect();
@@ -613,5 +758,25 @@ fn reconcile_table(db: &DbShared, table: &TableDef) -> KalamResult<()> {
             }
         }
     }
-    db.store.commit(batch).map_err(store_error)
+    let raise_watermark = watermark > db.cold.watermark(table.table_id);
+    if raise_watermark {
+        tracing::warn!(
+            table = %table.qualified_name(),
+            watermark,
+            "flush watermark raised to the manifests' (the record of a flush start was lost)"
+        );
+        ColdTier::stage_watermark(&mut batch, table.table_id, watermark);
+    }
+    let highest = watermark.max(max_seq);
+    if highest > db.seq.last() {
+        db.seq.raise_to(highest);
+        batch.put_system(crate::LAST_SEQ_KEY, &db.seq.last().to_be_bytes());
+    }
+    if !batch.is_empty() {
+        db.store.commit_synced(batch).map_err(store_error)?;
+    }
+    if raise_watermark {
+        db.cold.apply_watermark(table.table_id, watermark);
+    }
+    Ok(())
 }
