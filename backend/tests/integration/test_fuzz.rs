@@ -185,7 +185,7 @@ impl SqlGen<'_> {
             };
         }
         match self.rng.below(12) {
-            0 | 1 | 2 => format!(
+            0..=2 => format!(
                 "{} {} {}",
                 self.expr(depth - 1),
                 pick(self.rng, OPERATORS),
@@ -640,13 +640,13 @@ async fn fuzz_the_front_door() {
     while started.elapsed() < Duration::from_secs(seconds) {
         let input = match rng.below(10) {
             0..=4 => Input::Sql {
-                user: *pick(&mut rng, &["root", "root", "alice", "svc"]),
+                user: ["root", "root", "alice", "svc"][rng.below(4) as usize],
                 sql: SqlGen { rng: &mut rng }.statement(),
             },
             5..=7 => {
                 let base = pick(&mut rng, &corpus).clone();
                 Input::Sql {
-                    user: *pick(&mut rng, &["root", "alice"]),
+                    user: ["root", "alice"][rng.below(2) as usize],
                     sql: mutate(&mut rng, &base),
                 }
             }
