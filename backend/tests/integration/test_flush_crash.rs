@@ -73,6 +73,17 @@ async fn wait_completed(server: &ServerProcess, job_id: &str) {
     panic!("job {job_id} did not complete");
 }
 
+/// `app.kv (id BIGINT PRIMARY KEY, v TEXT)` and the users alice and bob.
+async fn create_kv(server: &ServerProcess) {
+    server
+        .sql(&format!(
+            "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
+             CREATE USER alice WITH PASSWORD '{PW}' ROLE user; CREATE USER bob WITH PASSWORD '{PW}' ROLE user"
+        ))
+        .await
+        .expect_success();
+}
+
 /// Inserts `(i, '<user><i>')` for every i of `ids` as `user`, and into its model.
 async fn insert_rows(
     server: &ServerProcess,
@@ -133,13 +144,7 @@ fn assert_only_listed_segments(storage: &Path) {
 async fn crash_at(step: &str) {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::spawn(dir.path());
-    server
-        .sql(&format!(
-            "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
-             CREATE USER alice WITH PASSWORD '{PW}' ROLE user; CREATE USER bob WITH PASSWORD '{PW}' ROLE user"
-        ))
-        .await
-        .expect_success();
+    create_kv(&server).await;
     let mut alice = Model::new();
     let mut bob = Model::new();
     for (user, model) in [("alice", &mut alice), ("bob", &mut bob)] {
@@ -332,13 +337,7 @@ async fn sigterm_waits_for_running_jobs_and_cancels_queued_ones() {
 async fn a_failed_hot_delete_after_the_manifest_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::spawn_with_env(dir.path(), &[("KALAMDB_FAILPOINT", "fail_hot_delete")]);
-    server
-        .sql(&format!(
-            "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
-             CREATE USER alice WITH PASSWORD '{PW}' ROLE user; CREATE USER bob WITH PASSWORD '{PW}' ROLE user"
-        ))
-        .await
-        .expect_success();
+    create_kv(&server).await;
     let mut alice = Model::new();
     let mut bob = Model::new();
     for (user, model) in [("alice", &mut alice), ("bob", &mut bob)] {
@@ -402,13 +401,7 @@ async fn a_crash_while_writes_arrive_during_a_flush_loses_no_acknowledged_write(
     for step in ["segment_written", "scope_committed"] {
         let dir = tempfile::tempdir().unwrap();
         let server = ServerProcess::spawn(dir.path());
-        server
-            .sql(&format!(
-                "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
-                 CREATE USER alice WITH PASSWORD '{PW}' ROLE user; CREATE USER bob WITH PASSWORD '{PW}' ROLE user"
-            ))
-            .await
-            .expect_success();
+        create_kv(&server).await;
         let mut alice = Model::new();
         let mut bob = Model::new();
         for (user, model) in [("alice", &mut alice), ("bob", &mut bob)] {

@@ -435,19 +435,6 @@ async fn signed_zeros_survive_segment_pruning() {
 #[tokio::test]
 async fn metrics_follow_writes_flushes_and_drops() {
     let server = TestServer::start().await;
-    let metric = |name: &'static str| {
-        let client = server.client().clone();
-        let url = server.url("/metrics");
-        async move {
-            let text = client.get(url).send().await.unwrap().text().await.unwrap();
-            text.lines()
-                .find_map(|l| {
-                    l.strip_prefix(&format!("{name} "))
-                        .map(|v| v.parse::<u64>().unwrap())
-                })
-                .unwrap_or_else(|| panic!("{name} in {text}"))
-        }
-    };
     server
         .execute_sql(
             "CREATE USER TABLE default.m (id INT PRIMARY KEY, v TEXT); \
@@ -464,45 +451,48 @@ async fn metrics_follow_writes_flushes_and_drops() {
         .execute_sql("INSERT INTO default.s VALUES (1), (2), (3)")
         .await
         .expect_success();
-    assert_eq!(metric("kalamdb_hot_rows").await, 13);
+    assert_eq!(metric(&server, "kalamdb_hot_rows").await, 13);
     // An update replaces versions, a delete writes tombstones in their place.
     server
         .execute_sql("UPDATE default.m SET v = 'w' WHERE id <= 3; DELETE FROM default.m WHERE id > 8")
         .await
         .expect_success();
-    assert_eq!(metric("kalamdb_hot_rows").await, 13);
+    assert_eq!(metric(&server, "kalamdb_hot_rows").await, 13);
     let job = server.flush_and_wait("default.m").await;
     assert_eq!(job["rows_flushed"], 10);
-    assert_eq!(metric("kalamdb_hot_rows").await, 3);
-    assert_eq!(metric("kalamdb_cold_files").await, 1);
-    assert_eq!(metric("kalamdb_cold_rows").await, 10);
+    assert_eq!(metric(&server, "kalamdb_hot_rows").await, 3);
+    assert_eq!(metric(&server, "kalamdb_cold_files").await, 1);
+    assert_eq!(metric(&server, "kalamdb_cold_rows").await, 10);
     // Replacing a flushed row: one new hot version, the old stays in Parquet.
     server
         .execute_sql("UPDATE default.m SET v = 'x' WHERE id = 1")
         .await
         .expect_success();
-    assert_eq!(metric("kalamdb_hot_rows").await, 4);
+    assert_eq!(metric(&server, "kalamdb_hot_rows").await, 4);
     server.execute_sql("DROP TABLE default.m").await.expect_success();
-    assert_eq!(metric("kalamdb_hot_rows").await, 3);
-    assert_eq!(metric("kalamdb_cold_files").await, 0);
-    assert_eq!(metric("kalamdb_cold_bytes").await, 0);
+    assert_eq!(metric(&server, "kalamdb_hot_rows").await, 3);
+    assert_eq!(metric(&server, "kalamdb_cold_files").await, 0);
+    assert_eq!(metric(&server, "kalamdb_cold_bytes").await, 0);
     // After a restart the counters start from what is stored.
     let mut server = server;
     server.restart().await;
-    let text = server
-        .client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics().await;
     assert!(text.lines().any(|l| l == "kalamdb_hot_rows 3"), "{text}");
     assert!(
         text.lines().any(|l| l == "kalamdb_jobs{status=\"completed\"} 1"),
         "{text}"
     );
+}
+
+/// One figure of `/metrics`.
+async fn metric(server: &TestServer, name: &str) -> u64 {
+    let text = server.metrics().await;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name} "))
+                .map(|v| v.parse::<u64>().unwrap())
+        })
+        .unwrap_or_else(|| panic!("{name} in {text}"))
 }
 
 /// D12: a flush policy whose flushes fail retries with a growing delay, and says so

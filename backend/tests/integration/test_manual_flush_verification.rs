@@ -400,15 +400,7 @@ async fn test_11_job_result_includes_metrics() {
     assert_eq!(result["status"], "completed");
     assert_eq!(result["duration_ms"], job["duration_ms"]);
     // The same figures reach /metrics.
-    let metrics = server
-        .client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for line in [
         "kalamdb_hot_rows 0".to_string(),
         "kalamdb_cold_files 2".to_string(),

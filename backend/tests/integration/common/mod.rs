@@ -149,6 +149,16 @@ impl TestServer {
         }
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await;
+        response
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
