@@ -1,12 +1,14 @@
 //! Hot row versions per table, kept as writes and flushes happen, so `/metrics`
 //! reads them in O(tables) instead of counting RocksDB keys on every scrape.
 //!
-//! Counted at start-up (one key-only pass over the hot tier) and after each flush
-//! job (the table's count is taken again, which also corrects any drift); between
-//! them, each committed statement adds the versions it wrote and subtracts the hot
-//! versions it replaced. A replaced version at or below the table's flush watermark
-//! may already be in Parquet, so it is not subtracted: while a flush of the same
-//! rows runs, the figure can run high by those rows until the flush ends.
+//! Counted at start-up (one key-only pass over the hot tier, exact) and again after
+//! each flush job of the table; between them, each committed statement adds the
+//! versions it wrote and subtracts the hot versions it replaced. The figure is a
+//! gauge, not an invariant, and can be off in two ways until the table's next count:
+//! a replaced version at or below the table's flush watermark may already be in
+//! Parquet, so it is not subtracted (the figure runs high by the rows replaced while
+//! a flush of them runs, or after a flush of them failed); and statements that commit
+//! while a count is taken may be counted twice or not at all.
 
 use std::collections::HashMap;
 

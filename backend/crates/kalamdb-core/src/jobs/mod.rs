@@ -326,7 +326,6 @@ impl JobManager {
         *self.policy.lock().pending_rows.entry(table_id).or_insert(0) += rows;
     }
 
-    /// Starts the flush-policy scheduler and the retention sweeper.
     /// Counts the hot rows of every table and the jobs by status (once, after
     /// recovery), then starts the flush-policy scheduler and the retention sweeper.
     pub fn start_background(&self, db: &Arc<DbShared>) -> KalamResult<()> {
