@@ -43,7 +43,7 @@ impl StatementContext<'_> {
             }
             KalamStatement::ShowTables { namespace } => self.show_tables(namespace).await,
             KalamStatement::DescribeTable(table) => self.describe_table(&table).await,
-            KalamStatement::ShowStats(table) => self.show_stats(&table),
+            KalamStatement::ShowStats(table) => self.show_stats(&table).await,
             KalamStatement::FlushTable(table) => self.flush_table(&table),
             KalamStatement::FlushAll { namespace } => self.flush_all(namespace.as_deref()),
             KalamStatement::KillJob { job_id } => self.kill_job(&job_id).await,
@@ -498,7 +498,7 @@ impl StatementContext<'_> {
     }
 
     /// Hot-row counts of the caller's scope (USER tables) or of the table (SHARED).
-    fn show_stats(&self, table: &TableRef) -> KalamResult<StatementResult> {
+    async fn show_stats(&self, table: &TableRef) -> KalamResult<StatementResult> {
         let def = self
             .existing_table(table, false)?
             .expect("require_table succeeded");
@@ -507,18 +507,24 @@ impl StatementContext<'_> {
             TableType::User => self.caller.user_id.as_str().to_string(),
             _ => String::new(),
         };
-        let (mut hot_rows, mut hot_versions) = (0i64, 0i64);
-        self.db
-            .store
-            .hot_scan(def.table_id, Some(&scope), |row| {
-                hot_versions += 1;
-                if !kalamdb_store::row_codec::is_tombstone(&row.value)? {
-                    hot_rows += 1;
-                }
-                Ok(true)
-            })
-            .map_err(store_error)?;
-        let manifest = self.db.cold.manifest(&def, &scope)?;
+        // The hot rows are counted on tokio's blocking pool (a pass over RocksDB).
+        let (db, table, hot_scope) = (self.db.clone(), def.clone(), scope.clone());
+        let (hot_rows, hot_versions, manifest) = tokio::task::spawn_blocking(move || {
+            let (mut hot_rows, mut hot_versions) = (0i64, 0i64);
+            db.store
+                .hot_scan(table.table_id, Some(&hot_scope), |row| {
+                    hot_versions += 1;
+                    if !kalamdb_store::row_codec::is_tombstone(&row.value)? {
+                        hot_rows += 1;
+                    }
+                    Ok(true)
+                })
+                .map_err(store_error)?;
+            let manifest = db.cold.manifest(&table, &hot_scope)?;
+            Ok::<_, KalamError>((hot_rows, hot_versions, manifest))
+        })
+        .await
+        .map_err(|e| KalamError::internal(format!("SHOW STATS task failed: {e}")))??;
         let last_flush = manifest
             .segments
             .iter()

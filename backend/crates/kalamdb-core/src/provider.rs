@@ -179,6 +179,7 @@ impl ScanColumn {
 /// A USER or SHARED table seen by one scope: its hot rows (latest version per key,
 /// tombstones dropped) and, for USER tables, its cold Parquet segments
 /// (`tiered_scan.rs`).
+#[derive(Clone)]
 pub(crate) struct KalamTable {
     db: Arc<DbShared>,
     table: Arc<TableDef>,
@@ -318,9 +319,56 @@ impl KalamTable {
         Ok(batches)
     }
 
+    /// What a scan reads of the hot tier, from one view of both tiers: a flush
+    /// cannot commit between reading the manifest, the hot rows and the stale
+    /// markers (the commit lock), and a write cannot land between reading the hot
+    /// rows and the stale markers (one snapshot). Blocking.
+    fn read_view(
+        &self,
+        projection: &[usize],
+        pk: Option<Value>,
+        limit: Option<usize>,
+    ) -> KalamResult<TierView> {
+        let _tiers = self.db.cold.commit_lock.read_recursive();
+        let view = self.db.store.view();
+        if let Some(pk) = pk {
+            return Ok(TierView::Pk(self.read_rows(
+                &view,
+                projection,
+                Some(&pk),
+                limit,
+            )?));
+        }
+        let manifest = match self.table.table_type {
+            KalamTableType::User => Some(self.db.cold.manifest(&self.table, &self.scope)?),
+            _ => None,
+        }
+        .filter(|m| !m.segments.is_empty());
+        let hot_limit = if manifest.is_some() { None } else { limit };
+        let hot = self.read_rows(&view, projection, None, hot_limit)?;
+        let stale = match &manifest {
+            Some(_) => view
+                .stale_seqs(self.table.table_id, &self.scope)
+                .map_err(store_error)?,
+            None => Vec::new(),
+        };
+        Ok(TierView::Tiers { hot, manifest, stale })
+    }
+
     fn projected_schema(&self, projection: &[usize]) -> DfResult<SchemaRef> {
         Ok(Arc::new(self.schema.project(projection)?))
     }
+}
+
+/// What [`KalamTable::read_view`] read: the row of a primary key (either tier), or
+/// the hot rows with the manifest and stale markers of the same moment.
+enum TierView {
+    Pk(Vec<RecordBatch>),
+    Tiers {
+        hot: Vec<RecordBatch>,
+        manifest: Option<Arc<kalamdb_cold::Manifest>>,
+        stale: Vec<u64>,
+    },
 }
 
 /// Accumulates projected values of hot rows and turns them into a batch.
@@ -471,41 +519,20 @@ impl TableProvider for KalamTable {
         };
         let schema = self.projected_schema(&projection)?;
         let external = |e: KalamError| DataFusionError::External(Box::new(e));
-        if let Some(pk) = filters.iter().find_map(|f| self.pk_equality(f)) {
-            let _tiers = self.db.cold.commit_lock.read_recursive();
-            let view = self.db.store.view();
-            let batches = self
-                .read_rows(&view, &projection, Some(&pk), limit)
-                .map_err(external)?;
-            return Ok(MemorySourceConfig::try_new_exec(&[batches], schema, None)?);
-        }
-        // One view of both tiers: a flush cannot commit between reading the manifest,
-        // the hot rows and the stale markers (the commit lock), and a write cannot
-        // land between reading the hot rows and the stale markers (one snapshot).
-        let (hot, manifest, stale) = {
-            let _tiers = self.db.cold.commit_lock.read_recursive();
-            let view = self.db.store.view();
-            let manifest = match self.table.table_type {
-                KalamTableType::User => Some(
-                    self.db
-                        .cold
-                        .manifest(&self.table, &self.scope)
-                        .map_err(external)?,
-                ),
-                _ => None,
-            }
-            .filter(|m| !m.segments.is_empty());
-            let hot_limit = if manifest.is_some() { None } else { limit };
-            let hot = self
-                .read_rows(&view, &projection, None, hot_limit)
-                .map_err(external)?;
-            let stale = match &manifest {
-                Some(_) => view
-                    .stale_seqs(self.table.table_id, &self.scope)
-                    .map_err(|e| external(store_error(e)))?,
-                None => Vec::new(),
-            };
-            (hot, manifest, stale)
+        // RocksDB and manifest reads run on tokio's blocking pool, not on the async
+        // workers that serve requests.
+        let this = self.clone();
+        let pk = filters.iter().find_map(|f| self.pk_equality(f));
+        let read_projection = projection.clone();
+        let view = tokio::task::spawn_blocking(move || this.read_view(&read_projection, pk, limit))
+            .await
+            .map_err(|e| {
+                DataFusionError::External(Box::new(KalamError::internal(format!("scan task failed: {e}"))))
+            })?
+            .map_err(external)?;
+        let (hot, manifest, stale) = match view {
+            TierView::Pk(batches) => return Ok(MemorySourceConfig::try_new_exec(&[batches], schema, None)?),
+            TierView::Tiers { hot, manifest, stale } => (hot, manifest, stale),
         };
         let Some(manifest) = manifest else {
             return Ok(MemorySourceConfig::try_new_exec(&[hot], schema, None)?);
