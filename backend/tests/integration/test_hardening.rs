@@ -657,3 +657,27 @@ async fn a_statement_reads_one_snapshot_while_flushed_rows_change() {
         assert_eq!(total.rows(), vec![vec![json!(ROWS), json!(ROWS)]]);
     }
 }
+
+/// With `sync_writes` every commit fsyncs the WAL and runs on the blocking pool:
+/// statements of every kind commit, and their rows survive a restart.
+#[tokio::test]
+async fn synced_commits_run_and_survive_a_restart() {
+    let mut server = TestServer::start_configured(|s| s.sync_writes = true).await;
+    server
+        .execute_sql(
+            "CREATE USER TABLE default.s (id INT PRIMARY KEY, v TEXT); \
+             INSERT INTO default.s VALUES (1, 'a'), (2, 'b'), (3, 'c'); \
+             UPDATE default.s SET v = 'B' WHERE id = 2; DELETE FROM default.s WHERE id = 3; \
+             INSERT INTO default.s VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET v = 'A'",
+        )
+        .await
+        .expect_success();
+    server.restart().await;
+    let rows = server
+        .execute_sql("SELECT id, v FROM default.s ORDER BY id")
+        .await;
+    assert_eq!(
+        rows.rows(),
+        vec![vec![json!(1), json!("A")], vec![json!(2), json!("B")]]
+    );
+}

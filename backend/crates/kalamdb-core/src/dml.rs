@@ -193,10 +193,22 @@ impl<'a> RowWriter<'a> {
         Ok(())
     }
 
-    fn commit(mut self) -> KalamResult<()> {
+    /// Commits the statement's one batch. When the store fsyncs every write
+    /// (`sync_writes`), the commit can take milliseconds: it runs on tokio's blocking
+    /// pool then, not on an async worker; otherwise it is a memtable insert and a
+    /// buffered WAL append, done in place.
+    async fn commit(mut self, shared: &Arc<DbShared>) -> KalamResult<()> {
         self.batch
             .put_system(LAST_SEQ_KEY, &self.db.seq.last().to_be_bytes());
-        self.db.store.commit(self.batch).map_err(store_error)?;
+        if self.db.store.syncs_writes() {
+            let (batch, db) = (self.batch.detach(), shared.clone());
+            tokio::task::spawn_blocking(move || db.store.commit_detached(batch))
+                .await
+                .map_err(|e| KalamError::internal(format!("commit task failed: {e}")))?
+                .map_err(store_error)?;
+        } else {
+            self.db.store.commit(self.batch).map_err(store_error)?;
+        }
         self.db.hot_rows.add(
             self.table.table_id,
             self.versions as i64 - self.hot_replaced as i64,
@@ -532,7 +544,7 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
     {
         updated = upsert(ctx, &table, &mut writer, conflicts, update).await?;
     }
-    writer.commit()?;
+    writer.commit(ctx.db).await?;
     let message = match updated {
         0 => format!("Inserted {inserted} row(s)"),
         n => format!("Inserted {inserted} row(s), updated {n} row(s)"),
@@ -858,7 +870,7 @@ async fn update_rows(
             updated += 1;
         }
     }
-    writer.commit()?;
+    writer.commit(ctx.db).await?;
     Ok(StatementResult::affected(
         updated,
         format!("Updated {updated} row(s)"),
@@ -895,7 +907,7 @@ async fn delete_rows(
             deleted += 1;
         }
     }
-    writer.commit()?;
+    writer.commit(ctx.db).await?;
     Ok(StatementResult::affected(
         deleted,
         format!("Deleted {deleted} row(s)"),

@@ -17,7 +17,7 @@ pub mod row_codec;
 mod store;
 
 pub use row_codec::{DecodedRow, RowCodecError};
-pub use store::{HotRow, PkEntry, Store, StoreBatch, StoreError, StoreOptions, StoreView};
+pub use store::{DetachedBatch, HotRow, PkEntry, Store, StoreBatch, StoreError, StoreOptions, StoreView};
 
 /// The on-disk format version written in `system` under `meta/format_version`.
 pub const FORMAT_VERSION: u32 = 1;

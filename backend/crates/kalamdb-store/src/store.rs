@@ -134,6 +134,20 @@ impl Store {
         Ok(())
     }
 
+    /// Whether [`Store::commit`] fsyncs the WAL (and so may block for milliseconds).
+    pub fn syncs_writes(&self) -> bool {
+        self.sync_writes
+    }
+
+    /// [`Store::commit`] for a batch detached from its borrow of the store (so it can
+    /// be committed on another thread).
+    pub fn commit_detached(&self, batch: DetachedBatch) -> Result<(), StoreError> {
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(self.sync_writes);
+        self.db.write_opt(batch.0, &write_options)?;
+        Ok(())
+    }
+
     /// Applies the batch atomically and fsyncs the WAL before returning, whatever
     /// `sync_writes` says: for records that files already written depend on (a
     /// flush's start), which a power loss must not take back.
@@ -439,6 +453,9 @@ fn pk_key(table_id: u32, scope: &str, pk: &Value) -> Vec<u8> {
     key
 }
 
+/// A [`StoreBatch`]'s writes without its borrow of the store (`Send`, `'static`).
+pub struct DetachedBatch(WriteBatch);
+
 /// The writes of one statement, applied all together by [`Store::commit`] or not at all.
 pub struct StoreBatch<'a> {
     store: &'a Store,
@@ -446,6 +463,11 @@ pub struct StoreBatch<'a> {
 }
 
 impl StoreBatch<'_> {
+    /// The writes, for [`Store::commit_detached`].
+    pub fn detach(self) -> DetachedBatch {
+        DetachedBatch(self.batch)
+    }
+
     pub fn put_system(&mut self, key: &str, value: &[u8]) {
         self.batch.put_cf(self.store.cf(CF_SYSTEM), key.as_bytes(), value);
     }
