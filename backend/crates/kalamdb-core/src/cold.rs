@@ -76,13 +76,18 @@ impl FigureBook {
 }
 
 /// Manifests kept in memory at most; beyond, one is dropped for each one loaded
-/// (a dropped one is read again from its file when needed).
+/// (a dropped one is read again from its file when needed). The manifests of a
+/// table being flushed are never dropped: the flush saves a scope's next manifest
+/// before it publishes it, and a reader loading the file in between would see
+/// segments whose rows are still hot.
 const MAX_CACHED_MANIFESTS: usize = 4096;
 
 pub(crate) struct ColdTier {
     storage_dir: PathBuf,
     manifests: Mutex<HashMap<(u32, String), Arc<Manifest>>>,
     figures: Mutex<FigureBook>,
+    /// Tables with a running flush, whose cached manifests stay cached.
+    flushing: Mutex<HashMap<u32, usize>>,
     /// Per table: the highest watermark of any flush that started. A write that
     /// replaces a version with `_seq <= watermark` records a stale marker, because
     /// that version is (or is about to be) in a Parquet segment.
@@ -110,6 +115,7 @@ impl ColdTier {
             storage_dir,
             manifests: Mutex::new(HashMap::new()),
             figures: Mutex::new(FigureBook::default()),
+            flushing: Mutex::new(HashMap::new()),
             watermarks: Mutex::new(watermarks),
             commit_lock: RwLock::new(()),
         })
@@ -139,7 +145,7 @@ impl ColdTier {
         let loaded =
             Arc::new(Manifest::load(&self.scope_dir(table, scope), table.table_id).map_err(cold_error)?);
         let mut cache = self.manifests.lock();
-        make_room(&mut cache);
+        self.make_room(&mut cache);
         Ok(cache.entry(key).or_insert(loaded).clone())
     }
 
@@ -147,8 +153,34 @@ impl ColdTier {
     pub fn publish(&self, table_id: u32, scope: &str, manifest: Manifest) {
         self.note_manifest(table_id, scope, &manifest);
         let mut cache = self.manifests.lock();
-        make_room(&mut cache);
+        self.make_room(&mut cache);
         cache.insert((table_id, scope.to_string()), Arc::new(manifest));
+    }
+
+    /// Keeps the manifest cache below [`MAX_CACHED_MANIFESTS`] before an insert,
+    /// dropping manifests of tables that are not being flushed.
+    fn make_room(&self, cache: &mut HashMap<(u32, String), Arc<Manifest>>) {
+        if cache.len() < MAX_CACHED_MANIFESTS {
+            return;
+        }
+        let flushing = self.flushing.lock();
+        let excess = cache.len() + 1 - MAX_CACHED_MANIFESTS;
+        let evict: Vec<(u32, String)> = cache
+            .keys()
+            .filter(|(table_id, _)| !flushing.contains_key(table_id))
+            .take(excess)
+            .cloned()
+            .collect();
+        for key in evict {
+            cache.remove(&key);
+        }
+    }
+
+    /// Keeps the table's manifests cached until the returned guard is dropped (for
+    /// the length of a flush).
+    pub fn pin_while_flushing(&self, table_id: u32) -> FlushPin<'_> {
+        *self.flushing.lock().entry(table_id).or_insert(0) += 1;
+        FlushPin { cold: self, table_id }
     }
 
     /// Records a scope's manifest in the `/metrics` figures (published, or found at
@@ -230,13 +262,21 @@ impl ColdTier {
     }
 }
 
-/// Keeps the manifest cache below [`MAX_CACHED_MANIFESTS`] before an insert.
-fn make_room(cache: &mut HashMap<(u32, String), Arc<Manifest>>) {
-    while cache.len() >= MAX_CACHED_MANIFESTS {
-        let Some(key) = cache.keys().next().cloned() else {
-            break;
-        };
-        cache.remove(&key);
+/// See [`ColdTier::pin_while_flushing`].
+pub(crate) struct FlushPin<'a> {
+    cold: &'a ColdTier,
+    table_id: u32,
+}
+
+impl Drop for FlushPin<'_> {
+    fn drop(&mut self) {
+        let mut flushing = self.cold.flushing.lock();
+        if let Some(count) = flushing.get_mut(&self.table_id) {
+            *count -= 1;
+            if *count == 0 {
+                flushing.remove(&self.table_id);
+            }
+        }
     }
 }
 

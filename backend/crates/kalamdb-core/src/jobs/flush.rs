@@ -51,6 +51,7 @@ pub(crate) fn flush_table(
     watermark: u64,
     job: &ActiveJob,
 ) -> KalamResult<(FlushEnd, FlushMetrics)> {
+    let _pin = db.cold.pin_while_flushing(table.table_id);
     db.holds.wait("flush_start", || job.cancel.is_cancelled());
     let scopes = db.store.hot_scopes(table.table_id).map_err(store_error)?;
     let mut metrics = FlushMetrics::default();
