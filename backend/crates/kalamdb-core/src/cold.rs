@@ -332,3 +332,56 @@ pub(crate) fn read_version(
     }
     db.cold.read_version(table, scope, seq)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_table(table_id: u32) -> TableDef {
+        TableDef {
+            table_id,
+            namespace: "ns".into(),
+            name: format!("t{table_id}"),
+            table_type: kalamdb_commons::TableType::User,
+            columns: Vec::new(),
+            primary_key: None,
+            next_column_id: 1,
+            flush_policy: None,
+            ttl_seconds: None,
+            access_level: None,
+            created_at: 0,
+            schema_version: 1,
+        }
+    }
+
+    #[test]
+    fn the_manifest_cache_is_bounded_but_keeps_tables_being_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("rocksdb"), &Default::default()).unwrap();
+        let cold = ColdTier::open(dir.path().join("storage"), &store).unwrap();
+        let (flushed, other) = (user_table(1), user_table(2));
+        let pin = cold.pin_while_flushing(flushed.table_id);
+        for i in 0..10 {
+            cold.manifest(&flushed, &format!("u{i}")).unwrap();
+        }
+        for i in 0..MAX_CACHED_MANIFESTS + 100 {
+            cold.manifest(&other, &format!("u{i}")).unwrap();
+        }
+        {
+            let cache = cold.manifests.lock();
+            assert!(cache.len() <= MAX_CACHED_MANIFESTS, "bounded: {}", cache.len());
+            let kept = cache.keys().filter(|(id, _)| *id == flushed.table_id).count();
+            assert_eq!(kept, 10, "a table being flushed keeps its manifests");
+        }
+        drop(pin);
+        for i in 0..MAX_CACHED_MANIFESTS {
+            cold.manifest(&other, &format!("v{i}")).unwrap();
+        }
+        let cache = cold.manifests.lock();
+        assert!(cache.len() <= MAX_CACHED_MANIFESTS);
+        assert!(
+            cache.keys().filter(|(id, _)| *id == flushed.table_id).count() < 10,
+            "unpinned, they may go"
+        );
+    }
+}
