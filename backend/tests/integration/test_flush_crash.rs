@@ -57,20 +57,27 @@ async fn check(server: &ServerProcess, models: &[(&str, &Model)], step: &str) {
     }
 }
 
-async fn wait_completed(server: &ServerProcess, job_id: &str) {
+/// Waits until the job has finished; returns its status and error message.
+async fn wait_finished(server: &ServerProcess, job_id: &str) -> (String, String) {
     for _ in 0..1000 {
         let job = server
             .sql(&format!(
-                "SELECT status FROM system.jobs WHERE job_id = '{job_id}'"
+                "SELECT status, error_message FROM system.jobs WHERE job_id = '{job_id}'"
             ))
             .await;
-        match job.rows()[0][0].as_str() {
-            Some("completed") => return,
-            Some("failed" | "cancelled") => panic!("job {job_id} ended: {}", job.body),
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        let row = &job.rows()[0];
+        let status = row[0].as_str().unwrap_or("").to_string();
+        if matches!(status.as_str(), "completed" | "failed" | "cancelled") {
+            return (status, row[1].as_str().unwrap_or("").to_string());
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("job {job_id} did not complete");
+    panic!("job {job_id} did not finish");
+}
+
+async fn wait_completed(server: &ServerProcess, job_id: &str) {
+    let (status, message) = wait_finished(server, job_id).await;
+    assert_eq!(status, "completed", "job {job_id} ended: {message}");
 }
 
 /// `app.kv (id BIGINT PRIMARY KEY, v TEXT)` and the users alice and bob.
@@ -344,25 +351,9 @@ async fn a_failed_hot_delete_after_the_manifest_loses_and_duplicates_nothing() {
         insert_rows(&server, user, 1..=100, model).await;
     }
     let job_id = flush(&server).await;
-    let mut status = String::new();
-    for _ in 0..1000 {
-        let job = server
-            .sql(&format!(
-                "SELECT status, error_message FROM system.jobs WHERE job_id = '{job_id}'"
-            ))
-            .await;
-        status = job.rows()[0][0].as_str().unwrap().to_string();
-        if status == "failed" {
-            assert!(
-                job.rows()[0][1].as_str().unwrap().contains("hot delete failed"),
-                "{}",
-                job.body
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (status, message) = wait_finished(&server, &job_id).await;
     assert_eq!(status, "failed");
+    assert!(message.contains("hot delete failed"), "{message}");
     check(
         &server,
         &[("alice", &alice), ("bob", &bob)],

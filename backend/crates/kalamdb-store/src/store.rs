@@ -128,9 +128,13 @@ impl Store {
 
     /// Applies the batch atomically; the WAL record is written before this returns.
     pub fn commit(&self, batch: StoreBatch<'_>) -> Result<(), StoreError> {
+        self.write(batch.batch, self.sync_writes)
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
         let mut write_options = WriteOptions::default();
-        write_options.set_sync(self.sync_writes);
-        self.db.write_opt(batch.batch, &write_options)?;
+        write_options.set_sync(sync);
+        self.db.write_opt(batch, &write_options)?;
         Ok(())
     }
 
@@ -142,20 +146,14 @@ impl Store {
     /// [`Store::commit`] for a batch detached from its borrow of the store (so it can
     /// be committed on another thread).
     pub fn commit_detached(&self, batch: DetachedBatch) -> Result<(), StoreError> {
-        let mut write_options = WriteOptions::default();
-        write_options.set_sync(self.sync_writes);
-        self.db.write_opt(batch.0, &write_options)?;
-        Ok(())
+        self.write(batch.0, self.sync_writes)
     }
 
     /// Applies the batch atomically and fsyncs the WAL before returning, whatever
     /// `sync_writes` says: for records that files already written depend on (a
     /// flush's start), which a power loss must not take back.
     pub fn commit_synced(&self, batch: StoreBatch<'_>) -> Result<(), StoreError> {
-        let mut write_options = WriteOptions::default();
-        write_options.set_sync(true);
-        self.db.write_opt(batch.batch, &write_options)?;
-        Ok(())
+        self.write(batch.batch, true)
     }
 
     pub fn system_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -201,10 +199,6 @@ impl Store {
         }
         iter.status()?;
         Ok(())
-    }
-
-    pub fn hot_get(&self, table_id: u32, scope: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.hot_get_at(None, table_id, scope, seq)
     }
 
     fn hot_get_at(
@@ -347,10 +341,6 @@ impl Store {
 
     /// The `_seq`s of one scope's Parquet row versions that a later write superseded
     /// (see [`StoreBatch::put_stale`]).
-    pub fn stale_seqs(&self, table_id: u32, scope: &str) -> Result<Vec<u64>, StoreError> {
-        self.stale_seqs_at(None, table_id, scope)
-    }
-
     fn stale_seqs_at(
         &self,
         snapshot: Option<&Snapshot<'_>>,
@@ -558,7 +548,7 @@ mod tests {
             store.commit(batch).unwrap();
         }
         let store = open(dir.path());
-        let row = decode_row(&store.hot_get(3, "u1", 10).unwrap().unwrap()).unwrap();
+        let row = decode_row(&store.view().hot_get(3, "u1", 10).unwrap().unwrap()).unwrap();
         assert_eq!(row.get(1), Some(&Value::BigInt(5)));
         assert_eq!(
             store.pk_get(3, "u1", &Value::BigInt(5)).unwrap(),
@@ -635,12 +625,12 @@ mod tests {
             })
             .unwrap();
         assert_eq!(left, vec![("a".into(), 9), ("c".into(), 3), ("bb".into(), 2)]);
-        assert_eq!(store.stale_seqs(1, "a").unwrap(), vec![1, 5]);
-        assert!(store.stale_seqs(1, "bb").unwrap().is_empty());
+        assert_eq!(store.view().stale_seqs(1, "a").unwrap(), vec![1, 5]);
+        assert!(store.view().stale_seqs(1, "bb").unwrap().is_empty());
         let mut batch = store.batch();
         batch.delete_table(1);
         store.commit(batch).unwrap();
-        assert!(store.stale_seqs(1, "a").unwrap().is_empty());
+        assert!(store.view().stale_seqs(1, "a").unwrap().is_empty());
         assert!(store.hot_scopes(1).unwrap().is_empty());
         assert_eq!(store.hot_scopes(2).unwrap(), vec!["z"]);
     }
