@@ -320,7 +320,7 @@ pub(crate) fn decode_segment_row(
 /// and a write that replaces it after `view` was taken does not either.
 pub(crate) fn read_version(
     db: &crate::DbShared,
-    view: &StoreView<'_>,
+    view: &StoreView,
     table: &TableDef,
     scope: &str,
     seq: u64,

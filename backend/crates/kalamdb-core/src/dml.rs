@@ -30,8 +30,8 @@ use kalamdb_store::{PkEntry, StoreBatch};
 use crate::arrow_conv::{array_value, field, values_to_array};
 use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef, quote_ident};
 use crate::executor::StatementContext;
-use crate::provider::backfill_value;
 use crate::query::{resolve_name, run_query, run_statement};
+use crate::scoped::backfill_value;
 use crate::{DbShared, LAST_SEQ_KEY, StatementResult, now_micros, store_error};
 use kalamdb_sql::ident_name;
 

@@ -30,6 +30,7 @@ mod hot_rows;
 pub mod jobs;
 mod provider;
 mod query;
+mod scoped;
 mod system_tables;
 mod tiered_scan;
 

@@ -1,14 +1,16 @@
-//! Reading a USER table's cold segments next to its hot rows.
+//! Planning a scan of a [`ScopedTable`] across both tiers.
 //!
-//! A scan captures, under the cold tier's commit lock, the scope's manifest, its
-//! hot rows and its stale markers; then [`TieredScanExec`] yields the hot batches
-//! and streams the cold segments through DataFusion's Parquet reader (projection,
-//! row-group and page pruning with the pushed-down filters). Segments are first
-//! pruned with the manifest's per-column min/max (DataFusion's `PruningPredicate`
-//! over [`ManifestStats`]). Each cold batch then loses its tombstones and the
-//! versions a later write superseded (stale markers), and is mapped to the table's
-//! current columns by column id: a column added after the segment was written reads
-//! as its backfill value.
+//! [`plan_scan`] turns one [`TableSnapshot`] into a [`TieredScanExec`]: partition 0
+//! streams the hot rows (filters applied as rows are read, or point reads of the
+//! primary keys a filter names), the other partitions stream the cold segments
+//! through DataFusion's Parquet reader (projection, row-group and page pruning with
+//! the pushed-down filters). Segments are first pruned with the manifest's
+//! per-column min/max (DataFusion's `PruningPredicate` over [`ManifestStats`]). A
+//! cold batch loses its tombstones and the versions a later write superseded (stale
+//! markers) — unless the manifest and the markers prove the segment has neither —
+//! and is mapped to the table's current columns by column id: a column added after
+//! the segment was written reads as its backfill value. No row is read before
+//! `execute`.
 //!
 //! The hot tier holds at most one version per key and only the latest one, and
 //! every older version in Parquet carries a stale marker, so the union needs no
@@ -37,7 +39,6 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
@@ -49,7 +50,7 @@ use kalamdb_commons::{KalamType, Value};
 
 use crate::arrow_conv::{field, values_to_array};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
-use crate::provider::{ScanColumn, backfill_value};
+use crate::scoped::{HotScan, ScanColumn, ScopedTable, TableSnapshot, backfill_value};
 
 /// Where one output column of a cold part comes from.
 #[derive(Clone)]
@@ -64,23 +65,87 @@ enum ColdOutput {
 struct ColdPart {
     exec: Arc<dyn ExecutionPlan>,
     outputs: Vec<ColdOutput>,
-    seq_index: usize,
-    deleted_index: usize,
+    /// Where `_seq` and `_deleted` are, for segments that may hold tombstones or
+    /// superseded versions (`None`: the segments are clean, every row is live).
+    merge: Option<(usize, usize)>,
+    segments: usize,
+}
+
+/// Plans the scan of one snapshot of a scope: hot rows (streamed, or point reads
+/// of `keys`) and, unless `keys` is given, the cold segments.
+pub(crate) fn plan_scan(
+    state: &dyn Session,
+    scoped: &Arc<ScopedTable>,
+    snapshot: TableSnapshot,
+    projection: &[usize],
+    filters: &[Expr],
+    keys: Option<Vec<Value>>,
+    limit: Option<usize>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = scoped.projected_schema(projection)?;
+    // The hot scan decodes the projected columns and those the filters name.
+    let table_schema = scoped.schema();
+    let usable: Vec<Expr> = filters
+        .iter()
+        .filter(|f| {
+            f.column_refs()
+                .iter()
+                .all(|c| table_schema.index_of(&c.name).is_ok())
+        })
+        .cloned()
+        .collect();
+    let mut read = projection.to_vec();
+    for expr in &usable {
+        for column in expr.column_refs() {
+            let index = table_schema.index_of(&column.name)?;
+            if !read.contains(&index) {
+                read.push(index);
+            }
+        }
+    }
+    let read_schema = Arc::new(table_schema.project(&read)?);
+    let hot = HotScan {
+        predicate: physical_predicate(state, &read_schema, &usable),
+        read,
+        output: (0..projection.len()).collect(),
+        output_schema: schema.clone(),
+        limit,
+        keys,
+    };
+    let cold = match (&snapshot.manifest, &hot.keys) {
+        (Some(manifest), None) => {
+            let columns: Vec<&ScanColumn> = projection.iter().map(|&i| &scoped.columns()[i]).collect();
+            let scope_dir = scoped.db().cold.scope_dir(scoped.def(), scoped.scope());
+            cold_parts(
+                state,
+                scoped.def(),
+                &scope_dir,
+                manifest,
+                &snapshot.stale,
+                &columns,
+                filters,
+            )?
+        }
+        _ => Vec::new(),
+    };
+    Ok(Arc::new(TieredScanExec::new(scoped.clone(), snapshot, hot, cold)))
 }
 
 /// Builds the cold parts of a scan: prunes the manifest's segments with `filters`,
 /// groups them by column layout and plans a Parquet read for each group.
-pub(crate) fn cold_parts(
+fn cold_parts(
     state: &dyn Session,
     table: &TableDef,
     scope_dir: &Path,
     manifest: &Manifest,
+    stale: &[u64],
     columns: &[&ScanColumn],
     filters: &[Expr],
-) -> DfResult<Vec<ColdPartHandle>> {
+) -> DfResult<Vec<ColdPart>> {
     let segments = prune_segments(state, table, &manifest.segments, filters);
     let current_ids: HashSet<u32> = table.columns.iter().map(|c| c.id).collect();
-    let mut groups: BTreeMap<Vec<u32>, Vec<&Segment>> = BTreeMap::new();
+    // Segments grouped by column layout and by whether they need the merge.
+    let mut groups: BTreeMap<(Vec<u32>, bool), Vec<&Segment>> = BTreeMap::new();
     for segment in segments {
         let ids: Vec<u32> = segment
             .columns
@@ -88,27 +153,39 @@ pub(crate) fn cold_parts(
             .map(|c| c.id)
             .filter(|id| *id == ID_COLUMN_ID || current_ids.contains(id))
             .collect();
-        groups.entry(ids).or_default().push(segment);
+        groups
+            .entry((ids, needs_merge(segment, stale)))
+            .or_default()
+            .push(segment);
     }
     let target_partitions = state.config().target_partitions().max(1);
     let mut parts = Vec::new();
-    for (ids, segments) in groups {
-        parts.push(ColdPartHandle(plan_group(
+    for ((ids, merge), segments) in groups {
+        parts.push(plan_group(
             state,
             table,
             scope_dir,
             &ids,
+            merge,
             &segments,
             columns,
             filters,
             target_partitions,
-        )?));
+        )?);
     }
     Ok(parts)
 }
 
-/// A planned cold part (opaque outside this module).
-pub(crate) struct ColdPartHandle(ColdPart);
+/// Whether a segment may hold rows a scan must drop: tombstones (the manifest
+/// counts them) or versions a later write superseded (a stale marker within the
+/// segment's `_seq` range; `stale` is ascending).
+fn needs_merge(segment: &Segment, stale: &[u64]) -> bool {
+    if segment.deleted_count > 0 {
+        return true;
+    }
+    let first = stale.partition_point(|&seq| seq < segment.min_seq);
+    stale.get(first).is_some_and(|&seq| seq <= segment.max_seq)
+}
 
 #[allow(clippy::too_many_arguments)]
 fn plan_group(
@@ -116,6 +193,7 @@ fn plan_group(
     table: &TableDef,
     scope_dir: &Path,
     ids: &[u32],
+    merge: bool,
     segments: &[&Segment],
     columns: &[&ScanColumn],
     filters: &[Expr],
@@ -155,8 +233,7 @@ fn plan_group(
             ScanColumn::Id => ColdOutput::Input(slot(index_of(ID_COLUMN))),
         });
     }
-    let seq_index = slot(index_of(SEQ_COLUMN));
-    let deleted_index = slot(index_of(DELETED_COLUMN));
+    let merge = merge.then(|| (slot(index_of(SEQ_COLUMN)), slot(index_of(DELETED_COLUMN))));
 
     let mut source = ParquetSource::new(read_schema.clone());
     if let Some(predicate) = physical_predicate(state, &read_schema, filters) {
@@ -183,8 +260,8 @@ fn plan_group(
     Ok(ColdPart {
         exec: DataSourceExec::from_data_source(config),
         outputs,
-        seq_index,
-        deleted_index,
+        merge,
+        segments: segments.len(),
     })
 }
 
@@ -309,41 +386,44 @@ impl PruningStatistics for ManifestStats<'_> {
     }
 }
 
-/// Hot batches ∪ cold parts, as one scan of the table. Partition 0 yields the hot
-/// batches; the others stream the cold parts' partitions.
+/// Hot rows ∪ cold parts of one snapshot, as one scan of the table. Partition 0
+/// streams the hot rows; the others stream the cold parts' partitions.
 pub(crate) struct TieredScanExec {
-    schema: SchemaRef,
-    hot: Vec<RecordBatch>,
+    scoped: Arc<ScopedTable>,
+    snapshot: TableSnapshot,
+    hot: Arc<HotScan>,
     cold: Vec<Arc<ColdPart>>,
     /// Partition p (p ≥ 1) → (cold part, its partition).
     partitions: Vec<(usize, usize)>,
+    /// The stale markers as a set, when a cold part merges.
     stale: Arc<HashSet<i64>>,
     properties: Arc<PlanProperties>,
 }
 
 impl TieredScanExec {
-    pub fn new(
-        schema: SchemaRef,
-        hot: Vec<RecordBatch>,
-        cold: Vec<ColdPartHandle>,
-        stale: HashSet<i64>,
-    ) -> Self {
-        let cold: Vec<Arc<ColdPart>> = cold.into_iter().map(|h| Arc::new(h.0)).collect();
+    fn new(scoped: Arc<ScopedTable>, snapshot: TableSnapshot, hot: HotScan, cold: Vec<ColdPart>) -> Self {
+        let cold: Vec<Arc<ColdPart>> = cold.into_iter().map(Arc::new).collect();
         let mut partitions = Vec::new();
         for (i, part) in cold.iter().enumerate() {
             for p in 0..part.exec.properties().partitioning.partition_count() {
                 partitions.push((i, p));
             }
         }
+        let stale = if cold.iter().any(|p| p.merge.is_some()) {
+            snapshot.stale.iter().map(|&s| crate::seq_as_i64(s)).collect()
+        } else {
+            HashSet::new()
+        };
         let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
+            EquivalenceProperties::new(hot.output_schema.clone()),
             Partitioning::UnknownPartitioning(1 + partitions.len()),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
         TieredScanExec {
-            schema,
-            hot,
+            scoped,
+            snapshot,
+            hot: Arc::new(hot),
             cold,
             partitions,
             stale: Arc::new(stale),
@@ -360,13 +440,26 @@ impl fmt::Debug for TieredScanExec {
 
 impl DisplayAs for TieredScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let hot_rows: usize = self.hot.iter().map(|b| b.num_rows()).sum();
-        write!(
-            f,
-            "TieredScanExec: hot_rows={hot_rows}, cold_parts={}, stale={}",
-            self.cold.len(),
-            self.stale.len()
-        )
+        let segments: usize = self.cold.iter().map(|p| p.segments).sum();
+        let merged: usize = self
+            .cold
+            .iter()
+            .filter(|p| p.merge.is_some())
+            .map(|p| p.segments)
+            .sum();
+        match &self.hot.keys {
+            Some(keys) => write!(f, "TieredScanExec: point reads={}", keys.len()),
+            None => write!(
+                f,
+                "TieredScanExec: hot=stream{}, segments={segments} (merged={merged}), stale={}",
+                if self.hot.predicate.is_some() {
+                    " (filtered)"
+                } else {
+                    ""
+                },
+                self.snapshot.stale.len()
+            ),
+        }
     }
 }
 
@@ -403,45 +496,46 @@ impl ExecutionPlan for TieredScanExec {
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         if partition == 0 {
-            return Ok(Box::pin(MemoryStream::try_new(
-                self.hot.clone(),
-                self.schema.clone(),
-                None,
-            )?));
+            return Ok(self.scoped.hot_stream(&self.snapshot, self.hot.clone()));
         }
         let &(part_index, inner) = self.partitions.get(partition - 1).ok_or_else(|| {
             DataFusionError::Internal(format!("TieredScanExec has no partition {partition}"))
         })?;
         let part = self.cold[part_index].clone();
         let stream = part.exec.execute(inner, context)?;
-        let schema = self.schema.clone();
+        let schema = self.hot.output_schema.clone();
         let stale = self.stale.clone();
         let mapped = stream.map(move |batch| map_cold_batch(batch?, &part, &stale, &schema));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
+            self.hot.output_schema.clone(),
             mapped,
         )))
     }
 }
 
-/// Drops tombstones and superseded versions, then lays the batch out as the scan's
-/// schema.
+/// Drops tombstones and superseded versions (of segments that may have them), then
+/// lays the batch out as the scan's schema.
 fn map_cold_batch(
     batch: RecordBatch,
     part: &ColdPart,
     stale: &HashSet<i64>,
     schema: &SchemaRef,
 ) -> DfResult<RecordBatch> {
-    let seqs = batch.column(part.seq_index).as_primitive::<Int64Type>();
-    let deleted = batch.column(part.deleted_index).as_boolean();
-    let keep: BooleanArray = (0..batch.num_rows())
-        .map(|i| {
-            let tombstone = deleted.is_valid(i) && deleted.value(i);
-            let superseded = stale.contains(&seqs.value(i));
-            Some(!tombstone && !superseded)
-        })
-        .collect();
-    let batch = filter_record_batch(&batch, &keep)?;
+    let batch = match part.merge {
+        Some((seq_index, deleted_index)) => {
+            let seqs = batch.column(seq_index).as_primitive::<Int64Type>();
+            let deleted = batch.column(deleted_index).as_boolean();
+            let keep: BooleanArray = (0..batch.num_rows())
+                .map(|i| {
+                    let tombstone = deleted.is_valid(i) && deleted.value(i);
+                    let superseded = stale.contains(&seqs.value(i));
+                    Some(!tombstone && !superseded)
+                })
+                .collect();
+            filter_record_batch(&batch, &keep)?
+        }
+        None => batch,
+    };
     let rows = batch.num_rows();
     let columns: Vec<ArrayRef> = part
         .outputs

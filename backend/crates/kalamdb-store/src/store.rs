@@ -1,6 +1,7 @@
 //! The RocksDB instance, its column families and atomic write batches.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kalamdb_commons::Value;
 use rocksdb::{
@@ -86,7 +87,7 @@ impl PkEntry {
 
 /// The hot store. Cheap to share behind an `Arc`; every method is thread-safe.
 pub struct Store {
-    db: DB,
+    db: Arc<DB>,
     sync_writes: bool,
 }
 
@@ -110,13 +111,13 @@ impl Store {
             [cf(CF_SYSTEM), cf(CF_HOT), cf(CF_PK), cf(CF_STALE)],
         )?;
         Ok(Store {
-            db,
+            db: Arc::new(db),
             sync_writes: options.sync_writes,
         })
     }
 
     fn cf(&self, name: &'static str) -> &ColumnFamily {
-        self.db.cf_handle(name).expect("column family created at open")
+        cf(&self.db, name)
     }
 
     pub fn batch(&self) -> StoreBatch<'_> {
@@ -201,27 +202,13 @@ impl Store {
         Ok(())
     }
 
-    fn hot_get_at(
-        &self,
-        snapshot: Option<&Snapshot<'_>>,
-        table_id: u32,
-        scope: &str,
-        seq: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf_opt(
-            self.cf(CF_HOT),
-            hot_key(table_id, scope, seq),
-            &read_options(snapshot),
-        )?)
-    }
-
     /// A consistent, read-only view of the store as of now: every read through it
     /// (hot rows, stale markers, the pk index) sees the same RocksDB snapshot, so a
-    /// write committed meanwhile is seen by all of them or by none.
-    pub fn view(&self) -> StoreView<'_> {
+    /// write committed meanwhile is seen by all of them or by none. The view owns
+    /// its snapshot: it can be kept by a query plan and read from any thread.
+    pub fn view(&self) -> StoreView {
         StoreView {
-            store: self,
-            snapshot: self.db.snapshot(),
+            cell: SnapshotCell::new(self.db.clone(), |db| db.snapshot()),
         }
     }
 
@@ -234,22 +221,7 @@ impl Store {
         scope: Option<&str>,
         visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        self.hot_scan_at(None, table_id, scope, visit)
-    }
-
-    fn hot_scan_at(
-        &self,
-        snapshot: Option<&Snapshot<'_>>,
-        table_id: u32,
-        scope: Option<&str>,
-        visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        let prefix = match scope {
-            Some(scope) => scope_prefix(table_id, scope),
-            None => table_prefix(table_id),
-        };
-        let upper = prefix_upper_bound(&prefix);
-        self.hot_scan_range(snapshot, prefix, upper, visit)
+        hot_scan_at(&self.db, None, table_id, scope, visit)
     }
 
     /// Visits the hot rows of one scope with `_seq <= max_seq`, in `_seq` order, from
@@ -259,41 +231,17 @@ impl Store {
         table_id: u32,
         scope: &str,
         max_seq: u64,
-        visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
+        mut visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let prefix = scope_prefix(table_id, scope);
         let upper = seq_upper_bound(table_id, scope, max_seq);
-        self.hot_scan_range(None, prefix, upper, visit)
-    }
-
-    fn hot_scan_range(
-        &self,
-        snapshot: Option<&Snapshot<'_>>,
-        prefix: Vec<u8>,
-        upper: Option<Vec<u8>>,
-        mut visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut read_options = read_options(snapshot);
-        if let Some(upper) = upper {
-            read_options.set_iterate_upper_bound(upper);
-        }
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_HOT), read_options);
-        iter.seek(&prefix);
-        while iter.valid() {
-            let key = iter.key().expect("valid iterator has a key");
-            let (_, row_scope, seq) = parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_HOT })?;
-            let row = HotRow {
-                scope: row_scope.to_string(),
+        hot_scan_range(&self.db, None, prefix, upper, |seq, scope, value| {
+            visit(HotRow {
+                scope: scope.to_string(),
                 seq,
-                value: iter.value().expect("valid iterator has a value").to_vec(),
-            };
-            if !visit(row)? {
-                return Ok(());
-            }
-            iter.next();
-        }
-        iter.status()?;
-        Ok(())
+                value: value.to_vec(),
+            })
+        })
     }
 
     /// The scopes (user ids) that have hot rows in a table, in key order. One seek
@@ -339,66 +287,43 @@ impl Store {
         Ok(count)
     }
 
-    /// The `_seq`s of one scope's Parquet row versions that a later write superseded
-    /// (see [`StoreBatch::put_stale`]).
-    fn stale_seqs_at(
-        &self,
-        snapshot: Option<&Snapshot<'_>>,
-        table_id: u32,
-        scope: &str,
-    ) -> Result<Vec<u64>, StoreError> {
-        let prefix = scope_prefix(table_id, scope);
-        let mut read_options = read_options(snapshot);
-        if let Some(upper) = prefix_upper_bound(&prefix) {
-            read_options.set_iterate_upper_bound(upper);
-        }
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_STALE), read_options);
-        let mut seqs = Vec::new();
-        iter.seek(&prefix);
-        while iter.valid() {
-            let key = iter.key().expect("valid iterator has a key");
-            let (_, _, seq) = parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_STALE })?;
-            seqs.push(seq);
-            iter.next();
-        }
-        iter.status()?;
-        Ok(seqs)
-    }
-
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
-        self.pk_get_at(None, table_id, scope, pk)
-    }
-
-    fn pk_get_at(
-        &self,
-        snapshot: Option<&Snapshot<'_>>,
-        table_id: u32,
-        scope: &str,
-        pk: &Value,
-    ) -> Result<Option<PkEntry>, StoreError> {
-        match self.db.get_pinned_cf_opt(
-            self.cf(CF_PK),
-            pk_key(table_id, scope, pk),
-            &read_options(snapshot),
-        )? {
-            Some(bytes) => PkEntry::decode(&bytes)
-                .map(Some)
-                .ok_or(StoreError::CorruptKey { cf: CF_PK }),
-            None => Ok(None),
-        }
+        pk_get_at(&self.db, None, table_id, scope, pk)
     }
 }
+
+type DbSnapshot<'a> = Snapshot<'a>;
+
+self_cell::self_cell!(
+    /// A RocksDB snapshot together with the database it belongs to.
+    struct SnapshotCell {
+        owner: Arc<DB>,
+        #[covariant]
+        dependent: DbSnapshot,
+    }
+);
 
 /// A snapshot of the store (see [`Store::view`]). Reads through it never see a
 /// write committed after it was taken.
-pub struct StoreView<'a> {
-    store: &'a Store,
-    snapshot: Snapshot<'a>,
+pub struct StoreView {
+    cell: SnapshotCell,
 }
 
-impl StoreView<'_> {
+impl StoreView {
+    fn db(&self) -> &DB {
+        self.cell.borrow_owner()
+    }
+
+    fn snapshot(&self) -> Option<&Snapshot<'_>> {
+        Some(self.cell.borrow_dependent())
+    }
+
     pub fn hot_get(&self, table_id: u32, scope: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.hot_get_at(Some(&self.snapshot), table_id, scope, seq)
+        Ok(self.db().get_cf_opt(
+            cf(self.db(), CF_HOT),
+            hot_key(table_id, scope, seq),
+            &read_options(self.snapshot()),
+        )?)
     }
 
     /// As [`Store::hot_scan`], in this view.
@@ -408,16 +333,125 @@ impl StoreView<'_> {
         scope: Option<&str>,
         visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        self.store
-            .hot_scan_at(Some(&self.snapshot), table_id, scope, visit)
+        hot_scan_at(self.db(), self.snapshot(), table_id, scope, visit)
     }
 
+    /// Visits one scope's hot rows in `_seq` order without copying them: `visit`
+    /// gets `(_seq, encoded row)` and returns `false` to stop.
+    pub fn hot_visit(
+        &self,
+        table_id: u32,
+        scope: &str,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let prefix = scope_prefix(table_id, scope);
+        let upper = prefix_upper_bound(&prefix);
+        hot_scan_range(self.db(), self.snapshot(), prefix, upper, |seq, _, value| {
+            visit(seq, value)
+        })
+    }
+
+    /// The `_seq`s of one scope's Parquet row versions that a later write superseded
+    /// (see [`StoreBatch::put_stale`]), in ascending order.
     pub fn stale_seqs(&self, table_id: u32, scope: &str) -> Result<Vec<u64>, StoreError> {
-        self.store.stale_seqs_at(Some(&self.snapshot), table_id, scope)
+        stale_seqs_at(self.db(), self.snapshot(), table_id, scope)
     }
 
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
-        self.store.pk_get_at(Some(&self.snapshot), table_id, scope, pk)
+        pk_get_at(self.db(), self.snapshot(), table_id, scope, pk)
+    }
+}
+
+fn cf<'a>(db: &'a DB, name: &'static str) -> &'a ColumnFamily {
+    db.cf_handle(name).expect("column family created at open")
+}
+
+fn hot_scan_at(
+    db: &DB,
+    snapshot: Option<&Snapshot<'_>>,
+    table_id: u32,
+    scope: Option<&str>,
+    mut visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let prefix = match scope {
+        Some(scope) => scope_prefix(table_id, scope),
+        None => table_prefix(table_id),
+    };
+    let upper = prefix_upper_bound(&prefix);
+    hot_scan_range(db, snapshot, prefix, upper, |seq, scope, value| {
+        visit(HotRow {
+            scope: scope.to_string(),
+            seq,
+            value: value.to_vec(),
+        })
+    })
+}
+
+/// Visits the hot rows from `prefix` up to `upper` in key order: `visit` gets
+/// `(_seq, scope, encoded row)` and returns `false` to stop.
+fn hot_scan_range(
+    db: &DB,
+    snapshot: Option<&Snapshot<'_>>,
+    prefix: Vec<u8>,
+    upper: Option<Vec<u8>>,
+    mut visit: impl FnMut(u64, &str, &[u8]) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let mut read_options = read_options(snapshot);
+    if let Some(upper) = upper {
+        read_options.set_iterate_upper_bound(upper);
+    }
+    let mut iter = db.raw_iterator_cf_opt(cf(db, CF_HOT), read_options);
+    iter.seek(&prefix);
+    while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+        let (_, row_scope, seq) = parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_HOT })?;
+        if !visit(seq, row_scope, value)? {
+            return Ok(());
+        }
+        iter.next();
+    }
+    iter.status()?;
+    Ok(())
+}
+
+fn stale_seqs_at(
+    db: &DB,
+    snapshot: Option<&Snapshot<'_>>,
+    table_id: u32,
+    scope: &str,
+) -> Result<Vec<u64>, StoreError> {
+    let prefix = scope_prefix(table_id, scope);
+    let mut read_options = read_options(snapshot);
+    if let Some(upper) = prefix_upper_bound(&prefix) {
+        read_options.set_iterate_upper_bound(upper);
+    }
+    let mut iter = db.raw_iterator_cf_opt(cf(db, CF_STALE), read_options);
+    let mut seqs = Vec::new();
+    iter.seek(&prefix);
+    while let Some(key) = iter.key() {
+        let (_, _, seq) = parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_STALE })?;
+        seqs.push(seq);
+        iter.next();
+    }
+    iter.status()?;
+    Ok(seqs)
+}
+
+fn pk_get_at(
+    db: &DB,
+    snapshot: Option<&Snapshot<'_>>,
+    table_id: u32,
+    scope: &str,
+    pk: &Value,
+) -> Result<Option<PkEntry>, StoreError> {
+    match db.get_pinned_cf_opt(
+        cf(db, CF_PK),
+        pk_key(table_id, scope, pk),
+        &read_options(snapshot),
+    )? {
+        Some(bytes) => PkEntry::decode(&bytes)
+            .map(Some)
+            .ok_or(StoreError::CorruptKey { cf: CF_PK }),
+        None => Ok(None),
     }
 }
 

@@ -33,7 +33,7 @@ use super::record::FlushMetrics;
 use crate::arrow_conv::{field, values_to_array};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::cold::{ColdTier, cold_error};
-use crate::provider::backfill_value;
+use crate::scoped::backfill_value;
 use crate::{DbShared, failpoint, now_micros, store_error};
 
 /// Longest text kept as a min/max statistic; longer values leave the bound unknown.

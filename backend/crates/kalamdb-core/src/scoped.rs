@@ -1,0 +1,438 @@
+//! [`ScopedTable`]: the one owner of a table's two-tier view for one scope.
+//!
+//! A scope is the rows one statement may see of one table: a user's rows of a USER
+//! table, or every row of a SHARED table. `ScopedTable` knows the table's Arrow
+//! schema (with the hidden columns when the statement names them), takes
+//! [`TableSnapshot`]s (one RocksDB snapshot and the manifest of the same moment),
+//! reads rows by primary key in either tier, streams hot rows as bounded Arrow
+//! batches, and turns stored cells into Arrow columns (with the backfill of columns
+//! added later). The table provider, `SHOW STATS` and DML's lookups read rows only
+//! through it; `tiered_scan.rs` adds the cold segments of a scan.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use kalamdb_cold::Manifest;
+use kalamdb_commons::{KalamError, KalamResult, KalamType, TableType, Value};
+use kalamdb_store::StoreView;
+use kalamdb_store::row_codec::decode_row;
+
+use crate::arrow_conv::{field, values_to_array};
+use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
+use crate::{Caller, DbShared, store_error};
+
+/// Rows per Arrow batch built from hot rows: a scan holds at most a few of these.
+pub(crate) const SCAN_BATCH_ROWS: usize = 8192;
+
+/// Batches a hot scan may have read ahead of its consumer.
+const READ_AHEAD_BATCHES: usize = 2;
+
+/// One column of a [`ScopedTable`]'s schema and where its values come from.
+#[derive(Clone, Debug)]
+pub(crate) enum ScanColumn {
+    Column(ColumnDef),
+    Seq,
+    Deleted,
+    Id,
+}
+
+impl ScanColumn {
+    pub fn kalam_type(&self) -> KalamType {
+        match self {
+            ScanColumn::Column(c) => c.data_type,
+            ScanColumn::Seq | ScanColumn::Id => KalamType::BigInt,
+            ScanColumn::Deleted => KalamType::Boolean,
+        }
+    }
+
+    fn field(&self) -> Field {
+        match self {
+            ScanColumn::Column(def) => field(&def.name, &def.data_type, def.nullable),
+            ScanColumn::Seq => Field::new(SEQ_COLUMN, DataType::Int64, false),
+            ScanColumn::Deleted => Field::new(DELETED_COLUMN, DataType::Boolean, false),
+            ScanColumn::Id => Field::new(ID_COLUMN, DataType::Int64, false),
+        }
+    }
+
+    /// The stored cell this column reads (`None`: computed from the version).
+    fn cell_id(&self) -> Option<u32> {
+        match self {
+            ScanColumn::Column(def) => Some(def.id),
+            ScanColumn::Id => Some(ID_COLUMN_ID),
+            ScanColumn::Seq | ScanColumn::Deleted => None,
+        }
+    }
+}
+
+/// A table as one scope sees it.
+pub(crate) struct ScopedTable {
+    db: Arc<DbShared>,
+    table: Arc<TableDef>,
+    scope: String,
+    columns: Vec<ScanColumn>,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for ScopedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ScopedTable({}, scope '{}')",
+            self.table.qualified_name(),
+            self.scope
+        )
+    }
+}
+
+/// The scope of `table` for `caller`: the caller's rows of a USER table, every row
+/// of a SHARED one.
+pub(crate) fn scope_of(table: &TableDef, caller: &Caller) -> String {
+    match table.table_type {
+        TableType::User => caller.user_id.as_str().to_string(),
+        TableType::Shared | TableType::Stream => String::new(),
+    }
+}
+
+impl ScopedTable {
+    /// `table` as `caller` sees it; `expose_hidden` adds `_seq`, `_deleted` (and
+    /// `_id` for tables without a primary key) to the schema.
+    pub fn new(db: Arc<DbShared>, table: Arc<TableDef>, caller: &Caller, expose_hidden: bool) -> Self {
+        let scope = scope_of(&table, caller);
+        Self::with_scope(db, table, scope, expose_hidden)
+    }
+
+    pub fn with_scope(db: Arc<DbShared>, table: Arc<TableDef>, scope: String, expose_hidden: bool) -> Self {
+        let mut columns: Vec<ScanColumn> = table.columns.iter().cloned().map(ScanColumn::Column).collect();
+        if expose_hidden {
+            columns.push(ScanColumn::Seq);
+            columns.push(ScanColumn::Deleted);
+            if table.primary_key.is_none() {
+                columns.push(ScanColumn::Id);
+            }
+        }
+        let schema = Arc::new(Schema::new(
+            columns.iter().map(ScanColumn::field).collect::<Vec<_>>(),
+        ));
+        ScopedTable {
+            db,
+            table,
+            scope,
+            columns,
+            schema,
+        }
+    }
+
+    pub fn def(&self) -> &Arc<TableDef> {
+        &self.table
+    }
+
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    pub fn db(&self) -> &Arc<DbShared> {
+        &self.db
+    }
+
+    pub fn columns(&self) -> &[ScanColumn] {
+        &self.columns
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn projected_schema(&self, projection: &[usize]) -> DfResult<SchemaRef> {
+        Ok(Arc::new(self.schema.project(projection)?))
+    }
+
+    /// The scope's view of both tiers as of now: a RocksDB snapshot, and the
+    /// manifest and stale markers of the same moment (taken under the cold tier's
+    /// commit lock, so a flush is wholly before or wholly after it). Reads no rows.
+    /// Blocking (RocksDB, and a manifest file when it is not cached).
+    pub fn snapshot(&self) -> KalamResult<TableSnapshot> {
+        let _tiers = self.db.cold.commit_lock.read_recursive();
+        let view = self.db.store.view();
+        let manifest = match self.table.table_type {
+            TableType::User => Some(self.db.cold.manifest(&self.table, &self.scope)?),
+            _ => None,
+        }
+        .filter(|m| !m.segments.is_empty());
+        let stale = match &manifest {
+            Some(_) => view
+                .stale_seqs(self.table.table_id, &self.scope)
+                .map_err(store_error)?,
+            None => Vec::new(),
+        };
+        Ok(TableSnapshot {
+            view: Arc::new(view),
+            manifest,
+            stale: Arc::new(stale),
+        })
+    }
+
+    /// The live rows of the given primary keys, in either tier, projected (at most
+    /// one row per key; keys without a live row are skipped). Blocking.
+    pub fn rows_by_pk(
+        &self,
+        view: &StoreView,
+        keys: &[Value],
+        projection: &[usize],
+    ) -> KalamResult<RecordBatch> {
+        let mut builder = BatchBuilder::new(self, projection);
+        for key in keys {
+            let Some(entry) = view
+                .pk_get(self.table.table_id, &self.scope, key)
+                .map_err(store_error)?
+            else {
+                continue;
+            };
+            if entry.deleted {
+                continue;
+            }
+            if let Some(row) = crate::cold::read_version(&self.db, view, &self.table, &self.scope, entry.seq)?
+                && !row.deleted
+            {
+                builder.push(entry.seq, row.cells);
+            }
+        }
+        builder.finish()
+    }
+
+    /// Streams the scope's live hot rows in `_seq` order as batches of at most
+    /// [`SCAN_BATCH_ROWS`] rows. RocksDB is read on tokio's blocking pool, at most
+    /// [`READ_AHEAD_BATCHES`] batches ahead of the consumer; dropping the stream
+    /// stops the read. `read` is the columns decoded, `predicate` (over `read`'s
+    /// schema) keeps rows, `output` picks the result's columns out of `read`, and
+    /// the scan stops after `limit` rows.
+    pub fn hot_stream(
+        self: &Arc<Self>,
+        snapshot: &TableSnapshot,
+        scan: Arc<HotScan>,
+    ) -> SendableRecordBatchStream {
+        let output_schema = scan.output_schema.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(READ_AHEAD_BATCHES);
+        let this = self.clone();
+        let view = snapshot.view.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = this.produce_hot(&view, &scan, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let stream =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        Box::pin(RecordBatchStreamAdapter::new(output_schema, stream))
+    }
+
+    fn produce_hot(
+        &self,
+        view: &StoreView,
+        scan: &HotScan,
+        tx: &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
+    ) -> DfResult<()> {
+        let limit = scan.limit.unwrap_or(usize::MAX);
+        if let Some(keys) = &scan.keys {
+            let batch = self
+                .rows_by_pk(view, keys, &scan.read)
+                .and_then(|batch| {
+                    scan.apply(batch, limit)
+                        .map_err(|e| KalamError::internal(e.to_string()))
+                })
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let _ = tx.blocking_send(Ok(batch));
+            return Ok(());
+        }
+        let mut builder = BatchBuilder::new(self, &scan.read);
+        let mut emitted = 0usize;
+        let mut failure: Option<DataFusionError> = None;
+        // Sends a full batch; `false` when the scan is over (limit reached, the
+        // consumer gone, or an error to report).
+        let mut flush = |builder: &mut BatchBuilder, emitted: &mut usize| -> bool {
+            let batch = match builder
+                .finish()
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+            {
+                Ok(batch) => batch,
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            };
+            let batch = match scan.apply(batch, limit - *emitted) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            };
+            *emitted += batch.num_rows();
+            if batch.num_rows() > 0 && tx.blocking_send(Ok(batch)).is_err() {
+                return false;
+            }
+            *emitted < limit
+        };
+        let mut going = true;
+        view.hot_visit(self.table.table_id, &self.scope, |seq, bytes| {
+            let row = decode_row(bytes)?;
+            if row.deleted {
+                return Ok(true);
+            }
+            builder.push(seq, row.cells);
+            if builder.rows == SCAN_BATCH_ROWS {
+                going = flush(&mut builder, &mut emitted);
+            }
+            Ok(going)
+        })
+        .map_err(|e| DataFusionError::External(Box::new(store_error(e))))?;
+        if going && builder.rows > 0 {
+            flush(&mut builder, &mut emitted);
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One moment of a scope's two tiers (see [`ScopedTable::snapshot`]).
+pub(crate) struct TableSnapshot {
+    pub view: Arc<StoreView>,
+    /// The scope's Parquet segments (`None`: none).
+    pub manifest: Option<Arc<Manifest>>,
+    /// `_seq`s of Parquet row versions superseded by a later write, ascending.
+    pub stale: Arc<Vec<u64>>,
+}
+
+/// What a hot scan reads and returns (see [`ScopedTable::hot_stream`]).
+pub(crate) struct HotScan {
+    /// Indices (into the table's columns) decoded from each row.
+    pub read: Vec<usize>,
+    /// Keeps the rows for which it is true; over the schema of `read`.
+    pub predicate: Option<Arc<dyn PhysicalExpr>>,
+    /// Positions (into `read`) of the output columns.
+    pub output: Vec<usize>,
+    pub output_schema: SchemaRef,
+    pub limit: Option<usize>,
+    /// Read these primary keys (point reads in either tier) instead of scanning.
+    pub keys: Option<Vec<Value>>,
+}
+
+impl HotScan {
+    /// Filters a batch of `read` columns, keeps at most `remaining` rows, projects.
+    fn apply(&self, batch: RecordBatch, remaining: usize) -> DfResult<RecordBatch> {
+        let batch = match &self.predicate {
+            Some(predicate) => {
+                let keep = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+                let keep = keep
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| DataFusionError::Internal("a filter did not yield booleans".into()))?;
+                filter_record_batch(&batch, keep)?
+            }
+            None => batch,
+        };
+        let batch = if batch.num_rows() > remaining {
+            batch.slice(0, remaining)
+        } else {
+            batch
+        };
+        let columns = self.output.iter().map(|&i| batch.column(i).clone()).collect();
+        Ok(RecordBatch::try_new_with_options(
+            self.output_schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?)
+    }
+}
+
+/// Accumulates the projected values of stored row versions and turns them into a
+/// batch: the one place stored cells become Arrow columns.
+pub(crate) struct BatchBuilder {
+    columns: Vec<ScanColumn>,
+    schema: SchemaRef,
+    /// Cell id → slot in `columns`.
+    slot_of: HashMap<u32, usize>,
+    values: Vec<Vec<Value>>,
+    row: Vec<Option<Value>>,
+    pub rows: usize,
+}
+
+impl BatchBuilder {
+    pub fn new(table: &ScopedTable, projection: &[usize]) -> Self {
+        let columns: Vec<ScanColumn> = projection.iter().map(|&i| table.columns[i].clone()).collect();
+        let schema = Arc::new(Schema::new(
+            columns.iter().map(ScanColumn::field).collect::<Vec<_>>(),
+        ));
+        let slot_of = columns
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, c)| c.cell_id().map(|id| (id, slot)))
+            .collect();
+        BatchBuilder {
+            values: vec![Vec::new(); columns.len()],
+            row: vec![None; columns.len()],
+            columns,
+            schema,
+            slot_of,
+            rows: 0,
+        }
+    }
+
+    pub fn push(&mut self, seq: u64, cells: Vec<(u32, Value)>) {
+        for (id, value) in cells {
+            if let Some(&slot) = self.slot_of.get(&id) {
+                self.row[slot] = Some(value);
+            }
+        }
+        for (slot, column) in self.columns.iter().enumerate() {
+            let value = match (column, self.row[slot].take()) {
+                (_, Some(v)) => v,
+                (ScanColumn::Seq, None) => Value::BigInt(crate::seq_as_i64(seq)),
+                (ScanColumn::Deleted, None) => Value::Boolean(false),
+                (ScanColumn::Column(def), None) => backfill_value(def),
+                (ScanColumn::Id, None) => Value::Null,
+            };
+            self.values[slot].push(value);
+        }
+        self.rows += 1;
+    }
+
+    /// The rows pushed so far as a batch. A stored value the schema cannot hold
+    /// (a NULL in a NOT NULL column) is an error, never a panic.
+    pub fn finish(&mut self) -> KalamResult<RecordBatch> {
+        let arrays = self
+            .columns
+            .iter()
+            .zip(self.values.iter_mut())
+            .map(|(column, values)| {
+                let array = values_to_array(&column.kalam_type(), values);
+                values.clear();
+                array
+            })
+            .collect();
+        let rows = std::mem::take(&mut self.rows);
+        RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| KalamError::internal(format!("stored rows do not fit the table's schema: {e}")))
+    }
+}
+
+/// What a row written before `column` existed reads as.
+pub(crate) fn backfill_value(column: &ColumnDef) -> Value {
+    column
+        .backfill
+        .as_ref()
+        .and_then(|literal| literal.to_value(&column.data_type).ok())
+        .unwrap_or(Value::Null)
+}
