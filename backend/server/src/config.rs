@@ -28,6 +28,9 @@ pub struct Settings {
     pub token_ttl_seconds: u64,
     pub login_max_failures: u32,
     pub login_lockout_seconds: u64,
+    pub query_memory_mb: usize,
+    pub statement_timeout_ms: u64,
+    pub max_result_bytes: usize,
     /// Signs bearer tokens. From `KALAMDB_TOKEN_SECRET` or the TOML file, never a
     /// flag; generated and kept in the data directory when unset.
     pub token_secret: Option<String>,
@@ -56,6 +59,9 @@ impl Default for Settings {
             token_ttl_seconds: 3600,
             login_max_failures: 10,
             login_lockout_seconds: 60,
+            query_memory_mb: 512,
+            statement_timeout_ms: 60_000,
+            max_result_bytes: 256 << 20,
             token_secret: None,
             root_password: None,
         }
@@ -140,6 +146,15 @@ pub struct Overrides {
     /// How long failed logins count and a locked-out address waits, seconds [default: 60]
     #[arg(long, env = "KALAMDB_LOGIN_LOCKOUT_SECONDS")]
     pub login_lockout_seconds: Option<u64>,
+    /// Memory one statement's query may use (sorts, joins, aggregates spill beyond it), MiB [default: 512]
+    #[arg(long, env = "KALAMDB_QUERY_MEMORY_MB")]
+    pub query_memory_mb: Option<usize>,
+    /// Longest a statement may run before it is cancelled, milliseconds (0: no limit) [default: 60000]
+    #[arg(long, env = "KALAMDB_STATEMENT_TIMEOUT_MS")]
+    pub statement_timeout_ms: Option<u64>,
+    /// Largest JSON result of one statement, bytes [default: 268435456]
+    #[arg(long, env = "KALAMDB_MAX_RESULT_BYTES")]
+    pub max_result_bytes: Option<usize>,
     /// Secret that signs bearer tokens (environment or file only) [default: generated once, kept in the data directory]
     #[arg(skip)]
     pub token_secret: Option<String>,
@@ -196,6 +211,9 @@ impl Settings {
             token_ttl_seconds,
             login_max_failures,
             login_lockout_seconds,
+            query_memory_mb,
+            statement_timeout_ms,
+            max_result_bytes,
             token_secret,
         } = overrides;
         macro_rules! set {
@@ -219,7 +237,10 @@ impl Settings {
             max_statements,
             token_ttl_seconds,
             login_max_failures,
-            login_lockout_seconds
+            login_lockout_seconds,
+            query_memory_mb,
+            statement_timeout_ms,
+            max_result_bytes
         );
         if token_secret.is_some() {
             self.token_secret = token_secret;

@@ -105,6 +105,10 @@ fn db_options(settings: &Settings) -> DbOptions {
         max_insert_rows: settings.max_insert_rows,
         max_sql_bytes: settings.max_sql_bytes,
         max_statements: settings.max_statements,
+        query_memory_bytes: settings.query_memory_mb.max(1) << 20,
+        statement_timeout: (settings.statement_timeout_ms > 0)
+            .then(|| Duration::from_millis(settings.statement_timeout_ms)),
+        max_result_bytes: settings.max_result_bytes,
         token_secret: settings.token_secret.clone(),
         token_ttl: Duration::from_secs(settings.token_ttl_seconds),
         jobs: JobOptions {

@@ -9,6 +9,7 @@ mod test_flush_tiers;
 mod test_fuzz;
 mod test_hardening;
 mod test_manual_flush_verification;
+mod test_read_path;
 mod test_security;
 mod test_slt;
 mod test_sql_api;

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     FlushInProgress,
     PayloadTooLarge,
     TooManyRequests,
+    ResourcesExhausted,
+    StatementTimeout,
     InternalError,
 }
 
@@ -52,6 +54,8 @@ impl ErrorCode {
             ErrorCode::FlushInProgress => "FLUSH_IN_PROGRESS",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
+            ErrorCode::ResourcesExhausted => "RESOURCES_EXHAUSTED",
+            ErrorCode::StatementTimeout => "STATEMENT_TIMEOUT",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
     }
@@ -66,6 +70,8 @@ impl ErrorCode {
             | ErrorCode::NotNullViolation
             | ErrorCode::Unsupported
             | ErrorCode::ColumnNotFound
+            | ErrorCode::ResourcesExhausted
+            | ErrorCode::StatementTimeout
             | ErrorCode::EmptySql => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::PermissionDenied => 403,

@@ -14,6 +14,7 @@ use datafusion::arrow::datatypes::{
     Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use kalamdb_commons::value::{format_date, format_decimal, format_timestamp, hex, parse_text};
 use kalamdb_commons::{KalamError, KalamResult, KalamType, Value};
@@ -275,6 +276,121 @@ pub fn column_to_json(field: &Field, array: &ArrayRef) -> Vec<serde_json::Value>
                 Err(_) => vec![J::Null; n],
             }
         }
+    }
+}
+
+/// Appends one batch's rows to a JSON array under construction (`out` holds
+/// `[` and the rows so far): each row as an array of its values, written directly
+/// from the Arrow columns.
+pub fn write_json_rows(fields: &[Arc<Field>], batch: &RecordBatch, out: &mut Vec<u8>) {
+    let writers: Vec<JsonColumn> = fields
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, array)| JsonColumn::new(field, array))
+        .collect();
+    for row in 0..batch.num_rows() {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        for (i, writer) in writers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            writer.write(row, out);
+        }
+        out.push(b']');
+    }
+}
+
+/// Writes the values of one result column as JSON text.
+enum JsonColumn<'a> {
+    Null,
+    Bool(&'a datafusion::arrow::array::BooleanArray),
+    Int(&'a ArrayRef, fn(&ArrayRef, usize) -> i64),
+    UInt(&'a datafusion::arrow::array::UInt64Array),
+    Float(&'a ArrayRef, fn(&ArrayRef, usize) -> f64),
+    Text(&'a ArrayRef, bool),
+    /// Formatted once per batch (decimals, dates, timestamps, bytes, the rest).
+    Values(Vec<serde_json::Value>),
+}
+
+impl<'a> JsonColumn<'a> {
+    fn new(field: &Field, array: &'a ArrayRef) -> JsonColumn<'a> {
+        macro_rules! int {
+            ($t:ty) => {
+                JsonColumn::Int(array, |a, i| a.as_primitive::<$t>().value(i) as i64)
+            };
+        }
+        match array.data_type() {
+            DataType::Null => JsonColumn::Null,
+            DataType::Boolean => JsonColumn::Bool(array.as_boolean()),
+            DataType::Int8 => int!(Int8Type),
+            DataType::Int16 => int!(Int16Type),
+            DataType::Int32 => int!(Int32Type),
+            DataType::Int64 => int!(Int64Type),
+            DataType::UInt8 => int!(UInt8Type),
+            DataType::UInt16 => int!(UInt16Type),
+            DataType::UInt32 => int!(UInt32Type),
+            DataType::UInt64 => JsonColumn::UInt(array.as_primitive::<UInt64Type>()),
+            DataType::Float32 => {
+                JsonColumn::Float(array, |a, i| a.as_primitive::<Float32Type>().value(i) as f64)
+            }
+            DataType::Float64 => JsonColumn::Float(array, |a, i| a.as_primitive::<Float64Type>().value(i)),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                let is_json = field.metadata().get(TYPE_METADATA_KEY).map(String::as_str) == Some("Json");
+                JsonColumn::Text(array, is_json)
+            }
+            _ => JsonColumn::Values(column_to_json(field, array)),
+        }
+    }
+
+    fn write(&self, i: usize, out: &mut Vec<u8>) {
+        let array = match self {
+            JsonColumn::Null => None,
+            JsonColumn::Bool(a) => Some(*a as &dyn Array),
+            JsonColumn::Int(a, _) | JsonColumn::Float(a, _) | JsonColumn::Text(a, _) => Some(a.as_ref()),
+            JsonColumn::UInt(a) => Some(*a as &dyn Array),
+            JsonColumn::Values(_) => None,
+        };
+        if array.is_none_or(|a| a.is_null(i)) && !matches!(self, JsonColumn::Values(_)) {
+            out.extend_from_slice(b"null");
+            return;
+        }
+        // Writing to a Vec<u8> cannot fail.
+        let _ = match self {
+            JsonColumn::Null => Ok(()),
+            JsonColumn::Bool(a) => {
+                out.extend_from_slice(if a.value(i) { b"true" } else { b"false" });
+                Ok(())
+            }
+            JsonColumn::Int(a, get) => serde_json::to_writer(&mut *out, &get(a, i)),
+            JsonColumn::UInt(a) => serde_json::to_writer(&mut *out, &a.value(i)),
+            JsonColumn::Float(a, get) => {
+                let v = get(a, i);
+                if v.is_finite() {
+                    serde_json::to_writer(&mut *out, &v)
+                } else {
+                    out.extend_from_slice(b"null");
+                    Ok(())
+                }
+            }
+            JsonColumn::Text(a, is_json) => {
+                let s = match a.data_type() {
+                    DataType::Utf8 => a.as_string::<i32>().value(i),
+                    DataType::LargeUtf8 => a.as_string::<i64>().value(i),
+                    _ => a.as_string_view().value(i),
+                };
+                match is_json.then(|| serde_json::from_str::<&serde_json::value::RawValue>(s)) {
+                    Some(Ok(raw)) => {
+                        out.extend_from_slice(raw.get().trim().as_bytes());
+                        Ok(())
+                    }
+                    _ => serde_json::to_writer(&mut *out, s),
+                }
+            }
+            JsonColumn::Values(values) => serde_json::to_writer(&mut *out, &values[i]),
+        };
     }
 }
 

@@ -709,6 +709,7 @@ fn scratch_session(db: &DbShared, name: &str, batch: RecordBatch) -> KalamResult
                 .with_create_default_catalog_and_schema(false),
         )
         .with_catalog_list(catalogs)
+        .with_runtime_env(db.query_runtime.for_statement()?)
         .build();
     Ok(SessionContext::new_with_state(state))
 }

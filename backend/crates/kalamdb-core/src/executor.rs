@@ -8,15 +8,14 @@ use kalamdb_commons::{
 };
 use kalamdb_sql::{ColumnSpec, CreateTable, KalamStatement, TableRef, UserChange, parse_statement};
 
-use crate::arrow_conv::{api_type_name, column_to_json};
 use crate::catalog::{
     AccessLevel, Catalog, ColumnDef, DELETED_COLUMN, ID_COLUMN, NamespaceDef, SEQ_COLUMN, SYSTEM_NAMESPACE,
     TableDef, UserRecord,
 };
 use crate::cold::ColdTier;
 use crate::jobs::{JobRecord, JobTrigger};
-use crate::query::{QueryOutput, run_query};
-use crate::{Caller, ColumnInfo, DbShared, StatementResult, now_micros, store_error};
+use crate::query::run_query_json;
+use crate::{Caller, ColumnInfo, DbShared, JsonRows, StatementResult, now_micros, store_error};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -33,8 +32,7 @@ impl StatementContext<'_> {
         let statement = parse_statement(sql)?;
         match statement {
             KalamStatement::Query(statement) => {
-                let output = run_query(self.db, self.caller, self.namespace, *statement, self.params).await?;
-                Ok(output_to_result(output))
+                run_query_json(self.db, self.caller, self.namespace, *statement, self.params).await
             }
             KalamStatement::Dml(statement) => crate::dml::execute(self, *statement).await,
             KalamStatement::ShowNamespaces => {
@@ -151,8 +149,7 @@ impl StatementContext<'_> {
         let statement = kalamdb_sql::parse_sql_text(sql)
             .map_err(|e| KalamError::internal(format!("generated SQL does not parse: {e}")))?
             .remove(0);
-        let output = run_query(self.db, self.caller, self.namespace, statement, &[]).await?;
-        Ok(output_to_result(output))
+        run_query_json(self.db, self.caller, self.namespace, statement, &[]).await
     }
 
     fn create_namespace(&self, name: &str, if_not_exists: bool) -> KalamResult<StatementResult> {
@@ -503,16 +500,19 @@ impl StatementContext<'_> {
             .existing_table(table, false)?
             .expect("require_table succeeded");
         crate::provider::check_read_access(&def, self.caller)?;
+        // A USER table's statistics are the caller's own rows, except for service
+        // and above, who see the whole table (every user's rows).
         let scope = match def.table_type {
-            TableType::User => self.caller.user_id.as_str().to_string(),
-            _ => String::new(),
+            TableType::User if self.caller.role >= Role::Service => None,
+            _ => Some(crate::scoped::scope_of(&def, self.caller)),
         };
-        // The hot rows are counted on tokio's blocking pool (a pass over RocksDB).
-        let (db, table, hot_scope) = (self.db.clone(), def.clone(), scope.clone());
-        let (hot_rows, hot_versions, manifest) = tokio::task::spawn_blocking(move || {
+        // Hot rows are counted on tokio's blocking pool (a pass over RocksDB keys
+        // and row headers).
+        let (db, table) = (self.db.clone(), def.clone());
+        let (hot_rows, hot_versions, manifests) = tokio::task::spawn_blocking(move || {
             let (mut hot_rows, mut hot_versions) = (0i64, 0i64);
             db.store
-                .hot_scan(table.table_id, Some(&hot_scope), |row| {
+                .hot_scan(table.table_id, scope.as_deref(), |row| {
                     hot_versions += 1;
                     if !kalamdb_store::row_codec::is_tombstone(&row.value)? {
                         hot_rows += 1;
@@ -520,18 +520,27 @@ impl StatementContext<'_> {
                     Ok(true)
                 })
                 .map_err(store_error)?;
-            let manifest = db.cold.manifest(&table, &hot_scope)?;
-            Ok::<_, KalamError>((hot_rows, hot_versions, manifest))
+            let scopes = match scope {
+                Some(scope) => vec![scope],
+                None => db.cold.scopes_on_disk(&table)?,
+            };
+            let manifests = scopes
+                .iter()
+                .map(|scope| db.cold.manifest(&table, scope))
+                .collect::<KalamResult<Vec<_>>>()?;
+            Ok::<_, KalamError>((hot_rows, hot_versions, manifests))
         })
         .await
         .map_err(|e| KalamError::internal(format!("SHOW STATS task failed: {e}")))??;
-        let last_flush = manifest
-            .segments
-            .iter()
+        let segments = || manifests.iter().flat_map(|m| m.segments.iter());
+        let last_flush = segments()
             .map(|s| s.created_at)
             .max()
             .map(|t| serde_json::Value::String(kalamdb_commons::value::format_timestamp(t)))
             .unwrap_or(serde_json::Value::Null);
+        let cold_rows: u64 = manifests.iter().map(|m| m.row_count()).sum();
+        let cold_bytes: u64 = manifests.iter().map(|m| m.size_bytes()).sum();
+        let cold_files = segments().count();
         let names = [
             "table",
             "hot_rows",
@@ -559,15 +568,15 @@ impl StatementContext<'_> {
                     data_type: t.to_string(),
                 })
                 .collect(),
-            rows: vec![vec![
+            rows: JsonRows::from_values(&[vec![
                 def.qualified_name().into(),
                 hot_rows.into(),
                 hot_versions.into(),
-                manifest.row_count().into(),
-                manifest.segments.len().into(),
-                manifest.size_bytes().into(),
+                cold_rows.into(),
+                cold_files.into(),
+                cold_bytes.into(),
                 last_flush,
-            ]],
+            ]]),
             row_count: 1,
             message: None,
         })
@@ -833,7 +842,6 @@ fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResu
     })
 }
 
-/// Turns query output into the API's result shape.
 /// Rows `job_id, namespace, table_name, status` for the jobs a command touched.
 fn jobs_result(jobs: &[JobRecord], message: String) -> StatementResult {
     StatementResult {
@@ -844,51 +852,20 @@ fn jobs_result(jobs: &[JobRecord], message: String) -> StatementResult {
                 data_type: "Text".into(),
             })
             .collect(),
-        rows: jobs
-            .iter()
-            .map(|j| {
-                vec![
-                    j.job_id.clone().into(),
-                    j.namespace.clone().into(),
-                    j.table_name.clone().into(),
-                    j.status.as_str().into(),
-                ]
-            })
-            .collect(),
+        rows: JsonRows::from_values(
+            &jobs
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.job_id.clone().into(),
+                        j.namespace.clone().into(),
+                        j.table_name.clone().into(),
+                        j.status.as_str().into(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        ),
         row_count: jobs.len(),
         message: Some(message),
-    }
-}
-
-pub(crate) fn output_to_result(output: QueryOutput) -> StatementResult {
-    let columns: Vec<ColumnInfo> = output
-        .schema
-        .fields()
-        .iter()
-        .map(|f| ColumnInfo {
-            name: f.name().clone(),
-            data_type: api_type_name(f),
-        })
-        .collect();
-    let row_count: usize = output.batches.iter().map(|b| b.num_rows()).sum();
-    let mut rows = Vec::with_capacity(row_count);
-    for batch in &output.batches {
-        // The plan's schema keeps the KalamDB type metadata of each column.
-        let json_columns: Vec<Vec<serde_json::Value>> = output
-            .schema
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .map(|(field, array)| column_to_json(field, array))
-            .collect();
-        for i in 0..batch.num_rows() {
-            rows.push(json_columns.iter().map(|c| c[i].clone()).collect());
-        }
-    }
-    StatementResult {
-        columns,
-        rows,
-        row_count,
-        message: None,
     }
 }

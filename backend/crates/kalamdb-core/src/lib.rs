@@ -65,6 +65,13 @@ pub struct DbOptions {
     pub max_sql_bytes: usize,
     /// Most statements in one request.
     pub max_statements: usize,
+    /// Memory one statement's query may use (DataFusion's memory pool; sorts,
+    /// joins and aggregates spill to `<data_dir>/tmp` beyond it).
+    pub query_memory_bytes: usize,
+    /// How long a statement may run (`None`: no limit).
+    pub statement_timeout: Option<Duration>,
+    /// Largest JSON result of one statement.
+    pub max_result_bytes: usize,
     /// Secret that signs bearer tokens. When `None`, one is generated at first
     /// start and kept in the data directory (`system` key `meta/token_secret`).
     pub token_secret: Option<String>,
@@ -84,6 +91,9 @@ impl DbOptions {
             max_insert_rows: 100_000,
             max_sql_bytes: 1 << 20,
             max_statements: 1000,
+            query_memory_bytes: 512 << 20,
+            statement_timeout: Some(Duration::from_secs(60)),
+            max_result_bytes: 256 << 20,
             token_secret: None,
             token_ttl: Duration::from_secs(3600),
             jobs: JobOptions::default(),
@@ -138,7 +148,7 @@ pub struct ColumnInfo {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StatementResult {
     pub columns: Vec<ColumnInfo>,
-    pub rows: Vec<Vec<serde_json::Value>>,
+    pub rows: JsonRows,
     pub row_count: usize,
     pub message: Option<String>,
 }
@@ -147,7 +157,7 @@ impl StatementResult {
     pub(crate) fn message(message: impl Into<String>) -> Self {
         StatementResult {
             columns: Vec::new(),
-            rows: Vec::new(),
+            rows: JsonRows::empty(),
             row_count: 0,
             message: Some(message.into()),
         }
@@ -158,6 +168,48 @@ impl StatementResult {
             row_count,
             ..Self::message(message)
         }
+    }
+}
+
+/// The rows of a result as one JSON array of arrays, encoded once (from the
+/// result's Arrow batches, see `arrow_conv::write_json_rows`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct JsonRows(Box<serde_json::value::RawValue>);
+
+impl JsonRows {
+    pub fn empty() -> Self {
+        Self::from_json(b"[]".to_vec()).expect("valid JSON")
+    }
+
+    /// Rows built as JSON values (small results of KalamDB's own commands).
+    pub(crate) fn from_values(rows: &[Vec<serde_json::Value>]) -> Self {
+        JsonRows(serde_json::value::to_raw_value(rows).expect("JSON values serialize"))
+    }
+
+    /// A JSON array written by the encoder.
+    pub(crate) fn from_json(bytes: Vec<u8>) -> KalamResult<Self> {
+        let text = String::from_utf8(bytes)
+            .map_err(|e| KalamError::internal(format!("result encoding is not UTF-8: {e}")))?;
+        serde_json::value::RawValue::from_string(text)
+            .map(JsonRows)
+            .map_err(|e| KalamError::internal(format!("result encoding is not JSON: {e}")))
+    }
+
+    /// The encoded array.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The rows as JSON values.
+    pub fn to_values(&self) -> Vec<Vec<serde_json::Value>> {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for JsonRows {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
     }
 }
 
@@ -331,6 +383,8 @@ pub(crate) struct DbShared {
     pub tokens: TokenService,
     pub options: DbOptions,
     pub base_state: SessionState,
+    /// Memory pools and spill files of queries.
+    pub query_runtime: query::QueryRuntime,
     /// Serializes every statement that writes: each one reads, checks and commits
     /// one batch without interleaving with another. A flush takes its watermark
     /// under it.
@@ -396,6 +450,10 @@ impl KalamDb {
             auth: Authenticator::new(options.credential_cache_ttl),
             tokens,
             base_state: query::base_session_state(),
+            query_runtime: query::QueryRuntime::open(
+                &options.data_dir.join("tmp"),
+                options.query_memory_bytes,
+            )?,
             write_lock: tokio::sync::Mutex::new(()),
             hot_rows: hot_rows::HotRows::default(),
             holds: failpoint::Holds::default(),
@@ -533,7 +591,11 @@ impl KalamDb {
                 namespace: &namespace,
                 params: &request.params,
             };
-            let run = ctx.execute(sql);
+            let budget = options.statement_timeout.map(|timeout| query::StatementBudget {
+                deadline: tokio::time::Instant::now() + timeout,
+                timeout,
+            });
+            let run = query::with_budget(budget, ctx.execute(sql));
             let outcome = if sql.len() > LARGE_STATEMENT_BYTES {
                 OnLargeStack::new(run).await
             } else {

@@ -9,18 +9,26 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SQLOptions, SessionContext, SessionState};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{ColumnarValue, LogicalPlan, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{ObjectName, Query, Statement, Visit, Visitor, visit_relations};
+use datafusion::sql::sqlparser::ast::{
+    ObjectName, Query, Statement, TableFactor, Visit, Visitor, visit_relations,
+};
+use futures::StreamExt;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, TableType};
 
+use crate::arrow_conv::{api_type_name, write_json_rows};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
 use crate::hidden::{exclude_hidden_from_wildcards, references_hidden};
 use crate::provider::{KalamCatalog, ScanScope};
-use crate::{Caller, DbShared};
+use crate::{Caller, ColumnInfo, DbShared, JsonRows, StatementResult};
 
 pub(crate) const CATALOG_NAME: &str = "kalam";
 
@@ -28,6 +36,87 @@ pub(crate) const CATALOG_NAME: &str = "kalam";
 pub(crate) struct QueryOutput {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
+}
+
+/// What every statement's query runs with: a memory pool of its own (sorts, joins
+/// and aggregates spill to disk beyond it) over one disk manager for spill files.
+pub(crate) struct QueryRuntime {
+    base: Arc<RuntimeEnv>,
+    memory_bytes: usize,
+}
+
+impl QueryRuntime {
+    /// Spill files go to `spill_dir` (emptied first: files of a previous run are
+    /// garbage).
+    pub fn open(spill_dir: &std::path::Path, memory_bytes: usize) -> KalamResult<Self> {
+        if spill_dir.exists() {
+            std::fs::remove_dir_all(spill_dir)
+                .map_err(|e| KalamError::internal(format!("cannot empty {}: {e}", spill_dir.display())))?;
+        }
+        std::fs::create_dir_all(spill_dir)
+            .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", spill_dir.display())))?;
+        let base = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill_dir.into()])),
+            )
+            .build_arc()
+            .map_err(|e| KalamError::internal(format!("cannot start the query runtime: {e}")))?;
+        Ok(QueryRuntime { base, memory_bytes })
+    }
+
+    /// The runtime of one statement: a fresh memory pool of `query_memory_mb`.
+    pub fn for_statement(&self) -> KalamResult<Arc<RuntimeEnv>> {
+        let top_consumers = std::num::NonZeroUsize::new(3).expect("non-zero");
+        let pool = TrackConsumersPool::new(FairSpillPool::new(self.memory_bytes), top_consumers);
+        RuntimeEnvBuilder::from_runtime_env(&self.base)
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .map_err(|e| KalamError::internal(format!("cannot start the query runtime: {e}")))
+    }
+}
+
+/// The time budget of the statement being run (set by `KalamDb::execute`).
+#[derive(Clone, Copy)]
+pub(crate) struct StatementBudget {
+    pub deadline: tokio::time::Instant,
+    pub timeout: std::time::Duration,
+}
+
+tokio::task_local! {
+    static BUDGET: Option<StatementBudget>;
+}
+
+/// Runs `statement` with `budget` (`None`: no time limit): planning and running
+/// its queries stop with `STATEMENT_TIMEOUT` at the deadline.
+pub(crate) async fn with_budget<F: std::future::Future>(
+    budget: Option<StatementBudget>,
+    statement: F,
+) -> F::Output {
+    // Boxed: a statement's future is large, and async worker stacks are not.
+    BUDGET.scope(budget, Box::pin(statement)).await
+}
+
+/// Awaits `work` until the statement's deadline. Dropping `work` at the deadline
+/// cancels it: DataFusion's tasks stop and scans stop reading. Nothing here
+/// commits, so a cancelled statement writes nothing.
+pub(crate) async fn within_budget<T>(
+    work: impl std::future::Future<Output = KalamResult<T>>,
+) -> KalamResult<T> {
+    let budget = BUDGET.try_with(|b| *b).ok().flatten();
+    let work = Box::pin(work);
+    match budget {
+        Some(budget) => match tokio::time::timeout_at(budget.deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(KalamError::new(
+                ErrorCode::StatementTimeout,
+                format!(
+                    "the statement ran longer than statement_timeout_ms ({} ms) and was cancelled",
+                    budget.timeout.as_millis()
+                ),
+            )),
+        },
+        None => work.await,
+    }
 }
 
 /// The session state every statement's session starts from (functions, settings).
@@ -47,7 +136,7 @@ fn session_config(namespace: &str) -> SessionConfig {
 }
 
 /// A session that resolves names in `namespace` and scans as `scope`.
-pub(crate) fn session(db: &Arc<DbShared>, scope: ScanScope, namespace: &str) -> SessionContext {
+pub(crate) fn session(db: &Arc<DbShared>, scope: ScanScope, namespace: &str) -> KalamResult<SessionContext> {
     let catalogs = Arc::new(MemoryCatalogProviderList::new());
     let username = scope.caller.username.clone();
     catalogs.register_catalog(
@@ -57,10 +146,11 @@ pub(crate) fn session(db: &Arc<DbShared>, scope: ScanScope, namespace: &str) -> 
     let state = SessionStateBuilder::new_from_existing(db.base_state.clone())
         .with_config(session_config(namespace))
         .with_catalog_list(catalogs)
+        .with_runtime_env(db.query_runtime.for_statement()?)
         .build();
     let ctx = SessionContext::new_with_state(state);
     ctx.register_udf(current_user_udf(username));
-    ctx
+    Ok(ctx)
 }
 
 /// `CURRENT_USER`: the caller's user name.
@@ -74,14 +164,76 @@ fn current_user_udf(username: String) -> ScalarUDF {
     )
 }
 
-/// Plans and runs a read-only statement (SELECT, VALUES, WITH, EXPLAIN) as `caller`.
+/// Plans and runs a read-only statement (SELECT, VALUES, WITH, EXPLAIN) as `caller`
+/// and collects its rows.
 pub(crate) async fn run_query(
     db: &Arc<DbShared>,
     caller: &Caller,
     namespace: &str,
-    mut statement: Statement,
+    statement: Statement,
     params: &[Literal],
 ) -> KalamResult<QueryOutput> {
+    let (ctx, statement) = prepare_query(db, caller, namespace, statement)?;
+    run_statement(&ctx, statement, params).await
+}
+
+/// Plans and runs a read-only statement as `caller` and encodes its rows as JSON as
+/// they stream out; a result over `max_result_bytes` is `RESOURCES_EXHAUSTED`.
+pub(crate) async fn run_query_json(
+    db: &Arc<DbShared>,
+    caller: &Caller,
+    namespace: &str,
+    statement: Statement,
+    params: &[Literal],
+) -> KalamResult<StatementResult> {
+    let (ctx, statement) = prepare_query(db, caller, namespace, statement)?;
+    let limit = db.options.max_result_bytes;
+    within_budget(async {
+        let frame = plan_statement(&ctx, statement, params).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let mut stream = frame.execute_stream().await.map_err(df_error)?;
+        let mut out = Vec::with_capacity(256);
+        out.push(b'[');
+        let mut row_count = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df_error)?;
+            row_count += batch.num_rows();
+            write_json_rows(schema.fields(), &batch, &mut out);
+            if out.len() > limit {
+                return Err(KalamError::new(
+                    ErrorCode::ResourcesExhausted,
+                    format!(
+                        "the result is larger than max_result_bytes ({limit} bytes); select fewer rows or columns"
+                    ),
+                ));
+            }
+        }
+        out.push(b']');
+        Ok(StatementResult {
+            columns: schema
+                .fields()
+                .iter()
+                .map(|f| ColumnInfo {
+                    name: f.name().clone(),
+                    data_type: api_type_name(f),
+                })
+                .collect(),
+            rows: JsonRows::from_json(out)?,
+            row_count,
+            message: None,
+        })
+    })
+    .await
+}
+
+/// The session a query of `caller` runs in, and the statement with the hidden
+/// columns it does not name kept out of its wildcards.
+fn prepare_query(
+    db: &Arc<DbShared>,
+    caller: &Caller,
+    namespace: &str,
+    mut statement: Statement,
+) -> KalamResult<(SessionContext, Statement)> {
     check_relations_exist(db, namespace, &statement)?;
     let expose_hidden = references_hidden(&statement);
     if expose_hidden {
@@ -92,16 +244,31 @@ pub(crate) async fn run_query(
         caller: caller.clone(),
         expose_hidden,
     };
-    let ctx = session(db, scope, namespace);
-    run_statement(&ctx, statement, params).await
+    Ok((session(db, scope, namespace)?, statement))
 }
 
-/// Plans `statement` in `ctx`, binds `params` and collects the result.
+/// Plans `statement` in `ctx`, binds `params` and collects the result, within the
+/// statement's time budget.
 pub(crate) async fn run_statement(
     ctx: &SessionContext,
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<QueryOutput> {
+    within_budget(async {
+        let frame = plan_statement(ctx, statement, params).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(df_error)?;
+        Ok(QueryOutput { schema, batches })
+    })
+    .await
+}
+
+/// Plans `statement` in `ctx` (read-only statements only) and binds `params`.
+async fn plan_statement(
+    ctx: &SessionContext,
+    statement: Statement,
+    params: &[Literal],
+) -> KalamResult<DataFrame> {
     let state = ctx.state();
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement)))
@@ -114,10 +281,7 @@ pub(crate) async fn run_statement(
         .verify_plan(&plan)
         .map_err(|e| KalamError::unsupported(df_message(&e)))?;
     let plan = bind_params(plan, params)?;
-    let frame = ctx.execute_logical_plan(plan).await.map_err(df_error)?;
-    let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame.collect().await.map_err(df_error)?;
-    Ok(QueryOutput { schema, batches })
+    ctx.execute_logical_plan(plan).await.map_err(df_error)
 }
 
 fn bind_params(plan: LogicalPlan, params: &[Literal]) -> KalamResult<LogicalPlan> {
@@ -203,15 +367,19 @@ fn hidden_columns_of(db: &DbShared, namespace: &str, name: &ObjectName) -> Optio
 }
 
 /// Reports the first table the statement names that does not exist, with the
-/// precise code (`NAMESPACE_NOT_FOUND` or `TABLE_NOT_FOUND`). CTE names are skipped.
+/// precise code (`NAMESPACE_NOT_FOUND` or `TABLE_NOT_FOUND`). CTE names and table
+/// functions (`generate_series(1, 3)`, resolved by DataFusion) are skipped.
 fn check_relations_exist(db: &DbShared, namespace: &str, statement: &Statement) -> KalamResult<()> {
-    let mut ctes = CteNames(HashSet::new());
+    let mut ctes = NotTables::default();
     let _ = statement.visit(&mut ctes);
     let result = visit_relations(statement, |name| {
+        if ctes.functions.contains(name) {
+            return ControlFlow::Continue(());
+        }
         let Some((ns, table)) = resolve_name(namespace, name) else {
             return ControlFlow::Continue(());
         };
-        if name.0.len() == 1 && ctes.0.contains(&table) {
+        if name.0.len() == 1 && ctes.ctes.contains(&table) {
             return ControlFlow::Continue(());
         }
         if ns == SYSTEM_NAMESPACE {
@@ -235,15 +403,30 @@ fn check_relations_exist(db: &DbShared, namespace: &str, statement: &Statement) 
     }
 }
 
-struct CteNames(HashSet<String>);
+/// Relation names in a statement that are not tables: CTEs and table functions.
+#[derive(Default)]
+struct NotTables {
+    ctes: HashSet<String>,
+    functions: Vec<ObjectName>,
+}
 
-impl Visitor for CteNames {
+impl Visitor for NotTables {
     type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name, args: Some(_), ..
+        } = factor
+        {
+            self.functions.push(name.clone());
+        }
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
-                self.0.insert(cte.alias.name.value.to_ascii_lowercase());
+                self.ctes.insert(cte.alias.name.value.to_ascii_lowercase());
             }
         }
         ControlFlow::Continue(())
@@ -287,6 +470,10 @@ pub(crate) fn df_error(e: DataFusionError) -> KalamError {
             KalamError::invalid_sql(message)
         }
         DataFusionError::NotImplemented(_) => KalamError::unsupported(message),
+        DataFusionError::ResourcesExhausted(_) => KalamError::new(
+            ErrorCode::ResourcesExhausted,
+            format!("the query needs more memory than query_memory_mb allows: {message}"),
+        ),
         DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
             datafusion::arrow::error::ArrowError::CastError(_)
             | datafusion::arrow::error::ArrowError::ParseError(_)

@@ -242,10 +242,17 @@ fn plan_group(
     let files: Vec<PartitionedFile> = segments
         .iter()
         .map(|s| {
-            PartitionedFile::new(
+            let mut file = PartitionedFile::new(
                 scope_dir.join(&s.file).to_string_lossy().into_owned(),
                 s.size_bytes,
-            )
+            );
+            // DataFusion caches a file's Parquet metadata by path, size and this
+            // time: a segment's creation time tells a re-created table's file
+            // (same path, maybe the same size) from the one it replaced.
+            if let Some(created) = chrono::DateTime::from_timestamp_micros(s.created_at) {
+                file.object_meta.last_modified = created;
+            }
+            file
         })
         .collect();
     let groups = target_partitions.min(files.len()).max(1);

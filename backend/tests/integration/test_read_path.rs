@@ -1,0 +1,582 @@
+//! The read path: streaming scans checked against a model (filters, limits,
+//! projections, point reads; hot, cold and mixed rows; concurrent writers and
+//! flushes), the statement budgets (time, memory, result size), table functions,
+//! plan shapes and `SHOW STATS`' scope.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::{Value, json};
+
+use crate::common::{Rng, TestServer};
+
+#[derive(Clone, Debug, PartialEq)]
+struct Item {
+    grp: i64,
+    name: String,
+    note: Option<String>,
+    score: f64,
+}
+
+type Model = BTreeMap<i64, Item>;
+
+fn item_json(id: i64, item: &Item) -> Vec<Value> {
+    vec![
+        json!(id),
+        json!(item.grp),
+        json!(item.name),
+        item.note.as_ref().map_or(Value::Null, |n| json!(n)),
+        json!(item.score),
+    ]
+}
+
+fn sql_text(value: &Option<String>) -> String {
+    value.as_ref().map_or("NULL".to_string(), |v| format!("'{v}'"))
+}
+
+/// A filter as SQL and as a predicate over the model.
+struct Filter {
+    sql: String,
+    keep: Box<dyn Fn(i64, &Item) -> bool>,
+}
+
+fn random_filter(rng: &mut Rng) -> Filter {
+    let a = rng.below(420) as i64;
+    let b = a + rng.below(120) as i64;
+    let g = rng.below(7) as i64;
+    match rng.below(11) {
+        0 => Filter {
+            sql: "TRUE".into(),
+            keep: Box::new(|_, _| true),
+        },
+        1 => Filter {
+            sql: format!("id = {a}"),
+            keep: Box::new(move |id, _| id == a),
+        },
+        2 => {
+            let keys = [a, b, a + 7, 1000];
+            Filter {
+                sql: format!("id IN ({}, {}, {}, {})", keys[0], keys[1], keys[2], keys[3]),
+                keep: Box::new(move |id, _| keys.contains(&id)),
+            }
+        }
+        3 => Filter {
+            sql: format!("id BETWEEN {a} AND {b}"),
+            keep: Box::new(move |id, _| (a..=b).contains(&id)),
+        },
+        4 => Filter {
+            sql: format!("id > {a} AND grp < {g}"),
+            keep: Box::new(move |id, item| id > a && item.grp < g),
+        },
+        5 => {
+            let prefix = format!("n{}", rng.below(4));
+            Filter {
+                sql: format!("name LIKE '{prefix}%'"),
+                keep: Box::new(move |_, item| item.name.starts_with(&prefix)),
+            }
+        }
+        6 => Filter {
+            sql: "note IS NULL".into(),
+            keep: Box::new(|_, item| item.note.is_none()),
+        },
+        7 => Filter {
+            sql: format!("note IS NOT NULL AND grp = {g}"),
+            keep: Box::new(move |_, item| item.note.is_some() && item.grp == g),
+        },
+        8 => Filter {
+            sql: format!("grp IN ({g}, {})", (g + 3) % 7),
+            keep: Box::new(move |_, item| item.grp == g || item.grp == (g + 3) % 7),
+        },
+        9 => Filter {
+            sql: format!("score >= {}.5 OR id < {a}", g * 40),
+            keep: Box::new(move |id, item| item.score >= (g * 40) as f64 + 0.5 || id < a),
+        },
+        _ => Filter {
+            sql: format!("NOT (id <= {b}) AND note LIKE 'x%'"),
+            keep: Box::new(move |id, item| {
+                id > b && item.note.as_deref().is_some_and(|n| n.starts_with('x'))
+            }),
+        },
+    }
+}
+
+/// Random writes to one scope of `table`, mirrored in `model`.
+async fn random_writes(
+    server: &TestServer,
+    user: &str,
+    table: &str,
+    model: &mut Model,
+    rng: &mut Rng,
+    n: usize,
+) {
+    for _ in 0..n {
+        let id = rng.below(400) as i64;
+        let sql = match (rng.below(4), model.contains_key(&id)) {
+            (0, true) => {
+                model.remove(&id);
+                format!("DELETE FROM {table} WHERE id = {id}")
+            }
+            (1, true) => {
+                let grp = rng.below(7) as i64;
+                let note = (rng.below(3) > 0).then(|| format!("x{}", rng.below(50)));
+                let item = model.get_mut(&id).unwrap();
+                item.grp = grp;
+                item.note = note.clone();
+                format!(
+                    "UPDATE {table} SET grp = {grp}, note = {} WHERE id = {id}",
+                    sql_text(&note)
+                )
+            }
+            (_, true) => {
+                // A range update: several rows, some of them maybe flushed.
+                let upper = id + 15;
+                let mut changed = 0;
+                for (_, item) in model.range_mut(id..=upper) {
+                    item.score += 1.0;
+                    changed += 1;
+                }
+                let _ = changed;
+                format!("UPDATE {table} SET score = score + 1 WHERE id BETWEEN {id} AND {upper}")
+            }
+            (_, false) => {
+                let item = Item {
+                    grp: rng.below(7) as i64,
+                    name: format!("n{}", id % 37),
+                    note: (rng.below(2) == 0).then(|| format!("x{}", rng.below(50))),
+                    score: (rng.below(600) as f64) / 2.0,
+                };
+                let sql = format!(
+                    "INSERT INTO {table} (id, grp, name, note, score) VALUES ({id}, {}, '{}', {}, {})",
+                    item.grp,
+                    item.name,
+                    sql_text(&item.note),
+                    item.score
+                );
+                model.insert(id, item);
+                sql
+            }
+        };
+        server.execute_sql_as(user, "pw", &sql).await.expect_success();
+    }
+}
+
+/// Runs random queries as `user` and compares each answer with `model`.
+async fn check_queries(server: &TestServer, user: &str, table: &str, model: &Model, rng: &mut Rng, n: usize) {
+    for _ in 0..n {
+        let filter = random_filter(rng);
+        let matching: Vec<(i64, &Item)> = model
+            .iter()
+            .filter(|(id, item)| (filter.keep)(**id, item))
+            .map(|(id, item)| (*id, item))
+            .collect();
+        match rng.below(4) {
+            0 | 1 => {
+                let limit = (rng.below(2) == 0).then(|| rng.below(30) as usize);
+                let sql = format!(
+                    "SELECT id, grp, name, note, score FROM {table} WHERE {} ORDER BY id{}",
+                    filter.sql,
+                    limit.map_or(String::new(), |l| format!(" LIMIT {l}"))
+                );
+                let expected: Vec<Vec<Value>> = matching
+                    .iter()
+                    .take(limit.unwrap_or(usize::MAX))
+                    .map(|(id, item)| item_json(*id, item))
+                    .collect();
+                let rows = server.execute_sql_as(user, "pw", &sql).await.rows();
+                assert_eq!(rows, expected, "{user}: {sql}");
+            }
+            2 => {
+                // LIMIT without ORDER BY: any `limit` matching rows, each once.
+                let limit = 1 + rng.below(20) as usize;
+                let sql = format!("SELECT name, id FROM {table} WHERE {} LIMIT {limit}", filter.sql);
+                let rows = server.execute_sql_as(user, "pw", &sql).await.rows();
+                assert_eq!(rows.len(), matching.len().min(limit), "{user}: {sql}");
+                let mut seen = std::collections::HashSet::new();
+                for row in rows {
+                    let id = row[1].as_i64().unwrap();
+                    assert!(seen.insert(id), "{user}: {sql}: id {id} twice");
+                    let item = model
+                        .get(&id)
+                        .unwrap_or_else(|| panic!("{user}: {sql}: {id} is not a row"));
+                    assert!((filter.keep)(id, item), "{user}: {sql}: {id} does not match");
+                    assert_eq!(row[0], json!(item.name));
+                }
+            }
+            _ => {
+                let sql = format!(
+                    "SELECT grp, count(*), sum(id), count(DISTINCT id) FROM {table} WHERE {} GROUP BY grp ORDER BY grp",
+                    filter.sql
+                );
+                let mut groups: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+                for (id, item) in &matching {
+                    let entry = groups.entry(item.grp).or_default();
+                    entry.0 += 1;
+                    entry.1 += id;
+                }
+                let expected: Vec<Vec<Value>> = groups
+                    .iter()
+                    .map(|(g, (count, sum))| vec![json!(g), json!(count), json!(sum), json!(count)])
+                    .collect();
+                let rows = server.execute_sql_as(user, "pw", &sql).await.rows();
+                assert_eq!(rows, expected, "{user}: {sql}");
+            }
+        }
+    }
+}
+
+/// Waits until no job is queued or running.
+async fn wait_for_idle_jobs(server: &TestServer) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let rows = server
+            .execute_sql("SELECT count(*) FROM system.jobs WHERE status IN ('queued', 'running')")
+            .await
+            .rows();
+        if rows == vec![vec![json!(0)]] {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "jobs still running");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+const CREATE_ITEMS: &str =
+    "(id BIGINT PRIMARY KEY, grp BIGINT NOT NULL, name TEXT NOT NULL, note TEXT, score DOUBLE NOT NULL)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streaming_scans_match_a_model_across_tiers_and_concurrent_writes() {
+    let server = Arc::new(TestServer::start().await);
+    server.execute_sql("CREATE NAMESPACE rp").await.expect_success();
+    server
+        .execute_sql(&format!("CREATE USER TABLE rp.items {CREATE_ITEMS}"))
+        .await
+        .expect_success();
+    server
+        .execute_sql(&format!(
+            "CREATE SHARED TABLE rp.board {CREATE_ITEMS} WITH (ACCESS_LEVEL = 'PUBLIC')"
+        ))
+        .await
+        .expect_success();
+    for user in ["alice", "bob"] {
+        server.create_user(user, "pw", "user").await;
+    }
+    server.create_user("svc", "pw", "service").await;
+    let seed = std::env::var("KALAMDB_READ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_2026_u64);
+    let mut rng = Rng(seed);
+    let mut models: BTreeMap<&str, Model> = BTreeMap::new();
+    let mut board = Model::new();
+    for round in 0..6 {
+        for user in ["alice", "bob"] {
+            let model = models.entry(user).or_default();
+            random_writes(&server, user, "rp.items", model, &mut rng, 60).await;
+        }
+        random_writes(&server, "svc", "rp.board", &mut board, &mut rng, 40).await;
+        // Every other round moves the hot rows to Parquet, so later rounds read
+        // cold rows, hot rows and hot rows that replace cold ones.
+        if round % 2 == 1 {
+            server.flush_and_wait("rp.items").await;
+        }
+        // While alice's queries run, bob keeps writing and the table is flushed:
+        // neither may change what alice sees.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (server, stop) = (server.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = 10_000 + round * 1000 + i;
+                    server
+                        .execute_sql_as(
+                            "bob",
+                            "pw",
+                            &format!("INSERT INTO rp.items (id, grp, name, score) VALUES ({id}, 1, 'w', 0)"),
+                        )
+                        .await
+                        .expect_success();
+                    server
+                        .execute_sql_as("bob", "pw", &format!("DELETE FROM rp.items WHERE id = {id}"))
+                        .await
+                        .expect_success();
+                    if i % 10 == 0 {
+                        server.execute_sql("STORAGE FLUSH TABLE rp.items").await;
+                    }
+                    i += 1;
+                }
+            })
+        };
+        check_queries(&server, "alice", "rp.items", &models["alice"], &mut rng, 25).await;
+        stop.store(true, Ordering::Relaxed);
+        writer.await.unwrap();
+        wait_for_idle_jobs(&server).await;
+        check_queries(&server, "bob", "rp.items", &models["bob"], &mut rng, 15).await;
+        check_queries(&server, "alice", "rp.board", &board, &mut rng, 15).await;
+    }
+    // Each user's rows once: count(*) = count(DISTINCT id) = the model.
+    for (user, model) in &models {
+        let rows = server
+            .execute_sql_as(user, "pw", "SELECT count(*), count(DISTINCT id) FROM rp.items")
+            .await
+            .rows();
+        assert_eq!(rows, vec![vec![json!(model.len()), json!(model.len())]], "{user}");
+    }
+}
+
+#[tokio::test]
+async fn point_reads_and_filters_are_planned_into_the_scan() {
+    let server = TestServer::start().await;
+    server.execute_sql("CREATE NAMESPACE rp").await.expect_success();
+    server
+        .execute_sql(&format!("CREATE USER TABLE rp.items {CREATE_ITEMS}"))
+        .await
+        .expect_success();
+    server
+        .execute_sql("INSERT INTO rp.items (id, grp, name, score) VALUES (1, 1, 'a', 0), (2, 2, 'b', 0), (3, 3, 'c', 0)")
+        .await
+        .expect_success();
+    server.flush_and_wait("rp.items").await;
+    server
+        .execute_sql("INSERT INTO rp.items (id, grp, name, score) VALUES (4, 4, 'd', 0); UPDATE rp.items SET grp = 20 WHERE id = 2")
+        .await
+        .expect_success();
+    let plan = |sql: &str| {
+        let sql = format!("EXPLAIN {sql}");
+        let server = &server;
+        async move {
+            let rows = server.execute_sql(&sql).await.rows();
+            rows.iter()
+                .map(|r| r[1].as_str().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let point = plan("SELECT name FROM rp.items WHERE id = 2").await;
+    assert!(point.contains("TieredScanExec: point reads=1"), "{point}");
+    let list = plan("SELECT name FROM rp.items WHERE id IN (1, 2, 4, 9)").await;
+    assert!(list.contains("TieredScanExec: point reads=4"), "{list}");
+    let filtered = plan("SELECT name FROM rp.items WHERE grp > 1").await;
+    assert!(filtered.contains("hot=stream (filtered)"), "{filtered}");
+    // One segment; id 2 was replaced after the flush, so the segment is merged.
+    assert!(filtered.contains("segments=1 (merged=1)"), "{filtered}");
+    // Point reads find rows in either tier, the replaced one as it is now.
+    let rows = server
+        .execute_sql("SELECT id, grp FROM rp.items WHERE id IN (1, 2, 4, 9) ORDER BY id")
+        .await
+        .rows();
+    assert_eq!(
+        rows,
+        vec![
+            vec![json!(1), json!(1)],
+            vec![json!(2), json!(20)],
+            vec![json!(4), json!(4)]
+        ]
+    );
+    // A fresh table's segment proves clean: no merge.
+    server
+        .execute_sql(&format!("CREATE USER TABLE rp.clean {CREATE_ITEMS}"))
+        .await
+        .expect_success();
+    server
+        .execute_sql("INSERT INTO rp.clean (id, grp, name, score) VALUES (1, 1, 'a', 0), (2, 2, 'b', 0)")
+        .await
+        .expect_success();
+    server.flush_and_wait("rp.clean").await;
+    let clean = plan("SELECT name FROM rp.clean").await;
+    assert!(clean.contains("segments=1 (merged=0)"), "{clean}");
+    let rows = server
+        .execute_sql("SELECT id, name FROM rp.clean ORDER BY id")
+        .await
+        .rows();
+    assert_eq!(rows, vec![vec![json!(1), json!("a")], vec![json!(2), json!("b")]]);
+    // Deleting a flushed row makes its segment need the merge again.
+    server
+        .execute_sql("DELETE FROM rp.clean WHERE id = 1")
+        .await
+        .expect_success();
+    let merged = plan("SELECT name FROM rp.clean").await;
+    assert!(merged.contains("segments=1 (merged=1)"), "{merged}");
+    let rows = server
+        .execute_sql("SELECT id, name FROM rp.clean ORDER BY id")
+        .await
+        .rows();
+    assert_eq!(rows, vec![vec![json!(2), json!("b")]]);
+}
+
+#[tokio::test]
+async fn table_functions_are_relations() {
+    let server = TestServer::start().await;
+    let rows = server
+        .execute_sql("SELECT * FROM generate_series(1, 3)")
+        .await
+        .rows();
+    assert_eq!(rows, vec![vec![json!(1)], vec![json!(2)], vec![json!(3)]]);
+    let rows = server
+        .execute_sql("SELECT value FROM range(0, 6, 2)")
+        .await
+        .rows();
+    assert_eq!(rows, vec![vec![json!(0)], vec![json!(2)], vec![json!(4)]]);
+    let rows = server
+        .execute_sql("SELECT count(*), sum(x) FROM unnest([1, 2, 3]) AS t(x)")
+        .await
+        .rows();
+    assert_eq!(rows, vec![vec![json!(3), json!(6)]]);
+    let rows = server
+        .execute_sql("SELECT s.value * 10 FROM generate_series(1, 2) AS s ORDER BY 1")
+        .await
+        .rows();
+    assert_eq!(rows, vec![vec![json!(10)], vec![json!(20)]]);
+    server
+        .execute_sql("SELECT * FROM no_such_table")
+        .await
+        .expect_error(404, "TABLE_NOT_FOUND");
+    let unknown = server.execute_sql("SELECT * FROM no_such_function(1)").await;
+    assert_eq!(unknown.http_status, 400, "{}", unknown.body);
+}
+
+#[tokio::test]
+async fn a_statement_over_its_time_budget_is_cancelled_and_writes_nothing() {
+    let server = TestServer::start_configured(|s| s.statement_timeout_ms = 400).await;
+    server.execute_sql("CREATE NAMESPACE rp").await.expect_success();
+    server
+        .execute_sql(&format!("CREATE SHARED TABLE rp.t {CREATE_ITEMS}"))
+        .await
+        .expect_success();
+    server
+        .execute_sql("INSERT INTO rp.t (id, grp, name, score) VALUES (1, 1, 'a', 0)")
+        .await
+        .expect_success();
+    let endless = "SELECT count(*) FROM generate_series(1, 100000000000)";
+    let answer = server.execute_sql(endless).await;
+    answer.expect_error(400, "STATEMENT_TIMEOUT");
+    assert!(
+        answer.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("statement_timeout_ms (400 ms)"),
+        "{}",
+        answer.body
+    );
+    for dml in [
+        "INSERT INTO rp.t (id, grp, name, score) SELECT value + 10, 1, 'x', 0 FROM generate_series(1, 100000000000)",
+        "UPDATE rp.t SET grp = 2 WHERE id IN (SELECT value FROM generate_series(1, 100000000000) WHERE value > 0)",
+        "DELETE FROM rp.t WHERE id IN (SELECT value FROM generate_series(1, 100000000000) WHERE value > 0)",
+    ] {
+        server
+            .execute_sql(dml)
+            .await
+            .expect_error(400, "STATEMENT_TIMEOUT");
+    }
+    let rows = server.execute_sql("SELECT id, grp FROM rp.t").await.rows();
+    assert_eq!(rows, vec![vec![json!(1), json!(1)]], "nothing was written");
+    let rows = server.execute_sql("SELECT 41 + 1").await.rows();
+    assert_eq!(rows, vec![vec![json!(42)]]);
+}
+
+#[tokio::test]
+async fn queries_spill_or_stop_at_their_memory_budget() {
+    let server = TestServer::start_configured(|s| {
+        s.query_memory_mb = 16;
+        s.statement_timeout_ms = 0;
+    })
+    .await;
+    // A sort of 1.5M rows (≈ 24 MB of keys and values) spills to disk and answers.
+    let rows = server
+        .execute_sql(
+            "SELECT max(rn), count(*) FROM (SELECT row_number() OVER (ORDER BY value % 7919, value) AS rn FROM generate_series(1, 1500000))",
+        )
+        .await
+        .rows();
+    assert_eq!(rows, vec![vec![json!(1500000), json!(1500000)]]);
+    // Collecting 4M values into one array cannot spill: refused, not an OOM.
+    server
+        .execute_sql("SELECT cardinality(array_agg(value)) FROM generate_series(1, 4000000)")
+        .await
+        .expect_error(400, "RESOURCES_EXHAUSTED");
+    let rows = server.execute_sql("SELECT 41 + 1").await.rows();
+    assert_eq!(rows, vec![vec![json!(42)]]);
+}
+
+#[tokio::test]
+async fn a_json_result_over_max_result_bytes_is_refused() {
+    let server = TestServer::start_configured(|s| s.max_result_bytes = 10_000).await;
+    let rows = server
+        .execute_sql("SELECT value FROM generate_series(1, 100)")
+        .await
+        .rows();
+    assert_eq!(rows.len(), 100);
+    let answer = server
+        .execute_sql("SELECT value FROM generate_series(1, 100000)")
+        .await;
+    answer.expect_error(400, "RESOURCES_EXHAUSTED");
+    assert!(
+        answer.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_result_bytes"),
+        "{}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn show_stats_is_the_whole_table_for_service_and_the_own_rows_for_users() {
+    let server = TestServer::start().await;
+    server.execute_sql("CREATE NAMESPACE rp").await.expect_success();
+    server
+        .execute_sql(&format!("CREATE USER TABLE rp.items {CREATE_ITEMS}"))
+        .await
+        .expect_success();
+    server.create_user("alice", "pw", "user").await;
+    server.create_user("bob", "pw", "user").await;
+    server.create_user("svc", "pw", "service").await;
+    for (user, n) in [("alice", 3), ("bob", 5)] {
+        let values: Vec<String> = (0..n).map(|i| format!("({i}, 1, 'a', 0)")).collect();
+        server
+            .execute_sql_as(
+                user,
+                "pw",
+                &format!(
+                    "INSERT INTO rp.items (id, grp, name, score) VALUES {}",
+                    values.join(", ")
+                ),
+            )
+            .await
+            .expect_success();
+    }
+    server.flush_and_wait("rp.items").await;
+    server
+        .execute_sql_as(
+            "bob",
+            "pw",
+            "INSERT INTO rp.items (id, grp, name, score) VALUES (100, 1, 'a', 0)",
+        )
+        .await
+        .expect_success();
+    let stats = |user: &'static str| {
+        let server = &server;
+        async move {
+            let row = server
+                .execute_sql_as(
+                    user,
+                    if user == "root" { "" } else { "pw" },
+                    "SHOW STATS FOR TABLE rp.items",
+                )
+                .await
+                .rows()
+                .remove(0);
+            (
+                row[1].as_i64().unwrap(),
+                row[3].as_i64().unwrap(),
+                row[4].as_i64().unwrap(),
+            )
+        }
+    };
+    // (hot rows, cold rows, cold files)
+    assert_eq!(stats("alice").await, (0, 3, 1));
+    assert_eq!(stats("bob").await, (1, 5, 1));
+    assert_eq!(stats("svc").await, (1, 8, 2));
+    assert_eq!(stats("root").await, (1, 8, 2));
+}
