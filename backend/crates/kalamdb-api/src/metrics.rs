@@ -47,7 +47,7 @@ impl Metrics {
     pub fn render(&self, uptime: Duration, storage: Option<&kalamdb_core::StorageMetrics>) -> String {
         let mut out = String::new();
         if let Some(s) = storage {
-            let metrics: [(&str, &str, &str, u64); 7] = [
+            let metrics: [(&str, &str, &str, u64); 8] = [
                 (
                     "kalamdb_hot_rows",
                     "gauge",
@@ -89,6 +89,12 @@ impl Metrics {
                     "counter",
                     "Parquet files written by flush jobs.",
                     s.flushed_files_total,
+                ),
+                (
+                    "kalamdb_point_reads_total",
+                    "counter",
+                    "SELECTs by primary key answered without query planning.",
+                    s.point_reads_total,
                 ),
             ];
             for (name, kind, help, value) in metrics {

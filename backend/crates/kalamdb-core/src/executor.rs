@@ -32,6 +32,16 @@ impl StatementContext<'_> {
         let statement = parse_statement(sql)?;
         match statement {
             KalamStatement::Query(statement) => {
+                let point = crate::point_read::try_point_read(
+                    self.db,
+                    self.caller,
+                    self.namespace,
+                    &statement,
+                    self.params,
+                );
+                if let Some(result) = point.await {
+                    return result;
+                }
                 run_query_json(self.db, self.caller, self.namespace, *statement, self.params).await
             }
             KalamStatement::Dml(statement) => crate::dml::execute(self, *statement).await,

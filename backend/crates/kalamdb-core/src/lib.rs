@@ -28,6 +28,7 @@ pub mod failpoint;
 mod hidden;
 mod hot_rows;
 pub mod jobs;
+mod point_read;
 mod provider;
 mod query;
 mod scoped;
@@ -296,6 +297,8 @@ pub struct StorageMetrics {
     pub flushed_rows_total: u64,
     pub flushed_bytes_total: u64,
     pub flushed_files_total: u64,
+    /// SELECTs by primary key answered without query planning.
+    pub point_reads_total: u64,
 }
 
 /// Allocates `_seq` values: unique, growing with every write, milliseconds since
@@ -397,6 +400,8 @@ pub(crate) struct DbShared {
     pub hot_rows: hot_rows::HotRows,
     /// Pause points for tests (see [`failpoint::Holds`]).
     pub holds: failpoint::Holds,
+    /// SELECTs answered by `point_read.rs`.
+    pub point_reads: std::sync::atomic::AtomicU64,
 }
 
 /// The database. Cheap to clone; all clones share one instance.
@@ -457,6 +462,7 @@ impl KalamDb {
             write_lock: tokio::sync::Mutex::new(()),
             hot_rows: hot_rows::HotRows::default(),
             holds: failpoint::Holds::default(),
+            point_reads: Default::default(),
             options,
         });
         bootstrap(&shared)?;
@@ -635,6 +641,7 @@ impl KalamDb {
             cold_bytes: cold.bytes,
             cold_rows: cold.rows,
             jobs_by_status: db.jobs.status_counts(),
+            point_reads_total: db.point_reads.load(std::sync::atomic::Ordering::Relaxed),
             ..StorageMetrics::default()
         };
         (

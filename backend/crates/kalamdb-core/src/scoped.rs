@@ -179,6 +179,18 @@ impl ScopedTable {
         })
     }
 
+    /// Whether the scope has Parquet segments (reads a manifest file when it is
+    /// not cached).
+    pub fn has_cold_rows(&self) -> KalamResult<bool> {
+        Ok(self.table.table_type == TableType::User
+            && !self
+                .db
+                .cold
+                .manifest(&self.table, &self.scope)?
+                .segments
+                .is_empty())
+    }
+
     /// The live rows of the given primary keys, in either tier, projected (at most
     /// one row per key; keys without a live row are skipped). Blocking.
     pub fn rows_by_pk(
