@@ -43,6 +43,18 @@ struct Args {
     /// Skip the flush benchmarks
     #[arg(long)]
     skip_flush: bool,
+    /// Rows of the SHARED table for the GROUP BY over hot rows
+    #[arg(long, default_value_t = 1_000_000)]
+    shared_rows: usize,
+    /// Rows of the wide SHARED table scanned by a selective filter (server memory)
+    #[arg(long, default_value_t = 10_000_000)]
+    filter_rows: usize,
+    /// Rows of the table a runaway three-way cross join reads
+    #[arg(long, default_value_t = 6_000)]
+    cross_rows: usize,
+    /// Skip the read benchmarks (SELECT 1, SHARED GROUP BY, filter memory, runaway query)
+    #[arg(long)]
+    skip_read: bool,
     /// The server binary (default: `kalamdb-server` next to this binary)
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -126,6 +138,29 @@ impl Client {
         body
     }
 
+    /// The HTTP status and body of a statement that may fail; status 0 when no
+    /// answer came within `timeout` (the request is then abandoned).
+    async fn sql_answer(&self, sql: String, timeout: Duration) -> (u16, Value) {
+        let response = self
+            .http
+            .post(&self.url)
+            .basic_auth("root", Some(""))
+            .body(sql)
+            .timeout(timeout)
+            .send()
+            .await;
+        match response {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                match response.json().await {
+                    Ok(body) => (status, body),
+                    Err(_) => (0, Value::Null),
+                }
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
     /// Polls `system.jobs` until the job finished; returns its row as
     /// `[status, rows_flushed, duration_ms, bytes_written, files_written]`.
     async fn wait_job(&self, job_id: &str) -> Vec<Value> {
@@ -168,6 +203,186 @@ async fn fill(client: &Client, user: &str, table: &str, first_id: usize, rows: u
             .await;
         start = end;
     }
+}
+
+/// INSERTs rows `first..first + rows` (each written by `row`) into `table` as root,
+/// 1000 per statement, from 4 concurrent clients.
+async fn fill_as_root(client: &impl Fn() -> Client, table: &str, rows: usize, row: fn(usize) -> String) {
+    let per_task = rows.div_ceil(4);
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let (c, table) = (client(), table.to_string());
+        let first = worker * per_task;
+        let end = (first + per_task).min(rows);
+        tasks.push(tokio::spawn(async move {
+            let mut start = first;
+            while start < end {
+                let stop = (start + 1000).min(end);
+                let values: Vec<String> = (start..stop).map(row).collect();
+                c.sql(format!("INSERT INTO {table} VALUES {}", values.join(",")))
+                    .await;
+                start = stop;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("fill task");
+    }
+}
+
+/// Samples the server's RSS every 10 ms while `work` runs; returns its output and
+/// the peak growth over the RSS before it.
+async fn with_peak_rss<T>(server: &ServerProcess, work: impl std::future::Future<Output = T>) -> (T, u64) {
+    let before = server.rss_bytes();
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let pid = server.child.id();
+    let sampler = {
+        let (sampling, peak) = (sampling.clone(), peak.clone());
+        tokio::spawn(async move {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(rss) = proc_rss(pid) {
+                    peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let output = work.await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampler.await.expect("sampler");
+    let growth = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before);
+    (output, growth)
+}
+
+fn proc_rss(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
+/// Read benchmarks: `SELECT 1`, a GROUP BY over a hot SHARED table, the server's
+/// memory during a selective filter over a wide table, and a runaway query.
+async fn read_benchmarks(args: &Args, server: &ServerProcess, client: impl Fn() -> Client) -> Value {
+    let setup = client();
+    let mut select_one = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples {
+        let t = Instant::now();
+        setup.sql("SELECT 1".into()).await;
+        select_one.push(t.elapsed());
+    }
+    let select_one = report_latency("SELECT 1", select_one);
+
+    setup
+        .sql("CREATE SHARED TABLE bench.shared (id BIGINT PRIMARY KEY, kind INT, payload TEXT)".into())
+        .await;
+    let t = Instant::now();
+    fill_as_root(&client, "bench.shared", args.shared_rows, |id| {
+        format!("({id}, {}, 'payload of shared row {id}')", id % 10)
+    })
+    .await;
+    println!(
+        "shared table setup           {} rows in {:.1} s",
+        args.shared_rows,
+        t.elapsed().as_secs_f64()
+    );
+    let mut group_by = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let body = setup
+            .sql("SELECT kind, count(*), sum(id), max(length(payload)) FROM bench.shared GROUP BY kind ORDER BY kind".into())
+            .await;
+        group_by.push(t.elapsed());
+        assert_eq!(body["results"][0]["row_count"], 10);
+        assert_eq!(
+            body["results"][0]["rows"][0][1].as_u64(),
+            Some(args.shared_rows.div_ceil(10) as u64)
+        );
+    }
+    let shared_group_by = report_latency("GROUP BY over hot SHARED", group_by);
+
+    // A selective filter over a wide table: the server's memory must not follow
+    // the table's size.
+    setup
+        .sql("CREATE SHARED TABLE bench.wide (id BIGINT PRIMARY KEY, k BIGINT, pad TEXT)".into())
+        .await;
+    let t = Instant::now();
+    fill_as_root(&client, "bench.wide", args.filter_rows, |id| {
+        format!("({id}, {}, '{:0>200}')", id % 100_000, id)
+    })
+    .await;
+    println!(
+        "wide table setup             {} rows of ~220 bytes in {:.1} s",
+        args.filter_rows,
+        t.elapsed().as_secs_f64()
+    );
+    let mut filter_growth = Vec::new();
+    for _ in 0..2 {
+        let t = Instant::now();
+        let (body, growth) = with_peak_rss(
+            server,
+            setup.sql("SELECT id, pad FROM bench.wide WHERE k = 7".into()),
+        )
+        .await;
+        let elapsed = t.elapsed();
+        assert_eq!(
+            body["results"][0]["row_count"].as_u64(),
+            Some(args.filter_rows.div_ceil(100_000) as u64)
+        );
+        println!(
+            "selective filter             {:.1} MB server RSS growth, {:.0} ms ({} rows scanned)",
+            growth as f64 / 1e6,
+            elapsed.as_secs_f64() * 1000.0,
+            args.filter_rows
+        );
+        filter_growth.push(json!({"rss_growth_bytes": growth, "ms": elapsed.as_secs_f64() * 1000.0}));
+    }
+
+    // A runaway query: a three-way cross join of `cross_rows` rows.
+    setup
+        .sql("CREATE SHARED TABLE bench.cross (id BIGINT PRIMARY KEY, v TEXT)".into())
+        .await;
+    fill_as_root(&client, "bench.cross", args.cross_rows, |id| {
+        format!("({id}, 'v{id}')")
+    })
+    .await;
+    let rss_before = server.rss_bytes();
+    let t = Instant::now();
+    let ((status, body), growth) = with_peak_rss(
+        server,
+        setup.sql_answer(
+            "SELECT * FROM bench.cross a, bench.cross b, bench.cross c".into(),
+            Duration::from_secs(15),
+        ),
+    )
+    .await;
+    let elapsed = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = server.rss_bytes();
+    println!(
+        "runaway cross join           HTTP {status} {} after {:.1} s, server RSS growth {:.1} MB, {:.1} MB above the start 2 s later",
+        body["error"]["code"],
+        elapsed.as_secs_f64(),
+        growth as f64 / 1e6,
+        (rss_after as f64 - rss_before as f64) / 1e6
+    );
+    json!({
+        "select_1": select_one,
+        "shared_group_by_rows": args.shared_rows,
+        "shared_group_by": shared_group_by,
+        "filter_rows": args.filter_rows,
+        "filter": filter_growth,
+        "runaway": {"status": status, "code": body["error"]["code"], "seconds": elapsed.as_secs_f64(),
+                    "rss_growth_bytes": growth, "rss_after_minus_before_bytes": rss_after as i64 - rss_before as i64},
+    })
 }
 
 /// Flush benchmarks: reply latency with a large hot table, drain rate and memory of
@@ -328,7 +543,23 @@ async fn flush_benchmarks(args: &Args, server: &ServerProcess, client: impl Fn()
         assert_eq!(body["results"][0]["row_count"], 10);
     }
     let group_by = report_latency("GROUP BY over cold rows", group_by);
+    let mut cold_point = Vec::with_capacity(args.samples);
+    for i in 0..args.samples {
+        let id = (i * 7919) % args.cold_rows;
+        let t = Instant::now();
+        let body = setup
+            .sql_as(
+                "agg",
+                "pw",
+                format!("SELECT id, kind, payload FROM bench.agg WHERE id = {id}"),
+            )
+            .await;
+        cold_point.push(t.elapsed());
+        assert_eq!(body["results"][0]["row_count"], 1);
+    }
+    let cold_point = report_latency("point SELECT of a cold row", cold_point);
     json!({
+        "cold_point_select": cold_point,
         "hot_rows": hot_rows,
         "users": args.flush_users,
         "flush_reply": reply,
@@ -437,6 +668,11 @@ async fn main() {
     }
     let select = report_latency("point SELECT by PK", select_latency);
 
+    let read = if args.skip_read {
+        Value::Null
+    } else {
+        read_benchmarks(&args, &server, client).await
+    };
     let flush = if args.skip_flush {
         Value::Null
     } else {
@@ -447,6 +683,7 @@ async fn main() {
         "batched_ingest": {"rows_per_s": rows_per_s, "rows": total_rows, "clients": args.clients, "batch_rows": args.batch_rows},
         "single_row_insert": insert,
         "point_select_by_pk": select,
+        "read": read,
         "flush": flush,
     });
     println!("{}", serde_json::to_string(&summary).expect("JSON"));
