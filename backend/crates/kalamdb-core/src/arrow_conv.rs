@@ -18,6 +18,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use kalamdb_commons::value::{format_date, format_decimal, format_timestamp, hex, parse_text};
 use kalamdb_commons::{KalamError, KalamResult, KalamType, Value};
+use kalamdb_store::row_codec::CellRef;
 
 /// Field metadata key that carries the KalamDB type through DataFusion plans, so
 /// results can name JSON and UUID columns (stored as Utf8) by their real type.
@@ -94,6 +95,98 @@ pub fn values_to_array(ty: &KalamType, values: &[Value]) -> ArrayRef {
         KalamType::Date => build!(Date32Builder::with_capacity(n), Value::Date(v) => *v),
         KalamType::Timestamp => {
             build!(TimestampMicrosecondBuilder::with_capacity(n), Value::Timestamp(v) => *v)
+        }
+    }
+}
+
+/// Builds one Arrow array of a column type from stored cells, without going
+/// through [`Value`]. A cell of another type becomes NULL (as in [`values_to_array`];
+/// the writer's validation rules it out).
+pub enum ColumnBuilder {
+    Boolean(BooleanBuilder),
+    SmallInt(Int16Builder),
+    Int(Int32Builder),
+    BigInt(Int64Builder),
+    Float(Float32Builder),
+    Double(Float64Builder),
+    Decimal(Decimal128Builder, u8, i8),
+    Text(StringBuilder),
+    Bytes(BinaryBuilder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+impl ColumnBuilder {
+    pub fn new(ty: &KalamType, capacity: usize) -> Self {
+        match ty {
+            KalamType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::with_capacity(capacity)),
+            KalamType::SmallInt => ColumnBuilder::SmallInt(Int16Builder::with_capacity(capacity)),
+            KalamType::Int => ColumnBuilder::Int(Int32Builder::with_capacity(capacity)),
+            KalamType::BigInt => ColumnBuilder::BigInt(Int64Builder::with_capacity(capacity)),
+            KalamType::Float => ColumnBuilder::Float(Float32Builder::with_capacity(capacity)),
+            KalamType::Double => ColumnBuilder::Double(Float64Builder::with_capacity(capacity)),
+            KalamType::Decimal { precision, scale } => ColumnBuilder::Decimal(
+                Decimal128Builder::with_capacity(capacity),
+                *precision,
+                *scale as i8,
+            ),
+            KalamType::Text | KalamType::Json | KalamType::Uuid => {
+                ColumnBuilder::Text(StringBuilder::with_capacity(capacity, capacity * 16))
+            }
+            KalamType::Bytes => ColumnBuilder::Bytes(BinaryBuilder::with_capacity(capacity, capacity * 16)),
+            KalamType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
+            KalamType::Timestamp => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity))
+            }
+        }
+    }
+
+    pub fn append(&mut self, cell: CellRef<'_>) {
+        macro_rules! put {
+            ($b:expr, $variant:pat => $v:expr) => {
+                match cell {
+                    $variant => $b.append_value($v),
+                    _ => $b.append_null(),
+                }
+            };
+        }
+        match self {
+            ColumnBuilder::Boolean(b) => put!(b, CellRef::Boolean(v) => v),
+            ColumnBuilder::SmallInt(b) => put!(b, CellRef::SmallInt(v) => v),
+            ColumnBuilder::Int(b) => put!(b, CellRef::Int(v) => v),
+            ColumnBuilder::BigInt(b) => put!(b, CellRef::BigInt(v) => v),
+            ColumnBuilder::Float(b) => put!(b, CellRef::Float(v) => v),
+            ColumnBuilder::Double(b) => put!(b, CellRef::Double(v) => v),
+            ColumnBuilder::Decimal(b, _, _) => put!(b, CellRef::Decimal { unscaled, .. } => unscaled),
+            ColumnBuilder::Text(b) => match cell {
+                CellRef::Text(s) | CellRef::Json(s) => b.append_value(s),
+                CellRef::Uuid(u) => b.append_value(Value::Uuid(u).display()),
+                _ => b.append_null(),
+            },
+            ColumnBuilder::Bytes(b) => put!(b, CellRef::Bytes(v) => v),
+            ColumnBuilder::Date(b) => put!(b, CellRef::Date(v) => v),
+            ColumnBuilder::Timestamp(b) => put!(b, CellRef::Timestamp(v) => v),
+        }
+    }
+
+    /// The values appended so far, as an array; the builder starts over.
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Boolean(b) => Arc::new(b.finish()),
+            ColumnBuilder::SmallInt(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int(b) => Arc::new(b.finish()),
+            ColumnBuilder::BigInt(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float(b) => Arc::new(b.finish()),
+            ColumnBuilder::Double(b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal(b, precision, scale) => Arc::new(
+                b.finish()
+                    .with_precision_and_scale(*precision, *scale)
+                    .expect("catalog validated decimal precision and scale"),
+            ),
+            ColumnBuilder::Text(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bytes(b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
         }
     }
 }
@@ -423,6 +516,55 @@ mod tests {
             let array = values_to_array(&ty, &[value.clone(), Value::Null]);
             assert_eq!(array_value(&array, 0, &ty).unwrap(), value, "{ty}");
             assert_eq!(array_value(&array, 1, &ty).unwrap(), Value::Null);
+        }
+    }
+
+    #[test]
+    fn column_builders_agree_with_values_to_array() {
+        let cases = [
+            (KalamType::Boolean, Value::Boolean(true)),
+            (KalamType::SmallInt, Value::SmallInt(-3)),
+            (KalamType::Int, Value::Int(7)),
+            (KalamType::BigInt, Value::BigInt(-9)),
+            (KalamType::Float, Value::Float(1.5)),
+            (KalamType::Double, Value::Double(2.25)),
+            (
+                KalamType::Decimal {
+                    precision: 9,
+                    scale: 2,
+                },
+                Value::Decimal {
+                    unscaled: 1234,
+                    precision: 9,
+                    scale: 2,
+                },
+            ),
+            (KalamType::Text, Value::Text("x".into())),
+            (KalamType::Json, Value::Json("[1]".into())),
+            (KalamType::Uuid, Value::Uuid([7; 16])),
+            (KalamType::Bytes, Value::Bytes(vec![1, 2])),
+            (KalamType::Date, Value::Date(19000)),
+            (KalamType::Timestamp, Value::Timestamp(1_000_001)),
+        ];
+        for (ty, value) in cases {
+            let values = [value.clone(), Value::Null, Value::Boolean(false)];
+            let mut builder = ColumnBuilder::new(&ty, 3);
+            for v in &values {
+                builder.append(CellRef::of(v));
+            }
+            let built = builder.finish();
+            let expected = if ty == KalamType::Boolean {
+                values_to_array(&ty, &values)
+            } else {
+                values_to_array(&ty, &values[..2])
+            };
+            let built = if ty == KalamType::Boolean {
+                built
+            } else {
+                built.slice(0, 2)
+            };
+            assert_eq!(&built, &expected, "{ty}");
+            assert_eq!(builder.finish().len(), 0, "{ty}: the builder starts over");
         }
     }
 

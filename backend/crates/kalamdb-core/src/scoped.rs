@@ -9,7 +9,6 @@
 //! added later). The table provider, `SHOW STATS` and DML's lookups read rows only
 //! through it; `tiered_scan.rs` adds the cold segments of a scan.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, BooleanArray};
@@ -23,9 +22,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use kalamdb_cold::Manifest;
 use kalamdb_commons::{KalamError, KalamResult, KalamType, TableType, Value};
 use kalamdb_store::StoreView;
-use kalamdb_store::row_codec::decode_row;
+use kalamdb_store::row_codec::{CellRef, is_tombstone, visit_cells};
 
-use crate::arrow_conv::{field, values_to_array};
+use crate::arrow_conv::{ColumnBuilder, field};
 use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::{Caller, DbShared, store_error};
 
@@ -210,7 +209,17 @@ impl ScopedTable {
             if entry.deleted {
                 continue;
             }
-            if let Some(row) = crate::cold::read_version(&self.db, view, &self.table, &self.scope, entry.seq)?
+            // A hot version goes from its bytes straight into the batch.
+            if let Some(bytes) = view
+                .hot_get(self.table.table_id, &self.scope, entry.seq)
+                .map_err(store_error)?
+            {
+                if !is_tombstone(&bytes).map_err(corrupt)? {
+                    builder.push_encoded(entry.seq, &bytes).map_err(corrupt)?;
+                }
+                continue;
+            }
+            if let Some(row) = self.db.cold.read_version(&self.table, &self.scope, entry.seq)?
                 && !row.deleted
             {
                 builder.push(entry.seq, row.cells);
@@ -293,11 +302,10 @@ impl ScopedTable {
         };
         let mut going = true;
         view.hot_visit(self.table.table_id, &self.scope, |seq, bytes| {
-            let row = decode_row(bytes)?;
-            if row.deleted {
+            if is_tombstone(bytes)? {
                 return Ok(true);
             }
-            builder.push(seq, row.cells);
+            builder.push_encoded(seq, bytes)?;
             if builder.rows == SCAN_BATCH_ROWS {
                 going = flush(&mut builder, &mut emitted);
             }
@@ -365,15 +373,18 @@ impl HotScan {
     }
 }
 
-/// Accumulates the projected values of stored row versions and turns them into a
-/// batch: the one place stored cells become Arrow columns.
+/// Accumulates the projected columns of stored row versions straight into Arrow
+/// builders and turns them into a batch: the one place stored cells become Arrow
+/// columns.
 pub(crate) struct BatchBuilder {
     columns: Vec<ScanColumn>,
     schema: SchemaRef,
-    /// Cell id → slot in `columns`.
-    slot_of: HashMap<u32, usize>,
-    values: Vec<Vec<Value>>,
-    row: Vec<Option<Value>>,
+    /// Cell id → slot in `columns` (cell ids are small and dense).
+    slot_of: Vec<Option<usize>>,
+    builders: Vec<ColumnBuilder>,
+    /// What a slot reads when the row has no cell for it.
+    defaults: Vec<Value>,
+    filled: Vec<bool>,
     pub rows: usize,
 }
 
@@ -383,14 +394,31 @@ impl BatchBuilder {
         let schema = Arc::new(Schema::new(
             columns.iter().map(ScanColumn::field).collect::<Vec<_>>(),
         ));
-        let slot_of = columns
+        let mut slot_of = Vec::new();
+        for (slot, column) in columns.iter().enumerate() {
+            if let Some(id) = column.cell_id() {
+                let id = id as usize;
+                if slot_of.len() <= id {
+                    slot_of.resize(id + 1, None);
+                }
+                slot_of[id] = Some(slot);
+            }
+        }
+        let defaults = columns
             .iter()
-            .enumerate()
-            .filter_map(|(slot, c)| c.cell_id().map(|id| (id, slot)))
+            .map(|c| match c {
+                ScanColumn::Column(def) => backfill_value(def),
+                ScanColumn::Deleted => Value::Boolean(false),
+                ScanColumn::Seq | ScanColumn::Id => Value::Null,
+            })
             .collect();
         BatchBuilder {
-            values: vec![Vec::new(); columns.len()],
-            row: vec![None; columns.len()],
+            builders: columns
+                .iter()
+                .map(|c| ColumnBuilder::new(&c.kalam_type(), SCAN_BATCH_ROWS))
+                .collect(),
+            filled: vec![false; columns.len()],
+            defaults,
             columns,
             schema,
             slot_of,
@@ -398,21 +426,49 @@ impl BatchBuilder {
         }
     }
 
+    fn slot(&self, id: u32) -> Option<usize> {
+        self.slot_of.get(id as usize).copied().flatten()
+    }
+
+    /// Adds a live row version from its stored bytes (the caller skips tombstones).
+    /// A corrupt row is an error after which the builder must be dropped (its
+    /// columns may differ in length).
+    pub fn push_encoded(
+        &mut self,
+        seq: u64,
+        bytes: &[u8],
+    ) -> Result<(), kalamdb_store::row_codec::RowCodecError> {
+        visit_cells(bytes, |id, cell| self.put(id, cell))?;
+        self.end_row(seq);
+        Ok(())
+    }
+
+    /// Adds a live row version from decoded cells.
     pub fn push(&mut self, seq: u64, cells: Vec<(u32, Value)>) {
-        for (id, value) in cells {
-            if let Some(&slot) = self.slot_of.get(&id) {
-                self.row[slot] = Some(value);
-            }
+        for (id, value) in &cells {
+            self.put(*id, CellRef::of(value));
         }
-        for (slot, column) in self.columns.iter().enumerate() {
-            let value = match (column, self.row[slot].take()) {
-                (_, Some(v)) => v,
-                (ScanColumn::Seq, None) => Value::BigInt(crate::seq_as_i64(seq)),
-                (ScanColumn::Deleted, None) => Value::Boolean(false),
-                (ScanColumn::Column(def), None) => backfill_value(def),
-                (ScanColumn::Id, None) => Value::Null,
-            };
-            self.values[slot].push(value);
+        self.end_row(seq);
+    }
+
+    fn put(&mut self, id: u32, cell: CellRef<'_>) {
+        if let Some(slot) = self.slot(id)
+            && !self.filled[slot]
+        {
+            self.builders[slot].append(cell);
+            self.filled[slot] = true;
+        }
+    }
+
+    fn end_row(&mut self, seq: u64) {
+        for slot in 0..self.columns.len() {
+            if std::mem::take(&mut self.filled[slot]) {
+                continue;
+            }
+            match &self.columns[slot] {
+                ScanColumn::Seq => self.builders[slot].append(CellRef::BigInt(crate::seq_as_i64(seq))),
+                _ => self.builders[slot].append(CellRef::of(&self.defaults[slot])),
+            }
         }
         self.rows += 1;
     }
@@ -420,16 +476,7 @@ impl BatchBuilder {
     /// The rows pushed so far as a batch. A stored value the schema cannot hold
     /// (a NULL in a NOT NULL column) is an error, never a panic.
     pub fn finish(&mut self) -> KalamResult<RecordBatch> {
-        let arrays = self
-            .columns
-            .iter()
-            .zip(self.values.iter_mut())
-            .map(|(column, values)| {
-                let array = values_to_array(&column.kalam_type(), values);
-                values.clear();
-                array
-            })
-            .collect();
+        let arrays = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
         let rows = std::mem::take(&mut self.rows);
         RecordBatch::try_new_with_options(
             self.schema.clone(),
@@ -438,6 +485,10 @@ impl BatchBuilder {
         )
         .map_err(|e| KalamError::internal(format!("stored rows do not fit the table's schema: {e}")))
     }
+}
+
+fn corrupt(e: kalamdb_store::row_codec::RowCodecError) -> KalamError {
+    KalamError::internal(format!("corrupt row: {e}"))
 }
 
 /// What a row written before `column` existed reads as.

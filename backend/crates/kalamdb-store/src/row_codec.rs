@@ -95,6 +95,79 @@ pub fn decode_row(bytes: &[u8]) -> Result<DecodedRow, RowCodecError> {
     Ok(DecodedRow { deleted, cells })
 }
 
+/// One stored cell, borrowed from the encoded row (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CellRef<'a> {
+    Null,
+    Boolean(bool),
+    SmallInt(i16),
+    Int(i32),
+    BigInt(i64),
+    Float(f32),
+    Double(f64),
+    Decimal {
+        unscaled: i128,
+        precision: u8,
+        scale: u8,
+    },
+    Text(&'a str),
+    Bytes(&'a [u8]),
+    Date(i32),
+    Timestamp(i64),
+    Json(&'a str),
+    Uuid([u8; 16]),
+}
+
+impl<'a> CellRef<'a> {
+    /// The cell of a decoded value.
+    pub fn of(value: &'a Value) -> CellRef<'a> {
+        match value {
+            Value::Null => CellRef::Null,
+            Value::Boolean(v) => CellRef::Boolean(*v),
+            Value::SmallInt(v) => CellRef::SmallInt(*v),
+            Value::Int(v) => CellRef::Int(*v),
+            Value::BigInt(v) => CellRef::BigInt(*v),
+            Value::Float(v) => CellRef::Float(*v),
+            Value::Double(v) => CellRef::Double(*v),
+            Value::Decimal {
+                unscaled,
+                precision,
+                scale,
+            } => CellRef::Decimal {
+                unscaled: *unscaled,
+                precision: *precision,
+                scale: *scale,
+            },
+            Value::Text(s) => CellRef::Text(s),
+            Value::Bytes(b) => CellRef::Bytes(b),
+            Value::Date(v) => CellRef::Date(*v),
+            Value::Timestamp(v) => CellRef::Timestamp(*v),
+            Value::Json(s) => CellRef::Json(s),
+            Value::Uuid(u) => CellRef::Uuid(*u),
+        }
+    }
+}
+
+/// Visits the cells of an encoded row without allocating: `visit(column_id, cell)`
+/// in the order they were written. Returns the row's `_deleted` flag.
+pub fn visit_cells<'a>(
+    bytes: &'a [u8],
+    mut visit: impl FnMut(u32, CellRef<'a>),
+) -> Result<bool, RowCodecError> {
+    let mut r = Reader { bytes, pos: 0 };
+    let format = r.u8()?;
+    if format != ROW_FORMAT_V1 {
+        return Err(RowCodecError::UnknownFormat(format));
+    }
+    let deleted = r.u8()? & FLAG_DELETED != 0;
+    let count = r.varint()?;
+    for _ in 0..count {
+        let column_id = r.varint()? as u32;
+        visit(column_id, r.cell()?);
+    }
+    Ok(deleted)
+}
+
 /// Encodes one value as `tag | payload` (also the pk index's key encoding).
 pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
     match value {
@@ -208,6 +281,39 @@ impl<'a> Reader<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| RowCodecError::InvalidUtf8)
     }
 
+    fn str(&mut self) -> Result<&'a str, RowCodecError> {
+        std::str::from_utf8(self.var_bytes()?).map_err(|_| RowCodecError::InvalidUtf8)
+    }
+
+    fn cell(&mut self) -> Result<CellRef<'a>, RowCodecError> {
+        let tag = self.u8()?;
+        Ok(match tag {
+            TAG_NULL => CellRef::Null,
+            TAG_BOOLEAN => CellRef::Boolean(self.u8()? != 0),
+            TAG_SMALLINT => CellRef::SmallInt(i16::from_le_bytes(self.array()?)),
+            TAG_INT => CellRef::Int(i32::from_le_bytes(self.array()?)),
+            TAG_BIGINT => CellRef::BigInt(i64::from_le_bytes(self.array()?)),
+            TAG_FLOAT => CellRef::Float(f32::from_le_bytes(self.array()?)),
+            TAG_DOUBLE => CellRef::Double(f64::from_le_bytes(self.array()?)),
+            TAG_DECIMAL => {
+                let precision = self.u8()?;
+                let scale = self.u8()?;
+                CellRef::Decimal {
+                    unscaled: i128::from_le_bytes(self.array()?),
+                    precision,
+                    scale,
+                }
+            }
+            TAG_TEXT => CellRef::Text(self.str()?),
+            TAG_BYTES => CellRef::Bytes(self.var_bytes()?),
+            TAG_DATE => CellRef::Date(i32::from_le_bytes(self.array()?)),
+            TAG_TIMESTAMP => CellRef::Timestamp(i64::from_le_bytes(self.array()?)),
+            TAG_JSON => CellRef::Json(self.str()?),
+            TAG_UUID => CellRef::Uuid(self.array()?),
+            other => return Err(RowCodecError::UnknownTag(other)),
+        })
+    }
+
     fn value(&mut self) -> Result<Value, RowCodecError> {
         let tag = self.u8()?;
         Ok(match tag {
@@ -263,6 +369,30 @@ mod tests {
             Value::Json("{\"a\":[1,2]}".into()),
             Value::Uuid([9; 16]),
         ]
+    }
+
+    #[test]
+    fn visiting_cells_agrees_with_decoding() {
+        let values = all_values();
+        let mut bytes = Vec::new();
+        encode_row(
+            true,
+            values.iter().enumerate().map(|(i, v)| (i as u32 + 1, v)),
+            &mut bytes,
+        );
+        let mut seen = Vec::new();
+        let deleted = visit_cells(&bytes, |id, cell| seen.push((id, format!("{cell:?}")))).unwrap();
+        assert!(deleted);
+        let expected: Vec<(u32, String)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u32 + 1, format!("{:?}", CellRef::of(v))))
+            .collect();
+        assert_eq!(seen, expected);
+        assert_eq!(
+            visit_cells(&bytes[..bytes.len() - 1], |_, _| ()),
+            Err(RowCodecError::Truncated)
+        );
     }
 
     #[test]
