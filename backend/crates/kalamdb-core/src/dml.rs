@@ -14,7 +14,7 @@ use datafusion::catalog::{
 };
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::context::SessionContext;
+use datafusion::execution::context::SessionState;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::sqlparser::ast::{
     self, AssignmentTarget, Expr, FromTable, Ident, Insert, ObjectName, OnConflictAction, OnInsert, SetExpr,
@@ -691,7 +691,7 @@ async fn upsert(
 }
 
 /// A session whose only table is `batch`, registered under `name`.
-fn scratch_session(db: &DbShared, name: &str, batch: RecordBatch) -> KalamResult<SessionContext> {
+fn scratch_session(db: &DbShared, name: &str, batch: RecordBatch) -> KalamResult<SessionState> {
     let internal = |e: datafusion::error::DataFusionError| KalamError::internal(e.to_string());
     let schema = Arc::new(MemorySchemaProvider::new());
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
@@ -711,7 +711,9 @@ fn scratch_session(db: &DbShared, name: &str, batch: RecordBatch) -> KalamResult
         .with_catalog_list(catalogs)
         .with_runtime_env(db.query_runtime.for_statement()?)
         .build();
-    Ok(SessionContext::new_with_state(state))
+    let mut state = state;
+    state.mark_start_execution();
+    Ok(state)
 }
 
 /// `EXCLUDED.col` → `__excluded_col`.

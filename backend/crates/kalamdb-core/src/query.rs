@@ -9,17 +9,19 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::{DataFusionError, ScalarValue};
-use datafusion::dataframe::DataFrame;
+use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::context::{SQLOptions, SessionContext, SessionState};
+use datafusion::execution::context::{SQLOptions, SessionState};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{ColumnarValue, LogicalPlan, ScalarUDF, Volatility, create_udf};
+use datafusion::physical_plan::{ExecutionPlan, collect, execute_stream};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    ObjectName, Query, Statement, TableFactor, Visit, Visitor, visit_relations,
+    self as ast, ObjectName, Query, Statement, TableFactor, Visit, Visitor, visit_expressions,
+    visit_relations,
 };
 use futures::StreamExt;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, TableType};
@@ -135,22 +137,51 @@ fn session_config(namespace: &str) -> SessionConfig {
         .with_target_partitions(2)
 }
 
-/// A session that resolves names in `namespace` and scans as `scope`.
-pub(crate) fn session(db: &Arc<DbShared>, scope: ScanScope, namespace: &str) -> KalamResult<SessionContext> {
+/// A session that resolves names in `namespace` and scans as `scope`. The
+/// `current_user` function is registered only for statements that call it
+/// (registering a function costs a fifth of a short statement).
+pub(crate) fn session(
+    db: &Arc<DbShared>,
+    scope: ScanScope,
+    namespace: &str,
+    with_current_user: bool,
+) -> KalamResult<SessionState> {
     let catalogs = Arc::new(MemoryCatalogProviderList::new());
     let username = scope.caller.username.clone();
     catalogs.register_catalog(
         CATALOG_NAME.to_string(),
         Arc::new(KalamCatalog::new(db.clone(), scope)),
     );
-    let state = SessionStateBuilder::new_from_existing(db.base_state.clone())
+    let mut state = SessionStateBuilder::new_from_existing(db.base_state.clone())
         .with_config(session_config(namespace))
         .with_catalog_list(catalogs)
         .with_runtime_env(db.query_runtime.for_statement()?)
         .build();
-    let ctx = SessionContext::new_with_state(state);
-    ctx.register_udf(current_user_udf(username));
-    Ok(ctx)
+    // The statement's clock: NOW() and CURRENT_DATE are this moment throughout.
+    state.mark_start_execution();
+    if with_current_user {
+        state
+            .register_udf(Arc::new(current_user_udf(username)))
+            .map_err(|e| KalamError::internal(format!("cannot register current_user: {e}")))?;
+    }
+    Ok(state)
+}
+
+/// Whether the statement calls `current_user`.
+fn calls_current_user(statement: &Statement) -> bool {
+    visit_expressions(statement, |expr| match expr {
+        ast::Expr::Function(f)
+            if f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("current_user")) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 /// `CURRENT_USER`: the caller's user name.
@@ -173,8 +204,8 @@ pub(crate) async fn run_query(
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<QueryOutput> {
-    let (ctx, statement) = prepare_query(db, caller, namespace, statement)?;
-    run_statement(&ctx, statement, params).await
+    let (state, statement) = prepare_query(db, caller, namespace, statement)?;
+    run_statement(&state, statement, params).await
 }
 
 /// Plans and runs a read-only statement as `caller` and encodes its rows as JSON as
@@ -186,12 +217,11 @@ pub(crate) async fn run_query_json(
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<StatementResult> {
-    let (ctx, statement) = prepare_query(db, caller, namespace, statement)?;
+    let (state, statement) = prepare_query(db, caller, namespace, statement)?;
     let limit = db.options.max_result_bytes;
     within_budget(async {
-        let frame = plan_statement(&ctx, statement, params).await?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let mut stream = frame.execute_stream().await.map_err(df_error)?;
+        let (schema, plan) = plan_statement(&state, statement, params).await?;
+        let mut stream = execute_stream(plan, state.task_ctx()).map_err(df_error)?;
         let mut out = Vec::with_capacity(256);
         out.push(b'[');
         let mut row_count = 0usize;
@@ -233,7 +263,7 @@ fn prepare_query(
     caller: &Caller,
     namespace: &str,
     mut statement: Statement,
-) -> KalamResult<(SessionContext, Statement)> {
+) -> KalamResult<(SessionState, Statement)> {
     check_relations_exist(db, namespace, &statement)?;
     let expose_hidden = references_hidden(&statement);
     if expose_hidden {
@@ -244,32 +274,32 @@ fn prepare_query(
         caller: caller.clone(),
         expose_hidden,
     };
-    Ok((session(db, scope, namespace)?, statement))
+    let with_current_user = calls_current_user(&statement);
+    Ok((session(db, scope, namespace, with_current_user)?, statement))
 }
 
 /// Plans `statement` in `ctx`, binds `params` and collects the result, within the
 /// statement's time budget.
 pub(crate) async fn run_statement(
-    ctx: &SessionContext,
+    state: &SessionState,
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<QueryOutput> {
     within_budget(async {
-        let frame = plan_statement(ctx, statement, params).await?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await.map_err(df_error)?;
+        let (schema, plan) = plan_statement(state, statement, params).await?;
+        let batches = collect(plan, state.task_ctx()).await.map_err(df_error)?;
         Ok(QueryOutput { schema, batches })
     })
     .await
 }
 
-/// Plans `statement` in `ctx` (read-only statements only) and binds `params`.
+/// Plans `statement` in `state` (read-only statements only) with `params` bound:
+/// the result's schema and the physical plan.
 async fn plan_statement(
-    ctx: &SessionContext,
+    state: &SessionState,
     statement: Statement,
     params: &[Literal],
-) -> KalamResult<DataFrame> {
-    let state = ctx.state();
+) -> KalamResult<(SchemaRef, Arc<dyn ExecutionPlan>)> {
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement)))
         .await
@@ -281,7 +311,9 @@ async fn plan_statement(
         .verify_plan(&plan)
         .map_err(|e| KalamError::unsupported(df_message(&e)))?;
     let plan = bind_params(plan, params)?;
-    ctx.execute_logical_plan(plan).await.map_err(df_error)
+    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    let physical = state.create_physical_plan(&plan).await.map_err(df_error)?;
+    Ok((schema, physical))
 }
 
 fn bind_params(plan: LogicalPlan, params: &[Literal]) -> KalamResult<LogicalPlan> {
