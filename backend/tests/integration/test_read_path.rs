@@ -35,10 +35,13 @@ fn sql_text(value: &Option<String>) -> String {
     value.as_ref().map_or("NULL".to_string(), |v| format!("'{v}'"))
 }
 
+/// Whether a model row `(id, item)` passes a filter.
+type RowTest = Box<dyn Fn(i64, &Item) -> bool>;
+
 /// A filter as SQL and as a predicate over the model.
 struct Filter {
     sql: String,
-    keep: Box<dyn Fn(i64, &Item) -> bool>,
+    keep: RowTest,
 }
 
 fn random_filter(rng: &mut Rng) -> Filter {
@@ -131,12 +134,9 @@ async fn random_writes(
             (_, true) => {
                 // A range update: several rows, some of them maybe flushed.
                 let upper = id + 15;
-                let mut changed = 0;
                 for (_, item) in model.range_mut(id..=upper) {
                     item.score += 1.0;
-                    changed += 1;
                 }
-                let _ = changed;
                 format!("UPDATE {table} SET score = score + 1 WHERE id BETWEEN {id} AND {upper}")
             }
             (_, false) => {
