@@ -263,12 +263,8 @@ impl ScopedTable {
         if let Some(keys) = &scan.keys {
             let batch = self
                 .rows_by_pk(view, keys, &scan.read)
-                .and_then(|batch| {
-                    scan.apply(batch, limit)
-                        .map_err(|e| KalamError::internal(e.to_string()))
-                })
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let _ = tx.blocking_send(Ok(batch));
+            let _ = tx.blocking_send(Ok(scan.apply(batch, limit)?));
             return Ok(());
         }
         let mut builder = BatchBuilder::new(self, &scan.read);
@@ -295,7 +291,9 @@ impl ScopedTable {
                 }
             };
             *emitted += batch.num_rows();
-            if batch.num_rows() > 0 && tx.blocking_send(Ok(batch)).is_err() {
+            // A consumer that went away (LIMIT met above, timeout, client gone)
+            // ends the scan, also while the filter keeps nothing.
+            if tx.is_closed() || (batch.num_rows() > 0 && tx.blocking_send(Ok(batch)).is_err()) {
                 return false;
             }
             *emitted < limit

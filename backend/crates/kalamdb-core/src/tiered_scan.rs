@@ -85,12 +85,15 @@ pub(crate) fn plan_scan(
     let schema = scoped.projected_schema(projection)?;
     // The hot scan decodes the projected columns and those the filters name.
     let table_schema = scoped.schema();
+    // Volatile filters (`random() < 0.5`) stay with DataFusion alone: applied here
+    // too, they would be drawn twice per row.
     let usable: Vec<Expr> = filters
         .iter()
         .filter(|f| {
-            f.column_refs()
-                .iter()
-                .all(|c| table_schema.index_of(&c.name).is_ok())
+            !f.is_volatile()
+                && f.column_refs()
+                    .iter()
+                    .all(|c| table_schema.index_of(&c.name).is_ok())
         })
         .cloned()
         .collect();
@@ -272,7 +275,8 @@ fn plan_group(
     })
 }
 
-/// The filters that only name columns of `schema`, as one physical predicate.
+/// The filters that only name columns of `schema` (and are not volatile), as one
+/// physical predicate.
 fn physical_predicate(
     state: &dyn Session,
     schema: &SchemaRef,
@@ -280,7 +284,7 @@ fn physical_predicate(
 ) -> Option<Arc<dyn PhysicalExpr>> {
     let usable: Vec<Expr> = filters
         .iter()
-        .filter(|f| f.column_refs().iter().all(|c| schema.index_of(&c.name).is_ok()))
+        .filter(|f| !f.is_volatile() && f.column_refs().iter().all(|c| schema.index_of(&c.name).is_ok()))
         .cloned()
         .collect();
     let predicate = conjunction(usable)?;
