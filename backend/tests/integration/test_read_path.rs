@@ -710,4 +710,17 @@ async fn point_selects_answer_exactly_like_the_planner() {
     alice("SELECT nope FROM rp.items WHERE id = 1".into())
         .await
         .expect_error(400, "COLUMN_NOT_FOUND");
+    let before = point_reads(&server).await;
+    let repeated = alice("SELECT id, id FROM rp.items WHERE id = 1".into()).await;
+    assert_eq!(
+        point_reads(&server).await,
+        before,
+        "repeated names take the planner"
+    );
+    assert_eq!(
+        repeated.body["status"],
+        alice("SELECT id, id FROM rp.items WHERE id = 1 AND TRUE".into())
+            .await
+            .body["status"]
+    );
 }

@@ -121,6 +121,12 @@ impl PointRead {
                 _ => return None,
             }
         }
+        // Repeated output names are the planner's to refuse.
+        let mut names: Vec<&str> = output.iter().map(|(_, name)| name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|pair| pair[0] == pair[1]) {
+            return None;
+        }
         let keys = key_values(select.selection.as_ref()?, &pk.name, &pk.data_type, params)?;
         let scoped = ScopedTable::new(db.clone(), table, caller, false);
         Some(PointRead {
