@@ -6,8 +6,12 @@
 //! [`TableSnapshot`]s (one RocksDB snapshot and the manifest of the same moment),
 //! reads rows by primary key in either tier, streams hot rows as bounded Arrow
 //! batches, and turns stored cells into Arrow columns (with the backfill of columns
-//! added later). The table provider, `SHOW STATS` and DML's lookups read rows only
-//! through it; `tiered_scan.rs` adds the cold segments of a scan.
+//! added later). Queries read rows only through it (the table provider and
+//! `point_read.rs`; `tiered_scan.rs` adds the cold segments of a scan), and so do
+//! UPDATE, DELETE and `INSERT ... SELECT`, whose targets are queries. Still outside
+//! it: DML's version lookups for stale markers (`cold::read_version`), the flush
+//! (`jobs/flush.rs`, which reads a scope's hot rows up to its watermark) and
+//! `SHOW STATS` (which counts row versions, not rows).
 
 use std::sync::Arc;
 
