@@ -48,55 +48,11 @@ pub fn field(name: &str, ty: &KalamType, nullable: bool) -> Field {
 /// Builds one Arrow array of the column type from values already of that type
 /// (anything else becomes NULL, which the caller's validation rules out).
 pub fn values_to_array(ty: &KalamType, values: &[Value]) -> ArrayRef {
-    macro_rules! build {
-        ($builder:expr, $variant:pat => $v:expr) => {{
-            let mut b = $builder;
-            for value in values {
-                match value {
-                    $variant => b.append_value($v),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish()) as ArrayRef
-        }};
+    let mut builder = ColumnBuilder::new(ty, values.len());
+    for value in values {
+        builder.append(CellRef::of(value));
     }
-    let n = values.len();
-    match ty {
-        KalamType::Boolean => build!(BooleanBuilder::with_capacity(n), Value::Boolean(v) => *v),
-        KalamType::SmallInt => build!(Int16Builder::with_capacity(n), Value::SmallInt(v) => *v),
-        KalamType::Int => build!(Int32Builder::with_capacity(n), Value::Int(v) => *v),
-        KalamType::BigInt => build!(Int64Builder::with_capacity(n), Value::BigInt(v) => *v),
-        KalamType::Float => build!(Float32Builder::with_capacity(n), Value::Float(v) => *v),
-        KalamType::Double => build!(Float64Builder::with_capacity(n), Value::Double(v) => *v),
-        KalamType::Decimal { precision, scale } => {
-            let mut b = Decimal128Builder::with_capacity(n)
-                .with_precision_and_scale(*precision, *scale as i8)
-                .expect("catalog validated decimal precision and scale");
-            for value in values {
-                match value {
-                    Value::Decimal { unscaled, .. } => b.append_value(*unscaled),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        KalamType::Text | KalamType::Json | KalamType::Uuid => {
-            let mut b = StringBuilder::with_capacity(n, n * 16);
-            for value in values {
-                match value {
-                    Value::Text(s) | Value::Json(s) => b.append_value(s),
-                    Value::Uuid(_) => b.append_value(value.display()),
-                    _ => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        KalamType::Bytes => build!(BinaryBuilder::with_capacity(n, n * 16), Value::Bytes(v) => v),
-        KalamType::Date => build!(Date32Builder::with_capacity(n), Value::Date(v) => *v),
-        KalamType::Timestamp => {
-            build!(TimestampMicrosecondBuilder::with_capacity(n), Value::Timestamp(v) => *v)
-        }
-    }
+    builder.finish()
 }
 
 /// Builds one Arrow array of a column type from stored cells, without going

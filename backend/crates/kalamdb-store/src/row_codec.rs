@@ -148,6 +148,36 @@ impl<'a> CellRef<'a> {
     }
 }
 
+impl CellRef<'_> {
+    /// The cell as an owned value.
+    pub fn to_value(self) -> Value {
+        match self {
+            CellRef::Null => Value::Null,
+            CellRef::Boolean(v) => Value::Boolean(v),
+            CellRef::SmallInt(v) => Value::SmallInt(v),
+            CellRef::Int(v) => Value::Int(v),
+            CellRef::BigInt(v) => Value::BigInt(v),
+            CellRef::Float(v) => Value::Float(v),
+            CellRef::Double(v) => Value::Double(v),
+            CellRef::Decimal {
+                unscaled,
+                precision,
+                scale,
+            } => Value::Decimal {
+                unscaled,
+                precision,
+                scale,
+            },
+            CellRef::Text(s) => Value::Text(s.to_string()),
+            CellRef::Bytes(b) => Value::Bytes(b.to_vec()),
+            CellRef::Date(v) => Value::Date(v),
+            CellRef::Timestamp(v) => Value::Timestamp(v),
+            CellRef::Json(s) => Value::Json(s.to_string()),
+            CellRef::Uuid(u) => Value::Uuid(u),
+        }
+    }
+}
+
 /// Visits the cells of an encoded row without allocating: `visit(column_id, cell)`
 /// in the order they were written. Returns the row's `_deleted` flag.
 pub fn visit_cells<'a>(
@@ -276,11 +306,6 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
-    fn text(&mut self) -> Result<String, RowCodecError> {
-        let bytes = self.var_bytes()?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| RowCodecError::InvalidUtf8)
-    }
-
     fn str(&mut self) -> Result<&'a str, RowCodecError> {
         std::str::from_utf8(self.var_bytes()?).map_err(|_| RowCodecError::InvalidUtf8)
     }
@@ -315,32 +340,7 @@ impl<'a> Reader<'a> {
     }
 
     fn value(&mut self) -> Result<Value, RowCodecError> {
-        let tag = self.u8()?;
-        Ok(match tag {
-            TAG_NULL => Value::Null,
-            TAG_BOOLEAN => Value::Boolean(self.u8()? != 0),
-            TAG_SMALLINT => Value::SmallInt(i16::from_le_bytes(self.array()?)),
-            TAG_INT => Value::Int(i32::from_le_bytes(self.array()?)),
-            TAG_BIGINT => Value::BigInt(i64::from_le_bytes(self.array()?)),
-            TAG_FLOAT => Value::Float(f32::from_le_bytes(self.array()?)),
-            TAG_DOUBLE => Value::Double(f64::from_le_bytes(self.array()?)),
-            TAG_DECIMAL => {
-                let precision = self.u8()?;
-                let scale = self.u8()?;
-                Value::Decimal {
-                    unscaled: i128::from_le_bytes(self.array()?),
-                    precision,
-                    scale,
-                }
-            }
-            TAG_TEXT => Value::Text(self.text()?),
-            TAG_BYTES => Value::Bytes(self.var_bytes()?.to_vec()),
-            TAG_DATE => Value::Date(i32::from_le_bytes(self.array()?)),
-            TAG_TIMESTAMP => Value::Timestamp(i64::from_le_bytes(self.array()?)),
-            TAG_JSON => Value::Json(self.text()?),
-            TAG_UUID => Value::Uuid(self.array()?),
-            other => return Err(RowCodecError::UnknownTag(other)),
-        })
+        Ok(self.cell()?.to_value())
     }
 }
 

@@ -326,16 +326,6 @@ impl StoreView {
         )?)
     }
 
-    /// As [`Store::hot_scan`], in this view.
-    pub fn hot_scan(
-        &self,
-        table_id: u32,
-        scope: Option<&str>,
-        visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        hot_scan_at(self.db(), self.snapshot(), table_id, scope, visit)
-    }
-
     /// Visits one scope's hot rows in `_seq` order without copying them: `visit`
     /// gets `(_seq, encoded row)` and returns `false` to stop.
     pub fn hot_visit(
