@@ -14,3 +14,4 @@ mod test_security;
 mod test_slt;
 mod test_sql_api;
 mod test_user_isolation;
+mod test_write_path;

@@ -1,5 +1,5 @@
-//! INSERT, UPDATE and DELETE. Each statement is one atomic `WriteBatch`, prepared and
-//! committed under the database's write lock.
+//! INSERT, UPDATE and DELETE. Each statement reads and computes its writes without
+//! a lock and commits them as one atomic `WriteBatch` (`write.rs`).
 //!
 //! A write appends a new row version under a fresh `_seq` and removes the previous
 //! hot version of the same key, so the hot store holds one version per key; DELETE
@@ -25,22 +25,44 @@ use kalamdb_commons::{
     DefaultValue, ErrorCode, KalamError, KalamResult, KalamType, Literal, TableType, Value,
 };
 use kalamdb_store::row_codec::{encode_row, encode_value};
-use kalamdb_store::{PkEntry, StoreBatch};
 
 use crate::arrow_conv::{array_value, field, values_to_array};
 use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef, quote_ident};
 use crate::executor::StatementContext;
 use crate::query::{resolve_name, run_query, run_statement};
 use crate::scoped::backfill_value;
-use crate::{DbShared, LAST_SEQ_KEY, StatementResult, now_micros, store_error};
+use crate::write::{self, CommitGuard, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
+use crate::{DbShared, StatementResult, now_micros, store_error};
 use kalamdb_sql::ident_name;
+
+/// Optimistic attempts before a statement runs holding its table's commit lock.
+const OPTIMISTIC_ATTEMPTS: usize = 3;
 
 pub(crate) async fn execute(
     ctx: &StatementContext<'_>,
     statement: Statement,
 ) -> KalamResult<StatementResult> {
+    // A statement runs without locks and commits if the rows it read are unchanged
+    // (`write.rs`). When other writers keep changing them, the last attempt takes
+    // the table's commit lock before reading, which guarantees progress.
+    for attempt in 1.. {
+        let pessimistic = attempt > OPTIMISTIC_ATTEMPTS;
+        if let Some(result) = execute_once(ctx, &statement, pessimistic).await? {
+            return Ok(result);
+        }
+        tokio::task::yield_now().await;
+    }
+    unreachable!("the pessimistic attempt always commits or fails")
+}
+
+/// One attempt; `None` when its commit found changed rows and wrote nothing.
+async fn execute_once(
+    ctx: &StatementContext<'_>,
+    statement: &Statement,
+    pessimistic: bool,
+) -> KalamResult<Option<StatementResult>> {
     match statement {
-        Statement::Insert(insert) => insert_rows(ctx, insert).await,
+        Statement::Insert(insert) => insert_rows(ctx, insert, pessimistic).await,
         Statement::Update(update) => {
             let (table, alias) = single_table(ctx, &update.table)?;
             if update.from.is_some() || update.returning.is_some() || update.limit.is_some() {
@@ -48,7 +70,8 @@ pub(crate) async fn execute(
                     "UPDATE supports SET ... [WHERE ...] on one table",
                 ));
             }
-            update_rows(ctx, table, alias, update.assignments, update.selection).await
+            let held = hold_if(ctx, &table, pessimistic).await;
+            update_rows(ctx, table, alias, &update.assignments, &update.selection, held).await
         }
         Statement::Delete(delete) => {
             let tables = match &delete.from {
@@ -64,9 +87,36 @@ pub(crate) async fn execute(
                 ));
             }
             let (table, alias) = single_table(ctx, &tables[0])?;
-            delete_rows(ctx, table, alias, delete.selection).await
+            let held = hold_if(ctx, &table, pessimistic).await;
+            delete_rows(ctx, table, alias, &delete.selection, held).await
         }
         other => Err(KalamError::unsupported(format!("not a DML statement: {other}"))),
+    }
+}
+
+/// The table's commit lock, taken before the statement reads when `pessimistic`.
+async fn hold_if(ctx: &StatementContext<'_>, table: &TableDef, pessimistic: bool) -> Option<CommitGuard> {
+    match pessimistic {
+        true => Some(ctx.db.commit_locks.lock(table.table_id).await),
+        false => None,
+    }
+}
+
+/// Commits the statement's writes: `None` when it must run again.
+async fn commit_writes(
+    ctx: &StatementContext<'_>,
+    table: &Arc<TableDef>,
+    scope: &str,
+    writes: &[PendingWrite],
+    held: Option<CommitGuard>,
+) -> KalamResult<Option<Vec<bool>>> {
+    ctx.db
+        .holds
+        .wait_async(|| format!("dml_commit:{}", ctx.caller.username))
+        .await;
+    match write::commit(ctx.db, table, scope, writes, held).await? {
+        Outcome::Done { written } => Ok(Some(written)),
+        Outcome::Retry => Ok(None),
     }
 }
 
@@ -111,113 +161,24 @@ fn scope_of(ctx: &StatementContext<'_>, table: &TableDef) -> String {
     }
 }
 
-/// Collects the writes of one statement into one batch.
-struct RowWriter<'a> {
-    db: &'a DbShared,
-    table: &'a TableDef,
-    scope: String,
-    batch: StoreBatch<'a>,
-    buffer: Vec<u8>,
-    /// Versions at or below it may be in Parquet: replacing one leaves a stale marker.
-    flush_watermark: u64,
-    versions: u64,
-    /// Replaced versions known to be hot (above the flush watermark).
-    hot_replaced: u64,
+/// A new row version of `table` in the row codec; `values` follow `table.columns`.
+fn encode_new_row(table: &TableDef, key: &Value, values: &[Value]) -> Vec<u8> {
+    let mut row = Vec::with_capacity(64);
+    let id_cell = table.primary_key.is_none().then_some((ID_COLUMN_ID, key));
+    let cells: Vec<(u32, &Value)> = id_cell
+        .into_iter()
+        .chain(table.columns.iter().map(|c| c.id).zip(values.iter()))
+        .collect();
+    encode_row(false, cells.into_iter(), &mut row);
+    row
 }
 
-impl<'a> RowWriter<'a> {
-    fn new(db: &'a DbShared, table: &'a TableDef, scope: String) -> Self {
-        RowWriter {
-            db,
-            table,
-            scope,
-            batch: db.store.batch(),
-            buffer: Vec::with_capacity(256),
-            flush_watermark: db.cold.watermark(table.table_id),
-            versions: 0,
-            hot_replaced: 0,
-        }
-    }
-
-    /// Removes the replaced version `seq`: from the hot tier, and from readers of
-    /// Parquet when it may have been flushed.
-    fn retire(&mut self, seq: u64) {
-        self.batch.delete_hot(self.table.table_id, &self.scope, seq);
-        if seq <= self.flush_watermark {
-            self.batch.put_stale(self.table.table_id, &self.scope, seq);
-        } else {
-            self.hot_replaced += 1;
-        }
-    }
-
-    /// Writes a new version of the row with key `key`; `values` follow `table.columns`.
-    fn put_row(&mut self, key: &Value, previous: Option<PkEntry>, values: &[Value]) -> KalamResult<()> {
-        let seq = self.db.seq.next()?;
-        if let Some(previous) = previous {
-            self.retire(previous.seq);
-        }
-        self.versions += 1;
-        self.buffer.clear();
-        let id_cell = self.table.primary_key.is_none().then_some((ID_COLUMN_ID, key));
-        let cells: Vec<(u32, &Value)> = id_cell
-            .into_iter()
-            .chain(self.table.columns.iter().map(|c| c.id).zip(values.iter()))
-            .collect();
-        encode_row(false, cells.into_iter(), &mut self.buffer);
-        self.batch
-            .put_hot(self.table.table_id, &self.scope, seq, &self.buffer);
-        self.batch.put_pk(
-            self.table.table_id,
-            &self.scope,
-            key,
-            PkEntry { seq, deleted: false },
-        );
-        Ok(())
-    }
-
-    fn put_tombstone(&mut self, key: &Value, previous_seq: u64) -> KalamResult<()> {
-        let seq = self.db.seq.next()?;
-        self.retire(previous_seq);
-        self.versions += 1;
-        self.buffer.clear();
-        let key_column = self.table.primary_key.unwrap_or(ID_COLUMN_ID);
-        encode_row(true, [(key_column, key)].into_iter(), &mut self.buffer);
-        self.batch
-            .put_hot(self.table.table_id, &self.scope, seq, &self.buffer);
-        self.batch.put_pk(
-            self.table.table_id,
-            &self.scope,
-            key,
-            PkEntry { seq, deleted: true },
-        );
-        Ok(())
-    }
-
-    /// Commits the statement's one batch. When the store fsyncs every write
-    /// (`sync_writes`), the commit can take milliseconds: it runs on tokio's blocking
-    /// pool then, not on an async worker; otherwise it is a memtable insert and a
-    /// buffered WAL append, done in place.
-    async fn commit(mut self, shared: &Arc<DbShared>) -> KalamResult<()> {
-        self.batch
-            .put_system(LAST_SEQ_KEY, &self.db.seq.last().to_be_bytes());
-        if self.db.store.syncs_writes() {
-            let (batch, db) = (self.batch.detach(), shared.clone());
-            tokio::task::spawn_blocking(move || db.store.commit_detached(batch))
-                .await
-                .map_err(|e| KalamError::internal(format!("commit task failed: {e}")))?
-                .map_err(store_error)?;
-        } else {
-            self.db.store.commit(self.batch).map_err(store_error)?;
-        }
-        self.db.hot_rows.add(
-            self.table.table_id,
-            self.versions as i64 - self.hot_replaced as i64,
-        );
-        if self.table.flush_policy.is_some() {
-            self.db.jobs.note_writes(self.table.table_id, self.versions);
-        }
-        Ok(())
-    }
+/// A tombstone of `key`: only the key cell, flagged deleted.
+fn encode_tombstone(table: &TableDef, key: &Value) -> Vec<u8> {
+    let mut row = Vec::with_capacity(16);
+    let key_column = table.primary_key.unwrap_or(ID_COLUMN_ID);
+    encode_row(true, [(key_column, key)].into_iter(), &mut row);
+    row
 }
 
 fn check_not_null(table: &TableDef, values: &[Value]) -> KalamResult<()> {
@@ -439,31 +400,33 @@ fn parse_generated(sql: &str) -> KalamResult<Statement> {
 /// A proposed row that hit an existing key under `ON CONFLICT DO UPDATE`.
 struct Conflict {
     key: Value,
-    previous: PkEntry,
+    /// The `_seq` of the existing row the update is computed from.
+    seq: u64,
     existing: Vec<Value>,
     proposed: Vec<Value>,
 }
 
-async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<StatementResult> {
+async fn insert_rows(
+    ctx: &StatementContext<'_>,
+    insert: &Insert,
+    pessimistic: bool,
+) -> KalamResult<Option<StatementResult>> {
     let TableObject::TableName(name) = &insert.table else {
         return Err(KalamError::unsupported(
             "INSERT INTO a table function is not supported",
         ));
     };
-    // Held from the first read of the table to the commit: the key checks below stay
-    // true until the batch is written.
-    let _guard = ctx.db.write_lock.lock().await;
     let table = target_table(ctx, name)?;
     if insert.returning.is_some() {
         return Err(KalamError::unsupported("INSERT ... RETURNING is not supported"));
     }
-    let on_conflict = match insert.on {
+    let on_conflict = match &insert.on {
         None => None,
         Some(OnInsert::OnConflict(c)) => {
             if let Some(target) = &c.conflict_target {
                 check_conflict_target(&table, target)?;
             }
-            Some(c.action)
+            Some(&c.action)
         }
         Some(other) => {
             return Err(KalamError::unsupported(format!(
@@ -471,6 +434,7 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
             )));
         }
     };
+    let held = hold_if(ctx, &table, pessimistic).await;
     let source = insert
         .source
         .as_ref()
@@ -478,11 +442,12 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
     let columns = insert_columns(&table, &insert.columns)?;
     let source_rows = insert_source(ctx, &table, &columns, source).await?;
     let scope = scope_of(ctx, &table);
-    let mut writer = RowWriter::new(ctx.db, &table, scope.clone());
     let now = now_micros();
-    let mut seen = HashSet::new();
-    let mut conflicts = Vec::new();
-    let mut inserted = 0usize;
+    let pk_index = table
+        .primary_key
+        .and_then(|pk| table.columns.iter().position(|c| c.id == pk));
+    let mut seen = HashSet::with_capacity(source_rows.len());
+    let mut rows: Vec<(Value, Vec<Value>)> = Vec::with_capacity(source_rows.len());
     for source_row in source_rows {
         let mut values: Vec<Value> = table
             .columns
@@ -493,33 +458,17 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
             values[c] = value;
         }
         check_not_null(&table, &values)?;
-        let key = match table.primary_key {
-            Some(pk) => values[table
-                .columns
-                .iter()
-                .position(|c| c.id == pk)
-                .expect("pk column exists")]
-            .clone(),
+        let key = match pk_index {
+            Some(i) => values[i].clone(),
             None => Value::BigInt(crate::seq_as_i64(ctx.db.seq.next()?)),
         };
         let mut encoded = Vec::new();
         encode_value(&key, &mut encoded);
-        let stored = ctx
-            .db
-            .store
-            .pk_get(table.table_id, &scope, &key)
-            .map_err(store_error)?;
-        let existing = stored.filter(|e| !e.deleted);
-        let repeated = !seen.insert(encoded);
-        match (existing.is_some() || repeated, &on_conflict) {
-            (false, _) => {
-                writer.put_row(&key, stored, &values)?;
-                inserted += 1;
-            }
-            (true, None) => return Err(duplicate_key(&table, &key)),
-            (true, Some(OnConflictAction::DoNothing)) => {}
-            (true, Some(OnConflictAction::DoUpdate(_))) => {
-                if repeated {
+        if !seen.insert(encoded) {
+            match on_conflict {
+                None => return Err(duplicate_key(&table, &key)),
+                Some(OnConflictAction::DoNothing) => continue,
+                Some(OnConflictAction::DoUpdate(_)) => {
                     return Err(KalamError::new(
                         ErrorCode::DuplicateKey,
                         format!(
@@ -528,28 +477,64 @@ async fn insert_rows(ctx: &StatementContext<'_>, insert: Insert) -> KalamResult<
                         ),
                     ));
                 }
-                let previous = existing.expect("conflict with a stored row");
-                conflicts.push(Conflict {
-                    existing: read_row(ctx.db, &table, &scope, previous.seq)?,
-                    key,
-                    previous,
-                    proposed: values,
-                });
             }
         }
+        rows.push((key, values));
     }
-    let mut updated = 0;
-    if let Some(OnConflictAction::DoUpdate(update)) = &on_conflict
-        && !conflicts.is_empty()
-    {
-        updated = upsert(ctx, &table, &mut writer, conflicts, update).await?;
+    let mut writes = Vec::with_capacity(rows.len());
+    let mut updates = 0;
+    if let Some(OnConflictAction::DoUpdate(update)) = on_conflict {
+        // The keys that hold a row now are updated from it; the commit checks that
+        // neither those rows nor the absence of the others changed meanwhile.
+        let latest = ctx
+            .db
+            .store
+            .pk_multi_get(table.table_id, &scope, rows.iter().map(|(k, _)| k))
+            .map_err(store_error)?;
+        let mut conflicts = Vec::new();
+        for ((key, values), latest) in rows.into_iter().zip(latest) {
+            match latest.filter(|e| !e.deleted) {
+                Some(entry) => conflicts.push(Conflict {
+                    existing: read_row(ctx.db, &table, &scope, entry.seq)?,
+                    seq: entry.seq,
+                    key,
+                    proposed: values,
+                }),
+                None => writes.push(PendingWrite {
+                    row: encode_new_row(&table, &key, &values),
+                    key,
+                    expect: Expect::Absent(OnLive::Retry),
+                    deleted: false,
+                }),
+            }
+        }
+        if !conflicts.is_empty() {
+            let updated = upsert(ctx, &table, conflicts, update).await?;
+            updates = updated.len();
+            writes.extend(updated);
+        }
+    } else {
+        let on_live = match on_conflict {
+            None => OnLive::Fail,
+            Some(_) => OnLive::Skip,
+        };
+        writes.extend(rows.into_iter().map(|(key, values)| PendingWrite {
+            row: encode_new_row(&table, &key, &values),
+            key,
+            expect: Expect::Absent(on_live),
+            deleted: false,
+        }));
     }
-    writer.commit(ctx.db).await?;
+    let Some(written) = commit_writes(ctx, &table, &scope, &writes, held).await? else {
+        return Ok(None);
+    };
+    let applied = written.iter().filter(|w| **w).count();
+    let (inserted, updated) = (applied - updates, updates);
     let message = match updated {
         0 => format!("Inserted {inserted} row(s)"),
         n => format!("Inserted {inserted} row(s), updated {n} row(s)"),
     };
-    Ok(StatementResult::affected(inserted + updated, message))
+    Ok(Some(StatementResult::affected(inserted + updated, message)))
 }
 
 fn check_conflict_target(table: &TableDef, target: &ast::ConflictTarget) -> KalamResult<()> {
@@ -583,18 +568,6 @@ fn written_twice(table: &TableDef, key: &Value, statement: &str) -> KalamError {
     )
 }
 
-fn duplicate_key(table: &TableDef, key: &Value) -> KalamError {
-    let name = table.pk_column().map(|c| c.name.as_str()).unwrap_or(ID_COLUMN);
-    KalamError::new(
-        ErrorCode::DuplicateKey,
-        format!(
-            "duplicate key {name} = {} in '{}'",
-            key.display(),
-            table.qualified_name()
-        ),
-    )
-}
-
 /// The current values (in `table.columns` order) of the row version `seq`, hot or cold.
 fn read_row(db: &DbShared, table: &TableDef, scope: &str, seq: u64) -> KalamResult<Vec<Value>> {
     let _tiers = db.cold.commit_lock.read_recursive();
@@ -611,14 +584,13 @@ fn read_row(db: &DbShared, table: &TableDef, scope: &str, seq: u64) -> KalamResu
 /// Evaluates `ON CONFLICT DO UPDATE SET ... [WHERE ...]` for every conflicting row
 /// in one DataFusion query over a temporary table: the table's columns hold the
 /// existing values, `__excluded_<col>` the proposed ones (`EXCLUDED.col` is rewritten
-/// to it). Returns how many rows it updated.
+/// to it). Returns the updates, each expecting the row version it was computed from.
 async fn upsert(
     ctx: &StatementContext<'_>,
     table: &TableDef,
-    writer: &mut RowWriter<'_>,
     conflicts: Vec<Conflict>,
     update: &ast::DoUpdate,
-) -> KalamResult<usize> {
+) -> KalamResult<Vec<PendingWrite>> {
     let assignments = assignments(table, &update.assignments)?;
     let mut fields = Vec::new();
     let mut arrays: Vec<ArrayRef> = Vec::new();
@@ -662,7 +634,7 @@ async fn upsert(
         sql.push_str(&format!(" WHERE {selection}"));
     }
     let output = run_statement(&ctx_df, parse_generated(&sql)?, ctx.params).await?;
-    let mut updated = 0;
+    let mut updates = Vec::new();
     let mut written = HashSet::new();
     for batch in &output.batches {
         let columns = batch.columns();
@@ -683,11 +655,15 @@ async fn upsert(
                 .map(|(i, c)| array_value(&columns[i + 1], r, &c.data_type))
                 .collect::<KalamResult<Vec<_>>>()?;
             check_not_null(table, &values)?;
-            writer.put_row(&conflict.key, Some(conflict.previous), &values)?;
-            updated += 1;
+            updates.push(PendingWrite {
+                row: encode_new_row(table, &conflict.key, &values),
+                key: conflict.key.clone(),
+                expect: Expect::Version(conflict.seq),
+                deleted: false,
+            });
         }
     }
-    Ok(updated)
+    Ok(updates)
 }
 
 /// A session whose only table is `batch`, registered under `name`.
@@ -796,8 +772,8 @@ fn key_type(table: &TableDef) -> KalamType {
         .unwrap_or(KalamType::BigInt)
 }
 
-/// Runs the generated SELECT that finds the rows a DML statement touches. Callers
-/// hold the write lock, so what it reads is what the batch replaces.
+/// Runs the generated SELECT that finds the rows a DML statement touches, with the
+/// `_seq` of each: the commit checks that they are still the latest versions.
 async fn affected_rows(ctx: &StatementContext<'_>, sql: &str) -> KalamResult<Vec<RecordBatch>> {
     let output = run_query(
         ctx.db,
@@ -823,12 +799,11 @@ async fn update_rows(
     ctx: &StatementContext<'_>,
     table: Arc<TableDef>,
     alias: Option<Ident>,
-    list: Vec<ast::Assignment>,
-    selection: Option<Expr>,
-) -> KalamResult<StatementResult> {
-    let _guard = ctx.db.write_lock.lock().await;
-    let table = ctx.db.catalog.require_table(&table.namespace, &table.name)?;
-    let assigned = assignments(&table, &list)?;
+    list: &[ast::Assignment],
+    selection: &Option<Expr>,
+    held: Option<CommitGuard>,
+) -> KalamResult<Option<StatementResult>> {
+    let assigned = assignments(&table, list)?;
     let mut select = vec![
         format!("{} AS __kalam_seq", quote_ident(SEQ_COLUMN)),
         key_column_sql(&table),
@@ -845,12 +820,11 @@ async fn update_rows(
     let sql = format!(
         "SELECT {}{}",
         select.join(", "),
-        from_where(&table, &alias, &selection)
+        from_where(&table, &alias, selection)
     );
     let batches = affected_rows(ctx, &sql).await?;
-    let mut writer = RowWriter::new(ctx.db, &table, scope_of(ctx, &table));
     let key_type = key_type(&table);
-    let mut updated = 0;
+    let mut writes = Vec::new();
     let mut written = HashSet::new();
     for batch in &batches {
         let columns = batch.columns();
@@ -869,35 +843,41 @@ async fn update_rows(
                 .map(|(i, c)| array_value(&columns[i + 2], r, &c.data_type))
                 .collect::<KalamResult<Vec<_>>>()?;
             check_not_null(&table, &values)?;
-            writer.put_row(&key, Some(PkEntry { seq, deleted: false }), &values)?;
-            updated += 1;
+            writes.push(PendingWrite {
+                row: encode_new_row(&table, &key, &values),
+                key,
+                expect: Expect::Version(seq),
+                deleted: false,
+            });
         }
     }
-    writer.commit(ctx.db).await?;
-    Ok(StatementResult::affected(
+    let scope = scope_of(ctx, &table);
+    if commit_writes(ctx, &table, &scope, &writes, held).await?.is_none() {
+        return Ok(None);
+    }
+    let updated = writes.len();
+    Ok(Some(StatementResult::affected(
         updated,
         format!("Updated {updated} row(s)"),
-    ))
+    )))
 }
 
 async fn delete_rows(
     ctx: &StatementContext<'_>,
     table: Arc<TableDef>,
     alias: Option<Ident>,
-    selection: Option<Expr>,
-) -> KalamResult<StatementResult> {
-    let _guard = ctx.db.write_lock.lock().await;
-    let table = ctx.db.catalog.require_table(&table.namespace, &table.name)?;
+    selection: &Option<Expr>,
+    held: Option<CommitGuard>,
+) -> KalamResult<Option<StatementResult>> {
     let sql = format!(
         "SELECT {}, {}{}",
         quote_ident(SEQ_COLUMN),
         key_column_sql(&table),
-        from_where(&table, &alias, &selection)
+        from_where(&table, &alias, selection)
     );
     let batches = affected_rows(ctx, &sql).await?;
-    let mut writer = RowWriter::new(ctx.db, &table, scope_of(ctx, &table));
     let key_type = key_type(&table);
-    let mut deleted = 0;
+    let mut writes = Vec::new();
     let mut written = HashSet::new();
     for batch in &batches {
         for r in 0..batch.num_rows() {
@@ -906,13 +886,21 @@ async fn delete_rows(
             if !written.insert(seq) {
                 continue;
             }
-            writer.put_tombstone(&key, seq)?;
-            deleted += 1;
+            writes.push(PendingWrite {
+                row: encode_tombstone(&table, &key),
+                key,
+                expect: Expect::Version(seq),
+                deleted: true,
+            });
         }
     }
-    writer.commit(ctx.db).await?;
-    Ok(StatementResult::affected(
+    let scope = scope_of(ctx, &table);
+    if commit_writes(ctx, &table, &scope, &writes, held).await?.is_none() {
+        return Ok(None);
+    }
+    let deleted = writes.len();
+    Ok(Some(StatementResult::affected(
         deleted,
         format!("Deleted {deleted} row(s)"),
-    ))
+    )))
 }

@@ -69,13 +69,31 @@ impl StatementContext<'_> {
                     }
                     _ => None,
                 };
-                let _guard = self.db.write_lock.lock().await;
+                let _guard = self.db.ddl_lock.lock().await;
                 // Jobs of tables about to be dropped stop first (at a batch boundary),
                 // so no flush writes into a directory the drop removes.
                 for table in self.tables_dropped_by(&ddl) {
                     self.db.jobs.cancel_table_jobs(table.table_id).await;
                 }
-                self.execute_ddl(ddl, password_hash)
+                // Writers of the tables the statement changes wait for it (and a
+                // statement planned against the old definition runs again).
+                let mut changed: Vec<u32> = self.tables_changed_by(&ddl).iter().map(|t| t.table_id).collect();
+                changed.sort_unstable();
+                changed.dedup();
+                let mut commit_guards = Vec::with_capacity(changed.len());
+                for &table_id in &changed {
+                    commit_guards.push(self.db.commit_locks.lock(table_id).await);
+                }
+                let result = self.execute_ddl(ddl, password_hash);
+                drop(commit_guards);
+                if result.is_ok() {
+                    for table_id in changed {
+                        if !self.db.catalog.tables().iter().any(|t| t.table_id == table_id) {
+                            self.db.commit_locks.forget(table_id);
+                        }
+                    }
+                }
+                result
             }
         }
     }
@@ -612,6 +630,18 @@ impl StatementContext<'_> {
     }
 
     /// The tables a DDL statement would drop (none for other statements).
+    /// Tables whose definition or rows `statement` changes: the dropped ones and
+    /// the ones it alters.
+    fn tables_changed_by(&self, statement: &KalamStatement) -> Vec<Arc<TableDef>> {
+        match statement {
+            KalamStatement::AddColumn { table, .. } | KalamStatement::DropColumn { table, .. } => {
+                let (namespace, name) = self.resolve(table);
+                self.db.catalog.table(&namespace, &name).into_iter().collect()
+            }
+            other => self.tables_dropped_by(other),
+        }
+    }
+
     fn tables_dropped_by(&self, statement: &KalamStatement) -> Vec<Arc<TableDef>> {
         match statement {
             KalamStatement::DropTable { table, .. } => {

@@ -36,8 +36,9 @@ pub(crate) fn hit(step: &str) {
 
 /// Pause points a test sets on one database (the environment variable above is one
 /// per process, shared by every server a test binary starts). While a step is held,
-/// background work that reaches it waits there — a flush as it starts (`flush_start`)
-/// and after each full batch it writes (`flush_batch`) — until the step is released
+/// work that reaches it waits there — a flush as it starts (`flush_start`), after
+/// each full batch it writes (`flush_batch`), a DML statement of user `u` before its
+/// commit (`dml_commit:u`) — until the step is released
 /// or the job is cancelled. Nothing is
 /// held unless a test holds it.
 #[derive(Default)]
@@ -61,6 +62,24 @@ impl Holds {
     /// How many times work has stopped at the held `step` (0 when not held).
     pub fn arrivals(&self, step: &str) -> u64 {
         self.held.lock().get(step).copied().unwrap_or(0)
+    }
+
+    /// Waits while the step `step()` names is held, until it is released: for async
+    /// work (a DML statement of user `u` between its reads and its commit,
+    /// `dml_commit:u`). `step` runs only when some step is held.
+    pub(crate) async fn wait_async(&self, step: impl FnOnce() -> String) {
+        if self.held.lock().is_empty() {
+            return;
+        }
+        let step = step();
+        let step = step.as_str();
+        match self.held.lock().get_mut(step) {
+            Some(arrivals) => *arrivals += 1,
+            None => return,
+        }
+        while self.held.lock().contains_key(step) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Blocks while `step` is held, until it is released or `cancelled()` says so.

@@ -34,6 +34,7 @@ mod query;
 mod scoped;
 mod system_tables;
 mod tiered_scan;
+mod write;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -329,21 +330,27 @@ impl SeqGenerator {
     }
 
     pub fn next(&self) -> KalamResult<u64> {
+        self.next_block(1)
+    }
+
+    /// Reserves `count` consecutive values and returns the first.
+    pub fn next_block(&self, count: u64) -> KalamResult<u64> {
         let millis = (now_micros().max(0) as u64 / 1000).saturating_sub(SEQ_EPOCH_MS);
         let now = millis.saturating_mul(1 << SEQ_COUNTER_BITS).min(MAX_SEQ);
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
-            if last >= MAX_SEQ {
+            let first = now.max(last.saturating_add(1));
+            let end = first.saturating_add(count.saturating_sub(1));
+            if last >= MAX_SEQ || end > MAX_SEQ {
                 return Err(KalamError::internal(
                     "_seq values are exhausted (the largest BIGINT was reached)",
                 ));
             }
-            let next = now.max(last + 1);
             match self
                 .last
-                .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange_weak(last, end, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return Ok(next),
+                Ok(_) => return Ok(first),
                 Err(actual) => last = actual,
             }
         }
@@ -388,10 +395,12 @@ pub(crate) struct DbShared {
     pub base_state: SessionState,
     /// Memory pools and spill files of queries.
     pub query_runtime: query::QueryRuntime,
-    /// Serializes every statement that writes: each one reads, checks and commits
-    /// one batch without interleaving with another. A flush takes its watermark
-    /// under it.
-    pub write_lock: tokio::sync::Mutex<()>,
+    /// Serializes DDL statements (schema and users) with each other. DDL that
+    /// changes or drops a table also takes that table's commit lock.
+    pub ddl_lock: tokio::sync::Mutex<()>,
+    /// One lock per table for the commits of DML, flush watermarks and DDL
+    /// (`write.rs`).
+    pub commit_locks: write::CommitLocks,
     /// Parquet segments: manifests, watermarks, the tier commit lock.
     pub cold: ColdTier,
     /// Background jobs. Always present: there is no database without one.
@@ -459,7 +468,8 @@ impl KalamDb {
                 &options.data_dir.join("tmp"),
                 options.query_memory_bytes,
             )?,
-            write_lock: tokio::sync::Mutex::new(()),
+            ddl_lock: tokio::sync::Mutex::new(()),
+            commit_locks: Default::default(),
             hot_rows: hot_rows::HotRows::default(),
             holds: failpoint::Holds::default(),
             point_reads: Default::default(),

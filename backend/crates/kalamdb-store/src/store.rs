@@ -103,6 +103,9 @@ impl Store {
             let mut cf_options = Options::default();
             cf_options.set_write_buffer_size(options.write_buffer_bytes);
             cf_options.set_compression_type(DBCompressionType::Lz4);
+            if name == CF_SYSTEM {
+                cf_options.set_merge_operator_associative("kalamdb_max_u64", max_u64_merge);
+            }
             ColumnFamilyDescriptor::new(name, cf_options)
         };
         let db = DB::open_cf_descriptors(
@@ -290,6 +293,27 @@ impl Store {
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
         pk_get_at(&self.db, None, table_id, scope, pk)
     }
+
+    /// The latest committed `pk` entries of many keys of one scope, in the order of
+    /// `keys`: one RocksDB multi-get, not a read per key.
+    pub fn pk_multi_get<'a>(
+        &self,
+        table_id: u32,
+        scope: &str,
+        keys: impl IntoIterator<Item = &'a Value>,
+    ) -> Result<Vec<Option<PkEntry>>, StoreError> {
+        let encoded: Vec<Vec<u8>> = keys.into_iter().map(|k| pk_key(table_id, scope, k)).collect();
+        self.db
+            .batched_multi_get_cf(self.cf(CF_PK), &encoded, false)
+            .into_iter()
+            .map(|result| match result? {
+                Some(bytes) => PkEntry::decode(&bytes)
+                    .map(Some)
+                    .ok_or(StoreError::CorruptKey { cf: CF_PK }),
+                None => Ok(None),
+            })
+            .collect()
+    }
 }
 
 type DbSnapshot<'a> = Snapshot<'a>;
@@ -467,6 +491,20 @@ fn pk_key(table_id: u32, scope: &str, pk: &Value) -> Vec<u8> {
     key
 }
 
+/// The merge operator of the `system` column family: the largest of the stored
+/// counter and its operands (8-byte big-endian values; anything else is ignored, so
+/// a corrupt operand cannot lower a counter).
+fn max_u64_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    let as_u64 = |bytes: &[u8]| <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes);
+    let max = existing
+        .into_iter()
+        .chain(operands)
+        .filter_map(as_u64)
+        .max()
+        .unwrap_or(0);
+    Some(max.to_be_bytes().to_vec())
+}
+
 /// A [`StoreBatch`]'s writes without its borrow of the store (`Send`, `'static`).
 pub struct DetachedBatch(WriteBatch);
 
@@ -484,6 +522,14 @@ impl StoreBatch<'_> {
 
     pub fn put_system(&mut self, key: &str, value: &[u8]) {
         self.batch.put_cf(self.store.cf(CF_SYSTEM), key.as_bytes(), value);
+    }
+
+    /// Raises the system record `key` (an 8-byte big-endian counter) to at least
+    /// `value`. A merge, not a read-modify-write: batches committed concurrently in
+    /// any order leave the largest value.
+    pub fn raise_system_counter(&mut self, key: &str, value: u64) {
+        self.batch
+            .merge_cf(self.store.cf(CF_SYSTEM), key.as_bytes(), value.to_be_bytes());
     }
 
     pub fn delete_system(&mut self, key: &str) {
@@ -548,6 +594,28 @@ mod tests {
 
     fn open(dir: &Path) -> Store {
         Store::open(dir, &StoreOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn system_counters_keep_the_largest_value_in_any_commit_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |store: &Store| {
+            u64::from_be_bytes(store.system_get("meta/n").unwrap().unwrap().try_into().unwrap())
+        };
+        {
+            let store = open(dir.path());
+            let mut batch = store.batch();
+            batch.put_system("meta/n", &10u64.to_be_bytes());
+            store.commit(batch).unwrap();
+            for value in [5u64, 20, 7] {
+                let mut batch = store.batch();
+                batch.raise_system_counter("meta/n", value);
+                store.commit(batch).unwrap();
+            }
+            assert_eq!(read(&store), 20);
+        }
+        let store = open(dir.path());
+        assert_eq!(read(&store), 20, "merged value survives reopen");
     }
 
     #[test]

@@ -635,7 +635,7 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
             job.record.lock().error_message = Some("cancelled before it started".into());
             return Ok(flush::FlushEnd::Cancelled);
         }
-        guard = db.write_lock.lock() => guard,
+        guard = db.commit_locks.lock(table_id) => guard,
     };
     let table = match db.catalog.table(&namespace, &name) {
         Some(t) if t.table_id == table_id => t,
@@ -644,8 +644,9 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
             return Ok(flush::FlushEnd::Cancelled);
         }
     };
-    // The watermark: every row version committed so far has a `_seq` at or below
-    // it (row `_seq`s are allocated and committed under the write lock we hold).
+    // The watermark: every row version of the table committed so far has a `_seq`
+    // at or below it, and every later one a `_seq` above it (the table's `_seq`s
+    // are allocated and committed under its commit lock, which we hold).
     let watermark = db.seq.last();
     db.jobs
         .move_status(Some(JobStatus::Queued), Some(JobStatus::Running));
@@ -769,7 +770,7 @@ fn reconcile_table(db: &DbShared, table: &TableDef) -> KalamResult<()> {
     let highest = watermark.max(max_seq);
     if highest > db.seq.last() {
         db.seq.raise_to(highest);
-        batch.put_system(crate::LAST_SEQ_KEY, &db.seq.last().to_be_bytes());
+        batch.raise_system_counter(crate::LAST_SEQ_KEY, db.seq.last());
     }
     if !batch.is_empty() {
         db.store.commit_synced(batch).map_err(store_error)?;

@@ -1,0 +1,208 @@
+//! The commit of a DML statement, and the only place row versions are written.
+//!
+//! A statement does its query work — the source of `INSERT ... SELECT`, the WHERE of
+//! UPDATE/DELETE, `ON CONFLICT DO UPDATE`'s SET — holding no lock, and ends with a
+//! list of [`PendingWrite`]s: each key's new row (already encoded) and what the
+//! statement assumed about the key when it computed it ([`Expect`]). [`commit`] then
+//! takes the table's commit lock, reads the keys' latest `pk` entries (one
+//! multi-get), checks every assumption, allocates the `_seq`s and writes one
+//! `WriteBatch`. The lock is held for the check and the write only (microseconds, or
+//! one WAL fsync with `sync_writes`), and only writers of the same table wait for it.
+//!
+//! What the commit lock guarantees:
+//! - **Exact uniqueness**: the check reads the latest committed entries, and no
+//!   other writer of the table commits between the check and the write.
+//! - **`_seq` in commit order per table**: `_seq`s are allocated and written under
+//!   the lock, so once a version with `_seq = s` is visible, every version of the
+//!   table with a smaller `_seq` is visible too. A flush takes its watermark under
+//!   the same lock, and a live query that resumes from a `_seq` never meets an older
+//!   one arriving later.
+//! - **No lost updates**: an UPDATE or DELETE expects each row's version to be the
+//!   one it read ([`Expect::Version`]). When another statement replaced it in the
+//!   meantime, [`commit`] writes nothing and answers [`Outcome::Retry`]: the caller
+//!   runs the statement again on fresh data (as PostgreSQL re-evaluates a row that
+//!   changed under READ COMMITTED).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Value};
+use kalamdb_store::PkEntry;
+use parking_lot::Mutex;
+
+use crate::catalog::{ID_COLUMN, TableDef};
+use crate::{DbShared, LAST_SEQ_KEY, store_error};
+
+/// One commit lock per table. Writers of one table take it for their commit, a
+/// flush for taking its watermark, and DDL that changes or drops the table for the
+/// change.
+#[derive(Default)]
+pub(crate) struct CommitLocks {
+    locks: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+pub(crate) type CommitGuard = tokio::sync::OwnedMutexGuard<()>;
+
+impl CommitLocks {
+    pub async fn lock(&self, table_id: u32) -> CommitGuard {
+        let lock = self.locks.lock().entry(table_id).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    /// Forgets a dropped table's lock (table ids are never reused).
+    pub fn forget(&self, table_id: u32) {
+        self.locks.lock().remove(&table_id);
+    }
+}
+
+/// What a statement assumed about a key when it computed the key's new row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// The key holds no live row (INSERT); what to do when it does at commit.
+    Absent(OnLive),
+    /// The key's latest version is the live row version `_seq` (UPDATE, DELETE,
+    /// the update of an upsert).
+    Version(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnLive {
+    /// Refuse the statement: `DUPLICATE_KEY`.
+    Fail,
+    /// Leave the key alone (`ON CONFLICT DO NOTHING`).
+    Skip,
+    /// Run the statement again (`ON CONFLICT DO UPDATE`: the key must be updated).
+    Retry,
+}
+
+/// A new version of one key: a row, or a tombstone when `deleted`.
+pub(crate) struct PendingWrite {
+    pub key: Value,
+    pub expect: Expect,
+    pub deleted: bool,
+    /// The row in the row codec (for a tombstone, only the key cell).
+    pub row: Vec<u8>,
+}
+
+pub(crate) enum Outcome {
+    /// Committed; `written[i]` says whether write `i` was applied (false: skipped by
+    /// [`OnLive::Skip`]).
+    Done { written: Vec<bool> },
+    /// A row the statement read changed before it could commit (or the table's
+    /// schema did): nothing was written; run the statement again.
+    Retry,
+}
+
+/// Checks and commits `writes` to `scope` of `table` atomically (see the module
+/// documentation). `table` is the definition the statement was planned with;
+/// `held`: the table's commit lock when the statement took it before reading.
+pub(crate) async fn commit(
+    db: &Arc<DbShared>,
+    table: &Arc<TableDef>,
+    scope: &str,
+    writes: &[PendingWrite],
+    held: Option<CommitGuard>,
+) -> KalamResult<Outcome> {
+    let guard = match held {
+        Some(guard) => guard,
+        None => db.commit_locks.lock(table.table_id).await,
+    };
+    match db.catalog.table(&table.namespace, &table.name) {
+        Some(current) if Arc::ptr_eq(&current, table) => {}
+        Some(current) if current.table_id == table.table_id => return Ok(Outcome::Retry),
+        _ => {
+            return Err(KalamError::new(
+                ErrorCode::TableNotFound,
+                format!("table '{}' was dropped", table.qualified_name()),
+            ));
+        }
+    }
+    if writes.is_empty() {
+        return Ok(Outcome::Done { written: Vec::new() });
+    }
+    let latest = db
+        .store
+        .pk_multi_get(table.table_id, scope, writes.iter().map(|w| &w.key))
+        .map_err(store_error)?;
+    let mut written = Vec::with_capacity(writes.len());
+    for (write, latest) in writes.iter().zip(&latest) {
+        let live = latest.filter(|e| !e.deleted);
+        let apply = match write.expect {
+            Expect::Absent(on_live) => match (live, on_live) {
+                (None, _) => true,
+                (Some(_), OnLive::Fail) => return Err(duplicate_key(table, &write.key)),
+                (Some(_), OnLive::Skip) => false,
+                (Some(_), OnLive::Retry) => return Ok(Outcome::Retry),
+            },
+            Expect::Version(seq) if live.map(|e| e.seq) == Some(seq) => true,
+            Expect::Version(_) => return Ok(Outcome::Retry),
+        };
+        written.push(apply);
+    }
+    let count = written.iter().filter(|w| **w).count() as u64;
+    if count == 0 {
+        return Ok(Outcome::Done { written });
+    }
+    // Read under the lock: a flush that started after the statement read its rows
+    // has already moved the watermark, and replacing a version at or below it
+    // must leave a stale marker.
+    let flush_watermark = db.cold.watermark(table.table_id);
+    let first_seq = db.seq.next_block(count)?;
+    let mut batch = db.store.batch();
+    let mut hot_replaced = 0i64;
+    let applied = writes
+        .iter()
+        .zip(latest)
+        .zip(&written)
+        .filter_map(|(pair, apply)| apply.then_some(pair));
+    for (seq, (write, latest)) in (first_seq..).zip(applied) {
+        if let Some(previous) = latest {
+            batch.delete_hot(table.table_id, scope, previous.seq);
+            if previous.seq <= flush_watermark {
+                batch.put_stale(table.table_id, scope, previous.seq);
+            } else {
+                hot_replaced += 1;
+            }
+        }
+        batch.put_hot(table.table_id, scope, seq, &write.row);
+        batch.put_pk(
+            table.table_id,
+            scope,
+            &write.key,
+            PkEntry {
+                seq,
+                deleted: write.deleted,
+            },
+        );
+    }
+    let versions = count as i64;
+    batch.raise_system_counter(LAST_SEQ_KEY, db.seq.last());
+    if db.store.syncs_writes() {
+        // An fsync takes milliseconds: off the async workers, lock still held.
+        let (batch, shared) = (batch.detach(), db.clone());
+        tokio::task::spawn_blocking(move || shared.store.commit_detached(batch))
+            .await
+            .map_err(|e| KalamError::internal(format!("commit task failed: {e}")))?
+            .map_err(store_error)?;
+    } else {
+        db.store.commit(batch).map_err(store_error)?;
+    }
+    drop(guard);
+    db.hot_rows.add(table.table_id, versions - hot_replaced);
+    if table.flush_policy.is_some() {
+        db.jobs.note_writes(table.table_id, versions as u64);
+    }
+    Ok(Outcome::Done { written })
+}
+
+pub(crate) fn duplicate_key(table: &TableDef, key: &Value) -> KalamError {
+    let name = table.pk_column().map(|c| c.name.as_str()).unwrap_or(ID_COLUMN);
+    KalamError::new(
+        ErrorCode::DuplicateKey,
+        format!(
+            "duplicate key {name} = {} in '{}'",
+            key.display(),
+            table.qualified_name()
+        ),
+    )
+}
