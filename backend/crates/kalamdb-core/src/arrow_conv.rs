@@ -180,6 +180,40 @@ pub fn array_value(array: &ArrayRef, i: usize, ty: &KalamType) -> KalamResult<Va
     }
 }
 
+/// The values of a whole array DataFusion produced for a column of type `ty`. An
+/// array of another Arrow type is cast once, strictly (as in [`array_value`]): a
+/// value that does not fit is a `TYPE_MISMATCH` naming `column`.
+pub fn column_values(array: &ArrayRef, ty: &KalamType, column: &str) -> KalamResult<Vec<Value>> {
+    let target = arrow_type(ty);
+    let native = match (ty, array.data_type()) {
+        (KalamType::Text | KalamType::Json | KalamType::Uuid, DataType::Utf8View) => true,
+        (KalamType::Bytes, DataType::BinaryView) => true,
+        (_, actual) => *actual == target,
+    };
+    let cast;
+    let array = if native || array.null_count() == array.len() {
+        array
+    } else {
+        let options = CastOptions {
+            safe: false,
+            ..CastOptions::default()
+        };
+        cast = cast_with_options(array, &target, &options).map_err(|e| {
+            KalamError::type_mismatch(format!(
+                "column '{column}': a {} value does not fit a {ty} column: {e}",
+                array.data_type()
+            ))
+        })?;
+        &cast
+    };
+    (0..array.len())
+        .map(|i| {
+            array_value(array, i, ty)
+                .map_err(|e| KalamError::new(e.code, format!("column '{column}': {}", e.message)))
+        })
+        .collect()
+}
+
 /// Row `i` (not null) when the array already has the column's own Arrow type.
 fn native_value(array: &ArrayRef, i: usize, ty: &KalamType) -> Option<KalamResult<Value>> {
     Some(Ok(match (ty, array.data_type()) {

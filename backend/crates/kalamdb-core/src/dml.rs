@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::Field;
 use datafusion::catalog::{
     CatalogProvider, MemTable, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
 };
@@ -17,8 +18,9 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::sqlparser::ast::{
-    self, AssignmentTarget, Expr, FromTable, Ident, Insert, ObjectName, OnConflictAction, OnInsert, SetExpr,
-    Statement, TableFactor, TableObject, TableWithJoins, VisitMut, VisitorMut,
+    self, AssignmentTarget, Expr, FromTable, Ident, Insert, ObjectName, OnConflictAction, OnInsert,
+    SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, UpdateTableFromKind, VisitMut,
+    VisitorMut,
 };
 use kalamdb_commons::value::format_timestamp;
 use kalamdb_commons::{
@@ -26,10 +28,11 @@ use kalamdb_commons::{
 };
 use kalamdb_store::row_codec::{encode_row, encode_value};
 
-use crate::arrow_conv::{array_value, field, values_to_array};
-use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef, quote_ident};
+use crate::arrow_conv::{column_values, field, values_to_array};
+use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
+use crate::dml_query;
 use crate::executor::StatementContext;
-use crate::query::{resolve_name, run_query, run_statement};
+use crate::query::{JsonResult, resolve_name, run_query, run_statement};
 use crate::scoped::backfill_value;
 use crate::write::{self, CommitGuard, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
 use crate::{DbShared, StatementResult, now_micros, store_error};
@@ -64,31 +67,31 @@ async fn execute_once(
     match statement {
         Statement::Insert(insert) => insert_rows(ctx, insert, pessimistic).await,
         Statement::Update(update) => {
-            let (table, alias) = single_table(ctx, &update.table)?;
-            if update.from.is_some() || update.returning.is_some() || update.limit.is_some() {
+            if update.limit.is_some() || !update.order_by.is_empty() || update.or.is_some() {
                 return Err(KalamError::unsupported(
-                    "UPDATE supports SET ... [WHERE ...] on one table",
+                    "UPDATE supports SET ... [FROM ...] [WHERE ...] [RETURNING ...]",
                 ));
             }
+            let (table, _) = single_table(ctx, &update.table)?;
             let held = hold_if(ctx, &table, pessimistic).await;
-            update_rows(ctx, table, alias, &update.assignments, &update.selection, held).await
+            update_rows(ctx, table, update, held).await
         }
         Statement::Delete(delete) => {
             let tables = match &delete.from {
                 FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
             };
             if tables.len() != 1
-                || delete.using.is_some()
-                || delete.returning.is_some()
+                || !delete.tables.is_empty()
                 || delete.limit.is_some()
+                || !delete.order_by.is_empty()
             {
                 return Err(KalamError::unsupported(
-                    "DELETE supports FROM one table [WHERE ...]",
+                    "DELETE supports FROM one table [USING ...] [WHERE ...] [RETURNING ...]",
                 ));
             }
-            let (table, alias) = single_table(ctx, &tables[0])?;
+            let (table, _) = single_table(ctx, &tables[0])?;
             let held = hold_if(ctx, &table, pessimistic).await;
-            delete_rows(ctx, table, alias, &delete.selection, held).await
+            delete_rows(ctx, table, &tables[0], delete, held).await
         }
         other => Err(KalamError::unsupported(format!("not a DML statement: {other}"))),
     }
@@ -278,19 +281,8 @@ async fn insert_source(
         return Ok(rows);
     }
     // Anything else (expressions, INSERT ... SELECT): DataFusion evaluates the source
-    // and casts each column to its type.
-    let names: Vec<String> = (0..columns.len()).map(|i| format!("__kalam_c{i}")).collect();
-    let casts: Vec<String> = columns
-        .iter()
-        .zip(&names)
-        .map(|(&c, n)| format!("CAST({n} AS {})", table.columns[c].data_type.cast_sql()))
-        .collect();
-    let sql = format!(
-        "SELECT {} FROM ({source}) AS __kalam_src({})",
-        casts.join(", "),
-        names.join(", ")
-    );
-    let statement = parse_generated(&sql)?;
+    // as the client wrote it; each column is converted to its column's type.
+    let statement = Statement::Query(Box::new(source.clone()));
     let output = run_query(ctx.db, ctx.caller, ctx.namespace, statement, ctx.params).await?;
     if output.schema.fields().len() != columns.len() {
         return Err(KalamError::invalid_sql(format!(
@@ -299,16 +291,25 @@ async fn insert_source(
             output.schema.fields().len()
         )));
     }
+    let targets: Vec<&ColumnDef> = columns.iter().map(|&c| &table.columns[c]).collect();
     let mut rows = Vec::new();
     for batch in &output.batches {
         check_insert_size(ctx, rows.len() + batch.num_rows())?;
-        for i in 0..batch.num_rows() {
-            let row = columns
-                .iter()
-                .zip(batch.columns())
-                .map(|(&c, array)| array_value(array, i, &table.columns[c].data_type))
-                .collect::<KalamResult<Vec<_>>>()?;
-            rows.push(row);
+        rows.extend(batch_rows(batch, 0, &targets)?);
+    }
+    Ok(rows)
+}
+
+/// The rows of `batch`, its columns from `first` on converted to the types of
+/// `columns` (one array per column).
+fn batch_rows(batch: &RecordBatch, first: usize, columns: &[&ColumnDef]) -> KalamResult<Vec<Vec<Value>>> {
+    let mut rows: Vec<Vec<Value>> = (0..batch.num_rows())
+        .map(|_| Vec::with_capacity(columns.len()))
+        .collect();
+    for (i, column) in columns.iter().enumerate() {
+        let values = column_values(batch.column(first + i), &column.data_type, &column.name)?;
+        for (row, value) in rows.iter_mut().zip(values) {
+            row.push(value);
         }
     }
     Ok(rows)
@@ -390,13 +391,6 @@ fn expr_literal(ctx: &StatementContext<'_>, expr: &Expr) -> KalamResult<Option<L
     Ok(kalamdb_sql::literal(expr))
 }
 
-fn parse_generated(sql: &str) -> KalamResult<Statement> {
-    kalamdb_sql::parse_sql_text(sql)
-        .map_err(|e| KalamError::invalid_sql(format!("syntax error: {e}")))?
-        .pop()
-        .ok_or_else(|| KalamError::internal("generated SQL is empty"))
-}
-
 /// A proposed row that hit an existing key under `ON CONFLICT DO UPDATE`.
 struct Conflict {
     key: Value,
@@ -417,9 +411,7 @@ async fn insert_rows(
         ));
     };
     let table = target_table(ctx, name)?;
-    if insert.returning.is_some() {
-        return Err(KalamError::unsupported("INSERT ... RETURNING is not supported"));
-    }
+    let alias = insert.table_alias.as_ref().map(|a| &a.alias);
     let on_conflict = match &insert.on {
         None => None,
         Some(OnInsert::OnConflict(c)) => {
@@ -446,17 +438,24 @@ async fn insert_rows(
     let pk_index = table
         .primary_key
         .and_then(|pk| table.columns.iter().position(|c| c.id == pk));
+    // Where each column's value is in a source row (in the order the INSERT names
+    // the columns); columns it does not name take their defaults.
+    let mut source_of: Vec<Option<usize>> = vec![None; table.columns.len()];
+    for (position, &c) in columns.iter().enumerate() {
+        source_of[c] = Some(position);
+    }
     let mut seen = HashSet::with_capacity(source_rows.len());
     let mut rows: Vec<(Value, Vec<Value>)> = Vec::with_capacity(source_rows.len());
     for source_row in source_rows {
-        let mut values: Vec<Value> = table
-            .columns
+        let mut source_row: Vec<Option<Value>> = source_row.into_iter().map(Some).collect();
+        let values: Vec<Value> = source_of
             .iter()
-            .map(|c| default_value(ctx, c, now))
+            .zip(&table.columns)
+            .map(|(named, column)| match named {
+                Some(position) => Ok(source_row[*position].take().unwrap_or(Value::Null)),
+                None => default_value(ctx, column, now),
+            })
             .collect::<KalamResult<_>>()?;
-        for (value, &c) in source_row.into_iter().zip(&columns) {
-            values[c] = value;
-        }
         check_not_null(&table, &values)?;
         let key = match pk_index {
             Some(i) => values[i].clone(),
@@ -505,11 +504,12 @@ async fn insert_rows(
                     key,
                     expect: Expect::Absent(OnLive::Retry),
                     deleted: false,
+                    values,
                 }),
             }
         }
         if !conflicts.is_empty() {
-            let updated = upsert(ctx, &table, conflicts, update).await?;
+            let updated = upsert(ctx, &table, alias, conflicts, update).await?;
             updates = updated.len();
             writes.extend(updated);
         }
@@ -523,6 +523,7 @@ async fn insert_rows(
             key,
             expect: Expect::Absent(on_live),
             deleted: false,
+            values,
         }));
     }
     let Some(written) = commit_writes(ctx, &table, &scope, &writes, held).await? else {
@@ -534,7 +535,69 @@ async fn insert_rows(
         0 => format!("Inserted {inserted} row(s)"),
         n => format!("Inserted {inserted} row(s), updated {n} row(s)"),
     };
-    Ok(Some(StatementResult::affected(inserted + updated, message)))
+    let returned = writes
+        .into_iter()
+        .zip(written)
+        .filter_map(|(write, applied)| applied.then_some(write.values));
+    finish(ctx, &table, alias, insert.returning.as_deref(), returned, message)
+        .await
+        .map(Some)
+}
+
+/// The statement's answer: `message` and the number of rows it wrote, or with
+/// `RETURNING`, its items evaluated over `rows` (the new rows of INSERT and UPDATE,
+/// the deleted rows of DELETE).
+async fn finish(
+    ctx: &StatementContext<'_>,
+    table: &TableDef,
+    alias: Option<&Ident>,
+    returning: Option<&[SelectItem]>,
+    rows: impl Iterator<Item = Vec<Value>>,
+    message: String,
+) -> KalamResult<StatementResult> {
+    let Some(items) = returning else {
+        return Ok(StatementResult::affected(rows.count(), message));
+    };
+    let rows: Vec<Vec<Value>> = rows.collect();
+    let state = scratch_session(ctx.db, table, table_batch(table, &rows, Vec::new())?)?;
+    let query = dml_query::select(
+        items.to_vec(),
+        vec![dml_query::table(&[&table.name], alias)],
+        None,
+    );
+    let output = run_statement(&state, query, ctx.params).await?;
+    let mut result = JsonResult::new(ctx.db.options.max_result_bytes);
+    for batch in &output.batches {
+        result.push(&output.schema, batch)?;
+    }
+    let mut result = result.finish(&output.schema)?;
+    result.message = Some(message);
+    Ok(result)
+}
+
+/// `rows` (values in `table.columns` order) as one batch whose columns carry the
+/// table's column names, followed by `extra` columns.
+fn table_batch(
+    table: &TableDef,
+    rows: &[Vec<Value>],
+    extra: Vec<(Field, ArrayRef)>,
+) -> KalamResult<RecordBatch> {
+    let mut fields = Vec::with_capacity(table.columns.len() + extra.len());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(fields.capacity());
+    for (i, column) in table.columns.iter().enumerate() {
+        let values: Vec<Value> = rows.iter().map(|row| row[i].clone()).collect();
+        fields.push(field(&column.name, &column.data_type, true));
+        arrays.push(values_to_array(&column.data_type, &values));
+    }
+    for (f, array) in extra {
+        fields.push(f);
+        arrays.push(array);
+    }
+    RecordBatch::try_new(
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        arrays,
+    )
+    .map_err(|e| KalamError::internal(format!("DML batch: {e}")))
 }
 
 fn check_conflict_target(table: &TableDef, target: &ast::ConflictTarget) -> KalamResult<()> {
@@ -561,7 +624,7 @@ fn written_twice(table: &TableDef, key: &Value, statement: &str) -> KalamError {
     KalamError::new(
         ErrorCode::DuplicateKey,
         format!(
-            "{statement} would write the row {name} = {} of '{}' twice (a set-returning expression yields several rows for it); nothing was written",
+            "{statement} would write the row {name} = {} of '{}' twice (a set-returning expression, or a FROM that matches it more than once, yields several rows for it); nothing was written",
             key.display(),
             table.qualified_name()
         ),
@@ -588,58 +651,59 @@ fn read_row(db: &DbShared, table: &TableDef, scope: &str, seq: u64) -> KalamResu
 async fn upsert(
     ctx: &StatementContext<'_>,
     table: &TableDef,
+    alias: Option<&Ident>,
     conflicts: Vec<Conflict>,
     update: &ast::DoUpdate,
 ) -> KalamResult<Vec<PendingWrite>> {
     let assignments = assignments(table, &update.assignments)?;
-    let mut fields = Vec::new();
-    let mut arrays: Vec<ArrayRef> = Vec::new();
+    let existing: Vec<Vec<Value>> = conflicts.iter().map(|c| c.existing.clone()).collect();
+    let mut extra = Vec::with_capacity(table.columns.len() + 1);
     for (i, column) in table.columns.iter().enumerate() {
-        let existing: Vec<Value> = conflicts.iter().map(|c| c.existing[i].clone()).collect();
         let proposed: Vec<Value> = conflicts.iter().map(|c| c.proposed[i].clone()).collect();
-        fields.push(field(&column.name, &column.data_type, true));
-        arrays.push(values_to_array(&column.data_type, &existing));
-        fields.push(field(
-            &format!("__excluded_{}", column.name),
-            &column.data_type,
-            true,
+        extra.push((
+            field(&format!("__excluded_{}", column.name), &column.data_type, true),
+            values_to_array(&column.data_type, &proposed),
         ));
-        arrays.push(values_to_array(&column.data_type, &proposed));
     }
     let row_ids: Vec<Value> = (0..conflicts.len()).map(|i| Value::BigInt(i as i64)).collect();
-    fields.push(field("__kalam_row", &KalamType::BigInt, false));
-    arrays.push(values_to_array(&KalamType::BigInt, &row_ids));
-    let batch = RecordBatch::try_new(
-        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
-        arrays,
-    )
-    .map_err(|e| KalamError::internal(format!("upsert batch: {e}")))?;
+    extra.push((
+        field("__kalam_row", &KalamType::BigInt, false),
+        values_to_array(&KalamType::BigInt, &row_ids),
+    ));
+    let state = scratch_session(ctx.db, table, table_batch(table, &existing, extra)?)?;
 
-    let ctx_df = scratch_session(ctx.db, &table.name, batch)?;
-    let mut select = vec!["__kalam_row".to_string()];
+    let mut projection = vec![dml_query::aliased(
+        dml_query::column(&[], "__kalam_row"),
+        "__kalam_row",
+    )];
     for (i, column) in table.columns.iter().enumerate() {
-        select.push(match assignments.get(&i) {
+        let expr = match assignments.get(&i) {
             Some(expr) => {
                 let mut expr = expr.clone();
                 let _ = expr.visit(&mut ExcludedRewriter);
-                format!("CAST(({expr}) AS {})", column.data_type.cast_sql())
+                expr
             }
-            None => quote_ident(&column.name),
-        });
+            None => dml_query::column(&[], &column.name),
+        };
+        projection.push(dml_query::aliased(expr, &format!("__kalam_c{i}")));
     }
-    let mut sql = format!("SELECT {} FROM {}", select.join(", "), quote_ident(&table.name));
-    if let Some(selection) = &update.selection {
-        let mut selection = selection.clone();
+    let selection = update.selection.clone().map(|mut selection| {
         let _ = selection.visit(&mut ExcludedRewriter);
-        sql.push_str(&format!(" WHERE {selection}"));
-    }
-    let output = run_statement(&ctx_df, parse_generated(&sql)?, ctx.params).await?;
+        selection
+    });
+    let query = dml_query::select(
+        projection,
+        vec![dml_query::table(&[&table.name], alias)],
+        selection,
+    );
+    let output = run_statement(&state, query, ctx.params).await?;
+    let targets: Vec<&ColumnDef> = table.columns.iter().collect();
     let mut updates = Vec::new();
     let mut written = HashSet::new();
     for batch in &output.batches {
-        let columns = batch.columns();
-        for r in 0..batch.num_rows() {
-            let Value::BigInt(index) = array_value(&columns[0], r, &KalamType::BigInt)? else {
+        let indexes = column_values(batch.column(0), &KalamType::BigInt, "__kalam_row")?;
+        for (index, values) in indexes.into_iter().zip(batch_rows(batch, 1, &targets)?) {
+            let Value::BigInt(index) = index else {
                 return Err(KalamError::internal("upsert row index is NULL"));
             };
             let conflict = conflicts
@@ -648,46 +712,43 @@ async fn upsert(
             if !written.insert(index) {
                 return Err(written_twice(table, &conflict.key, "ON CONFLICT DO UPDATE"));
             }
-            let values = table
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| array_value(&columns[i + 1], r, &c.data_type))
-                .collect::<KalamResult<Vec<_>>>()?;
             check_not_null(table, &values)?;
             updates.push(PendingWrite {
                 row: encode_new_row(table, &conflict.key, &values),
                 key: conflict.key.clone(),
                 expect: Expect::Version(conflict.seq),
                 deleted: false,
+                values,
             });
         }
     }
     Ok(updates)
 }
 
-/// A session whose only table is `batch`, registered under `name`.
-fn scratch_session(db: &DbShared, name: &str, batch: RecordBatch) -> KalamResult<SessionState> {
+/// A session whose only table is `batch`, registered as `table` (in a schema named
+/// after its namespace, the default one, so `t.col` and `ns.t.col` both resolve).
+fn scratch_session(db: &DbShared, table: &TableDef, batch: RecordBatch) -> KalamResult<SessionState> {
     let internal = |e: datafusion::error::DataFusionError| KalamError::internal(e.to_string());
     let schema = Arc::new(MemorySchemaProvider::new());
-    let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
+    let mem = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
     schema
-        .register_table(name.to_string(), Arc::new(table))
+        .register_table(table.name.clone(), Arc::new(mem))
         .map_err(internal)?;
     let catalog = Arc::new(MemoryCatalogProvider::new());
-    catalog.register_schema("scratch", schema).map_err(internal)?;
+    catalog
+        .register_schema(&table.namespace, schema)
+        .map_err(internal)?;
     let catalogs = Arc::new(MemoryCatalogProviderList::new());
     catalogs.register_catalog("scratch".to_string(), catalog);
-    let state = SessionStateBuilder::new_from_existing(db.base_state.clone())
+    let mut state = SessionStateBuilder::new_from_existing(db.base_state.clone())
         .with_config(
             SessionConfig::new()
-                .with_default_catalog_and_schema("scratch", "scratch")
+                .with_default_catalog_and_schema("scratch", &table.namespace)
                 .with_create_default_catalog_and_schema(false),
         )
         .with_catalog_list(catalogs)
         .with_runtime_env(db.query_runtime.for_statement()?)
         .build();
-    let mut state = state;
     state.mark_start_execution();
     Ok(state)
 }
@@ -747,22 +808,9 @@ fn assignments(table: &TableDef, list: &[ast::Assignment]) -> KalamResult<HashMa
     Ok(out)
 }
 
-/// `FROM "ns"."t" [AS alias] [WHERE ...]`
-fn from_where(table: &TableDef, alias: &Option<Ident>, selection: &Option<Expr>) -> String {
-    let mut sql = format!(" FROM {}", table.sql_name());
-    if let Some(alias) = alias {
-        sql.push_str(&format!(" AS {alias}"));
-    }
-    if let Some(selection) = selection {
-        sql.push_str(&format!(" WHERE {selection}"));
-    }
-    sql
-}
-
-/// The key column of the generated SELECTs, aliased apart from the table's columns.
-fn key_column_sql(table: &TableDef) -> String {
-    let key = quote_ident(table.pk_column().map(|c| c.name.as_str()).unwrap_or(ID_COLUMN));
-    format!("{key} AS __kalam_key")
+/// The name of the key column (`_id` for a table without a primary key).
+fn key_name(table: &TableDef) -> &str {
+    table.pk_column().map(|c| c.name.as_str()).unwrap_or(ID_COLUMN)
 }
 
 fn key_type(table: &TableDef) -> KalamType {
@@ -772,82 +820,84 @@ fn key_type(table: &TableDef) -> KalamType {
         .unwrap_or(KalamType::BigInt)
 }
 
-/// Runs the generated SELECT that finds the rows a DML statement touches, with the
-/// `_seq` of each: the commit checks that they are still the latest versions.
-async fn affected_rows(ctx: &StatementContext<'_>, sql: &str) -> KalamResult<Vec<RecordBatch>> {
-    let output = run_query(
-        ctx.db,
-        ctx.caller,
-        ctx.namespace,
-        parse_generated(sql)?,
-        ctx.params,
-    )
-    .await?;
+/// Runs the query that finds the rows a DML statement touches, with the `_seq`
+/// of each: the commit checks that they are still the latest versions.
+async fn affected_rows(ctx: &StatementContext<'_>, query: Statement) -> KalamResult<Vec<RecordBatch>> {
+    let output = run_query(ctx.db, ctx.caller, ctx.namespace, query, ctx.params).await?;
     Ok(output.batches)
 }
 
-fn seq_at(array: &ArrayRef, row: usize) -> KalamResult<u64> {
-    match array_value(array, row, &KalamType::BigInt)? {
-        Value::BigInt(seq) => {
-            u64::try_from(seq).map_err(|_| KalamError::internal(format!("negative _seq {seq}")))
-        }
-        _ => Err(KalamError::internal("_seq is NULL")),
-    }
+/// `_seq` and key of each row of an affected-rows batch (its first two columns).
+fn seqs_and_keys(table: &TableDef, batch: &RecordBatch) -> KalamResult<Vec<(u64, Value)>> {
+    let seqs = column_values(batch.column(0), &KalamType::BigInt, SEQ_COLUMN)?;
+    let keys = column_values(batch.column(1), &key_type(table), key_name(table))?;
+    seqs.into_iter()
+        .zip(keys)
+        .map(|(seq, key)| match seq {
+            Value::BigInt(seq) => u64::try_from(seq)
+                .map(|seq| (seq, key))
+                .map_err(|_| KalamError::internal(format!("negative _seq {seq}"))),
+            _ => Err(KalamError::internal("_seq is NULL")),
+        })
+        .collect()
 }
 
+/// The SELECT list that reads the affected rows' `_seq` and key, qualified with
+/// the target's alias or name.
+fn seq_and_key(table: &TableDef, qualifier: &[Ident]) -> Vec<SelectItem> {
+    vec![
+        dml_query::aliased(dml_query::column(qualifier, SEQ_COLUMN), "__kalam_seq"),
+        dml_query::aliased(dml_query::column(qualifier, key_name(table)), "__kalam_key"),
+    ]
+}
+
+/// `UPDATE t [AS a] SET ... [FROM ...] [WHERE ...] [RETURNING ...]`: one query
+/// reads each affected row's `_seq`, key and new values.
 async fn update_rows(
     ctx: &StatementContext<'_>,
     table: Arc<TableDef>,
-    alias: Option<Ident>,
-    list: &[ast::Assignment],
-    selection: &Option<Expr>,
+    update: &ast::Update,
     held: Option<CommitGuard>,
 ) -> KalamResult<Option<StatementResult>> {
-    let assigned = assignments(&table, list)?;
-    let mut select = vec![
-        format!("{} AS __kalam_seq", quote_ident(SEQ_COLUMN)),
-        key_column_sql(&table),
-    ];
+    let assigned = assignments(&table, &update.assignments)?;
+    let qualifier = dml_query::qualifier_of(&update.table.relation);
+    let mut projection = seq_and_key(&table, &qualifier);
     for (i, column) in table.columns.iter().enumerate() {
-        select.push(match assigned.get(&i) {
-            Some(expr) => format!(
-                "CAST(({expr}) AS {}) AS __kalam_c{i}",
-                column.data_type.cast_sql()
-            ),
-            None => format!("{} AS __kalam_c{i}", quote_ident(&column.name)),
-        });
+        let expr = match assigned.get(&i) {
+            Some(expr) => expr.clone(),
+            None => dml_query::column(&qualifier, &column.name),
+        };
+        projection.push(dml_query::aliased(expr, &format!("__kalam_c{i}")));
     }
-    let sql = format!(
-        "SELECT {}{}",
-        select.join(", "),
-        from_where(&table, &alias, selection)
-    );
-    let batches = affected_rows(ctx, &sql).await?;
-    let key_type = key_type(&table);
+    let mut from = vec![update.table.clone()];
+    match &update.from {
+        Some(UpdateTableFromKind::AfterSet(tables) | UpdateTableFromKind::BeforeSet(tables)) => {
+            from.extend(tables.iter().cloned())
+        }
+        None => {}
+    }
+    let query = dml_query::select(projection, from, update.selection.clone());
+    let batches = affected_rows(ctx, query).await?;
+    let targets: Vec<&ColumnDef> = table.columns.iter().collect();
     let mut writes = Vec::new();
     let mut written = HashSet::new();
     for batch in &batches {
-        let columns = batch.columns();
-        for r in 0..batch.num_rows() {
-            let seq = seq_at(&columns[0], r)?;
-            let key = array_value(&columns[1], r, &key_type)?;
-            // A set-returning SET (`v = unnest(...)`) yields several new rows for one
-            // row: writing both would leave one key live twice.
+        for ((seq, key), values) in seqs_and_keys(&table, batch)?
+            .into_iter()
+            .zip(batch_rows(batch, 2, &targets)?)
+        {
+            // A set-returning SET (`v = unnest(...)`) or a FROM that joins one row
+            // several times yields several new rows for one row: refused.
             if !written.insert(seq) {
                 return Err(written_twice(&table, &key, "UPDATE"));
             }
-            let values = table
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| array_value(&columns[i + 2], r, &c.data_type))
-                .collect::<KalamResult<Vec<_>>>()?;
             check_not_null(&table, &values)?;
             writes.push(PendingWrite {
                 row: encode_new_row(&table, &key, &values),
                 key,
                 expect: Expect::Version(seq),
                 deleted: false,
+                values,
             });
         }
     }
@@ -855,34 +905,49 @@ async fn update_rows(
     if commit_writes(ctx, &table, &scope, &writes, held).await?.is_none() {
         return Ok(None);
     }
-    let updated = writes.len();
-    Ok(Some(StatementResult::affected(
-        updated,
-        format!("Updated {updated} row(s)"),
-    )))
+    let message = format!("Updated {} row(s)", writes.len());
+    let alias = table_alias(&update.table.relation);
+    let rows = writes.into_iter().map(|w| w.values);
+    finish(ctx, &table, alias, update.returning.as_deref(), rows, message)
+        .await
+        .map(Some)
 }
 
+/// `DELETE FROM t [AS a] [USING ...] [WHERE ...] [RETURNING ...]`.
 async fn delete_rows(
     ctx: &StatementContext<'_>,
     table: Arc<TableDef>,
-    alias: Option<Ident>,
-    selection: &Option<Expr>,
+    target: &TableWithJoins,
+    delete: &ast::Delete,
     held: Option<CommitGuard>,
 ) -> KalamResult<Option<StatementResult>> {
-    let sql = format!(
-        "SELECT {}, {}{}",
-        quote_ident(SEQ_COLUMN),
-        key_column_sql(&table),
-        from_where(&table, &alias, selection)
-    );
-    let batches = affected_rows(ctx, &sql).await?;
-    let key_type = key_type(&table);
+    let qualifier = dml_query::qualifier_of(&target.relation);
+    let mut projection = seq_and_key(&table, &qualifier);
+    // RETURNING answers with the deleted rows: read them too.
+    if delete.returning.is_some() {
+        for (i, column) in table.columns.iter().enumerate() {
+            projection.push(dml_query::aliased(
+                dml_query::column(&qualifier, &column.name),
+                &format!("__kalam_c{i}"),
+            ));
+        }
+    }
+    let mut from = vec![target.clone()];
+    from.extend(delete.using.iter().flatten().cloned());
+    let query = dml_query::select(projection, from, delete.selection.clone());
+    let batches = affected_rows(ctx, query).await?;
+    let targets: Vec<&ColumnDef> = match delete.returning {
+        Some(_) => table.columns.iter().collect(),
+        None => Vec::new(),
+    };
     let mut writes = Vec::new();
     let mut written = HashSet::new();
     for batch in &batches {
-        for r in 0..batch.num_rows() {
-            let seq = seq_at(batch.column(0), r)?;
-            let key = array_value(batch.column(1), r, &key_type)?;
+        for ((seq, key), values) in seqs_and_keys(&table, batch)?
+            .into_iter()
+            .zip(batch_rows(batch, 2, &targets)?)
+        {
+            // USING may match one row several times: it is deleted once.
             if !written.insert(seq) {
                 continue;
             }
@@ -891,6 +956,7 @@ async fn delete_rows(
                 key,
                 expect: Expect::Version(seq),
                 deleted: true,
+                values,
             });
         }
     }
@@ -898,9 +964,17 @@ async fn delete_rows(
     if commit_writes(ctx, &table, &scope, &writes, held).await?.is_none() {
         return Ok(None);
     }
-    let deleted = writes.len();
-    Ok(Some(StatementResult::affected(
-        deleted,
-        format!("Deleted {deleted} row(s)"),
-    )))
+    let message = format!("Deleted {} row(s)", writes.len());
+    let alias = table_alias(&target.relation);
+    let rows = writes.into_iter().map(|w| w.values);
+    finish(ctx, &table, alias, delete.returning.as_deref(), rows, message)
+        .await
+        .map(Some)
+}
+
+fn table_alias(relation: &TableFactor) -> Option<&Ident> {
+    match relation {
+        TableFactor::Table { alias, .. } => alias.as_ref().map(|a| &a.name),
+        _ => None,
+    }
 }

@@ -23,6 +23,7 @@ mod auth;
 pub mod catalog;
 mod cold;
 mod dml;
+mod dml_query;
 mod executor;
 pub mod failpoint;
 mod hidden;

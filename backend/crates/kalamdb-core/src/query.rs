@@ -222,23 +222,51 @@ pub(crate) async fn run_query_json(
     within_budget(async {
         let (schema, plan) = plan_statement(&state, statement, params).await?;
         let mut stream = execute_stream(plan, state.task_ctx()).map_err(df_error)?;
+        let mut result = JsonResult::new(limit);
+        while let Some(batch) = stream.next().await {
+            result.push(&schema, &batch.map_err(df_error)?)?;
+        }
+        result.finish(&schema)
+    })
+    .await
+}
+
+/// A statement's rows encoded to JSON as they come, capped at `max_result_bytes`.
+pub(crate) struct JsonResult {
+    out: Vec<u8>,
+    row_count: usize,
+    limit: usize,
+}
+
+impl JsonResult {
+    pub fn new(limit: usize) -> Self {
         let mut out = Vec::with_capacity(256);
         out.push(b'[');
-        let mut row_count = 0usize;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(df_error)?;
-            row_count += batch.num_rows();
-            write_json_rows(schema.fields(), &batch, &mut out);
-            if out.len() > limit {
-                return Err(KalamError::new(
-                    ErrorCode::ResourcesExhausted,
-                    format!(
-                        "the result is larger than max_result_bytes ({limit} bytes); select fewer rows or columns"
-                    ),
-                ));
-            }
+        JsonResult {
+            out,
+            row_count: 0,
+            limit,
         }
-        out.push(b']');
+    }
+
+    /// Appends a batch; a result over the limit is `RESOURCES_EXHAUSTED`.
+    pub fn push(&mut self, schema: &SchemaRef, batch: &RecordBatch) -> KalamResult<()> {
+        self.row_count += batch.num_rows();
+        write_json_rows(schema.fields(), batch, &mut self.out);
+        if self.out.len() > self.limit {
+            return Err(KalamError::new(
+                ErrorCode::ResourcesExhausted,
+                format!(
+                    "the result is larger than max_result_bytes ({} bytes); select fewer rows or columns",
+                    self.limit
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self, schema: &SchemaRef) -> KalamResult<StatementResult> {
+        self.out.push(b']');
         Ok(StatementResult {
             columns: schema
                 .fields()
@@ -248,12 +276,11 @@ pub(crate) async fn run_query_json(
                     data_type: api_type_name(f),
                 })
                 .collect(),
-            rows: JsonRows::from_json(out)?,
-            row_count,
+            rows: JsonRows::from_json(self.out)?,
+            row_count: self.row_count,
             message: None,
         })
-    })
-    .await
+    }
 }
 
 /// The session a query of `caller` runs in, and the statement with the hidden

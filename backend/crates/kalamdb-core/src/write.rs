@@ -82,6 +82,9 @@ pub(crate) struct PendingWrite {
     pub deleted: bool,
     /// The row in the row codec (for a tombstone, only the key cell).
     pub row: Vec<u8>,
+    /// The row's values in `table.columns` order, for `RETURNING` (a DELETE's: the
+    /// deleted row, or nothing when the statement returns nothing).
+    pub values: Vec<Value>,
 }
 
 pub(crate) enum Outcome {
