@@ -55,6 +55,18 @@ struct Args {
     /// Skip the read benchmarks (SELECT 1, SHARED GROUP BY, filter memory, runaway query)
     #[arg(long)]
     skip_read: bool,
+    /// Rows the slow UPDATE's WHERE counts (sets how long it runs)
+    #[arg(long, default_value_t = 400_000_000)]
+    slow_update_rows: u64,
+    /// Clients of the mixed-load scenario
+    #[arg(long, default_value_t = 64)]
+    mixed_clients: usize,
+    /// Duration of the mixed-load scenario, seconds
+    #[arg(long, default_value_t = 300)]
+    mixed_seconds: u64,
+    /// Skip the write-path scenarios (SHARED ingest, INSERT during a slow UPDATE, mixed load)
+    #[arg(long)]
+    skip_write: bool,
     /// The server binary (default: `kalamdb-server` next to this binary)
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -588,6 +600,8 @@ fn report_latency(name: &str, mut samples: Vec<Duration>) -> Value {
     json!({"p50_ms": p50, "p99_ms": p99, "samples": samples.len()})
 }
 
+mod write_path;
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args = Args::parse();
@@ -609,39 +623,17 @@ async fn main() {
         .await;
 
     // 1. Batched ingest: `clients` tasks, each sending `batches_per_client` INSERTs.
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..args.clients {
-        let client = client();
-        let (batches, rows) = (args.batches_per_client, args.batch_rows);
-        tasks.push(tokio::spawn(async move {
-            for b in 0..batches {
-                let base = (c * batches + b) * rows;
-                let values: Vec<String> = (0..rows)
-                    .map(|i| {
-                        format!(
-                            "({}, 'user{}', {}, 'payload of event {}')",
-                            base + i,
-                            i % 100,
-                            i % 7,
-                            base + i
-                        )
-                    })
-                    .collect();
-                client
-                    .sql(format!("INSERT INTO bench.events VALUES {}", values.join(",")))
-                    .await;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("ingest task");
-    }
-    let ingest_s = started.elapsed().as_secs_f64();
+    let rows_per_s = write_path::batched_ingest(
+        &client,
+        "bench.events",
+        args.clients,
+        args.batches_per_client,
+        args.batch_rows,
+    )
+    .await;
     let total_rows = args.clients * args.batches_per_client * args.batch_rows;
-    let rows_per_s = total_rows as f64 / ingest_s;
     println!(
-        "batched ingest               {rows_per_s:.0} rows/s   ({total_rows} rows in {ingest_s:.2} s, {} clients x {}-row INSERTs)",
+        "batched ingest               {rows_per_s:.0} rows/s   ({total_rows} rows, {} clients x {}-row INSERTs)",
         args.clients, args.batch_rows
     );
 
@@ -673,6 +665,25 @@ async fn main() {
     } else {
         read_benchmarks(&args, &server, client).await
     };
+    let write = if args.skip_write {
+        Value::Null
+    } else {
+        setup
+            .sql("CREATE SHARED TABLE bench.shared_events (id BIGINT PRIMARY KEY, user_name TEXT, kind INT, payload TEXT)".into())
+            .await;
+        let shared = write_path::batched_ingest(
+            &client,
+            "bench.shared_events",
+            args.clients,
+            args.batches_per_client,
+            args.batch_rows,
+        )
+        .await;
+        println!("batched ingest, SHARED table {shared:.0} rows/s");
+        let during_update = write_path::insert_during_slow_update(&args, &client).await;
+        let mixed = write_path::mixed_load(&args, &server, &client).await;
+        json!({"shared_ingest_rows_per_s": shared, "insert_during_slow_update": during_update, "mixed": mixed})
+    };
     let flush = if args.skip_flush {
         Value::Null
     } else {
@@ -684,6 +695,7 @@ async fn main() {
         "single_row_insert": insert,
         "point_select_by_pk": select,
         "read": read,
+        "write": write,
         "flush": flush,
     });
     println!("{}", serde_json::to_string(&summary).expect("JSON"));

@@ -13,6 +13,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
+    pub max_ingest_bytes: usize,
     pub sync_writes: bool,
     pub rocksdb_write_buffer_mb: usize,
     pub credential_cache_seconds: u64,
@@ -44,6 +45,7 @@ impl Default for Settings {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             data_dir: PathBuf::from("./data"),
             max_body_bytes: 10 * 1024 * 1024,
+            max_ingest_bytes: 64 * 1024 * 1024,
             sync_writes: false,
             rocksdb_write_buffer_mb: 64,
             credential_cache_seconds: 300,
@@ -101,6 +103,9 @@ pub struct Overrides {
     /// Largest accepted request body in bytes [default: 10485760]
     #[arg(long, env = "KALAMDB_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Largest accepted bulk-load body (POST /ingest) in bytes [default: 67108864]
+    #[arg(long, env = "KALAMDB_MAX_INGEST_BYTES")]
+    pub max_ingest_bytes: Option<usize>,
     /// fsync the WAL before acknowledging a write (survives power loss) [default: false]
     #[arg(long, env = "KALAMDB_SYNC_WRITES")]
     pub sync_writes: Option<bool>,
@@ -196,6 +201,7 @@ impl Settings {
             listen,
             data_dir,
             max_body_bytes,
+            max_ingest_bytes,
             sync_writes,
             rocksdb_write_buffer_mb,
             credential_cache_seconds,
@@ -223,6 +229,7 @@ impl Settings {
             listen,
             data_dir,
             max_body_bytes,
+            max_ingest_bytes,
             sync_writes,
             rocksdb_write_buffer_mb,
             credential_cache_seconds,

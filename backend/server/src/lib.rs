@@ -69,11 +69,10 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         max_failures: settings.login_max_failures.max(1),
         lockout: Duration::from_secs(settings.login_lockout_seconds),
     };
-    let app = kalamdb_api::router(kalamdb_api::AppState::new(
-        db.clone(),
-        settings.max_body_bytes,
-        login_limits,
-    ));
+    let app = kalamdb_api::router(
+        kalamdb_api::AppState::new(db.clone(), settings.max_body_bytes, login_limits)
+            .with_max_ingest_bytes(settings.max_ingest_bytes),
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let serve = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

@@ -8,6 +8,7 @@ mod test_flush_crash;
 mod test_flush_tiers;
 mod test_fuzz;
 mod test_hardening;
+mod test_ingest;
 mod test_manual_flush_verification;
 mod test_read_path;
 mod test_security;

@@ -1,4 +1,4 @@
-//! The HTTP API of KalamDB: `POST /sql` and `GET /health`, with authentication,
+//! The HTTP API of KalamDB: `POST /sql`, `POST /ingest/<ns>/<table>`, `GET /health`, with authentication,
 //! body limits and the JSON shapes of `docs/API.md`.
 //!
 //! Architecture invariant: handlers are thin. They authenticate, decode the body
@@ -7,6 +7,7 @@
 
 mod auth;
 mod error;
+mod ingest;
 mod metrics;
 mod sql;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub db: KalamDb,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Largest accepted bulk-load body (`/ingest`).
+    pub max_ingest_bytes: usize,
     pub metrics: Arc<Metrics>,
     /// Failed logins per client address (Basic, bearer and `/auth/login` alike).
     pub login_throttle: Arc<LoginThrottle>,
@@ -42,9 +45,20 @@ impl AppState {
         AppState {
             db,
             max_body_bytes,
+            max_ingest_bytes: DEFAULT_MAX_INGEST_BYTES,
             metrics: Arc::new(Metrics::default()),
             login_throttle: Arc::new(LoginThrottle::new(login_limits)),
         }
+    }
+}
+
+/// Default of [`AppState::max_ingest_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_INGEST_BYTES: usize = 64 << 20;
+
+impl AppState {
+    pub fn with_max_ingest_bytes(mut self, bytes: usize) -> Self {
+        self.max_ingest_bytes = bytes;
+        self
     }
 }
 
@@ -53,6 +67,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/sql", post(sql::execute_sql))
+        .route("/ingest/{namespace}/{table}", post(ingest::ingest))
         .route("/auth/login", post(auth::login))
         .route("/health", get(health))
         .route("/metrics", get(metrics))

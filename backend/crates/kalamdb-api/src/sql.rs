@@ -18,10 +18,15 @@ use crate::{ApiError, AppState};
 
 /// `{"status":"success","results":[...],"took_ms":...}`, fields in this order.
 #[derive(Serialize)]
-struct SuccessBody {
-    status: &'static str,
-    results: Vec<StatementResult>,
-    took_ms: f64,
+pub(crate) struct SuccessBody {
+    pub status: &'static str,
+    pub results: Vec<StatementResult>,
+    pub took_ms: f64,
+}
+
+/// Milliseconds since `started`, to the microsecond.
+pub(crate) fn took_ms(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
 /// The JSON body. Unknown fields are ignored.
@@ -43,7 +48,7 @@ pub(crate) async fn execute_sql(
     let started = Instant::now();
     let request = read_request(&headers, body, state.max_body_bytes).await?;
     let outcome = state.db.execute(&caller, request).await;
-    let took_ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    let took_ms = took_ms(started);
     match outcome.error {
         None => Ok(Json(SuccessBody {
             status: "success",
@@ -110,17 +115,7 @@ async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<S
     })?;
     Ok(SqlRequest {
         sql: body.sql,
-        params: body.params.into_iter().map(json_literal).collect(),
+        params: body.params.into_iter().map(Literal::from_json).collect(),
         namespace: body.namespace,
     })
-}
-
-fn json_literal(value: serde_json::Value) -> Literal {
-    match value {
-        serde_json::Value::Null => Literal::Null,
-        serde_json::Value::Bool(b) => Literal::Boolean(b),
-        serde_json::Value::Number(n) => Literal::Number(n.to_string()),
-        serde_json::Value::String(s) => Literal::String(s),
-        other => Literal::Json(other.to_string()),
-    }
 }

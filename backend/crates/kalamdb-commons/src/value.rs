@@ -71,6 +71,18 @@ impl Value {
 }
 
 impl Literal {
+    /// A JSON value as the literal it stands for (request parameters, NDJSON rows):
+    /// numbers keep their text, arrays and objects become JSON text.
+    pub fn from_json(value: serde_json::Value) -> Literal {
+        match value {
+            serde_json::Value::Null => Literal::Null,
+            serde_json::Value::Bool(b) => Literal::Boolean(b),
+            serde_json::Value::Number(n) => Literal::Number(n.to_string()),
+            serde_json::Value::String(s) => Literal::String(s),
+            other => Literal::Json(other.to_string()),
+        }
+    }
+
     /// Converts the literal to a value of the column type, or says why it cannot.
     pub fn to_value(&self, ty: &KalamType) -> KalamResult<Value> {
         match self {

@@ -120,6 +120,7 @@ async fn commit_writes(
     match write::commit(ctx.db, table, scope, writes, held).await? {
         Outcome::Done { written } => Ok(Some(written)),
         Outcome::Retry => Ok(None),
+        Outcome::Duplicate { index } => Err(duplicate_key(table, &writes[index].key)),
     }
 }
 
@@ -127,13 +128,23 @@ async fn commit_writes(
 fn target_table(ctx: &StatementContext<'_>, name: &ObjectName) -> KalamResult<Arc<TableDef>> {
     let (namespace, table) = resolve_name(ctx.namespace, name)
         .ok_or_else(|| KalamError::invalid_sql(format!("invalid table name {name}")))?;
+    writable_table(ctx, &namespace, &table)
+}
+
+/// The table `namespace.name`, if the caller may write it (SHARED tables need the
+/// `service` role; system tables are read-only).
+pub(crate) fn writable_table(
+    ctx: &StatementContext<'_>,
+    namespace: &str,
+    name: &str,
+) -> KalamResult<Arc<TableDef>> {
     if namespace == crate::catalog::SYSTEM_NAMESPACE {
         return Err(KalamError::new(
             ErrorCode::PermissionDenied,
             "system tables are read-only",
         ));
     }
-    let table = ctx.db.catalog.require_table(&namespace, &table)?;
+    let table = ctx.db.catalog.require_table(namespace, name)?;
     if table.table_type == TableType::Shared {
         ctx.require_role(kalamdb_commons::Role::Service, "write SHARED tables")?;
     }
@@ -157,7 +168,7 @@ fn single_table(
     }
 }
 
-fn scope_of(ctx: &StatementContext<'_>, table: &TableDef) -> String {
+pub(crate) fn scope_of(ctx: &StatementContext<'_>, table: &TableDef) -> String {
     match table.table_type {
         TableType::User => ctx.caller.user_id.as_str().to_string(),
         TableType::Shared | TableType::Stream => String::new(),
@@ -165,7 +176,7 @@ fn scope_of(ctx: &StatementContext<'_>, table: &TableDef) -> String {
 }
 
 /// A new row version of `table` in the row codec; `values` follow `table.columns`.
-fn encode_new_row(table: &TableDef, key: &Value, values: &[Value]) -> Vec<u8> {
+pub(crate) fn encode_new_row(table: &TableDef, key: &Value, values: &[Value]) -> Vec<u8> {
     let mut row = Vec::with_capacity(64);
     let id_cell = table.primary_key.is_none().then_some((ID_COLUMN_ID, key));
     let cells: Vec<(u32, &Value)> = id_cell
@@ -184,7 +195,7 @@ fn encode_tombstone(table: &TableDef, key: &Value) -> Vec<u8> {
     row
 }
 
-fn check_not_null(table: &TableDef, values: &[Value]) -> KalamResult<()> {
+pub(crate) fn check_not_null(table: &TableDef, values: &[Value]) -> KalamResult<()> {
     for (column, value) in table.columns.iter().zip(values) {
         if value.is_null() && !column.nullable {
             return Err(KalamError::new(
@@ -201,7 +212,13 @@ fn check_not_null(table: &TableDef, values: &[Value]) -> KalamResult<()> {
 }
 
 /// The value of a column's DEFAULT for one new row.
-fn default_value(ctx: &StatementContext<'_>, column: &ColumnDef, now: i64) -> KalamResult<Value> {
+/// `now` is the statement's moment; `username` the caller's.
+pub(crate) fn default_value(
+    db: &DbShared,
+    username: &str,
+    column: &ColumnDef,
+    now: i64,
+) -> KalamResult<Value> {
     let ty = column.data_type;
     Ok(match &column.default {
         None => Value::Null,
@@ -212,8 +229,8 @@ fn default_value(ctx: &StatementContext<'_>, column: &ColumnDef, now: i64) -> Ka
             _ => Value::Timestamp(now),
         },
         Some(DefaultValue::SnowflakeId) => match ty {
-            KalamType::Text => Value::Text(ctx.db.seq.next()?.to_string()),
-            _ => Value::BigInt(crate::seq_as_i64(ctx.db.seq.next()?)),
+            KalamType::Text => Value::Text(db.seq.next()?.to_string()),
+            _ => Value::BigInt(crate::seq_as_i64(db.seq.next()?)),
         },
         Some(DefaultValue::UuidV7) => {
             let id = uuid::Uuid::now_v7();
@@ -222,7 +239,7 @@ fn default_value(ctx: &StatementContext<'_>, column: &ColumnDef, now: i64) -> Ka
                 _ => Value::Uuid(*id.as_bytes()),
             }
         }
-        Some(DefaultValue::CurrentUser) => Value::Text(ctx.caller.username.clone()),
+        Some(DefaultValue::CurrentUser) => Value::Text(username.to_string()),
     })
 }
 
@@ -253,7 +270,7 @@ fn insert_columns(table: &TableDef, names: &[ObjectName]) -> KalamResult<Vec<usi
 }
 
 /// Position of `column` in `table.columns`, or `COLUMN_NOT_FOUND`.
-fn column_index(table: &TableDef, column: &str) -> KalamResult<usize> {
+pub(crate) fn column_index(table: &TableDef, column: &str) -> KalamResult<usize> {
     table
         .columns
         .iter()
@@ -453,7 +470,7 @@ async fn insert_rows(
             .zip(&table.columns)
             .map(|(named, column)| match named {
                 Some(position) => Ok(source_row[*position].take().unwrap_or(Value::Null)),
-                None => default_value(ctx, column, now),
+                None => default_value(ctx.db, &ctx.caller.username, column, now),
             })
             .collect::<KalamResult<_>>()?;
         check_not_null(&table, &values)?;

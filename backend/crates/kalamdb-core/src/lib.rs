@@ -28,6 +28,7 @@ mod executor;
 pub mod failpoint;
 mod hidden;
 mod hot_rows;
+mod ingest;
 pub mod jobs;
 mod point_read;
 mod provider;
@@ -50,6 +51,7 @@ use serde::Serialize;
 use crate::auth::{Authenticator, TokenService};
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE, NamespaceDef, UserRecord};
 use crate::cold::ColdTier;
+pub use crate::ingest::IngestFormat;
 use crate::jobs::{JobManager, JobOptions};
 
 /// Where and how the database keeps its data.
@@ -632,6 +634,26 @@ impl KalamDb {
             }
         }
         SqlOutcome { results, error: None }
+    }
+
+    /// Bulk load of `body` (in `format`) into `namespace.table` as `caller`: one
+    /// atomic write, with an INSERT's rights, scoping and checks (`ingest.rs`).
+    pub async fn ingest(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        table: &str,
+        format: IngestFormat,
+        body: bytes::Bytes,
+    ) -> KalamResult<StatementResult> {
+        let namespace = namespace.to_ascii_lowercase();
+        let ctx = executor::StatementContext {
+            db: &self.shared,
+            caller,
+            namespace: &namespace,
+            params: &[],
+        };
+        ingest::ingest(&ctx, &table.to_ascii_lowercase(), format, body).await
     }
 
     /// Graceful shutdown of background work: queued jobs are cancelled, running

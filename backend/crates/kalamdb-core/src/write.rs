@@ -67,7 +67,7 @@ pub(crate) enum Expect {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OnLive {
-    /// Refuse the statement: `DUPLICATE_KEY`.
+    /// Refuse the statement ([`Outcome::Duplicate`]).
     Fail,
     /// Leave the key alone (`ON CONFLICT DO NOTHING`).
     Skip,
@@ -94,6 +94,9 @@ pub(crate) enum Outcome {
     /// A row the statement read changed before it could commit (or the table's
     /// schema did): nothing was written; run the statement again.
     Retry,
+    /// Write `index` expected its key to hold no live row ([`OnLive::Fail`]) and it
+    /// does: nothing was written; the statement fails with `DUPLICATE_KEY`.
+    Duplicate { index: usize },
 }
 
 /// Checks and commits `writes` to `scope` of `table` atomically (see the module
@@ -128,12 +131,12 @@ pub(crate) async fn commit(
         .pk_multi_get(table.table_id, scope, writes.iter().map(|w| &w.key))
         .map_err(store_error)?;
     let mut written = Vec::with_capacity(writes.len());
-    for (write, latest) in writes.iter().zip(&latest) {
+    for (index, (write, latest)) in writes.iter().zip(&latest).enumerate() {
         let live = latest.filter(|e| !e.deleted);
         let apply = match write.expect {
             Expect::Absent(on_live) => match (live, on_live) {
                 (None, _) => true,
-                (Some(_), OnLive::Fail) => return Err(duplicate_key(table, &write.key)),
+                (Some(_), OnLive::Fail) => return Ok(Outcome::Duplicate { index }),
                 (Some(_), OnLive::Skip) => false,
                 (Some(_), OnLive::Retry) => return Ok(Outcome::Retry),
             },

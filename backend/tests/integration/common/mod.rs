@@ -198,6 +198,27 @@ impl TestServer {
         decode(response).await
     }
 
+    /// `POST /ingest/<table path>` (`ns/table`) with a body of `content_type`.
+    pub async fn ingest_as(
+        &self,
+        user: &str,
+        password: &str,
+        table: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> SqlResponse {
+        let response = self
+            .client
+            .post(self.url(&format!("/ingest/{table}")))
+            .basic_auth(user, Some(password))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request is answered");
+        decode(response).await
+    }
+
     /// Sends raw bytes with a content type, as root.
     pub async fn post_raw(&self, content_type: Option<&str>, body: Vec<u8>) -> SqlResponse {
         let mut request = self
