@@ -64,7 +64,13 @@ struct Args {
     /// Duration of the mixed-load scenario, seconds
     #[arg(long, default_value_t = 300)]
     mixed_seconds: u64,
-    /// Skip the write-path scenarios (SHARED ingest, INSERT during a slow UPDATE, mixed load)
+    /// Rows of each bulk load (`POST /ingest`, NDJSON and CSV)
+    #[arg(long, default_value_t = 1_000_000)]
+    bulk_rows: usize,
+    /// Rows per bulk-load request
+    #[arg(long, default_value_t = 100_000)]
+    bulk_request_rows: usize,
+    /// Skip the write-path scenarios (SHARED ingest, bulk load, INSERT during a slow UPDATE, mixed load)
     #[arg(long)]
     skip_write: bool,
     /// The server binary (default: `kalamdb-server` next to this binary)
@@ -680,9 +686,10 @@ async fn main() {
         )
         .await;
         println!("batched ingest, SHARED table {shared:.0} rows/s");
+        let bulk = write_path::bulk_load(&args, &client).await;
         let during_update = write_path::insert_during_slow_update(&args, &client).await;
         let mixed = write_path::mixed_load(&args, &server, &client).await;
-        json!({"shared_ingest_rows_per_s": shared, "insert_during_slow_update": during_update, "mixed": mixed})
+        json!({"shared_ingest_rows_per_s": shared, "bulk_load_rows_per_s": bulk, "insert_during_slow_update": during_update, "mixed": mixed})
     };
     let flush = if args.skip_flush {
         Value::Null

@@ -293,3 +293,85 @@ pub async fn mixed_load(args: &Args, server: &ServerProcess, client: &impl Fn() 
         "rss_mb_by_tenth": tenths,
     })
 }
+
+/// Bulk load over `POST /ingest`: `bulk_rows` rows into a SHARED table, NDJSON then
+/// CSV, in requests of `bulk_request_rows` rows sent by two clients at once. `None`
+/// when the server has no `/ingest` (an older build).
+pub async fn bulk_load(args: &Args, client: &impl Fn() -> Client) -> Value {
+    let setup = client();
+    setup
+        .sql("CREATE SHARED TABLE bench.bulk_ndjson (id BIGINT PRIMARY KEY, user_name TEXT, kind INT, payload TEXT); \
+              CREATE SHARED TABLE bench.bulk_csv (id BIGINT PRIMARY KEY, user_name TEXT, kind INT, payload TEXT)".into())
+        .await;
+    let mut figures = serde_json::Map::new();
+    for (format, content_type, table) in [
+        ("ndjson", "application/x-ndjson", "bench/bulk_ndjson"),
+        ("csv", "text/csv", "bench/bulk_csv"),
+    ] {
+        let requests = args.bulk_rows.div_ceil(args.bulk_request_rows);
+        let bodies: Vec<Vec<u8>> = (0..requests)
+            .map(|r| {
+                let first = r * args.bulk_request_rows;
+                let last = (first + args.bulk_request_rows).min(args.bulk_rows);
+                let mut body = String::new();
+                if format == "csv" {
+                    body.push_str("id,user_name,kind,payload\n");
+                }
+                for id in first..last {
+                    let (user, kind) = (id % 100, id % 7);
+                    if format == "csv" {
+                        body.push_str(&format!("{id},user{user},{kind},payload of event {id}\n"));
+                    } else {
+                        body.push_str(&format!(
+                            "{{\"id\":{id},\"user_name\":\"user{user}\",\"kind\":{kind},\"payload\":\"payload of event {id}\"}}\n"
+                        ));
+                    }
+                }
+                body.into_bytes()
+            })
+            .collect();
+        let bodies = Arc::new(std::sync::Mutex::new(bodies));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let client = client();
+            let bodies = bodies.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let Some(body) = bodies.lock().expect("bodies").pop() else {
+                        return true;
+                    };
+                    let response = client
+                        .http
+                        .post(client.url.replace("/sql", &format!("/ingest/{table}")))
+                        .basic_auth("root", Some(""))
+                        .header("content-type", content_type)
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("server answers");
+                    if response.status().as_u16() == 404 {
+                        return false;
+                    }
+                    let answer: Value = response.json().await.expect("JSON answer");
+                    assert_eq!(answer["status"], "success", "{answer}");
+                }
+            }));
+        }
+        let mut supported = true;
+        for task in tasks {
+            supported &= task.await.expect("bulk load task");
+        }
+        if !supported {
+            println!("bulk load                    (no /ingest on this server)");
+            return Value::Null;
+        }
+        let rows_per_s = args.bulk_rows as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "bulk load, {format:<6}            {rows_per_s:.0} rows/s   ({} rows, {}-row requests, 2 clients)",
+            args.bulk_rows, args.bulk_request_rows
+        );
+        figures.insert(format.to_string(), json!(rows_per_s));
+    }
+    Value::Object(figures)
+}
