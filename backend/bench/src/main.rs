@@ -56,7 +56,7 @@ struct Args {
     #[arg(long)]
     skip_read: bool,
     /// Rows the slow UPDATE's WHERE counts (sets how long it runs)
-    #[arg(long, default_value_t = 400_000_000)]
+    #[arg(long, default_value_t = 1_800_000_000)]
     slow_update_rows: u64,
     /// Clients of the mixed-load scenario
     #[arg(long, default_value_t = 64)]

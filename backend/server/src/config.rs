@@ -18,9 +18,11 @@ pub struct Settings {
     pub rocksdb_write_buffer_mb: usize,
     pub credential_cache_seconds: u64,
     pub max_insert_rows: usize,
+    pub max_write_rows: usize,
     pub shutdown_timeout_seconds: u64,
     pub max_concurrent_jobs: usize,
     pub flush_batch_rows: usize,
+    pub flush_parallelism: usize,
     pub job_shutdown_timeout_seconds: u64,
     pub job_retention_seconds: u64,
     pub flush_batch_pause_ms: u64,
@@ -50,9 +52,11 @@ impl Default for Settings {
             rocksdb_write_buffer_mb: 64,
             credential_cache_seconds: 300,
             max_insert_rows: 100_000,
+            max_write_rows: 1_000_000,
             shutdown_timeout_seconds: 30,
             max_concurrent_jobs: 2,
             flush_batch_rows: 10_000,
+            flush_parallelism: 2,
             job_shutdown_timeout_seconds: 30,
             job_retention_seconds: 7 * 24 * 3600,
             flush_batch_pause_ms: 0,
@@ -118,6 +122,9 @@ pub struct Overrides {
     /// Most rows one INSERT may carry [default: 100000]
     #[arg(long, env = "KALAMDB_MAX_INSERT_ROWS")]
     pub max_insert_rows: Option<usize>,
+    /// Most rows one UPDATE or DELETE may write [default: 1000000]
+    #[arg(long, env = "KALAMDB_MAX_WRITE_ROWS")]
+    pub max_write_rows: Option<usize>,
     /// How long shutdown waits for in-flight requests, seconds [default: 30]
     #[arg(long, env = "KALAMDB_SHUTDOWN_TIMEOUT_SECONDS")]
     pub shutdown_timeout_seconds: Option<u64>,
@@ -127,6 +134,9 @@ pub struct Overrides {
     /// Rows per batch (and Parquet row group) while flushing; bounds flush memory [default: 10000]
     #[arg(long, env = "KALAMDB_FLUSH_BATCH_ROWS")]
     pub flush_batch_rows: Option<usize>,
+    /// Threads one flush job uses to flush a table's users at once [default: 2]
+    #[arg(long, env = "KALAMDB_FLUSH_PARALLELISM")]
+    pub flush_parallelism: Option<usize>,
     /// How long shutdown waits for running jobs before stopping them, seconds [default: 30]
     #[arg(long, env = "KALAMDB_JOB_SHUTDOWN_TIMEOUT_SECONDS")]
     pub job_shutdown_timeout_seconds: Option<u64>,
@@ -206,9 +216,11 @@ impl Settings {
             rocksdb_write_buffer_mb,
             credential_cache_seconds,
             max_insert_rows,
+            max_write_rows,
             shutdown_timeout_seconds,
             max_concurrent_jobs,
             flush_batch_rows,
+            flush_parallelism,
             job_shutdown_timeout_seconds,
             job_retention_seconds,
             flush_batch_pause_ms,
@@ -234,9 +246,11 @@ impl Settings {
             rocksdb_write_buffer_mb,
             credential_cache_seconds,
             max_insert_rows,
+            max_write_rows,
             shutdown_timeout_seconds,
             max_concurrent_jobs,
             flush_batch_rows,
+            flush_parallelism,
             job_shutdown_timeout_seconds,
             job_retention_seconds,
             flush_batch_pause_ms,

@@ -102,6 +102,7 @@ fn db_options(settings: &Settings) -> DbOptions {
         credential_cache_ttl: Duration::from_secs(settings.credential_cache_seconds),
         root_password: settings.root_password.clone(),
         max_insert_rows: settings.max_insert_rows,
+        max_write_rows: settings.max_write_rows.max(1),
         max_sql_bytes: settings.max_sql_bytes,
         max_statements: settings.max_statements,
         query_memory_bytes: settings.query_memory_mb.max(1) << 20,
@@ -113,6 +114,7 @@ fn db_options(settings: &Settings) -> DbOptions {
         jobs: JobOptions {
             max_concurrent_jobs: settings.max_concurrent_jobs.max(1),
             flush_batch_rows: settings.flush_batch_rows.max(1),
+            flush_parallelism: settings.flush_parallelism.max(1),
             shutdown_timeout: Duration::from_secs(settings.job_shutdown_timeout_seconds),
             job_retention: Duration::from_secs(settings.job_retention_seconds),
             flush_batch_pause: Duration::from_millis(settings.flush_batch_pause_ms),

@@ -301,3 +301,35 @@ async fn a_statement_planned_before_a_schema_change_runs_again_on_the_new_schema
         .rows();
     assert_eq!(rows, vec![vec![json!(1), json!("one"), json!(3)]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_over_max_write_rows_is_refused_and_writes_nothing() {
+    let server = TestServer::start_configured(|s| s.max_write_rows = 50).await;
+    let values: Vec<String> = (1..=100).map(|i| format!("({i}, 0)")).collect();
+    server
+        .execute_sql(&format!(
+            "CREATE SHARED TABLE big (id INT PRIMARY KEY, v INT); INSERT INTO big VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .expect_success();
+    server
+        .execute_sql("UPDATE big SET v = 1")
+        .await
+        .expect_error(400, "RESOURCES_EXHAUSTED");
+    server
+        .execute_sql("DELETE FROM big WHERE id > 10")
+        .await
+        .expect_error(400, "RESOURCES_EXHAUSTED");
+    assert_eq!(
+        server
+            .execute_sql("SELECT count(*), sum(v) FROM big")
+            .await
+            .rows(),
+        vec![vec![json!(100), json!(0)]],
+        "nothing was written"
+    );
+    let answer = server.execute_sql("UPDATE big SET v = 1 WHERE id <= 50").await;
+    answer.expect_success();
+    assert_eq!(answer.row_count(0), 50);
+}

@@ -3,7 +3,7 @@
 //!
 //! Every change is written to RocksDB first (inside the statement's batch) and applied
 //! to the in-memory copy only after the batch committed, by the holder of the
-//! database's write lock.
+//! DDL lock (and of the commit locks of the tables the change touches).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

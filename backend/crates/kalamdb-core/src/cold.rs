@@ -201,7 +201,7 @@ impl ColdTier {
     }
 
     /// Raises a table's watermark (in the batch and, once committed, in memory via
-    /// [`ColdTier::apply_watermark`]). Call with the database write lock held.
+    /// [`ColdTier::apply_watermark`]). Call with the table's commit lock held.
     pub fn stage_watermark(batch: &mut StoreBatch<'_>, table_id: u32, watermark: u64) {
         batch.put_system(&format!("{WATERMARK_PREFIX}{table_id}"), &watermark.to_be_bytes());
     }

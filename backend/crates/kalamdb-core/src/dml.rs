@@ -32,7 +32,7 @@ use crate::arrow_conv::{column_values, field, values_to_array};
 use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::dml_query;
 use crate::executor::StatementContext;
-use crate::query::{JsonResult, resolve_name, run_query, run_statement};
+use crate::query::{JsonResult, resolve_name, run_query, run_query_batches, run_statement};
 use crate::scoped::backfill_value;
 use crate::write::{self, CommitGuard, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
 use crate::{DbShared, StatementResult, now_micros, store_error};
@@ -838,10 +838,30 @@ fn key_type(table: &TableDef) -> KalamType {
 }
 
 /// Runs the query that finds the rows a DML statement touches, with the `_seq`
-/// of each: the commit checks that they are still the latest versions.
-async fn affected_rows(ctx: &StatementContext<'_>, query: Statement) -> KalamResult<Vec<RecordBatch>> {
-    let output = run_query(ctx.db, ctx.caller, ctx.namespace, query, ctx.params).await?;
-    Ok(output.batches)
+/// of each (the commit checks that they are still the latest versions), handing
+/// its batches to `each` as they stream: a statement holds its pending writes, not
+/// the query's result.
+async fn affected_rows(
+    ctx: &StatementContext<'_>,
+    query: Statement,
+    each: impl FnMut(&RecordBatch) -> KalamResult<()>,
+) -> KalamResult<()> {
+    run_query_batches(ctx.db, ctx.caller, ctx.namespace, query, ctx.params, each).await
+}
+
+/// A statement writes at most `max_write_rows` rows (its writes are held in memory
+/// until its one atomic commit).
+fn check_write_size(ctx: &StatementContext<'_>, rows: usize, statement: &str) -> KalamResult<()> {
+    let max = ctx.db.options.max_write_rows;
+    if rows > max {
+        return Err(KalamError::new(
+            ErrorCode::ResourcesExhausted,
+            format!(
+                "{statement} would write more than max_write_rows ({max}) rows in one atomic statement; narrow its WHERE or split it"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `_seq` and key of each row of an affected-rows batch (its first two columns).
@@ -894,11 +914,11 @@ async fn update_rows(
         None => {}
     }
     let query = dml_query::select(projection, from, update.selection.clone());
-    let batches = affected_rows(ctx, query).await?;
     let targets: Vec<&ColumnDef> = table.columns.iter().collect();
+    let returning = update.returning.is_some();
     let mut writes = Vec::new();
     let mut written = HashSet::new();
-    for batch in &batches {
+    affected_rows(ctx, query, |batch| {
         for ((seq, key), values) in seqs_and_keys(&table, batch)?
             .into_iter()
             .zip(batch_rows(batch, 2, &targets)?)
@@ -914,10 +934,13 @@ async fn update_rows(
                 key,
                 expect: Expect::Version(seq),
                 deleted: false,
-                values,
+                values: if returning { values } else { Vec::new() },
             });
+            check_write_size(ctx, writes.len(), "UPDATE")?;
         }
-    }
+        Ok(())
+    })
+    .await?;
     let scope = scope_of(ctx, &table);
     if commit_writes(ctx, &table, &scope, &writes, held).await?.is_none() {
         return Ok(None);
@@ -952,14 +975,13 @@ async fn delete_rows(
     let mut from = vec![target.clone()];
     from.extend(delete.using.iter().flatten().cloned());
     let query = dml_query::select(projection, from, delete.selection.clone());
-    let batches = affected_rows(ctx, query).await?;
     let targets: Vec<&ColumnDef> = match delete.returning {
         Some(_) => table.columns.iter().collect(),
         None => Vec::new(),
     };
     let mut writes = Vec::new();
     let mut written = HashSet::new();
-    for batch in &batches {
+    affected_rows(ctx, query, |batch| {
         for ((seq, key), values) in seqs_and_keys(&table, batch)?
             .into_iter()
             .zip(batch_rows(batch, 2, &targets)?)
@@ -975,8 +997,11 @@ async fn delete_rows(
                 deleted: true,
                 values,
             });
+            check_write_size(ctx, writes.len(), "DELETE")?;
         }
-    }
+        Ok(())
+    })
+    .await?;
     let scope = scope_of(ctx, &table);
     if commit_writes(ctx, &table, &scope, &writes, held).await?.is_none() {
         return Ok(None);

@@ -66,6 +66,9 @@ pub struct DbOptions {
     pub root_password: Option<String>,
     /// Rows one INSERT may carry.
     pub max_insert_rows: usize,
+    /// Most rows one UPDATE or DELETE may write (its writes are held in memory until
+    /// its one atomic commit).
+    pub max_write_rows: usize,
     /// Longest SQL text of one request, bytes.
     pub max_sql_bytes: usize,
     /// Most statements in one request.
@@ -94,6 +97,7 @@ impl DbOptions {
             credential_cache_ttl: Duration::from_secs(300),
             root_password: None,
             max_insert_rows: 100_000,
+            max_write_rows: 1_000_000,
             max_sql_bytes: 1 << 20,
             max_statements: 1000,
             query_memory_bytes: 512 << 20,

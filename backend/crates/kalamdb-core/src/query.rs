@@ -208,6 +208,28 @@ pub(crate) async fn run_query(
     run_statement(&state, statement, params).await
 }
 
+/// Plans and runs a read-only statement as `caller`, handing its record batches to
+/// `each` as they are produced (nothing is collected).
+pub(crate) async fn run_query_batches(
+    db: &Arc<DbShared>,
+    caller: &Caller,
+    namespace: &str,
+    statement: Statement,
+    params: &[Literal],
+    mut each: impl FnMut(&RecordBatch) -> KalamResult<()>,
+) -> KalamResult<()> {
+    let (state, statement) = prepare_query(db, caller, namespace, statement)?;
+    within_budget(async {
+        let (_, plan) = plan_statement(&state, statement, params).await?;
+        let mut stream = execute_stream(plan, state.task_ctx()).map_err(df_error)?;
+        while let Some(batch) = stream.next().await {
+            each(&batch.map_err(df_error)?)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// Plans and runs a read-only statement as `caller` and encodes its rows as JSON as
 /// they stream out; a result over `max_result_bytes` is `RESOURCES_EXHAUSTED`.
 pub(crate) async fn run_query_json(

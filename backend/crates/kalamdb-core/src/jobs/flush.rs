@@ -1,6 +1,7 @@
 //! The flush job: move one USER table's hot rows up to a watermark into Parquet.
 //!
-//! For each user (scope) with hot rows, in turn:
+//! For each user (scope) with hot rows (several scopes at once, on up to
+//! `flush_parallelism` threads):
 //! 1. stream the scope's hot rows with `_seq <= watermark` (one RocksDB iterator, in
 //!    `_seq` order) into Arrow batches of `flush_batch_rows` rows, each written to
 //!    `batch-<n>.parquet.tmp` as it fills: memory is bounded by one batch and one
@@ -14,23 +15,26 @@
 //!
 //! Rows written during the flush get `_seq`s above the watermark and stay hot. A row
 //! at or below the watermark that a write replaces while the flush runs is marked
-//! stale by that write (see `dml.rs`), so its Parquet copy is never read. A crash
+//! stale by that write (see `write.rs`), so its Parquet copy is never read. A crash
 //! between 3 and 4 is rolled forward at start-up (`jobs::recover`). Cancellation is
 //! checked between batches: an unfinished segment is removed, committed scopes stay.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+
+use parking_lot::Mutex;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use kalamdb_cold::{ColumnStats, Segment, SegmentWriter};
 use kalamdb_commons::{KalamError, KalamResult, KalamType, Value};
-use kalamdb_store::row_codec::decode_row;
+use kalamdb_store::row_codec::{CellRef, RowCodecError, visit_cells};
 
 use super::ActiveJob;
 use super::record::FlushMetrics;
-use crate::arrow_conv::{field, values_to_array};
+use crate::arrow_conv::{ColumnBuilder, field};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::cold::{ColdTier, cold_error};
 use crate::scoped::backfill_value;
@@ -45,6 +49,11 @@ pub(crate) enum FlushEnd {
 }
 
 /// Runs the flush of `table` up to `watermark`. Blocking: call from a blocking thread.
+///
+/// Scopes are flushed by up to `flush_parallelism` threads at once, each taking the
+/// next scope not yet started; each scope is committed on its own, as before, so
+/// the order in which they finish does not matter. Memory is one batch and one row
+/// group per thread.
 pub(crate) fn flush_table(
     db: &DbShared,
     table: &TableDef,
@@ -54,29 +63,95 @@ pub(crate) fn flush_table(
     let _pin = db.cold.pin_while_flushing(table.table_id);
     db.holds.wait("flush_start", || job.cancel.is_cancelled());
     let scopes = db.store.hot_scopes(table.table_id).map_err(store_error)?;
-    let mut metrics = FlushMetrics::default();
     let batch_rows = db.options.jobs.flush_batch_rows.max(1);
-    for (done, scope) in scopes.iter().enumerate() {
-        if job.cancel.is_cancelled() {
-            return Ok((FlushEnd::Cancelled, metrics));
-        }
-        match flush_scope(db, table, scope, watermark, batch_rows, job)? {
-            ScopeOutcome::Empty => {}
-            ScopeOutcome::Flushed { rows, bytes } => {
-                metrics.rows_flushed += rows;
-                metrics.users_flushed += 1;
-                metrics.files_written += 1;
-                metrics.bytes_written += bytes;
-                if metrics.files_written == 1 {
-                    failpoint::hit("scope_committed");
+    let threads = db.options.jobs.flush_parallelism.clamp(1, scopes.len().max(1));
+    let next = AtomicUsize::new(0);
+    let progress = Mutex::new(Progress::default());
+    let worker = || {
+        loop {
+            let index = next.fetch_add(1, AtomicOrdering::Relaxed);
+            if index >= scopes.len() || progress.lock().end.is_some() {
+                return;
+            }
+            if job.cancel.is_cancelled() {
+                progress.lock().end.get_or_insert(Ok(FlushEnd::Cancelled));
+                return;
+            }
+            let outcome = flush_scope(db, table, &scopes[index], watermark, batch_rows, job);
+            let mut p = progress.lock();
+            match outcome {
+                Ok(ScopeOutcome::Empty) => {}
+                Ok(ScopeOutcome::Flushed { rows, bytes }) => {
+                    p.metrics.rows_flushed += rows;
+                    p.metrics.users_flushed += 1;
+                    p.metrics.files_written += 1;
+                    p.metrics.bytes_written += bytes;
+                    if p.metrics.files_written == 1 {
+                        failpoint::hit("scope_committed");
+                    }
+                }
+                Ok(ScopeOutcome::Cancelled) => {
+                    p.end.get_or_insert(Ok(FlushEnd::Cancelled));
+                    return;
+                }
+                Err(e) => {
+                    p.end.get_or_insert(Err(e));
+                    return;
                 }
             }
-            ScopeOutcome::Cancelled => return Ok((FlushEnd::Cancelled, metrics)),
+            p.done += 1;
+            // Under the lock: progress records are persisted in order.
+            job.progress(db, p.metrics, p.done as f64 / scopes.len() as f64);
         }
-        job.progress(db, metrics, (done + 1) as f64 / scopes.len() as f64);
+    };
+    if threads == 1 {
+        worker();
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    std::thread::Builder::new()
+                        .name("kalamdb-flush".into())
+                        .spawn_scoped(s, worker)
+                })
+                .collect();
+            for handle in handles {
+                match handle {
+                    Ok(handle) => {
+                        if handle.join().is_err() {
+                            progress
+                                .lock()
+                                .end
+                                .get_or_insert(Err(KalamError::internal("a flush thread panicked")));
+                        }
+                    }
+                    Err(e) => {
+                        // Fewer threads than asked for: the others take the scopes.
+                        tracing::warn!(table = %table.qualified_name(), "could not start a flush thread: {e}");
+                    }
+                }
+            }
+        });
     }
-    failpoint::hit("before_completed");
-    Ok((FlushEnd::Completed, metrics))
+    let Progress { metrics, end, .. } = progress.into_inner();
+    match end {
+        Some(Ok(end)) => Ok((end, metrics)),
+        Some(Err(e)) => Err(e),
+        None => {
+            failpoint::hit("before_completed");
+            Ok((FlushEnd::Completed, metrics))
+        }
+    }
+}
+
+/// What the threads of one flush share.
+#[derive(Default)]
+struct Progress {
+    metrics: FlushMetrics,
+    /// Scopes finished.
+    done: usize,
+    /// Set by the first thread that stops the flush (cancelled, or failed).
+    end: Option<KalamResult<FlushEnd>>,
 }
 
 enum ScopeOutcome {
@@ -97,14 +172,13 @@ fn flush_scope(
     let manifest = cold.manifest(table, scope)?;
     let dir = cold.scope_dir(table, scope);
     let batch_no = manifest.next_batch;
-    let mut builder = SegmentBuilder::new(table);
+    let mut builder = SegmentBuilder::new(table, batch_rows);
     let mut writer: Option<SegmentWriter> = None;
     let mut cancelled = false;
     let mut failure: Option<KalamError> = None;
     db.store
         .hot_scan_through(table.table_id, scope, watermark, |row| {
-            let decoded = decode_row(&row.value)?;
-            builder.push(row.seq, decoded);
+            builder.push_encoded(row.seq, &row.value)?;
             if builder.len() >= batch_rows {
                 if let Err(e) = write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows) {
                     failure = Some(e);
@@ -248,7 +322,8 @@ struct ColumnState {
     name: String,
     ty: KalamType,
     backfill: Value,
-    values: Vec<Value>,
+    /// The current batch's values, straight from the stored cells.
+    builder: ColumnBuilder,
     min: Option<Value>,
     max: Option<Value>,
     null_count: u64,
@@ -257,11 +332,15 @@ struct ColumnState {
 }
 
 /// Hot rows of one scope → Arrow batches of the segment schema, with statistics.
+/// Cells go from the stored row bytes into typed Arrow builders (no `Value` per
+/// cell; only a new min or max is copied out).
 struct SegmentBuilder {
     schema: SchemaRef,
     columns: Vec<ColumnState>,
     /// Column id → index in `columns`.
     slot_by_id: Vec<Option<usize>>,
+    /// Which columns the row being added has given so far.
+    filled: Vec<bool>,
     seqs: Vec<i64>,
     deleted: Vec<bool>,
     total_rows: u64,
@@ -271,34 +350,25 @@ struct SegmentBuilder {
 }
 
 impl SegmentBuilder {
-    fn new(table: &TableDef) -> Self {
+    fn new(table: &TableDef, batch_rows: usize) -> Self {
+        let column = |id: u32, name: &str, ty: KalamType, backfill: Value| ColumnState {
+            id,
+            name: name.to_string(),
+            ty,
+            backfill,
+            builder: ColumnBuilder::new(&ty, batch_rows),
+            min: None,
+            max: None,
+            null_count: 0,
+            stats_valid: !matches!(ty, KalamType::Bytes | KalamType::Json),
+        };
         let mut columns: Vec<ColumnState> = table
             .columns
             .iter()
-            .map(|c| ColumnState {
-                id: c.id,
-                name: c.name.clone(),
-                ty: c.data_type,
-                backfill: backfill_value(c),
-                values: Vec::new(),
-                min: None,
-                max: None,
-                null_count: 0,
-                stats_valid: !matches!(c.data_type, KalamType::Bytes | KalamType::Json),
-            })
+            .map(|c| column(c.id, &c.name, c.data_type, backfill_value(c)))
             .collect();
         if table.primary_key.is_none() {
-            columns.push(ColumnState {
-                id: ID_COLUMN_ID,
-                name: ID_COLUMN.to_string(),
-                ty: KalamType::BigInt,
-                backfill: Value::Null,
-                values: Vec::new(),
-                min: None,
-                max: None,
-                null_count: 0,
-                stats_valid: true,
-            });
+            columns.push(column(ID_COLUMN_ID, ID_COLUMN, KalamType::BigInt, Value::Null));
         }
         let max_id = columns.iter().map(|c| c.id).max().unwrap_or(0) as usize;
         let mut slot_by_id = vec![None; max_id + 1];
@@ -307,6 +377,7 @@ impl SegmentBuilder {
         }
         SegmentBuilder {
             schema: segment_schema(table),
+            filled: vec![false; columns.len()],
             columns,
             slot_by_id,
             seqs: Vec::new(),
@@ -322,40 +393,42 @@ impl SegmentBuilder {
         self.seqs.len()
     }
 
-    fn push(&mut self, seq: u64, row: kalamdb_store::DecodedRow) {
-        let mut cells: Vec<Option<Value>> = vec![None; self.columns.len()];
-        for (id, value) in row.cells {
-            if let Some(Some(slot)) = self.slot_by_id.get(id as usize) {
-                cells[*slot] = Some(value);
+    /// Adds one stored row version. A column the row does not carry reads as its
+    /// backfill value (a live row written before the column existed) or NULL (a
+    /// tombstone carries only its key).
+    fn push_encoded(&mut self, seq: u64, bytes: &[u8]) -> Result<(), RowCodecError> {
+        let (columns, filled, slot_by_id) = (&mut self.columns, &mut self.filled, &self.slot_by_id);
+        let deleted = visit_cells(bytes, |id, cell| {
+            if let Some(Some(slot)) = slot_by_id.get(id as usize)
+                && !filled[*slot]
+            {
+                filled[*slot] = true;
+                columns[*slot].append(cell);
+            }
+        })?;
+        for (column, filled) in self.columns.iter_mut().zip(self.filled.iter_mut()) {
+            if std::mem::take(filled) {
+                continue;
+            }
+            if deleted {
+                column.append(CellRef::Null);
+            } else {
+                let backfill = std::mem::replace(&mut column.backfill, Value::Null);
+                column.append(CellRef::of(&backfill));
+                column.backfill = backfill;
             }
         }
-        for (column, cell) in self.columns.iter_mut().zip(cells) {
-            let value = match cell {
-                Some(v) => v,
-                None if row.deleted => Value::Null,
-                None => column.backfill.clone(),
-            };
-            column.observe(&value);
-            column.values.push(value);
-        }
         self.seqs.push(crate::seq_as_i64(seq));
-        self.deleted.push(row.deleted);
+        self.deleted.push(deleted);
         self.total_rows += 1;
-        self.total_deleted += row.deleted as u64;
+        self.total_deleted += deleted as u64;
         self.min_seq = self.min_seq.min(seq);
         self.max_seq = self.max_seq.max(seq);
+        Ok(())
     }
 
     fn finish_batch(&mut self) -> KalamResult<RecordBatch> {
-        let mut arrays: Vec<ArrayRef> = self
-            .columns
-            .iter_mut()
-            .map(|c| {
-                let array = values_to_array(&c.ty, &c.values);
-                c.values.clear();
-                array
-            })
-            .collect();
+        let mut arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|c| c.builder.finish()).collect();
         arrays.push(Arc::new(Int64Array::from(std::mem::take(&mut self.seqs))));
         arrays.push(Arc::new(BooleanArray::from(std::mem::take(&mut self.deleted))));
         RecordBatch::try_new(self.schema.clone(), arrays)
@@ -384,26 +457,26 @@ impl SegmentBuilder {
 }
 
 impl ColumnState {
-    fn observe(&mut self, value: &Value) {
-        if value.is_null() {
+    fn append(&mut self, cell: CellRef<'_>) {
+        self.observe(cell);
+        self.builder.append(cell);
+    }
+
+    fn observe(&mut self, cell: CellRef<'_>) {
+        if matches!(cell, CellRef::Null) {
             self.null_count += 1;
             return;
         }
         if !self.stats_valid {
             return;
         }
-        if let Value::Text(s) = value
-            && s.len() > MAX_STAT_TEXT
-        {
-            self.stats_valid = false;
-            return;
-        }
-        let is_nan = match value {
-            Value::Float(f) => f.is_nan(),
-            Value::Double(f) => f.is_nan(),
+        let unordered = match cell {
+            CellRef::Text(s) => s.len() > MAX_STAT_TEXT,
+            CellRef::Float(f) => f.is_nan(),
+            CellRef::Double(f) => f.is_nan(),
             _ => false,
         };
-        if is_nan {
+        if unordered {
             self.stats_valid = false;
             return;
         }
@@ -412,9 +485,9 @@ impl ColumnState {
             (&mut self.max, Ordering::Less),
         ] {
             match bound {
-                None => *bound = Some(value.clone()),
-                Some(current) => match compare_values(current, value) {
-                    Some(order) if order == replace_when => *bound = Some(value.clone()),
+                None => *bound = Some(cell.to_value()),
+                Some(current) => match compare_cells(CellRef::of(current), cell) {
+                    Some(order) if order == replace_when => *bound = Some(cell.to_value()),
                     Some(_) => {}
                     None => self.stats_valid = false,
                 },
@@ -423,23 +496,23 @@ impl ColumnState {
     }
 }
 
-/// Orders two values of the same column type.
-fn compare_values(a: &Value, b: &Value) -> Option<Ordering> {
+/// Orders two cells of the same column type.
+fn compare_cells(a: CellRef<'_>, b: CellRef<'_>) -> Option<Ordering> {
     match (a, b) {
-        (Value::Boolean(a), Value::Boolean(b)) => Some(a.cmp(b)),
-        (Value::SmallInt(a), Value::SmallInt(b)) => Some(a.cmp(b)),
-        (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
-        (Value::BigInt(a), Value::BigInt(b)) => Some(a.cmp(b)),
+        (CellRef::Boolean(a), CellRef::Boolean(b)) => Some(a.cmp(&b)),
+        (CellRef::SmallInt(a), CellRef::SmallInt(b)) => Some(a.cmp(&b)),
+        (CellRef::Int(a), CellRef::Int(b)) => Some(a.cmp(&b)),
+        (CellRef::BigInt(a), CellRef::BigInt(b)) => Some(a.cmp(&b)),
         // The total order (-0.0 < +0.0) is the one DataFusion prunes and compares
         // with; IEEE's `partial_cmp` calls ±0 equal, so a segment holding both could
         // record `max = -0.0` and be skipped by `x >= 0`.
-        (Value::Float(a), Value::Float(b)) => Some(a.total_cmp(b)),
-        (Value::Double(a), Value::Double(b)) => Some(a.total_cmp(b)),
-        (Value::Decimal { unscaled: a, .. }, Value::Decimal { unscaled: b, .. }) => Some(a.cmp(b)),
-        (Value::Text(a), Value::Text(b)) => Some(a.cmp(b)),
-        (Value::Date(a), Value::Date(b)) => Some(a.cmp(b)),
-        (Value::Timestamp(a), Value::Timestamp(b)) => Some(a.cmp(b)),
-        (Value::Uuid(a), Value::Uuid(b)) => Some(a.cmp(b)),
+        (CellRef::Float(a), CellRef::Float(b)) => Some(a.total_cmp(&b)),
+        (CellRef::Double(a), CellRef::Double(b)) => Some(a.total_cmp(&b)),
+        (CellRef::Decimal { unscaled: a, .. }, CellRef::Decimal { unscaled: b, .. }) => Some(a.cmp(&b)),
+        (CellRef::Text(a), CellRef::Text(b)) => Some(a.cmp(b)),
+        (CellRef::Date(a), CellRef::Date(b)) => Some(a.cmp(&b)),
+        (CellRef::Timestamp(a), CellRef::Timestamp(b)) => Some(a.cmp(&b)),
+        (CellRef::Uuid(a), CellRef::Uuid(b)) => Some(a.cmp(&b)),
         _ => None,
     }
 }

@@ -5,7 +5,7 @@
 //! is no configuration without one. A job is registered (status `queued`, persisted)
 //! and the statement that asked for it returns at once; a tokio task then waits for
 //! one of `max_concurrent_jobs` slots, takes the table's watermark under the
-//! database write lock (`running`), runs the flush on a blocking thread
+//! table's commit lock (`running`), runs the flush on a blocking thread
 //! ([`flush`]) and records the outcome (`completed`, `failed` or `cancelled`). At most
 //! one job per table is queued or running at a time.
 //!
@@ -52,6 +52,8 @@ pub struct JobOptions {
     /// Pause after each flushed batch, to bound the I/O a flush takes from
     /// foreground traffic (zero: no pause).
     pub flush_batch_pause: Duration,
+    /// Threads one flush job uses to flush a table's users at once.
+    pub flush_parallelism: usize,
 }
 
 impl Default for JobOptions {
@@ -63,6 +65,7 @@ impl Default for JobOptions {
             job_retention: Duration::from_secs(7 * 24 * 3600),
             policy_check_interval: Duration::from_secs(1),
             flush_batch_pause: Duration::ZERO,
+            flush_parallelism: 2,
         }
     }
 }
