@@ -70,6 +70,12 @@ struct Args {
     /// Rows per bulk-load request
     #[arg(long, default_value_t = 100_000)]
     bulk_request_rows: usize,
+    /// Only measure the server's RSS after ingesting `rss-rows` rows into a fresh server
+    #[arg(long)]
+    only_rss: bool,
+    /// Rows ingested by `--only-rss`
+    #[arg(long, default_value_t = 10_000_000)]
+    rss_rows: usize,
     /// Skip the write-path scenarios (SHARED ingest, bulk load, INSERT during a slow UPDATE, mixed load)
     #[arg(long)]
     skip_write: bool,
@@ -627,6 +633,12 @@ async fn main() {
     setup
         .sql("CREATE NAMESPACE bench; CREATE USER TABLE bench.events (id BIGINT PRIMARY KEY, user_name TEXT, kind INT, payload TEXT); CREATE USER TABLE bench.single (id BIGINT PRIMARY KEY, v TEXT)".into())
         .await;
+
+    if args.only_rss {
+        let volume = write_path::rss_after_ingest(&args, &server, &client).await;
+        println!("{}", json!({ "rss_after_ingest": volume }));
+        return;
+    }
 
     // 1. Batched ingest: `clients` tasks, each sending `batches_per_client` INSERTs.
     let rows_per_s = write_path::batched_ingest(

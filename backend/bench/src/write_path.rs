@@ -381,3 +381,30 @@ pub async fn bulk_load(args: &Args, client: &impl Fn() -> Client) -> Value {
     }
     Value::Object(figures)
 }
+
+/// Server RSS after `rss_rows` rows went in by 1000-row INSERTs (4 clients, one
+/// USER table, no flush), and after one flush of them: the memory a long ingest
+/// leaves behind.
+pub async fn rss_after_ingest(args: &Args, server: &ServerProcess, client: &impl Fn() -> Client) -> Value {
+    client()
+        .sql("CREATE USER TABLE bench.volume (id BIGINT PRIMARY KEY, user_name TEXT, kind INT, payload TEXT)".into())
+        .await;
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    let before = mb(server.rss_bytes());
+    let batches = args.rss_rows.div_ceil(4 * 1000);
+    let rows_per_s = batched_ingest(client, "bench.volume", 4, batches, 1000).await;
+    let after_ingest = mb(server.rss_bytes());
+    let job = client().sql("STORAGE FLUSH TABLE bench.volume".into()).await["results"][0]["rows"][0][0]
+        .as_str()
+        .expect("job id")
+        .to_string();
+    let row = client().wait_job(&job).await;
+    assert_eq!(row[0], "completed", "{row:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_flush = mb(server.rss_bytes());
+    println!(
+        "server RSS, {} rows ingested  {before:.0} MB before, {after_ingest:.0} MB after ({rows_per_s:.0} rows/s), {after_flush:.0} MB after flushing them",
+        4 * batches * 1000
+    );
+    json!({"rows": 4 * batches * 1000, "rss_mb_before": before, "rss_mb_after_ingest": after_ingest, "rss_mb_after_flush": after_flush, "ingest_rows_per_s": rows_per_s})
+}
