@@ -149,17 +149,21 @@ impl Client {
     }
 
     async fn sql_as(&self, user: &str, password: &str, sql: String) -> Value {
-        let response = self
-            .http
+        let body = self.answer_as(user, password, sql).await.expect("a JSON answer");
+        assert_eq!(body["status"], "success", "{body}");
+        body
+    }
+
+    /// The JSON answer to a statement, whatever its status.
+    async fn answer_as(&self, user: &str, password: &str, sql: String) -> Result<Value, reqwest::Error> {
+        self.http
             .post(&self.url)
             .basic_auth(user, Some(password))
             .body(sql)
             .send()
+            .await?
+            .json()
             .await
-            .expect("server answers");
-        let body: Value = response.json().await.expect("JSON answer");
-        assert_eq!(body["status"], "success", "{body}");
-        body
     }
 
     /// The HTTP status and body of a statement that may fail; status 0 when no

@@ -64,18 +64,8 @@ impl Rng {
 impl Client {
     /// Whether the statement succeeded (any failure, HTTP or SQL, is `false`).
     async fn try_sql_as(&self, user: &str, password: &str, sql: String) -> bool {
-        let response = self
-            .http
-            .post(&self.url)
-            .basic_auth(user, Some(password))
-            .body(sql)
-            .send()
-            .await;
-        match response {
-            Ok(response) => match response.json::<Value>().await {
-                Ok(body) => body["status"] == "success",
-                Err(_) => false,
-            },
+        match self.answer_as(user, password, sql).await {
+            Ok(body) => body["status"] == "success",
             Err(_) => false,
         }
     }
@@ -387,7 +377,10 @@ pub async fn bulk_load(args: &Args, client: &impl Fn() -> Client) -> Value {
 /// leaves behind.
 pub async fn rss_after_ingest(args: &Args, server: &ServerProcess, client: &impl Fn() -> Client) -> Value {
     client()
-        .sql("CREATE USER TABLE bench.volume (id BIGINT PRIMARY KEY, user_name TEXT, kind INT, payload TEXT)".into())
+        .sql(
+            "CREATE USER TABLE bench.volume (id BIGINT PRIMARY KEY, user_name TEXT, kind INT, payload TEXT)"
+                .into(),
+        )
         .await;
     let mb = |bytes: u64| bytes as f64 / 1e6;
     let before = mb(server.rss_bytes());

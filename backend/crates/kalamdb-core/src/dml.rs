@@ -941,14 +941,37 @@ async fn update_rows(
         Ok(())
     })
     .await?;
-    let scope = scope_of(ctx, &table);
-    if commit_writes(ctx, &table, &scope, &writes, held).await?.is_none() {
+    let returning = update.returning.as_deref();
+    commit_and_answer(
+        ctx,
+        &table,
+        &update.table.relation,
+        returning,
+        writes,
+        held,
+        "Updated",
+    )
+    .await
+}
+
+/// Commits an UPDATE's or DELETE's writes and answers: `None` when the statement
+/// must run again.
+async fn commit_and_answer(
+    ctx: &StatementContext<'_>,
+    table: &Arc<TableDef>,
+    target: &TableFactor,
+    returning: Option<&[SelectItem]>,
+    writes: Vec<PendingWrite>,
+    held: Option<CommitGuard>,
+    done: &str,
+) -> KalamResult<Option<StatementResult>> {
+    let scope = scope_of(ctx, table);
+    if commit_writes(ctx, table, &scope, &writes, held).await?.is_none() {
         return Ok(None);
     }
-    let message = format!("Updated {} row(s)", writes.len());
-    let alias = table_alias(&update.table.relation);
+    let message = format!("{done} {} row(s)", writes.len());
     let rows = writes.into_iter().map(|w| w.values);
-    finish(ctx, &table, alias, update.returning.as_deref(), rows, message)
+    finish(ctx, table, table_alias(target), returning, rows, message)
         .await
         .map(Some)
 }
@@ -1002,16 +1025,8 @@ async fn delete_rows(
         Ok(())
     })
     .await?;
-    let scope = scope_of(ctx, &table);
-    if commit_writes(ctx, &table, &scope, &writes, held).await?.is_none() {
-        return Ok(None);
-    }
-    let message = format!("Deleted {} row(s)", writes.len());
-    let alias = table_alias(&target.relation);
-    let rows = writes.into_iter().map(|w| w.values);
-    finish(ctx, &table, alias, delete.returning.as_deref(), rows, message)
-        .await
-        .map(Some)
+    let returning = delete.returning.as_deref();
+    commit_and_answer(ctx, &table, &target.relation, returning, writes, held, "Deleted").await
 }
 
 fn table_alias(relation: &TableFactor) -> Option<&Ident> {
