@@ -132,6 +132,8 @@ pub(crate) fn flush_table(
                 }
             }
         });
+        // Scopes no thread took (none could be started) are flushed here.
+        worker();
     }
     let Progress { metrics, end, .. } = progress.into_inner();
     match end {
