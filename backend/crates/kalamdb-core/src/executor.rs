@@ -629,7 +629,6 @@ impl StatementContext<'_> {
         Box::pin(ctx.execute(sql)).await
     }
 
-    /// The tables a DDL statement would drop (none for other statements).
     /// Tables whose definition or rows `statement` changes: the dropped ones and
     /// the ones it alters.
     fn tables_changed_by(&self, statement: &KalamStatement) -> Vec<Arc<TableDef>> {
@@ -642,6 +641,7 @@ impl StatementContext<'_> {
         }
     }
 
+    /// The tables a DDL statement would drop (none for other statements).
     fn tables_dropped_by(&self, statement: &KalamStatement) -> Vec<Arc<TableDef>> {
         match statement {
             KalamStatement::DropTable { table, .. } => {

@@ -184,16 +184,25 @@ pub(crate) async fn commit(
     let versions = count as i64;
     batch.raise_system_counter(LAST_SEQ_KEY, db.seq.last());
     if db.store.syncs_writes() {
-        // An fsync takes milliseconds: off the async workers, lock still held.
+        // An fsync takes milliseconds: off the async workers. The lock goes with the
+        // write and is released when it is done, even if this statement's future is
+        // dropped meanwhile (a client gone): no later commit of the table can land
+        // before it.
         let (batch, shared) = (batch.detach(), db.clone());
-        tokio::task::spawn_blocking(move || shared.store.commit_detached(batch))
-            .await
-            .map_err(|e| KalamError::internal(format!("commit task failed: {e}")))?
-            .map_err(store_error)?;
+        tokio::task::spawn_blocking(move || {
+            let written = shared.store.commit_detached(batch);
+            drop(guard);
+            written
+        })
+        .await
+        .map_err(|e| KalamError::internal(format!("commit task failed: {e}")))?
+        .map_err(store_error)?;
     } else {
+        // A memtable insert and a buffered WAL append, with no await between taking
+        // the lock and writing.
         db.store.commit(batch).map_err(store_error)?;
+        drop(guard);
     }
-    drop(guard);
     db.hot_rows.add(table.table_id, versions - hot_replaced);
     if table.flush_policy.is_some() {
         db.jobs.note_writes(table.table_id, versions as u64);
