@@ -300,7 +300,14 @@ async fn insert_source(
     // Anything else (expressions, INSERT ... SELECT): DataFusion evaluates the source
     // as the client wrote it; each column is converted to its column's type.
     let statement = Statement::Query(Box::new(source.clone()));
-    let output = run_query(ctx.db, ctx.caller, ctx.namespace, statement, ctx.params).await?;
+    let output = Box::pin(run_query(
+        ctx.db,
+        ctx.caller,
+        ctx.namespace,
+        statement,
+        ctx.params,
+    ))
+    .await?;
     if output.schema.fields().len() != columns.len() {
         return Err(KalamError::invalid_sql(format!(
             "INSERT has {} columns but its source has {}",
@@ -582,7 +589,7 @@ async fn finish(
         vec![dml_query::table(&[&table.name], alias)],
         None,
     );
-    let output = run_statement(&state, query, ctx.params).await?;
+    let output = Box::pin(run_statement(&state, query, ctx.params)).await?;
     let mut result = JsonResult::new(ctx.db.options.max_result_bytes);
     for batch in &output.batches {
         result.push(&output.schema, batch)?;
@@ -713,7 +720,7 @@ async fn upsert(
         vec![dml_query::table(&[&table.name], alias)],
         selection,
     );
-    let output = run_statement(&state, query, ctx.params).await?;
+    let output = Box::pin(run_statement(&state, query, ctx.params)).await?;
     let targets: Vec<&ColumnDef> = table.columns.iter().collect();
     let mut updates = Vec::new();
     let mut written = HashSet::new();
@@ -846,7 +853,15 @@ async fn affected_rows(
     query: Statement,
     each: impl FnMut(&RecordBatch) -> KalamResult<()>,
 ) -> KalamResult<()> {
-    run_query_batches(ctx.db, ctx.caller, ctx.namespace, query, ctx.params, each).await
+    Box::pin(run_query_batches(
+        ctx.db,
+        ctx.caller,
+        ctx.namespace,
+        query,
+        ctx.params,
+        each,
+    ))
+    .await
 }
 
 /// A statement writes at most `max_write_rows` rows (its writes are held in memory
