@@ -273,7 +273,8 @@ fn decode_csv(rows: &mut Collector<'_>, body: &[u8]) -> KalamResult<()> {
     let columns: Vec<usize> = headers
         .iter()
         .map(|name| {
-            column_index(table, name.trim())
+            // A spreadsheet's export may start with a byte-order mark.
+            column_index(table, name.trim_start_matches('\u{feff}').trim())
                 .map_err(|e| KalamError::new(e.code, format!("line 1 (header): {}", e.message)))
         })
         .collect::<KalamResult<_>>()?;
