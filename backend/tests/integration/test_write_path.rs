@@ -18,6 +18,16 @@ async fn must_finish<T>(what: &str, work: impl std::future::Future<Output = T>) 
         .unwrap_or_else(|_| panic!("{what} waited for a statement that is still reading"))
 }
 
+/// Runs `sql` as `user` (password `<user>-pw`) in its own task.
+fn spawn_as(
+    server: &Arc<TestServer>,
+    user: &'static str,
+    sql: &'static str,
+) -> tokio::task::JoinHandle<SqlResponse> {
+    let server = server.clone();
+    tokio::spawn(async move { server.execute_sql_as(user, &format!("{user}-pw"), sql).await })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_about_to_commit_blocks_no_other_writer_or_flush() {
     let server = Arc::new(TestServer::start().await);
@@ -44,18 +54,7 @@ async fn a_statement_about_to_commit_blocks_no_other_writer_or_flush() {
 
     // alice's UPDATE has read its rows and waits before its commit.
     server.db().holds().hold("dml_commit:alice");
-    let update = {
-        let server = server.clone();
-        tokio::spawn(async move {
-            server
-                .execute_sql_as(
-                    "alice",
-                    "alice-pw",
-                    "UPDATE app.notes SET v = v + 10 WHERE id <= 3",
-                )
-                .await
-        })
-    };
+    let update = spawn_as(&server, "alice", "UPDATE app.notes SET v = v + 10 WHERE id <= 3");
     server.wait_at_hold("dml_commit:alice").await;
 
     let bob = |sql: &'static str| server.execute_sql_as("bob", "bob-pw", sql);
@@ -118,26 +117,12 @@ async fn a_row_changed_before_the_commit_is_read_again() {
         .expect_success();
 
     server.db().holds().hold("dml_commit:carol");
-    let update = {
-        let server = server.clone();
-        tokio::spawn(async move {
-            server
-                .execute_sql_as("carol", "carol-pw", "UPDATE notes SET v = v * 10 WHERE v < 5")
-                .await
-        })
-    };
+    let update = spawn_as(&server, "carol", "UPDATE notes SET v = v * 10 WHERE v < 5");
     server.wait_at_hold("dml_commit:carol").await;
     // The same user changes a row the UPDATE read, from another connection: the
     // held UPDATE's statement is parked, the new one waits at the same hold, so
     // release lets both run; the held one finds row 1 changed and runs again.
-    let concurrent = {
-        let server = server.clone();
-        tokio::spawn(async move {
-            server
-                .execute_sql_as("carol", "carol-pw", "UPDATE notes SET v = 7 WHERE id = 1")
-                .await
-        })
-    };
+    let concurrent = spawn_as(&server, "carol", "UPDATE notes SET v = 7 WHERE id = 1");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while server.db().holds().arrivals("dml_commit:carol") < 2 {
         assert!(
@@ -274,18 +259,7 @@ async fn a_statement_planned_before_a_schema_change_runs_again_on_the_new_schema
         .expect_success();
     server.create_user("dave", "dave-pw", "user").await;
     server.db().holds().hold("dml_commit:dave");
-    let insert = {
-        let server = server.clone();
-        tokio::spawn(async move {
-            server
-                .execute_sql_as(
-                    "dave",
-                    "dave-pw",
-                    "INSERT INTO docs (id, title) VALUES (1, 'one')",
-                )
-                .await
-        })
-    };
+    let insert = spawn_as(&server, "dave", "INSERT INTO docs (id, title) VALUES (1, 'one')");
     server.wait_at_hold("dml_commit:dave").await;
     must_finish(
         "ALTER TABLE",
