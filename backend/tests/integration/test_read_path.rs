@@ -244,14 +244,19 @@ async fn wait_for_idle_jobs(server: &TestServer) {
 const CREATE_ITEMS: &str =
     "(id BIGINT PRIMARY KEY, grp BIGINT NOT NULL, name TEXT NOT NULL, note TEXT, score DOUBLE NOT NULL)";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn streaming_scans_match_a_model_across_tiers_and_concurrent_writes() {
-    let server = Arc::new(TestServer::start().await);
+/// Namespace `rp` with the USER table `rp.items`.
+async fn create_items(server: &TestServer) {
     server.execute_sql("CREATE NAMESPACE rp").await.expect_success();
     server
         .execute_sql(&format!("CREATE USER TABLE rp.items {CREATE_ITEMS}"))
         .await
         .expect_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streaming_scans_match_a_model_across_tiers_and_concurrent_writes() {
+    let server = Arc::new(TestServer::start().await);
+    create_items(&server).await;
     server
         .execute_sql(&format!(
             "CREATE SHARED TABLE rp.board {CREATE_ITEMS} WITH (ACCESS_LEVEL = 'PUBLIC')"
@@ -328,11 +333,7 @@ async fn streaming_scans_match_a_model_across_tiers_and_concurrent_writes() {
 #[tokio::test]
 async fn point_reads_and_filters_are_planned_into_the_scan() {
     let server = TestServer::start().await;
-    server.execute_sql("CREATE NAMESPACE rp").await.expect_success();
-    server
-        .execute_sql(&format!("CREATE USER TABLE rp.items {CREATE_ITEMS}"))
-        .await
-        .expect_success();
+    create_items(&server).await;
     server
         .execute_sql("INSERT INTO rp.items (id, grp, name, score) VALUES (1, 1, 'a', 0), (2, 2, 'b', 0), (3, 3, 'c', 0)")
         .await
@@ -524,11 +525,7 @@ async fn a_json_result_over_max_result_bytes_is_refused() {
 #[tokio::test]
 async fn show_stats_is_the_whole_table_for_service_and_the_own_rows_for_users() {
     let server = TestServer::start().await;
-    server.execute_sql("CREATE NAMESPACE rp").await.expect_success();
-    server
-        .execute_sql(&format!("CREATE USER TABLE rp.items {CREATE_ITEMS}"))
-        .await
-        .expect_success();
+    create_items(&server).await;
     server.create_user("alice", "pw", "user").await;
     server.create_user("bob", "pw", "user").await;
     server.create_user("svc", "pw", "service").await;
@@ -594,11 +591,7 @@ async fn point_reads(server: &TestServer) -> u64 {
 #[tokio::test]
 async fn point_selects_answer_exactly_like_the_planner() {
     let server = TestServer::start().await;
-    server.execute_sql("CREATE NAMESPACE rp").await.expect_success();
-    server
-        .execute_sql(&format!("CREATE USER TABLE rp.items {CREATE_ITEMS}"))
-        .await
-        .expect_success();
+    create_items(&server).await;
     server
         .execute_sql("CREATE SHARED TABLE rp.tags (tag TEXT PRIMARY KEY, n INT, at TIMESTAMP) WITH (ACCESS_LEVEL = 'PUBLIC')")
         .await

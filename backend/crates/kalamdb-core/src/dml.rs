@@ -550,6 +550,12 @@ async fn insert_rows(
             values,
         }));
     }
+    if insert.returning.is_none() {
+        // Only RETURNING reads the values back: the encoded rows are what commits.
+        for write in &mut writes {
+            write.values = Vec::new();
+        }
+    }
     let Some(written) = commit_writes(ctx, &table, &scope, &writes, held).await? else {
         return Ok(None);
     };
