@@ -6,6 +6,7 @@ mod test_concurrency;
 mod test_durability;
 mod test_flush_crash;
 mod test_flush_tiers;
+mod test_formats;
 mod test_fuzz;
 mod test_hardening;
 mod test_ingest;

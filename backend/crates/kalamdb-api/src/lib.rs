@@ -7,6 +7,7 @@
 
 mod auth;
 mod error;
+mod formats;
 mod ingest;
 mod metrics;
 mod sql;

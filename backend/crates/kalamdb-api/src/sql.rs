@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::{Body, to_bytes};
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -14,6 +14,7 @@ use kalamdb_core::StatementResult;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Authenticated;
+use crate::formats::{self, Format};
 use crate::{ApiError, AppState};
 
 /// `{"status":"success","results":[...],"took_ms":...}`, fields in this order.
@@ -37,35 +38,86 @@ struct SqlBody {
     params: Vec<serde_json::Value>,
     #[serde(default)]
     namespace: Option<String>,
+    #[serde(default)]
+    int64_as_string: bool,
+}
+
+/// What the query string of `/sql` may say (anything else is ignored).
+#[derive(Default)]
+struct SqlOptions {
+    format: Option<String>,
+    int64_as_string: bool,
+}
+
+impl SqlOptions {
+    fn parse(query: Option<&str>) -> Result<SqlOptions, ApiError> {
+        let mut options = SqlOptions::default();
+        for pair in query.unwrap_or("").split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "format" => options.format = Some(value.to_string()),
+                "int64" => {
+                    options.int64_as_string = match value {
+                        "string" => true,
+                        "number" => false,
+                        other => {
+                            return Err(ApiError::new(
+                                ErrorCode::InvalidParameter,
+                                format!("unknown int64 encoding '{other}'; use int64=string or int64=number"),
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(options)
+    }
 }
 
 pub(crate) async fn execute_sql(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let request = read_request(&headers, body, state.max_body_bytes).await?;
+    let options = SqlOptions::parse(query.as_deref())?;
+    let format = Format::of_request(options.format.as_deref(), &headers)?;
+    let (request, in_body) = read_request(&headers, body, state.max_body_bytes).await?;
+    let int64_as_string = options.int64_as_string || in_body;
+    if format != Format::Json {
+        let rows = state.db.execute_rows(&caller, request).await?;
+        return formats::stream_response(format, rows, int64_as_string).await;
+    }
     let outcome = state.db.execute(&caller, request).await;
+    let mut results = outcome.results;
+    if int64_as_string {
+        results = results
+            .into_iter()
+            .map(StatementResult::with_int64_as_strings)
+            .collect();
+    }
     let took_ms = took_ms(started);
     match outcome.error {
         None => Ok(Json(SuccessBody {
             status: "success",
-            results: outcome.results,
+            results,
             took_ms,
         })
         .into_response()),
         Some(failure) => Err(ApiError {
             error: failure.error,
             statement_index: Some(failure.statement_index),
-            results: outcome.results,
+            results,
             took_ms,
         }),
     }
 }
 
-async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<SqlRequest, ApiError> {
+/// The request, and whether its JSON body asks for 64-bit integers as strings.
+async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<(SqlRequest, bool), ApiError> {
     let bytes = to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -83,7 +135,7 @@ async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<S
     if !is_json {
         let sql = String::from_utf8(bytes.to_vec())
             .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "the SQL text is not valid UTF-8"))?;
-        return Ok(SqlRequest::new(sql));
+        return Ok((SqlRequest::new(sql), false));
     }
     const EXPECTED: &str = r#"expected {"sql": "...", "params": [...], "namespace": "..."}"#;
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -113,9 +165,10 @@ async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<S
             format!("invalid JSON body: {e}; {EXPECTED}"),
         )
     })?;
-    Ok(SqlRequest {
+    let request = SqlRequest {
         sql: body.sql,
         params: body.params.into_iter().map(Literal::from_json).collect(),
         namespace: body.namespace,
-    })
+    };
+    Ok((request, body.int64_as_string))
 }

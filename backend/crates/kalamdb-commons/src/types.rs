@@ -46,6 +46,33 @@ impl KalamType {
         }
     }
 
+    /// The type an [`api_name`](Self::api_name) names (`None` for names of no
+    /// column type, such as DataFusion's own `Null`).
+    pub fn from_api_name(name: &str) -> Option<KalamType> {
+        Some(match name {
+            "Boolean" => KalamType::Boolean,
+            "SmallInt" => KalamType::SmallInt,
+            "Int" => KalamType::Int,
+            "BigInt" => KalamType::BigInt,
+            "Float" => KalamType::Float,
+            "Double" => KalamType::Double,
+            "Text" => KalamType::Text,
+            "Bytes" => KalamType::Bytes,
+            "Date" => KalamType::Date,
+            "Timestamp" => KalamType::Timestamp,
+            "Json" => KalamType::Json,
+            "Uuid" => KalamType::Uuid,
+            other => {
+                let inner = other.strip_prefix("Decimal(")?.strip_suffix(')')?;
+                let (precision, scale) = inner.split_once(',')?;
+                KalamType::Decimal {
+                    precision: precision.trim().parse().ok()?,
+                    scale: scale.trim().parse().ok()?,
+                }
+            }
+        })
+    }
+
     /// The SQL spelling DataFusion understands in a `CAST(... AS <type>)`.
     pub fn cast_sql(&self) -> String {
         match self {
@@ -165,7 +192,35 @@ impl fmt::Display for FlushPolicy {
 
 #[cfg(test)]
 mod tests {
-    use super::FlushPolicy;
+    use super::{FlushPolicy, KalamType};
+
+    #[test]
+    fn api_names_round_trip() {
+        let types = [
+            KalamType::Boolean,
+            KalamType::SmallInt,
+            KalamType::Int,
+            KalamType::BigInt,
+            KalamType::Float,
+            KalamType::Double,
+            KalamType::Decimal {
+                precision: 12,
+                scale: 3,
+            },
+            KalamType::Text,
+            KalamType::Bytes,
+            KalamType::Date,
+            KalamType::Timestamp,
+            KalamType::Json,
+            KalamType::Uuid,
+        ];
+        for ty in types {
+            assert_eq!(KalamType::from_api_name(&ty.api_name()), Some(ty.clone()), "{ty}");
+        }
+        for other in ["Null", "Decimal(x,1)", "Decimal(3", "text"] {
+            assert_eq!(KalamType::from_api_name(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn flush_policies() {

@@ -11,7 +11,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    Int64Type, Schema, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
@@ -362,6 +362,41 @@ pub fn column_to_json(field: &Field, array: &ArrayRef) -> Vec<serde_json::Value>
     }
 }
 
+/// A statement's JSON result as one record batch of its column types (for the
+/// streamed formats of statements that do not run as a query: SHOW STATS, FLUSH,
+/// `... RETURNING`). A column of no KalamDB type stays text.
+pub(crate) fn result_rows(result: &crate::StatementResult) -> KalamResult<crate::RowStream> {
+    let rows = result.rows.to_values();
+    let mut fields = Vec::with_capacity(result.columns.len());
+    let mut arrays = Vec::with_capacity(result.columns.len());
+    for (i, column) in result.columns.iter().enumerate() {
+        let ty = KalamType::from_api_name(&column.data_type).unwrap_or(KalamType::Text);
+        let values = rows
+            .iter()
+            .map(|row| {
+                match row.get(i).cloned().unwrap_or(serde_json::Value::Null) {
+                    serde_json::Value::Null => Ok(Value::Null),
+                    // The JSON document itself (a JSON string stays a JSON string).
+                    json if ty == KalamType::Json => Ok(Value::Json(json.to_string())),
+                    cell => kalamdb_commons::Literal::from_json(cell).to_value(&ty),
+                }
+            })
+            .collect::<KalamResult<Vec<Value>>>()?;
+        fields.push(field(&column.name, &ty, true));
+        arrays.push(values_to_array(&ty, &values));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(|e| KalamError::internal(format!("result batch: {e}")))?;
+    let stream = futures::stream::iter([Ok(batch)]);
+    Ok(crate::RowStream {
+        schema: schema.clone(),
+        batches: Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema, stream,
+        )),
+    })
+}
+
 /// Appends one batch's rows to a JSON array under construction (`out` holds
 /// `[` and the rows so far): each row as an array of its values, written directly
 /// from the Arrow columns.
@@ -369,7 +404,7 @@ pub fn write_json_rows(fields: &[Arc<Field>], batch: &RecordBatch, out: &mut Vec
     let writers: Vec<JsonColumn> = fields
         .iter()
         .zip(batch.columns())
-        .map(|(field, array)| JsonColumn::new(field, array))
+        .map(|(field, array)| JsonColumn::new(field, array, false))
         .collect();
     for row in 0..batch.num_rows() {
         if out.len() > 1 {
@@ -386,12 +421,46 @@ pub fn write_json_rows(fields: &[Arc<Field>], batch: &RecordBatch, out: &mut Vec
     }
 }
 
+/// Writes one batch's rows as JSON objects (`{"column": value, ...}`), one per line
+/// (NDJSON), with the values [`write_json_rows`] writes. With `int64_as_string`,
+/// 64-bit integers (`BigInt` columns) are written as strings, for readers whose
+/// numbers are doubles (JavaScript).
+pub fn write_json_objects(
+    fields: &[Arc<Field>],
+    batch: &RecordBatch,
+    int64_as_string: bool,
+    out: &mut Vec<u8>,
+) {
+    let writers: Vec<JsonColumn> = fields
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, array)| JsonColumn::new(field, array, int64_as_string))
+        .collect();
+    let keys: Vec<String> = fields
+        .iter()
+        .map(|f| serde_json::to_string(f.name()).expect("a string serializes"))
+        .collect();
+    for row in 0..batch.num_rows() {
+        out.push(b'{');
+        for (i, writer) in writers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(keys[i].as_bytes());
+            out.push(b':');
+            writer.write(row, out);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
 /// Writes the values of one result column as JSON text.
 enum JsonColumn<'a> {
     Null,
     Bool(&'a datafusion::arrow::array::BooleanArray),
-    Int(&'a ArrayRef, fn(&ArrayRef, usize) -> i64),
-    UInt(&'a datafusion::arrow::array::UInt64Array),
+    /// The bool: written as a string (`int64_as_string`).
+    Int(&'a ArrayRef, fn(&ArrayRef, usize) -> i64, bool),
+    UInt(&'a datafusion::arrow::array::UInt64Array, bool),
     Float(&'a ArrayRef, fn(&ArrayRef, usize) -> f64),
     Text(&'a ArrayRef, bool),
     /// Formatted once per batch (decimals, dates, timestamps, bytes, the rest).
@@ -399,10 +468,11 @@ enum JsonColumn<'a> {
 }
 
 impl<'a> JsonColumn<'a> {
-    fn new(field: &Field, array: &'a ArrayRef) -> JsonColumn<'a> {
+    fn new(field: &Field, array: &'a ArrayRef, int64_as_string: bool) -> JsonColumn<'a> {
+        let quoted = int64_as_string && api_type_name(field) == "BigInt";
         macro_rules! int {
             ($t:ty) => {
-                JsonColumn::Int(array, |a, i| a.as_primitive::<$t>().value(i) as i64)
+                JsonColumn::Int(array, |a, i| a.as_primitive::<$t>().value(i) as i64, quoted)
             };
         }
         match array.data_type() {
@@ -415,7 +485,7 @@ impl<'a> JsonColumn<'a> {
             DataType::UInt8 => int!(UInt8Type),
             DataType::UInt16 => int!(UInt16Type),
             DataType::UInt32 => int!(UInt32Type),
-            DataType::UInt64 => JsonColumn::UInt(array.as_primitive::<UInt64Type>()),
+            DataType::UInt64 => JsonColumn::UInt(array.as_primitive::<UInt64Type>(), quoted),
             DataType::Float32 => {
                 JsonColumn::Float(array, |a, i| a.as_primitive::<Float32Type>().value(i) as f64)
             }
@@ -432,8 +502,8 @@ impl<'a> JsonColumn<'a> {
         let array = match self {
             JsonColumn::Null => None,
             JsonColumn::Bool(a) => Some(*a as &dyn Array),
-            JsonColumn::Int(a, _) | JsonColumn::Float(a, _) | JsonColumn::Text(a, _) => Some(a.as_ref()),
-            JsonColumn::UInt(a) => Some(*a as &dyn Array),
+            JsonColumn::Int(a, _, _) | JsonColumn::Float(a, _) | JsonColumn::Text(a, _) => Some(a.as_ref()),
+            JsonColumn::UInt(a, _) => Some(*a as &dyn Array),
             JsonColumn::Values(_) => None,
         };
         if array.is_none_or(|a| a.is_null(i)) && !matches!(self, JsonColumn::Values(_)) {
@@ -447,8 +517,10 @@ impl<'a> JsonColumn<'a> {
                 out.extend_from_slice(if a.value(i) { b"true" } else { b"false" });
                 Ok(())
             }
-            JsonColumn::Int(a, get) => serde_json::to_writer(&mut *out, &get(a, i)),
-            JsonColumn::UInt(a) => serde_json::to_writer(&mut *out, &a.value(i)),
+            JsonColumn::Int(a, get, false) => serde_json::to_writer(&mut *out, &get(a, i)),
+            JsonColumn::Int(a, get, true) => serde_json::to_writer(&mut *out, &get(a, i).to_string()),
+            JsonColumn::UInt(a, false) => serde_json::to_writer(&mut *out, &a.value(i)),
+            JsonColumn::UInt(a, true) => serde_json::to_writer(&mut *out, &a.value(i).to_string()),
             JsonColumn::Float(a, get) => {
                 let v = get(a, i);
                 if v.is_finite() {

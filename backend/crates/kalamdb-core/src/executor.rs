@@ -15,7 +15,7 @@ use crate::catalog::{
 use crate::cold::ColdTier;
 use crate::jobs::{JobRecord, JobTrigger};
 use crate::query::run_query_json;
-use crate::{Caller, ColumnInfo, DbShared, JsonRows, StatementResult, now_micros, store_error};
+use crate::{Caller, ColumnInfo, DbShared, JsonRows, RowStream, StatementResult, now_micros, store_error};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -29,7 +29,42 @@ pub(crate) struct StatementContext<'a> {
 
 impl StatementContext<'_> {
     pub async fn execute(&self, sql: &str) -> KalamResult<StatementResult> {
-        let statement = parse_statement(sql)?;
+        self.execute_statement(parse_statement(sql)?).await
+    }
+
+    /// Runs one statement that returns rows and hands them out as record batches:
+    /// queries stream from DataFusion as they are read; the other statements that
+    /// return rows (SHOW, DESCRIBE, FLUSH, `... RETURNING`) run as usual and their
+    /// result becomes one batch. A statement that returns no rows is refused before
+    /// it runs.
+    pub async fn execute_rows(&self, sql: &str) -> KalamResult<RowStream> {
+        match parse_statement(sql)? {
+            KalamStatement::Query(statement) => {
+                crate::query::stream_query(self.db, self.caller, self.namespace, *statement, self.params)
+                    .await
+            }
+            KalamStatement::ExecuteAs { user, sql } => {
+                let caller = self.impersonate(&user, &sql)?;
+                let ctx = StatementContext {
+                    caller: &caller,
+                    ..*self
+                };
+                Box::pin(ctx.execute_rows(&sql)).await
+            }
+            statement if returns_rows(&statement) => {
+                let result = self.execute_statement(statement).await?;
+                crate::arrow_conv::result_rows(&result)
+            }
+            _ => Err(KalamError::new(
+                ErrorCode::InvalidParameter,
+                "this statement returns no rows; the streamed formats (ndjson, csv, arrow, parquet) \
+                 take one that does (SELECT, VALUES, SHOW, DESCRIBE, FLUSH, ... RETURNING): \
+                 send it with format=json",
+            )),
+        }
+    }
+
+    async fn execute_statement(&self, statement: KalamStatement) -> KalamResult<StatementResult> {
         match statement {
             KalamStatement::Query(statement) => {
                 let point = crate::point_read::try_point_read(
@@ -614,19 +649,22 @@ impl StatementContext<'_> {
     /// of USER tables, with the lower of the two roles: impersonation never grants
     /// what the caller could not do alone. Service and above only.
     async fn execute_as(&self, user: &str, sql: &str) -> KalamResult<StatementResult> {
+        let caller = self.impersonate(user, sql)?;
+        let ctx = StatementContext {
+            caller: &caller,
+            ..*self
+        };
+        Box::pin(ctx.execute(sql)).await
+    }
+
+    /// The caller `EXECUTE AS USER 'user' (sql)` runs `sql` as.
+    fn impersonate(&self, user: &str, sql: &str) -> KalamResult<Caller> {
         self.require_role(Role::Service, "run statements as another user")?;
         if matches!(parse_statement(sql)?, KalamStatement::ExecuteAs { .. }) {
             return Err(KalamError::invalid_sql("EXECUTE AS USER cannot be nested"));
         }
         let target = self.db.catalog.user(user).ok_or_else(|| user_not_found(user))?;
-        let caller = impersonated(self.caller, &target);
-        let ctx = StatementContext {
-            db: self.db,
-            caller: &caller,
-            namespace: self.namespace,
-            params: self.params,
-        };
-        Box::pin(ctx.execute(sql)).await
+        Ok(impersonated(self.caller, &target))
     }
 
     /// Tables whose definition or rows `statement` changes: the dropped ones and
@@ -803,6 +841,28 @@ impl StatementContext<'_> {
 
 /// Who a statement inside `EXECUTE AS USER` runs as: the target's identity and
 /// scope, with the lower of the caller's and the target's roles.
+/// Whether `statement` answers with rows (rather than only a message or a count).
+fn returns_rows(statement: &KalamStatement) -> bool {
+    use datafusion::sql::sqlparser::ast::Statement;
+    match statement {
+        KalamStatement::Query(_)
+        | KalamStatement::ShowNamespaces
+        | KalamStatement::ShowTables { .. }
+        | KalamStatement::DescribeTable(_)
+        | KalamStatement::ShowStats(_)
+        | KalamStatement::FlushTable(_)
+        | KalamStatement::FlushAll { .. }
+        | KalamStatement::ExecuteAs { .. } => true,
+        KalamStatement::Dml(statement) => match statement.as_ref() {
+            Statement::Insert(insert) => insert.returning.is_some(),
+            Statement::Update(update) => update.returning.is_some(),
+            Statement::Delete(delete) => delete.returning.is_some(),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 fn impersonated(caller: &Caller, target: &UserRecord) -> Caller {
     Caller {
         role: caller.role.min(target.role),

@@ -48,11 +48,13 @@ use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, Role, UserId}
 use kalamdb_store::{FORMAT_VERSION, Store, StoreError, StoreOptions};
 use serde::Serialize;
 
+pub use crate::arrow_conv::write_json_objects;
 use crate::auth::{Authenticator, TokenService};
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE, NamespaceDef, UserRecord};
 use crate::cold::ColdTier;
 pub use crate::ingest::IngestFormat;
 use crate::jobs::{JobManager, JobOptions};
+pub use crate::query::df_error;
 
 /// Where and how the database keeps its data.
 #[derive(Debug, Clone)]
@@ -222,6 +224,40 @@ impl PartialEq for JsonRows {
     }
 }
 
+impl StatementResult {
+    /// The result with its 64-bit integers (`BigInt` columns) as JSON strings, for
+    /// clients whose numbers are doubles (JavaScript: snowflake ids exceed 2^53).
+    pub fn with_int64_as_strings(self) -> StatementResult {
+        let wide: Vec<usize> = (self.columns.iter().enumerate())
+            .filter(|(_, c)| c.data_type == "BigInt")
+            .map(|(i, _)| i)
+            .collect();
+        if wide.is_empty() || self.row_count == 0 {
+            return self;
+        }
+        let mut rows = self.rows.to_values();
+        for row in &mut rows {
+            for &i in &wide {
+                if let Some(serde_json::Value::Number(n)) = row.get(i) {
+                    row[i] = serde_json::Value::String(n.to_string());
+                }
+            }
+        }
+        StatementResult {
+            rows: JsonRows::from_values(&rows),
+            ..self
+        }
+    }
+}
+
+/// The rows of one statement as Arrow record batches, read as the stream is
+/// polled ([`KalamDb::execute_rows`]). Errors inside the stream are [`KalamError`]s
+/// wrapped as `DataFusionError::External`.
+pub struct RowStream {
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
+    pub batches: datafusion::execution::SendableRecordBatchStream,
+}
+
 /// The error that stopped a request, and which statement raised it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatementError {
@@ -235,6 +271,15 @@ pub struct StatementError {
 pub struct SqlOutcome {
     pub results: Vec<StatementResult>,
     pub error: Option<StatementError>,
+}
+
+/// The namespace unqualified names of `request` resolve in.
+fn request_namespace(request: &SqlRequest) -> String {
+    request
+        .namespace
+        .as_deref()
+        .map(|n| n.to_ascii_lowercase())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
 }
 
 /// A statement longer than this may nest deeper than a thread's stack allows when
@@ -561,18 +606,11 @@ impl KalamDb {
         self.shared.tokens.verify(&self.shared.catalog, token)
     }
 
-    /// Runs every statement of the request in order, stopping at the first error.
-    pub async fn execute(&self, caller: &Caller, request: SqlRequest) -> SqlOutcome {
-        let refuse = |error: KalamError| SqlOutcome {
-            results: Vec::new(),
-            error: Some(StatementError {
-                error,
-                statement_index: 0,
-            }),
-        };
+    /// The statements of `request` (at least one, at most `max_statements`).
+    fn split_request<'r>(&self, request: &'r SqlRequest) -> KalamResult<Vec<&'r str>> {
         let options = &self.shared.options;
         if request.sql.len() > options.max_sql_bytes {
-            return refuse(KalamError::new(
+            return Err(KalamError::new(
                 ErrorCode::PayloadTooLarge,
                 format!(
                     "the SQL text is {} bytes; the limit is {} (max_sql_bytes)",
@@ -583,7 +621,7 @@ impl KalamDb {
         }
         let statements = kalamdb_sql::split_statements(&request.sql);
         if statements.len() > options.max_statements {
-            return refuse(KalamError::new(
+            return Err(KalamError::new(
                 ErrorCode::InvalidRequest,
                 format!(
                     "the request has {} statements; the limit is {} (max_statements)",
@@ -593,19 +631,40 @@ impl KalamDb {
             ));
         }
         if statements.is_empty() {
-            return SqlOutcome {
-                results: Vec::new(),
-                error: Some(StatementError {
-                    error: KalamError::new(ErrorCode::EmptySql, "the request contains no SQL statement"),
-                    statement_index: 0,
-                }),
-            };
+            return Err(KalamError::new(
+                ErrorCode::EmptySql,
+                "the request contains no SQL statement",
+            ));
         }
-        let namespace = request
-            .namespace
-            .as_deref()
-            .map(|n| n.to_ascii_lowercase())
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        Ok(statements)
+    }
+
+    /// The time budget of a statement starting now.
+    fn statement_budget(&self) -> Option<query::StatementBudget> {
+        self.shared
+            .options
+            .statement_timeout
+            .map(|timeout| query::StatementBudget {
+                deadline: tokio::time::Instant::now() + timeout,
+                timeout,
+            })
+    }
+
+    /// Runs every statement of the request in order, stopping at the first error.
+    pub async fn execute(&self, caller: &Caller, request: SqlRequest) -> SqlOutcome {
+        let statements = match self.split_request(&request) {
+            Ok(statements) => statements,
+            Err(error) => {
+                return SqlOutcome {
+                    results: Vec::new(),
+                    error: Some(StatementError {
+                        error,
+                        statement_index: 0,
+                    }),
+                };
+            }
+        };
+        let namespace = request_namespace(&request);
         let mut results = Vec::with_capacity(statements.len());
         for (index, sql) in statements.iter().enumerate() {
             let ctx = executor::StatementContext {
@@ -614,10 +673,7 @@ impl KalamDb {
                 namespace: &namespace,
                 params: &request.params,
             };
-            let budget = options.statement_timeout.map(|timeout| query::StatementBudget {
-                deadline: tokio::time::Instant::now() + timeout,
-                timeout,
-            });
+            let budget = self.statement_budget();
             // Boxed: a statement's future is large (DataFusion planning and execution
             // live in it), and the request's future is moved several times on its way
             // through the HTTP stack; moving it inline cost a third of a single-row
@@ -642,6 +698,41 @@ impl KalamDb {
             }
         }
         SqlOutcome { results, error: None }
+    }
+
+    /// Runs the one statement of `request`, which must return rows, and hands its
+    /// rows out as record batches produced as the stream is polled (the streamed
+    /// output formats of `/sql`). The statement's time budget covers the whole
+    /// stream: at `statement_timeout_ms` the stream ends with `STATEMENT_TIMEOUT`.
+    pub async fn execute_rows(&self, caller: &Caller, request: SqlRequest) -> KalamResult<RowStream> {
+        let statements = self.split_request(&request)?;
+        let [sql] = statements.as_slice() else {
+            return Err(KalamError::new(
+                ErrorCode::InvalidParameter,
+                format!(
+                    "the streamed formats (ndjson, csv, arrow, parquet) take one statement; the request has {}",
+                    statements.len()
+                ),
+            ));
+        };
+        let namespace = request_namespace(&request);
+        let ctx = executor::StatementContext {
+            db: &self.shared,
+            caller,
+            namespace: &namespace,
+            params: &request.params,
+        };
+        let budget = self.statement_budget();
+        let run = query::with_budget(budget, Box::pin(ctx.execute_rows(sql)));
+        let rows = if sql.len() > LARGE_STATEMENT_BYTES {
+            OnLargeStack::new(run).await
+        } else {
+            run.await
+        }?;
+        Ok(match budget {
+            Some(budget) => rows.within(budget),
+            None => rows,
+        })
     }
 
     /// Bulk load of `body` (in `format`) into `namespace.table` as `caller`: one

@@ -16,6 +16,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{ColumnarValue, LogicalPlan, ScalarUDF, Volatility, create_udf};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, collect, execute_stream};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -30,7 +31,7 @@ use crate::arrow_conv::{api_type_name, write_json_rows};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
 use crate::hidden::{exclude_hidden_from_wildcards, references_hidden};
 use crate::provider::{KalamCatalog, ScanScope};
-use crate::{Caller, ColumnInfo, DbShared, JsonRows, StatementResult};
+use crate::{Caller, ColumnInfo, DbShared, JsonRows, RowStream, StatementResult};
 
 pub(crate) const CATALOG_NAME: &str = "kalam";
 
@@ -228,6 +229,62 @@ pub(crate) async fn run_query_batches(
         Ok(())
     })
     .await
+}
+
+/// Plans a read-only statement as `caller` and starts it: its record batches are
+/// read as the returned stream is polled (nothing is collected).
+pub(crate) async fn stream_query(
+    db: &Arc<DbShared>,
+    caller: &Caller,
+    namespace: &str,
+    statement: Statement,
+    params: &[Literal],
+) -> KalamResult<RowStream> {
+    let (state, statement) = prepare_query(db, caller, namespace, statement)?;
+    within_budget(async {
+        let (schema, plan) = plan_statement(&state, statement, params).await?;
+        let batches = execute_stream(plan, state.task_ctx()).map_err(df_error)?;
+        Ok(RowStream { schema, batches })
+    })
+    .await
+}
+
+impl RowStream {
+    /// The same rows, ending with `STATEMENT_TIMEOUT` at the statement's deadline:
+    /// a streamed result is still the statement running.
+    pub(crate) fn within(self, budget: StatementBudget) -> RowStream {
+        let RowStream { schema, batches } = self;
+        let timeout = budget.timeout;
+        let stream = futures::stream::unfold(Some(batches), move |batches| async move {
+            let mut batches = batches?;
+            // Checked first: `timeout_at` polls its future before its clock, and a
+            // stream that always has a batch ready would never time out.
+            let next = match tokio::time::Instant::now() < budget.deadline {
+                true => tokio::time::timeout_at(budget.deadline, batches.next())
+                    .await
+                    .map_err(|_| ()),
+                false => Err(()),
+            };
+            match next {
+                Ok(Some(batch)) => Some((batch, Some(batches))),
+                Ok(None) => None,
+                Err(()) => {
+                    let error = KalamError::new(
+                        ErrorCode::StatementTimeout,
+                        format!(
+                            "the statement ran longer than statement_timeout_ms ({} ms) and was cancelled",
+                            timeout.as_millis()
+                        ),
+                    );
+                    Some((Err(DataFusionError::External(Box::new(error))), None))
+                }
+            }
+        });
+        RowStream {
+            schema: schema.clone(),
+            batches: Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+        }
+    }
 }
 
 /// Plans and runs a read-only statement as `caller` and encodes its rows as JSON as
@@ -534,7 +591,7 @@ fn df_message(e: &DataFusionError) -> String {
 
 /// Maps a DataFusion error to an API error: the user's mistakes are 400s with the
 /// planner's message; failures of the server are `INTERNAL_ERROR`.
-pub(crate) fn df_error(e: DataFusionError) -> KalamError {
+pub fn df_error(e: DataFusionError) -> KalamError {
     let message = df_message(&e);
     match e.find_root() {
         DataFusionError::External(inner) => match inner.downcast_ref::<KalamError>() {
