@@ -166,7 +166,7 @@ async fn every_format_carries_every_type() {
         column("id").as_primitive::<Int64Type>().values().to_vec(),
         vec![1, 2, BIG_ID]
     );
-    assert_eq!(column("flag").as_boolean().value(0), true);
+    assert!(column("flag").as_boolean().value(0));
     assert_eq!(column("small").data_type(), &DataType::Int16);
     assert_eq!(column("num").data_type(), &DataType::Int32);
     assert_eq!(column("real_v").data_type(), &DataType::Float32);
@@ -185,12 +185,8 @@ async fn every_format_carries_every_type() {
         "comma, \"quote\"\nnew line — ünïcødé 🎉"
     );
     assert_eq!(column("doc").as_string::<i32>().value(1), "\"just a string\"");
-    for i in 1..schema.fields().len() {
-        assert!(
-            arrow.column(i).is_null(2),
-            "{} is NULL in the third row",
-            names[i]
-        );
+    for (name, array) in names.iter().zip(arrow.columns()).skip(1) {
+        assert!(array.is_null(2), "{name} is NULL in the third row");
     }
 
     // Parquet: one file holding the same batch.
@@ -198,13 +194,8 @@ async fn every_format_carries_every_type() {
         parquet_batches(streamed(&server, "format=parquet", QUERY, "application/vnd.apache.parquet").await);
     let parquet = concat_batches(&parquet[0].schema(), &parquet).unwrap();
     assert_eq!(parquet.num_rows(), 3);
-    for i in 0..arrow.num_columns() {
-        assert_eq!(
-            parquet.column(i).as_ref(),
-            arrow.column(i).as_ref(),
-            "column {}",
-            names[i]
-        );
+    for ((name, read), sent) in names.iter().zip(parquet.columns()).zip(arrow.columns()) {
+        assert_eq!(read.as_ref(), sent.as_ref(), "column {name}");
     }
 
     // The Accept header chooses too; ?format= wins over it.

@@ -215,7 +215,7 @@ mod tests {
             KalamType::Uuid,
         ];
         for ty in types {
-            assert_eq!(KalamType::from_api_name(&ty.api_name()), Some(ty.clone()), "{ty}");
+            assert_eq!(KalamType::from_api_name(&ty.api_name()), Some(ty), "{ty}");
         }
         for other in ["Null", "Decimal(x,1)", "Decimal(3", "text"] {
             assert_eq!(KalamType::from_api_name(other), None, "{other}");
