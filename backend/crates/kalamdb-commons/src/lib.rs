@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod ids;
+pub mod split;
 pub mod types;
 pub mod value;
 

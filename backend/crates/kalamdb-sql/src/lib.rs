@@ -13,7 +13,6 @@ mod ddl;
 mod depth;
 mod dialect;
 mod flush_commands;
-mod split;
 mod statement;
 mod users;
 
@@ -21,7 +20,7 @@ pub use datafusion::sql::sqlparser;
 pub use ddl::{ColumnSpec, CreateTable, TableOptions, literal};
 pub use depth::{MAX_NESTING_DEPTH, MAX_TYPE_NESTING, check_depth, too_deeply_nested};
 pub use dialect::KalamDialect;
-pub use split::split_statements;
+pub use kalamdb_commons::split::split_statements;
 pub use statement::parse_sql_text;
 pub use statement::{KalamStatement, TableRef, ident_name, parse_statement};
 pub use users::UserChange;

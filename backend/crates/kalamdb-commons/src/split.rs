@@ -1,8 +1,18 @@
-//! Splitting a request into statements.
+//! Splitting SQL text into statements (the server splits requests with it; the
+//! `kalam` client finds where a statement typed over several lines ends).
 
 /// Splits SQL text at `;` outside string literals, quoted identifiers, dollar-quoted
 /// strings and comments. Returns the non-empty statements, trimmed.
 pub fn split_statements(sql: &str) -> Vec<&str> {
+    let (mut statements, rest) = split_terminated(sql);
+    push_statement(&mut statements, rest);
+    statements
+}
+
+/// The non-empty statements ended by a `;` (trimmed, without it), and the text
+/// after the last `;`: a statement still being written, or blank (see
+/// [`is_blank`]). A `;` inside an unclosed quote or comment ends nothing.
+pub fn split_terminated(sql: &str) -> (Vec<&str>, &str) {
     let bytes = sql.as_bytes();
     let mut statements = Vec::new();
     let mut start = 0;
@@ -28,8 +38,7 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
             _ => i += 1,
         }
     }
-    push_statement(&mut statements, &sql[start..]);
-    statements
+    (statements, &sql[start..])
 }
 
 fn push_statement<'a>(statements: &mut Vec<&'a str>, text: &'a str) {
@@ -39,7 +48,7 @@ fn push_statement<'a>(statements: &mut Vec<&'a str>, text: &'a str) {
 }
 
 /// True when the text holds only whitespace and comments.
-fn is_blank(text: &str) -> bool {
+pub fn is_blank(text: &str) -> bool {
     let mut rest = text.trim_start();
     loop {
         if let Some(after) = rest.strip_prefix("--") {
@@ -87,7 +96,7 @@ fn skip_dollar_quoted(sql: &str, open: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::split_statements;
+    use super::{split_statements, split_terminated};
 
     #[track_caller]
     fn check(sql: &str, expected: &[&str]) {
@@ -109,5 +118,17 @@ mod tests {
         check("SELECT $x$ ; $x$", &["SELECT $x$ ; $x$"]);
         check(" ; ;; -- nothing\n", &[]);
         check("", &[]);
+    }
+
+    #[test]
+    fn finds_the_statement_still_being_written() {
+        assert_eq!(
+            split_terminated("SELECT 1; SELECT"),
+            (vec!["SELECT 1"], " SELECT")
+        );
+        assert_eq!(split_terminated("SELECT 1;\n"), (vec!["SELECT 1"], "\n"));
+        assert_eq!(split_terminated("SELECT 'a;\nb"), (vec![], "SELECT 'a;\nb"));
+        assert_eq!(split_terminated("SELECT 1 /* ; "), (vec![], "SELECT 1 /* ; "));
+        assert_eq!(split_terminated("SELECT 1 -- ;\n;"), (vec!["SELECT 1 -- ;"], ""));
     }
 }
