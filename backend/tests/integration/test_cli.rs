@@ -254,7 +254,31 @@ async fn login_saves_a_token_that_only_its_owner_can_read() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), saved);
 }
 
-/// Drives the shell in a pseudo-terminal (blocking: run off the async workers).
+/// The shell in a pseudo-terminal. Input is sent only once the shell shows its
+/// prompt: keys typed while the terminal changes mode may be dropped (a person
+/// waits for the prompt too).
+struct Shell(rexpect::session::PtySession);
+
+impl Shell {
+    fn at_prompt(&mut self) -> &mut rexpect::session::PtySession {
+        self.0.exp_string("kalam> ").expect("the prompt");
+        &mut self.0
+    }
+
+    /// Types `line` and Enter at the next prompt.
+    fn run(&mut self, line: &str) -> &mut rexpect::session::PtySession {
+        self.at_prompt().send_line(line).unwrap();
+        &mut self.0
+    }
+
+    fn expect(&mut self, text: &str) {
+        self.0
+            .exp_string(text)
+            .unwrap_or_else(|e| panic!("expected {text:?}: {e}"));
+    }
+}
+
+/// Drives the shell (blocking: run off the async workers).
 fn shell_session(url: String, home: PathBuf) {
     // A terminal 150 columns wide; then the shell itself.
     let mut command = Command::new("sh");
@@ -270,27 +294,28 @@ fn shell_session(url: String, home: PathBuf) {
         .env_remove("KALAM_USER")
         .env_remove("KALAM_PASSWORD")
         .env_remove("KALAM_TOKEN");
-    let mut p = rexpect::session::spawn_command(command, Some(30_000)).expect("kalam starts in a terminal");
-    p.exp_string("\\help for help").unwrap();
-    p.exp_string("kalam> ").unwrap();
+    let session = rexpect::session::spawn_command(command, Some(30_000)).expect("kalam starts in a terminal");
+    let mut shell = Shell(session);
+    shell.expect("\\help for help");
 
     // Backslash commands.
-    p.send_line("\\dt").unwrap();
-    p.exp_string("animals").unwrap();
-    p.exp_string("(2 rows, ").unwrap();
-    p.send_line("\\d zoo.animals").unwrap();
-    p.exp_string("legs").unwrap();
-    p.exp_string("(4 rows, ").unwrap();
+    shell.run("\\dt");
+    shell.expect("animals");
+    shell.expect("(2 rows, ");
+    shell.run("\\d zoo.animals");
+    shell.expect("legs");
+    shell.expect("(4 rows, ");
 
     // A statement over several lines runs at its ';'.
-    p.send_line("SELECT 40 + 2").unwrap();
-    p.send_line("  AS answer;").unwrap();
-    p.exp_string("answer").unwrap();
-    p.exp_string("42").unwrap();
-    p.exp_string("(1 row, ").unwrap();
+    shell.run("SELECT 40 + 2");
+    shell.0.send_line("  AS answer;").unwrap();
+    shell.expect("answer");
+    shell.expect("42");
+    shell.expect("(1 row, ");
 
     // Tab completion of a column, a namespace, a table in it: the statement runs
     // only if each word was completed ("leg", "zo" and "ani" name nothing).
+    let p = shell.at_prompt();
     for keys in [
         "SELECT id, leg",
         "\t",
@@ -307,43 +332,44 @@ fn shell_session(url: String, home: PathBuf) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     p.send_line("").unwrap();
-    p.exp_string("legs").unwrap();
-    p.exp_string("(1 row, ").unwrap();
+    shell.expect("legs");
+    shell.expect("(1 row, ");
 
     // Ctrl-C drops the input being typed; the shell stays.
+    let p = shell.at_prompt();
     p.send("SELECT 'never sent'").unwrap();
+    p.flush().unwrap();
+    p.exp_string("'never sent'").unwrap();
     p.send_control('c').unwrap();
-    p.send_line("SELECT 'after' AS state;").unwrap();
-    p.exp_string("after").unwrap();
-    p.exp_string("(1 row, ").unwrap();
+    shell.run("SELECT 'after' AS state;");
+    shell.expect("after");
+    shell.expect("(1 row, ");
 
     // Ctrl-C cancels a running statement; the shell stays.
-    p.send_line("SELECT count(*) FROM generate_series(1, 100000000000);")
-        .unwrap();
+    shell.run("SELECT count(*) FROM generate_series(1, 100000000000);");
     std::thread::sleep(std::time::Duration::from_millis(700));
-    p.send_control('c').unwrap();
-    p.exp_string("cancelled").unwrap();
-    p.send_line("SELECT 'still here' AS state;").unwrap();
-    p.exp_string("still here").unwrap();
+    shell.0.send_control('c').unwrap();
+    shell.expect("cancelled");
+    shell.run("SELECT 'still here' AS state;");
+    shell.expect("still here");
 
     // An error keeps the shell open.
-    p.send_line("SELECT * FROM zoo.nothing;").unwrap();
-    p.exp_string("ERROR TABLE_NOT_FOUND").unwrap();
-    p.send_line("\\bogus").unwrap();
-    p.exp_string("unknown command \\bogus").unwrap();
+    shell.run("SELECT * FROM zoo.nothing;");
+    shell.expect("ERROR TABLE_NOT_FOUND");
+    shell.run("\\bogus");
+    shell.expect("unknown command \\bogus");
 
     // \flush follows the job to its end.
-    p.send_line("\\flush zoo.visits").unwrap();
-    p.exp_string("zoo.visits: completed, 2 rows, 1 file(s)").unwrap();
-    p.send_line("\\jobs").unwrap();
-    p.exp_string("completed").unwrap();
+    shell.run("\\flush zoo.visits");
+    shell.expect("zoo.visits: completed, 2 rows, 1 file(s)");
+    shell.run("\\jobs");
+    shell.expect("completed");
 
-    p.send_line("\\q").unwrap();
-    p.exp_eof().unwrap();
-    let status = p.process_mut().wait().unwrap();
+    shell.run("\\q");
+    shell.0.exp_eof().unwrap();
+    let status = shell.0.process_mut().wait().unwrap();
     assert!(format!("{status:?}").ends_with(", 0)"), "{status:?}");
-    assert!(home.join("history").exists(), "the history file is written");
-    let history = std::fs::read_to_string(home.join("history")).unwrap();
+    let history = std::fs::read_to_string(home.join("history")).expect("the history file is written");
     assert!(history.contains("AS answer;"), "{history}");
 }
 
