@@ -257,7 +257,7 @@ pub fn run(runtime: &tokio::runtime::Runtime, mut session: Session, greeting: &s
         let _ = editor.load_history(path);
     }
     println!("{greeting}");
-    let outcome = loop {
+    loop {
         let input = match editor.readline(PROMPT) {
             Ok(input) => input,
             // Ctrl-C: the input is dropped, the shell stays.
@@ -284,8 +284,7 @@ pub fn run(runtime: &tokio::runtime::Runtime, mut session: Session, greeting: &s
         if runtime.block_on(session.run_script(&input)) == Outcome::Quit {
             break Outcome::Done;
         }
-    };
-    outcome
+    }
 }
 
 #[cfg(test)]
