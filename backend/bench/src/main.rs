@@ -79,6 +79,12 @@ struct Args {
     /// Skip the write-path scenarios (SHARED ingest, bulk load, INSERT during a slow UPDATE, mixed load)
     #[arg(long)]
     skip_write: bool,
+    /// Only stream a large result in each output format (server RSS while streaming)
+    #[arg(long)]
+    only_formats: bool,
+    /// Rows of the result streamed by `--only-formats`
+    #[arg(long, default_value_t = 10_000_000)]
+    format_rows: usize,
     /// The server binary (default: `kalamdb-server` next to this binary)
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -616,6 +622,7 @@ fn report_latency(name: &str, mut samples: Vec<Duration>) -> Value {
     json!({"p50_ms": p50, "p99_ms": p99, "samples": samples.len()})
 }
 
+mod formats;
 mod write_path;
 
 #[tokio::main(flavor = "multi_thread")]
@@ -637,6 +644,12 @@ async fn main() {
     setup
         .sql("CREATE NAMESPACE bench; CREATE USER TABLE bench.events (id BIGINT PRIMARY KEY, user_name TEXT, kind INT, payload TEXT); CREATE USER TABLE bench.single (id BIGINT PRIMARY KEY, v TEXT)".into())
         .await;
+
+    if args.only_formats {
+        let figures = formats::streamed_formats(&args, &server, &client).await;
+        println!("{}", json!({ "streamed_formats": figures }));
+        return;
+    }
 
     if args.only_rss {
         let volume = write_path::rss_after_ingest(&args, &server, &client).await;
