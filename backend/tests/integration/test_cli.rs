@@ -207,6 +207,24 @@ async fn scripts_print_every_format_and_report_through_exit_status() {
     assert_eq!(code, 2);
     assert!(err.contains("unknown format 'xml'"), "{err}");
 
+    // The listing commands, and \format / \timing changing how later results print.
+    let script = home.path().join("commands.sql");
+    std::fs::write(
+        &script,
+        "\\dn\n\\du\n\\timing off\nSELECT 7 AS seven;\n\\format ndjson\nSELECT 8 AS eight;\n\\help\n",
+    )
+    .unwrap();
+    let mut command = kalam(&server, home.path());
+    command.arg("-f").arg(&script);
+    let (code, out, err) = output(command).await;
+    assert_eq!(code, 0, "{err}");
+    let namespaces = out.lines().find(|l| l.contains("zoo")).expect("\\dn lists zoo");
+    assert!(namespaces.contains('1'), "one table in zoo: {namespaces}");
+    assert!(out.contains("lena") && out.contains("root"), "\\du lists the users: {out}");
+    assert!(out.contains("timing is off") && out.contains("(1 row)\n"), "{out}");
+    assert!(out.contains("{\"eight\":8}\n"), "{out}");
+    assert!(out.contains("\\flush NS.TABLE|all"), "\\help lists the commands: {out}");
+
     // \as runs a statement as another user (EXECUTE AS USER).
     let mut command = kalam(&server, home.path());
     command.args(["--format", "csv", "-c", "\\as lena SELECT CURRENT_USER() AS me"]);

@@ -84,7 +84,10 @@ impl Format {
             let media = item.split(';').next().unwrap_or("").trim();
             Format::ALL
                 .into_iter()
-                .find(|f| f.media_type().split(';').next() == Some(media) && *f != Format::Json)
+                .find(|f| {
+                    let own = f.media_type().split(';').next().unwrap_or("");
+                    *f != Format::Json && own.eq_ignore_ascii_case(media)
+                })
         });
         Ok(named.unwrap_or(Format::Json))
     }
