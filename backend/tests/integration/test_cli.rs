@@ -220,10 +220,19 @@ async fn scripts_print_every_format_and_report_through_exit_status() {
     assert_eq!(code, 0, "{err}");
     let namespaces = out.lines().find(|l| l.contains("zoo")).expect("\\dn lists zoo");
     assert!(namespaces.contains('1'), "one table in zoo: {namespaces}");
-    assert!(out.contains("lena") && out.contains("root"), "\\du lists the users: {out}");
-    assert!(out.contains("timing is off") && out.contains("(1 row)\n"), "{out}");
+    assert!(
+        out.contains("lena") && out.contains("root"),
+        "\\du lists the users: {out}"
+    );
+    assert!(
+        out.contains("timing is off") && out.contains("(1 row)\n"),
+        "{out}"
+    );
     assert!(out.contains("{\"eight\":8}\n"), "{out}");
-    assert!(out.contains("\\flush NS.TABLE|all"), "\\help lists the commands: {out}");
+    assert!(
+        out.contains("\\flush NS.TABLE|all"),
+        "\\help lists the commands: {out}"
+    );
 
     // \as runs a statement as another user (EXECUTE AS USER).
     let mut command = kalam(&server, home.path());

@@ -82,12 +82,10 @@ impl Format {
         let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
         let named = accept.split(',').find_map(|item| {
             let media = item.split(';').next().unwrap_or("").trim();
-            Format::ALL
-                .into_iter()
-                .find(|f| {
-                    let own = f.media_type().split(';').next().unwrap_or("");
-                    *f != Format::Json && own.eq_ignore_ascii_case(media)
-                })
+            Format::ALL.into_iter().find(|f| {
+                let own = f.media_type().split(';').next().unwrap_or("");
+                *f != Format::Json && own.eq_ignore_ascii_case(media)
+            })
         });
         Ok(named.unwrap_or(Format::Json))
     }

@@ -273,6 +273,26 @@ pub struct SqlOutcome {
     pub error: Option<StatementError>,
 }
 
+/// Runs the work of the statement `sql` within `budget`, on a large stack of its
+/// own when the SQL is long (see [`LARGE_STATEMENT_BYTES`]).
+///
+/// The work comes boxed: a statement's future is large (DataFusion planning and
+/// execution live in it), and the request's future is moved several times on its way
+/// through the HTTP stack; carrying it inline cost a third of a single-row INSERT's
+/// instructions in memcpy.
+async fn run_statement<T>(
+    sql: &str,
+    budget: Option<query::StatementBudget>,
+    work: std::pin::Pin<Box<impl std::future::Future<Output = KalamResult<T>>>>,
+) -> KalamResult<T> {
+    let run = query::with_budget(budget, work);
+    if sql.len() > LARGE_STATEMENT_BYTES {
+        OnLargeStack::new(run).await
+    } else {
+        run.await
+    }
+}
+
 /// The namespace unqualified names of `request` resolve in.
 fn request_namespace(request: &SqlRequest) -> String {
     request
@@ -673,18 +693,7 @@ impl KalamDb {
                 namespace: &namespace,
                 params: &request.params,
             };
-            let budget = self.statement_budget();
-            // Boxed: a statement's future is large (DataFusion planning and execution
-            // live in it), and the request's future is moved several times on its way
-            // through the HTTP stack; moving it inline cost a third of a single-row
-            // INSERT's instructions in memcpy.
-            let run = query::with_budget(budget, Box::pin(ctx.execute(sql)));
-            let outcome = if sql.len() > LARGE_STATEMENT_BYTES {
-                OnLargeStack::new(run).await
-            } else {
-                run.await
-            };
-            match outcome {
+            match run_statement(sql, self.statement_budget(), Box::pin(ctx.execute(sql))).await {
                 Ok(result) => results.push(result),
                 Err(error) => {
                     return SqlOutcome {
@@ -723,12 +732,7 @@ impl KalamDb {
             params: &request.params,
         };
         let budget = self.statement_budget();
-        let run = query::with_budget(budget, Box::pin(ctx.execute_rows(sql)));
-        let rows = if sql.len() > LARGE_STATEMENT_BYTES {
-            OnLargeStack::new(run).await
-        } else {
-            run.await
-        }?;
+        let rows = run_statement(sql, budget, Box::pin(ctx.execute_rows(sql))).await?;
         Ok(match budget {
             Some(budget) => rows.within(budget),
             None => rows,
