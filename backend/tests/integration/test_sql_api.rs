@@ -259,3 +259,81 @@ async fn metrics_count_requests_by_status() {
         "{text}"
     );
 }
+
+/// Result columns may share a name, as SQL allows; the client sees the names as
+/// written (an alias, or a column's name), in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_columns_may_repeat_a_name() {
+    let server = TestServer::start().await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE app; \
+             CREATE SHARED TABLE app.t (x INT PRIMARY KEY, y TEXT); \
+             INSERT INTO app.t VALUES (1, 'b'), (2, 'a'), (3, 'a')",
+        )
+        .await
+        .expect_success();
+    let check = |sql: &'static str, names: &'static [&'static str], rows: serde_json::Value| {
+        let server = &server;
+        async move {
+            let answer = server.execute_sql(sql).await;
+            answer.expect_success();
+            assert_eq!(answer.column_names(), names, "{sql}");
+            assert_eq!(answer.body["results"][0]["rows"], rows, "{sql}");
+        }
+    };
+    check("SELECT 1 AS a, 2 AS a", &["a", "a"], json!([[1, 2]])).await;
+    check("SELECT x, x FROM app.t WHERE x = 1", &["x", "x"], json!([[1, 1]])).await;
+    check(
+        "SELECT t.x, x FROM app.t AS t WHERE x < 3 ORDER BY x",
+        &["x", "x"],
+        json!([[1, 1], [2, 2]]),
+    )
+    .await;
+    check(
+        "SELECT count(*), count(*) FROM app.t",
+        &["count(*)", "count(*)"],
+        json!([[3, 3]]),
+    )
+    .await;
+    // ORDER BY and GROUP BY still reach a select-list alias that is not repeated.
+    check(
+        "SELECT x AS a, x * 10 AS a, y AS b FROM app.t ORDER BY b, 1",
+        &["a", "a", "b"],
+        json!([[2, 20, "a"], [3, 30, "a"], [1, 10, "b"]]),
+    )
+    .await;
+    check(
+        "SELECT y AS k, count(*) AS n, count(*) AS n FROM app.t GROUP BY k ORDER BY k",
+        &["k", "n", "n"],
+        json!([["a", 2, 2], ["b", 1, 1]]),
+    )
+    .await;
+    // A set operation takes its names from its first SELECT.
+    check(
+        "SELECT 1 AS a, 2 AS a UNION ALL SELECT 3, 4 ORDER BY 1",
+        &["a", "a"],
+        json!([[1, 2], [3, 4]]),
+    )
+    .await;
+    // A repeated alias cannot be referred to: ambiguous, an error rather than a guess.
+    let answer = server
+        .execute_sql("SELECT x AS a, y AS a FROM app.t ORDER BY a")
+        .await;
+    answer.expect_error(400, "INVALID_SQL");
+    let message = answer.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("ambiguous"), "{message}");
+    // The streamed formats show the same names.
+    let csv = server
+        .client()
+        .post(server.url("/sql?format=csv"))
+        .basic_auth("root", Some(""))
+        .body("SELECT x, x AS x FROM app.t WHERE x = 2")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv, "x,x\n2,2\n");
+}

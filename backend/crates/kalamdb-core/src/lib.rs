@@ -33,6 +33,7 @@ pub mod jobs;
 mod point_read;
 mod provider;
 mod query;
+mod result_names;
 mod scoped;
 mod system_tables;
 mod tiered_scan;

@@ -403,9 +403,10 @@ pub(crate) async fn run_statement(
 /// the result's schema and the physical plan.
 async fn plan_statement(
     state: &SessionState,
-    statement: Statement,
+    mut statement: Statement,
     params: &[Literal],
 ) -> KalamResult<(SchemaRef, Arc<dyn ExecutionPlan>)> {
+    let renamed = crate::result_names::disambiguate(&mut statement)?;
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement)))
         .await
@@ -417,7 +418,10 @@ async fn plan_statement(
         .verify_plan(&plan)
         .map_err(|e| KalamError::unsupported(df_message(&e)))?;
     let plan = bind_params(plan, params)?;
-    let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    let mut schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+    if let Some(renamed) = &renamed {
+        schema = renamed.schema(&plan, &schema);
+    }
     let physical = state.create_physical_plan(&plan).await.map_err(df_error)?;
     Ok((schema, physical))
 }
