@@ -45,7 +45,12 @@ pub(crate) fn disambiguate(statement: &mut Statement) -> KalamResult<Option<Rena
             match std::mem::replace(item, SelectItem::UnnamedExpr(ast::Expr::value(ast::Value::Null))) {
                 SelectItem::UnnamedExpr(expr) => (expr, None),
                 SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias)),
-                _ => unreachable!("repeats_a_name refuses other items"),
+                // `repeats_a_name` is false for lists with other items.
+                other => {
+                    return Err(KalamError::internal(format!(
+                        "unexpected select item {other} in a list with repeated names"
+                    )));
+                }
             };
         if let Some(alias) = &alias {
             // A name used twice cannot be referred to: it stays ambiguous.
@@ -155,6 +160,15 @@ fn outermost_select(body: &mut SetExpr) -> Option<&mut ast::Select> {
 /// Whether two items would have the same output name (wildcards and multi-aliases
 /// make that unknowable here: left to the planner).
 fn repeats_a_name(items: &[SelectItem]) -> bool {
+    let named = |item: &SelectItem| {
+        matches!(
+            item,
+            SelectItem::ExprWithAlias { .. } | SelectItem::UnnamedExpr(_)
+        )
+    };
+    if !items.iter().all(named) {
+        return false;
+    }
     let mut seen = std::collections::HashSet::new();
     for item in items {
         let name = match item {
@@ -203,6 +217,8 @@ mod tests {
     fn only_repeated_names_are_rewritten() {
         assert_eq!(rewritten("SELECT 1 AS a, 2 AS b"), None);
         assert_eq!(rewritten("SELECT *, x FROM t"), None);
+        assert_eq!(rewritten("SELECT x, x, * FROM t"), None);
+        assert_eq!(rewritten("SELECT x, x, t.* FROM t"), None);
         assert_eq!(
             rewritten("SELECT 1 AS a, 2 AS a").unwrap(),
             "SELECT 1 AS __kalam_col_0, 2 AS __kalam_col_1"
