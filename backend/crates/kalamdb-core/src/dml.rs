@@ -14,9 +14,6 @@ use datafusion::catalog::{
     CatalogProvider, MemTable, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
 };
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
-use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::context::SessionState;
-use datafusion::prelude::SessionConfig;
 use datafusion::sql::sqlparser::ast::{
     self, AssignmentTarget, Expr, FromTable, Ident, Insert, ObjectName, OnConflictAction, OnInsert,
     SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, UpdateTableFromKind, VisitMut,
@@ -32,7 +29,7 @@ use crate::arrow_conv::{column_values, field, values_to_array};
 use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::dml_query;
 use crate::executor::StatementContext;
-use crate::query::{JsonResult, resolve_name, run_query, run_query_batches, run_statement};
+use crate::query::{JsonResult, StatementSession, resolve_name, run_query, run_query_batches, run_statement};
 use crate::scoped::backfill_value;
 use crate::write::{self, CommitGuard, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
 use crate::{DbShared, StatementResult, now_micros, store_error};
@@ -757,7 +754,7 @@ async fn upsert(
 
 /// A session whose only table is `batch`, registered as `table` (in a schema named
 /// after its namespace, the default one, so `t.col` and `ns.t.col` both resolve).
-fn scratch_session(db: &DbShared, table: &TableDef, batch: RecordBatch) -> KalamResult<SessionState> {
+fn scratch_session(db: &DbShared, table: &TableDef, batch: RecordBatch) -> KalamResult<StatementSession> {
     let internal = |e: datafusion::error::DataFusionError| KalamError::internal(e.to_string());
     let schema = Arc::new(MemorySchemaProvider::new());
     let mem = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;
@@ -770,17 +767,7 @@ fn scratch_session(db: &DbShared, table: &TableDef, batch: RecordBatch) -> Kalam
         .map_err(internal)?;
     let catalogs = Arc::new(MemoryCatalogProviderList::new());
     catalogs.register_catalog("scratch".to_string(), catalog);
-    let mut state = SessionStateBuilder::new_from_existing(db.base_state.clone())
-        .with_config(
-            SessionConfig::new()
-                .with_default_catalog_and_schema("scratch", &table.namespace)
-                .with_create_default_catalog_and_schema(false),
-        )
-        .with_catalog_list(catalogs)
-        .with_runtime_env(db.query_runtime.for_statement()?)
-        .build();
-    state.mark_start_execution();
-    Ok(state)
+    StatementSession::new(db, catalogs, "scratch", &table.namespace)
 }
 
 /// `EXCLUDED.col` → `__excluded_col`.

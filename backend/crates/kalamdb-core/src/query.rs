@@ -9,12 +9,12 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::{DataFusionError, ScalarValue};
-use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SQLOptions, SessionState};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{FunctionRegistry, TaskContext};
 use datafusion::logical_expr::{ColumnarValue, LogicalPlan, ScalarUDF, Volatility, create_udf};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, collect, execute_stream};
@@ -122,20 +122,62 @@ pub(crate) async fn within_budget<T>(
     }
 }
 
-/// The session state every statement's session starts from (functions, settings).
+/// The session state every statement's session is cloned from (functions,
+/// settings; no catalog of its own).
 pub(crate) fn base_session_state() -> SessionState {
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG_NAME, crate::catalog::DEFAULT_NAMESPACE)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(false)
+        .with_target_partitions(2);
     SessionStateBuilder::new()
-        .with_config(session_config(crate::catalog::DEFAULT_NAMESPACE))
+        .with_config(config)
         .with_default_features()
         .build()
 }
 
-fn session_config(namespace: &str) -> SessionConfig {
-    SessionConfig::new()
-        .with_default_catalog_and_schema(CATALOG_NAME, namespace)
-        .with_create_default_catalog_and_schema(false)
-        .with_information_schema(false)
-        .with_target_partitions(2)
+/// A statement's DataFusion session: the shared base state cloned (its function
+/// registries are copied, not registered again: building a state from a builder
+/// re-registers every function, a third of a `SELECT 1`), with the statement's own
+/// catalog list, default namespace and clock; and the statement's runtime (its
+/// memory pool), which every task context of the statement carries.
+pub(crate) struct StatementSession {
+    state: SessionState,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl StatementSession {
+    /// A session over `catalogs`, resolving unqualified names in `catalog.schema`.
+    pub fn new(
+        db: &DbShared,
+        catalogs: Arc<dyn CatalogProviderList>,
+        catalog: &str,
+        schema: &str,
+    ) -> KalamResult<StatementSession> {
+        let mut state = db.base_state.clone();
+        let options = &state.config().options().catalog;
+        if options.default_catalog != catalog || options.default_schema != schema {
+            let options = &mut state.config_mut().options_mut().catalog;
+            options.default_catalog = catalog.to_string();
+            options.default_schema = schema.to_string();
+        }
+        state.register_catalog_list(catalogs);
+        // The statement's clock: NOW() and CURRENT_DATE are this moment throughout.
+        state.mark_start_execution();
+        Ok(StatementSession {
+            state,
+            runtime: db.query_runtime.for_statement()?,
+        })
+    }
+
+    /// A task context that runs under the statement's memory pool.
+    pub fn task_ctx(&self) -> Arc<TaskContext> {
+        Arc::new(TaskContext::from(&self.state).with_runtime(self.runtime.clone()))
+    }
+
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
 }
 
 /// A session that resolves names in `namespace` and scans as `scope`. The
@@ -146,26 +188,21 @@ pub(crate) fn session(
     scope: ScanScope,
     namespace: &str,
     with_current_user: bool,
-) -> KalamResult<SessionState> {
+) -> KalamResult<StatementSession> {
     let catalogs = Arc::new(MemoryCatalogProviderList::new());
     let username = scope.caller.username.clone();
     catalogs.register_catalog(
         CATALOG_NAME.to_string(),
         Arc::new(KalamCatalog::new(db.clone(), scope)),
     );
-    let mut state = SessionStateBuilder::new_from_existing(db.base_state.clone())
-        .with_config(session_config(namespace))
-        .with_catalog_list(catalogs)
-        .with_runtime_env(db.query_runtime.for_statement()?)
-        .build();
-    // The statement's clock: NOW() and CURRENT_DATE are this moment throughout.
-    state.mark_start_execution();
+    let mut session = StatementSession::new(db, catalogs, CATALOG_NAME, namespace)?;
     if with_current_user {
-        state
+        session
+            .state
             .register_udf(Arc::new(current_user_udf(username)))
             .map_err(|e| KalamError::internal(format!("cannot register current_user: {e}")))?;
     }
-    Ok(state)
+    Ok(session)
 }
 
 /// Whether the statement calls `current_user`.
@@ -205,8 +242,8 @@ pub(crate) async fn run_query(
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<QueryOutput> {
-    let (state, statement) = prepare_query(db, caller, namespace, statement)?;
-    run_statement(&state, statement, params).await
+    let (session, statement) = prepare_query(db, caller, namespace, statement)?;
+    run_statement(&session, statement, params).await
 }
 
 /// Plans and runs a read-only statement as `caller`, handing its record batches to
@@ -219,10 +256,10 @@ pub(crate) async fn run_query_batches(
     params: &[Literal],
     mut each: impl FnMut(&RecordBatch) -> KalamResult<()>,
 ) -> KalamResult<()> {
-    let (state, statement) = prepare_query(db, caller, namespace, statement)?;
+    let (session, statement) = prepare_query(db, caller, namespace, statement)?;
     within_budget(async {
-        let (_, plan) = plan_statement(&state, statement, params).await?;
-        let mut stream = execute_stream(plan, state.task_ctx()).map_err(df_error)?;
+        let (_, plan) = plan_statement(session.state(), statement, params).await?;
+        let mut stream = execute_stream(plan, session.task_ctx()).map_err(df_error)?;
         while let Some(batch) = stream.next().await {
             each(&batch.map_err(df_error)?)?;
         }
@@ -240,10 +277,10 @@ pub(crate) async fn stream_query(
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<RowStream> {
-    let (state, statement) = prepare_query(db, caller, namespace, statement)?;
+    let (session, statement) = prepare_query(db, caller, namespace, statement)?;
     within_budget(async {
-        let (schema, plan) = plan_statement(&state, statement, params).await?;
-        let batches = execute_stream(plan, state.task_ctx()).map_err(df_error)?;
+        let (schema, plan) = plan_statement(session.state(), statement, params).await?;
+        let batches = execute_stream(plan, session.task_ctx()).map_err(df_error)?;
         Ok(RowStream { schema, batches })
     })
     .await
@@ -296,11 +333,11 @@ pub(crate) async fn run_query_json(
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<StatementResult> {
-    let (state, statement) = prepare_query(db, caller, namespace, statement)?;
+    let (session, statement) = prepare_query(db, caller, namespace, statement)?;
     let limit = db.options.max_result_bytes;
     within_budget(async {
-        let (schema, plan) = plan_statement(&state, statement, params).await?;
-        let mut stream = execute_stream(plan, state.task_ctx()).map_err(df_error)?;
+        let (schema, plan) = plan_statement(session.state(), statement, params).await?;
+        let mut stream = execute_stream(plan, session.task_ctx()).map_err(df_error)?;
         let mut result = JsonResult::new(limit);
         while let Some(batch) = stream.next().await {
             result.push(&schema, &batch.map_err(df_error)?)?;
@@ -369,7 +406,7 @@ fn prepare_query(
     caller: &Caller,
     namespace: &str,
     mut statement: Statement,
-) -> KalamResult<(SessionState, Statement)> {
+) -> KalamResult<(StatementSession, Statement)> {
     check_relations_exist(db, namespace, &statement)?;
     let expose_hidden = references_hidden(&statement);
     if expose_hidden {
@@ -387,13 +424,13 @@ fn prepare_query(
 /// Plans `statement` in `ctx`, binds `params` and collects the result, within the
 /// statement's time budget.
 pub(crate) async fn run_statement(
-    state: &SessionState,
+    session: &StatementSession,
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<QueryOutput> {
     within_budget(async {
-        let (schema, plan) = plan_statement(state, statement, params).await?;
-        let batches = collect(plan, state.task_ctx()).await.map_err(df_error)?;
+        let (schema, plan) = plan_statement(session.state(), statement, params).await?;
+        let batches = collect(plan, session.task_ctx()).await.map_err(df_error)?;
         Ok(QueryOutput { schema, batches })
     })
     .await
