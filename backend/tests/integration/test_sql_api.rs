@@ -337,3 +337,63 @@ async fn result_columns_may_repeat_a_name() {
         .unwrap();
     assert_eq!(csv, "x,x\n2,2\n");
 }
+
+/// Statements reuse DataFusion session states: nothing of one statement (its
+/// namespace, its caller's scope, CURRENT_USER, its clock) reaches the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_share_nothing_through_reused_sessions() {
+    let server = TestServer::start().await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE a; CREATE NAMESPACE b; \
+             CREATE SHARED TABLE a.t (id INT PRIMARY KEY, v TEXT) WITH (ACCESS_LEVEL = 'PUBLIC'); \
+             CREATE SHARED TABLE b.t (id INT PRIMARY KEY, v TEXT) WITH (ACCESS_LEVEL = 'PUBLIC'); \
+             INSERT INTO a.t VALUES (1, 'in a'); INSERT INTO b.t VALUES (1, 'in b'); \
+             CREATE USER TABLE a.mine (id INT PRIMARY KEY, owner TEXT DEFAULT CURRENT_USER())",
+        )
+        .await
+        .expect_success();
+    server.create_user("una", "una-pw", "user").await;
+    server.create_user("vic", "vic-pw", "user").await;
+    for (user, password) in [("una", "una-pw"), ("vic", "vic-pw")] {
+        server
+            .execute_sql_as(user, password, "INSERT INTO a.mine (id) VALUES (1)")
+            .await
+            .expect_success();
+    }
+    let mut last_now = String::new();
+    for _ in 0..10 {
+        for (namespace, expected) in [("a", "in a"), ("b", "in b")] {
+            let answer = server
+                .post_json_as(
+                    "root",
+                    "",
+                    json!({"sql": "SELECT v FROM t", "namespace": namespace}),
+                )
+                .await;
+            assert_eq!(answer.rows(), vec![vec![json!(expected)]]);
+        }
+        let answer = server.execute_sql("SELECT v FROM t").await;
+        answer.expect_error(404, "TABLE_NOT_FOUND");
+        for (user, password) in [("una", "una-pw"), ("vic", "vic-pw")] {
+            let mine = server
+                .execute_sql_as(user, password, "SELECT owner FROM a.mine")
+                .await;
+            assert_eq!(mine.rows(), vec![vec![json!(user)]]);
+            let me = server
+                .execute_sql_as(user, password, "SELECT CURRENT_USER()")
+                .await;
+            assert_eq!(me.rows(), vec![vec![json!(user)]]);
+        }
+        let now = server.execute_sql("SELECT CAST(now() AS VARCHAR)").await.rows()[0][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            now > last_now,
+            "each statement has its own clock: {last_now} then {now}"
+        );
+        last_now = now;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -506,16 +506,20 @@ async fn insert_rows(
     if let Some(OnConflictAction::DoUpdate(update)) = on_conflict {
         // The keys that hold a row now are updated from it; the commit checks that
         // neither those rows nor the absence of the others changed meanwhile.
-        let latest = ctx
-            .db
-            .store
+        // Entries and the versions they name are read from one view (under the
+        // tiers' lock, so a flush cannot move a version out from under it): a write
+        // committed in between could otherwise replace a version after its entry
+        // was read.
+        let tiers = ctx.db.cold.commit_lock.read_recursive();
+        let view = ctx.db.store.view();
+        let latest = view
             .pk_multi_get(table.table_id, &scope, rows.iter().map(|(k, _)| k))
             .map_err(store_error)?;
         let mut conflicts = Vec::new();
         for ((key, values), latest) in rows.into_iter().zip(latest) {
             match latest.filter(|e| !e.deleted) {
                 Some(entry) => conflicts.push(Conflict {
-                    existing: read_row(ctx.db, &table, &scope, entry.seq)?,
+                    existing: read_row(ctx.db, &view, &table, &scope, entry.seq)?,
                     seq: entry.seq,
                     key,
                     proposed: values,
@@ -529,6 +533,7 @@ async fn insert_rows(
                 }),
             }
         }
+        drop((view, tiers));
         if !conflicts.is_empty() {
             let updated = upsert(ctx, &table, alias, conflicts, update).await?;
             updates = updated.len();
@@ -658,10 +663,16 @@ fn written_twice(table: &TableDef, key: &Value, statement: &str) -> KalamError {
     )
 }
 
-/// The current values (in `table.columns` order) of the row version `seq`, hot or cold.
-fn read_row(db: &DbShared, table: &TableDef, scope: &str, seq: u64) -> KalamResult<Vec<Value>> {
-    let _tiers = db.cold.commit_lock.read_recursive();
-    let row = crate::cold::read_version(db, &db.store.view(), table, scope, seq)?
+/// The values (in `table.columns` order) of the row version `seq`, hot or cold, as
+/// of `view` (taken under the tiers' commit lock, still held).
+fn read_row(
+    db: &DbShared,
+    view: &kalamdb_store::StoreView,
+    table: &TableDef,
+    scope: &str,
+    seq: u64,
+) -> KalamResult<Vec<Value>> {
+    let row = crate::cold::read_version(db, view, table, scope, seq)?
         .ok_or_else(|| KalamError::internal(format!("pk index names a missing row version {seq}")))?;
     let cells: HashMap<u32, Value> = row.cells.into_iter().collect();
     Ok(table
@@ -754,7 +765,11 @@ async fn upsert(
 
 /// A session whose only table is `batch`, registered as `table` (in a schema named
 /// after its namespace, the default one, so `t.col` and `ns.t.col` both resolve).
-fn scratch_session(db: &DbShared, table: &TableDef, batch: RecordBatch) -> KalamResult<StatementSession> {
+fn scratch_session<'a>(
+    db: &'a DbShared,
+    table: &TableDef,
+    batch: RecordBatch,
+) -> KalamResult<StatementSession<'a>> {
     let internal = |e: datafusion::error::DataFusionError| KalamError::internal(e.to_string());
     let schema = Arc::new(MemorySchemaProvider::new());
     let mem = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(internal)?;

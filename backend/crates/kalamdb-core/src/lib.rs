@@ -44,7 +44,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use datafusion::execution::context::SessionState;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, Role, UserId};
 use kalamdb_store::{FORMAT_VERSION, Store, StoreError, StoreOptions};
 use serde::Serialize;
@@ -465,7 +464,8 @@ pub(crate) struct DbShared {
     pub auth: Authenticator,
     pub tokens: TokenService,
     pub options: DbOptions,
-    pub base_state: SessionState,
+    /// DataFusion session states statements plan in (`query::StatementSession`).
+    pub sessions: query::SessionPool,
     /// Memory pools and spill files of queries.
     pub query_runtime: query::QueryRuntime,
     /// Serializes DDL statements (schema and users) with each other. DDL that
@@ -536,7 +536,7 @@ impl KalamDb {
             seq: SeqGenerator::new(last_seq),
             auth: Authenticator::new(options.credential_cache_ttl),
             tokens,
-            base_state: query::base_session_state(),
+            sessions: query::SessionPool::new(query::base_session_state()),
             query_runtime: query::QueryRuntime::open(
                 &options.data_dir.join("tmp"),
                 options.query_memory_bytes,

@@ -136,37 +136,73 @@ pub(crate) fn base_session_state() -> SessionState {
         .build()
 }
 
-/// A statement's DataFusion session: the shared base state cloned (its function
-/// registries are copied, not registered again: building a state from a builder
-/// re-registers every function, a third of a `SELECT 1`), with the statement's own
-/// catalog list, default namespace and clock; and the statement's runtime (its
-/// memory pool), which every task context of the statement carries.
-pub(crate) struct StatementSession {
-    state: SessionState,
-    runtime: Arc<RuntimeEnv>,
+/// Session states between statements. Taking one costs a copy of the base state's
+/// function registries when none is idle, and nothing otherwise; building one from a
+/// builder would register every function again (a third of a `SELECT 1`).
+pub(crate) struct SessionPool {
+    base: SessionState,
+    idle: parking_lot::Mutex<Vec<SessionState>>,
 }
 
-impl StatementSession {
+/// Idle states kept: enough for every statement running at once on a small server.
+const IDLE_SESSIONS: usize = 64;
+
+impl SessionPool {
+    pub fn new(base: SessionState) -> SessionPool {
+        SessionPool {
+            base,
+            idle: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> SessionState {
+        self.idle.lock().pop().unwrap_or_else(|| self.base.clone())
+    }
+
+    fn give(&self, state: SessionState) {
+        let mut idle = self.idle.lock();
+        if idle.len() < IDLE_SESSIONS {
+            idle.push(state);
+        }
+    }
+}
+
+/// A statement's DataFusion session: a state from the pool with the statement's own
+/// catalog list (which decides whose rows it can name), default namespace and clock;
+/// and the statement's runtime (its memory pool), which its task contexts carry.
+/// Everything a statement sets is set again by the next one that takes the state;
+/// a state that had `current_user` registered is not reused.
+pub(crate) struct StatementSession<'a> {
+    state: Option<SessionState>,
+    runtime: Arc<RuntimeEnv>,
+    pool: &'a SessionPool,
+    reusable: bool,
+}
+
+impl<'a> StatementSession<'a> {
     /// A session over `catalogs`, resolving unqualified names in `catalog.schema`.
     pub fn new(
-        db: &DbShared,
+        db: &'a DbShared,
         catalogs: Arc<dyn CatalogProviderList>,
         catalog: &str,
         schema: &str,
-    ) -> KalamResult<StatementSession> {
-        let mut state = db.base_state.clone();
+    ) -> KalamResult<StatementSession<'a>> {
+        let runtime = db.query_runtime.for_statement()?;
+        let mut state = db.sessions.take();
+        state.register_catalog_list(catalogs);
         let options = &state.config().options().catalog;
         if options.default_catalog != catalog || options.default_schema != schema {
             let options = &mut state.config_mut().options_mut().catalog;
             options.default_catalog = catalog.to_string();
             options.default_schema = schema.to_string();
         }
-        state.register_catalog_list(catalogs);
         // The statement's clock: NOW() and CURRENT_DATE are this moment throughout.
         state.mark_start_execution();
         Ok(StatementSession {
-            state,
-            runtime: db.query_runtime.for_statement()?,
+            state: Some(state),
+            runtime,
+            pool: &db.sessions,
+            reusable: true,
         })
     }
 
@@ -177,8 +213,8 @@ impl StatementSession {
     pub fn task_ctx(&self) -> Arc<TaskContext> {
         Arc::new(TaskContext::new(
             None,
-            self.state.session_id().to_string(),
-            self.state.config().clone(),
+            self.state().session_id().to_string(),
+            self.state().config().clone(),
             HashMap::new(),
             HashMap::new(),
             HashMap::new(),
@@ -188,19 +224,44 @@ impl StatementSession {
     }
 
     pub fn state(&self) -> &SessionState {
-        &self.state
+        self.state.as_ref().expect("present until dropped")
+    }
+
+    /// Registers a function for this statement only.
+    fn register_udf(&mut self, udf: ScalarUDF) -> KalamResult<()> {
+        self.reusable = false;
+        let name = udf.name().to_string();
+        self.state
+            .as_mut()
+            .expect("present until dropped")
+            .register_udf(Arc::new(udf))
+            .map(|_| ())
+            .map_err(|e| KalamError::internal(format!("cannot register {name}: {e}")))
+    }
+}
+
+impl Drop for StatementSession<'_> {
+    fn drop(&mut self) {
+        if let Some(mut state) = self.state.take()
+            && self.reusable
+        {
+            // An idle state names no tables: it holds neither the caller's scope nor
+            // rows, nor the database itself (which would never be freed).
+            state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
+            self.pool.give(state);
+        }
     }
 }
 
 /// A session that resolves names in `namespace` and scans as `scope`. The
 /// `current_user` function is registered only for statements that call it
 /// (registering a function costs a fifth of a short statement).
-pub(crate) fn session(
-    db: &Arc<DbShared>,
+pub(crate) fn session<'a>(
+    db: &'a Arc<DbShared>,
     scope: ScanScope,
     namespace: &str,
     with_current_user: bool,
-) -> KalamResult<StatementSession> {
+) -> KalamResult<StatementSession<'a>> {
     let catalogs = Arc::new(MemoryCatalogProviderList::new());
     let username = scope.caller.username.clone();
     catalogs.register_catalog(
@@ -209,10 +270,7 @@ pub(crate) fn session(
     );
     let mut session = StatementSession::new(db, catalogs, CATALOG_NAME, namespace)?;
     if with_current_user {
-        session
-            .state
-            .register_udf(Arc::new(current_user_udf(username)))
-            .map_err(|e| KalamError::internal(format!("cannot register current_user: {e}")))?;
+        session.register_udf(current_user_udf(username))?;
     }
     Ok(session)
 }
@@ -413,12 +471,12 @@ impl JsonResult {
 
 /// The session a query of `caller` runs in, and the statement with the hidden
 /// columns it does not name kept out of its wildcards.
-fn prepare_query(
-    db: &Arc<DbShared>,
+fn prepare_query<'a>(
+    db: &'a Arc<DbShared>,
     caller: &Caller,
     namespace: &str,
     mut statement: Statement,
-) -> KalamResult<(StatementSession, Statement)> {
+) -> KalamResult<(StatementSession<'a>, Statement)> {
     check_relations_exist(db, namespace, &statement)?;
     let expose_hidden = references_hidden(&statement);
     if expose_hidden {
@@ -436,7 +494,7 @@ fn prepare_query(
 /// Plans `statement` in `ctx`, binds `params` and collects the result, within the
 /// statement's time budget.
 pub(crate) async fn run_statement(
-    session: &StatementSession,
+    session: &StatementSession<'_>,
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<QueryOutput> {

@@ -302,17 +302,7 @@ impl Store {
         scope: &str,
         keys: impl IntoIterator<Item = &'a Value>,
     ) -> Result<Vec<Option<PkEntry>>, StoreError> {
-        let encoded: Vec<Vec<u8>> = keys.into_iter().map(|k| pk_key(table_id, scope, k)).collect();
-        self.db
-            .batched_multi_get_cf(self.cf(CF_PK), &encoded, false)
-            .into_iter()
-            .map(|result| match result? {
-                Some(bytes) => PkEntry::decode(&bytes)
-                    .map(Some)
-                    .ok_or(StoreError::CorruptKey { cf: CF_PK }),
-                None => Ok(None),
-            })
-            .collect()
+        pk_multi_get_at(&self.db, None, table_id, scope, keys)
     }
 }
 
@@ -373,6 +363,17 @@ impl StoreView {
 
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
         pk_get_at(self.db(), self.snapshot(), table_id, scope, pk)
+    }
+
+    /// [`Store::pk_multi_get`] as of this view: with [`StoreView::hot_get`] on the
+    /// same view, the versions the entries name are there to read.
+    pub fn pk_multi_get<'a>(
+        &self,
+        table_id: u32,
+        scope: &str,
+        keys: impl IntoIterator<Item = &'a Value>,
+    ) -> Result<Vec<Option<PkEntry>>, StoreError> {
+        pk_multi_get_at(self.db(), self.snapshot(), table_id, scope, keys)
     }
 }
 
@@ -467,6 +468,27 @@ fn pk_get_at(
             .ok_or(StoreError::CorruptKey { cf: CF_PK }),
         None => Ok(None),
     }
+}
+
+/// The `pk` entries of many keys of one scope, in the order of `keys`: one RocksDB
+/// multi-get, not a read per key.
+fn pk_multi_get_at<'a>(
+    db: &DB,
+    snapshot: Option<&Snapshot<'_>>,
+    table_id: u32,
+    scope: &str,
+    keys: impl IntoIterator<Item = &'a Value>,
+) -> Result<Vec<Option<PkEntry>>, StoreError> {
+    let encoded: Vec<Vec<u8>> = keys.into_iter().map(|k| pk_key(table_id, scope, k)).collect();
+    db.batched_multi_get_cf_opt(cf(db, CF_PK), &encoded, false, &read_options(snapshot))
+        .into_iter()
+        .map(|result| match result? {
+            Some(bytes) => PkEntry::decode(&bytes)
+                .map(Some)
+                .ok_or(StoreError::CorruptKey { cf: CF_PK }),
+            None => Ok(None),
+        })
+        .collect()
 }
 
 fn read_options(snapshot: Option<&Snapshot<'_>>) -> ReadOptions {
