@@ -122,8 +122,8 @@ pub(crate) async fn within_budget<T>(
     }
 }
 
-/// The session state every statement's session is cloned from (functions,
-/// settings; no catalog of its own).
+/// The session state the pooled ones start as copies of (functions, settings; no
+/// catalog of its own).
 pub(crate) fn base_session_state() -> SessionState {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG_NAME, crate::catalog::DEFAULT_NAMESPACE)
