@@ -115,11 +115,11 @@ pub(crate) async fn stream_response(
         async move {
             let mut encoder = encoder?;
             match batches.next().await {
-                Some(Ok(batch)) => {
-                    let chunk = same_schema(&schema, batch).and_then(|b| encoder.encode(&b));
-                    let chunk = chunk.map(Bytes::from).map_err(stream_failure);
-                    Some((chunk, (Some(encoder), batches)))
-                }
+                Some(Ok(batch)) => match same_schema(&schema, batch).and_then(|b| encoder.encode(&b)) {
+                    Ok(chunk) => Some((Ok(Bytes::from(chunk)), (Some(encoder), batches))),
+                    // Nothing follows a failure.
+                    Err(e) => Some((Err(stream_failure(e)), (None, batches))),
+                },
                 Some(Err(e)) => Some((Err(stream_failure(df_error(e))), (None, batches))),
                 None => Some((encoder.finish().map_err(stream_failure), (None, batches))),
             }
