@@ -302,7 +302,7 @@ impl Session {
                 Ok(results) => results.into_iter().next().unwrap_or_default().rows,
                 Err(Failure::Cancelled) => {
                     bars.clear().ok();
-                    println!("stopped following; the jobs go on (\\jobs shows them)");
+                    println!("{STOPPED_FOLLOWING}");
                     return Outcome::Done;
                 }
                 Err(failure) => {
@@ -333,7 +333,7 @@ impl Session {
                         _ = pause => {}
                         _ = tokio::signal::ctrl_c() => {
                             bars.clear().ok();
-                            println!("stopped following; the jobs go on (\\jobs shows them)");
+                            println!("{STOPPED_FOLLOWING}");
                             return Outcome::Done;
                         }
                     }
@@ -364,6 +364,9 @@ impl Session {
         outcome
     }
 }
+
+/// What `\flush` says when Ctrl-C stops it following the jobs.
+const STOPPED_FOLLOWING: &str = "stopped following; the jobs go on (\\jobs shows them)";
 
 /// A usage mistake in a backslash command: a message, and the run counts as failed.
 fn usage(message: &str) -> Outcome {

@@ -368,6 +368,10 @@ async fn large_results_stream_in_many_chunks() {
     let sql = format!("SELECT value, value * 2 AS twice FROM generate_series(1, {rows})");
     let mut response = fetch(&server, "format=csv", &sql).await;
     assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("content-length").is_none(),
+        "a streamed body has no length known in advance"
+    );
     let (mut chunks, mut lines, mut sum) = (0, 0u64, 0u64);
     let mut partial = Vec::new();
     while let Some(chunk) = response.chunk().await.unwrap() {

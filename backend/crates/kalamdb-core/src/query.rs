@@ -85,6 +85,19 @@ pub(crate) struct StatementBudget {
     pub timeout: std::time::Duration,
 }
 
+impl StatementBudget {
+    /// The error of a statement still running at its deadline.
+    fn exceeded(&self) -> KalamError {
+        KalamError::new(
+            ErrorCode::StatementTimeout,
+            format!(
+                "the statement ran longer than statement_timeout_ms ({} ms) and was cancelled",
+                self.timeout.as_millis()
+            ),
+        )
+    }
+}
+
 tokio::task_local! {
     static BUDGET: Option<StatementBudget>;
 }
@@ -110,13 +123,7 @@ pub(crate) async fn within_budget<T>(
     match budget {
         Some(budget) => match tokio::time::timeout_at(budget.deadline, work).await {
             Ok(result) => result,
-            Err(_) => Err(KalamError::new(
-                ErrorCode::StatementTimeout,
-                format!(
-                    "the statement ran longer than statement_timeout_ms ({} ms) and was cancelled",
-                    budget.timeout.as_millis()
-                ),
-            )),
+            Err(_) => Err(budget.exceeded()),
         },
         None => work.await,
     }
@@ -326,11 +333,9 @@ pub(crate) async fn run_query_batches(
     params: &[Literal],
     mut each: impl FnMut(&RecordBatch) -> KalamResult<()>,
 ) -> KalamResult<()> {
-    let (session, statement) = prepare_query(db, caller, namespace, statement)?;
     within_budget(async {
-        let (_, plan) = plan_statement(session.state(), statement, params).await?;
-        let mut stream = execute_stream(plan, session.task_ctx()).map_err(df_error)?;
-        while let Some(batch) = stream.next().await {
+        let mut rows = stream_query(db, caller, namespace, statement, params).await?;
+        while let Some(batch) = rows.batches.next().await {
             each(&batch.map_err(df_error)?)?;
         }
         Ok(())
@@ -361,7 +366,6 @@ impl RowStream {
     /// a streamed result is still the statement running.
     pub(crate) fn within(self, budget: StatementBudget) -> RowStream {
         let RowStream { schema, batches } = self;
-        let timeout = budget.timeout;
         let stream = futures::stream::unfold(Some(batches), move |batches| async move {
             let mut batches = batches?;
             // Checked first: `timeout_at` polls its future before its clock, and a
@@ -375,16 +379,7 @@ impl RowStream {
             match next {
                 Ok(Some(batch)) => Some((batch, Some(batches))),
                 Ok(None) => None,
-                Err(()) => {
-                    let error = KalamError::new(
-                        ErrorCode::StatementTimeout,
-                        format!(
-                            "the statement ran longer than statement_timeout_ms ({} ms) and was cancelled",
-                            timeout.as_millis()
-                        ),
-                    );
-                    Some((Err(DataFusionError::External(Box::new(error))), None))
-                }
+                Err(()) => Some((Err(DataFusionError::External(Box::new(budget.exceeded()))), None)),
             }
         });
         RowStream {
@@ -403,16 +398,13 @@ pub(crate) async fn run_query_json(
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<StatementResult> {
-    let (session, statement) = prepare_query(db, caller, namespace, statement)?;
-    let limit = db.options.max_result_bytes;
     within_budget(async {
-        let (schema, plan) = plan_statement(session.state(), statement, params).await?;
-        let mut stream = execute_stream(plan, session.task_ctx()).map_err(df_error)?;
-        let mut result = JsonResult::new(limit);
-        while let Some(batch) = stream.next().await {
-            result.push(&schema, &batch.map_err(df_error)?)?;
+        let mut rows = stream_query(db, caller, namespace, statement, params).await?;
+        let mut result = JsonResult::new(db.options.max_result_bytes);
+        while let Some(batch) = rows.batches.next().await {
+            result.push(&rows.schema, &batch.map_err(df_error)?)?;
         }
-        result.finish(&schema)
+        result.finish(&rows.schema)
     })
     .await
 }
