@@ -19,6 +19,7 @@ pub struct Settings {
     pub credential_cache_seconds: u64,
     pub max_insert_rows: usize,
     pub max_write_rows: usize,
+    pub max_subquery_rows: u64,
     pub shutdown_timeout_seconds: u64,
     pub max_concurrent_jobs: usize,
     pub flush_batch_rows: usize,
@@ -53,6 +54,7 @@ impl Default for Settings {
             credential_cache_seconds: 300,
             max_insert_rows: 100_000,
             max_write_rows: 1_000_000,
+            max_subquery_rows: 100_000_000,
             shutdown_timeout_seconds: 30,
             max_concurrent_jobs: 2,
             flush_batch_rows: 10_000,
@@ -125,6 +127,9 @@ pub struct Overrides {
     /// Most rows one UPDATE or DELETE may write [default: 1000000]
     #[arg(long, env = "KALAMDB_MAX_WRITE_ROWS")]
     pub max_write_rows: Option<usize>,
+    /// Most rows a correlated subquery evaluated row by row may read, summed over its outer rows [default: 100000000]
+    #[arg(long, env = "KALAMDB_MAX_SUBQUERY_ROWS")]
+    pub max_subquery_rows: Option<u64>,
     /// How long shutdown waits for in-flight requests, seconds [default: 30]
     #[arg(long, env = "KALAMDB_SHUTDOWN_TIMEOUT_SECONDS")]
     pub shutdown_timeout_seconds: Option<u64>,
@@ -217,6 +222,7 @@ impl Settings {
             credential_cache_seconds,
             max_insert_rows,
             max_write_rows,
+            max_subquery_rows,
             shutdown_timeout_seconds,
             max_concurrent_jobs,
             flush_batch_rows,
@@ -247,6 +253,7 @@ impl Settings {
             credential_cache_seconds,
             max_insert_rows,
             max_write_rows,
+            max_subquery_rows,
             shutdown_timeout_seconds,
             max_concurrent_jobs,
             flush_batch_rows,

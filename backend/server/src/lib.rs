@@ -103,6 +103,7 @@ fn db_options(settings: &Settings) -> DbOptions {
         root_password: settings.root_password.clone(),
         max_insert_rows: settings.max_insert_rows,
         max_write_rows: settings.max_write_rows.max(1),
+        max_subquery_rows: settings.max_subquery_rows.max(1),
         max_sql_bytes: settings.max_sql_bytes,
         max_statements: settings.max_statements,
         query_memory_bytes: settings.query_memory_mb.max(1) << 20,

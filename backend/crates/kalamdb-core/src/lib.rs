@@ -35,6 +35,7 @@ mod provider;
 mod query;
 mod result_names;
 mod scoped;
+mod subquery;
 mod system_tables;
 mod tiered_scan;
 mod write;
@@ -71,6 +72,9 @@ pub struct DbOptions {
     /// Most rows one UPDATE or DELETE may write (its writes are held in memory until
     /// its one atomic commit).
     pub max_write_rows: usize,
+    /// Most work of a correlated subquery evaluated row by row (rows it reads,
+    /// summed over the outer rows).
+    pub max_subquery_rows: u64,
     /// Longest SQL text of one request, bytes.
     pub max_sql_bytes: usize,
     /// Most statements in one request.
@@ -100,6 +104,7 @@ impl DbOptions {
             root_password: None,
             max_insert_rows: 100_000,
             max_write_rows: 1_000_000,
+            max_subquery_rows: 100_000_000,
             max_sql_bytes: 1 << 20,
             max_statements: 1000,
             query_memory_bytes: 512 << 20,
@@ -536,7 +541,7 @@ impl KalamDb {
             seq: SeqGenerator::new(last_seq),
             auth: Authenticator::new(options.credential_cache_ttl),
             tokens,
-            sessions: query::SessionPool::new(query::base_session_state()),
+            sessions: query::SessionPool::new(query::base_session_state(options.max_subquery_rows)),
             query_runtime: query::QueryRuntime::open(
                 &options.data_dir.join("tmp"),
                 options.query_memory_bytes,

@@ -131,15 +131,22 @@ pub(crate) async fn within_budget<T>(
 
 /// The session state the pooled ones start as copies of (functions, settings; no
 /// catalog of its own).
-pub(crate) fn base_session_state() -> SessionState {
+pub(crate) fn base_session_state(max_subquery_rows: u64) -> SessionState {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG_NAME, crate::catalog::DEFAULT_NAMESPACE)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(false)
         .with_target_partitions(2);
+    // Subqueries DataFusion cannot decorrelate run row by row (`subquery.rs`).
+    let mut analyzer_rules = datafusion::optimizer::Analyzer::new().rules;
+    analyzer_rules.push(Arc::new(crate::subquery::ApplyAnalyzerRule));
     SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
+        .with_analyzer_rules(analyzer_rules)
+        .with_query_planner(Arc::new(crate::subquery::ApplyQueryPlanner::new(
+            max_subquery_rows,
+        )))
         .build()
 }
 
