@@ -85,6 +85,12 @@ struct Args {
     /// Rows of the result streamed by `--only-formats`
     #[arg(long, default_value_t = 10_000_000)]
     format_rows: usize,
+    /// Only time correlated subqueries run as joins and row by row
+    #[arg(long)]
+    only_subqueries: bool,
+    /// Rows of the larger table of `--only-subqueries` (the smaller has a third)
+    #[arg(long, default_value_t = 3000)]
+    subquery_rows: usize,
     /// The server binary (default: `kalamdb-server` next to this binary)
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -623,6 +629,7 @@ fn report_latency(name: &str, mut samples: Vec<Duration>) -> Value {
 }
 
 mod formats;
+mod subqueries;
 mod write_path;
 
 #[tokio::main(flavor = "multi_thread")]
@@ -648,6 +655,12 @@ async fn main() {
     if args.only_formats {
         let figures = formats::streamed_formats(&args, &server, &client).await;
         println!("{}", json!({ "streamed_formats": figures }));
+        return;
+    }
+
+    if args.only_subqueries {
+        let figures = subqueries::subqueries(&args, &server, &client).await;
+        println!("{}", json!({ "subqueries": figures }));
         return;
     }
 

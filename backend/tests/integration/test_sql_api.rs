@@ -316,6 +316,26 @@ async fn result_columns_may_repeat_a_name() {
         json!([[1, 2], [3, 4]]),
     )
     .await;
+    // Beside a wildcard, a name the wildcard brings may be repeated; its columns keep
+    // their names (and stay hidden-column-free).
+    check(
+        "SELECT *, x FROM app.t WHERE x = 1",
+        &["x", "y", "x"],
+        json!([[1, "b", 1]]),
+    )
+    .await;
+    check(
+        "SELECT x * 2 AS y, t.*, upper(y) AS y FROM app.t AS t ORDER BY x LIMIT 1",
+        &["y", "x", "y", "y"],
+        json!([[2, 1, "b", "B"]]),
+    )
+    .await;
+    check(
+        "SELECT t.*, u.* FROM app.t AS t JOIN app.t AS u ON u.x = t.x + 1 ORDER BY t.x",
+        &["x", "y", "x", "y"],
+        json!([[1, "b", 2, "a"], [2, "a", 3, "a"]]),
+    )
+    .await;
     // A repeated alias cannot be referred to: ambiguous, an error rather than a guess.
     let answer = server
         .execute_sql("SELECT x AS a, y AS a FROM app.t ORDER BY a")

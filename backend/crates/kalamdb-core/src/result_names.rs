@@ -6,7 +6,9 @@
 //! a unique internal alias, and the result's schema is renamed back to the names the
 //! client expects: an item's alias as written, or the name DataFusion gives the
 //! expression (a column's name for a column). ORDER BY and GROUP BY items that name a
-//! select-list alias follow the rename. A select list with `*` is left alone.
+//! select-list alias follow the rename. In a select list with one wildcard, every
+//! other item is aliased so (a name it may share with a column the wildcard brings);
+//! the wildcard's columns keep their names.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,18 +36,29 @@ pub(crate) fn disambiguate(statement: &mut Statement) -> KalamResult<Option<Rena
     let Some(select) = outermost_select(&mut query.body) else {
         return Ok(None);
     };
-    if select.projection.len() < 2 || !repeats_a_name(&select.projection) {
+    let wildcards = select.projection.iter().filter(|item| !is_named(item)).count();
+    let needs_it = match wildcards {
+        0 => repeats_a_name(&select.projection),
+        // A name may repeat one the wildcard brings (`SELECT *, x FROM t`): the
+        // named items are aliased whatever their names.
+        1 => select.projection.len() > 1,
+        _ => false,
+    };
+    if !needs_it {
         return Ok(None);
     }
     let mut written = Vec::with_capacity(select.projection.len());
     let mut renames: HashMap<String, Option<Ident>> = HashMap::new();
     for (i, item) in select.projection.iter_mut().enumerate() {
         let internal = Ident::new(format!("{INTERNAL_PREFIX}{i}"));
+        if !is_named(item) {
+            written.push(None);
+            continue;
+        }
         let (expr, alias) =
             match std::mem::replace(item, SelectItem::UnnamedExpr(ast::Expr::value(ast::Value::Null))) {
                 SelectItem::UnnamedExpr(expr) => (expr, None),
                 SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias)),
-                // `repeats_a_name` is false for lists with other items.
                 other => {
                     return Err(KalamError::internal(format!(
                         "unexpected select item {other} in a list with repeated names"
@@ -104,7 +117,16 @@ impl Renamed {
             .iter()
             .enumerate()
             .map(|(i, field)| {
-                let name = self.0.get(i).cloned().flatten().or_else(|| {
+                // Columns a wildcard brought keep their names; an aliased item takes
+                // the alias written, or its expression's name.
+                let Some(item) = field
+                    .name()
+                    .strip_prefix(INTERNAL_PREFIX)
+                    .and_then(|n| n.parse::<usize>().ok())
+                else {
+                    return field.as_ref().clone();
+                };
+                let name = self.0.get(item).cloned().flatten().or_else(|| {
                     let inner = exprs.and_then(|exprs| exprs.get(i))?;
                     Some(expression_name(inner))
                 });
@@ -157,18 +179,16 @@ fn outermost_select(body: &mut SetExpr) -> Option<&mut ast::Select> {
     }
 }
 
-/// Whether two items would have the same output name (wildcards and multi-aliases
-/// make that unknowable here: left to the planner).
+/// An item that names one column (not a wildcard).
+fn is_named(item: &SelectItem) -> bool {
+    matches!(
+        item,
+        SelectItem::ExprWithAlias { .. } | SelectItem::UnnamedExpr(_)
+    )
+}
+
+/// Whether two named items would have the same output name.
 fn repeats_a_name(items: &[SelectItem]) -> bool {
-    let named = |item: &SelectItem| {
-        matches!(
-            item,
-            SelectItem::ExprWithAlias { .. } | SelectItem::UnnamedExpr(_)
-        )
-    };
-    if !items.iter().all(named) {
-        return false;
-    }
     let mut seen = std::collections::HashSet::new();
     for item in items {
         let name = match item {
@@ -216,9 +236,16 @@ mod tests {
     #[test]
     fn only_repeated_names_are_rewritten() {
         assert_eq!(rewritten("SELECT 1 AS a, 2 AS b"), None);
-        assert_eq!(rewritten("SELECT *, x FROM t"), None);
-        assert_eq!(rewritten("SELECT x, x, * FROM t"), None);
-        assert_eq!(rewritten("SELECT x, x, t.* FROM t"), None);
+        assert_eq!(rewritten("SELECT * FROM t"), None);
+        assert_eq!(rewritten("SELECT *, * FROM t"), None);
+        assert_eq!(
+            rewritten("SELECT *, x FROM t").unwrap(),
+            "SELECT *, x AS __kalam_col_1 FROM t"
+        );
+        assert_eq!(
+            rewritten("SELECT x, x, t.* FROM t").unwrap(),
+            "SELECT x AS __kalam_col_0, x AS __kalam_col_1, t.* FROM t"
+        );
         assert_eq!(
             rewritten("SELECT 1 AS a, 2 AS a").unwrap(),
             "SELECT 1 AS __kalam_col_0, 2 AS __kalam_col_1"
