@@ -70,6 +70,28 @@ pub struct TableDef {
     pub created_at: i64,
     /// Grows with every ALTER TABLE.
     pub schema_version: u32,
+    /// Secondary indexes (`CREATE INDEX`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexDef>,
+    /// The id the next index gets (ids are never reused within a table).
+    #[serde(default = "first_index_id")]
+    pub next_index_id: u32,
+}
+
+fn first_index_id() -> u32 {
+    1
+}
+
+/// A secondary index over hot rows (`docs/storage-format.md`, "Secondary indexes").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDef {
+    pub id: u32,
+    /// Unique within the table's namespace.
+    pub name: String,
+    /// Column ids, in index order.
+    pub columns: Vec<u32>,
+    pub unique: bool,
+    pub created_at: i64,
 }
 
 impl TableDef {

@@ -351,6 +351,8 @@ mod tests {
             access_level: None,
             created_at: 0,
             schema_version: 1,
+            indexes: Vec::new(),
+            next_index_id: 1,
         }
     }
 

@@ -164,6 +164,14 @@ impl StatementContext<'_> {
                 column,
                 if_exists,
             } => self.drop_column(&table, &column, if_exists),
+            KalamStatement::CreateIndex {
+                name,
+                table,
+                columns,
+                unique,
+                if_not_exists,
+            } => self.create_index(&name, &table, &columns, unique, if_not_exists),
+            KalamStatement::DropIndex { index, if_exists } => self.drop_index(&index, if_exists),
             KalamStatement::CreateUser {
                 name,
                 password,
@@ -370,6 +378,8 @@ impl StatementContext<'_> {
             access_level,
             created_at: now_micros(),
             schema_version: 1,
+            indexes: Vec::new(),
+            next_index_id: 1,
         };
         Catalog::stage_table(&mut batch, &table);
         self.db.store.commit(batch).map_err(store_error)?;
@@ -508,12 +518,141 @@ impl StatementContext<'_> {
         if def.columns.len() == 1 {
             return Err(KalamError::invalid_sql("a table keeps at least one column"));
         }
+        if let Some(index) = def.indexes.iter().find(|i| i.columns.contains(&target.id)) {
+            return Err(KalamError::invalid_sql(format!(
+                "column '{column}' is indexed by '{}': DROP INDEX {} first",
+                index.name, index.name
+            )));
+        }
         let mut updated = (*def).clone();
         updated.columns.retain(|c| c.name != column);
         updated.schema_version += 1;
         self.save_table(updated)?;
         Ok(StatementResult::message(format!(
             "Column '{column}' dropped from '{}'",
+            def.qualified_name()
+        )))
+    }
+
+    /// The table in `namespace` that has an index called `name`.
+    fn table_with_index(&self, namespace: &str, name: &str) -> Option<Arc<TableDef>> {
+        self.db
+            .catalog
+            .tables_in(namespace)
+            .into_iter()
+            .find(|t| t.indexes.iter().any(|i| i.name == name))
+    }
+
+    /// `CREATE INDEX`: the definition and an entry for every hot row of every scope,
+    /// in one batch, written while the table's writers wait (its commit lock is held
+    /// by the caller).
+    fn create_index(
+        &self,
+        name: &str,
+        table: &TableRef,
+        columns: &[String],
+        unique: bool,
+        if_not_exists: bool,
+    ) -> KalamResult<StatementResult> {
+        let def = self
+            .existing_table(table, false)?
+            .expect("require_table succeeded");
+        if self.table_with_index(&def.namespace, name).is_some() {
+            if if_not_exists {
+                return Ok(StatementResult::message(format!("Index '{name}' already exists")));
+            }
+            return Err(KalamError::new(
+                ErrorCode::AlreadyExists,
+                format!(
+                    "an index named '{name}' already exists in namespace '{}'",
+                    def.namespace
+                ),
+            ));
+        }
+        if unique {
+            return Err(KalamError::unsupported(
+                "UNIQUE indexes are not available yet: create the index without UNIQUE (uniqueness is enforced for the PRIMARY KEY only)",
+            ));
+        }
+        let mut ids = Vec::with_capacity(columns.len());
+        for column in columns {
+            let Some(c) = def.column(column) else {
+                return Err(KalamError::new(
+                    ErrorCode::ColumnNotFound,
+                    format!("column '{column}' does not exist in '{}'", def.qualified_name()),
+                ));
+            };
+            if matches!(c.data_type, KalamType::Bytes | KalamType::Json) {
+                return Err(KalamError::unsupported(format!(
+                    "column '{column}' is {}: BYTES and JSON columns cannot be indexed",
+                    c.data_type.sql_name()
+                )));
+            }
+            ids.push(c.id);
+        }
+        let index = crate::catalog::IndexDef {
+            id: def.next_index_id,
+            name: name.to_string(),
+            columns: ids,
+            unique,
+            created_at: now_micros(),
+        };
+        let mut updated = (*def).clone();
+        updated.indexes.push(index.clone());
+        updated.next_index_id += 1;
+        // Entries of the new index only (the others exist).
+        let mut only_new = updated.clone();
+        only_new.indexes = vec![index];
+        let mut batch = self.db.store.batch();
+        let mut entries = 0u64;
+        self.db
+            .store
+            .hot_scan(def.table_id, None, |row| {
+                let decoded = kalamdb_store::row_codec::decode_row(&row.value)?;
+                if !decoded.deleted {
+                    for key in crate::index::entry_keys(&only_new, &row.scope, &decoded) {
+                        batch.put_index_entry(&key, row.seq);
+                        entries += 1;
+                    }
+                }
+                Ok(true)
+            })
+            .map_err(store_error)?;
+        Catalog::stage_table(&mut batch, &updated);
+        self.db.store.commit(batch).map_err(store_error)?;
+        self.db.catalog.apply_table(updated);
+        Ok(StatementResult::message(format!(
+            "Index '{name}' created on '{}' ({entries} hot rows indexed)",
+            def.qualified_name()
+        )))
+    }
+
+    /// `DROP INDEX`: the definition and every entry, in one batch.
+    fn drop_index(&self, index: &TableRef, if_exists: bool) -> KalamResult<StatementResult> {
+        let (namespace, name) = self.resolve(index);
+        let Some(def) = self.table_with_index(&namespace, &name) else {
+            if if_exists {
+                return Ok(StatementResult::message(format!("Index '{name}' does not exist")));
+            }
+            return Err(KalamError::new(
+                ErrorCode::TableNotFound,
+                format!("index '{name}' does not exist in namespace '{namespace}'"),
+            ));
+        };
+        let mut updated = (*def).clone();
+        let position = updated
+            .indexes
+            .iter()
+            .position(|i| i.name == name)
+            .expect("found above");
+        let dropped = updated.indexes.remove(position);
+        let mut batch = self.db.store.batch();
+        batch.delete_index(def.table_id, dropped.id);
+        Catalog::stage_table(&mut batch, &updated);
+        self.db.store.commit(batch).map_err(store_error)?;
+        self.db.catalog.apply_table(updated);
+        Ok(StatementResult::message(format!(
+            "Index '{name}' dropped from '{}'",
             def.qualified_name()
         )))
     }
@@ -550,7 +689,7 @@ impl StatementContext<'_> {
             .existing_table(table, false)?
             .expect("require_table succeeded");
         self.query_sql(&format!(
-            "SELECT column_name, data_type, is_nullable, is_primary_key, column_default FROM system.columns WHERE namespace = '{}' AND table_name = '{}' ORDER BY ordinal_position",
+            "SELECT column_name, data_type, is_nullable, is_primary_key, column_default, indexes FROM system.columns WHERE namespace = '{}' AND table_name = '{}' ORDER BY ordinal_position",
             def.namespace.replace('\'', "''"),
             def.name.replace('\'', "''")
         ))
@@ -671,9 +810,15 @@ impl StatementContext<'_> {
     /// the ones it alters.
     fn tables_changed_by(&self, statement: &KalamStatement) -> Vec<Arc<TableDef>> {
         match statement {
-            KalamStatement::AddColumn { table, .. } | KalamStatement::DropColumn { table, .. } => {
+            KalamStatement::AddColumn { table, .. }
+            | KalamStatement::DropColumn { table, .. }
+            | KalamStatement::CreateIndex { table, .. } => {
                 let (namespace, name) = self.resolve(table);
                 self.db.catalog.table(&namespace, &name).into_iter().collect()
+            }
+            KalamStatement::DropIndex { index, .. } => {
+                let (namespace, name) = self.resolve(index);
+                self.table_with_index(&namespace, &name).into_iter().collect()
             }
             other => self.tables_dropped_by(other),
         }

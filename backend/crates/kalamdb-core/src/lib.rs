@@ -28,6 +28,7 @@ mod executor;
 pub mod failpoint;
 mod hidden;
 mod hot_rows;
+mod index;
 mod ingest;
 pub mod jobs;
 mod point_read;

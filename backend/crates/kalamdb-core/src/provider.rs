@@ -12,12 +12,15 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{CatalogProvider, MemTable, SchemaProvider, Session, TableProvider};
 use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
-use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::expr::{Between, InList};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
-use kalamdb_commons::{KalamError, KalamResult, Literal, TableType as KalamTableType, Value};
+use std::ops::Bound;
+
+use kalamdb_commons::{KalamError, KalamResult, KalamType, Literal, TableType as KalamTableType, Value};
 
 use crate::catalog::{SYSTEM_NAMESPACE, TableDef};
+use crate::index::{FirstColumn, IndexProbe};
 use crate::scoped::ScopedTable;
 use crate::system_tables;
 use crate::{Caller, DbShared};
@@ -210,6 +213,132 @@ impl KalamTable {
     }
 }
 
+impl KalamTable {
+    /// A secondary index whose first column the filters restrict (`=`, `IN`,
+    /// comparisons, `BETWEEN` with literals), as the key ranges to read. Equality
+    /// is preferred to a range.
+    fn index_probe(&self, filters: &[Expr]) -> Option<IndexProbe> {
+        let table = self.scoped.def();
+        let mut best: Option<(bool, IndexProbe)> = None;
+        for index in &table.indexes {
+            let column = table
+                .columns
+                .iter()
+                .find(|c| Some(&c.id) == index.columns.first())?;
+            let Some(condition) = first_column_condition(&column.name, &column.data_type, filters) else {
+                continue;
+            };
+            let exact = matches!(condition, FirstColumn::Values(_));
+            if best.as_ref().is_none_or(|(best_exact, _)| exact && !best_exact) {
+                let probe = crate::index::probe(table, index, self.scoped.scope(), &condition);
+                best = Some((exact, probe));
+            }
+        }
+        best.map(|(_, probe)| probe)
+    }
+}
+
+/// A value's index encoding, whose byte order is the value order.
+fn ordered(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    kalamdb_store::index_key::encode_ordered(value, &mut out);
+    out
+}
+
+/// What the conjunction `filters` says of column `name` that an index can answer.
+fn first_column_condition(name: &str, ty: &KalamType, filters: &[Expr]) -> Option<FirstColumn> {
+    let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == name);
+    let value = |e: &Expr| match e {
+        Expr::Literal(v, _) if !v.is_null() => scalar_to_literal(v)?.to_value(ty).ok(),
+        _ => None,
+    };
+    let mut values: Option<Vec<Value>> = None;
+    let (mut lower, mut upper): (Bound<Value>, Bound<Value>) = (Bound::Unbounded, Bound::Unbounded);
+    let tighter_lower = |current: &Bound<Value>, candidate: Bound<Value>| -> Bound<Value> {
+        match (current, &candidate) {
+            (Bound::Unbounded, _) => candidate,
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+                match ordered(a).cmp(&ordered(b)) {
+                    std::cmp::Ordering::Less => candidate,
+                    _ => current.clone(),
+                }
+            }
+            _ => current.clone(),
+        }
+    };
+    let tighter_upper = |current: &Bound<Value>, candidate: Bound<Value>| -> Bound<Value> {
+        match (current, &candidate) {
+            (Bound::Unbounded, _) => candidate,
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+                match ordered(a).cmp(&ordered(b)) {
+                    std::cmp::Ordering::Greater => candidate,
+                    _ => current.clone(),
+                }
+            }
+            _ => current.clone(),
+        }
+    };
+    for filter in filters {
+        match filter {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (op, v) = if is_column(left) {
+                    (*op, value(right))
+                } else if is_column(right) {
+                    let flipped = match op {
+                        Operator::Lt => Operator::Gt,
+                        Operator::LtEq => Operator::GtEq,
+                        Operator::Gt => Operator::Lt,
+                        Operator::GtEq => Operator::LtEq,
+                        other => *other,
+                    };
+                    (flipped, value(left))
+                } else {
+                    continue;
+                };
+                let Some(v) = v else { continue };
+                match op {
+                    Operator::Eq => values = Some(vec![v]),
+                    Operator::Gt => lower = tighter_lower(&lower, Bound::Excluded(v)),
+                    Operator::GtEq => lower = tighter_lower(&lower, Bound::Included(v)),
+                    Operator::Lt => upper = tighter_upper(&upper, Bound::Excluded(v)),
+                    Operator::LtEq => upper = tighter_upper(&upper, Bound::Included(v)),
+                    _ => {}
+                }
+            }
+            Expr::InList(InList {
+                expr,
+                list,
+                negated: false,
+            }) if is_column(expr) && values.is_none() => {
+                let listed: Option<Vec<Value>> = list.iter().map(value).collect();
+                if let Some(mut listed) = listed {
+                    listed.dedup();
+                    values = Some(listed);
+                }
+            }
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) if is_column(expr) => {
+                if let (Some(lo), Some(hi)) = (value(low), value(high)) {
+                    lower = tighter_lower(&lower, Bound::Included(lo));
+                    upper = tighter_upper(&upper, Bound::Included(hi));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(values) = values {
+        return Some(FirstColumn::Values(values));
+    }
+    if matches!((&lower, &upper), (Bound::Unbounded, Bound::Unbounded)) {
+        return None;
+    }
+    Some(FirstColumn::Range(lower, upper))
+}
+
 /// Role `user` reads SHARED tables only when they are `ACCESS_LEVEL = 'PUBLIC'`
 /// (the default is PRIVATE); USER tables are always readable (the caller's rows).
 pub(crate) fn check_read_access(table: &TableDef, caller: &Caller) -> KalamResult<()> {
@@ -282,6 +411,11 @@ impl TableProvider for KalamTable {
             None => (0..self.scoped.columns().len()).collect(),
         };
         let keys = filters.iter().find_map(|f| self.pk_keys(f));
+        let index = if keys.is_none() {
+            self.index_probe(filters)
+        } else {
+            None
+        };
         // A snapshot reads RocksDB and maybe a manifest file: on tokio's blocking
         // pool, not on the async workers that serve requests. No rows are read here.
         let scoped = self.scoped.clone();
@@ -291,6 +425,15 @@ impl TableProvider for KalamTable {
                 DataFusionError::External(Box::new(KalamError::internal(format!("scan task failed: {e}"))))
             })?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        crate::tiered_scan::plan_scan(state, &self.scoped, snapshot, &projection, filters, keys, limit)
+        crate::tiered_scan::plan_scan(
+            state,
+            &self.scoped,
+            snapshot,
+            &projection,
+            filters,
+            keys,
+            index,
+            limit,
+        )
     }
 }

@@ -25,11 +25,12 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use kalamdb_cold::Manifest;
 use kalamdb_commons::{KalamError, KalamResult, KalamType, TableType, Value};
-use kalamdb_store::StoreView;
 use kalamdb_store::row_codec::{CellRef, is_tombstone, visit_cells};
+use kalamdb_store::{StoreError, StoreView};
 
 use crate::arrow_conv::{ColumnBuilder, field};
 use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
+use crate::index::IndexProbe;
 use crate::{Caller, DbShared, store_error};
 
 /// Rows per Arrow batch built from hot rows: a scan holds at most a few of these.
@@ -303,7 +304,7 @@ impl ScopedTable {
             *emitted < limit
         };
         let mut going = true;
-        view.hot_visit(self.table.table_id, &self.scope, |seq, bytes| {
+        let mut visit = |seq: u64, bytes: &[u8]| -> Result<bool, StoreError> {
             if is_tombstone(bytes)? {
                 return Ok(true);
             }
@@ -312,8 +313,12 @@ impl ScopedTable {
                 going = flush(&mut builder, &mut emitted);
             }
             Ok(going)
-        })
-        .map_err(|e| DataFusionError::External(Box::new(store_error(e))))?;
+        };
+        let visited = match &scan.index {
+            None => view.hot_visit(self.table.table_id, &self.scope, &mut visit),
+            Some(probe) => self.visit_indexed(view, probe, &mut visit),
+        };
+        visited.map_err(|e| DataFusionError::External(Box::new(store_error(e))))?;
         if going && builder.rows > 0 {
             flush(&mut builder, &mut emitted);
         }
@@ -321,6 +326,39 @@ impl ScopedTable {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+impl ScopedTable {
+    /// Visits the hot rows an index probe names, in `_seq` order: the entries in its
+    /// ranges, then their versions (a version no longer hot — flushed, or replaced —
+    /// is not a row of this scan).
+    fn visit_indexed(
+        &self,
+        view: &StoreView,
+        probe: &IndexProbe,
+        visit: &mut dyn FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut seqs = Vec::new();
+        for (from, to) in &probe.ranges {
+            view.index_visit(from, to, |_, seq| {
+                seqs.push(seq);
+                true
+            })?;
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        for chunk in seqs.chunks(SCAN_BATCH_ROWS) {
+            let rows = view.hot_multi_get(self.table.table_id, &self.scope, chunk)?;
+            for (&seq, row) in chunk.iter().zip(rows) {
+                if let Some(bytes) = row
+                    && !visit(seq, &bytes)?
+                {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -345,6 +383,8 @@ pub(crate) struct HotScan {
     pub limit: Option<usize>,
     /// Read these primary keys (point reads in either tier) instead of scanning.
     pub keys: Option<Vec<Value>>,
+    /// Read the hot rows a secondary index names instead of every hot row.
+    pub index: Option<IndexProbe>,
 }
 
 impl HotScan {

@@ -12,7 +12,7 @@ use kalamdb_commons::{Role, TableType};
 
 use crate::{Caller, DbShared};
 
-pub const NAMES: &[&str] = &["namespaces", "tables", "columns", "users", "jobs"];
+pub const NAMES: &[&str] = &["namespaces", "tables", "columns", "indexes", "users", "jobs"];
 
 /// The batch of `system.<name>` as `caller` may see it; `None` for an unknown name.
 pub(crate) fn build(db: &DbShared, caller: &Caller, name: &str) -> DfResult<Option<RecordBatch>> {
@@ -20,6 +20,7 @@ pub(crate) fn build(db: &DbShared, caller: &Caller, name: &str) -> DfResult<Opti
         "namespaces" => namespaces(db)?,
         "tables" => tables(db)?,
         "columns" => columns(db)?,
+        "indexes" => indexes(db)?,
         "users" => users(db, caller)?,
         "jobs" => jobs(db, caller)?,
         _ => return Ok(None),
@@ -139,8 +140,16 @@ fn columns(db: &DbShared) -> DfResult<RecordBatch> {
     let mut nullable = Vec::new();
     let mut pk = Vec::new();
     let mut defaults = Vec::new();
+    let mut indexed_by = Vec::new();
     for table in db.catalog.tables() {
         for (i, column) in table.columns.iter().enumerate() {
+            let covering: Vec<&str> = table
+                .indexes
+                .iter()
+                .filter(|index| index.columns.contains(&column.id))
+                .map(|index| index.name.as_str())
+                .collect();
+            indexed_by.push((!covering.is_empty()).then(|| covering.join(", ")));
             ns.push(table.namespace.clone());
             table_names.push(table.name.clone());
             names.push(column.name.clone());
@@ -161,6 +170,7 @@ fn columns(db: &DbShared) -> DfResult<RecordBatch> {
             Field::new("is_nullable", DataType::Boolean, false),
             Field::new("is_primary_key", DataType::Boolean, false),
             Field::new("column_default", DataType::Utf8, true),
+            Field::new("indexes", DataType::Utf8, true),
         ],
         vec![
             text(ns),
@@ -171,6 +181,53 @@ fn columns(db: &DbShared) -> DfResult<RecordBatch> {
             Arc::new(BooleanArray::from(nullable)),
             Arc::new(BooleanArray::from(pk)),
             opt_text(defaults),
+            opt_text(indexed_by),
+        ],
+    )
+}
+
+/// One row per secondary index.
+fn indexes(db: &DbShared) -> DfResult<RecordBatch> {
+    let (mut ns, mut tables, mut names, mut columns, mut unique, mut created) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for table in db.catalog.tables() {
+        for index in &table.indexes {
+            ns.push(table.namespace.clone());
+            tables.push(table.name.clone());
+            names.push(index.name.clone());
+            let column_names: Vec<&str> = index
+                .columns
+                .iter()
+                .filter_map(|id| table.columns.iter().find(|c| c.id == *id))
+                .map(|c| c.name.as_str())
+                .collect();
+            columns.push(column_names.join(", "));
+            unique.push(index.unique);
+            created.push(index.created_at);
+        }
+    }
+    batch(
+        vec![
+            Field::new("namespace", DataType::Utf8, false),
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("index_name", DataType::Utf8, false),
+            Field::new("columns", DataType::Utf8, false),
+            Field::new("is_unique", DataType::Boolean, false),
+            timestamp_field("created_at"),
+        ],
+        vec![
+            text(ns),
+            text(tables),
+            text(names),
+            text(columns),
+            Arc::new(BooleanArray::from(unique)),
+            timestamps(created),
         ],
     )
 }

@@ -80,6 +80,7 @@ pub(crate) fn plan_scan(
     projection: &[usize],
     filters: &[Expr],
     keys: Option<Vec<Value>>,
+    index: Option<crate::index::IndexProbe>,
     limit: Option<usize>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     let schema = scoped.projected_schema(projection)?;
@@ -113,6 +114,7 @@ pub(crate) fn plan_scan(
         output: (0..projection.len()).collect(),
         output_schema: schema.clone(),
         limit,
+        index: if keys.is_some() { None } else { index },
         keys,
     };
     let cold = match (&snapshot.manifest, &hot.keys) {
@@ -458,9 +460,21 @@ impl DisplayAs for TieredScanExec {
             .filter(|p| p.merge.is_some())
             .map(|p| p.segments)
             .sum();
-        match &self.hot.keys {
-            Some(keys) => write!(f, "TieredScanExec: point reads={}", keys.len()),
-            None => write!(
+        match (&self.hot.keys, &self.hot.index) {
+            (Some(keys), _) => write!(f, "TieredScanExec: point reads={}", keys.len()),
+            (None, Some(probe)) => write!(
+                f,
+                "TieredScanExec: hot=index {} ({} range(s)){}, segments={segments} (merged={merged}), stale={}",
+                probe.index,
+                probe.ranges.len(),
+                if self.hot.predicate.is_some() {
+                    " (filtered)"
+                } else {
+                    ""
+                },
+                self.snapshot.stale.len()
+            ),
+            (None, None) => write!(
                 f,
                 "TieredScanExec: hot=stream{}, segments={segments} (merged={merged}), stale={}",
                 if self.hot.predicate.is_some() {
@@ -598,6 +612,8 @@ mod tests {
             access_level: None,
             created_at: 0,
             schema_version: 1,
+            indexes: Vec::new(),
+            next_index_id: 1,
         }
     }
 

@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Value};
 use kalamdb_store::PkEntry;
+use kalamdb_store::row_codec::decode_row;
 use parking_lot::Mutex;
 
 use crate::catalog::{ID_COLUMN, TableDef};
@@ -47,6 +48,12 @@ impl CommitLocks {
     pub async fn lock(&self, table_id: u32) -> CommitGuard {
         let lock = self.locks.lock().entry(table_id).or_default().clone();
         lock.lock_owned().await
+    }
+
+    /// [`CommitLocks::lock`] from a blocking thread (a flush job's).
+    pub fn lock_blocking(&self, table_id: u32) -> CommitGuard {
+        let lock = self.locks.lock().entry(table_id).or_default().clone();
+        lock.blocking_lock_owned()
     }
 
     /// Forgets a dropped table's lock (table ids are never reused).
@@ -161,7 +168,28 @@ pub(crate) async fn commit(
         .zip(latest)
         .zip(&written)
         .filter_map(|(pair, apply)| apply.then_some(pair));
+    // Secondary indexes: the replaced hot versions' entries go, the new versions'
+    // come (in that order: an entry whose key did not change is written again).
+    let view = (!table.indexes.is_empty()).then(|| db.store.view());
     for (seq, (write, latest)) in (first_seq..).zip(applied) {
+        if let Some(view) = &view {
+            if let Some(previous) = latest.filter(|p| !p.deleted)
+                && let Some(bytes) = view
+                    .hot_get(table.table_id, scope, previous.seq)
+                    .map_err(store_error)?
+            {
+                let old = decode_row(&bytes).map_err(|e| store_error(e.into()))?;
+                for key in crate::index::entry_keys(table, scope, &old) {
+                    batch.delete_index_entry(&key);
+                }
+            }
+            if !write.deleted {
+                let new = decode_row(&write.row).map_err(|e| store_error(e.into()))?;
+                for key in crate::index::entry_keys(table, scope, &new) {
+                    batch.put_index_entry(&key, seq);
+                }
+            }
+        }
         if let Some(previous) = latest {
             batch.delete_hot(table.table_id, scope, previous.seq);
             if previous.seq <= flush_watermark {

@@ -66,6 +66,20 @@ pub enum KalamStatement {
         name: String,
         if_exists: bool,
     },
+    /// `CREATE [UNIQUE] INDEX [IF NOT EXISTS] name ON ns.t (col, ...)`.
+    CreateIndex {
+        name: String,
+        table: TableRef,
+        columns: Vec<String>,
+        unique: bool,
+        if_not_exists: bool,
+    },
+    /// `DROP INDEX [IF EXISTS] [ns.]name`.
+    DropIndex {
+        /// The namespace and name of the index (index names are unique per namespace).
+        index: TableRef,
+        if_exists: bool,
+    },
     /// `STORAGE FLUSH TABLE ns.t`.
     FlushTable(TableRef),
     /// `STORAGE FLUSH ALL [IN [NAMESPACE] ns]`.
@@ -191,6 +205,7 @@ fn parse_create(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
                 if_not_exists,
             });
         }
+        (Some("INDEX"), _) | (Some("UNIQUE"), Some("INDEX")) => return parse_create_index(c),
         (Some("USER"), Some("TABLE")) => Some(TableType::User),
         (Some("USER"), _) => return parse_create_user(c),
         (Some("SHARED"), Some("TABLE")) => Some(TableType::Shared),
@@ -198,7 +213,7 @@ fn parse_create(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
         (Some("TABLE"), _) => None,
         _ => {
             return Err(KalamError::unsupported(
-                "CREATE supports NAMESPACE, [USER|SHARED|STREAM] TABLE and USER",
+                "CREATE supports NAMESPACE, [USER|SHARED|STREAM] TABLE, [UNIQUE] INDEX and USER",
             ));
         }
     };
@@ -216,6 +231,47 @@ fn parse_create(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
     )?))
 }
 
+fn parse_create_index(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
+    let unique = c.eat_word("UNIQUE");
+    c.expect_word("INDEX")?;
+    let if_not_exists = c.eat_words(&["IF", "NOT", "EXISTS"]);
+    let name = c.identifier()?;
+    c.expect_word("ON")?;
+    let table = c.table_ref()?;
+    if !c.parser.consume_token(&Token::LParen) {
+        return Err(KalamError::invalid_sql(
+            "syntax error: expected ( and the indexed columns",
+        ));
+    }
+    let mut columns = Vec::new();
+    loop {
+        let column = c.identifier()?;
+        if columns.contains(&column) {
+            return Err(KalamError::invalid_sql(format!(
+                "column '{column}' is named twice in the index"
+            )));
+        }
+        columns.push(column);
+        if c.parser.consume_token(&Token::Comma) {
+            continue;
+        }
+        if c.parser.consume_token(&Token::RParen) {
+            break;
+        }
+        return Err(KalamError::invalid_sql(format!(
+            "syntax error: expected , or ) in the index's columns, found {}",
+            c.parser.peek_token_ref().token
+        )));
+    }
+    Ok(KalamStatement::CreateIndex {
+        name,
+        table,
+        columns,
+        unique,
+        if_not_exists,
+    })
+}
+
 fn parse_drop(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
     c.expect_word("DROP")?;
     let table_type = match (c.peek_word(0).as_deref(), c.peek_word(1).as_deref()) {
@@ -230,6 +286,14 @@ fn parse_drop(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
                 cascade,
             });
         }
+        (Some("INDEX"), _) => {
+            c.parser.next_token();
+            let if_exists = c.eat_words(&["IF", "EXISTS"]);
+            return Ok(KalamStatement::DropIndex {
+                index: c.table_ref()?,
+                if_exists,
+            });
+        }
         (Some("USER"), Some("TABLE")) => Some(TableType::User),
         (Some("USER"), _) => return parse_drop_user(c),
         (Some("SHARED"), Some("TABLE")) => Some(TableType::Shared),
@@ -237,7 +301,7 @@ fn parse_drop(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
         (Some("TABLE"), _) => None,
         _ => {
             return Err(KalamError::unsupported(
-                "DROP supports NAMESPACE, [USER|SHARED|STREAM] TABLE and USER",
+                "DROP supports NAMESPACE, [USER|SHARED|STREAM] TABLE, INDEX and USER",
             ));
         }
     };

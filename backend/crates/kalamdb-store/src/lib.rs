@@ -12,6 +12,7 @@
 //! Architecture invariant: this crate knows nothing about SQL, DataFusion or HTTP.
 //! It stores bytes in the documented layout and gives atomic batches.
 
+pub mod index_key;
 pub mod keys;
 pub mod row_codec;
 mod store;

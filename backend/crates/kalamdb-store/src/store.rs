@@ -16,6 +16,7 @@ const CF_SYSTEM: &str = "system";
 const CF_HOT: &str = "hot";
 const CF_PK: &str = "pk";
 const CF_STALE: &str = "stale";
+const CF_IDX: &str = "idx";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -111,7 +112,7 @@ impl Store {
         let db = DB::open_cf_descriptors(
             &db_options,
             path,
-            [cf(CF_SYSTEM), cf(CF_HOT), cf(CF_PK), cf(CF_STALE)],
+            [cf(CF_SYSTEM), cf(CF_HOT), cf(CF_PK), cf(CF_STALE), cf(CF_IDX)],
         )?;
         Ok(Store {
             db: Arc::new(db),
@@ -290,6 +291,21 @@ impl Store {
         Ok(count)
     }
 
+    /// The `_seq`s that index entries name (`None`: no such entry), latest state.
+    pub fn index_multi_get(&self, keys: &[&[u8]]) -> Result<Vec<Option<u64>>, StoreError> {
+        let idx = self.cf(CF_IDX);
+        self.db
+            .multi_get_cf(keys.iter().map(|k| (idx, *k)))
+            .into_iter()
+            .map(|r| match r? {
+                Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+                    .map(|b| Some(u64::from_be_bytes(b)))
+                    .map_err(|_| StoreError::CorruptKey { cf: CF_IDX }),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
         pk_get_at(&self.db, None, table_id, scope, pk)
     }
@@ -353,6 +369,51 @@ impl StoreView {
         hot_scan_range(self.db(), self.snapshot(), prefix, upper, |seq, _, value| {
             visit(seq, value)
         })
+    }
+
+    /// Visits the index entries with keys in `[from, to)` in key order: `visit` gets
+    /// `(key, _seq)` and returns `false` to stop.
+    pub fn index_visit(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        mut visit: impl FnMut(&[u8], u64) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut read_options = read_options(self.snapshot());
+        read_options.set_iterate_upper_bound(to.to_vec());
+        let mut iter = self.db().raw_iterator_cf_opt(cf(self.db(), CF_IDX), read_options);
+        iter.seek(from);
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            let seq = <[u8; 8]>::try_from(value)
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::CorruptKey { cf: CF_IDX })?;
+            if !visit(key, seq) {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(())
+    }
+
+    /// Many hot row versions of one scope by `_seq` (one RocksDB multi-get), in the
+    /// order asked; `None` for a version no longer hot.
+    pub fn hot_multi_get(
+        &self,
+        table_id: u32,
+        scope: &str,
+        seqs: &[u64],
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let hot = cf(self.db(), CF_HOT);
+        let keys: Vec<_> = seqs
+            .iter()
+            .map(|&seq| (hot, hot_key(table_id, scope, seq)))
+            .collect();
+        self.db()
+            .multi_get_cf_opt(keys, &read_options(self.snapshot()))
+            .into_iter()
+            .map(|r| r.map_err(StoreError::from))
+            .collect()
     }
 
     /// The `_seq`s of one scope's Parquet row versions that a later write superseded
@@ -595,11 +656,28 @@ impl StoreBatch<'_> {
         }
     }
 
-    /// Removes every hot row, pk entry and stale marker of a table, all scopes.
+    /// Writes a secondary-index entry (`key` from [`crate::index_key::index_entry_key`])
+    /// naming the row version `seq`.
+    pub fn put_index_entry(&mut self, key: &[u8], seq: u64) {
+        self.batch.put_cf(self.store.cf(CF_IDX), key, seq.to_be_bytes());
+    }
+
+    pub fn delete_index_entry(&mut self, key: &[u8]) {
+        self.batch.delete_cf(self.store.cf(CF_IDX), key);
+    }
+
+    /// Removes every entry of one index, all scopes.
+    pub fn delete_index(&mut self, table_id: u32, index_id: u32) {
+        let from = crate::index_key::index_prefix(table_id, index_id);
+        let to = prefix_upper_bound(&from).expect("an index prefix is never all 0xff");
+        self.batch.delete_range_cf(self.store.cf(CF_IDX), &from, &to);
+    }
+
+    /// Removes every hot row, pk entry, stale marker and index entry of a table, all scopes.
     pub fn delete_table(&mut self, table_id: u32) {
         let from = table_prefix(table_id);
         let to = prefix_upper_bound(&from).expect("a table prefix is never all 0xff");
-        for cf in [CF_HOT, CF_PK, CF_STALE] {
+        for cf in [CF_HOT, CF_PK, CF_STALE, CF_IDX] {
             self.batch.delete_range_cf(self.store.cf(cf), &from, &to);
         }
     }

@@ -178,9 +178,19 @@ fn flush_scope(
     let mut writer: Option<SegmentWriter> = None;
     let mut cancelled = false;
     let mut failure: Option<KalamError> = None;
+    // The index entries of the rows moved to Parquet, removed with the hot rows.
+    let mut index_entries: Vec<(Vec<u8>, u64)> = Vec::new();
     db.store
         .hot_scan_through(table.table_id, scope, watermark, |row| {
             builder.push_encoded(row.seq, &row.value)?;
+            if !table.indexes.is_empty() {
+                let decoded = kalamdb_store::row_codec::decode_row(&row.value)?;
+                if !decoded.deleted {
+                    for key in crate::index::entry_keys(table, scope, &decoded) {
+                        index_entries.push((key, row.seq));
+                    }
+                }
+            }
             if builder.len() >= batch_rows {
                 if let Err(e) = write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows) {
                     failure = Some(e);
@@ -238,9 +248,23 @@ fn flush_scope(
     failpoint::hit("manifest_saved");
 
     {
+        // An entry goes only if it still names the flushed version: a write that
+        // replaced the row meanwhile wrote the same key for its own version. The
+        // table's commit lock keeps writers out between the check and the delete
+        // (taken before the cold tier's lock, as writers do).
+        let _writers = (!index_entries.is_empty()).then(|| db.commit_locks.lock_blocking(table.table_id));
         let _commit = cold.commit_lock.write();
         let mut batch = db.store.batch();
         batch.delete_hot_through(table.table_id, scope, watermark);
+        if !index_entries.is_empty() {
+            let keys: Vec<&[u8]> = index_entries.iter().map(|(k, _)| k.as_slice()).collect();
+            let current = db.store.index_multi_get(&keys).map_err(store_error)?;
+            for ((key, seq), current) in index_entries.iter().zip(current) {
+                if current == Some(*seq) {
+                    batch.delete_index_entry(key);
+                }
+            }
+        }
         let committed = if failpoint::armed("fail_hot_delete") {
             Err(KalamError::internal("KALAMDB_FAILPOINT: the hot delete failed"))
         } else {

@@ -1,0 +1,108 @@
+//! Secondary indexes of hot rows: the entries a row version has, and the key ranges a
+//! filter reads (`docs/storage-format.md`, "Secondary indexes").
+//!
+//! Every hot row version of an indexed table has one entry per index, written in the
+//! same `WriteBatch` as the version; the entry of a version a later write replaced is
+//! deleted by that write, and the entries of versions a flush moved to Parquet by the
+//! flush. An entry is only a pointer: a reader keeps the rows whose version is still
+//! hot, so an entry left behind (a crash between a flush's steps) is never an answer.
+
+use std::ops::Bound;
+
+use kalamdb_commons::Value;
+use kalamdb_store::DecodedRow;
+use kalamdb_store::index_key::{encode_ordered, index_entry_key, index_scope_prefix};
+use kalamdb_store::keys::prefix_upper_bound;
+
+use crate::catalog::{ID_COLUMN_ID, IndexDef, TableDef};
+use crate::scoped::backfill_value;
+
+/// The value of column `id` in `row` (a column added after the row was written reads
+/// as its backfill).
+fn cell(table: &TableDef, row: &DecodedRow, id: u32) -> Value {
+    match row.get(id) {
+        Some(value) => value.clone(),
+        None => table
+            .columns
+            .iter()
+            .find(|c| c.id == id)
+            .map(backfill_value)
+            .unwrap_or(Value::Null),
+    }
+}
+
+/// The row's key: its primary-key cell, or `_id`.
+pub(crate) fn row_key(table: &TableDef, row: &DecodedRow) -> Value {
+    cell(table, row, table.primary_key.unwrap_or(ID_COLUMN_ID))
+}
+
+/// The entry keys of one row version, one per index of `table`.
+pub(crate) fn entry_keys(table: &TableDef, scope: &str, row: &DecodedRow) -> Vec<Vec<u8>> {
+    let key = row_key(table, row);
+    table
+        .indexes
+        .iter()
+        .map(|index| {
+            let values: Vec<Value> = index.columns.iter().map(|&id| cell(table, row, id)).collect();
+            let refs: Vec<&Value> = values.iter().collect();
+            index_entry_key(table.table_id, index.id, scope, &refs, &key)
+        })
+        .collect()
+}
+
+/// What an indexed hot scan reads: key ranges of one index, `[from, to)`.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexProbe {
+    pub index: String,
+    pub ranges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A condition on an index's first column that its key ranges answer.
+#[derive(Debug, Clone)]
+pub(crate) enum FirstColumn {
+    /// `col = v` or `col IN (v, ...)` (NULLs match nothing).
+    Values(Vec<Value>),
+    /// `col > / >= / < / <= v`, combined; `BETWEEN`.
+    Range(Bound<Value>, Bound<Value>),
+}
+
+/// The key ranges of `index` in `scope` that hold every row meeting `condition`.
+pub(crate) fn probe(table: &TableDef, index: &IndexDef, scope: &str, condition: &FirstColumn) -> IndexProbe {
+    let prefix = index_scope_prefix(table.table_id, index.id, scope);
+    let encoded = |value: &Value| {
+        let mut key = prefix.clone();
+        encode_ordered(value, &mut key);
+        key
+    };
+    let after = |key: Vec<u8>| prefix_upper_bound(&key).unwrap_or(key);
+    let ranges = match condition {
+        FirstColumn::Values(values) => values
+            .iter()
+            .filter(|v| !matches!(v, Value::Null))
+            .map(|v| {
+                let key = encoded(v);
+                (key.clone(), after(key))
+            })
+            .collect(),
+        FirstColumn::Range(lower, upper) => {
+            // NULLs sort first (one 0x00 byte): a range never includes them.
+            let mut not_null = prefix.clone();
+            not_null.push(1);
+            let from = match lower {
+                Bound::Included(v) => encoded(v),
+                Bound::Excluded(v) => after(encoded(v)),
+                Bound::Unbounded => not_null,
+            };
+            let to = match upper {
+                Bound::Included(v) => after(encoded(v)),
+                Bound::Excluded(v) => encoded(v),
+                Bound::Unbounded => after(prefix.clone()),
+            };
+            if from < to { vec![(from, to)] } else { Vec::new() }
+        }
+    };
+    IndexProbe {
+        index: index.name.clone(),
+        ranges,
+    }
+}
