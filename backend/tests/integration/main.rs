@@ -10,6 +10,7 @@ mod test_flush_tiers;
 mod test_formats;
 mod test_fuzz;
 mod test_hardening;
+mod test_indexes;
 mod test_ingest;
 mod test_manual_flush_verification;
 mod test_read_path;

@@ -120,7 +120,11 @@ fn http_status_of(code: &str) -> Option<u16> {
         | "STATEMENT_TIMEOUT" => 400,
         "UNAUTHORIZED" => 401,
         "PERMISSION_DENIED" => 403,
-        "NAMESPACE_NOT_FOUND" | "TABLE_NOT_FOUND" | "JOB_NOT_FOUND" | "USER_NOT_FOUND" => 404,
+        "NAMESPACE_NOT_FOUND"
+        | "TABLE_NOT_FOUND"
+        | "INDEX_NOT_FOUND"
+        | "JOB_NOT_FOUND"
+        | "USER_NOT_FOUND" => 404,
         "ALREADY_EXISTS" | "DUPLICATE_KEY" | "NAMESPACE_NOT_EMPTY" | "FLUSH_IN_PROGRESS" => 409,
         "PAYLOAD_TOO_LARGE" => 413,
         "TOO_MANY_REQUESTS" => 429,

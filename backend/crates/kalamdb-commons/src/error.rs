@@ -16,6 +16,7 @@ pub enum ErrorCode {
     PermissionDenied,
     NamespaceNotFound,
     TableNotFound,
+    IndexNotFound,
     ColumnNotFound,
     JobNotFound,
     UserNotFound,
@@ -45,6 +46,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "PERMISSION_DENIED",
             ErrorCode::NamespaceNotFound => "NAMESPACE_NOT_FOUND",
             ErrorCode::TableNotFound => "TABLE_NOT_FOUND",
+            ErrorCode::IndexNotFound => "INDEX_NOT_FOUND",
             ErrorCode::ColumnNotFound => "COLUMN_NOT_FOUND",
             ErrorCode::JobNotFound => "JOB_NOT_FOUND",
             ErrorCode::UserNotFound => "USER_NOT_FOUND",
@@ -77,6 +79,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => 403,
             ErrorCode::NamespaceNotFound
             | ErrorCode::TableNotFound
+            | ErrorCode::IndexNotFound
             | ErrorCode::JobNotFound
             | ErrorCode::UserNotFound => 404,
             ErrorCode::AlreadyExists

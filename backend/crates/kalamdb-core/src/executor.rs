@@ -635,7 +635,7 @@ impl StatementContext<'_> {
                 return Ok(StatementResult::message(format!("Index '{name}' does not exist")));
             }
             return Err(KalamError::new(
-                ErrorCode::TableNotFound,
+                ErrorCode::IndexNotFound,
                 format!("index '{name}' does not exist in namespace '{namespace}'"),
             ));
         };
