@@ -85,6 +85,12 @@ struct Args {
     /// Rows of the result streamed by `--only-formats`
     #[arg(long, default_value_t = 10_000_000)]
     format_rows: usize,
+    /// Only time an indexed equality filter over `index-rows` hot rows of a SHARED table
+    #[arg(long)]
+    only_index: bool,
+    /// Rows of `--only-index`
+    #[arg(long, default_value_t = 1_000_000)]
+    index_rows: usize,
     /// Only time correlated subqueries run as joins and row by row
     #[arg(long)]
     only_subqueries: bool,
@@ -629,6 +635,7 @@ fn report_latency(name: &str, mut samples: Vec<Duration>) -> Value {
 }
 
 mod formats;
+mod indexes;
 mod subqueries;
 mod write_path;
 
@@ -655,6 +662,12 @@ async fn main() {
     if args.only_formats {
         let figures = formats::streamed_formats(&args, &server, &client).await;
         println!("{}", json!({ "streamed_formats": figures }));
+        return;
+    }
+
+    if args.only_index {
+        let figures = indexes::indexes(&args, &server, &client).await;
+        println!("{}", json!({ "index": figures }));
         return;
     }
 

@@ -10,10 +10,6 @@ use crate::common::{Rng, TestServer};
 
 const KEYS: [&str; 5] = ["'a'", "'b'", "'c'", "'a b'", "NULL"];
 
-fn pick<'a>(rng: &mut Rng, items: &[&'a str]) -> &'a str {
-    items[rng.below(items.len() as u64) as usize]
-}
-
 fn number(rng: &mut Rng) -> String {
     if rng.below(6) == 0 {
         "NULL".into()
@@ -27,11 +23,11 @@ fn random_write(rng: &mut Rng) -> String {
     match rng.below(5) {
         0 | 1 => format!(
             "INSERT INTO ix.t VALUES ({id}, {}, {}, {}.5) ON CONFLICT (id) DO UPDATE SET k = EXCLUDED.k, n = EXCLUDED.n",
-            pick(rng, &KEYS),
+            *rng.pick(&KEYS),
             number(rng),
             rng.below(9)
         ),
-        2 => format!("UPDATE ix.t SET k = {} WHERE id = {id}", pick(rng, &KEYS)),
+        2 => format!("UPDATE ix.t SET k = {} WHERE id = {id}", *rng.pick(&KEYS)),
         3 => format!("UPDATE ix.t SET n = n + 1 WHERE n < {}", rng.below(20)),
         _ => format!("DELETE FROM ix.t WHERE id = {id}"),
     }
@@ -41,8 +37,8 @@ fn random_write(rng: &mut Rng) -> String {
 fn random_filter(rng: &mut Rng) -> (String, String) {
     let a = rng.below(20);
     let b = a + rng.below(8);
-    let k = pick(rng, &KEYS[..4]);
-    let k2 = pick(rng, &KEYS[..4]);
+    let k = *rng.pick(&KEYS[..4]);
+    let k2 = *rng.pick(&KEYS[..4]);
     match rng.below(7) {
         0 => (format!("k = {k}"), format!("k || '' = {k}")),
         1 => (format!("k IN ({k}, {k2})"), format!("k || '' IN ({k}, {k2})")),
@@ -153,4 +149,55 @@ async fn indexed_reads_match_scans_through_writes_flushes_and_restarts() {
         vec![vec![Value::from(0)]],
         "the test wrote no rows for alice"
     );
+}
+
+#[tokio::test]
+async fn indexed_equality_on_a_shared_table_is_a_point_read() {
+    let server = TestServer::start().await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE ix; \
+             CREATE SHARED TABLE ix.s (id BIGINT PRIMARY KEY, k TEXT, n INT) WITH (ACCESS_LEVEL = 'PUBLIC'); \
+             INSERT INTO ix.s VALUES (1, 'a', 1), (2, 'b', 2), (3, 'a', 3); \
+             CREATE INDEX s_k ON ix.s (k); \
+             CREATE INDEX s_n ON ix.s (n)",
+        )
+        .await
+        .expect_success();
+    let before = crate::test_read_path::point_reads(&server).await;
+    let rows = |sql: &'static str| {
+        let server = &server;
+        async move {
+            let response = server.execute_sql(sql).await;
+            response.expect_success();
+            let mut rows = response.rows();
+            rows.sort_by_key(|r| r[0].as_i64());
+            rows
+        }
+    };
+    let ids = |rows: Vec<Vec<Value>>| rows.iter().map(|r| r[0].as_i64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(ids(rows("SELECT id, k FROM ix.s WHERE k = 'a'").await), [1, 3]);
+    assert_eq!(ids(rows("SELECT * FROM ix.s WHERE k IN ('b', 'zz')").await), [2]);
+    assert_eq!(ids(rows("SELECT id FROM ix.s WHERE n = 3").await), [3]);
+    assert_eq!(
+        ids(rows("SELECT id FROM ix.s WHERE k = 'none'").await),
+        Vec::<i64>::new()
+    );
+    server
+        .execute_sql("UPDATE ix.s SET k = 'b' WHERE id = 1; DELETE FROM ix.s WHERE id = 3")
+        .await
+        .expect_success();
+    assert_eq!(
+        ids(rows("SELECT id FROM ix.s WHERE k = 'a'").await),
+        Vec::<i64>::new()
+    );
+    assert_eq!(ids(rows("SELECT id, n FROM ix.s WHERE k = 'b'").await), [1, 2]);
+    // Six statements answered without planning; a user sees the same rows.
+    assert_eq!(crate::test_read_path::point_reads(&server).await - before, 6);
+    server.create_user("carol", "carol-pw", "user").await;
+    let carol = server
+        .execute_sql_as("carol", "carol-pw", "SELECT id FROM ix.s WHERE k = 'b'")
+        .await;
+    carol.expect_success();
+    assert_eq!(carol.rows().len(), 2);
 }

@@ -579,7 +579,7 @@ async fn show_stats_is_the_whole_table_for_service_and_the_own_rows_for_users() 
 }
 
 /// `kalamdb_point_reads_total` from `/metrics`.
-async fn point_reads(server: &TestServer) -> u64 {
+pub(crate) async fn point_reads(server: &TestServer) -> u64 {
     let metrics = server.metrics().await;
     metrics
         .lines()

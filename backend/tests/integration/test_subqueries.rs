@@ -13,10 +13,6 @@ const OPS: [&str; 6] = ["<", "<=", ">", ">=", "=", "<>"];
 const COLUMNS: [&str; 4] = ["a", "b", "c", "d"];
 const AGGREGATES: [&str; 5] = ["count(*)", "count(x.b)", "sum(x.c)", "max(x.d)", "min(x.b)"];
 
-fn pick<'a>(rng: &mut Rng, items: &[&'a str]) -> &'a str {
-    items[rng.below(items.len() as u64) as usize]
-}
-
 /// A small value, NULL one time in five.
 fn value(rng: &mut Rng) -> String {
     if rng.below(5) == 0 {
@@ -35,20 +31,20 @@ fn rows_sql(rng: &mut Rng, keys: std::ops::Range<u64>) -> String {
 
 /// One random query over `d.t AS t` (the caller's rows) and `d.u`.
 fn random_query(rng: &mut Rng) -> String {
-    let c = |rng: &mut Rng| pick(rng, &COLUMNS);
-    let op = |rng: &mut Rng| pick(rng, &OPS);
+    let c = |rng: &mut Rng| *rng.pick(&COLUMNS);
+    let op = |rng: &mut Rng| *rng.pick(&OPS);
     let not = |rng: &mut Rng| if rng.below(2) == 0 { "" } else { "NOT " };
     match rng.below(10) {
         0 => format!(
             "SELECT a, (SELECT {} FROM d.t AS x WHERE x.{} {} t.{}) FROM d.t AS t ORDER BY a",
-            pick(rng, &AGGREGATES),
+            *rng.pick(&AGGREGATES),
             c(rng),
             op(rng),
             c(rng)
         ),
         1 => format!(
             "SELECT a, (SELECT {} FROM d.t AS x WHERE x.{} {} t.{} AND x.{} {} t.{}) FROM d.t AS t ORDER BY a",
-            pick(rng, &AGGREGATES),
+            *rng.pick(&AGGREGATES),
             c(rng),
             op(rng),
             c(rng),
@@ -83,13 +79,13 @@ fn random_query(rng: &mut Rng) -> String {
             "SELECT a FROM d.t AS t WHERE t.{} {} (SELECT {} FROM d.u AS x WHERE x.k {} t.a) ORDER BY a",
             c(rng),
             op(rng),
-            pick(rng, &["count(*)", "max(x.v)", "min(x.v)", "sum(x.v)"]),
+            *rng.pick(&["count(*)", "max(x.v)", "min(x.v)", "sum(x.v)"]),
             op(rng)
         ),
         6 => format!(
             "SELECT a, (SELECT {} FROM d.t AS x WHERE x.{} {} t.{} AND EXISTS \
              (SELECT 1 FROM d.u WHERE u.v {} x.{} AND u.k <> t.a)) FROM d.t AS t ORDER BY a",
-            pick(rng, &AGGREGATES),
+            *rng.pick(&AGGREGATES),
             c(rng),
             op(rng),
             c(rng),
@@ -98,7 +94,7 @@ fn random_query(rng: &mut Rng) -> String {
         ),
         7 => format!(
             "SELECT a FROM d.t AS t ORDER BY (SELECT {} FROM d.t AS x WHERE x.{} {} t.{}) NULLS FIRST, a",
-            pick(rng, &AGGREGATES),
+            *rng.pick(&AGGREGATES),
             c(rng),
             op(rng),
             c(rng)

@@ -1,5 +1,6 @@
 //! Point reads without a query planner: `SELECT <columns | *> FROM t WHERE pk = v`
-//! and `... WHERE pk IN (v1, v2, ...)`.
+//! and `... WHERE pk IN (v1, v2, ...)`; the same with an indexed column in place of
+//! the primary key on a SHARED table (never flushed: the index names every row).
 //!
 //! Such a statement needs no plan: its rows are the primary keys' rows in either
 //! tier. Recognising its shape on the syntax tree and reading the keys directly
@@ -18,6 +19,7 @@ use kalamdb_commons::{KalamError, KalamResult, KalamType, Literal, TableType, Va
 
 use crate::arrow_conv::{api_type_name, write_json_rows};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
+use crate::index::IndexProbe;
 use crate::query::resolve_name;
 use crate::scoped::ScopedTable;
 use crate::{Caller, ColumnInfo, DbShared, JsonRows, StatementResult};
@@ -42,7 +44,14 @@ struct PointRead {
     scoped: Arc<ScopedTable>,
     /// `(table column index, output name)`.
     output: Vec<(usize, String)>,
-    keys: Vec<Value>,
+    lookup: Lookup,
+}
+
+enum Lookup {
+    /// Primary keys, read in either tier.
+    Keys(Vec<Value>),
+    /// Hot rows an index names (SHARED tables only: they have no cold tier).
+    Index(IndexProbe),
 }
 
 impl PointRead {
@@ -91,13 +100,6 @@ impl PointRead {
         {
             return None;
         }
-        let pk = table.pk_column()?.clone();
-        if !matches!(
-            pk.data_type,
-            KalamType::SmallInt | KalamType::Int | KalamType::BigInt | KalamType::Text
-        ) {
-            return None;
-        }
         let mut output = Vec::new();
         for item in &select.projection {
             match item {
@@ -127,24 +129,59 @@ impl PointRead {
         if names.windows(2).any(|pair| pair[0] == pair[1]) {
             return None;
         }
-        let keys = key_values(select.selection.as_ref()?, &pk.name, &pk.data_type, params)?;
-        let scoped = ScopedTable::new(db.clone(), table, caller, false);
+        let selection = select.selection.as_ref()?;
+        let keys = table
+            .pk_column()
+            .filter(|pk| plain_key_type(&pk.data_type))
+            .and_then(|pk| key_values(selection, &pk.name, &pk.data_type, params));
+        let scoped = ScopedTable::new(db.clone(), table.clone(), caller, false);
+        let lookup = match keys {
+            Some(keys) => Lookup::Keys(keys),
+            None => {
+                // `indexed = v` / `indexed IN (...)` on a SHARED table: never flushed,
+                // so the index holds every row. (A USER table's scope may gain
+                // Parquet segments between this check and the read: general path.)
+                if table.table_type != TableType::Shared {
+                    return None;
+                }
+                let probe = table.indexes.iter().find_map(|index| {
+                    let column = table
+                        .columns
+                        .iter()
+                        .find(|c| Some(&c.id) == index.columns.first())?;
+                    if !plain_key_type(&column.data_type) {
+                        return None;
+                    }
+                    let values = key_values(selection, &column.name, &column.data_type, params)?;
+                    Some(crate::index::probe(
+                        &table,
+                        index,
+                        scoped.scope(),
+                        &crate::index::FirstColumn::Values(values),
+                    ))
+                })?;
+                Lookup::Index(probe)
+            }
+        };
         Some(PointRead {
             scoped: Arc::new(scoped),
             output,
-            keys,
+            lookup,
         })
     }
 
     async fn run(self) -> KalamResult<StatementResult> {
         let projection: Vec<usize> = self.output.iter().map(|(i, _)| *i).collect();
         let scoped = self.scoped.clone();
-        let keys = self.keys;
+        let lookup = self.lookup;
         // Hot rows are RocksDB gets (microseconds) read in place; a scope with
         // Parquet segments may need a segment read: on the blocking pool.
         let read = move || {
             let view = scoped.db().store.view();
-            scoped.rows_by_pk(&view, &keys, &projection)
+            match &lookup {
+                Lookup::Keys(keys) => scoped.rows_by_pk(&view, keys, &projection),
+                Lookup::Index(probe) => scoped.rows_by_index(&view, probe, &projection),
+            }
         };
         let batch = if self.scoped.def().table_type == TableType::User && self.scoped.has_cold_rows()? {
             tokio::task::spawn_blocking(read)
@@ -223,6 +260,14 @@ fn column_index(columns: &[crate::catalog::ColumnDef], name: &str) -> Option<usi
         return None;
     }
     columns.iter().position(|c| c.name == name)
+}
+
+/// Key types whose literals are read here (others take the general path).
+fn plain_key_type(ty: &KalamType) -> bool {
+    matches!(
+        ty,
+        KalamType::SmallInt | KalamType::Int | KalamType::BigInt | KalamType::Text
+    )
 }
 
 /// The keys of `pk = v`, `v = pk` or `pk IN (v, ...)`, each of the key's type.

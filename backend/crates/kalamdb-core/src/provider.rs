@@ -15,6 +15,7 @@ use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
 use datafusion::logical_expr::expr::{Between, InList};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
+use std::cmp::Ordering;
 use std::ops::Bound;
 
 use kalamdb_commons::{KalamError, KalamResult, KalamType, Literal, TableType as KalamTableType, Value};
@@ -245,6 +246,21 @@ fn ordered(value: &Value) -> Vec<u8> {
     out
 }
 
+/// `candidate` when it bounds more tightly than `current`: when `current`'s value
+/// compares to `candidate`'s as `wins` (`Less` for lower bounds, `Greater` for upper).
+/// (Of equal values either is kept: the filter itself is applied to the rows.)
+fn tighter(current: Bound<Value>, candidate: Bound<Value>, wins: Ordering) -> Bound<Value> {
+    match (&current, &candidate) {
+        (Bound::Unbounded, _) => candidate,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b))
+            if ordered(a).cmp(&ordered(b)) == wins =>
+        {
+            candidate
+        }
+        _ => current,
+    }
+}
+
 /// What the conjunction `filters` says of column `name` that an index can answer.
 fn first_column_condition(name: &str, ty: &KalamType, filters: &[Expr]) -> Option<FirstColumn> {
     let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == name);
@@ -254,30 +270,6 @@ fn first_column_condition(name: &str, ty: &KalamType, filters: &[Expr]) -> Optio
     };
     let mut values: Option<Vec<Value>> = None;
     let (mut lower, mut upper): (Bound<Value>, Bound<Value>) = (Bound::Unbounded, Bound::Unbounded);
-    let tighter_lower = |current: &Bound<Value>, candidate: Bound<Value>| -> Bound<Value> {
-        match (current, &candidate) {
-            (Bound::Unbounded, _) => candidate,
-            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
-                match ordered(a).cmp(&ordered(b)) {
-                    std::cmp::Ordering::Less => candidate,
-                    _ => current.clone(),
-                }
-            }
-            _ => current.clone(),
-        }
-    };
-    let tighter_upper = |current: &Bound<Value>, candidate: Bound<Value>| -> Bound<Value> {
-        match (current, &candidate) {
-            (Bound::Unbounded, _) => candidate,
-            (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
-                match ordered(a).cmp(&ordered(b)) {
-                    std::cmp::Ordering::Greater => candidate,
-                    _ => current.clone(),
-                }
-            }
-            _ => current.clone(),
-        }
-    };
     for filter in filters {
         match filter {
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
@@ -298,10 +290,10 @@ fn first_column_condition(name: &str, ty: &KalamType, filters: &[Expr]) -> Optio
                 let Some(v) = v else { continue };
                 match op {
                     Operator::Eq => values = Some(vec![v]),
-                    Operator::Gt => lower = tighter_lower(&lower, Bound::Excluded(v)),
-                    Operator::GtEq => lower = tighter_lower(&lower, Bound::Included(v)),
-                    Operator::Lt => upper = tighter_upper(&upper, Bound::Excluded(v)),
-                    Operator::LtEq => upper = tighter_upper(&upper, Bound::Included(v)),
+                    Operator::Gt => lower = tighter(lower, Bound::Excluded(v), Ordering::Less),
+                    Operator::GtEq => lower = tighter(lower, Bound::Included(v), Ordering::Less),
+                    Operator::Lt => upper = tighter(upper, Bound::Excluded(v), Ordering::Greater),
+                    Operator::LtEq => upper = tighter(upper, Bound::Included(v), Ordering::Greater),
                     _ => {}
                 }
             }
@@ -323,8 +315,8 @@ fn first_column_condition(name: &str, ty: &KalamType, filters: &[Expr]) -> Optio
                 high,
             }) if is_column(expr) => {
                 if let (Some(lo), Some(hi)) = (value(low), value(high)) {
-                    lower = tighter_lower(&lower, Bound::Included(lo));
-                    upper = tighter_upper(&upper, Bound::Included(hi));
+                    lower = tighter(lower, Bound::Included(lo), Ordering::Less);
+                    upper = tighter(upper, Bound::Included(hi), Ordering::Greater);
                 }
             }
             _ => {}

@@ -330,6 +330,25 @@ impl ScopedTable {
 }
 
 impl ScopedTable {
+    /// The hot rows an index probe names, as a batch of `projection` (the point-read
+    /// path: every row in the probe's ranges has the value the query asked for).
+    pub fn rows_by_index(
+        &self,
+        view: &StoreView,
+        probe: &IndexProbe,
+        projection: &[usize],
+    ) -> KalamResult<RecordBatch> {
+        let mut builder = BatchBuilder::new(self, projection);
+        self.visit_indexed(view, probe, &mut |seq, bytes| {
+            if !is_tombstone(bytes)? {
+                builder.push_encoded(seq, bytes)?;
+            }
+            Ok(true)
+        })
+        .map_err(store_error)?;
+        builder.finish()
+    }
+
     /// Visits the hot rows an index probe names, in `_seq` order: the entries in its
     /// ranges, then their versions (a version no longer hot — flushed, or replaced —
     /// is not a row of this scan).
