@@ -417,15 +417,7 @@ impl TableProvider for KalamTable {
                 DataFusionError::External(Box::new(KalamError::internal(format!("scan task failed: {e}"))))
             })?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        crate::tiered_scan::plan_scan(
-            state,
-            &self.scoped,
-            snapshot,
-            &projection,
-            filters,
-            keys,
-            index,
-            limit,
-        )
+        let lookup = crate::tiered_scan::HotLookup { keys, index };
+        crate::tiered_scan::plan_scan(state, &self.scoped, snapshot, &projection, filters, lookup, limit)
     }
 }

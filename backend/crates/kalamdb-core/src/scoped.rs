@@ -329,6 +329,9 @@ impl ScopedTable {
     }
 }
 
+/// Gets each hot row as `(_seq, encoded row)`; returns `false` to stop.
+type RowVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, StoreError> + 'a;
+
 impl ScopedTable {
     /// The hot rows an index probe names, as a batch of `projection` (the point-read
     /// path: every row in the probe's ranges has the value the query asked for).
@@ -356,7 +359,7 @@ impl ScopedTable {
         &self,
         view: &StoreView,
         probe: &IndexProbe,
-        visit: &mut dyn FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+        visit: &mut RowVisitor<'_>,
     ) -> Result<(), StoreError> {
         let mut seqs = Vec::new();
         for (from, to) in &probe.ranges {

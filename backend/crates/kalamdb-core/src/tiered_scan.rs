@@ -73,16 +73,24 @@ struct ColdPart {
 
 /// Plans the scan of one snapshot of a scope: hot rows (streamed, or point reads
 /// of `keys`) and, unless `keys` is given, the cold segments.
+/// How a scan finds its hot rows: these primary keys (then no cold segment is
+/// scanned: point reads cover both tiers), the rows an index names, or (neither)
+/// every hot row of the scope.
+pub(crate) struct HotLookup {
+    pub keys: Option<Vec<Value>>,
+    pub index: Option<crate::index::IndexProbe>,
+}
+
 pub(crate) fn plan_scan(
     state: &dyn Session,
     scoped: &Arc<ScopedTable>,
     snapshot: TableSnapshot,
     projection: &[usize],
     filters: &[Expr],
-    keys: Option<Vec<Value>>,
-    index: Option<crate::index::IndexProbe>,
+    lookup: HotLookup,
     limit: Option<usize>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let HotLookup { keys, index } = lookup;
     let schema = scoped.projected_schema(projection)?;
     // The hot scan decodes the projected columns and those the filters name.
     let table_schema = scoped.schema();
