@@ -201,3 +201,94 @@ async fn indexed_equality_on_a_shared_table_is_a_point_read() {
     carol.expect_success();
     assert_eq!(carol.rows().len(), 2);
 }
+
+#[tokio::test]
+async fn unique_indexes_hold_across_tiers_scopes_and_restarts() {
+    let mut server = TestServer::start().await;
+    server.create_user("alice", "alice-pw", "user").await;
+    server.create_user("bob", "bob-pw", "user").await;
+    server
+        .execute_sql("CREATE NAMESPACE ux; CREATE USER TABLE ux.t (id INT PRIMARY KEY, email TEXT, n INT)")
+        .await
+        .expect_success();
+    async fn as_alice(server: &TestServer, sql: &str) -> crate::common::SqlResponse {
+        server.execute_sql_as("alice", "alice-pw", sql).await
+    }
+    let alice = |sql: &'static str| {
+        let server = &server;
+        async move { as_alice(server, sql).await }
+    };
+    alice("INSERT INTO ux.t VALUES (1, 'a', 1), (2, 'b', 1), (3, NULL, 2)")
+        .await
+        .expect_success();
+    server.flush_and_wait("ux.t").await;
+    // Built over the rows in Parquet; a duplicate there refuses the index.
+    server
+        .execute_sql("CREATE UNIQUE INDEX t_n ON ux.t (n)")
+        .await
+        .expect_error(409, "DUPLICATE_KEY");
+    server
+        .execute_sql("CREATE UNIQUE INDEX t_email ON ux.t (email)")
+        .await
+        .expect_success();
+    let count = server.execute_sql("SELECT count(*) FROM system.indexes").await;
+    assert_eq!(count.rows(), vec![vec![Value::from(1)]]);
+    // A value held by a flushed row is taken.
+    alice("INSERT INTO ux.t VALUES (4, 'a', 4)")
+        .await
+        .expect_error(409, "DUPLICATE_KEY");
+    // Until that row changes or goes.
+    alice("UPDATE ux.t SET email = 'z' WHERE id = 1")
+        .await
+        .expect_success();
+    alice("INSERT INTO ux.t VALUES (4, 'a', 4)")
+        .await
+        .expect_success();
+    alice("DELETE FROM ux.t WHERE id = 2").await.expect_success();
+    alice("INSERT INTO ux.t VALUES (5, 'b', 5)")
+        .await
+        .expect_success();
+    // Rows flushed after the index was built keep holding their values.
+    server.flush_and_wait("ux.t").await;
+    for sql in [
+        "INSERT INTO ux.t VALUES (6, 'a', 6)",
+        "INSERT INTO ux.t VALUES (6, 'z', 6)",
+        "UPDATE ux.t SET email = 'b' WHERE id = 3",
+    ] {
+        alice(sql).await.expect_error(409, "DUPLICATE_KEY");
+    }
+    // Another user's rows are another scope.
+    server
+        .execute_sql_as(
+            "bob",
+            "bob-pw",
+            "INSERT INTO ux.t VALUES (1, 'a', 1), (2, 'z', 2)",
+        )
+        .await
+        .expect_success();
+    // After a restart, the same.
+    server.restart().await;
+    as_alice(&server, "INSERT INTO ux.t VALUES (7, 'b', 7)")
+        .await
+        .expect_error(409, "DUPLICATE_KEY");
+    as_alice(
+        &server,
+        "INSERT INTO ux.t VALUES (7, NULL, 7), (8, NULL, 8), (9, 'new', 9)",
+    )
+    .await
+    .expect_success();
+    let rows = as_alice(&server, "SELECT id, email FROM ux.t ORDER BY id").await;
+    rows.expect_success();
+    assert_eq!(
+        rows.body["results"][0]["rows"],
+        serde_json::json!([
+            [1, "z"],
+            [3, null],
+            [4, "a"],
+            [5, "b"],
+            [7, null],
+            [8, null],
+            [9, "new"]
+        ])
+    );
+}

@@ -1,4 +1,5 @@
-//! Point reads of one row version from a segment (pk lookups of cold rows).
+//! Reads of segments: one row version (pk lookups of cold rows), or every row (the
+//! build of a UNIQUE index).
 
 use std::fs::File;
 use std::path::Path;
@@ -55,6 +56,18 @@ pub fn read_seq(path: &Path, seq: u64) -> Result<Option<RecordBatch>, ColdError>
         }
     }
     Ok(None)
+}
+
+/// Every row of the segment at `path`, in batches of the file's schema.
+pub fn read_all(path: &Path) -> Result<Vec<RecordBatch>, ColdError> {
+    let file = File::open(path).map_err(|e| ColdError::io("open", path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| ColdError::parquet(path, e))?
+        .build()
+        .map_err(|e| ColdError::parquet(path, e))?;
+    reader
+        .map(|batch| batch.map_err(|e| ColdError::parquet(path, e.into())))
+        .collect()
 }
 
 #[cfg(test)]

@@ -249,6 +249,51 @@ impl ColdTier {
     }
 
     /// Reads the cold row version `seq` of a scope: `None` when no segment has it.
+    /// Visits every live row version of one scope's Parquet segments — those the pk
+    /// index still names (not superseded, not deleted) — as `(_seq, row)`. Reads
+    /// every segment whole: for building a UNIQUE index.
+    pub fn for_each_live_row(
+        &self,
+        store: &Store,
+        table: &TableDef,
+        scope: &str,
+        mut visit: impl FnMut(u64, &DecodedRow) -> KalamResult<()>,
+    ) -> KalamResult<()> {
+        let manifest = self.manifest(table, scope)?;
+        let dir = self.scope_dir(table, scope);
+        for segment in &manifest.segments {
+            let path = dir.join(&segment.file);
+            for batch in kalamdb_cold::read_all(&path).map_err(cold_error)? {
+                let seqs = batch
+                    .column_by_name(crate::catalog::SEQ_COLUMN)
+                    .and_then(|c| {
+                        c.as_any()
+                            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                            .cloned()
+                    })
+                    .ok_or_else(|| {
+                        KalamError::internal(format!("segment {} has no _seq column", segment.file))
+                    })?;
+                for i in 0..batch.num_rows() {
+                    let seq = seqs.value(i) as u64;
+                    let row = decode_segment_row(table, segment, &batch, i)?;
+                    if row.deleted {
+                        continue;
+                    }
+                    let key = crate::index::row_key(table, &row);
+                    let live = store
+                        .pk_get(table.table_id, scope, &key)
+                        .map_err(store_error)?
+                        .is_some_and(|e| e.seq == seq && !e.deleted);
+                    if live {
+                        visit(seq, &row)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn read_version(&self, table: &TableDef, scope: &str, seq: u64) -> KalamResult<Option<DecodedRow>> {
         let manifest = self.manifest(table, scope)?;
         let Some(segment) = manifest.segment_with_seq(seq) else {

@@ -569,11 +569,6 @@ impl StatementContext<'_> {
                 ),
             ));
         }
-        if unique {
-            return Err(KalamError::unsupported(
-                "UNIQUE indexes are not available yet: create the index without UNIQUE (uniqueness is enforced for the PRIMARY KEY only)",
-            ));
-        }
         let mut ids = Vec::with_capacity(columns.len());
         for column in columns {
             let Some(c) = def.column(column) else {
@@ -603,26 +598,52 @@ impl StatementContext<'_> {
         // Entries of the new index only (the others exist).
         let mut only_new = updated.clone();
         only_new.indexes = vec![index];
+        let index = &only_new.indexes[0];
         let mut batch = self.db.store.batch();
         let mut entries = 0u64;
+        // A UNIQUE index: no two live rows of a scope may share its values, and its
+        // entries cover the scope's Parquet rows too.
+        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        let mut add = |scope: &str, seq: u64, row: &kalamdb_store::DecodedRow| -> KalamResult<()> {
+            if unique
+                && let Some((prefix, shown)) = crate::index::unique_prefix(&only_new, index, scope, row)
+                && !seen.insert(prefix)
+            {
+                return Err(crate::index::unique_violation(&only_new, index, &shown));
+            }
+            batch.put_index_entry(&crate::index::entry_key(&only_new, index, scope, row), seq);
+            entries += 1;
+            Ok(())
+        };
+        let mut failure: Option<KalamError> = None;
         self.db
             .store
             .hot_scan(def.table_id, None, |row| {
                 let decoded = kalamdb_store::row_codec::decode_row(&row.value)?;
-                if !decoded.deleted {
-                    for key in crate::index::entry_keys(&only_new, &row.scope, &decoded) {
-                        batch.put_index_entry(&key, row.seq);
-                        entries += 1;
-                    }
+                if !decoded.deleted
+                    && let Err(e) = add(&row.scope, row.seq, &decoded)
+                {
+                    failure = Some(e);
+                    return Ok(false);
                 }
                 Ok(true)
             })
             .map_err(store_error)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if unique {
+            for scope in self.db.cold.scopes_on_disk(&def)? {
+                self.db
+                    .cold
+                    .for_each_live_row(&self.db.store, &def, &scope, |seq, row| add(&scope, seq, row))?;
+            }
+        }
         Catalog::stage_table(&mut batch, &updated);
         self.db.store.commit(batch).map_err(store_error)?;
         self.db.catalog.apply_table(updated);
         Ok(StatementResult::message(format!(
-            "Index '{name}' created on '{}' ({entries} hot rows indexed)",
+            "Index '{name}' created on '{}' ({entries} rows indexed)",
             def.qualified_name()
         )))
     }

@@ -9,7 +9,7 @@
 
 use std::ops::Bound;
 
-use kalamdb_commons::Value;
+use kalamdb_commons::{ErrorCode, KalamError, Value};
 use kalamdb_store::DecodedRow;
 use kalamdb_store::index_key::{encode_ordered, index_entry_key, index_scope_prefix};
 use kalamdb_store::keys::prefix_upper_bound;
@@ -38,16 +38,58 @@ pub(crate) fn row_key(table: &TableDef, row: &DecodedRow) -> Value {
 
 /// The entry keys of one row version, one per index of `table`.
 pub(crate) fn entry_keys(table: &TableDef, scope: &str, row: &DecodedRow) -> Vec<Vec<u8>> {
-    let key = row_key(table, row);
     table
         .indexes
         .iter()
-        .map(|index| {
-            let values: Vec<Value> = index.columns.iter().map(|&id| cell(table, row, id)).collect();
-            let refs: Vec<&Value> = values.iter().collect();
-            index_entry_key(table.table_id, index.id, scope, &refs, &key)
-        })
+        .map(|index| entry_key(table, index, scope, row))
         .collect()
+}
+
+/// The entry key of one row version in one index.
+pub(crate) fn entry_key(table: &TableDef, index: &IndexDef, scope: &str, row: &DecodedRow) -> Vec<u8> {
+    let values: Vec<Value> = index.columns.iter().map(|&id| cell(table, row, id)).collect();
+    let refs: Vec<&Value> = values.iter().collect();
+    index_entry_key(table.table_id, index.id, scope, &refs, &row_key(table, row))
+}
+
+/// The part of a UNIQUE index's entry key that two rows with the same values share
+/// (everything but the row's key), and the values as text for an error message;
+/// `None` when a value is NULL (NULLs never conflict, as in SQL).
+pub(crate) fn unique_prefix(
+    table: &TableDef,
+    index: &IndexDef,
+    scope: &str,
+    row: &DecodedRow,
+) -> Option<(Vec<u8>, String)> {
+    let mut prefix = index_scope_prefix(table.table_id, index.id, scope);
+    let mut shown = Vec::with_capacity(index.columns.len());
+    for &id in &index.columns {
+        let value = cell(table, row, id);
+        if matches!(value, Value::Null) {
+            return None;
+        }
+        encode_ordered(&value, &mut prefix);
+        let name = table
+            .columns
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.name.as_str())
+            .unwrap_or("?");
+        shown.push(format!("{name} = {}", value.display()));
+    }
+    Some((prefix, shown.join(", ")))
+}
+
+/// The error of a second live row with a UNIQUE index's values.
+pub(crate) fn unique_violation(table: &TableDef, index: &IndexDef, values: &str) -> KalamError {
+    KalamError::new(
+        ErrorCode::DuplicateKey,
+        format!(
+            "duplicate value {values} for UNIQUE index '{}' of '{}'",
+            index.name,
+            table.qualified_name()
+        ),
+    )
 }
 
 /// What an indexed hot scan reads: key ranges of one index, `[from, to)`.

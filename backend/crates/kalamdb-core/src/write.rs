@@ -23,12 +23,13 @@
 //!   runs the statement again on fresh data (as PostgreSQL re-evaluates a row that
 //!   changed under READ COMMITTED).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Value};
 use kalamdb_store::PkEntry;
-use kalamdb_store::row_codec::decode_row;
+use kalamdb_store::keys::prefix_upper_bound;
+use kalamdb_store::row_codec::{decode_row, encode_value};
 use parking_lot::Mutex;
 
 use crate::catalog::{ID_COLUMN, TableDef};
@@ -156,6 +157,9 @@ pub(crate) async fn commit(
     if count == 0 {
         return Ok(Outcome::Done { written });
     }
+    if table.indexes.iter().any(|i| i.unique) {
+        check_unique(db, table, scope, writes, &written)?;
+    }
     // Read under the lock: a flush that started after the statement read its rows
     // has already moved the watermark, and replacing a version at or below it
     // must leave a stale marker.
@@ -236,6 +240,81 @@ pub(crate) async fn commit(
         db.jobs.note_writes(table.table_id, versions as u64);
     }
     Ok(Outcome::Done { written })
+}
+
+/// UNIQUE indexes: no two live rows of the scope share an index's values (NULLs
+/// aside) once `writes` are applied. A stored entry conflicts when its row is live
+/// (the pk index names the entry's version: entries of UNIQUE indexes outlive a
+/// flush, so this covers both tiers) and is not one the statement rewrites itself
+/// (its new values are checked among the statement's own). Runs under the table's
+/// commit lock.
+fn check_unique(
+    db: &DbShared,
+    table: &TableDef,
+    scope: &str,
+    writes: &[PendingWrite],
+    written: &[bool],
+) -> KalamResult<()> {
+    let applied: Vec<&PendingWrite> = writes
+        .iter()
+        .zip(written)
+        .filter_map(|(w, apply)| apply.then_some(w))
+        .collect();
+    let cell = |key: &Value| {
+        let mut out = Vec::new();
+        encode_value(key, &mut out);
+        out
+    };
+    let rewritten: HashSet<Vec<u8>> = applied.iter().map(|w| cell(&w.key)).collect();
+    let rows = applied
+        .iter()
+        .filter(|w| !w.deleted)
+        .map(|w| {
+            Ok((
+                cell(&w.key),
+                decode_row(&w.row).map_err(|e| store_error(e.into()))?,
+            ))
+        })
+        .collect::<KalamResult<Vec<_>>>()?;
+    for index in table.indexes.iter().filter(|i| i.unique) {
+        let mut own: HashMap<Vec<u8>, &[u8]> = HashMap::new();
+        for (key, row) in &rows {
+            let Some((prefix, shown)) = crate::index::unique_prefix(table, index, scope, row) else {
+                continue;
+            };
+            if own
+                .insert(prefix.clone(), key)
+                .is_some_and(|other| other != key.as_slice())
+            {
+                return Err(crate::index::unique_violation(table, index, &shown));
+            }
+            let upper = prefix_upper_bound(&prefix).unwrap_or_else(|| prefix.clone());
+            let mut conflict: Option<KalamResult<()>> = None;
+            db.store
+                .index_visit(&prefix, &upper, |entry, seq| {
+                    let other = &entry[prefix.len()..];
+                    if other == key.as_slice() || rewritten.contains(other) {
+                        return true;
+                    }
+                    match db.store.pk_get_cell(table.table_id, scope, other) {
+                        Ok(Some(e)) if e.seq == seq && !e.deleted => {
+                            conflict = Some(Err(crate::index::unique_violation(table, index, &shown)));
+                            false
+                        }
+                        Ok(_) => true,
+                        Err(e) => {
+                            conflict = Some(Err(store_error(e)));
+                            false
+                        }
+                    }
+                })
+                .map_err(store_error)?;
+            if let Some(result) = conflict {
+                result?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn duplicate_key(table: &TableDef, key: &Value) -> KalamError {

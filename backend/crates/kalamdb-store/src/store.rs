@@ -291,6 +291,35 @@ impl Store {
         Ok(count)
     }
 
+    /// The latest pk entry of the key whose row-codec cell is `pk_cell` (as an
+    /// index entry's key ends).
+    pub fn pk_get_cell(
+        &self,
+        table_id: u32,
+        scope: &str,
+        pk_cell: &[u8],
+    ) -> Result<Option<PkEntry>, StoreError> {
+        let mut key = scope_prefix(table_id, scope);
+        key.extend_from_slice(pk_cell);
+        match self.db.get_pinned_cf(self.cf(CF_PK), key)? {
+            Some(bytes) => PkEntry::decode(&bytes)
+                .map(Some)
+                .ok_or(StoreError::CorruptKey { cf: CF_PK }),
+            None => Ok(None),
+        }
+    }
+
+    /// Visits the index entries with keys in `[from, to)`, latest state: `visit`
+    /// gets `(key, _seq)` and returns `false` to stop.
+    pub fn index_visit(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        visit: impl FnMut(&[u8], u64) -> bool,
+    ) -> Result<(), StoreError> {
+        index_visit_at(&self.db, None, from, to, visit)
+    }
+
     /// The `_seq`s that index entries name (`None`: no such entry), latest state.
     pub fn index_multi_get(&self, keys: &[&[u8]]) -> Result<Vec<Option<u64>>, StoreError> {
         let idx = self.cf(CF_IDX);
@@ -377,23 +406,9 @@ impl StoreView {
         &self,
         from: &[u8],
         to: &[u8],
-        mut visit: impl FnMut(&[u8], u64) -> bool,
+        visit: impl FnMut(&[u8], u64) -> bool,
     ) -> Result<(), StoreError> {
-        let mut read_options = read_options(self.snapshot());
-        read_options.set_iterate_upper_bound(to.to_vec());
-        let mut iter = self.db().raw_iterator_cf_opt(cf(self.db(), CF_IDX), read_options);
-        iter.seek(from);
-        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-            let seq = <[u8; 8]>::try_from(value)
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::CorruptKey { cf: CF_IDX })?;
-            if !visit(key, seq) {
-                return Ok(());
-            }
-            iter.next();
-        }
-        iter.status()?;
-        Ok(())
+        index_visit_at(self.db(), self.snapshot(), from, to, visit)
     }
 
     /// Many hot row versions of one scope by `_seq` (one RocksDB multi-get), in the
@@ -481,6 +496,30 @@ fn hot_scan_range(
     while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
         let (_, row_scope, seq) = parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_HOT })?;
         if !visit(seq, row_scope, value)? {
+            return Ok(());
+        }
+        iter.next();
+    }
+    iter.status()?;
+    Ok(())
+}
+
+fn index_visit_at(
+    db: &DB,
+    snapshot: Option<&Snapshot<'_>>,
+    from: &[u8],
+    to: &[u8],
+    mut visit: impl FnMut(&[u8], u64) -> bool,
+) -> Result<(), StoreError> {
+    let mut read_options = read_options(snapshot);
+    read_options.set_iterate_upper_bound(to.to_vec());
+    let mut iter = db.raw_iterator_cf_opt(cf(db, CF_IDX), read_options);
+    iter.seek(from);
+    while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+        let seq = <[u8; 8]>::try_from(value)
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::CorruptKey { cf: CF_IDX })?;
+        if !visit(key, seq) {
             return Ok(());
         }
         iter.next();

@@ -180,13 +180,16 @@ fn flush_scope(
     let mut failure: Option<KalamError> = None;
     // The index entries of the rows moved to Parquet, removed with the hot rows.
     let mut index_entries: Vec<(Vec<u8>, u64)> = Vec::new();
+    // UNIQUE indexes keep their entries: they must see the rows in Parquet too.
+    let mut cleaned = table.clone();
+    cleaned.indexes.retain(|i| !i.unique);
     db.store
         .hot_scan_through(table.table_id, scope, watermark, |row| {
             builder.push_encoded(row.seq, &row.value)?;
-            if !table.indexes.is_empty() {
+            if !cleaned.indexes.is_empty() {
                 let decoded = kalamdb_store::row_codec::decode_row(&row.value)?;
                 if !decoded.deleted {
-                    for key in crate::index::entry_keys(table, scope, &decoded) {
+                    for key in crate::index::entry_keys(&cleaned, scope, &decoded) {
                         index_entries.push((key, row.seq));
                     }
                 }
