@@ -626,7 +626,11 @@ fn rewrite_node(
                 };
                 (e.subquery.subquery, kind, Some(*e.expr), column)
             }
-            _ => unreachable!("picked only subquery expressions"),
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "CorrelatedApply picked a non-subquery expression: {other}"
+                )));
+            }
         };
         input = Arc::new(ApplyNode::try_new(input, subquery, kind, operand, name.clone())?.into_plan());
         replacements.insert(expr, replacement);
