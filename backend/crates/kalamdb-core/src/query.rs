@@ -405,9 +405,13 @@ pub(crate) async fn run_query_json(
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<StatementResult> {
-    within_budget(async {
-        let mut rows = stream_query(db, caller, namespace, statement, params).await?;
-        let mut result = JsonResult::new(db.options.max_result_bytes);
+    // Planning has its own budget inside `stream_query`; nesting that future in
+    // this one would copy it whole each time the outer one is boxed (a tenth of a
+    // `SELECT 1`'s instructions were such copies).
+    let mut rows = stream_query(db, caller, namespace, statement, params).await?;
+    let max_result_bytes = db.options.max_result_bytes;
+    within_budget(async move {
+        let mut result = JsonResult::new(max_result_bytes);
         while let Some(batch) = rows.batches.next().await {
             result.push(&rows.schema, &batch.map_err(df_error)?)?;
         }
