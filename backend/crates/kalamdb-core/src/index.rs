@@ -4,8 +4,10 @@
 //! Every hot row version of an indexed table has one entry per index, written in the
 //! same `WriteBatch` as the version; the entry of a version a later write replaced is
 //! deleted by that write, and the entries of versions a flush moved to Parquet by the
-//! flush. An entry is only a pointer: a reader keeps the rows whose version is still
-//! hot, so an entry left behind (a crash between a flush's steps) is never an answer.
+//! flush — except a UNIQUE index's, which stay so that the uniqueness check
+//! (`write.rs`) sees the live rows of both tiers. An entry is only a pointer: a reader
+//! keeps the rows whose version is still hot, so an entry left behind (a crash between
+//! a flush's steps) or kept for a flushed row is never an answer of a scan.
 
 use std::ops::Bound;
 
