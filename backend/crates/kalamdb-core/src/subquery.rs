@@ -39,7 +39,9 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DFSchema, DFSchemaRef, DataFusionError, Result as DfResult, ScalarValue};
+use datafusion::common::{
+    Column, DFSchema, DFSchemaRef, DataFusionError, Result as DfResult, ScalarValue, TableReference,
+};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::{QueryPlanner, SessionState};
@@ -224,18 +226,11 @@ impl Binder<'_> {
             // Nested subqueries of this node see its inputs' columns first.
             let mut nested_shadow = shadow.to_vec();
             nested_shadow.extend(node.inputs().iter().map(|i| i.schema().clone()));
-            let keeps_names = matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
+            let keeps_names = names_its_output(&node);
             let node = node.map_expressions(|expr| {
-                let (relation, name) = expr.qualified_name();
+                let before = expr.qualified_name();
                 let rewritten = expr.transform_up(|e| self.bind_expr(e, shadow, &nested_shadow))?;
-                Ok(rewritten.update_data(|e| {
-                    let unchanged = e.qualified_name() == (relation.clone(), name.clone());
-                    if keeps_names && !unchanged {
-                        e.alias_qualified(relation, name)
-                    } else {
-                        e
-                    }
-                }))
+                Ok(rewritten.update_data(|e| keep_name(keeps_names, before, e)))
             })?;
             // An apply node planned earlier in this subquery keeps its own subquery.
             match as_apply(&node.data) {
@@ -294,6 +289,22 @@ impl Binder<'_> {
             outer_ref_columns,
             spans: sq.spans,
         })
+    }
+}
+
+/// Whether a node's expressions name its output columns (so a rewritten expression
+/// must keep its old name). DataFusion's `NamePreserver` would alias sort keys too.
+fn names_its_output(node: &LogicalPlan) -> bool {
+    matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_))
+}
+
+/// `expr` under the name it had `before` a rewrite, when `keeps` and it changed.
+fn keep_name(keeps: bool, before: (Option<TableReference>, String), expr: Expr) -> Expr {
+    if keeps && expr.qualified_name() != before {
+        let (relation, name) = before;
+        expr.alias_qualified(relation, name)
+    } else {
+        expr
     }
 }
 
@@ -640,25 +651,19 @@ fn rewrite_node(
         exprs.extend(added);
         input = Arc::new(LogicalPlan::Projection(Projection::try_new(exprs, input)?));
     }
-    let keeps_names = matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_));
+    let keeps_names = names_its_output(&node);
     let exprs = node
         .expressions()
         .into_iter()
         .map(|expr| {
-            let (relation, name) = expr.qualified_name();
+            let before = expr.qualified_name();
             let rewritten = expr
                 .transform_down(|e| match replacements.get(&e) {
                     Some(r) => Ok(Transformed::new(r.clone(), true, TreeNodeRecursion::Jump)),
                     None => Ok(Transformed::no(e)),
                 })?
                 .data;
-            Ok(
-                if keeps_names && rewritten.qualified_name() != (relation.clone(), name.clone()) {
-                    rewritten.alias_qualified(relation, name)
-                } else {
-                    rewritten
-                },
-            )
+            Ok(keep_name(keeps_names, before, rewritten))
         })
         .collect::<DfResult<Vec<_>>>()?;
     let original_columns: Vec<Expr> = node.schema().columns().into_iter().map(Expr::Column).collect();
@@ -1000,7 +1005,7 @@ impl ExtensionPlanner for ApplyPlanner {
 
 /// Runs `subplan` for each row of `input` with the row's outer columns bound, and
 /// appends its answer as a column.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ApplyExec {
     input: Arc<dyn ExecutionPlan>,
     subplan: Arc<dyn ExecutionPlan>,
@@ -1064,17 +1069,7 @@ impl ExecutionPlan for ApplyExec {
             .ok_or_else(|| DataFusionError::Internal("CorrelatedApplyExec needs its input".into()))?;
         Ok(Arc::new(ApplyExec {
             input,
-            subplan: self.subplan.clone(),
-            slot: self.slot.clone(),
-            outer: self.outer.clone(),
-            outer_names: self.outer_names.clone(),
-            kind: self.kind.clone(),
-            operand: self.operand.clone(),
-            output_type: self.output_type.clone(),
-            replayed: self.replayed.clone(),
-            max_rows: self.max_rows,
-            schema: self.schema.clone(),
-            properties: self.properties.clone(),
+            ..self.as_ref().clone()
         }))
     }
 
@@ -1086,15 +1081,7 @@ impl ExecutionPlan for ApplyExec {
         }
         let input = self.input.execute(0, context.clone())?;
         let run = ApplyRun {
-            subplan: self.subplan.clone(),
-            slot: self.slot.clone(),
-            outer: self.outer.clone(),
-            kind: self.kind.clone(),
-            operand: self.operand.clone(),
-            output_type: self.output_type.clone(),
-            replayed: self.replayed.clone(),
-            max_rows: self.max_rows,
-            schema: self.schema.clone(),
+            exec: self.clone(),
             context,
             memo: HashMap::new(),
         };
@@ -1115,15 +1102,8 @@ impl ExecutionPlan for ApplyExec {
 
 /// One execution of an [`ApplyExec`].
 struct ApplyRun {
-    subplan: Arc<dyn ExecutionPlan>,
-    slot: Arc<OuterSlot>,
-    outer: Vec<usize>,
-    kind: ApplyKind,
-    operand: Option<Arc<dyn PhysicalExpr>>,
-    output_type: DataType,
-    replayed: Arc<AtomicU64>,
-    max_rows: u64,
-    schema: SchemaRef,
+    /// The operator (its subplan, slot, outer columns, kind, ...).
+    exec: ApplyExec,
     context: Arc<TaskContext>,
     /// Answers by outer values (and operand).
     memo: HashMap<(Vec<ScalarValue>, Option<ScalarValue>), ScalarValue>,
@@ -1132,13 +1112,14 @@ struct ApplyRun {
 impl ApplyRun {
     async fn next_batch(&mut self, batch: RecordBatch) -> DfResult<RecordBatch> {
         let rows = batch.num_rows();
-        let operands = match &self.operand {
+        let operands = match &self.exec.operand {
             Some(expr) => Some(expr.evaluate(&batch)?.into_array(rows)?),
             None => None,
         };
         let mut answers = Vec::with_capacity(rows);
         for row in 0..rows {
             let key = self
+                .exec
                 .outer
                 .iter()
                 .map(|&i| ScalarValue::try_from_array(batch.column(i), row))
@@ -1161,21 +1142,21 @@ impl ApplyRun {
             tokio::task::yield_now().await;
         }
         let column: ArrayRef = if answers.is_empty() {
-            new_empty_array(&self.output_type)
+            new_empty_array(&self.exec.output_type)
         } else {
             ScalarValue::iter_to_array(answers)?
         };
         let mut columns = batch.columns().to_vec();
         columns.push(column);
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        Ok(RecordBatch::try_new(self.exec.schema.clone(), columns)?)
     }
 
     /// Runs the subquery for one outer row.
     async fn evaluate(&self, outer: &[ScalarValue], operand: Option<&ScalarValue>) -> DfResult<ScalarValue> {
-        *self.slot.values.write() = outer.to_vec();
-        let plan = fresh_plan(&self.subplan)?;
+        *self.exec.slot.values.write() = outer.to_vec();
+        let plan = fresh_plan(&self.exec.subplan)?;
         let mut stream = execute_stream(plan, self.context.clone())?;
-        let answer = match &self.kind {
+        let answer = match &self.exec.kind {
             ApplyKind::Exists => {
                 let mut found = false;
                 while let Some(batch) = stream.next().await {
@@ -1202,7 +1183,7 @@ impl ApplyRun {
                 }
                 match value {
                     Some(v) => v,
-                    None => ScalarValue::try_from(&self.output_type)?,
+                    None => ScalarValue::try_from(&self.exec.output_type)?,
                 }
             }
             ApplyKind::Quantified { op, all } => {
@@ -1211,14 +1192,14 @@ impl ApplyRun {
                 quantified(&mut stream, operand, *op, *all).await?
             }
         };
-        let work = self.replayed.fetch_add(1, Ordering::Relaxed) + 1;
-        if work > self.max_rows {
+        let work = self.exec.replayed.fetch_add(1, Ordering::Relaxed) + 1;
+        if work > self.exec.max_rows {
             return Err(DataFusionError::External(Box::new(KalamError::new(
                 ErrorCode::ResourcesExhausted,
                 format!(
                     "a correlated subquery evaluated row by row read more than max_subquery_rows ({}) rows; \
                      write it as a join, filter the outer rows first, or raise the setting",
-                    self.max_rows
+                    self.exec.max_rows
                 ),
             ))));
         }

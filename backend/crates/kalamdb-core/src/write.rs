@@ -27,9 +27,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Value};
-use kalamdb_store::PkEntry;
 use kalamdb_store::keys::prefix_upper_bound;
 use kalamdb_store::row_codec::{decode_row, encode_value};
+use kalamdb_store::{DecodedRow, PkEntry, StoreView};
 use parking_lot::Mutex;
 
 use crate::catalog::{ID_COLUMN, TableDef};
@@ -157,8 +157,22 @@ pub(crate) async fn commit(
     if count == 0 {
         return Ok(Outcome::Done { written });
     }
-    if table.indexes.iter().any(|i| i.unique) {
-        check_unique(db, table, scope, writes, &written)?;
+    // Secondary indexes need the new rows' cells (decoded once, for the UNIQUE check
+    // and the entries) and, through a view of now, the replaced hot versions'.
+    let indexing = (!table.indexes.is_empty()).then(|| db.store.view());
+    let new_rows: Vec<Option<DecodedRow>> = match &indexing {
+        Some(_) => writes
+            .iter()
+            .zip(&written)
+            .map(|(w, apply)| (*apply && !w.deleted).then(|| decode_row(&w.row)).transpose())
+            .collect::<Result<_, _>>()
+            .map_err(|e| store_error(e.into()))?,
+        None => Vec::new(),
+    };
+    if let Some(view) = &indexing
+        && table.indexes.iter().any(|i| i.unique)
+    {
+        check_unique(view, table, scope, writes, &written, &new_rows)?;
     }
     // Read under the lock: a flush that started after the statement read its rows
     // has already moved the watermark, and replacing a version at or below it
@@ -170,13 +184,13 @@ pub(crate) async fn commit(
     let applied = writes
         .iter()
         .zip(latest)
+        .enumerate()
         .zip(&written)
         .filter_map(|(pair, apply)| apply.then_some(pair));
-    // Secondary indexes: the replaced hot versions' entries go, the new versions'
-    // come (in that order: an entry whose key did not change is written again).
-    let view = (!table.indexes.is_empty()).then(|| db.store.view());
-    for (seq, (write, latest)) in (first_seq..).zip(applied) {
-        if let Some(view) = &view {
+    for (seq, (i, (write, latest))) in (first_seq..).zip(applied) {
+        // Secondary indexes: the replaced hot version's entries go, the new version's
+        // come (in that order: an entry whose key did not change is written again).
+        if let Some(view) = &indexing {
             if let Some(previous) = latest.filter(|p| !p.deleted)
                 && let Some(bytes) = view
                     .hot_get(table.table_id, scope, previous.seq)
@@ -187,9 +201,8 @@ pub(crate) async fn commit(
                     batch.delete_index_entry(&key);
                 }
             }
-            if !write.deleted {
-                let new = decode_row(&write.row).map_err(|e| store_error(e.into()))?;
-                for key in crate::index::entry_keys(table, scope, &new) {
+            if let Some(new) = &new_rows[i] {
+                for key in crate::index::entry_keys(table, scope, new) {
                     batch.put_index_entry(&key, seq);
                 }
             }
@@ -247,35 +260,31 @@ pub(crate) async fn commit(
 /// (the pk index names the entry's version: entries of UNIQUE indexes outlive a
 /// flush, so this covers both tiers) and is not one the statement rewrites itself
 /// (its new values are checked among the statement's own). Runs under the table's
-/// commit lock.
+/// commit lock, on a view taken under it.
 fn check_unique(
-    db: &DbShared,
+    view: &StoreView,
     table: &TableDef,
     scope: &str,
     writes: &[PendingWrite],
     written: &[bool],
+    new_rows: &[Option<DecodedRow>],
 ) -> KalamResult<()> {
-    let applied: Vec<&PendingWrite> = writes
-        .iter()
-        .zip(written)
-        .filter_map(|(w, apply)| apply.then_some(w))
-        .collect();
     let cell = |key: &Value| {
         let mut out = Vec::new();
         encode_value(key, &mut out);
         out
     };
-    let rewritten: HashSet<Vec<u8>> = applied.iter().map(|w| cell(&w.key)).collect();
-    let rows = applied
+    let rewritten: HashSet<Vec<u8>> = writes
         .iter()
-        .filter(|w| !w.deleted)
-        .map(|w| {
-            Ok((
-                cell(&w.key),
-                decode_row(&w.row).map_err(|e| store_error(e.into()))?,
-            ))
-        })
-        .collect::<KalamResult<Vec<_>>>()?;
+        .zip(written)
+        .filter(|(_, apply)| **apply)
+        .map(|(w, _)| cell(&w.key))
+        .collect();
+    let rows: Vec<(Vec<u8>, &DecodedRow)> = writes
+        .iter()
+        .zip(new_rows)
+        .filter_map(|(w, row)| Some((cell(&w.key), row.as_ref()?)))
+        .collect();
     for index in table.indexes.iter().filter(|i| i.unique) {
         let mut own: HashMap<Vec<u8>, &[u8]> = HashMap::new();
         for (key, row) in &rows {
@@ -290,25 +299,24 @@ fn check_unique(
             }
             let upper = prefix_upper_bound(&prefix).unwrap_or_else(|| prefix.clone());
             let mut conflict: Option<KalamResult<()>> = None;
-            db.store
-                .index_visit(&prefix, &upper, |entry, seq| {
-                    let other = &entry[prefix.len()..];
-                    if other == key.as_slice() || rewritten.contains(other) {
-                        return true;
+            view.index_visit(&prefix, &upper, |entry, seq| {
+                let other = &entry[prefix.len()..];
+                if other == key.as_slice() || rewritten.contains(other) {
+                    return true;
+                }
+                match view.pk_get_cell(table.table_id, scope, other) {
+                    Ok(Some(e)) if e.seq == seq && !e.deleted => {
+                        conflict = Some(Err(crate::index::unique_violation(table, index, &shown)));
+                        false
                     }
-                    match db.store.pk_get_cell(table.table_id, scope, other) {
-                        Ok(Some(e)) if e.seq == seq && !e.deleted => {
-                            conflict = Some(Err(crate::index::unique_violation(table, index, &shown)));
-                            false
-                        }
-                        Ok(_) => true,
-                        Err(e) => {
-                            conflict = Some(Err(store_error(e)));
-                            false
-                        }
+                    Ok(_) => true,
+                    Err(e) => {
+                        conflict = Some(Err(store_error(e)));
+                        false
                     }
-                })
-                .map_err(store_error)?;
+                }
+            })
+            .map_err(store_error)?;
             if let Some(result) = conflict {
                 result?;
             }

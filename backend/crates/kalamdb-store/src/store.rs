@@ -291,35 +291,6 @@ impl Store {
         Ok(count)
     }
 
-    /// The latest pk entry of the key whose row-codec cell is `pk_cell` (as an
-    /// index entry's key ends).
-    pub fn pk_get_cell(
-        &self,
-        table_id: u32,
-        scope: &str,
-        pk_cell: &[u8],
-    ) -> Result<Option<PkEntry>, StoreError> {
-        let mut key = scope_prefix(table_id, scope);
-        key.extend_from_slice(pk_cell);
-        match self.db.get_pinned_cf(self.cf(CF_PK), key)? {
-            Some(bytes) => PkEntry::decode(&bytes)
-                .map(Some)
-                .ok_or(StoreError::CorruptKey { cf: CF_PK }),
-            None => Ok(None),
-        }
-    }
-
-    /// Visits the index entries with keys in `[from, to)`, latest state: `visit`
-    /// gets `(key, _seq)` and returns `false` to stop.
-    pub fn index_visit(
-        &self,
-        from: &[u8],
-        to: &[u8],
-        visit: impl FnMut(&[u8], u64) -> bool,
-    ) -> Result<(), StoreError> {
-        index_visit_at(&self.db, None, from, to, visit)
-    }
-
     /// The `_seq`s that index entries name (`None`: no such entry), latest state.
     pub fn index_multi_get(&self, keys: &[&[u8]]) -> Result<Vec<Option<u64>>, StoreError> {
         let idx = self.cf(CF_IDX);
@@ -441,6 +412,19 @@ impl StoreView {
         pk_get_at(self.db(), self.snapshot(), table_id, scope, pk)
     }
 
+    /// The pk entry of the key whose row-codec cell is `pk_cell` (as an index
+    /// entry's key ends).
+    pub fn pk_get_cell(
+        &self,
+        table_id: u32,
+        scope: &str,
+        pk_cell: &[u8],
+    ) -> Result<Option<PkEntry>, StoreError> {
+        let mut key = scope_prefix(table_id, scope);
+        key.extend_from_slice(pk_cell);
+        pk_entry_at(self.db(), self.snapshot(), key)
+    }
+
     /// [`Store::pk_multi_get`] as of this view: with [`StoreView::hot_get`] on the
     /// same view, the versions the entries name are there to read.
     pub fn pk_multi_get<'a>(
@@ -558,11 +542,15 @@ fn pk_get_at(
     scope: &str,
     pk: &Value,
 ) -> Result<Option<PkEntry>, StoreError> {
-    match db.get_pinned_cf_opt(
-        cf(db, CF_PK),
-        pk_key(table_id, scope, pk),
-        &read_options(snapshot),
-    )? {
+    pk_entry_at(db, snapshot, pk_key(table_id, scope, pk))
+}
+
+fn pk_entry_at(
+    db: &DB,
+    snapshot: Option<&Snapshot<'_>>,
+    key: Vec<u8>,
+) -> Result<Option<PkEntry>, StoreError> {
+    match db.get_pinned_cf_opt(cf(db, CF_PK), key, &read_options(snapshot))? {
         Some(bytes) => PkEntry::decode(&bytes)
             .map(Some)
             .ok_or(StoreError::CorruptKey { cf: CF_PK }),
