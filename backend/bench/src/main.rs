@@ -97,6 +97,9 @@ struct Args {
     /// Rows of the larger table of `--only-subqueries` (the smaller has a third)
     #[arg(long, default_value_t = 3000)]
     subquery_rows: usize,
+    /// Only measure live queries (delivery latency, fan-out, idle subscriptions)
+    #[arg(long)]
+    only_live: bool,
     /// The server binary (default: `kalamdb-server` next to this binary)
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -636,6 +639,7 @@ fn report_latency(name: &str, mut samples: Vec<Duration>) -> Value {
 
 mod formats;
 mod indexes;
+mod live;
 mod subqueries;
 mod write_path;
 
@@ -668,6 +672,12 @@ async fn main() {
     if args.only_index {
         let figures = indexes::indexes(&args, &server, &client).await;
         println!("{}", json!({ "index": figures }));
+        return;
+    }
+
+    if args.only_live {
+        let figures = live::live(&args, &server, &client).await;
+        println!("{}", json!({ "live": figures }));
         return;
     }
 

@@ -35,6 +35,12 @@ pub struct Settings {
     pub query_memory_mb: usize,
     pub statement_timeout_ms: u64,
     pub max_result_bytes: usize,
+    pub live_max_connections: usize,
+    pub live_max_subscriptions_per_connection: usize,
+    pub live_max_subscriptions_per_user: usize,
+    pub live_queue_messages: usize,
+    pub live_history_seconds: u64,
+    pub live_max_message_bytes: usize,
     /// Signs bearer tokens. From `KALAMDB_TOKEN_SECRET` or the TOML file, never a
     /// flag; generated and kept in the data directory when unset.
     pub token_secret: Option<String>,
@@ -70,6 +76,12 @@ impl Default for Settings {
             query_memory_mb: 512,
             statement_timeout_ms: 60_000,
             max_result_bytes: 256 << 20,
+            live_max_connections: 10_000,
+            live_max_subscriptions_per_connection: 100,
+            live_max_subscriptions_per_user: 1000,
+            live_queue_messages: 1024,
+            live_history_seconds: 86_400,
+            live_max_message_bytes: 1 << 20,
             token_secret: None,
             root_password: None,
         }
@@ -175,6 +187,24 @@ pub struct Overrides {
     /// Largest JSON result of one statement, bytes [default: 268435456]
     #[arg(long, env = "KALAMDB_MAX_RESULT_BYTES")]
     pub max_result_bytes: Option<usize>,
+    /// Open live-query WebSocket connections, all users [default: 10000]
+    #[arg(long, env = "KALAMDB_LIVE_MAX_CONNECTIONS")]
+    pub live_max_connections: Option<usize>,
+    /// Live-query subscriptions of one connection [default: 100]
+    #[arg(long, env = "KALAMDB_LIVE_MAX_SUBSCRIPTIONS_PER_CONNECTION")]
+    pub live_max_subscriptions_per_connection: Option<usize>,
+    /// Live-query subscriptions of one user, all connections [default: 1000]
+    #[arg(long, env = "KALAMDB_LIVE_MAX_SUBSCRIPTIONS_PER_USER")]
+    pub live_max_subscriptions_per_user: Option<usize>,
+    /// Messages one live connection may have queued before its slowest subscription lags [default: 1024]
+    #[arg(long, env = "KALAMDB_LIVE_QUEUE_MESSAGES")]
+    pub live_queue_messages: Option<usize>,
+    /// How long changes are kept for from_seq resumes, seconds (0: none) [default: 86400]
+    #[arg(long, env = "KALAMDB_LIVE_HISTORY_SECONDS")]
+    pub live_history_seconds: Option<u64>,
+    /// Largest WebSocket message a client may send, bytes [default: 1048576]
+    #[arg(long, env = "KALAMDB_LIVE_MAX_MESSAGE_BYTES")]
+    pub live_max_message_bytes: Option<usize>,
     /// Secret that signs bearer tokens (environment or file only) [default: generated once, kept in the data directory]
     #[arg(skip)]
     pub token_secret: Option<String>,
@@ -238,6 +268,12 @@ impl Settings {
             query_memory_mb,
             statement_timeout_ms,
             max_result_bytes,
+            live_max_connections,
+            live_max_subscriptions_per_connection,
+            live_max_subscriptions_per_user,
+            live_queue_messages,
+            live_history_seconds,
+            live_max_message_bytes,
             token_secret,
         } = overrides;
         macro_rules! set {
@@ -268,7 +304,13 @@ impl Settings {
             login_lockout_seconds,
             query_memory_mb,
             statement_timeout_ms,
-            max_result_bytes
+            max_result_bytes,
+            live_max_connections,
+            live_max_subscriptions_per_connection,
+            live_max_subscriptions_per_user,
+            live_queue_messages,
+            live_history_seconds,
+            live_max_message_bytes
         );
         if token_secret.is_some() {
             self.token_secret = token_secret;

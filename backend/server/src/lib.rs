@@ -71,7 +71,8 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
     };
     let app = kalamdb_api::router(
         kalamdb_api::AppState::new(db.clone(), settings.max_body_bytes, login_limits)
-            .with_max_ingest_bytes(settings.max_ingest_bytes),
+            .with_max_ingest_bytes(settings.max_ingest_bytes)
+            .with_live_max_message_bytes(settings.live_max_message_bytes),
     );
     let (stop, stopped) = oneshot::channel::<()>();
     let serve = tokio::spawn(async move {
@@ -121,6 +122,14 @@ fn db_options(settings: &Settings) -> DbOptions {
             flush_batch_pause: Duration::from_millis(settings.flush_batch_pause_ms),
             ..JobOptions::default()
         },
+        live: kalamdb_core::LiveOptions {
+            max_connections: settings.live_max_connections,
+            max_subscriptions_per_connection: settings.live_max_subscriptions_per_connection,
+            max_subscriptions_per_user: settings.live_max_subscriptions_per_user,
+            queue_messages: settings.live_queue_messages.max(1),
+            history: Duration::from_secs(settings.live_history_seconds),
+            ..kalamdb_core::LiveOptions::default()
+        },
     }
 }
 
@@ -138,6 +147,9 @@ impl RunningServer {
     /// shutdown timeout), then stops background jobs: queued ones are cancelled,
     /// running ones get the job shutdown timeout to finish.
     pub async fn shutdown(mut self) {
+        // Live-query sockets are upgraded connections, which the HTTP server's
+        // graceful shutdown does not wait for: they get their close frame first.
+        self.db.close_live_connections(Duration::from_secs(2)).await;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -11,6 +11,7 @@ mod test_formats;
 mod test_fuzz;
 mod test_hardening;
 mod test_indexes;
+mod test_live;
 mod test_ingest;
 mod test_manual_flush_verification;
 mod test_read_path;

@@ -142,48 +142,77 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthorized = |message: &str| ApiError::new(ErrorCode::Unauthorized, message);
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| {
-                unauthorized("authentication required: use HTTP Basic (-u user:password) or a bearer token")
-            })?
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            unauthorized("authentication required: use HTTP Basic (-u user:password) or a bearer token")
+        })?;
+        let header = header
             .to_str()
             .map_err(|_| unauthorized("malformed Authorization header"))?;
-        let (scheme, credentials) = header.split_once(' ').unwrap_or((header, ""));
-        let client = client_addr(parts);
-        let ip = client.map(|c| c.ip());
-        if scheme.eq_ignore_ascii_case("bearer") {
-            let token = credentials.trim();
-            let caller = state
-                .login_throttle
-                .attempt(ip, None, async { state.db.authenticate_token(token) })
-                .await?;
-            return Ok(Authenticated(caller));
-        }
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return Err(unauthorized(
-                "unsupported authorization scheme: use HTTP Basic or Bearer",
-            ));
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(credentials.trim())
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
-        let (username, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
-        let from_loopback = ip.is_some_and(|ip| ip.is_loopback());
-        let caller = state
-            .login_throttle
-            .attempt(
-                ip,
-                Some(username),
-                state.db.authenticate(username, password, from_loopback),
-            )
-            .await?;
-        Ok(Authenticated(caller))
+        authenticate_header(state, header, client_addr(parts)).await.map(Authenticated)
     }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, message)
+}
+
+/// The caller an `Authorization` header value (Basic or Bearer) stands for, from
+/// `client`, under the login throttle.
+pub(crate) async fn authenticate_header(
+    state: &AppState,
+    header: &str,
+    client: Option<SocketAddr>,
+) -> Result<Caller, ApiError> {
+    let (scheme, credentials) = header.split_once(' ').unwrap_or((header, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return authenticate_token(state, credentials.trim(), client).await;
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(unauthorized(
+            "unsupported authorization scheme: use HTTP Basic or Bearer",
+        ));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
+    let (username, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+    authenticate_password(state, username, password, client).await
+}
+
+/// The caller of a bearer token, under the login throttle.
+pub(crate) async fn authenticate_token(
+    state: &AppState,
+    token: &str,
+    client: Option<SocketAddr>,
+) -> Result<Caller, ApiError> {
+    state
+        .login_throttle
+        .attempt(client.map(|c| c.ip()), None, async {
+            state.db.authenticate_token(token)
+        })
+        .await
+}
+
+/// The caller of a user name and password, under the login throttle (root without
+/// a password only from loopback).
+pub(crate) async fn authenticate_password(
+    state: &AppState,
+    username: &str,
+    password: &str,
+    client: Option<SocketAddr>,
+) -> Result<Caller, ApiError> {
+    let ip = client.map(|c| c.ip());
+    let from_loopback = ip.is_some_and(|ip| ip.is_loopback());
+    state
+        .login_throttle
+        .attempt(
+            ip,
+            Some(username),
+            state.db.authenticate(username, password, from_loopback),
+        )
+        .await
 }
 
 #[derive(Deserialize)]

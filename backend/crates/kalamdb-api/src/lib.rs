@@ -1,4 +1,5 @@
-//! The HTTP API of KalamDB: `POST /sql`, `POST /ingest/<ns>/<table>`, `GET /health`, with authentication,
+//! The HTTP API of KalamDB: `POST /sql`, `POST /ingest/<ns>/<table>`, `GET /ws` (live
+//! queries), `GET /health`, with authentication,
 //! body limits and the JSON shapes of `docs/API.md`.
 //!
 //! Architecture invariant: handlers are thin. They authenticate, decode the body
@@ -11,6 +12,7 @@ mod formats;
 mod ingest;
 mod metrics;
 mod sql;
+mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Failed logins per client address (Basic, bearer and `/auth/login` alike).
     pub login_throttle: Arc<LoginThrottle>,
+    /// Largest WebSocket message a client may send (`/ws`; larger: close 1009).
+    pub live_max_message_bytes: usize,
 }
 
 impl AppState {
@@ -49,6 +53,7 @@ impl AppState {
             max_ingest_bytes: DEFAULT_MAX_INGEST_BYTES,
             metrics: Arc::new(Metrics::default()),
             login_throttle: Arc::new(LoginThrottle::new(login_limits)),
+            live_max_message_bytes: DEFAULT_LIVE_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -56,7 +61,15 @@ impl AppState {
 /// Default of [`AppState::max_ingest_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_INGEST_BYTES: usize = 64 << 20;
 
+/// Default of [`AppState::live_max_message_bytes`]: 1 MiB.
+pub const DEFAULT_LIVE_MAX_MESSAGE_BYTES: usize = 1 << 20;
+
 impl AppState {
+    pub fn with_live_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.live_max_message_bytes = bytes.max(256);
+        self
+    }
+
     pub fn with_max_ingest_bytes(mut self, bytes: usize) -> Self {
         self.max_ingest_bytes = bytes;
         self
@@ -70,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sql", post(sql::execute_sql))
         .route("/ingest/{namespace}/{table}", post(ingest::ingest))
         .route("/auth/login", post(auth::login))
+        .route("/ws", get(ws::upgrade))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), log_request))

@@ -28,6 +28,16 @@ pub enum ErrorCode {
     TooManyRequests,
     ResourcesExhausted,
     StatementTimeout,
+    /// Live queries: a subscription limit (per connection, per user) or the
+    /// connection limit was reached.
+    SubscriptionLimit,
+    /// Live queries: the subscriber fell too far behind; resume with `from_seq`.
+    SubscriptionLagged,
+    /// Live queries: `KILL LIVE QUERY` ended the subscription.
+    Killed,
+    /// Live queries: the history `from_seq` asks for is no longer kept.
+    ResumeUnavailable,
+    LiveQueryNotFound,
     InternalError,
 }
 
@@ -58,6 +68,11 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TOO_MANY_REQUESTS",
             ErrorCode::ResourcesExhausted => "RESOURCES_EXHAUSTED",
             ErrorCode::StatementTimeout => "STATEMENT_TIMEOUT",
+            ErrorCode::SubscriptionLimit => "SUBSCRIPTION_LIMIT",
+            ErrorCode::SubscriptionLagged => "SUBSCRIPTION_LAGGED",
+            ErrorCode::Killed => "KILLED",
+            ErrorCode::ResumeUnavailable => "RESUME_UNAVAILABLE",
+            ErrorCode::LiveQueryNotFound => "LIVE_QUERY_NOT_FOUND",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
     }
@@ -74,6 +89,7 @@ impl ErrorCode {
             | ErrorCode::ColumnNotFound
             | ErrorCode::ResourcesExhausted
             | ErrorCode::StatementTimeout
+            | ErrorCode::ResumeUnavailable
             | ErrorCode::EmptySql => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::PermissionDenied => 403,
@@ -81,13 +97,15 @@ impl ErrorCode {
             | ErrorCode::TableNotFound
             | ErrorCode::IndexNotFound
             | ErrorCode::JobNotFound
+            | ErrorCode::LiveQueryNotFound
             | ErrorCode::UserNotFound => 404,
             ErrorCode::AlreadyExists
             | ErrorCode::DuplicateKey
             | ErrorCode::NamespaceNotEmpty
             | ErrorCode::FlushInProgress => 409,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::TooManyRequests => 429,
+            ErrorCode::TooManyRequests | ErrorCode::SubscriptionLimit => 429,
+            ErrorCode::SubscriptionLagged | ErrorCode::Killed => 409,
             ErrorCode::InternalError => 500,
         }
     }

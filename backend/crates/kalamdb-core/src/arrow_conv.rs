@@ -431,6 +431,34 @@ pub fn write_json_objects(
     int64_as_string: bool,
     out: &mut Vec<u8>,
 ) {
+    write_objects(fields, batch, int64_as_string, out, |out, _| out.push(b'\n'));
+}
+
+/// Writes one batch's rows as a JSON array of objects (`[{...},{...}]`), with the
+/// values of [`write_json_objects`] (the rows of live-query messages).
+pub(crate) fn write_json_object_array(
+    fields: &[Arc<Field>],
+    batch: &RecordBatch,
+    int64_as_string: bool,
+    out: &mut Vec<u8>,
+) {
+    out.push(b'[');
+    let last = batch.num_rows().saturating_sub(1);
+    write_objects(fields, batch, int64_as_string, out, |out, row| {
+        if row < last {
+            out.push(b',');
+        }
+    });
+    out.push(b']');
+}
+
+fn write_objects(
+    fields: &[Arc<Field>],
+    batch: &RecordBatch,
+    int64_as_string: bool,
+    out: &mut Vec<u8>,
+    after_row: impl Fn(&mut Vec<u8>, usize),
+) {
     let writers: Vec<JsonColumn> = fields
         .iter()
         .zip(batch.columns())
@@ -450,7 +478,8 @@ pub fn write_json_objects(
             out.push(b':');
             writer.write(row, out);
         }
-        out.extend_from_slice(b"}\n");
+        out.push(b'}');
+        after_row(out, row);
     }
 }
 

@@ -166,10 +166,18 @@ fn single_table(
 }
 
 pub(crate) fn scope_of(ctx: &StatementContext<'_>, table: &TableDef) -> String {
-    match table.table_type {
-        TableType::User => ctx.caller.user_id.as_str().to_string(),
-        TableType::Shared | TableType::Stream => String::new(),
+    crate::scoped::scope_of(table, ctx.caller)
+}
+
+/// STREAM tables are insert-only.
+fn refuse_stream_update(table: &TableDef) -> KalamResult<()> {
+    if table.table_type == TableType::Stream {
+        return Err(KalamError::unsupported(format!(
+            "'{}' is a STREAM table: its rows are insert-only (DELETE works; UPDATE and ON CONFLICT DO UPDATE do not)",
+            table.qualified_name()
+        )));
     }
+    Ok(())
 }
 
 /// A new row version of `table` in the row codec; `values` follow `table.columns`.
@@ -504,6 +512,7 @@ async fn insert_rows(
     let mut writes = Vec::with_capacity(rows.len());
     let mut updates = 0;
     if let Some(OnConflictAction::DoUpdate(update)) = on_conflict {
+        refuse_stream_update(&table)?;
         // The keys that hold a row now are updated from it; the commit checks that
         // neither those rows nor the absence of the others changed meanwhile.
         // Entries and the versions they name are read from one view (under the
@@ -919,6 +928,7 @@ async fn update_rows(
     update: &ast::Update,
     held: Option<CommitGuard>,
 ) -> KalamResult<Option<StatementResult>> {
+    refuse_stream_update(&table)?;
     let assigned = assignments(&table, &update.assignments)?;
     let qualifier = dml_query::qualifier_of(&update.table.relation);
     let mut projection = seq_and_key(&table, &qualifier);

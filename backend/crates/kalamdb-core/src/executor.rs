@@ -27,6 +27,9 @@ pub(crate) struct StatementContext<'a> {
     pub params: &'a [Literal],
 }
 
+/// The longest TTL of a STREAM table: ten years.
+const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
 impl StatementContext<'_> {
     pub async fn execute(&self, sql: &str) -> KalamResult<StatementResult> {
         self.execute_statement(parse_statement(sql)?).await
@@ -90,6 +93,10 @@ impl StatementContext<'_> {
             KalamStatement::FlushTable(table) => self.flush_table(&table),
             KalamStatement::FlushAll { namespace } => self.flush_all(namespace.as_deref()),
             KalamStatement::KillJob { job_id } => self.kill_job(&job_id).await,
+            KalamStatement::KillLiveQuery { id } => {
+                self.db.live.kill(self.caller, &id)?;
+                Ok(StatementResult::message(format!("Live query '{id}' killed")))
+            }
             KalamStatement::ExecuteAs { user, sql } => self.execute_as(&user, &sql).await,
             ddl => {
                 self.require_role(Role::Dba, "change the schema or users")?;
@@ -189,6 +196,7 @@ impl StatementContext<'_> {
             | KalamStatement::FlushTable(_)
             | KalamStatement::FlushAll { .. }
             | KalamStatement::KillJob { .. }
+            | KalamStatement::KillLiveQuery { .. }
             | KalamStatement::ExecuteAs { .. } => unreachable!("dispatched in execute"),
         }
     }
@@ -288,6 +296,7 @@ impl StatementContext<'_> {
             self.db.catalog.apply_drop_table(&table.namespace, &table.name);
             self.db.cold.forget_table(table)?;
             self.db.hot_rows.forget(table.table_id);
+            self.db.live.table_dropped(table);
         }
         kalamdb_cold::remove_dir_all_if_exists(&self.db.cold.storage_dir().join(name))
             .map_err(crate::cold::cold_error)?;
@@ -323,11 +332,6 @@ impl StatementContext<'_> {
                 format!("table '{namespace}.{name}' already exists"),
             ));
         }
-        if create.table_type == TableType::Stream {
-            return Err(KalamError::unsupported(
-                "STREAM tables are not available yet; use a USER or SHARED table",
-            ));
-        }
         let options = &create.options;
         let flush_policy = options
             .flush_policy
@@ -335,9 +339,31 @@ impl StatementContext<'_> {
             .map(FlushPolicy::parse)
             .transpose()
             .map_err(KalamError::invalid_sql)?;
-        if options.ttl_seconds.is_some() {
+        let ttl_seconds = match (create.table_type, options.ttl_seconds) {
+            (TableType::Stream, Some(0)) => {
+                return Err(KalamError::invalid_sql("TTL_SECONDS is at least 1"));
+            }
+            (TableType::Stream, Some(ttl)) if ttl > MAX_TTL_SECONDS => {
+                return Err(KalamError::invalid_sql(format!(
+                    "TTL_SECONDS is at most {MAX_TTL_SECONDS} (10 years)"
+                )));
+            }
+            (TableType::Stream, Some(ttl)) => Some(ttl),
+            (TableType::Stream, None) => {
+                return Err(KalamError::invalid_sql(
+                    "a STREAM table needs WITH (TTL_SECONDS = n): its rows vanish n seconds after their insert",
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(KalamError::invalid_sql(
+                    "TTL_SECONDS applies to STREAM tables only",
+                ));
+            }
+            (_, None) => None,
+        };
+        if create.table_type == TableType::Stream && flush_policy.is_some() {
             return Err(KalamError::invalid_sql(
-                "TTL_SECONDS applies to STREAM tables only",
+                "STREAM tables are never flushed: FLUSH_POLICY does not apply",
             ));
         }
         let access_level = match options.access_level.as_deref() {
@@ -374,7 +400,7 @@ impl StatementContext<'_> {
             columns,
             primary_key,
             flush_policy,
-            ttl_seconds: None,
+            ttl_seconds,
             access_level,
             created_at: now_micros(),
             schema_version: 1,
@@ -429,6 +455,7 @@ impl StatementContext<'_> {
         self.db.catalog.apply_drop_table(&def.namespace, &def.name);
         self.db.cold.forget_table(&def)?;
         self.db.hot_rows.forget(def.table_id);
+        self.db.live.table_dropped(&def);
         Ok(StatementResult::message(format!(
             "Table '{}' dropped",
             def.qualified_name()
@@ -557,6 +584,12 @@ impl StatementContext<'_> {
         let def = self
             .existing_table(table, false)?
             .expect("require_table succeeded");
+        if def.table_type == TableType::Stream {
+            return Err(KalamError::unsupported(format!(
+                "'{}' is a STREAM table: its rows expire, and it has no secondary indexes",
+                def.qualified_name()
+            )));
+        }
         if self.table_with_index(&def.namespace, name).is_some() {
             if if_not_exists {
                 return Ok(StatementResult::message(format!("Index '{name}' already exists")));
@@ -971,7 +1004,13 @@ impl StatementContext<'_> {
             UserChange::Role(role) => user.role = role,
         }
         user.updated_at = now_micros();
+        let user_id = user.user_id.clone();
         self.save_user(user)?;
+        // Its live connections were authenticated with what no longer stands.
+        self.db.live.user_changed(
+            user_id.as_str(),
+            &format!("the credentials or role of user '{name}' changed; authenticate again"),
+        );
         Ok(StatementResult::message(format!("User '{name}' altered")))
     }
 
@@ -990,8 +1029,14 @@ impl StatementContext<'_> {
         let mut batch = self.db.store.batch();
         Catalog::stage_drop_user(&mut batch, name);
         self.db.store.commit(batch).map_err(store_error)?;
+        let dropped = self.db.catalog.user(name);
         self.db.catalog.apply_drop_user(name);
         self.db.auth.invalidate();
+        if let Some(user) = dropped {
+            self.db
+                .live
+                .user_changed(user.user_id.as_str(), &format!("user '{name}' was dropped"));
+        }
         Ok(StatementResult::message(format!("User '{name}' dropped")))
     }
 

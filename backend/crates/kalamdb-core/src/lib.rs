@@ -31,11 +31,13 @@ mod hot_rows;
 mod index;
 mod ingest;
 pub mod jobs;
+mod live;
 mod point_read;
 mod provider;
 mod query;
 mod result_names;
 mod scoped;
+mod stream;
 mod subquery;
 mod system_tables;
 mod tiered_scan;
@@ -55,6 +57,7 @@ use crate::auth::{Authenticator, TokenService};
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE, NamespaceDef, UserRecord};
 use crate::cold::ColdTier;
 pub use crate::ingest::IngestFormat;
+pub use crate::live::{LiveConnection, LiveMessage, LiveOptions, LiveReceiver, SubscribeOptions, live_error};
 use crate::jobs::{JobManager, JobOptions};
 pub use crate::query::df_error;
 
@@ -94,6 +97,8 @@ pub struct DbOptions {
     pub token_ttl: Duration,
     /// The job manager's settings (flush jobs).
     pub jobs: JobOptions,
+    /// Live queries: limits, queues and the change history.
+    pub live: LiveOptions,
 }
 
 impl DbOptions {
@@ -114,6 +119,7 @@ impl DbOptions {
             token_secret: None,
             token_ttl: Duration::from_secs(3600),
             jobs: JobOptions::default(),
+            live: LiveOptions::default(),
         }
     }
 }
@@ -490,6 +496,8 @@ pub(crate) struct DbShared {
     pub holds: failpoint::Holds,
     /// SELECTs answered by `point_read.rs`.
     pub point_reads: std::sync::atomic::AtomicU64,
+    /// Live-query connections, subscriptions and the feeds commits publish to.
+    pub live: Arc<live::LiveHub>,
 }
 
 /// The database. Cheap to clone; all clones share one instance.
@@ -532,6 +540,7 @@ impl KalamDb {
         std::fs::create_dir_all(&storage_dir)
             .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", storage_dir.display())))?;
         let cold = ColdTier::open(storage_dir, &store)?;
+        live::open_log(&store, !options.live.history.is_zero(), last_seq)?;
         let jobs = JobManager::new(options.jobs.clone());
         let tokens = TokenService::new(&token_secret(&store, &options)?, options.token_ttl);
         let shared = Arc::new(DbShared {
@@ -552,6 +561,7 @@ impl KalamDb {
             hot_rows: hot_rows::HotRows::default(),
             holds: failpoint::Holds::default(),
             point_reads: Default::default(),
+            live: live::LiveHub::new(options.live.clone()),
             options,
         });
         bootstrap(&shared)?;
@@ -766,10 +776,34 @@ impl KalamDb {
         ingest::ingest(&ctx, &table.to_ascii_lowercase(), format, body).await
     }
 
-    /// Graceful shutdown of background work: queued jobs are cancelled, running
-    /// ones get the configured timeout to finish (see [`JobOptions`]).
+    /// Graceful shutdown of background work: live-query connections get a close
+    /// frame (1001), queued jobs are cancelled, running ones get the configured
+    /// timeout to finish (see [`JobOptions`]).
     pub async fn shutdown(&self) {
+        self.shared.live.shutdown();
         self.shared.jobs.shutdown().await;
+    }
+
+    /// Opens a live-query connection (one WebSocket) for `caller`; its messages
+    /// arrive on the receiver. `SUBSCRIPTION_LIMIT` when the server has
+    /// `max_connections` already.
+    pub fn live_connect(&self, caller: Caller) -> KalamResult<(LiveConnection, LiveReceiver)> {
+        LiveConnection::open(&self.shared, caller)
+    }
+
+    /// Sends every live-query connection its close frame (1001) and waits up to
+    /// `wait` for their sockets to finish; new ones are refused from now on.
+    pub async fn close_live_connections(&self, wait: Duration) {
+        self.shared.live.shutdown();
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.shared.live.connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The live-query settings.
+    pub fn live_options(&self) -> &LiveOptions {
+        &self.shared.options.live
     }
 
     /// Storage and job figures for `/metrics`, from counters kept as writes, flushes

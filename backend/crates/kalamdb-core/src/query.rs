@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::ast::{
     visit_relations,
 };
 use futures::StreamExt;
-use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, TableType};
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal};
 
 use crate::arrow_conv::{api_type_name, write_json_rows};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
@@ -608,9 +608,6 @@ pub(crate) fn resolve_name(namespace: &str, name: &ObjectName) -> Option<(String
 fn hidden_columns_of(db: &DbShared, namespace: &str, name: &ObjectName) -> Option<Vec<&'static str>> {
     let (ns, table) = resolve_name(namespace, name)?;
     let table = db.catalog.table(&ns, &table)?;
-    if table.table_type == TableType::Stream {
-        return None;
-    }
     let mut hidden = vec![SEQ_COLUMN, DELETED_COLUMN];
     if table.primary_key.is_none() {
         hidden.push(ID_COLUMN);

@@ -96,12 +96,26 @@ impl std::fmt::Debug for ScopedTable {
     }
 }
 
-/// The scope of `table` for `caller`: the caller's rows of a USER table, every row
-/// of a SHARED one.
+/// The columns of `table`'s schema: its own, then (with `expose_hidden`) `_seq`,
+/// `_deleted` and, without a primary key, `_id`.
+fn scan_columns(table: &TableDef, expose_hidden: bool) -> Vec<ScanColumn> {
+    let mut columns: Vec<ScanColumn> = table.columns.iter().cloned().map(ScanColumn::Column).collect();
+    if expose_hidden {
+        columns.push(ScanColumn::Seq);
+        columns.push(ScanColumn::Deleted);
+        if table.primary_key.is_none() {
+            columns.push(ScanColumn::Id);
+        }
+    }
+    columns
+}
+
+/// The scope of `table` for `caller`: the caller's rows of a USER or STREAM table,
+/// every row of a SHARED one.
 pub(crate) fn scope_of(table: &TableDef, caller: &Caller) -> String {
     match table.table_type {
-        TableType::User => caller.user_id.as_str().to_string(),
-        TableType::Shared | TableType::Stream => String::new(),
+        TableType::User | TableType::Stream => caller.user_id.as_str().to_string(),
+        TableType::Shared => String::new(),
     }
 }
 
@@ -114,14 +128,7 @@ impl ScopedTable {
     }
 
     pub fn with_scope(db: Arc<DbShared>, table: Arc<TableDef>, scope: String, expose_hidden: bool) -> Self {
-        let mut columns: Vec<ScanColumn> = table.columns.iter().cloned().map(ScanColumn::Column).collect();
-        if expose_hidden {
-            columns.push(ScanColumn::Seq);
-            columns.push(ScanColumn::Deleted);
-            if table.primary_key.is_none() {
-                columns.push(ScanColumn::Id);
-            }
-        }
+        let columns = scan_columns(&table, expose_hidden);
         let schema = Arc::new(Schema::new(
             columns.iter().map(ScanColumn::field).collect::<Vec<_>>(),
         ));
@@ -211,7 +218,7 @@ impl ScopedTable {
             else {
                 continue;
             };
-            if entry.deleted {
+            if entry.deleted || entry.seq < crate::stream::horizon(&self.table) {
                 continue;
             }
             // A hot version goes from its bytes straight into the batch.
@@ -315,7 +322,13 @@ impl ScopedTable {
             Ok(going)
         };
         let visited = match &scan.index {
-            None => view.hot_visit(self.table.table_id, &self.scope, &mut visit),
+            // Rows of a STREAM table older than its TTL are skipped with one seek.
+            None => view.hot_visit_from(
+                self.table.table_id,
+                &self.scope,
+                crate::stream::horizon(&self.table),
+                &mut visit,
+            ),
             Some(probe) => self.visit_indexed(view, probe, &mut visit),
         };
         visited.map_err(|e| DataFusionError::External(Box::new(store_error(e))))?;
@@ -454,7 +467,16 @@ pub(crate) struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(table: &ScopedTable, projection: &[usize]) -> Self {
-        let columns: Vec<ScanColumn> = projection.iter().map(|&i| table.columns[i].clone()).collect();
+        Self::of_columns(projection.iter().map(|&i| table.columns[i].clone()).collect())
+    }
+
+    /// A builder of every column of `table` (and the hidden ones, with
+    /// `expose_hidden`), as [`ScopedTable::schema`] lists them.
+    pub fn for_table(table: &TableDef, expose_hidden: bool) -> Self {
+        Self::of_columns(scan_columns(table, expose_hidden))
+    }
+
+    fn of_columns(columns: Vec<ScanColumn>) -> Self {
         let schema = Arc::new(Schema::new(
             columns.iter().map(ScanColumn::field).collect::<Vec<_>>(),
         ));

@@ -12,7 +12,7 @@ use kalamdb_commons::{Role, TableType};
 
 use crate::{Caller, DbShared};
 
-pub const NAMES: &[&str] = &["namespaces", "tables", "columns", "indexes", "users", "jobs"];
+pub const NAMES: &[&str] = &["namespaces", "tables", "columns", "indexes", "users", "jobs", "live"];
 
 /// The batch of `system.<name>` as `caller` may see it; `None` for an unknown name.
 pub(crate) fn build(db: &DbShared, caller: &Caller, name: &str) -> DfResult<Option<RecordBatch>> {
@@ -23,6 +23,7 @@ pub(crate) fn build(db: &DbShared, caller: &Caller, name: &str) -> DfResult<Opti
         "indexes" => indexes(db)?,
         "users" => users(db, caller)?,
         "jobs" => jobs(db, caller)?,
+        "live" => live(db, caller)?,
         _ => return Ok(None),
     }))
 }
@@ -259,6 +260,33 @@ fn users(db: &DbShared, caller: &Caller) -> DfResult<RecordBatch> {
 }
 
 /// `system.jobs`, for role `service` and above (job metrics count every user's rows).
+/// Active live-query subscriptions: a user's own, every one for dba and above.
+fn live(db: &DbShared, caller: &Caller) -> DfResult<RecordBatch> {
+    let rows = db.live.list(caller);
+    batch(
+        vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("subscription", DataType::Utf8, false),
+            Field::new("connection", DataType::Int64, false),
+            Field::new("username", DataType::Utf8, false),
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("sql", DataType::Utf8, false),
+            timestamp_field("created_at"),
+            Field::new("changes_sent", DataType::Int64, false),
+        ],
+        vec![
+            text(rows.iter().map(|r| r.id.clone()).collect()),
+            text(rows.iter().map(|r| r.subscription.clone()).collect()),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.connection))),
+            text(rows.iter().map(|r| r.user.clone()).collect()),
+            text(rows.iter().map(|r| r.table.clone()).collect()),
+            text(rows.iter().map(|r| r.sql.clone()).collect()),
+            timestamps(rows.iter().map(|r| r.created_at).collect()),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.changes_sent))),
+        ],
+    )
+}
+
 fn jobs(db: &DbShared, caller: &Caller) -> DfResult<RecordBatch> {
     if caller.role < Role::Service {
         return Err(datafusion::error::DataFusionError::External(Box::new(

@@ -134,10 +134,20 @@ pub(crate) async fn commit(
     if writes.is_empty() {
         return Ok(Outcome::Done { written: Vec::new() });
     }
-    let latest = db
+    let mut latest = db
         .store
         .pk_multi_get(table.table_id, scope, writes.iter().map(|w| &w.key))
         .map_err(store_error)?;
+    // An expired row of a STREAM table is no row: its key is free, and the version
+    // it names is freed by the sweep (not replaced here).
+    let horizon = crate::stream::horizon(table);
+    if horizon > 0 {
+        for entry in &mut latest {
+            if entry.is_some_and(|e| e.seq < horizon) {
+                *entry = None;
+            }
+        }
+    }
     let mut written = Vec::with_capacity(writes.len());
     for (index, (write, latest)) in writes.iter().zip(&latest).enumerate() {
         let live = latest.filter(|e| !e.deleted);
@@ -178,6 +188,21 @@ pub(crate) async fn commit(
     // has already moved the watermark, and replacing a version at or below it
     // must leave a stale marker.
     let flush_watermark = db.cold.watermark(table.table_id);
+    // Live queries: the change log (for `from_seq` resumes) and the table's feed
+    // when a subscription of this scope listens. Both need each change's replaced
+    // row, read under the lock from a view of now.
+    let logging = !db.live.options.history.is_zero();
+    let feed = db.live.feed_for(table.table_id, scope);
+    let tracking = logging || feed.is_some();
+    let replaces_live = || {
+        (latest.iter().zip(&written)).any(|(entry, apply)| *apply && entry.is_some_and(|e| !e.deleted))
+    };
+    let view = match indexing {
+        Some(view) => Some(view),
+        None if tracking && replaces_live() => Some(db.store.view()),
+        None => None,
+    };
+    let mut changes = Vec::with_capacity(if feed.is_some() { count as usize } else { 0 });
     let first_seq = db.seq.next_block(count)?;
     let mut batch = db.store.batch();
     let mut hot_replaced = 0i64;
@@ -190,7 +215,7 @@ pub(crate) async fn commit(
     for (seq, (i, (write, latest))) in (first_seq..).zip(applied) {
         // Secondary indexes: the replaced hot version's entries go, the new version's
         // come (in that order: an entry whose key did not change is written again).
-        if let Some(view) = &indexing {
+        if let Some(view) = view.as_ref().filter(|_| !table.indexes.is_empty()) {
             if let Some(previous) = latest.filter(|p| !p.deleted)
                 && let Some(bytes) = view
                     .hot_get(table.table_id, scope, previous.seq)
@@ -205,6 +230,23 @@ pub(crate) async fn commit(
                 for key in crate::index::entry_keys(table, scope, new) {
                     batch.put_index_entry(&key, seq);
                 }
+            }
+        }
+        if tracking {
+            let old = match (latest.filter(|p| !p.deleted), &view) {
+                (Some(previous), Some(view)) => Some((previous.seq, replaced_row(db, view, table, scope, previous.seq)?)),
+                _ => None,
+            };
+            let change = crate::live::Change {
+                seq,
+                old,
+                new: (!write.deleted).then(|| write.row.clone()),
+            };
+            if logging {
+                crate::live::log_change(&mut batch, table.table_id, scope, &change);
+            }
+            if feed.is_some() {
+                changes.push(change);
             }
         }
         if let Some(previous) = latest {
@@ -228,6 +270,15 @@ pub(crate) async fn commit(
     }
     let versions = count as i64;
     batch.raise_system_counter(LAST_SEQ_KEY, db.seq.last());
+    // Published after the batch is written and before the lock is released: the
+    // feed sees the table's commits in `_seq` order, and only committed ones.
+    let publish = feed.map(|feed| {
+        let changes = crate::live::ChangeSet {
+            scope: scope.to_string(),
+            changes,
+        };
+        move || feed.publish(changes)
+    });
     if db.store.syncs_writes() {
         // An fsync takes milliseconds: off the async workers. The lock goes with the
         // write and is released when it is done, even if this statement's future is
@@ -236,6 +287,11 @@ pub(crate) async fn commit(
         let (batch, shared) = (batch.detach(), db.clone());
         tokio::task::spawn_blocking(move || {
             let written = shared.store.commit_detached(batch);
+            if written.is_ok()
+                && let Some(publish) = publish
+            {
+                publish();
+            }
             drop(guard);
             written
         })
@@ -246,6 +302,9 @@ pub(crate) async fn commit(
         // A memtable insert and a buffered WAL append, with no await between taking
         // the lock and writing.
         db.store.commit(batch).map_err(store_error)?;
+        if let Some(publish) = publish {
+            publish();
+        }
         drop(guard);
     }
     db.hot_rows.add(table.table_id, versions - hot_replaced);
@@ -253,6 +312,21 @@ pub(crate) async fn commit(
         db.jobs.note_writes(table.table_id, versions as u64);
     }
     Ok(Outcome::Done { written })
+}
+
+/// The stored bytes of the live version `seq` a write replaces: hot, or read back
+/// from its Parquet segment (an update of a flushed row).
+fn replaced_row(db: &DbShared, view: &StoreView, table: &TableDef, scope: &str, seq: u64) -> KalamResult<Vec<u8>> {
+    if let Some(bytes) = view.hot_get(table.table_id, scope, seq).map_err(store_error)? {
+        return Ok(bytes);
+    }
+    let row = db
+        .cold
+        .read_version(table, scope, seq)?
+        .ok_or_else(|| KalamError::internal(format!("the replaced row version {seq} is in neither tier")))?;
+    let mut bytes = Vec::new();
+    kalamdb_store::row_codec::encode_row(false, row.cells.iter().map(|(id, v)| (*id, v)), &mut bytes);
+    Ok(bytes)
 }
 
 /// UNIQUE indexes: no two live rows of the scope share an index's values (NULLs

@@ -41,6 +41,13 @@ pub(crate) fn parse_storage(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
 /// Parses `KILL JOB 'id'` (the id may also be written as a bare identifier).
 pub(crate) fn parse_kill(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
     c.expect_word("KILL")?;
+    if c.eat_words(&["LIVE", "QUERY"]) {
+        let id = c.name_or_string()?;
+        if id.is_empty() {
+            return Err(KalamError::invalid_sql("KILL LIVE QUERY needs a subscription id"));
+        }
+        return Ok(KalamStatement::KillLiveQuery { id });
+    }
     c.expect_word("JOB")?;
     let job_id = c.name_or_string()?;
     if job_id.is_empty() {

@@ -90,6 +90,10 @@ pub enum KalamStatement {
     KillJob {
         job_id: String,
     },
+    /// `KILL LIVE QUERY 'id'` (an id as `system.live` shows it).
+    KillLiveQuery {
+        id: String,
+    },
     /// `EXECUTE AS USER 'name' (statement)`: `sql` is the inner statement's text.
     ExecuteAs {
         user: String,

@@ -7,6 +7,13 @@
 //! ```
 //! All rows of one table are one contiguous key range, and so are all rows of one
 //! user of one table: scans and deletes are range operations.
+//!
+//! The `changes` column family (the live-query change log) puts a time bucket
+//! before the scope, so that forgetting old changes is one range delete per table:
+//!
+//! ```text
+//! change key   : table_id u32 BE | bucket u32 BE | scope_len u8 | scope | _seq u64 BE
+//! ```
 
 /// The longest scope (user id) a key can carry.
 pub const MAX_SCOPE_LEN: usize = u8::MAX as usize;
@@ -79,4 +86,30 @@ mod tests {
         assert_eq!(prefix_upper_bound(&[1, 0xff]), Some(vec![2]));
         assert_eq!(prefix_upper_bound(&[0xff]), None);
     }
+}
+
+/// `table_id | bucket | scope_len | scope`: one scope's changes of one time bucket.
+pub fn change_prefix(table_id: u32, bucket: u32, scope: &str) -> Vec<u8> {
+    assert!(
+        scope.len() <= MAX_SCOPE_LEN,
+        "scope longer than {MAX_SCOPE_LEN} bytes"
+    );
+    let mut key = Vec::with_capacity(9 + scope.len() + 8);
+    key.extend_from_slice(&table_id.to_be_bytes());
+    key.extend_from_slice(&bucket.to_be_bytes());
+    key.push(scope.len() as u8);
+    key.extend_from_slice(scope.as_bytes());
+    key
+}
+
+pub fn change_key(table_id: u32, bucket: u32, scope: &str, seq: u64) -> Vec<u8> {
+    let mut key = change_prefix(table_id, bucket, scope);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The `_seq` a change key ends with.
+pub fn change_key_seq(key: &[u8]) -> Option<u64> {
+    let tail = key.get(key.len().checked_sub(8)?..)?;
+    Some(u64::from_be_bytes(tail.try_into().ok()?))
 }

@@ -9,7 +9,9 @@ use rocksdb::{
     ReadOptions, Snapshot, WriteBatch, WriteOptions,
 };
 
-use crate::keys::{hot_key, parse_hot_key, prefix_upper_bound, scope_prefix, table_prefix};
+use crate::keys::{
+    change_key, change_key_seq, hot_key, parse_hot_key, prefix_upper_bound, scope_prefix, table_prefix,
+};
 use crate::row_codec::{RowCodecError, encode_value};
 
 const CF_SYSTEM: &str = "system";
@@ -17,6 +19,7 @@ const CF_HOT: &str = "hot";
 const CF_PK: &str = "pk";
 const CF_STALE: &str = "stale";
 const CF_IDX: &str = "idx";
+const CF_CHANGES: &str = "changes";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -112,7 +115,7 @@ impl Store {
         let db = DB::open_cf_descriptors(
             &db_options,
             path,
-            [cf(CF_SYSTEM), cf(CF_HOT), cf(CF_PK), cf(CF_STALE), cf(CF_IDX)],
+            [cf(CF_SYSTEM), cf(CF_HOT), cf(CF_PK), cf(CF_STALE), cf(CF_IDX), cf(CF_CHANGES)],
         )?;
         Ok(Store {
             db: Arc::new(db),
@@ -306,6 +309,19 @@ impl Store {
             .collect()
     }
 
+    /// Whether a table has logged changes in time buckets before `bucket`.
+    pub fn has_changes_before(&self, table_id: u32, bucket: u32) -> Result<bool, StoreError> {
+        let mut upper = table_prefix(table_id);
+        upper.extend_from_slice(&bucket.to_be_bytes());
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(upper);
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_CHANGES), options);
+        iter.seek(table_prefix(table_id));
+        let found = iter.valid();
+        iter.status()?;
+        Ok(found)
+    }
+
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
         pk_get_at(&self.db, None, table_id, scope, pk)
     }
@@ -371,6 +387,25 @@ impl StoreView {
         })
     }
 
+    /// [`StoreView::hot_visit`] of the rows with `_seq >= from_seq` only (one seek
+    /// past the older ones: the live rows of a STREAM table).
+    pub fn hot_visit_from(
+        &self,
+        table_id: u32,
+        scope: &str,
+        from_seq: u64,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let upper = prefix_upper_bound(&scope_prefix(table_id, scope));
+        hot_scan_range(
+            self.db(),
+            self.snapshot(),
+            hot_key(table_id, scope, from_seq),
+            upper,
+            |seq, _, value| visit(seq, value),
+        )
+    }
+
     /// Visits the index entries with keys in `[from, to)` in key order: `visit` gets
     /// `(key, _seq)` and returns `false` to stop.
     pub fn index_visit(
@@ -410,6 +445,40 @@ impl StoreView {
 
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
         pk_get_at(self.db(), self.snapshot(), table_id, scope, pk)
+    }
+
+    /// Visits one scope's logged changes of one time bucket with `_seq` in
+    /// `(after, through]`, in `_seq` order: `visit` gets `(_seq, value)` and returns
+    /// `false` to stop.
+    pub fn changes_visit(
+        &self,
+        table_id: u32,
+        bucket: u32,
+        scope: &str,
+        after: u64,
+        through: u64,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        if after >= through {
+            return Ok(());
+        }
+        let from = change_key(table_id, bucket, scope, after + 1);
+        let mut options = read_options(self.snapshot());
+        // Just above the key of `through`: below that of `through + 1`.
+        let mut upper = change_key(table_id, bucket, scope, through);
+        upper.push(0);
+        options.set_iterate_upper_bound(upper);
+        let mut iter = self.db().raw_iterator_cf_opt(cf(self.db(), CF_CHANGES), options);
+        iter.seek(&from);
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            let seq = change_key_seq(key).ok_or(StoreError::CorruptKey { cf: CF_CHANGES })?;
+            if !visit(seq, value)? {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(())
     }
 
     /// The pk entry of the key whose row-codec cell is `pk_cell` (as an index
@@ -700,11 +769,30 @@ impl StoreBatch<'_> {
         self.batch.delete_range_cf(self.store.cf(CF_IDX), &from, &to);
     }
 
-    /// Removes every hot row, pk entry, stale marker and index entry of a table, all scopes.
+    /// Logs one change of a table (`keys::change_key`).
+    pub fn put_change(&mut self, table_id: u32, bucket: u32, scope: &str, seq: u64, value: &[u8]) {
+        self.batch.put_cf(
+            self.store.cf(CF_CHANGES),
+            change_key(table_id, bucket, scope, seq),
+            value,
+        );
+    }
+
+    /// Forgets a table's logged changes of the time buckets before `bucket`, all
+    /// scopes: one range delete, whatever their number.
+    pub fn delete_changes_before(&mut self, table_id: u32, bucket: u32) {
+        let from = table_prefix(table_id);
+        let mut to = table_prefix(table_id);
+        to.extend_from_slice(&bucket.to_be_bytes());
+        self.batch.delete_range_cf(self.store.cf(CF_CHANGES), &from, &to);
+    }
+
+    /// Removes every hot row, pk entry, stale marker, index entry and logged change
+    /// of a table, all scopes.
     pub fn delete_table(&mut self, table_id: u32) {
         let from = table_prefix(table_id);
         let to = prefix_upper_bound(&from).expect("a table prefix is never all 0xff");
-        for cf in [CF_HOT, CF_PK, CF_STALE, CF_IDX] {
+        for cf in [CF_HOT, CF_PK, CF_STALE, CF_IDX, CF_CHANGES] {
             self.batch.delete_range_cf(self.store.cf(cf), &from, &to);
         }
     }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use kalamdb_server::{RunningServer, Settings, start};
 use serde_json::{Value, json};
 
+pub mod live;
+
 pub struct TestServer {
     server: Option<RunningServer>,
     settings: Settings,

@@ -367,6 +367,22 @@ impl JobManager {
                 {
                     tracing::warn!("job retention sweep failed: {}", e.message);
                 }
+                // Expired STREAM rows and old logged changes: RocksDB work, and the
+                // stream sweep takes tables' commit locks, on the blocking pool.
+                let sweep_history = db.live.sweep_due();
+                let swept = tokio::task::spawn_blocking({
+                    let db = db.clone();
+                    move || {
+                        if sweep_history && let Err(e) = crate::live::sweep_history(&db) {
+                            tracing::warn!("change history sweep failed: {}", e.message);
+                        }
+                        crate::stream::sweep_expired(&db)
+                    }
+                })
+                .await;
+                if let Ok(Err(e)) = swept {
+                    tracing::warn!("STREAM table sweep failed: {}", e.message);
+                }
             }
         });
         Ok(())

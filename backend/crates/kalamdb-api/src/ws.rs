@@ -1,0 +1,296 @@
+//! `GET /ws`: live queries over a WebSocket (protocol in `docs/API.md`, "Live
+//! queries"). The socket is authenticated by the upgrade's `Authorization` header
+//! or by an `authenticate` first message; then its text frames are JSON messages,
+//! each answered through the connection's queue (`kalamdb_core::LiveConnection`),
+//! which one writer task drains into the socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use kalamdb_commons::{ErrorCode, KalamError};
+use kalamdb_core::{Caller, LiveConnection, LiveMessage, SubscribeOptions};
+use serde_json::{Value, json};
+
+use crate::{ApiError, AppState};
+
+/// How long an unauthenticated socket may take to send `authenticate`.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server pings every connection this often...
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// ...and closes one it has heard nothing from (no message, no pong) this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Close codes (RFC 6455).
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_TRY_LATER: u16 = 1013;
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Credentials in the upgrade request are checked before upgrading: wrong ones
+    // are a 401 like `/sql`'s, and never a socket.
+    let caller = match headers.get(AUTHORIZATION) {
+        None => None,
+        Some(header) => {
+            let Ok(header) = header.to_str() else {
+                return ApiError::new(ErrorCode::Unauthorized, "malformed Authorization header").into_response();
+            };
+            match crate::auth::authenticate_header(&state, header, Some(client)).await {
+                Ok(caller) => Some(caller),
+                Err(e) => return e.into_response(),
+            }
+        }
+    };
+    let limit = state.live_max_message_bytes;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| run(state, socket, caller, client))
+}
+
+async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, client: SocketAddr) {
+    let (mut sink, mut stream) = socket.split();
+    let caller = match caller {
+        Some(caller) => caller,
+        None => match first_message_auth(&state, &mut stream, client).await {
+            Ok(caller) => caller,
+            Err(message) => {
+                let _ = sink
+                    .send(Message::Text(
+                        json!({"type": "auth_error", "message": message}).to_string().into(),
+                    ))
+                    .await;
+                let _ = sink.send(close(CLOSE_POLICY, "authentication failed")).await;
+                return;
+            }
+        },
+    };
+    let (conn, mut outgoing) = match state.db.live_connect(caller.clone()) {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = sink
+                .send(Message::Text(kalamdb_core::live_error(None, &e).into()))
+                .await;
+            let _ = sink.send(close(CLOSE_TRY_LATER, "too many connections")).await;
+            return;
+        }
+    };
+    let conn = Arc::new(conn);
+    conn.send(json!({"type": "auth_success", "user": caller.username, "role": caller.role.as_str()}).to_string());
+    let mut writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        loop {
+            tokio::select! {
+                message = outgoing.recv() => match message {
+                    Some(LiveMessage::Text(text)) => {
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(LiveMessage::Close(code, reason)) => {
+                        let _ = sink.send(close(code, &reason)).await;
+                        return;
+                    }
+                    None => return,
+                },
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut writer_done = false;
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout(IDLE_TIMEOUT, stream.next()) => next,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
+        };
+        match next {
+            Err(_) => {
+                conn.close(CLOSE_GOING_AWAY, "idle: nothing received for 90 s");
+                break;
+            }
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break,
+            Ok(Some(Err(e))) => {
+                if too_big(e) {
+                    conn.close(
+                        CLOSE_TOO_BIG,
+                        &format!(
+                            "message larger than {} bytes (live_max_message_bytes)",
+                            state.live_max_message_bytes
+                        ),
+                    );
+                }
+                break;
+            }
+            Ok(Some(Ok(Message::Text(text)))) => handle(&conn, text.as_str()),
+            Ok(Some(Ok(Message::Binary(_)))) => conn.send(error(None, "binary frames are not supported; send JSON text")),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+        }
+    }
+    conn.close(1000, "");
+    if !writer_done {
+        // The close frame (or whatever was queued before it) goes out.
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    }
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+fn too_big(e: axum::Error) -> bool {
+    matches!(
+        e.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+fn error(id: Option<&str>, message: &str) -> String {
+    kalamdb_core::live_error(id, &KalamError::new(ErrorCode::InvalidRequest, message))
+}
+
+/// Waits for `{"type":"authenticate", ...}` with a token or a user name and password.
+async fn first_message_auth(
+    state: &AppState,
+    stream: &mut futures::stream::SplitStream<WebSocket>,
+    client: SocketAddr,
+) -> Result<Caller, String> {
+    let message = loop {
+        match tokio::time::timeout(AUTH_TIMEOUT, stream.next()).await {
+            Err(_) => return Err("authenticate within 5 seconds of connecting".into()),
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return Err("connection closed".into()),
+            Ok(Some(Ok(Message::Text(text)))) => break text,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(Message::Binary(_)))) => return Err("send JSON text".into()),
+        }
+    };
+    let message: Value = serde_json::from_str(message.as_str()).map_err(|e| format!("invalid JSON: {e}"))?;
+    if message.get("type").and_then(Value::as_str) != Some("authenticate") {
+        return Err(
+            "the first message must be {\"type\":\"authenticate\", ...} (or send an Authorization header when connecting)"
+                .into(),
+        );
+    }
+    let text = |key: &str| message.get(key).and_then(Value::as_str);
+    let result = match (text("token"), text("username")) {
+        (Some(token), _) => crate::auth::authenticate_token(state, token, Some(client)).await,
+        (None, Some(username)) => {
+            crate::auth::authenticate_password(state, username, text("password").unwrap_or(""), Some(client)).await
+        }
+        (None, None) => return Err("authenticate needs a token, or a username and password".into()),
+    };
+    result.map_err(|e| e.error.message)
+}
+
+/// One client message.
+fn handle(conn: &Arc<LiveConnection>, text: &str) {
+    let message: Value = match serde_json::from_str(text) {
+        Ok(Value::Object(message)) => Value::Object(message),
+        Ok(_) => return conn.send(error(None, "a message is a JSON object with a \"type\"")),
+        Err(e) => return conn.send(error(None, &format!("invalid JSON: {e}"))),
+    };
+    let id = message.get("id").and_then(Value::as_str);
+    match message.get("type").and_then(Value::as_str) {
+        Some("ping") => conn.send(json!({"type": "pong"}).to_string()),
+        Some("subscribe") => {
+            let Some(id) = id else {
+                return conn.send(error(None, "subscribe needs a string \"id\""));
+            };
+            let Some(sql) = message.get("sql").and_then(Value::as_str) else {
+                return conn.send(error(Some(id), "subscribe needs a string \"sql\""));
+            };
+            let options = match subscribe_options(message.get("options")) {
+                Ok(options) => options,
+                Err(e) => return conn.send(error(Some(id), &e)),
+            };
+            let (conn, id, sql) = (conn.clone(), id.to_string(), sql.to_string());
+            // Initial data may take a while: the socket keeps reading meanwhile.
+            tokio::spawn(async move {
+                if let Err(e) = conn.subscribe(&id, &sql, options).await {
+                    conn.send(kalamdb_core::live_error(Some(&id), &e));
+                }
+            });
+        }
+        Some("unsubscribe") => {
+            let Some(id) = id else {
+                return conn.send(error(None, "unsubscribe needs a string \"id\""));
+            };
+            if !conn.unsubscribe(id) {
+                conn.send(kalamdb_core::live_error(
+                    Some(id),
+                    &KalamError::new(ErrorCode::LiveQueryNotFound, format!("no subscription '{id}' on this connection")),
+                ));
+            }
+        }
+        Some("authenticate") => conn.send(error(None, "this connection is already authenticated")),
+        Some(other) => conn.send(error(
+            id,
+            &format!("unknown message type '{other}' (subscribe, unsubscribe, ping)"),
+        )),
+        None => conn.send(error(id, "a message needs a string \"type\"")),
+    }
+}
+
+fn subscribe_options(options: Option<&Value>) -> Result<SubscribeOptions, String> {
+    let mut out = SubscribeOptions::default();
+    let Some(options) = options else {
+        return Ok(out);
+    };
+    let Value::Object(options) = options else {
+        return Err("\"options\" is an object".into());
+    };
+    // Counts are JSON numbers; `from_seq` may also be a string (a `_seq` exceeds
+    // what a JavaScript number holds exactly).
+    let count = |key: &str| -> Result<Option<u64>, String> {
+        match options.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| format!("\"{key}\" is a non-negative integer")),
+            Some(Value::String(s)) if key == "from_seq" => {
+                s.parse().map(Some).map_err(|_| format!("\"{key}\" is a non-negative integer"))
+            }
+            Some(_) => Err(format!("\"{key}\" is a non-negative integer")),
+        }
+    };
+    for key in options.keys() {
+        if !matches!(key.as_str(), "last_rows" | "batch_size" | "from_seq" | "int64_as_string") {
+            return Err(format!(
+                "unknown option '{key}' (last_rows, batch_size, from_seq, int64_as_string)"
+            ));
+        }
+    }
+    out.last_rows = count("last_rows")?.map(|n| n as usize);
+    out.batch_size = count("batch_size")?.map(|n| n as usize);
+    if out.batch_size == Some(0) {
+        return Err("\"batch_size\" is at least 1".into());
+    }
+    out.from_seq = count("from_seq")?;
+    if out.from_seq.is_some() && out.last_rows.is_some() {
+        return Err("from_seq replays changes; it does not combine with last_rows".into());
+    }
+    out.int64_as_string = match options.get("int64_as_string") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("\"int64_as_string\" is true or false".into()),
+    };
+    Ok(out)
+}

@@ -1,0 +1,366 @@
+//! From commits and snapshots to messages: a table's dispatcher evaluates every
+//! subscription's filter on each change's old and new row, and a new subscription's
+//! initial data is read from the snapshot taken when it registered.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use datafusion::arrow::array::{Array, BooleanArray, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use futures::StreamExt;
+use kalamdb_commons::{KalamError, KalamResult};
+use parking_lot::RwLock;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{DEFAULT_BATCH_ROWS, LiveHub, MAX_BATCH_ROWS, Subscription, SubscribeOptions, lagged};
+use crate::catalog::{SEQ_COLUMN, TableDef};
+use crate::provider::ScanScope;
+use crate::scoped::{BatchBuilder, ScopedTable, TableSnapshot};
+use crate::{DbShared, df_error};
+
+/// One key's change in one commit.
+pub(crate) struct Change {
+    pub seq: u64,
+    /// The live version it replaced (`_seq`, row in the row codec): none for an
+    /// insert.
+    pub old: Option<(u64, Vec<u8>)>,
+    /// The new row in the row codec; `None` for a delete.
+    pub new: Option<Vec<u8>>,
+}
+
+/// The changes of one commit to one scope of one table, in `_seq` order.
+pub(crate) struct ChangeSet {
+    pub scope: String,
+    pub changes: Vec<Change>,
+}
+
+type Subs = Arc<RwLock<HashMap<String, Vec<Arc<Subscription>>>>>;
+
+/// A table's dispatcher: runs until its feed is dropped (no subscription left).
+pub(super) async fn dispatch(
+    hub: Weak<LiveHub>,
+    subs: Subs,
+    backlog: Arc<AtomicUsize>,
+    mut rx: mpsc::UnboundedReceiver<Arc<ChangeSet>>,
+) {
+    while let Some(set) = rx.recv().await {
+        let behind = backlog.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        let listening = subs.read().get(&set.scope).cloned().unwrap_or_default();
+        if behind > super::MAX_FEED_BACKLOG {
+            for sub in &listening {
+                hub.end(sub, Some(&lagged()));
+            }
+            continue;
+        }
+        // The rows of a change set are decoded once per table definition the
+        // subscriptions were compiled against (one, unless the table was altered).
+        let mut decoded: HashMap<usize, KalamResult<Decoded>> = HashMap::new();
+        for sub in &listening {
+            if sub.is_ended() {
+                continue;
+            }
+            let rows = decoded
+                .entry(Arc::as_ptr(&sub.table) as usize)
+                .or_insert_with(|| decode(&sub.table, &set));
+            let outcome = match rows {
+                Ok(rows) => changes_of(sub, &set, rows, sub.start_seq),
+                Err(e) => Err(e.clone()),
+            };
+            match outcome {
+                Ok((messages, count)) => {
+                    if !sub.send(messages, count) {
+                        hub.end(sub, Some(&lagged()));
+                    }
+                }
+                Err(e) => hub.end(sub, Some(&e)),
+            }
+        }
+    }
+}
+
+/// A change set's old and new rows as one batch of the table's columns with the
+/// hidden ones, and where each change's rows are in it.
+pub(super) struct Decoded {
+    batch: RecordBatch,
+    slots: Vec<(Option<usize>, Option<usize>)>,
+}
+
+pub(super) fn decode(table: &Arc<TableDef>, set: &ChangeSet) -> KalamResult<Decoded> {
+    let mut builder = BatchBuilder::for_table(table, true);
+    let mut slots = Vec::with_capacity(set.changes.len());
+    let corrupt = |e| KalamError::internal(format!("corrupt row: {e}"));
+    for change in &set.changes {
+        let old = match &change.old {
+            Some((seq, bytes)) => {
+                builder.push_encoded(*seq, bytes).map_err(corrupt)?;
+                Some(builder.rows - 1)
+            }
+            None => None,
+        };
+        let new = match &change.new {
+            Some(bytes) => {
+                builder.push_encoded(change.seq, bytes).map_err(corrupt)?;
+                Some(builder.rows - 1)
+            }
+            None => None,
+        };
+        slots.push((old, new));
+    }
+    Ok(Decoded {
+        batch: builder.finish()?,
+        slots,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Op {
+    fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// Rows of the batch that `filter` keeps (all of them without a filter).
+fn matching(sub: &Subscription, batch: &RecordBatch) -> KalamResult<Option<BooleanArray>> {
+    let Some(filter) = &sub.plan.filter else {
+        return Ok(None);
+    };
+    let values = filter
+        .evaluate(batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+        .map_err(df_error)?;
+    let mask = values
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .cloned()
+        .ok_or_else(|| KalamError::internal("a live query's filter did not yield booleans"))?;
+    Ok(Some(mask))
+}
+
+/// The `change` messages one change set makes for `sub` from its changes after
+/// `_seq` `after`, and how many changes they carry. A row entering the filter is
+/// an insert, leaving it a delete.
+pub(super) fn changes_of(
+    sub: &Subscription,
+    set: &ChangeSet,
+    rows: &Decoded,
+    after: u64,
+) -> KalamResult<(Vec<String>, u64)> {
+    let mask = matching(sub, &rows.batch)?;
+    let kept = |slot: Option<usize>| {
+        slot.is_some_and(|i| mask.as_ref().is_none_or(|m| m.is_valid(i) && m.value(i)))
+    };
+    // Runs of one operation, each at most a batch of rows.
+    let mut runs: Vec<(Op, Vec<u32>, Vec<u32>, u64)> = Vec::new();
+    let mut count = 0u64;
+    for (change, &(old, new)) in set.changes.iter().zip(&rows.slots) {
+        if change.seq <= after {
+            continue;
+        }
+        let op = match (kept(old), kept(new)) {
+            (false, false) => continue,
+            (false, true) => Op::Insert,
+            (true, true) => Op::Update,
+            (true, false) => Op::Delete,
+        };
+        count += 1;
+        let slot = |s: Option<usize>| s.map(|i| i as u32);
+        match runs.last_mut() {
+            Some((last, news, olds, seq)) if *last == op && news.len().max(olds.len()) < DEFAULT_BATCH_ROWS => {
+                news.extend(slot(new).filter(|_| op != Op::Delete));
+                olds.extend(slot(old).filter(|_| op != Op::Insert));
+                *seq = change.seq;
+            }
+            _ => runs.push((
+                op,
+                slot(new).filter(|_| op != Op::Delete).into_iter().collect(),
+                slot(old).filter(|_| op != Op::Insert).into_iter().collect(),
+                change.seq,
+            )),
+        }
+    }
+    if runs.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let projected = rows.batch.project(&sub.plan.output).map_err(|e| KalamError::internal(e.to_string()))?;
+    let mut messages = Vec::with_capacity(runs.len());
+    for (op, news, olds, seq) in runs {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(br#"{"type":"change","id":"#);
+        out.extend_from_slice(json!(sub.id).to_string().as_bytes());
+        out.extend_from_slice(format!(r#","op":"{}","rows":"#, op.as_str()).as_bytes());
+        write_rows(sub, &projected, &news, &mut out)?;
+        if op != Op::Insert {
+            out.extend_from_slice(br#","old_rows":"#);
+            write_rows(sub, &projected, &olds, &mut out)?;
+        }
+        out.extend_from_slice(br#","seq":"#);
+        out.extend_from_slice(seq_json(seq, sub.plan.int64_as_string).as_bytes());
+        out.push(b'}');
+        messages.push(String::from_utf8(out).map_err(|e| KalamError::internal(e.to_string()))?);
+    }
+    Ok((messages, count))
+}
+
+/// A `_seq` in a message: a number, or a string with `int64_as_string`.
+fn seq_json(seq: u64, as_string: bool) -> String {
+    if as_string { format!("\"{seq}\"") } else { seq.to_string() }
+}
+
+fn write_rows(sub: &Subscription, batch: &RecordBatch, indices: &[u32], out: &mut Vec<u8>) -> KalamResult<()> {
+    let rows = take_record_batch(batch, &UInt32Array::from(indices.to_vec()))
+        .map_err(|e| KalamError::internal(e.to_string()))?;
+    crate::arrow_conv::write_json_object_array(&sub.plan.fields, &rows, sub.plan.int64_as_string, out);
+    Ok(())
+}
+
+/// Sends the initial data of `sub` from `snapshot`: every matching row, or the
+/// newest `last_rows` of them (oldest first), in `initial_data` messages of at most
+/// `batch_size` rows. `false` when the subscription ended meanwhile.
+pub(super) async fn initial_data(
+    db: &Arc<DbShared>,
+    sub: &Arc<Subscription>,
+    snapshot: TableSnapshot,
+    options: &SubscribeOptions,
+) -> KalamResult<bool> {
+    let batch_rows = options
+        .batch_size
+        .unwrap_or(DEFAULT_BATCH_ROWS)
+        .clamp(1, MAX_BATCH_ROWS);
+    let scope = ScanScope {
+        caller: sub.caller.clone(),
+        expose_hidden: true,
+    };
+    let session = crate::query::session(db, scope, &sub.table.namespace, false)?;
+    let scoped = Arc::new(ScopedTable::with_scope(
+        db.clone(),
+        sub.table.clone(),
+        sub.scope.clone(),
+        true,
+    ));
+    let all: Vec<usize> = (0..scoped.columns().len()).collect();
+    let filters: Vec<_> = sub.plan.logical_filter.iter().cloned().collect();
+    let lookup = crate::tiered_scan::HotLookup {
+        keys: None,
+        index: None,
+    };
+    let scan = crate::tiered_scan::plan_scan(session.state(), &scoped, snapshot, &all, &filters, lookup, None)
+        .map_err(df_error)?;
+    let mut plan: Arc<dyn ExecutionPlan> = match &sub.plan.filter {
+        Some(filter) => Arc::new(FilterExec::try_new(filter.clone(), scan).map_err(df_error)?),
+        None => scan,
+    };
+    if let Some(last) = options.last_rows {
+        let seq = datafusion::physical_expr::expressions::col(SEQ_COLUMN, scoped.schema()).map_err(df_error)?;
+        let newest_first = SortOptions {
+            descending: true,
+            nulls_first: false,
+        };
+        let ordering = LexOrdering::new([PhysicalSortExpr::new(seq, newest_first)])
+            .ok_or_else(|| KalamError::internal("empty ordering"))?;
+        plan = Arc::new(SortExec::new(ordering, Arc::new(CoalescePartitionsExec::new(plan))).with_fetch(Some(last)));
+    }
+    let mut stream = execute_stream(plan, session.task_ctx()).map_err(df_error)?;
+    let mut sender = InitialSender {
+        sub,
+        batch_rows,
+        pending: Vec::new(),
+        pending_rows: 0,
+        sent: 0,
+    };
+    if options.last_rows.is_some() {
+        // At most `last_rows` rows, newest first: sent oldest first.
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            batches.push(batch.map_err(df_error)?);
+        }
+        let all = concat_batches(&scoped.schema().clone(), &batches).map_err(|e| KalamError::internal(e.to_string()))?;
+        let reversed: Vec<u32> = (0..all.num_rows() as u32).rev().collect();
+        let all = take_record_batch(&all, &UInt32Array::from(reversed)).map_err(|e| KalamError::internal(e.to_string()))?;
+        if !sender.add(all).await? {
+            return Ok(false);
+        }
+    } else {
+        while let Some(batch) = stream.next().await {
+            if sub.is_ended() || !sender.add(batch.map_err(df_error)?).await? {
+                return Ok(false);
+            }
+        }
+    }
+    sender.finish().await
+}
+
+/// Cuts rows into `initial_data` messages; the last one says `has_more: false`.
+struct InitialSender<'a> {
+    sub: &'a Arc<Subscription>,
+    batch_rows: usize,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    sent: usize,
+}
+
+impl InitialSender<'_> {
+    async fn add(&mut self, batch: RecordBatch) -> KalamResult<bool> {
+        let batch = batch
+            .project(&self.sub.plan.output)
+            .map_err(|e| KalamError::internal(e.to_string()))?;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let take = (self.batch_rows - self.pending_rows).min(batch.num_rows() - offset);
+            self.pending.push(batch.slice(offset, take));
+            self.pending_rows += take;
+            offset += take;
+            // A full message goes out once a row of the next one exists, so that
+            // the last message is the one that says `has_more: false`.
+            if self.pending_rows == self.batch_rows && offset < batch.num_rows() && !self.emit(true).await? {
+                return Ok(false);
+            }
+        }
+        // A full message whose batch ended here waits for the next batch (or
+        // `finish`) to know whether it is the last.
+        Ok(true)
+    }
+
+    async fn emit(&mut self, has_more: bool) -> KalamResult<bool> {
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(self.sub.plan.fields.clone()));
+        let rows = concat_batches(&schema, &self.pending).map_err(|e| KalamError::internal(e.to_string()))?;
+        self.pending.clear();
+        self.pending_rows = 0;
+        let mut out = Vec::with_capacity(256 + rows.num_rows() * 64);
+        out.extend_from_slice(br#"{"type":"initial_data","id":"#);
+        out.extend_from_slice(json!(self.sub.id).to_string().as_bytes());
+        out.extend_from_slice(br#","rows":"#);
+        crate::arrow_conv::write_json_object_array(&self.sub.plan.fields, &rows, self.sub.plan.int64_as_string, &mut out);
+        out.extend_from_slice(format!(r#","batch":{},"has_more":{has_more},"last_seq":"#, self.sent).as_bytes());
+        out.extend_from_slice(seq_json(self.sub.start_seq, self.sub.plan.int64_as_string).as_bytes());
+        out.push(b'}');
+        self.sent += 1;
+        let text = String::from_utf8(out).map_err(|e| KalamError::internal(e.to_string()))?;
+        Ok(!self.sub.is_ended() && self.sub.outbox.push_waiting(text).await)
+    }
+
+    async fn finish(mut self) -> KalamResult<bool> {
+        self.emit(false).await
+    }
+}

@@ -1,0 +1,216 @@
+//! The change log (`changes` column family, `docs/storage-format.md`): every
+//! committed change of every table, written in the commit's own batch (so a change
+//! is logged exactly when it is committed), kept `live_history_seconds`, read by
+//! `from_seq` resumes.
+//!
+//! A key is `table · minute bucket · scope · _seq`: a resume of one scope seeks
+//! once per minute of history it covers, and forgetting old changes is one range
+//! delete per table whatever the number of changes or scopes.
+//!
+//! A value is `flags u8` (1: the change replaced a live row; 2: it wrote one, not a
+//! tombstone), then for flag 1 `old _seq u64 BE · old row length u32 BE · old row`,
+//! then for flag 2 the new row (row codec).
+
+use std::sync::Arc;
+
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
+use kalamdb_store::StoreBatch;
+
+use super::feed::{Change, ChangeSet, changes_of, decode};
+use super::Subscription;
+use crate::catalog::TableDef;
+use crate::{DbShared, SEQ_COUNTER_BITS, SEQ_EPOCH_MS, store_error};
+
+/// Width of a time bucket of the change log.
+pub(crate) const HISTORY_BUCKET_MS: u64 = 60_000;
+
+/// `system` key: the first `_seq` the log holds every change after (the log began,
+/// or was turned on again, at that point).
+const LOG_SINCE_KEY: &str = "live/log_since";
+
+/// Changes replayed per evaluation (one decoded batch).
+const REPLAY_CHUNK: usize = 1024;
+
+/// Milliseconds since the `_seq` epoch that a `_seq` carries.
+fn seq_millis(seq: u64) -> u64 {
+    seq >> SEQ_COUNTER_BITS
+}
+
+/// The bucket of a change with this `_seq`.
+pub(crate) fn bucket_of(seq: u64) -> u32 {
+    u32::try_from(seq_millis(seq) / HISTORY_BUCKET_MS).unwrap_or(u32::MAX)
+}
+
+/// The smallest `_seq` of this wall-clock moment (Unix milliseconds).
+fn seq_at(unix_ms: u64) -> u64 {
+    unix_ms.saturating_sub(SEQ_EPOCH_MS) << SEQ_COUNTER_BITS
+}
+
+fn now_ms() -> u64 {
+    crate::now_micros().max(0) as u64 / 1000
+}
+
+/// At start-up: records where the log begins when it was off (or never on) and is
+/// on now; forgets that point when it is off (a later resume across the gap must
+/// be refused).
+pub(crate) fn open_log(db: &kalamdb_store::Store, enabled: bool, last_seq: u64) -> KalamResult<()> {
+    let present = db.system_get(LOG_SINCE_KEY).map_err(store_error)?.is_some();
+    let mut batch = db.batch();
+    match (enabled, present) {
+        (true, false) => batch.put_system(LOG_SINCE_KEY, &last_seq.to_be_bytes()),
+        (false, true) => batch.delete_system(LOG_SINCE_KEY),
+        _ => return Ok(()),
+    }
+    db.commit(batch).map_err(store_error)
+}
+
+/// Stages one change in the commit's batch.
+pub(crate) fn log_change(batch: &mut StoreBatch<'_>, table_id: u32, scope: &str, change: &Change) {
+    let mut value = Vec::with_capacity(
+        1 + change.old.as_ref().map_or(0, |(_, row)| 12 + row.len()) + change.new.as_ref().map_or(0, Vec::len),
+    );
+    value.push(u8::from(change.old.is_some()) | (u8::from(change.new.is_some()) << 1));
+    if let Some((seq, row)) = &change.old {
+        value.extend_from_slice(&seq.to_be_bytes());
+        value.extend_from_slice(&(row.len() as u32).to_be_bytes());
+        value.extend_from_slice(row);
+    }
+    if let Some(row) = &change.new {
+        value.extend_from_slice(row);
+    }
+    batch.put_change(table_id, bucket_of(change.seq), scope, change.seq, &value);
+}
+
+fn parse_change(seq: u64, value: &[u8]) -> Option<Change> {
+    let (&flags, mut rest) = value.split_first()?;
+    let old = if flags & 1 != 0 {
+        let old_seq = u64::from_be_bytes(rest.get(0..8)?.try_into().ok()?);
+        let len = u32::from_be_bytes(rest.get(8..12)?.try_into().ok()?) as usize;
+        let row = rest.get(12..12 + len)?.to_vec();
+        rest = &rest[12 + len..];
+        Some((old_seq, row))
+    } else {
+        None
+    };
+    let new = (flags & 2 != 0).then(|| rest.to_vec());
+    Some(Change { seq, old, new })
+}
+
+/// Whether the log holds every change of `table` after `from_seq` (checked under
+/// the table's commit lock, before the subscription registers).
+pub(crate) fn check_available(db: &DbShared, table: &TableDef, from_seq: u64) -> KalamResult<()> {
+    let unavailable = |why: String| {
+        Err(KalamError::new(
+            ErrorCode::ResumeUnavailable,
+            format!("cannot resume '{}' from seq {from_seq}: {why}; subscribe without from_seq", table.qualified_name()),
+        ))
+    };
+    let history = db.live.options.history;
+    if history.is_zero() {
+        return unavailable("the server keeps no change history (live_history_seconds = 0)".into());
+    }
+    let since = match db.store.system_get(LOG_SINCE_KEY).map_err(store_error)? {
+        Some(bytes) => u64::from_be_bytes(
+            bytes
+                .try_into()
+                .map_err(|_| KalamError::internal("corrupt live/log_since"))?,
+        ),
+        None => u64::MAX,
+    };
+    if from_seq < since {
+        return unavailable("the change history starts after it".into());
+    }
+    let horizon = seq_at(now_ms().saturating_sub(history.as_millis() as u64));
+    if from_seq < horizon {
+        return unavailable(format!(
+            "changes are kept {} seconds (live_history_seconds)",
+            history.as_secs()
+        ));
+    }
+    Ok(())
+}
+
+/// Replays the logged changes of `sub`'s scope with `_seq` in `(from_seq,
+/// start_seq]` as `change` messages (its filter applied to old and new rows, as
+/// live changes are); later ones reach it through its feed. `false` when the
+/// subscription ended meanwhile.
+pub(crate) async fn replay(db: &Arc<DbShared>, sub: &Arc<Subscription>, from_seq: u64) -> KalamResult<bool> {
+    let through = sub.start_seq;
+    let mut after = from_seq;
+    loop {
+        // A chunk of changes is read on the blocking pool, then evaluated and sent.
+        let (shared, table, scope) = (db.clone(), sub.table.clone(), sub.scope.clone());
+        let chunk = tokio::task::spawn_blocking(move || read_chunk(&shared, &table, &scope, after, through))
+            .await
+            .map_err(|e| KalamError::internal(format!("replay task failed: {e}")))??;
+        let Some(last) = chunk.last().map(|c| c.seq) else {
+            return Ok(true);
+        };
+        let set = ChangeSet {
+            scope: sub.scope.clone(),
+            changes: chunk,
+        };
+        let decoded = decode(&sub.table, &set)?;
+        let (messages, count) = changes_of(sub, &set, &decoded, after)?;
+        for message in messages {
+            if sub.is_ended() || !sub.outbox.push_waiting(message).await {
+                return Ok(false);
+            }
+        }
+        sub.changes_sent.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        after = last;
+        if sub.is_ended() {
+            return Ok(false);
+        }
+    }
+}
+
+/// Up to [`REPLAY_CHUNK`] changes of one scope with `_seq` in `(after, through]`.
+fn read_chunk(db: &DbShared, table: &TableDef, scope: &str, after: u64, through: u64) -> KalamResult<Vec<Change>> {
+    let view = db.store.view();
+    let mut out = Vec::new();
+    let mut corrupt = false;
+    let (first, last) = (bucket_of(after.saturating_add(1)), bucket_of(through));
+    for bucket in first..=last {
+        view.changes_visit(table.table_id, bucket, scope, after, through, |seq, value| {
+            match parse_change(seq, value) {
+                Some(change) => out.push(change),
+                None => corrupt = true,
+            }
+            Ok(!corrupt && out.len() < REPLAY_CHUNK)
+        })
+        .map_err(store_error)?;
+        if corrupt {
+            return Err(KalamError::internal(format!(
+                "corrupt change log entry of '{}'",
+                table.qualified_name()
+            )));
+        }
+        if out.len() >= REPLAY_CHUNK {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Forgets the changes older than the history: one range delete per table that
+/// has some (a seek each to find out).
+pub(crate) fn sweep_history(db: &DbShared) -> KalamResult<()> {
+    let history = db.live.options.history;
+    let horizon = seq_at(now_ms().saturating_sub(history.as_millis() as u64));
+    let bucket = bucket_of(horizon);
+    let mut batch = db.store.batch();
+    for table in db.catalog.tables() {
+        if db
+            .store
+            .has_changes_before(table.table_id, bucket)
+            .map_err(store_error)?
+        {
+            batch.delete_changes_before(table.table_id, bucket);
+        }
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    db.store.commit(batch).map_err(store_error)
+}

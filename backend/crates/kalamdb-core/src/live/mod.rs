@@ -1,0 +1,809 @@
+//! Live queries: subscriptions to one SELECT over one table, fed by the commits
+//! that change it (`docs/ARCHITECTURE.md`, "Live queries"; the protocol is in
+//! `docs/API.md`).
+//!
+//! - A **connection** ([`LiveConnection`]) is one WebSocket of one authenticated
+//!   caller. Everything it is sent goes through its [`Outbox`]: one ordered queue,
+//!   bounded in messages and bytes, drained by the socket's writer.
+//! - A **subscription** is compiled once (`compile.rs`: the table, the caller's
+//!   scope, a DataFusion filter over one row and the projected columns) and
+//!   registered with its table's [`TableFeed`] under the table's commit lock, at
+//!   the same moment its snapshot is taken: every commit before it is in the
+//!   snapshot, every commit after it reaches the feed (`_seq`s are allocated in
+//!   commit order per table, so "after" is `_seq > start_seq`).
+//! - **Commits** (`write.rs`) hand their changes — each key's new row and the row
+//!   it replaced — to the table's feed while they still hold the commit lock, so a
+//!   feed receives a table's changes in `_seq` order. The writer only queues them:
+//!   a per-table dispatcher task (`feed.rs`) decodes each change set once, evaluates
+//!   every subscription's filter on the old and the new row, and queues the
+//!   messages. A subscriber that does not read never slows writers: when its
+//!   connection's queue is full, that subscription ends with `SUBSCRIPTION_LAGGED`.
+
+mod compile;
+mod feed;
+mod history;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Role};
+use parking_lot::{Mutex, RwLock};
+use serde_json::json;
+use tokio::sync::{Notify, mpsc};
+
+use crate::catalog::TableDef;
+use crate::{Caller, DbShared};
+
+pub(crate) use feed::{Change, ChangeSet};
+pub(crate) use history::{log_change, open_log, sweep_history};
+
+/// Limits and queue sizes of live queries (settings, `docs/CONFIG.md`).
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// Open WebSocket connections, all users.
+    pub max_connections: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub max_subscriptions_per_user: usize,
+    /// Messages one connection may have queued for its socket.
+    pub queue_messages: usize,
+    /// Bytes one connection may have queued for its socket.
+    pub queue_bytes: usize,
+    /// How long the change log keeps changes for `from_seq` resumes (zero: no log;
+    /// every resume is `RESUME_UNAVAILABLE`).
+    pub history: Duration,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            max_connections: 10_000,
+            max_subscriptions_per_connection: 100,
+            max_subscriptions_per_user: 1000,
+            queue_messages: 1024,
+            queue_bytes: 16 << 20,
+            history: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What the socket of a connection is to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveMessage {
+    /// One JSON message.
+    Text(String),
+    /// Close the socket with this code and reason (nothing follows).
+    Close(u16, String),
+}
+
+/// A connection's queue of messages to send, bounded in messages and bytes for
+/// changes (writers never wait on it), waited on by initial data.
+pub(crate) struct Outbox {
+    tx: mpsc::UnboundedSender<LiveMessage>,
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+    room: Notify,
+    closed: AtomicBool,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+impl Outbox {
+    fn new(options: &LiveOptions) -> (Arc<Outbox>, mpsc::UnboundedReceiver<LiveMessage>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox {
+            tx,
+            messages: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            room: Notify::new(),
+            closed: AtomicBool::new(false),
+            max_messages: options.queue_messages.max(1),
+            max_bytes: options.queue_bytes.max(1),
+        });
+        (outbox, rx)
+    }
+
+    fn has_room(&self, len: usize) -> bool {
+        let messages = self.messages.load(Ordering::Acquire);
+        messages == 0
+            || (messages < self.max_messages && self.bytes.load(Ordering::Acquire) + len <= self.max_bytes)
+    }
+
+    /// Queues `text` whatever the queue holds (small control messages: errors,
+    /// acknowledgements; at most a few per subscription).
+    pub fn push(&self, text: String) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.messages.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(text.len(), Ordering::AcqRel);
+        let _ = self.tx.send(LiveMessage::Text(text));
+    }
+
+    /// Queues `text` if the queue has room for it.
+    fn try_push(&self, text: String) -> bool {
+        if !self.has_room(text.len()) {
+            return false;
+        }
+        self.push(text);
+        true
+    }
+
+    /// Queues `text` once the queue has room; `false` when the connection closed.
+    async fn push_waiting(&self, text: String) -> bool {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            if self.has_room(text.len()) {
+                self.push(text);
+                return true;
+            }
+            notified.await;
+        }
+    }
+
+    /// Sends a close frame after what is queued; nothing is queued after it.
+    fn close(&self, code: u16, reason: &str) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(LiveMessage::Close(code, reason.to_string()));
+        }
+        self.room.notify_waiters();
+    }
+}
+
+/// The receiving end of a connection's queue (the socket's writer).
+pub struct LiveReceiver {
+    rx: mpsc::UnboundedReceiver<LiveMessage>,
+    outbox: Arc<Outbox>,
+}
+
+impl LiveReceiver {
+    /// The next message to send; `None` once the connection is gone.
+    pub async fn recv(&mut self) -> Option<LiveMessage> {
+        let message = self.rx.recv().await?;
+        if let LiveMessage::Text(text) = &message {
+            self.outbox.messages.fetch_sub(1, Ordering::AcqRel);
+            self.outbox.bytes.fetch_sub(text.len(), Ordering::AcqRel);
+            self.outbox.room.notify_waiters();
+        }
+        Some(message)
+    }
+}
+
+/// Options of one `subscribe` message.
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// Only the newest `n` matching rows as initial data.
+    pub last_rows: Option<usize>,
+    /// Rows per `initial_data` message (default 1000).
+    pub batch_size: Option<usize>,
+    /// Replay every change after this `_seq` instead of sending initial data.
+    pub from_seq: Option<u64>,
+    /// 64-bit integers as JSON strings.
+    pub int64_as_string: bool,
+}
+
+const DEFAULT_BATCH_ROWS: usize = 1000;
+const MAX_BATCH_ROWS: usize = 100_000;
+
+/// The state of one connection, shared by its subscriptions' bookkeeping.
+pub(crate) struct ConnState {
+    pub id: u64,
+    pub caller: Caller,
+    outbox: Arc<Outbox>,
+    subs: Mutex<HashMap<String, Arc<Subscription>>>,
+}
+
+/// Where a subscription is in its life.
+enum Phase {
+    /// Initial data (or the replay of `from_seq`) is being sent; changes wait here,
+    /// in order.
+    Loading(Vec<String>),
+    Live,
+    Ended,
+}
+
+/// One subscription (see the module documentation).
+pub(crate) struct Subscription {
+    /// The client's id, unique within its connection.
+    pub id: String,
+    pub conn_id: u64,
+    pub caller: Caller,
+    pub sql: String,
+    pub table: Arc<TableDef>,
+    pub scope: String,
+    plan: compile::LivePlan,
+    /// Changes with a larger `_seq` are this subscription's.
+    start_seq: u64,
+    outbox: Arc<Outbox>,
+    phase: Mutex<Phase>,
+    changes_sent: AtomicU64,
+    created_at: i64,
+}
+
+impl Subscription {
+    /// The id `system.live` and `KILL LIVE QUERY` use.
+    pub fn live_id(&self) -> String {
+        live_id(self.conn_id, &self.id)
+    }
+
+    /// Queues messages of this subscription in order; `false` when it must end
+    /// because its connection's queue is full.
+    fn send(&self, messages: Vec<String>, changes: u64) -> bool {
+        if messages.is_empty() {
+            return true;
+        }
+        let mut phase = self.phase.lock();
+        match &mut *phase {
+            Phase::Ended => true,
+            Phase::Loading(waiting) => {
+                waiting.extend(messages);
+                self.changes_sent.fetch_add(changes, Ordering::Relaxed);
+                waiting.len() <= self.outbox.max_messages
+            }
+            Phase::Live => {
+                for message in messages {
+                    if !self.outbox.try_push(message) {
+                        return false;
+                    }
+                }
+                self.changes_sent.fetch_add(changes, Ordering::Relaxed);
+                true
+            }
+        }
+    }
+
+    /// Ends the loading phase: what waited is queued, later changes go straight out.
+    fn go_live(&self) -> bool {
+        let mut phase = self.phase.lock();
+        let Phase::Loading(waiting) = &mut *phase else {
+            return true;
+        };
+        for message in std::mem::take(waiting) {
+            if !self.outbox.try_push(message) {
+                return false;
+            }
+        }
+        *phase = Phase::Live;
+        true
+    }
+
+    fn is_ended(&self) -> bool {
+        matches!(*self.phase.lock(), Phase::Ended)
+    }
+}
+
+fn live_id(conn_id: u64, id: &str) -> String {
+    format!("{conn_id}/{id}")
+}
+
+pub(crate) fn error_message(id: Option<&str>, error: &KalamError) -> String {
+    let message = match error.code {
+        ErrorCode::InternalError => {
+            tracing::error!(error = %error.message, "live query failed");
+            "internal error; the server log has the details".to_string()
+        }
+        _ => error.message.clone(),
+    };
+    json!({"type": "error", "id": id, "code": error.code.as_str(), "message": message}).to_string()
+}
+
+/// The subscriptions of one table, by scope, and the queue to its dispatcher.
+pub(crate) struct TableFeed {
+    subs: Arc<RwLock<HashMap<String, Vec<Arc<Subscription>>>>>,
+    tx: mpsc::UnboundedSender<Arc<ChangeSet>>,
+    /// Change sets queued and not yet dispatched.
+    backlog: Arc<AtomicUsize>,
+}
+
+/// Change sets a table's dispatcher may fall behind by before every subscription
+/// of the table lags (bounds the memory a burst of writes can hold).
+const MAX_FEED_BACKLOG: usize = 100_000;
+
+impl TableFeed {
+    /// Queues a commit's changes for the dispatcher (called under the table's
+    /// commit lock: the order of calls is the `_seq` order).
+    pub fn publish(&self, changes: ChangeSet) {
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        let _ = self.tx.send(Arc::new(changes));
+    }
+}
+
+/// Every connection and subscription of the server.
+pub(crate) struct LiveHub {
+    pub options: LiveOptions,
+    feeds: RwLock<HashMap<u32, Arc<TableFeed>>>,
+    /// `feeds.len()`, read by every commit without the lock.
+    feed_count: AtomicUsize,
+    conns: Mutex<HashMap<u64, Arc<ConnState>>>,
+    per_user: Mutex<HashMap<String, usize>>,
+    next_conn: AtomicU64,
+    shutting_down: AtomicBool,
+    /// When the change history was last swept.
+    last_sweep: Mutex<Option<std::time::Instant>>,
+    me: Weak<LiveHub>,
+}
+
+impl LiveHub {
+    pub fn new(options: LiveOptions) -> Arc<LiveHub> {
+        Arc::new_cyclic(|me| LiveHub {
+            options,
+            feeds: RwLock::default(),
+            feed_count: AtomicUsize::new(0),
+            conns: Mutex::default(),
+            per_user: Mutex::default(),
+            next_conn: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            last_sweep: Mutex::new(None),
+            me: me.clone(),
+        })
+    }
+
+    /// True (and the sweep counted as done) once a history bucket has passed
+    /// since the last sweep of the change history.
+    pub fn sweep_due(&self) -> bool {
+        let mut last = self.last_sweep.lock();
+        let interval = Duration::from_millis(history::HISTORY_BUCKET_MS);
+        if last.is_some_and(|at| at.elapsed() < interval) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+
+    /// The feed of `table_id` when a subscription of `scope` (or of every scope:
+    /// SHARED tables have one, empty) listens. Called by every commit.
+    pub fn feed_for(&self, table_id: u32, scope: &str) -> Option<Arc<TableFeed>> {
+        if self.feed_count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let feeds = self.feeds.read();
+        let feed = feeds.get(&table_id)?;
+        feed.subs.read().contains_key(scope).then(|| feed.clone())
+    }
+
+    fn register(&self, sub: &Arc<Subscription>) {
+        let mut feeds = self.feeds.write();
+        let feed = feeds.entry(sub.table.table_id).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let subs: Arc<RwLock<HashMap<String, Vec<Arc<Subscription>>>>> = Arc::default();
+            let backlog = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(feed::dispatch(
+                self.me.clone(),
+                subs.clone(),
+                backlog.clone(),
+                rx,
+            ));
+            Arc::new(TableFeed { subs, tx, backlog })
+        });
+        feed.subs
+            .write()
+            .entry(sub.scope.clone())
+            .or_default()
+            .push(sub.clone());
+        self.feed_count.store(feeds.len(), Ordering::Release);
+    }
+
+    /// Ends `sub`: no more messages, then `error` (if any) as its last one.
+    fn end(&self, sub: &Arc<Subscription>, error: Option<&KalamError>) {
+        {
+            let mut phase = sub.phase.lock();
+            if matches!(*phase, Phase::Ended) {
+                return;
+            }
+            *phase = Phase::Ended;
+        }
+        {
+            let mut feeds = self.feeds.write();
+            if let Some(feed) = feeds.get(&sub.table.table_id) {
+                let mut subs = feed.subs.write();
+                if let Some(list) = subs.get_mut(&sub.scope) {
+                    list.retain(|s| !Arc::ptr_eq(s, sub));
+                    if list.is_empty() {
+                        subs.remove(&sub.scope);
+                    }
+                }
+                if subs.is_empty() {
+                    drop(subs);
+                    feeds.remove(&sub.table.table_id);
+                }
+            }
+            self.feed_count.store(feeds.len(), Ordering::Release);
+        }
+        if let Some(conn) = self.conns.lock().get(&sub.conn_id) {
+            let mut subs = conn.subs.lock();
+            if subs.get(&sub.id).is_some_and(|s| Arc::ptr_eq(s, sub)) {
+                subs.remove(&sub.id);
+            }
+        }
+        self.release_user_slot(sub.caller.user_id.as_str());
+        if let Some(error) = error {
+            sub.outbox.push(error_message(Some(&sub.id), error));
+        }
+    }
+
+    fn release_user_slot(&self, user_id: &str) {
+        let mut per_user = self.per_user.lock();
+        if let Some(count) = per_user.get_mut(user_id) {
+            *count -= 1;
+            if *count == 0 {
+                per_user.remove(user_id);
+            }
+        }
+    }
+
+    fn subscriptions(&self) -> Vec<Arc<Subscription>> {
+        let conns: Vec<Arc<ConnState>> = self.conns.lock().values().cloned().collect();
+        conns
+            .iter()
+            .flat_map(|c| c.subs.lock().values().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// A dropped table: its subscriptions end with `TABLE_NOT_FOUND`.
+    pub fn table_dropped(&self, table: &TableDef) {
+        let error = KalamError::new(
+            ErrorCode::TableNotFound,
+            format!("table '{}' was dropped", table.qualified_name()),
+        );
+        for sub in self.subscriptions() {
+            if sub.table.table_id == table.table_id {
+                self.end(&sub, Some(&error));
+            }
+        }
+    }
+
+    /// A user dropped, or whose password or role changed: its connections close
+    /// (their credentials no longer stand).
+    pub fn user_changed(&self, user_id: &str, reason: &str) {
+        let conns: Vec<Arc<ConnState>> = (self.conns.lock().values())
+            .filter(|c| c.caller.user_id.as_str() == user_id)
+            .cloned()
+            .collect();
+        let error = KalamError::new(ErrorCode::Unauthorized, reason.to_string());
+        for conn in conns {
+            let subs: Vec<Arc<Subscription>> = conn.subs.lock().values().cloned().collect();
+            for sub in subs {
+                self.end(&sub, Some(&error));
+            }
+            conn.outbox.close(1008, reason);
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.lock().len()
+    }
+
+    /// Server shutdown: every connection gets a close frame (1001, going away).
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        let conns: Vec<Arc<ConnState>> = self.conns.lock().values().cloned().collect();
+        for conn in conns {
+            let subs: Vec<Arc<Subscription>> = conn.subs.lock().values().cloned().collect();
+            for sub in subs {
+                self.end(&sub, None);
+            }
+            conn.outbox.close(1001, "server shutting down");
+        }
+    }
+
+    /// `KILL LIVE QUERY 'id'`: by its owner or dba and above.
+    pub fn kill(&self, caller: &Caller, live_id: &str) -> KalamResult<()> {
+        let sub = self
+            .subscriptions()
+            .into_iter()
+            .find(|s| s.live_id() == live_id)
+            .filter(|s| caller.role >= Role::Dba || s.caller.user_id == caller.user_id)
+            .ok_or_else(|| {
+                KalamError::new(
+                    ErrorCode::LiveQueryNotFound,
+                    format!("no live query '{live_id}' (system.live lists them)"),
+                )
+            })?;
+        self.end(
+            &sub,
+            Some(&KalamError::new(
+                ErrorCode::Killed,
+                format!("live query '{live_id}' was killed by '{}'", caller.username),
+            )),
+        );
+        Ok(())
+    }
+
+    /// The rows of `system.live` `caller` may see: its own, or every one for dba+.
+    pub fn list(&self, caller: &Caller) -> Vec<LiveRow> {
+        let mut rows: Vec<LiveRow> = self
+            .subscriptions()
+            .into_iter()
+            .filter(|s| caller.role >= Role::Dba || s.caller.user_id == caller.user_id)
+            .map(|s| LiveRow {
+                id: s.live_id(),
+                subscription: s.id.clone(),
+                connection: s.conn_id as i64,
+                user: s.caller.username.clone(),
+                table: s.table.qualified_name(),
+                sql: s.sql.clone(),
+                created_at: s.created_at,
+                changes_sent: s.changes_sent.load(Ordering::Relaxed) as i64,
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.connection, &a.subscription).cmp(&(b.connection, &b.subscription)));
+        rows
+    }
+}
+
+/// One row of `system.live`.
+pub(crate) struct LiveRow {
+    pub id: String,
+    pub subscription: String,
+    pub connection: i64,
+    pub user: String,
+    pub table: String,
+    pub sql: String,
+    pub created_at: i64,
+    pub changes_sent: i64,
+}
+
+/// One WebSocket's live queries, for the API layer. Dropping it ends them all.
+pub struct LiveConnection {
+    db: Arc<DbShared>,
+    conn: Arc<ConnState>,
+}
+
+impl LiveConnection {
+    /// Opens a connection for `caller`: its messages arrive on the receiver.
+    pub(crate) fn open(db: &Arc<DbShared>, caller: Caller) -> KalamResult<(LiveConnection, LiveReceiver)> {
+        let hub = &db.live;
+        if hub.shutting_down.load(Ordering::Acquire) {
+            return Err(KalamError::new(
+                ErrorCode::SubscriptionLimit,
+                "the server is shutting down",
+            ));
+        }
+        let mut conns = hub.conns.lock();
+        if conns.len() >= hub.options.max_connections {
+            return Err(KalamError::new(
+                ErrorCode::SubscriptionLimit,
+                format!(
+                    "the server has {} live connections, its limit (live_max_connections)",
+                    conns.len()
+                ),
+            ));
+        }
+        let (outbox, rx) = Outbox::new(&hub.options);
+        let conn = Arc::new(ConnState {
+            id: hub.next_conn.fetch_add(1, Ordering::Relaxed),
+            caller,
+            outbox: outbox.clone(),
+            subs: Mutex::default(),
+        });
+        conns.insert(conn.id, conn.clone());
+        Ok((
+            LiveConnection { db: db.clone(), conn },
+            LiveReceiver { rx, outbox },
+        ))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.conn.id
+    }
+
+    pub fn caller(&self) -> &Caller {
+        &self.conn.caller
+    }
+
+    /// Queues a message for this connection's socket (answers of the protocol:
+    /// `pong`, errors of malformed messages).
+    pub fn send(&self, message: String) {
+        self.conn.outbox.push(message);
+    }
+
+    /// Subscribes `sql` as `id`: answers `subscribed`, the initial data (or the
+    /// replayed changes of `from_seq`), then changes as they commit, all through
+    /// the connection's queue. An error before `subscribed` is returned (the caller
+    /// sends it as an `error` message with `id`); later ones end the subscription
+    /// with an `error` message of their own.
+    pub async fn subscribe(&self, id: &str, sql: &str, options: SubscribeOptions) -> KalamResult<()> {
+        let hub = &self.db.live;
+        let caller = &self.conn.caller;
+        if id.is_empty() || id.len() > 128 {
+            return Err(KalamError::new(
+                ErrorCode::InvalidRequest,
+                "a subscription id is 1 to 128 characters",
+            ));
+        }
+        // Admission: the id and the limits (the user's slot is taken at once, so
+        // two subscribes racing cannot both pass), then the SQL.
+        {
+            let subs = self.conn.subs.lock();
+            if subs.contains_key(id) {
+                return Err(KalamError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("subscription id '{id}' is already in use on this connection"),
+                ));
+            }
+            if subs.len() >= hub.options.max_subscriptions_per_connection {
+                return Err(KalamError::new(
+                    ErrorCode::SubscriptionLimit,
+                    format!(
+                        "this connection has {} subscriptions, its limit (live_max_subscriptions_per_connection)",
+                        subs.len()
+                    ),
+                ));
+            }
+        }
+        {
+            let mut per_user = hub.per_user.lock();
+            let count = per_user.entry(caller.user_id.as_str().to_string()).or_default();
+            if *count >= hub.options.max_subscriptions_per_user {
+                let count = *count;
+                return Err(KalamError::new(
+                    ErrorCode::SubscriptionLimit,
+                    format!(
+                        "user '{}' has {count} subscriptions, the limit (live_max_subscriptions_per_user)",
+                        caller.username
+                    ),
+                ));
+            }
+            *count += 1;
+        }
+        let started = match compile::compile(&self.db, caller, sql, &options) {
+            Ok(compiled) => self.start(id, sql, compiled, &options).await,
+            Err(e) => Err(e),
+        };
+        let (sub, snapshot) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                hub.release_user_slot(caller.user_id.as_str());
+                return Err(e);
+            }
+        };
+        let loaded = match options.from_seq {
+            Some(from_seq) => history::replay(&self.db, &sub, from_seq).await,
+            None => feed::initial_data(&self.db, &sub, snapshot, &options).await,
+        };
+        match loaded {
+            Ok(true) => {
+                if !sub.go_live() {
+                    hub.end(&sub, Some(&lagged()));
+                }
+            }
+            Ok(false) => {} // ended meanwhile (unsubscribed, killed, connection closed)
+            Err(e) => hub.end(&sub, Some(&e)),
+        }
+        Ok(())
+    }
+
+    /// Registers the subscription under its table's commit lock and takes the
+    /// snapshot its initial data comes from at the same moment; sends `subscribed`.
+    async fn start(
+        &self,
+        id: &str,
+        sql: &str,
+        mut compiled: compile::Compiled,
+        options: &SubscribeOptions,
+    ) -> KalamResult<(Arc<Subscription>, crate::scoped::TableSnapshot)> {
+        let hub = &self.db.live;
+        let mut attempts = 0;
+        let (guard, table) = loop {
+            let guard = self.db.commit_locks.lock(compiled.table.table_id).await;
+            match self
+                .db
+                .catalog
+                .table(&compiled.table.namespace, &compiled.table.name)
+            {
+                Some(current) if Arc::ptr_eq(&current, &compiled.table) => break (guard, current),
+                Some(current) if current.table_id == compiled.table.table_id && attempts < 3 => {
+                    // Altered since it was compiled: compile against the new definition.
+                    drop(guard);
+                    attempts += 1;
+                    compiled = compile::compile(&self.db, &self.conn.caller, sql, options)?;
+                }
+                _ => {
+                    return Err(KalamError::new(
+                        ErrorCode::TableNotFound,
+                        format!("table '{}' was dropped", compiled.table.qualified_name()),
+                    ));
+                }
+            }
+        };
+        if let Some(from_seq) = options.from_seq {
+            history::check_available(&self.db, &table, from_seq)?;
+        }
+        let start_seq = self.db.seq.last();
+        let snapshot = compiled.scoped.snapshot()?;
+        let sub = Arc::new(Subscription {
+            id: id.to_string(),
+            conn_id: self.conn.id,
+            caller: self.conn.caller.clone(),
+            sql: sql.to_string(),
+            scope: compiled.scoped.scope().to_string(),
+            table,
+            plan: compiled.plan,
+            start_seq,
+            outbox: self.conn.outbox.clone(),
+            phase: Mutex::new(Phase::Loading(Vec::new())),
+            changes_sent: AtomicU64::new(0),
+            created_at: crate::now_micros(),
+        });
+        {
+            let mut subs = self.conn.subs.lock();
+            if subs.contains_key(id) {
+                return Err(KalamError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("subscription id '{id}' is already in use on this connection"),
+                ));
+            }
+            subs.insert(id.to_string(), sub.clone());
+        }
+        hub.register(&sub);
+        drop(guard);
+        let schema: Vec<serde_json::Value> = (sub.plan.fields.iter())
+            .map(|f| json!({"name": f.name(), "data_type": crate::arrow_conv::api_type_name(f)}))
+            .collect();
+        self.conn
+            .outbox
+            .push(json!({"type": "subscribed", "id": id, "schema": schema}).to_string());
+        Ok((sub, snapshot))
+    }
+
+    /// `unsubscribe`: `false` when no subscription has this id.
+    pub fn unsubscribe(&self, id: &str) -> bool {
+        let sub = self.conn.subs.lock().get(id).cloned();
+        match sub {
+            Some(sub) => {
+                self.db.live.end(&sub, None);
+                self.conn
+                    .outbox
+                    .push(json!({"type": "unsubscribed", "id": id}).to_string());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl LiveConnection {
+    /// Ends every subscription and closes the socket with `code` after what is
+    /// queued (the first close wins).
+    pub fn close(&self, code: u16, reason: &str) {
+        let hub = &self.db.live;
+        let subs: Vec<Arc<Subscription>> = self.conn.subs.lock().values().cloned().collect();
+        for sub in subs {
+            hub.end(&sub, None);
+        }
+        self.conn.outbox.close(code, reason);
+        hub.conns.lock().remove(&self.conn.id);
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.close(1000, "");
+    }
+}
+
+impl Drop for LiveReceiver {
+    /// The socket is gone: whoever waits for room stops waiting.
+    fn drop(&mut self) {
+        self.outbox.closed.store(true, Ordering::Release);
+        self.outbox.room.notify_waiters();
+    }
+}
+
+/// An `error` message (for subscription `id`, if any) as the socket sends it.
+pub fn live_error(id: Option<&str>, error: &KalamError) -> String {
+    error_message(id, error)
+}
+
+pub(crate) fn lagged() -> KalamError {
+    KalamError::new(
+        ErrorCode::SubscriptionLagged,
+        "the subscriber fell too far behind (its queue is full); subscribe again with from_seq = the last seq received",
+    )
+}
