@@ -48,7 +48,9 @@ async fn open(ws_url: &str, user: &str, sqls: &[String], arrivals: Arc<Arrivals>
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("connects");
     for (i, sql) in sqls.iter().enumerate() {
         let subscribe = json!({"type": "subscribe", "id": format!("s{i}"), "sql": sql});
-        ws.send(Message::Text(subscribe.to_string().into())).await.expect("sent");
+        ws.send(Message::Text(subscribe.to_string().into()))
+            .await
+            .expect("sent");
     }
     let mut loaded = 0;
     while loaded < sqls.len() {
@@ -81,7 +83,11 @@ async fn insert_latency(client: &Client, samples: usize, first_id: usize) -> Vec
     for i in 0..samples {
         let started = Instant::now();
         client
-            .sql_as("u0", "pw", format!("INSERT INTO bench.chat VALUES ({}, 1, 'x')", first_id + i))
+            .sql_as(
+                "u0",
+                "pw",
+                format!("INSERT INTO bench.chat VALUES ({}, 1, 'x')", first_id + i),
+            )
             .await;
         times.push(started.elapsed());
     }
@@ -95,7 +101,11 @@ async fn delivery(client: &Client, arrivals: &Arrivals, samples: usize, first_id
     for i in 0..samples {
         let id = first_id + i;
         client
-            .sql_as("u0", "pw", format!("INSERT INTO bench.chat VALUES ({id}, 1, 'x')"))
+            .sql_as(
+                "u0",
+                "pw",
+                format!("INSERT INTO bench.chat VALUES ({id}, 1, 'x')"),
+            )
             .await;
         let replied = Instant::now();
         let key = id.to_string();
@@ -132,14 +142,25 @@ pub async fn live(args: &Args, server: &ServerProcess, client: &impl Fn() -> Cli
     // Warm-up, then the INSERT latency with no subscription.
     insert_latency(&client, 200, next_id).await;
     next_id += 200;
-    let baseline_insert = report_latency("INSERT, no subscriptions", insert_latency(&client, samples, next_id).await);
+    let baseline_insert = report_latency(
+        "INSERT, no subscriptions",
+        insert_latency(&client, samples, next_id).await,
+    );
     next_id += samples;
     let rss_before = server.rss_bytes();
 
     // u0's own subscription (room 1), then 1,000 others: 10 sockets x 100 of u1.
     let arrivals = Arc::new(Arrivals::default());
-    open(&ws_url, "u0", &["SELECT id FROM bench.chat WHERE room = 1".to_string()], arrivals.clone()).await;
-    let idle_sqls: Vec<String> = (0..100).map(|i| format!("SELECT * FROM bench.chat WHERE room = {i}")).collect();
+    open(
+        &ws_url,
+        "u0",
+        &["SELECT id FROM bench.chat WHERE room = 1".to_string()],
+        arrivals.clone(),
+    )
+    .await;
+    let idle_sqls: Vec<String> = (0..100)
+        .map(|i| format!("SELECT * FROM bench.chat WHERE room = {i}"))
+        .collect();
     let sink = Arc::new(Arrivals::default());
     for _ in 0..10 {
         open(&ws_url, "u1", &idle_sqls, sink.clone()).await;
@@ -163,7 +184,10 @@ pub async fn live(args: &Args, server: &ServerProcess, client: &impl Fn() -> Cli
         opened.as_secs_f64(),
         (rss_10k as f64 - rss_before as f64) / 1e6
     );
-    let insert_10k = report_latency("INSERT, 10,000 idle subs", insert_latency(&client, samples, next_id).await);
+    let insert_10k = report_latency(
+        "INSERT, 10,000 idle subs",
+        insert_latency(&client, samples, next_id).await,
+    );
     next_id += samples;
     let latency_10k = report_latency(
         "delivery, 10,000 subs open",
@@ -181,7 +205,9 @@ pub async fn live(args: &Args, server: &ServerProcess, client: &impl Fn() -> Cli
     let mut fanout = Vec::new();
     for i in 0..50 {
         let started = Instant::now();
-        client.sql(format!("INSERT INTO bench.feed VALUES ({i}, 'news')")).await;
+        client
+            .sql(format!("INSERT INTO bench.feed VALUES ({i}, 'news')"))
+            .await;
         let key = i.to_string();
         let mut seen = 0;
         let mut last = started;

@@ -41,6 +41,7 @@ pub struct Settings {
     pub live_queue_messages: usize,
     pub live_history_seconds: u64,
     pub live_max_message_bytes: usize,
+    pub live_idle_timeout_seconds: u64,
     /// Signs bearer tokens. From `KALAMDB_TOKEN_SECRET` or the TOML file, never a
     /// flag; generated and kept in the data directory when unset.
     pub token_secret: Option<String>,
@@ -82,6 +83,7 @@ impl Default for Settings {
             live_queue_messages: 1024,
             live_history_seconds: 86_400,
             live_max_message_bytes: 1 << 20,
+            live_idle_timeout_seconds: 90,
             token_secret: None,
             root_password: None,
         }
@@ -205,6 +207,9 @@ pub struct Overrides {
     /// Largest WebSocket message a client may send, bytes [default: 1048576]
     #[arg(long, env = "KALAMDB_LIVE_MAX_MESSAGE_BYTES")]
     pub live_max_message_bytes: Option<usize>,
+    /// A live-query socket silent this long (no message, no pong to the server's pings) is closed, seconds [default: 90]
+    #[arg(long, env = "KALAMDB_LIVE_IDLE_TIMEOUT_SECONDS")]
+    pub live_idle_timeout_seconds: Option<u64>,
     /// Secret that signs bearer tokens (environment or file only) [default: generated once, kept in the data directory]
     #[arg(skip)]
     pub token_secret: Option<String>,
@@ -274,6 +279,7 @@ impl Settings {
             live_queue_messages,
             live_history_seconds,
             live_max_message_bytes,
+            live_idle_timeout_seconds,
             token_secret,
         } = overrides;
         macro_rules! set {
@@ -310,7 +316,8 @@ impl Settings {
             live_max_subscriptions_per_user,
             live_queue_messages,
             live_history_seconds,
-            live_max_message_bytes
+            live_max_message_bytes,
+            live_idle_timeout_seconds
         );
         if token_secret.is_some() {
             self.token_secret = token_secret;

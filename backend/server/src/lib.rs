@@ -72,7 +72,8 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
     let app = kalamdb_api::router(
         kalamdb_api::AppState::new(db.clone(), settings.max_body_bytes, login_limits)
             .with_max_ingest_bytes(settings.max_ingest_bytes)
-            .with_live_max_message_bytes(settings.live_max_message_bytes),
+            .with_live_max_message_bytes(settings.live_max_message_bytes)
+            .with_live_idle_timeout(Duration::from_secs(settings.live_idle_timeout_seconds)),
     );
     let (stop, stopped) = oneshot::channel::<()>();
     let serve = tokio::spawn(async move {

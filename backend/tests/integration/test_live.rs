@@ -34,7 +34,10 @@ impl Model {
 
     fn load(&mut self, rows: &[Value]) {
         for row in rows {
-            assert!(self.rows.insert(Self::key(row), row.clone()).is_none(), "twice: {row}");
+            assert!(
+                self.rows.insert(Self::key(row), row.clone()).is_none(),
+                "twice: {row}"
+            );
         }
     }
 
@@ -42,11 +45,18 @@ impl Model {
     fn apply(&mut self, message: &Value) {
         assert_eq!(message["type"], "change", "{message}");
         let seq = seq_of(&message["seq"]);
-        assert!(seq > self.last_seq, "seq {seq} after {}: {message}", self.last_seq);
+        assert!(
+            seq > self.last_seq,
+            "seq {seq} after {}: {message}",
+            self.last_seq
+        );
         self.last_seq = seq;
         let rows = message["rows"].as_array().expect("rows");
         let empty = Vec::new();
-        let old_rows = message.get("old_rows").and_then(Value::as_array).unwrap_or(&empty);
+        let old_rows = message
+            .get("old_rows")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty);
         match message["op"].as_str().expect("an op") {
             "insert" => {
                 assert!(old_rows.is_empty());
@@ -68,7 +78,11 @@ impl Model {
                 assert!(rows.is_empty(), "{message}");
                 for old in old_rows {
                     let had = self.rows.remove(&Self::key(old));
-                    assert_eq!(had.as_ref(), Some(old), "delete of a row the subscriber lacks: {message}");
+                    assert_eq!(
+                        had.as_ref(),
+                        Some(old),
+                        "delete of a row the subscriber lacks: {message}"
+                    );
                 }
             }
             other => panic!("unknown op {other}"),
@@ -162,18 +176,26 @@ async fn subscribe_initial_data_then_changes_with_filter_transitions() {
     let mut ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
     ids.sort();
     assert_eq!(ids, [1, 2, 4, 5]);
-    assert!(rows.iter().all(|r| r["_seq"].as_u64().is_some() && r.get("room").is_none()));
+    assert!(
+        rows.iter()
+            .all(|r| r["_seq"].as_u64().is_some() && r.get("room").is_none())
+    );
 
     // An insert outside the filter says nothing; one inside is an insert.
     let write = |sql: &'static str| {
         let server = &server;
-        async move { server.execute_sql_as("alice", "pw", sql).await.expect_success(); }
+        async move {
+            server.execute_sql_as("alice", "pw", sql).await.expect_success();
+        }
     };
     write("INSERT INTO chat.messages VALUES (6, 9, 'x')").await;
     write("INSERT INTO chat.messages VALUES (7, 7, 'y')").await;
     let insert = alice.recv().await;
     assert_eq!(insert["op"], "insert", "{insert}");
-    assert_eq!(insert["rows"], json!([{"id": 7, "body": "y", "_seq": insert["seq"]}]));
+    assert_eq!(
+        insert["rows"],
+        json!([{"id": 7, "body": "y", "_seq": insert["seq"]}])
+    );
     assert!(insert.get("old_rows").is_none());
     // Update inside the filter (of a flushed row): old and new rows.
     write("UPDATE chat.messages SET body = 'A' WHERE id = 1").await;
@@ -195,7 +217,10 @@ async fn subscribe_initial_data_then_changes_with_filter_transitions() {
     // A delete; a multi-row statement is one message per run of one operation.
     write("DELETE FROM chat.messages WHERE id = 4").await;
     let delete = alice.recv().await;
-    assert_eq!((delete["op"].as_str(), delete["old_rows"][0]["id"].as_i64()), (Some("delete"), Some(4)));
+    assert_eq!(
+        (delete["op"].as_str(), delete["old_rows"][0]["id"].as_i64()),
+        (Some("delete"), Some(4))
+    );
     write("INSERT INTO chat.messages VALUES (10, 7, 'p'), (11, 7, 'q'), (12, 1, 'r')").await;
     let many = alice.recv().await;
     assert_eq!(many["op"], "insert");
@@ -248,14 +273,22 @@ async fn subscribe_initial_data_then_changes_with_filter_transitions() {
 
     // A SHARED table: every subscriber sees every row (role user: PUBLIC only).
     let mut bob = LiveClient::connect(&server, "bob", "pw").await;
-    let (_, rows) = bob.subscribe("rooms", "SELECT * FROM chat.rooms", json!({})).await;
-    assert_eq!(rows, [json!({"id": 7, "name": "general", "_seq": rows[0]["_seq"]})]);
+    let (_, rows) = bob
+        .subscribe("rooms", "SELECT * FROM chat.rooms", json!({}))
+        .await;
+    assert_eq!(
+        rows,
+        [json!({"id": 7, "name": "general", "_seq": rows[0]["_seq"]})]
+    );
     server
         .execute_sql("INSERT INTO chat.rooms VALUES (8, 'random')")
         .await
         .expect_success();
     let change = bob.recv().await;
-    assert_eq!((change["id"].as_str(), change["rows"][0]["name"].as_str()), (Some("rooms"), Some("random")));
+    assert_eq!(
+        (change["id"].as_str(), change["rows"][0]["name"].as_str()),
+        (Some("rooms"), Some("random"))
+    );
     bob.close().await;
     alice.close().await;
 }
@@ -266,11 +299,15 @@ async fn authentication_by_header_or_first_message() {
     server.create_user("alice", "pw", "user").await;
     // Wrong credentials in the upgrade: a 401, never a socket.
     assert_eq!(
-        LiveClient::connect_with(&server, Some(&basic("alice", "wrong"))).await.err(),
+        LiveClient::connect_with(&server, Some(&basic("alice", "wrong")))
+            .await
+            .err(),
         Some(401)
     );
     assert_eq!(
-        LiveClient::connect_with(&server, Some("Bearer not-a-token")).await.err(),
+        LiveClient::connect_with(&server, Some("Bearer not-a-token"))
+            .await
+            .err(),
         Some(401)
     );
     // No header: an authenticate message with a password...
@@ -278,7 +315,10 @@ async fn authentication_by_header_or_first_message() {
     client
         .send(json!({"type": "authenticate", "username": "alice", "password": "pw"}))
         .await;
-    assert_eq!(client.recv().await, json!({"type": "auth_success", "user": "alice", "role": "user"}));
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "auth_success", "user": "alice", "role": "user"})
+    );
     client.close().await;
     // ...or a token from /auth/login.
     let login: Value = server
@@ -307,7 +347,10 @@ async fn authentication_by_header_or_first_message() {
         .send(json!({"type": "authenticate", "username": "alice", "password": "nope"}))
         .await;
     assert_eq!(client.recv().await["type"], "auth_error");
-    assert_eq!(client.closed().await, Ended::Close(1008, "authentication failed".into()));
+    assert_eq!(
+        client.closed().await,
+        Ended::Close(1008, "authentication failed".into())
+    );
     let mut client = LiveClient::connect_with(&server, None).await.expect("upgrade");
     client
         .send(json!({"type": "subscribe", "id": "s", "sql": "SELECT * FROM system.users"}))
@@ -321,11 +364,15 @@ async fn bad_input_gets_errors_and_never_affects_other_subscriptions() {
     let server = TestServer::start_configured(|s| {
         s.live_max_message_bytes = 4096;
         s.live_max_subscriptions_per_connection = 3;
+        s.live_max_subscriptions_per_user = 4;
+        s.live_max_connections = 3;
     })
     .await;
     setup(&server).await;
     let mut alice = LiveClient::connect(&server, "alice", "pw").await;
-    alice.subscribe("ok", "SELECT * FROM chat.messages", json!({})).await;
+    alice
+        .subscribe("ok", "SELECT * FROM chat.messages", json!({}))
+        .await;
     alice.send_text("{not json".into()).await;
     alice.expect_error(None, "INVALID_REQUEST").await;
     alice.send_text("[1,2]".into()).await;
@@ -343,46 +390,91 @@ async fn bad_input_gets_errors_and_never_affects_other_subscriptions() {
         ("SELEC nonsense", "INVALID_SQL"),
         ("SELECT count(*) FROM chat.messages", "UNSUPPORTED"),
         ("SELECT * FROM chat.messages ORDER BY id", "UNSUPPORTED"),
-        ("SELECT * FROM chat.messages a JOIN chat.rooms b ON a.id = b.id", "UNSUPPORTED"),
+        (
+            "SELECT * FROM chat.messages a JOIN chat.rooms b ON a.id = b.id",
+            "UNSUPPORTED",
+        ),
         ("INSERT INTO chat.messages VALUES (1, 1, 'x')", "UNSUPPORTED"),
         ("SELECT * FROM chat.nope", "TABLE_NOT_FOUND"),
         ("SELECT nope FROM chat.messages", "COLUMN_NOT_FOUND"),
         ("SELECT * FROM chat.messages WHERE nope = 1", "COLUMN_NOT_FOUND"),
         ("SELECT * FROM chat.messages WHERE room", "TYPE_MISMATCH"),
-        ("SELECT * FROM chat.messages WHERE id IN (SELECT id FROM chat.rooms)", "UNSUPPORTED"),
+        (
+            "SELECT * FROM chat.messages WHERE id IN (SELECT id FROM chat.rooms)",
+            "UNSUPPORTED",
+        ),
         ("SELECT * FROM system.users", "PERMISSION_DENIED"),
     ] {
-        alice.send(json!({"type": "subscribe", "id": "bad", "sql": sql})).await;
+        alice
+            .send(json!({"type": "subscribe", "id": "bad", "sql": sql}))
+            .await;
         let error = alice.expect_error(Some("bad"), code).await;
         assert!(!error["message"].as_str().unwrap().is_empty(), "{sql}: {error}");
     }
-    for options in [json!({"batch_size": 0}), json!({"last_rows": -1}), json!({"bogus": 1}), json!(5)] {
+    for options in [
+        json!({"batch_size": 0}),
+        json!({"last_rows": -1}),
+        json!({"bogus": 1}),
+        json!(5),
+    ] {
         alice
             .send(json!({"type": "subscribe", "id": "opt", "sql": "SELECT * FROM chat.messages", "options": options}))
             .await;
         alice.expect_error(Some("opt"), "INVALID_REQUEST").await;
     }
     // The per-connection limit (3): two more fit, the third is refused.
-    alice.subscribe("two", "SELECT * FROM chat.messages", json!({})).await;
-    alice.subscribe("three", "SELECT * FROM chat.messages", json!({})).await;
+    alice
+        .subscribe("two", "SELECT * FROM chat.messages", json!({}))
+        .await;
+    alice
+        .subscribe("three", "SELECT * FROM chat.messages", json!({}))
+        .await;
     alice
         .send(json!({"type": "subscribe", "id": "four", "sql": "SELECT * FROM chat.messages"}))
         .await;
     alice.expect_error(Some("four"), "SUBSCRIPTION_LIMIT").await;
+    // The per-user limit (4) counts every connection of the user.
+    let mut alice2 = LiveClient::connect(&server, "alice", "pw").await;
+    alice2.subscribe("four", "SELECT * FROM chat.messages", json!({})).await;
+    alice2
+        .send(json!({"type": "subscribe", "id": "five", "sql": "SELECT * FROM chat.messages"}))
+        .await;
+    let limit = alice2.expect_error(Some("five"), "SUBSCRIPTION_LIMIT").await;
+    assert!(limit["message"].as_str().unwrap().contains("live_max_subscriptions_per_user"));
+    // Unsubscribing frees a slot.
+    alice2.send(json!({"type": "unsubscribe", "id": "four"})).await;
+    alice2.recv().await;
+    alice2.subscribe("five", "SELECT * FROM chat.messages", json!({})).await;
 
     // Another connection is unaffected by an oversized message, which closes this one.
     let mut bob = LiveClient::connect(&server, "bob", "pw").await;
+    // A fourth connection is over live_max_connections (3): an error, then 1013.
+    let mut over = LiveClient::connect_with(&server, Some(&basic("bob", "pw"))).await.expect("upgrade");
+    over.expect_error(None, "SUBSCRIPTION_LIMIT").await;
+    assert!(matches!(over.closed().await, Ended::Close(1013, _)));
+    alice2.close().await;
     bob.subscribe("b", "SELECT * FROM chat.messages", json!({})).await;
-    alice.send_text(format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(10_000))).await;
+    alice
+        .send_text(format!(
+            "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
+            "x".repeat(10_000)
+        ))
+        .await;
     assert!(matches!(alice.closed().await, Ended::Close(1009, _)));
     server
-        .execute_sql_as("bob", "pw", "INSERT INTO chat.messages VALUES (1, 1, 'still here')")
+        .execute_sql_as(
+            "bob",
+            "pw",
+            "INSERT INTO chat.messages VALUES (1, 1, 'still here')",
+        )
         .await
         .expect_success();
     let change = bob.recv().await;
     assert_eq!(change["rows"][0]["body"], "still here");
     // The subscription of a closed connection is gone from system.live.
-    let live = server.execute_sql("SELECT username, subscription FROM system.live").await;
+    let live = server
+        .execute_sql("SELECT username, subscription FROM system.live")
+        .await;
     assert_eq!(live.rows(), [vec![json!("bob"), json!("b")]]);
 }
 
@@ -391,10 +483,15 @@ async fn system_live_kill_and_the_ways_a_subscription_ends() {
     let mut server = TestServer::start().await;
     setup(&server).await;
     let mut alice = LiveClient::connect(&server, "alice", "pw").await;
-    alice.subscribe("s1", "SELECT * FROM chat.messages", json!({})).await;
-    alice.subscribe("rooms", "SELECT * FROM chat.rooms", json!({})).await;
+    alice
+        .subscribe("s1", "SELECT * FROM chat.messages", json!({}))
+        .await;
+    alice
+        .subscribe("rooms", "SELECT * FROM chat.rooms", json!({}))
+        .await;
     let mut bob = LiveClient::connect(&server, "bob", "pw").await;
-    bob.subscribe("s1", "SELECT id FROM chat.messages WHERE room = 1", json!({})).await;
+    bob.subscribe("s1", "SELECT id FROM chat.messages WHERE room = 1", json!({}))
+        .await;
     server
         .execute_sql_as("bob", "pw", "INSERT INTO chat.messages VALUES (1, 1, 'x')")
         .await
@@ -408,8 +505,20 @@ async fn system_live_kill_and_the_ways_a_subscription_ends() {
     assert_eq!(
         all.rows(),
         [
-            vec![json!("alice"), json!("rooms"), json!("chat.rooms"), json!("SELECT * FROM chat.rooms"), json!(0)],
-            vec![json!("alice"), json!("s1"), json!("chat.messages"), json!("SELECT * FROM chat.messages"), json!(0)],
+            vec![
+                json!("alice"),
+                json!("rooms"),
+                json!("chat.rooms"),
+                json!("SELECT * FROM chat.rooms"),
+                json!(0)
+            ],
+            vec![
+                json!("alice"),
+                json!("s1"),
+                json!("chat.messages"),
+                json!("SELECT * FROM chat.messages"),
+                json!(0)
+            ],
             vec![
                 json!("bob"),
                 json!("s1"),
@@ -419,7 +528,9 @@ async fn system_live_kill_and_the_ways_a_subscription_ends() {
             ],
         ]
     );
-    let own = server.execute_sql_as("bob", "pw", "SELECT id, username FROM system.live").await;
+    let own = server
+        .execute_sql_as("bob", "pw", "SELECT id, username FROM system.live")
+        .await;
     let rows = own.rows();
     assert_eq!(rows.len(), 1);
     let bob_id = rows[0][0].as_str().unwrap().to_string();
@@ -456,14 +567,17 @@ async fn system_live_kill_and_the_ways_a_subscription_ends() {
     assert!(matches!(alice.closed().await, Ended::Close(1008, _)));
     // DROP USER likewise.
     let mut bob = LiveClient::connect(&server, "bob", "pw").await;
-    bob.subscribe("again", "SELECT * FROM chat.messages", json!({})).await;
+    bob.subscribe("again", "SELECT * FROM chat.messages", json!({}))
+        .await;
     server.execute_sql("DROP USER 'bob'").await.expect_success();
     bob.expect_error(Some("again"), "UNAUTHORIZED").await;
     assert!(matches!(bob.closed().await, Ended::Close(1008, _)));
 
     // Shutdown: close frame 1001.
     let mut alice = LiveClient::connect(&server, "alice", "pw2").await;
-    alice.subscribe("s", "SELECT * FROM chat.messages", json!({})).await;
+    alice
+        .subscribe("s", "SELECT * FROM chat.messages", json!({}))
+        .await;
     server.restart().await;
     assert!(matches!(alice.closed().await, Ended::Close(1001, _)));
 }
@@ -473,9 +587,11 @@ async fn a_subscriber_that_stops_reading_lags_without_slowing_writers() {
     let server = TestServer::start_configured(|s| s.live_queue_messages = 8).await;
     setup(&server).await;
     let mut slow = LiveClient::connect(&server, "alice", "pw").await;
-    slow.subscribe("slow", "SELECT * FROM chat.messages", json!({})).await;
+    slow.subscribe("slow", "SELECT * FROM chat.messages", json!({}))
+        .await;
     let mut fast = LiveClient::connect(&server, "alice", "pw").await;
-    fast.subscribe("fast", "SELECT * FROM chat.messages", json!({})).await;
+    fast.subscribe("fast", "SELECT * FROM chat.messages", json!({}))
+        .await;
     // The fast one reads all the time and gets every change.
     let reader = tokio::spawn(async move {
         let mut ids = std::collections::BTreeSet::new();
@@ -493,7 +609,11 @@ async fn a_subscriber_that_stops_reading_lags_without_slowing_writers() {
     let pad = "p".repeat(20_000);
     for i in 0..2000 {
         server
-            .execute_sql_as("alice", "pw", &format!("INSERT INTO chat.messages VALUES ({i}, 1, '{pad}')"))
+            .execute_sql_as(
+                "alice",
+                "pw",
+                &format!("INSERT INTO chat.messages VALUES ({i}, 1, '{pad}')"),
+            )
             .await
             .expect_success();
     }
@@ -551,7 +671,11 @@ async fn initial_data_and_changes_meet_exactly_under_concurrent_writers() {
         let mut client = LiveClient::connect(&server, "alice", "pw").await;
         let filter = if i % 2 == 0 { "" } else { " WHERE room = 1" };
         let (_, rows) = client
-            .subscribe("s", &format!("SELECT id, room, body FROM chat.messages{filter}"), json!({"batch_size": 7}))
+            .subscribe(
+                "s",
+                &format!("SELECT id, room, body FROM chat.messages{filter}"),
+                json!({"batch_size": 7}),
+            )
             .await;
         let mut model = Model::default();
         model.load(&rows);
@@ -566,7 +690,12 @@ async fn initial_data_and_changes_meet_exactly_under_concurrent_writers() {
         writer.await.unwrap();
     }
     for (client, model, filter) in &mut subscribers {
-        let expected = selected(&server, "alice", &format!("SELECT id, room, body FROM chat.messages{filter}")).await;
+        let expected = selected(
+            &server,
+            "alice",
+            &format!("SELECT id, room, body FROM chat.messages{filter}"),
+        )
+        .await;
         catch_up(client, model, &expected).await;
         client.expect_silence(Duration::from_millis(200)).await;
         assert_eq!(&model.values(), &expected);
@@ -584,7 +713,10 @@ async fn resume_from_seq_replays_every_change_since() {
         "INSERT INTO chat.messages VALUES (1, 1, 'a'), (2, 2, 'b'), (3, 9, 'c')",
         "UPDATE chat.messages SET body = 'a2' WHERE id = 1",
     ] {
-        server.execute_sql_as("alice", "pw", statement).await.expect_success();
+        server
+            .execute_sql_as("alice", "pw", statement)
+            .await
+            .expect_success();
     }
     let mut client = LiveClient::connect(&server, "alice", "pw").await;
     let (_, rows) = client.subscribe("s", sql, json!({})).await;
@@ -608,14 +740,21 @@ async fn resume_from_seq_replays_every_change_since() {
                     "INSERT INTO chat.messages VALUES ({id}, {room}, 'r{round}') ON CONFLICT (id) DO UPDATE SET room = {room}, body = 'r{round}'"
                 ),
             };
-            server.execute_sql_as("alice", "pw", &statement).await.expect_success();
+            server
+                .execute_sql_as("alice", "pw", &statement)
+                .await
+                .expect_success();
         }
         if round == 1 {
             server.flush_and_wait("chat.messages").await;
         }
         // Bob's changes are in the log too, and never reach alice.
         server
-            .execute_sql_as("bob", "pw", &format!("INSERT INTO chat.messages VALUES ({round}, 1, 'bob')"))
+            .execute_sql_as(
+                "bob",
+                "pw",
+                &format!("INSERT INTO chat.messages VALUES ({round}, 1, 'bob')"),
+            )
             .await
             .expect_success();
     }
@@ -658,12 +797,18 @@ async fn stream_tables_expire_rows_and_feed_live_queries() {
     server.execute_sql("CREATE NAMESPACE app").await.expect_success();
     for (sql, code) in [
         ("CREATE STREAM TABLE app.t (id BIGINT PRIMARY KEY)", "INVALID_SQL"),
-        ("CREATE STREAM TABLE app.t (id BIGINT PRIMARY KEY) WITH (TTL_SECONDS = 0)", "INVALID_SQL"),
+        (
+            "CREATE STREAM TABLE app.t (id BIGINT PRIMARY KEY) WITH (TTL_SECONDS = 0)",
+            "INVALID_SQL",
+        ),
         (
             "CREATE STREAM TABLE app.t (id BIGINT PRIMARY KEY) WITH (TTL_SECONDS = 5, FLUSH_POLICY = 'rows:10')",
             "INVALID_SQL",
         ),
-        ("CREATE USER TABLE app.t (id BIGINT PRIMARY KEY) WITH (TTL_SECONDS = 5)", "INVALID_SQL"),
+        (
+            "CREATE USER TABLE app.t (id BIGINT PRIMARY KEY) WITH (TTL_SECONDS = 5)",
+            "INVALID_SQL",
+        ),
     ] {
         server.execute_sql(sql).await.expect_error(400, code);
     }
@@ -671,32 +816,66 @@ async fn stream_tables_expire_rows_and_feed_live_queries() {
         .execute_sql("CREATE STREAM TABLE app.typing (id BIGINT PRIMARY KEY, room INT, state TEXT) WITH (TTL_SECONDS = 3)")
         .await
         .expect_success();
-    let describe = server.execute_sql("SELECT table_type FROM system.tables WHERE table_name = 'typing'").await;
+    let describe = server
+        .execute_sql("SELECT table_type FROM system.tables WHERE table_name = 'typing'")
+        .await;
     assert_eq!(describe.rows(), [vec![json!("stream")]]);
 
     let mut alice_live = LiveClient::connect(&server, "alice", "pw").await;
     alice_live
-        .subscribe("typing", "SELECT id, state FROM app.typing WHERE room = 1", json!({}))
+        .subscribe(
+            "typing",
+            "SELECT id, state FROM app.typing WHERE room = 1",
+            json!({}),
+        )
         .await;
     async fn as_user(server: &TestServer, user: &str, sql: String) -> crate::common::SqlResponse {
         server.execute_sql_as(user, "pw", &sql).await
     }
-    as_user(&server, "alice", "INSERT INTO app.typing VALUES (1, 1, 'typing'), (2, 2, 'idle')".into())
-        .await
-        .expect_success();
-    as_user(&server, "bob", "INSERT INTO app.typing VALUES (1, 1, 'bob typing')".into())
-        .await
-        .expect_success();
+    as_user(
+        &server,
+        "alice",
+        "INSERT INTO app.typing VALUES (1, 1, 'typing'), (2, 2, 'idle')".into(),
+    )
+    .await
+    .expect_success();
+    as_user(
+        &server,
+        "bob",
+        "INSERT INTO app.typing VALUES (1, 1, 'bob typing')".into(),
+    )
+    .await
+    .expect_success();
     let insert = alice_live.recv().await;
-    assert_eq!(insert["rows"], json!([{"id": 1, "state": "typing", "_seq": insert["seq"]}]));
+    assert_eq!(
+        insert["rows"],
+        json!([{"id": 1, "state": "typing", "_seq": insert["seq"]}])
+    );
     // Per-user scope; insert-only; DELETE works; never flushed; no indexes.
-    let rows = as_user(&server, "alice", "SELECT id, state FROM app.typing ORDER BY id".into()).await;
-    assert_eq!(rows.rows(), [vec![json!(1), json!("typing")], vec![json!(2), json!("idle")]]);
-    let rows = as_user(&server, "bob", "SELECT id, state, _seq > 0 FROM app.typing".into()).await;
+    let rows = as_user(
+        &server,
+        "alice",
+        "SELECT id, state FROM app.typing ORDER BY id".into(),
+    )
+    .await;
+    assert_eq!(
+        rows.rows(),
+        [vec![json!(1), json!("typing")], vec![json!(2), json!("idle")]]
+    );
+    let rows = as_user(
+        &server,
+        "bob",
+        "SELECT id, state, _seq > 0 FROM app.typing".into(),
+    )
+    .await;
     assert_eq!(rows.rows(), [vec![json!(1), json!("bob typing"), json!(true)]]);
-    as_user(&server, "alice", "UPDATE app.typing SET state = 'x' WHERE id = 1".into())
-        .await
-        .expect_error(400, "UNSUPPORTED");
+    as_user(
+        &server,
+        "alice",
+        "UPDATE app.typing SET state = 'x' WHERE id = 1".into(),
+    )
+    .await
+    .expect_error(400, "UNSUPPORTED");
     as_user(
         &server,
         "alice",
@@ -704,9 +883,13 @@ async fn stream_tables_expire_rows_and_feed_live_queries() {
     )
     .await
     .expect_error(400, "UNSUPPORTED");
-    as_user(&server, "alice", "INSERT INTO app.typing VALUES (1, 1, 'again')".into())
-        .await
-        .expect_error(409, "DUPLICATE_KEY");
+    as_user(
+        &server,
+        "alice",
+        "INSERT INTO app.typing VALUES (1, 1, 'again')".into(),
+    )
+    .await
+    .expect_error(409, "DUPLICATE_KEY");
     server
         .execute_sql("STORAGE FLUSH TABLE app.typing")
         .await
@@ -722,10 +905,17 @@ async fn stream_tables_expire_rows_and_feed_live_queries() {
         .await
         .expect_success();
     let delete = alice_live.recv().await;
-    assert_eq!((delete["op"].as_str(), delete["old_rows"][0]["id"].as_i64()), (Some("delete"), Some(1)));
-    as_user(&server, "alice", "INSERT INTO app.typing VALUES (3, 1, 'fresh')".into())
-        .await
-        .expect_success();
+    assert_eq!(
+        (delete["op"].as_str(), delete["old_rows"][0]["id"].as_i64()),
+        (Some("delete"), Some(1))
+    );
+    as_user(
+        &server,
+        "alice",
+        "INSERT INTO app.typing VALUES (3, 1, 'fresh')".into(),
+    )
+    .await
+    .expect_success();
     assert_eq!(alice_live.recv().await["rows"][0]["id"], 3);
     alice_live.close().await;
 
@@ -736,17 +926,34 @@ async fn stream_tables_expire_rows_and_feed_live_queries() {
     // After the TTL they are gone from reads at once, their keys are free, and the
     // sweep frees their storage (the hot-row gauge falls to the live rows).
     tokio::time::sleep(Duration::from_millis(3200)).await;
-    assert!(as_user(&server, "alice", "SELECT id FROM app.typing".into()).await.rows().is_empty());
-    assert!(as_user(&server, "bob", "SELECT * FROM app.typing WHERE id = 1".into()).await.rows().is_empty());
-    as_user(&server, "bob", "INSERT INTO app.typing VALUES (1, 1, 'back')".into())
-        .await
-        .expect_success();
+    assert!(
+        as_user(&server, "alice", "SELECT id FROM app.typing".into())
+            .await
+            .rows()
+            .is_empty()
+    );
+    assert!(
+        as_user(&server, "bob", "SELECT * FROM app.typing WHERE id = 1".into())
+            .await
+            .rows()
+            .is_empty()
+    );
+    as_user(
+        &server,
+        "bob",
+        "INSERT INTO app.typing VALUES (1, 1, 'back')".into(),
+    )
+    .await
+    .expect_success();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         if gauge(&server.metrics().await, "kalamdb_hot_rows") == 1 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the sweep did not free the expired rows");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sweep did not free the expired rows"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rows = as_user(&server, "bob", "SELECT id, state FROM app.typing".into()).await;
@@ -810,7 +1017,10 @@ async fn random_writes(server: &TestServer, user: &'static str, table: &str, see
 /// the rows the same SELECT returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn randomized_subscribers_match_the_table_through_resumes_flushes_and_a_restart() {
-    let seed: u64 = std::env::var("KALAMDB_LIVE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(11);
+    let seed: u64 = std::env::var("KALAMDB_LIVE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11);
     let mut server = TestServer::start().await;
     let users = ["u1", "u2", "u3"];
     for user in users {
@@ -831,7 +1041,10 @@ async fn randomized_subscribers_match_the_table_through_resumes_flushes_and_a_re
         for sql in [
             "SELECT id, g, v FROM r.items".to_string(),
             format!("SELECT id, g, v FROM r.items WHERE g < {}", 1 + rng.below(3)),
-            format!("SELECT id, g, v FROM r.board WHERE g = {} OR v LIKE 'i%'", rng.below(4)),
+            format!(
+                "SELECT id, g, v FROM r.board WHERE g = {} OR v LIKE 'i%'",
+                rng.below(4)
+            ),
         ] {
             subscribers.push(Subscriber {
                 user,
@@ -854,8 +1067,16 @@ async fn randomized_subscribers_match_the_table_through_resumes_flushes_and_a_re
             users
                 .iter()
                 .enumerate()
-                .map(|(u, user)| random_writes(&server, user, "r.items", seed * 100 + round * 10 + u as u64, 40))
-                .chain([random_writes(&server, "writer", "r.board", seed * 1000 + round, 40)]),
+                .map(|(u, user)| {
+                    random_writes(&server, user, "r.items", seed * 100 + round * 10 + u as u64, 40)
+                })
+                .chain([random_writes(
+                    &server,
+                    "writer",
+                    "r.board",
+                    seed * 1000 + round,
+                    40,
+                )]),
         );
         let connecting = futures::future::join_all(
             subscribers
@@ -891,4 +1112,31 @@ async fn randomized_subscribers_match_the_table_through_resumes_flushes_and_a_re
         let client = subscriber.client.as_mut().expect("connected");
         client.expect_silence(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silent_sockets_are_reaped_and_private_tables_refused() {
+    let server = TestServer::start_configured(|s| s.live_idle_timeout_seconds = 2).await;
+    setup(&server).await;
+    server
+        .execute_sql("CREATE SHARED TABLE chat.private (id BIGINT PRIMARY KEY)")
+        .await
+        .expect_success();
+    let mut alice = LiveClient::connect(&server, "alice", "pw").await;
+    alice
+        .send(json!({"type": "subscribe", "id": "p", "sql": "SELECT * FROM chat.private"}))
+        .await;
+    alice.expect_error(Some("p"), "PERMISSION_DENIED").await;
+    alice.subscribe("s", "SELECT * FROM chat.messages", json!({})).await;
+    // Bob reads all the time (his client answers the server's pings) and stays;
+    // alice reads nothing for 3.5 s and is closed as idle.
+    let mut bob = LiveClient::connect(&server, "bob", "pw").await;
+    bob.subscribe("s", "SELECT * FROM chat.messages", json!({})).await;
+    bob.expect_silence(Duration::from_millis(3500)).await;
+    let ended = alice.closed().await;
+    assert!(matches!(&ended, Ended::Close(1001, reason) if reason.contains("idle")), "{ended:?}");
+    bob.send(json!({"type": "ping"})).await;
+    assert_eq!(bob.recv().await, json!({"type": "pong"}));
+    let live = server.execute_sql("SELECT username FROM system.live").await;
+    assert_eq!(live.rows(), [vec![json!("bob")]]);
 }

@@ -148,7 +148,9 @@ impl FromRequestParts<AppState> for Authenticated {
         let header = header
             .to_str()
             .map_err(|_| unauthorized("malformed Authorization header"))?;
-        authenticate_header(state, header, client_addr(parts)).await.map(Authenticated)
+        authenticate_header(state, header, client_addr(parts))
+            .await
+            .map(Authenticated)
     }
 }
 

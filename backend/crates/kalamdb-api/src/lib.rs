@@ -43,6 +43,8 @@ pub struct AppState {
     pub login_throttle: Arc<LoginThrottle>,
     /// Largest WebSocket message a client may send (`/ws`; larger: close 1009).
     pub live_max_message_bytes: usize,
+    /// A live-query socket silent this long (no message, no pong) is closed.
+    pub live_idle_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             login_throttle: Arc::new(LoginThrottle::new(login_limits)),
             live_max_message_bytes: DEFAULT_LIVE_MAX_MESSAGE_BYTES,
+            live_idle_timeout: std::time::Duration::from_secs(90),
         }
     }
 }
@@ -67,6 +70,11 @@ pub const DEFAULT_LIVE_MAX_MESSAGE_BYTES: usize = 1 << 20;
 impl AppState {
     pub fn with_live_max_message_bytes(mut self, bytes: usize) -> Self {
         self.live_max_message_bytes = bytes.max(256);
+        self
+    }
+
+    pub fn with_live_idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.live_idle_timeout = timeout.max(std::time::Duration::from_secs(1));
         self
     }
 

@@ -22,10 +22,6 @@ use crate::{ApiError, AppState};
 
 /// How long an unauthenticated socket may take to send `authenticate`.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
-/// The server pings every connection this often...
-const PING_INTERVAL: Duration = Duration::from_secs(30);
-/// ...and closes one it has heard nothing from (no message, no pong) this long.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Close codes (RFC 6455).
 const CLOSE_POLICY: u16 = 1008;
@@ -45,7 +41,8 @@ pub(crate) async fn upgrade(
         None => None,
         Some(header) => {
             let Ok(header) = header.to_str() else {
-                return ApiError::new(ErrorCode::Unauthorized, "malformed Authorization header").into_response();
+                return ApiError::new(ErrorCode::Unauthorized, "malformed Authorization header")
+                    .into_response();
             };
             match crate::auth::authenticate_header(&state, header, Some(client)).await {
                 Ok(caller) => Some(caller),
@@ -68,7 +65,9 @@ async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, client:
             Err(message) => {
                 let _ = sink
                     .send(Message::Text(
-                        json!({"type": "auth_error", "message": message}).to_string().into(),
+                        json!({"type": "auth_error", "message": message})
+                            .to_string()
+                            .into(),
                     ))
                     .await;
                 let _ = sink.send(close(CLOSE_POLICY, "authentication failed")).await;
@@ -87,9 +86,15 @@ async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, client:
         }
     };
     let conn = Arc::new(conn);
-    conn.send(json!({"type": "auth_success", "user": caller.username, "role": caller.role.as_str()}).to_string());
+    conn.send(
+        json!({"type": "auth_success", "user": caller.username, "role": caller.role.as_str()}).to_string(),
+    );
+    // The server pings three times per idle timeout, and closes a connection it has
+    // heard nothing from (no message, no pong) for the whole timeout.
+    let idle = state.live_idle_timeout;
+    let ping_every = idle / 3;
     let mut writer = tokio::spawn(async move {
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         loop {
             tokio::select! {
                 message = outgoing.recv() => match message {
@@ -115,7 +120,7 @@ async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, client:
     let mut writer_done = false;
     loop {
         let next = tokio::select! {
-            next = tokio::time::timeout(IDLE_TIMEOUT, stream.next()) => next,
+            next = tokio::time::timeout(idle, stream.next()) => next,
             _ = &mut writer => {
                 writer_done = true;
                 break;
@@ -123,7 +128,10 @@ async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, client:
         };
         match next {
             Err(_) => {
-                conn.close(CLOSE_GOING_AWAY, "idle: nothing received for 90 s");
+                conn.close(
+                    CLOSE_GOING_AWAY,
+                    &format!("idle: nothing received for {} s", idle.as_secs()),
+                );
                 break;
             }
             Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break,
@@ -140,7 +148,9 @@ async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, client:
                 break;
             }
             Ok(Some(Ok(Message::Text(text)))) => handle(&conn, text.as_str()),
-            Ok(Some(Ok(Message::Binary(_)))) => conn.send(error(None, "binary frames are not supported; send JSON text")),
+            Ok(Some(Ok(Message::Binary(_)))) => {
+                conn.send(error(None, "binary frames are not supported; send JSON text"))
+            }
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
         }
     }
@@ -178,7 +188,9 @@ async fn first_message_auth(
     let message = loop {
         match tokio::time::timeout(AUTH_TIMEOUT, stream.next()).await {
             Err(_) => return Err("authenticate within 5 seconds of connecting".into()),
-            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return Err("connection closed".into()),
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
+                return Err("connection closed".into());
+            }
             Ok(Some(Ok(Message::Text(text)))) => break text,
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
             Ok(Some(Ok(Message::Binary(_)))) => return Err("send JSON text".into()),
@@ -195,7 +207,8 @@ async fn first_message_auth(
     let result = match (text("token"), text("username")) {
         (Some(token), _) => crate::auth::authenticate_token(state, token, Some(client)).await,
         (None, Some(username)) => {
-            crate::auth::authenticate_password(state, username, text("password").unwrap_or(""), Some(client)).await
+            crate::auth::authenticate_password(state, username, text("password").unwrap_or(""), Some(client))
+                .await
         }
         (None, None) => return Err("authenticate needs a token, or a username and password".into()),
     };
@@ -238,7 +251,10 @@ fn handle(conn: &Arc<LiveConnection>, text: &str) {
             if !conn.unsubscribe(id) {
                 conn.send(kalamdb_core::live_error(
                     Some(id),
-                    &KalamError::new(ErrorCode::LiveQueryNotFound, format!("no subscription '{id}' on this connection")),
+                    &KalamError::new(
+                        ErrorCode::LiveQueryNotFound,
+                        format!("no subscription '{id}' on this connection"),
+                    ),
                 ));
             }
         }
@@ -264,15 +280,22 @@ fn subscribe_options(options: Option<&Value>) -> Result<SubscribeOptions, String
     let count = |key: &str| -> Result<Option<u64>, String> {
         match options.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| format!("\"{key}\" is a non-negative integer")),
-            Some(Value::String(s)) if key == "from_seq" => {
-                s.parse().map(Some).map_err(|_| format!("\"{key}\" is a non-negative integer"))
-            }
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| format!("\"{key}\" is a non-negative integer")),
+            Some(Value::String(s)) if key == "from_seq" => s
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("\"{key}\" is a non-negative integer")),
             Some(_) => Err(format!("\"{key}\" is a non-negative integer")),
         }
     };
     for key in options.keys() {
-        if !matches!(key.as_str(), "last_rows" | "batch_size" | "from_seq" | "int64_as_string") {
+        if !matches!(
+            key.as_str(),
+            "last_rows" | "batch_size" | "from_seq" | "int64_as_string"
+        ) {
             return Err(format!(
                 "unknown option '{key}' (last_rows, batch_size, from_seq, int64_as_string)"
             ));

@@ -57,8 +57,8 @@ use crate::auth::{Authenticator, TokenService};
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE, NamespaceDef, UserRecord};
 use crate::cold::ColdTier;
 pub use crate::ingest::IngestFormat;
-pub use crate::live::{LiveConnection, LiveMessage, LiveOptions, LiveReceiver, SubscribeOptions, live_error};
 use crate::jobs::{JobManager, JobOptions};
+pub use crate::live::{LiveConnection, LiveMessage, LiveOptions, LiveReceiver, SubscribeOptions, live_error};
 pub use crate::query::df_error;
 
 /// Where and how the database keeps its data.

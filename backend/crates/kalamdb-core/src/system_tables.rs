@@ -12,7 +12,15 @@ use kalamdb_commons::{Role, TableType};
 
 use crate::{Caller, DbShared};
 
-pub const NAMES: &[&str] = &["namespaces", "tables", "columns", "indexes", "users", "jobs", "live"];
+pub const NAMES: &[&str] = &[
+    "namespaces",
+    "tables",
+    "columns",
+    "indexes",
+    "users",
+    "jobs",
+    "live",
+];
 
 /// The batch of `system.<name>` as `caller` may see it; `None` for an unknown name.
 pub(crate) fn build(db: &DbShared, caller: &Caller, name: &str) -> DfResult<Option<RecordBatch>> {

@@ -194,9 +194,8 @@ pub(crate) async fn commit(
     let logging = !db.live.options.history.is_zero();
     let feed = db.live.feed_for(table.table_id, scope);
     let tracking = logging || feed.is_some();
-    let replaces_live = || {
-        (latest.iter().zip(&written)).any(|(entry, apply)| *apply && entry.is_some_and(|e| !e.deleted))
-    };
+    let replaces_live =
+        || (latest.iter().zip(&written)).any(|(entry, apply)| *apply && entry.is_some_and(|e| !e.deleted));
     let view = match indexing {
         Some(view) => Some(view),
         None if tracking && replaces_live() => Some(db.store.view()),
@@ -234,7 +233,9 @@ pub(crate) async fn commit(
         }
         if tracking {
             let old = match (latest.filter(|p| !p.deleted), &view) {
-                (Some(previous), Some(view)) => Some((previous.seq, replaced_row(db, view, table, scope, previous.seq)?)),
+                (Some(previous), Some(view)) => {
+                    Some((previous.seq, replaced_row(db, view, table, scope, previous.seq)?))
+                }
                 _ => None,
             };
             let change = crate::live::Change {
@@ -316,7 +317,13 @@ pub(crate) async fn commit(
 
 /// The stored bytes of the live version `seq` a write replaces: hot, or read back
 /// from its Parquet segment (an update of a flushed row).
-fn replaced_row(db: &DbShared, view: &StoreView, table: &TableDef, scope: &str, seq: u64) -> KalamResult<Vec<u8>> {
+fn replaced_row(
+    db: &DbShared,
+    view: &StoreView,
+    table: &TableDef,
+    scope: &str,
+    seq: u64,
+) -> KalamResult<Vec<u8>> {
     if let Some(bytes) = view.hot_get(table.table_id, scope, seq).map_err(store_error)? {
         return Ok(bytes);
     }

@@ -115,7 +115,14 @@ impl Store {
         let db = DB::open_cf_descriptors(
             &db_options,
             path,
-            [cf(CF_SYSTEM), cf(CF_HOT), cf(CF_PK), cf(CF_STALE), cf(CF_IDX), cf(CF_CHANGES)],
+            [
+                cf(CF_SYSTEM),
+                cf(CF_HOT),
+                cf(CF_PK),
+                cf(CF_STALE),
+                cf(CF_IDX),
+                cf(CF_CHANGES),
+            ],
         )?;
         Ok(Store {
             db: Arc::new(db),

@@ -10,7 +10,7 @@ use datafusion::common::tree_node::TreeNode;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::sql::sqlparser::ast::{
-    ExprWithAlias, GroupByExpr, SelectItem, SetExpr, Statement, TableFactor, Expr as SqlExpr,
+    Expr as SqlExpr, ExprWithAlias, GroupByExpr, SelectItem, SetExpr, Statement, TableFactor,
 };
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Role};
 use kalamdb_sql::{KalamStatement, parse_statement};
@@ -128,7 +128,9 @@ pub(crate) fn compile(
             }
             SelectItem::UnnamedExpr(SqlExpr::Identifier(ident)) => vec![kalamdb_sql::ident_name(ident)],
             SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(parts)) => {
-                vec![kalamdb_sql::ident_name(parts.last().expect("a compound identifier has parts"))]
+                vec![kalamdb_sql::ident_name(
+                    parts.last().expect("a compound identifier has parts"),
+                )]
             }
             _ => return Err(unsupported("a select item other than a column or *")),
         };
@@ -165,7 +167,8 @@ pub(crate) fn compile(
                 Some(alias) => kalamdb_sql::ident_name(&alias.name),
                 None => table.name.clone(),
             };
-            let df_schema = DFSchema::try_from_qualified_schema(qualifier.as_str(), &schema).map_err(df_error)?;
+            let df_schema =
+                DFSchema::try_from_qualified_schema(qualifier.as_str(), &schema).map_err(df_error)?;
             let scope = ScanScope {
                 caller: caller.clone(),
                 expose_hidden: true,
@@ -185,7 +188,10 @@ pub(crate) fn compile(
             let _ = expr.apply(|e| {
                 subquery |= matches!(
                     e,
-                    Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::AggregateFunction(_)
+                    Expr::ScalarSubquery(_)
+                        | Expr::Exists(_)
+                        | Expr::InSubquery(_)
+                        | Expr::AggregateFunction(_)
                         | Expr::WindowFunction(_)
                 );
                 Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
@@ -202,7 +208,9 @@ pub(crate) fn compile(
                     ));
                 }
             }
-            let physical = state.create_physical_expr(expr.clone(), &df_schema).map_err(df_error)?;
+            let physical = state
+                .create_physical_expr(expr.clone(), &df_schema)
+                .map_err(df_error)?;
             // The physical expression addresses columns by position in `schema`;
             // the logical one is stripped of its qualifier for the scan's pushdown.
             let logical = expr.unalias_nested().data;
@@ -227,9 +235,9 @@ pub(crate) fn compile(
 fn strip_qualifiers(expr: Expr) -> KalamResult<Expr> {
     use datafusion::common::tree_node::Transformed;
     expr.transform(|e| match e {
-        Expr::Column(c) if c.relation.is_some() => {
-            Ok(Transformed::yes(Expr::Column(datafusion::common::Column::new_unqualified(c.name))))
-        }
+        Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(
+            datafusion::common::Column::new_unqualified(c.name),
+        ))),
         other => Ok(Transformed::no(other)),
     })
     .map(|t| t.data)

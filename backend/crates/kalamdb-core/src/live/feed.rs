@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use datafusion::arrow::array::{Array, BooleanArray, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -21,7 +21,7 @@ use parking_lot::RwLock;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{DEFAULT_BATCH_ROWS, LiveHub, MAX_BATCH_ROWS, Subscription, SubscribeOptions, lagged};
+use super::{DEFAULT_BATCH_ROWS, LiveHub, MAX_BATCH_ROWS, SubscribeOptions, Subscription, lagged};
 use crate::catalog::{SEQ_COLUMN, TableDef};
 use crate::provider::ScanScope;
 use crate::scoped::{BatchBuilder, ScopedTable, TableSnapshot};
@@ -168,9 +168,8 @@ pub(super) fn changes_of(
     after: u64,
 ) -> KalamResult<(Vec<String>, u64)> {
     let mask = matching(sub, &rows.batch)?;
-    let kept = |slot: Option<usize>| {
-        slot.is_some_and(|i| mask.as_ref().is_none_or(|m| m.is_valid(i) && m.value(i)))
-    };
+    let kept =
+        |slot: Option<usize>| slot.is_some_and(|i| mask.as_ref().is_none_or(|m| m.is_valid(i) && m.value(i)));
     // Runs of one operation, each at most a batch of rows.
     let mut runs: Vec<(Op, Vec<u32>, Vec<u32>, u64)> = Vec::new();
     let mut count = 0u64;
@@ -187,7 +186,9 @@ pub(super) fn changes_of(
         count += 1;
         let slot = |s: Option<usize>| s.map(|i| i as u32);
         match runs.last_mut() {
-            Some((last, news, olds, seq)) if *last == op && news.len().max(olds.len()) < DEFAULT_BATCH_ROWS => {
+            Some((last, news, olds, seq))
+                if *last == op && news.len().max(olds.len()) < DEFAULT_BATCH_ROWS =>
+            {
                 news.extend(slot(new).filter(|_| op != Op::Delete));
                 olds.extend(slot(old).filter(|_| op != Op::Insert));
                 *seq = change.seq;
@@ -203,7 +204,10 @@ pub(super) fn changes_of(
     if runs.is_empty() {
         return Ok((Vec::new(), 0));
     }
-    let projected = rows.batch.project(&sub.plan.output).map_err(|e| KalamError::internal(e.to_string()))?;
+    let projected = rows
+        .batch
+        .project(&sub.plan.output)
+        .map_err(|e| KalamError::internal(e.to_string()))?;
     let mut messages = Vec::with_capacity(runs.len());
     for (op, news, olds, seq) in runs {
         let mut out = Vec::with_capacity(256);
@@ -225,10 +229,19 @@ pub(super) fn changes_of(
 
 /// A `_seq` in a message: a number, or a string with `int64_as_string`.
 fn seq_json(seq: u64, as_string: bool) -> String {
-    if as_string { format!("\"{seq}\"") } else { seq.to_string() }
+    if as_string {
+        format!("\"{seq}\"")
+    } else {
+        seq.to_string()
+    }
 }
 
-fn write_rows(sub: &Subscription, batch: &RecordBatch, indices: &[u32], out: &mut Vec<u8>) -> KalamResult<()> {
+fn write_rows(
+    sub: &Subscription,
+    batch: &RecordBatch,
+    indices: &[u32],
+    out: &mut Vec<u8>,
+) -> KalamResult<()> {
     let rows = take_record_batch(batch, &UInt32Array::from(indices.to_vec()))
         .map_err(|e| KalamError::internal(e.to_string()))?;
     crate::arrow_conv::write_json_object_array(&sub.plan.fields, &rows, sub.plan.int64_as_string, out);
@@ -265,21 +278,25 @@ pub(super) async fn initial_data(
         keys: None,
         index: None,
     };
-    let scan = crate::tiered_scan::plan_scan(session.state(), &scoped, snapshot, &all, &filters, lookup, None)
-        .map_err(df_error)?;
+    let scan =
+        crate::tiered_scan::plan_scan(session.state(), &scoped, snapshot, &all, &filters, lookup, None)
+            .map_err(df_error)?;
     let mut plan: Arc<dyn ExecutionPlan> = match &sub.plan.filter {
         Some(filter) => Arc::new(FilterExec::try_new(filter.clone(), scan).map_err(df_error)?),
         None => scan,
     };
     if let Some(last) = options.last_rows {
-        let seq = datafusion::physical_expr::expressions::col(SEQ_COLUMN, scoped.schema()).map_err(df_error)?;
+        let seq =
+            datafusion::physical_expr::expressions::col(SEQ_COLUMN, scoped.schema()).map_err(df_error)?;
         let newest_first = SortOptions {
             descending: true,
             nulls_first: false,
         };
         let ordering = LexOrdering::new([PhysicalSortExpr::new(seq, newest_first)])
             .ok_or_else(|| KalamError::internal("empty ordering"))?;
-        plan = Arc::new(SortExec::new(ordering, Arc::new(CoalescePartitionsExec::new(plan))).with_fetch(Some(last)));
+        plan = Arc::new(
+            SortExec::new(ordering, Arc::new(CoalescePartitionsExec::new(plan))).with_fetch(Some(last)),
+        );
     }
     let mut stream = execute_stream(plan, session.task_ctx()).map_err(df_error)?;
     let mut sender = InitialSender {
@@ -295,9 +312,11 @@ pub(super) async fn initial_data(
         while let Some(batch) = stream.next().await {
             batches.push(batch.map_err(df_error)?);
         }
-        let all = concat_batches(&scoped.schema().clone(), &batches).map_err(|e| KalamError::internal(e.to_string()))?;
+        let all = concat_batches(&scoped.schema().clone(), &batches)
+            .map_err(|e| KalamError::internal(e.to_string()))?;
         let reversed: Vec<u32> = (0..all.num_rows() as u32).rev().collect();
-        let all = take_record_batch(&all, &UInt32Array::from(reversed)).map_err(|e| KalamError::internal(e.to_string()))?;
+        let all = take_record_batch(&all, &UInt32Array::from(reversed))
+            .map_err(|e| KalamError::internal(e.to_string()))?;
         if !sender.add(all).await? {
             return Ok(false);
         }
@@ -343,7 +362,9 @@ impl InitialSender<'_> {
     }
 
     async fn emit(&mut self, has_more: bool) -> KalamResult<bool> {
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(self.sub.plan.fields.clone()));
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            self.sub.plan.fields.clone(),
+        ));
         let rows = concat_batches(&schema, &self.pending).map_err(|e| KalamError::internal(e.to_string()))?;
         self.pending.clear();
         self.pending_rows = 0;
@@ -351,8 +372,15 @@ impl InitialSender<'_> {
         out.extend_from_slice(br#"{"type":"initial_data","id":"#);
         out.extend_from_slice(json!(self.sub.id).to_string().as_bytes());
         out.extend_from_slice(br#","rows":"#);
-        crate::arrow_conv::write_json_object_array(&self.sub.plan.fields, &rows, self.sub.plan.int64_as_string, &mut out);
-        out.extend_from_slice(format!(r#","batch":{},"has_more":{has_more},"last_seq":"#, self.sent).as_bytes());
+        crate::arrow_conv::write_json_object_array(
+            &self.sub.plan.fields,
+            &rows,
+            self.sub.plan.int64_as_string,
+            &mut out,
+        );
+        out.extend_from_slice(
+            format!(r#","batch":{},"has_more":{has_more},"last_seq":"#, self.sent).as_bytes(),
+        );
         out.extend_from_slice(seq_json(self.sub.start_seq, self.sub.plan.int64_as_string).as_bytes());
         out.push(b'}');
         self.sent += 1;

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 use kalamdb_store::StoreBatch;
 
-use super::feed::{Change, ChangeSet, changes_of, decode};
 use super::Subscription;
+use super::feed::{Change, ChangeSet, changes_of, decode};
 use crate::catalog::TableDef;
 use crate::{DbShared, SEQ_COUNTER_BITS, SEQ_EPOCH_MS, store_error};
 
@@ -67,7 +67,8 @@ pub(crate) fn open_log(db: &kalamdb_store::Store, enabled: bool, last_seq: u64) 
 /// Stages one change in the commit's batch.
 pub(crate) fn log_change(batch: &mut StoreBatch<'_>, table_id: u32, scope: &str, change: &Change) {
     let mut value = Vec::with_capacity(
-        1 + change.old.as_ref().map_or(0, |(_, row)| 12 + row.len()) + change.new.as_ref().map_or(0, Vec::len),
+        1 + change.old.as_ref().map_or(0, |(_, row)| 12 + row.len())
+            + change.new.as_ref().map_or(0, Vec::len),
     );
     value.push(u8::from(change.old.is_some()) | (u8::from(change.new.is_some()) << 1));
     if let Some((seq, row)) = &change.old {
@@ -102,7 +103,10 @@ pub(crate) fn check_available(db: &DbShared, table: &TableDef, from_seq: u64) ->
     let unavailable = |why: String| {
         Err(KalamError::new(
             ErrorCode::ResumeUnavailable,
-            format!("cannot resume '{}' from seq {from_seq}: {why}; subscribe without from_seq", table.qualified_name()),
+            format!(
+                "cannot resume '{}' from seq {from_seq}: {why}; subscribe without from_seq",
+                table.qualified_name()
+            ),
         ))
     };
     let history = db.live.options.history;
@@ -157,7 +161,8 @@ pub(crate) async fn replay(db: &Arc<DbShared>, sub: &Arc<Subscription>, from_seq
                 return Ok(false);
             }
         }
-        sub.changes_sent.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        sub.changes_sent
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
         after = last;
         if sub.is_ended() {
             return Ok(false);
@@ -166,7 +171,13 @@ pub(crate) async fn replay(db: &Arc<DbShared>, sub: &Arc<Subscription>, from_seq
 }
 
 /// Up to [`REPLAY_CHUNK`] changes of one scope with `_seq` in `(after, through]`.
-fn read_chunk(db: &DbShared, table: &TableDef, scope: &str, after: u64, through: u64) -> KalamResult<Vec<Change>> {
+fn read_chunk(
+    db: &DbShared,
+    table: &TableDef,
+    scope: &str,
+    after: u64,
+    through: u64,
+) -> KalamResult<Vec<Change>> {
     let view = db.store.view();
     let mut out = Vec::new();
     let mut corrupt = false;

@@ -373,12 +373,7 @@ impl LiveHub {
             let (tx, rx) = mpsc::unbounded_channel();
             let subs: Arc<RwLock<HashMap<String, Vec<Arc<Subscription>>>>> = Arc::default();
             let backlog = Arc::new(AtomicUsize::new(0));
-            tokio::spawn(feed::dispatch(
-                self.me.clone(),
-                subs.clone(),
-                backlog.clone(),
-                rx,
-            ));
+            tokio::spawn(feed::dispatch(self.me.clone(), subs.clone(), backlog.clone(), rx));
             Arc::new(TableFeed { subs, tx, backlog })
         });
         feed.subs
