@@ -435,21 +435,32 @@ async fn bad_input_gets_errors_and_never_affects_other_subscriptions() {
     alice.expect_error(Some("four"), "SUBSCRIPTION_LIMIT").await;
     // The per-user limit (4) counts every connection of the user.
     let mut alice2 = LiveClient::connect(&server, "alice", "pw").await;
-    alice2.subscribe("four", "SELECT * FROM chat.messages", json!({})).await;
+    alice2
+        .subscribe("four", "SELECT * FROM chat.messages", json!({}))
+        .await;
     alice2
         .send(json!({"type": "subscribe", "id": "five", "sql": "SELECT * FROM chat.messages"}))
         .await;
     let limit = alice2.expect_error(Some("five"), "SUBSCRIPTION_LIMIT").await;
-    assert!(limit["message"].as_str().unwrap().contains("live_max_subscriptions_per_user"));
+    assert!(
+        limit["message"]
+            .as_str()
+            .unwrap()
+            .contains("live_max_subscriptions_per_user")
+    );
     // Unsubscribing frees a slot.
     alice2.send(json!({"type": "unsubscribe", "id": "four"})).await;
     alice2.recv().await;
-    alice2.subscribe("five", "SELECT * FROM chat.messages", json!({})).await;
+    alice2
+        .subscribe("five", "SELECT * FROM chat.messages", json!({}))
+        .await;
 
     // Another connection is unaffected by an oversized message, which closes this one.
     let mut bob = LiveClient::connect(&server, "bob", "pw").await;
     // A fourth connection is over live_max_connections (3): an error, then 1013.
-    let mut over = LiveClient::connect_with(&server, Some(&basic("bob", "pw"))).await.expect("upgrade");
+    let mut over = LiveClient::connect_with(&server, Some(&basic("bob", "pw")))
+        .await
+        .expect("upgrade");
     over.expect_error(None, "SUBSCRIPTION_LIMIT").await;
     assert!(matches!(over.closed().await, Ended::Close(1013, _)));
     alice2.close().await;
@@ -1127,14 +1138,19 @@ async fn silent_sockets_are_reaped_and_private_tables_refused() {
         .send(json!({"type": "subscribe", "id": "p", "sql": "SELECT * FROM chat.private"}))
         .await;
     alice.expect_error(Some("p"), "PERMISSION_DENIED").await;
-    alice.subscribe("s", "SELECT * FROM chat.messages", json!({})).await;
+    alice
+        .subscribe("s", "SELECT * FROM chat.messages", json!({}))
+        .await;
     // Bob reads all the time (his client answers the server's pings) and stays;
     // alice reads nothing for 3.5 s and is closed as idle.
     let mut bob = LiveClient::connect(&server, "bob", "pw").await;
     bob.subscribe("s", "SELECT * FROM chat.messages", json!({})).await;
     bob.expect_silence(Duration::from_millis(3500)).await;
     let ended = alice.closed().await;
-    assert!(matches!(&ended, Ended::Close(1001, reason) if reason.contains("idle")), "{ended:?}");
+    assert!(
+        matches!(&ended, Ended::Close(1001, reason) if reason.contains("idle")),
+        "{ended:?}"
+    );
     bob.send(json!({"type": "ping"})).await;
     assert_eq!(bob.recv().await, json!({"type": "pong"}));
     let live = server.execute_sql("SELECT username FROM system.live").await;

@@ -103,6 +103,12 @@ mod tests {
                 job_id: "abc-1".into()
             }
         );
+        assert_eq!(
+            parse_statement("kill live query '12/Room-7';").unwrap(),
+            KalamStatement::KillLiveQuery {
+                id: "12/Room-7".into()
+            }
+        );
     }
 
     #[test]
@@ -116,6 +122,9 @@ mod tests {
             "STORAGE FLUSH TABLE t extra",
             "KILL JOB",
             "KILL JOB ''",
+            "KILL LIVE QUERY",
+            "KILL LIVE QUERY ''",
+            "KILL LIVE '1/s'",
             "STORAGE COMPACT TABLE t",
         ] {
             let err = parse_statement(sql).unwrap_err();

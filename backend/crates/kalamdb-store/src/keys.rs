@@ -65,29 +65,6 @@ pub fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hot_keys_round_trip_and_sort_by_seq() {
-        let a = hot_key(7, "alice", 5);
-        let b = hot_key(7, "alice", 256);
-        assert!(a < b);
-        assert_eq!(parse_hot_key(&b), Some((7, "alice", 256)));
-        assert!(a.starts_with(&scope_prefix(7, "alice")));
-        assert!(!hot_key(7, "alicex", 1).starts_with(&scope_prefix(7, "alice")));
-        assert_eq!(parse_hot_key(&a[..a.len() - 1]), None);
-    }
-
-    #[test]
-    fn upper_bounds() {
-        assert_eq!(prefix_upper_bound(&[1, 2]), Some(vec![1, 3]));
-        assert_eq!(prefix_upper_bound(&[1, 0xff]), Some(vec![2]));
-        assert_eq!(prefix_upper_bound(&[0xff]), None);
-    }
-}
-
 /// `table_id | bucket | scope_len | scope`: one scope's changes of one time bucket.
 pub fn change_prefix(table_id: u32, bucket: u32, scope: &str) -> Vec<u8> {
     assert!(
@@ -112,4 +89,27 @@ pub fn change_key(table_id: u32, bucket: u32, scope: &str, seq: u64) -> Vec<u8> 
 pub fn change_key_seq(key: &[u8]) -> Option<u64> {
     let tail = key.get(key.len().checked_sub(8)?..)?;
     Some(u64::from_be_bytes(tail.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hot_keys_round_trip_and_sort_by_seq() {
+        let a = hot_key(7, "alice", 5);
+        let b = hot_key(7, "alice", 256);
+        assert!(a < b);
+        assert_eq!(parse_hot_key(&b), Some((7, "alice", 256)));
+        assert!(a.starts_with(&scope_prefix(7, "alice")));
+        assert!(!hot_key(7, "alicex", 1).starts_with(&scope_prefix(7, "alice")));
+        assert_eq!(parse_hot_key(&a[..a.len() - 1]), None);
+    }
+
+    #[test]
+    fn upper_bounds() {
+        assert_eq!(prefix_upper_bound(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_upper_bound(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_upper_bound(&[0xff]), None);
+    }
 }
