@@ -169,6 +169,86 @@ impl Client {
     }
 }
 
+/// The socket of a live query (`\watch`).
+pub struct Watch {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Watch {
+    /// The server's next message; `None` when the socket ended.
+    pub async fn next(&mut self) -> Option<Value> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match self.socket.next().await? {
+                Ok(Message::Text(text)) => return serde_json::from_str(text.as_str()).ok(),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Opens `/ws` with this client's credentials and subscribes to `sql`.
+    pub async fn watch(&self, sql: &str) -> Result<Watch, Failure> {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = match self.url.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}/ws"),
+            Some((_, rest)) => format!("ws://{rest}/ws"),
+            None => format!("ws://{}/ws", self.url),
+        };
+        let invalid = |reason: String| Failure::Unreachable {
+            url: self.url.clone(),
+            reason,
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| invalid(e.to_string()))?;
+        let authorization = match &self.auth {
+            Auth::Basic { user, password } => {
+                use base64::Engine;
+                let credentials =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                format!("Basic {credentials}")
+            }
+            Auth::Bearer(token) => format!("Bearer {token}"),
+        };
+        request.headers_mut().insert(
+            "authorization",
+            authorization
+                .parse()
+                .map_err(|_| invalid("credentials that are not a valid header".into()))?,
+        );
+        let (mut socket, _) = match tokio_tungstenite::connect_async(request).await {
+            Ok(connected) => connected,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let (code, message) = match status {
+                    401 => ("UNAUTHORIZED", "invalid username or password"),
+                    _ => ("UNEXPECTED_RESPONSE", "the server refused the live-query socket"),
+                };
+                return Err(Failure::Server {
+                    status,
+                    code: code.into(),
+                    message: message.into(),
+                });
+            }
+            Err(e) => return Err(invalid(e.to_string())),
+        };
+        let subscribe = json!({"type": "subscribe", "id": "watch", "sql": sql});
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                subscribe.to_string().into(),
+            ))
+            .await
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Watch { socket })
+    }
+}
+
 /// `POST /auth/login`: a token for `user`.
 pub async fn login(url: &str, user: &str, password: &str) -> Result<Login, Failure> {
     let url = url.trim_end_matches('/');

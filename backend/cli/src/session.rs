@@ -55,7 +55,7 @@ SQL statements end with ';' and may span lines. Backslash commands:
   \\jobs                recent jobs (flushes)
   \\flush NS.TABLE|all  flush to Parquet and follow the jobs to the end
   \\as USER STATEMENT   run a statement as another user (EXECUTE AS USER)
-  \\watch SELECT ...    follow a query as it changes (needs live queries)
+  \\watch SELECT ...    print a query's rows, then each change as it commits
   \\format table|json|ndjson|csv
   \\timing [on|off]     show how long each statement took
   \\help                this text
@@ -210,10 +210,8 @@ impl Session {
                 }
                 _ => usage("\\as needs a user and a statement: \\as alice SELECT * FROM app.notes"),
             },
-            "\\watch" => usage(
-                "\\watch needs live queries over /ws, which this server does not offer yet; \
-                 run the SELECT again instead",
-            ),
+            "\\watch" if arg.is_empty() => usage("\\watch needs a query: \\watch SELECT * FROM app.messages"),
+            "\\watch" => self.watch(arg).await,
             "\\format" if arg.is_empty() => {
                 println!("format: {}", self.format.name());
                 Outcome::Done
@@ -237,6 +235,66 @@ impl Session {
                 Outcome::Done
             }
             other => usage(&format!("unknown command {other}: \\help lists the commands")),
+        }
+    }
+
+    /// `\watch SELECT ...`: a live query. Prints the rows, then one line per changed
+    /// row (`+` insert, `-` delete, `~` update with the old row), until Ctrl-C or the
+    /// server ends it.
+    async fn watch(&mut self, sql: &str) -> Outcome {
+        let mut watch = match self.client.watch(sql).await {
+            Ok(watch) => watch,
+            Err(failure) => return self.failed(&failure),
+        };
+        let mut initial = StatementResult::default();
+        let mut out = std::io::stdout();
+        loop {
+            let message = tokio::select! {
+                message = watch.next() => message,
+                _ = tokio::signal::ctrl_c() => return Outcome::Done,
+            };
+            let Some(message) = message else {
+                eprintln!("the server closed the live query");
+                return Outcome::Failed;
+            };
+            let text = |key: &str| message[key].as_str().unwrap_or_default().to_string();
+            match text("type").as_str() {
+                "subscribed" => {
+                    initial.columns = serde_json::from_value(message["schema"].clone()).unwrap_or_default();
+                }
+                "initial_data" => {
+                    let names: Vec<String> = initial.columns.iter().map(|c| c.name.clone()).collect();
+                    for row in message["rows"].as_array().into_iter().flatten() {
+                        initial.rows.push(names.iter().map(|n| row[n].clone()).collect());
+                    }
+                    if message["has_more"] == false {
+                        self.print(std::slice::from_ref(&initial), None);
+                        println!("watching for changes (Ctrl-C stops)");
+                    }
+                }
+                "change" => {
+                    let rows = |key: &str| message[key].as_array().cloned().unwrap_or_default();
+                    let (new, old) = (rows("rows"), rows("old_rows"));
+                    let lines: Vec<String> = match text("op").as_str() {
+                        "insert" => new.iter().map(|r| format!("+ {r}")).collect(),
+                        "delete" => old.iter().map(|r| format!("- {r}")).collect(),
+                        _ => new
+                            .iter()
+                            .zip(&old)
+                            .map(|(n, o)| format!("~ {o} -> {n}"))
+                            .collect(),
+                    };
+                    for line in lines {
+                        let _ = writeln!(out, "{line}");
+                    }
+                    let _ = out.flush();
+                }
+                "error" => {
+                    eprintln!("ERROR {}: {}", text("code"), text("message"));
+                    return Outcome::Failed;
+                }
+                _ => {}
+            }
         }
     }
 

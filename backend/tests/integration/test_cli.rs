@@ -420,3 +420,87 @@ async fn the_shell_edits_completes_cancels_and_flushes() {
         .await
         .expect("the shell session went as expected");
 }
+
+/// `\watch`: the rows, then a line per change as it commits, until the server ends
+/// the live query (here: the table is dropped, so the error and status 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_prints_rows_then_changes() {
+    let server = TestServer::start().await;
+    let home = tempfile::tempdir().unwrap();
+    server.create_user("alice", "pw", "user").await;
+    server
+        .execute_sql("CREATE NAMESPACE w; CREATE USER TABLE w.m (id BIGINT PRIMARY KEY, room INT, body TEXT)")
+        .await
+        .expect_success();
+    server
+        .execute_sql_as(
+            "alice",
+            "pw",
+            "INSERT INTO w.m VALUES (1, 1, 'first'), (2, 2, 'other room')",
+        )
+        .await
+        .expect_success();
+    let mut command = kalam(&server, home.path());
+    command
+        .args(["-u", "alice", "--password", "pw", "-c"])
+        .arg("\\watch SELECT id, body FROM w.m WHERE room = 1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("kalam starts");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let next_line = |wanted: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(wanted) => return (seen, line),
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no line with {wanted:?}; got {seen:?}"),
+            }
+        }
+    };
+    let (table, _) = next_line("watching for changes");
+    let table = table.join("\n");
+    assert!(
+        table.contains("first") && !table.contains("other room"),
+        "{table}"
+    );
+    server
+        .execute_sql_as("alice", "pw", "INSERT INTO w.m VALUES (3, 1, 'hello')")
+        .await
+        .expect_success();
+    let (_, insert) = next_line("hello");
+    assert!(
+        insert.starts_with("+ ") && insert.contains("\"id\":3"),
+        "{insert}"
+    );
+    server
+        .execute_sql_as("alice", "pw", "UPDATE w.m SET body = 'edited' WHERE id = 1")
+        .await
+        .expect_success();
+    let (_, update) = next_line("edited");
+    assert!(update.starts_with("~ ") && update.contains("first"), "{update}");
+    server
+        .execute_sql_as("alice", "pw", "UPDATE w.m SET room = 9 WHERE id = 3")
+        .await
+        .expect_success();
+    let (_, delete) = next_line("hello");
+    assert!(delete.starts_with("- "), "{delete}");
+    server.execute_sql("DROP TABLE w.m").await.expect_success();
+    let status = tokio::task::spawn_blocking(move || {
+        let output = child.wait_with_output().expect("kalam exits");
+        (output.status.code(), String::from_utf8(output.stderr).unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0, Some(1), "{status:?}");
+    assert!(status.1.contains("TABLE_NOT_FOUND"), "{status:?}");
+}
