@@ -105,7 +105,13 @@ impl Store {
         db_options.set_keep_log_file_num(4);
         let cf = |name: &str| {
             let mut cf_options = Options::default();
-            cf_options.set_write_buffer_size(options.write_buffer_bytes);
+            // The change log is written with every row but read only by resumes: a
+            // smaller memtable keeps its share of memory small under bulk loads.
+            let write_buffer = match name {
+                CF_CHANGES => (options.write_buffer_bytes / 4).max(4 << 20),
+                _ => options.write_buffer_bytes,
+            };
+            cf_options.set_write_buffer_size(write_buffer);
             cf_options.set_compression_type(DBCompressionType::Lz4);
             if name == CF_SYSTEM {
                 cf_options.set_merge_operator_associative("kalamdb_max_u64", max_u64_merge);
