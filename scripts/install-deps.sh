@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building KalamDB needs on a fresh Debian machine, when it is missing:
-# RocksDB's build runs bindgen, which needs libclang.
+# RocksDB's build runs bindgen, which needs libclang; jemalloc's build runs make.
 set -euo pipefail
 need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
-command -v cc >/dev/null 2>&1 || need+=(build-essential)
+{ command -v cc && command -v make; } >/dev/null 2>&1 || need+=(build-essential)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   SUDO=""

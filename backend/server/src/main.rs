@@ -2,6 +2,13 @@ use clap::Parser;
 use kalamdb_server::{Cli, Settings, start};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc rather than glibc's malloc, for Rust and (its `malloc` unprefixed) for
+/// RocksDB's C++ too: with glibc, memory freed after bursts of short-lived
+/// allocations on many threads (a subscription's initial scan, a query's batches)
+/// stayed in per-thread arenas (docs/benchmarks.md, "Live queries").
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     match kalamdb_server::runtime() {
         Ok(runtime) => runtime.block_on(serve()),
