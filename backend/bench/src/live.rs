@@ -95,11 +95,19 @@ async fn insert_latency(client: &Client, samples: usize, first_id: usize) -> Vec
 }
 
 /// INSERTs as `u0` into room 1 (which one subscription of u0 listens to): the time
-/// from each reply to the change's arrival (zero when it came first).
-async fn delivery(client: &Client, arrivals: &Arrivals, samples: usize, first_id: usize) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(samples);
+/// from each reply to the change's arrival (zero when it came first), and from
+/// sending the INSERT to the change's arrival.
+async fn delivery(
+    client: &Client,
+    arrivals: &Arrivals,
+    samples: usize,
+    first_id: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let mut after_reply = Vec::with_capacity(samples);
+    let mut after_send = Vec::with_capacity(samples);
     for i in 0..samples {
         let id = first_id + i;
+        let sent = Instant::now();
         client
             .sql_as(
                 "u0",
@@ -117,9 +125,19 @@ async fn delivery(client: &Client, arrivals: &Arrivals, samples: usize, first_id
             assert!(Instant::now() < deadline, "change {id} never arrived");
             tokio::task::yield_now().await;
         };
-        out.push(arrived.saturating_duration_since(replied));
+        after_reply.push(arrived.saturating_duration_since(replied));
+        after_send.push(arrived - sent);
     }
-    out
+    (after_reply, after_send)
+}
+
+/// Reports both delivery figures; the JSON has the one from the reply (the target's
+/// definition) with the one from sending beside it.
+fn report_delivery(label: &str, (after_reply, after_send): (Vec<Duration>, Vec<Duration>)) -> Value {
+    let from_send = report_latency(&format!("{label}, from send"), after_send);
+    let mut figures = report_latency(label, after_reply);
+    figures["from_send"] = from_send;
+    figures
 }
 
 pub async fn live(args: &Args, server: &ServerProcess, client: &impl Fn() -> Client) -> Value {
@@ -165,7 +183,7 @@ pub async fn live(args: &Args, server: &ServerProcess, client: &impl Fn() -> Cli
     for _ in 0..10 {
         open(&ws_url, "u1", &idle_sqls, sink.clone()).await;
     }
-    let latency_1k = report_latency(
+    let latency_1k = report_delivery(
         "delivery, 1,000 subs open",
         delivery(&client, &arrivals, samples, next_id).await,
     );
@@ -189,7 +207,7 @@ pub async fn live(args: &Args, server: &ServerProcess, client: &impl Fn() -> Cli
         insert_latency(&client, samples, next_id).await,
     );
     next_id += samples;
-    let latency_10k = report_latency(
+    let latency_10k = report_delivery(
         "delivery, 10,000 subs open",
         delivery(&client, &arrivals, samples, next_id).await,
     );
