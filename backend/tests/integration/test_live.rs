@@ -567,7 +567,52 @@ async fn system_live_kill_and_the_ways_a_subscription_ends() {
         .execute_sql_as("alice", "pw", "INSERT INTO chat.messages VALUES (2, 1, 'y')")
         .await
         .expect_success();
-    assert_eq!(alice.recv().await["op"], "insert");
+    let change = alice.recv().await;
+    assert_eq!(change["op"], "insert");
+    let seen = seq_of(&change["seq"]);
+
+    // ALTER TABLE ends the subscriptions of the old columns with SCHEMA_CHANGED;
+    // subscribing again from the last seq seen loses nothing and has the new column.
+    server
+        .execute_sql("ALTER TABLE chat.messages ADD COLUMN mood TEXT")
+        .await
+        .expect_success();
+    alice.expect_error(Some("s1"), "SCHEMA_CHANGED").await;
+    server
+        .execute_sql_as(
+            "alice",
+            "pw",
+            "INSERT INTO chat.messages VALUES (3, 1, 'z', 'glad')",
+        )
+        .await
+        .expect_success();
+    let (columns, _) = alice
+        .subscribe("s1", "SELECT * FROM chat.messages", json!({"from_seq": seen}))
+        .await;
+    assert_eq!(columns, ["id", "room", "body", "mood", "_seq"]);
+    let change = alice.recv().await;
+    assert_eq!(change["op"], "insert");
+    assert_eq!(change["rows"][0]["id"], 3);
+    assert_eq!(change["rows"][0]["mood"], "glad");
+    // A DROP COLUMN likewise; a subscription compiled after it is not ended.
+    server
+        .execute_sql("ALTER TABLE chat.messages DROP COLUMN mood")
+        .await
+        .expect_success();
+    alice.expect_error(Some("s1"), "SCHEMA_CHANGED").await;
+    alice
+        .subscribe("s1", "SELECT * FROM chat.messages WHERE id > 3", json!({}))
+        .await;
+    server
+        .execute_sql_as("alice", "pw", "INSERT INTO chat.messages VALUES (4, 1, 'w')")
+        .await
+        .expect_success();
+    let change = alice.recv().await;
+    assert_eq!(
+        (change["op"].clone(), change["rows"][0]["id"].clone()),
+        (json!("insert"), json!(4))
+    );
+    assert!(change["rows"][0].get("mood").is_none(), "{change}");
 
     // A password change closes the user's connections (1008) after an error.
     server

@@ -37,6 +37,8 @@ pub enum ErrorCode {
     Killed,
     /// Live queries: the history `from_seq` asks for is no longer kept.
     ResumeUnavailable,
+    /// Live queries: the table's columns changed (ALTER TABLE); subscribe again.
+    SchemaChanged,
     LiveQueryNotFound,
     InternalError,
 }
@@ -72,6 +74,7 @@ impl ErrorCode {
             ErrorCode::SubscriptionLagged => "SUBSCRIPTION_LAGGED",
             ErrorCode::Killed => "KILLED",
             ErrorCode::ResumeUnavailable => "RESUME_UNAVAILABLE",
+            ErrorCode::SchemaChanged => "SCHEMA_CHANGED",
             ErrorCode::LiveQueryNotFound => "LIVE_QUERY_NOT_FOUND",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
@@ -105,7 +108,7 @@ impl ErrorCode {
             | ErrorCode::FlushInProgress => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyRequests | ErrorCode::SubscriptionLimit => 429,
-            ErrorCode::SubscriptionLagged | ErrorCode::Killed => 409,
+            ErrorCode::SubscriptionLagged | ErrorCode::Killed | ErrorCode::SchemaChanged => 409,
             ErrorCode::InternalError => 500,
         }
     }

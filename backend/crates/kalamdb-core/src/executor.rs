@@ -711,10 +711,12 @@ impl StatementContext<'_> {
         )))
     }
 
+    /// Saves an altered definition (the caller holds the table's commit lock).
     fn save_table(&self, table: TableDef) -> KalamResult<()> {
         let mut batch = self.db.store.batch();
         Catalog::stage_table(&mut batch, &table);
         self.db.store.commit(batch).map_err(store_error)?;
+        self.db.live.table_altered(&table);
         self.db.catalog.apply_table(table);
         Ok(())
     }

@@ -453,6 +453,19 @@ impl LiveHub {
         }
     }
 
+    /// A table whose columns changed (`current` is its new definition): the
+    /// subscriptions compiled against the old columns end with `SCHEMA_CHANGED`;
+    /// subscribing again with `from_seq` = the last `seq` seen resumes with the new
+    /// columns and loses nothing. Called under the table's commit lock, which
+    /// registration holds too, so no subscription of the old columns starts after.
+    pub fn table_altered(&self, current: &TableDef) {
+        for sub in self.subscriptions() {
+            if sub.table.table_id == current.table_id && sub.table.schema_version != current.schema_version {
+                self.end(&sub, Some(&schema_changed(current)));
+            }
+        }
+    }
+
     /// A user dropped, or whose password or role changed: its connections close
     /// (their credentials no longer stand).
     pub fn user_changed(&self, user_id: &str, reason: &str) {
@@ -794,6 +807,16 @@ impl Drop for LiveReceiver {
 /// An `error` message (for subscription `id`, if any) as the socket sends it.
 pub fn live_error(id: Option<&str>, error: &KalamError) -> String {
     error_message(id, error)
+}
+
+fn schema_changed(table: &TableDef) -> KalamError {
+    KalamError::new(
+        ErrorCode::SchemaChanged,
+        format!(
+            "the columns of '{}' changed; subscribe again (from_seq = the last seq received loses nothing)",
+            table.qualified_name()
+        ),
+    )
 }
 
 pub(crate) fn lagged() -> KalamError {
