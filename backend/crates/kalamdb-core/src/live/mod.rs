@@ -459,9 +459,10 @@ impl LiveHub {
     /// columns and loses nothing. Called under the table's commit lock, which
     /// registration holds too, so no subscription of the old columns starts after.
     pub fn table_altered(&self, current: &TableDef) {
+        let error = schema_changed(current);
         for sub in self.subscriptions() {
             if sub.table.table_id == current.table_id && sub.table.schema_version != current.schema_version {
-                self.end(&sub, Some(&schema_changed(current)));
+                self.end(&sub, Some(&error));
             }
         }
     }
