@@ -329,6 +329,16 @@ async fn read_benchmarks(args: &Args, server: &ServerProcess, client: impl Fn() 
         select_one.push(t.elapsed());
     }
     let select_one = report_latency("SELECT 1", select_one);
+    // The floor under every statement: one HTTP exchange with the smallest handler.
+    let health_url = setup.url.replace("/sql", "/health");
+    let mut health = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples {
+        let t = Instant::now();
+        let response = setup.http.get(&health_url).send().await.expect("health answer");
+        response.bytes().await.expect("health body");
+        health.push(t.elapsed());
+    }
+    let health = report_latency("GET /health (HTTP floor)", health);
 
     setup
         .sql("CREATE SHARED TABLE bench.shared (id BIGINT PRIMARY KEY, kind INT, payload TEXT)".into())
@@ -357,6 +367,25 @@ async fn read_benchmarks(args: &Args, server: &ServerProcess, client: impl Fn() 
         );
     }
     let shared_group_by = report_latency("GROUP BY over hot SHARED", group_by);
+    // A primary-key range of 1,000 rows out of the hot SHARED table.
+    let mut pk_range = Vec::new();
+    let span = args.shared_rows.saturating_sub(1000).max(1);
+    for i in 0..args.samples.min(500) {
+        let low = (i * 7919) % span;
+        let t = Instant::now();
+        let body = setup
+            .sql(format!(
+                "SELECT count(*), sum(kind) FROM bench.shared WHERE id BETWEEN {low} AND {}",
+                low + 999
+            ))
+            .await;
+        pk_range.push(t.elapsed());
+        assert_eq!(
+            body["results"][0]["rows"][0][0].as_u64(),
+            Some(1000.min(args.shared_rows) as u64)
+        );
+    }
+    let pk_range = report_latency("pk range of 1,000 hot SHARED rows", pk_range);
 
     // A selective filter over a wide table: the server's memory must not follow
     // the table's size.
@@ -425,8 +454,10 @@ async fn read_benchmarks(args: &Args, server: &ServerProcess, client: impl Fn() 
     );
     json!({
         "select_1": select_one,
+        "health": health,
         "shared_group_by_rows": args.shared_rows,
         "shared_group_by": shared_group_by,
+        "pk_range_1000": pk_range,
         "filter_rows": args.filter_rows,
         "filter": filter_growth,
         "runaway": {"status": status, "code": body["error"]["code"], "seconds": elapsed.as_secs_f64(),

@@ -94,11 +94,26 @@ pub(crate) fn unique_violation(table: &TableDef, index: &IndexDef, values: &str)
     )
 }
 
-/// What an indexed hot scan reads: key ranges of one index, `[from, to)`.
+/// What an indexed hot scan reads: key ranges `[from, to)` of one secondary index,
+/// or of the primary-key index.
 #[derive(Debug, Clone)]
 pub(crate) struct IndexProbe {
+    /// The index's name (empty for the primary key).
     pub index: String,
+    /// The ranges are `pk` keys (the rows in primary-key order), not index entries.
+    pub primary_key: bool,
     pub ranges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl IndexProbe {
+    /// How EXPLAIN names what the probe reads.
+    pub fn describe(&self) -> String {
+        if self.primary_key {
+            "pk range".to_string()
+        } else {
+            format!("index {}", self.index)
+        }
+    }
 }
 
 /// A condition on an index's first column that its key ranges answer.
@@ -112,14 +127,35 @@ pub(crate) enum FirstColumn {
 
 /// The key ranges of `index` in `scope` that hold every row meeting `condition`.
 pub(crate) fn probe(table: &TableDef, index: &IndexDef, scope: &str, condition: &FirstColumn) -> IndexProbe {
-    let prefix = index_scope_prefix(table.table_id, index.id, scope);
+    IndexProbe {
+        index: index.name.clone(),
+        primary_key: false,
+        ranges: ranges(&index_scope_prefix(table.table_id, index.id, scope), condition),
+    }
+}
+
+/// The ranges of the primary-key index in `scope` that hold every key meeting
+/// `condition` (a condition on the primary-key column).
+pub(crate) fn pk_probe(table: &TableDef, scope: &str, condition: &FirstColumn) -> IndexProbe {
+    IndexProbe {
+        index: String::new(),
+        primary_key: true,
+        ranges: ranges(
+            &kalamdb_store::pk_range_key(table.table_id, scope, None),
+            condition,
+        ),
+    }
+}
+
+/// The ranges of keys `prefix · encode_ordered(v) · ...` whose `v` meets `condition`.
+fn ranges(prefix: &[u8], condition: &FirstColumn) -> Vec<(Vec<u8>, Vec<u8>)> {
     let encoded = |value: &Value| {
-        let mut key = prefix.clone();
+        let mut key = prefix.to_vec();
         encode_ordered(value, &mut key);
         key
     };
     let after = |key: Vec<u8>| prefix_upper_bound(&key).unwrap_or(key);
-    let ranges = match condition {
+    match condition {
         FirstColumn::Values(values) => values
             .iter()
             .filter(|v| !matches!(v, Value::Null))
@@ -130,7 +166,7 @@ pub(crate) fn probe(table: &TableDef, index: &IndexDef, scope: &str, condition: 
             .collect(),
         FirstColumn::Range(lower, upper) => {
             // NULLs sort first (one 0x00 byte): a range never includes them.
-            let mut not_null = prefix.clone();
+            let mut not_null = prefix.to_vec();
             not_null.push(1);
             let from = match lower {
                 Bound::Included(v) => encoded(v),
@@ -140,13 +176,9 @@ pub(crate) fn probe(table: &TableDef, index: &IndexDef, scope: &str, condition: 
             let to = match upper {
                 Bound::Included(v) => after(encoded(v)),
                 Bound::Excluded(v) => encoded(v),
-                Bound::Unbounded => after(prefix.clone()),
+                Bound::Unbounded => after(prefix.to_vec()),
             };
             if from < to { vec![(from, to)] } else { Vec::new() }
         }
-    };
-    IndexProbe {
-        index: index.name.clone(),
-        ranges,
     }
 }

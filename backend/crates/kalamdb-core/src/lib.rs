@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, Role, UserId};
-use kalamdb_store::{FORMAT_VERSION, Store, StoreError, StoreOptions};
+use kalamdb_store::{Store, StoreError, StoreOptions};
 use serde::Serialize;
 
 pub use crate::arrow_conv::write_json_objects;
@@ -507,7 +507,6 @@ pub struct KalamDb {
     started_at: Instant,
 }
 
-const FORMAT_VERSION_KEY: &str = "meta/format_version";
 const ROOT_USER: &str = "root";
 
 impl KalamDb {
@@ -524,7 +523,6 @@ impl KalamDb {
         std::fs::create_dir_all(&rocksdb_dir)
             .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", rocksdb_dir.display())))?;
         let store = Store::open(&rocksdb_dir, &options.store).map_err(store_error)?;
-        check_format_version(&store)?;
         let catalog = Catalog::load(&store)?;
         let last_seq = match store.system_get(LAST_SEQ_KEY).map_err(store_error)? {
             Some(bytes) => u64::from_be_bytes(
@@ -858,28 +856,6 @@ fn token_secret(store: &Store, options: &DbOptions) -> KalamResult<Vec<u8>> {
     batch.put_system(TOKEN_SECRET_KEY, &secret);
     store.commit(batch).map_err(store_error)?;
     Ok(secret)
-}
-
-fn check_format_version(store: &Store) -> KalamResult<()> {
-    match store.system_get(FORMAT_VERSION_KEY).map_err(store_error)? {
-        Some(bytes) => {
-            let version = std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|s| s.parse::<u32>().ok())
-                .ok_or_else(|| KalamError::internal("corrupt meta/format_version"))?;
-            if version > FORMAT_VERSION {
-                return Err(KalamError::internal(format!(
-                    "the data directory has format version {version}; this server reads up to {FORMAT_VERSION}"
-                )));
-            }
-            Ok(())
-        }
-        None => {
-            let mut batch = store.batch();
-            batch.put_system(FORMAT_VERSION_KEY, FORMAT_VERSION.to_string().as_bytes());
-            store.commit(batch).map_err(store_error)
-        }
-    }
 }
 
 /// First start: the `default` namespace and `root`. Every start: `root` gets the

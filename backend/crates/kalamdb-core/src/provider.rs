@@ -215,12 +215,20 @@ impl KalamTable {
 }
 
 impl KalamTable {
-    /// A secondary index whose first column the filters restrict (`=`, `IN`,
-    /// comparisons, `BETWEEN` with literals), as the key ranges to read. Equality
-    /// is preferred to a range.
+    /// The key ranges to read instead of every hot row: of a secondary index whose
+    /// first column the filters restrict (`=`, `IN`, comparisons, `BETWEEN` with
+    /// literals), or of the primary key. Equality on an index is preferred to a
+    /// primary-key range, and that to a range of an index.
     fn index_probe(&self, filters: &[Expr]) -> Option<IndexProbe> {
         let table = self.scoped.def();
-        let mut best: Option<(bool, IndexProbe)> = None;
+        let mut best: Option<(bool, IndexProbe)> = table.pk_column().and_then(|pk| {
+            let condition = first_column_condition(&pk.name, &pk.data_type, filters)?;
+            let exact = matches!(condition, FirstColumn::Values(_));
+            Some((
+                exact,
+                crate::index::pk_probe(table, self.scoped.scope(), &condition),
+            ))
+        });
         for index in &table.indexes {
             let column = table
                 .columns

@@ -39,6 +39,12 @@ pub(crate) const SCAN_BATCH_ROWS: usize = 8192;
 /// Batches a hot scan may have read ahead of its consumer.
 const READ_AHEAD_BATCHES: usize = 2;
 
+/// A full hot scan read by `n` partitions splits the scope's `_seq` range into
+/// `n` times this many slices of equal width, partition `p` reading slices `p`,
+/// `p + n`, ...: rows written at an even pace spread evenly, and a burst spans
+/// several slices.
+const HOT_SLICES_PER_PARTITION: usize = 16;
+
 /// One column of a [`ScopedTable`]'s schema and where its values come from.
 #[derive(Clone, Debug)]
 pub(crate) enum ScanColumn {
@@ -245,18 +251,21 @@ impl ScopedTable {
     /// [`READ_AHEAD_BATCHES`] batches ahead of the consumer; dropping the stream
     /// stops the read. `read` is the columns decoded, `predicate` (over `read`'s
     /// schema) keeps rows, `output` picks the result's columns out of `read`, and
-    /// the scan stops after `limit` rows.
+    /// the scan stops after `limit` rows. `part = (p, n)`: this stream is partition
+    /// `p` of `n` reading a full scan (see [`HOT_SLICES_PER_PARTITION`]); point and
+    /// index reads have one partition.
     pub fn hot_stream(
         self: &Arc<Self>,
         snapshot: &TableSnapshot,
         scan: Arc<HotScan>,
+        part: (usize, usize),
     ) -> SendableRecordBatchStream {
         let output_schema = scan.output_schema.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(READ_AHEAD_BATCHES);
         let this = self.clone();
         let view = snapshot.view.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = this.produce_hot(&view, &scan, &tx) {
+            if let Err(e) = this.produce_hot(&view, &scan, part, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }
         });
@@ -269,6 +278,7 @@ impl ScopedTable {
         &self,
         view: &StoreView,
         scan: &HotScan,
+        part: (usize, usize),
         tx: &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
     ) -> DfResult<()> {
         let limit = scan.limit.unwrap_or(usize::MAX);
@@ -322,13 +332,7 @@ impl ScopedTable {
             Ok(going)
         };
         let visited = match &scan.index {
-            // Rows of a STREAM table older than its TTL are skipped with one seek.
-            None => view.hot_visit_from(
-                self.table.table_id,
-                &self.scope,
-                crate::stream::horizon(&self.table),
-                &mut visit,
-            ),
+            None => self.visit_slices(view, part, &mut visit),
             Some(probe) => self.visit_indexed(view, probe, &mut visit),
         };
         visited.map_err(|e| DataFusionError::External(Box::new(store_error(e))))?;
@@ -346,6 +350,42 @@ impl ScopedTable {
 type RowVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, StoreError> + 'a;
 
 impl ScopedTable {
+    /// Visits partition `p` of `n` of the scope's hot rows (all of them for `n =
+    /// 1`), in `_seq` order within each slice. Rows of a STREAM table older than
+    /// its TTL are skipped with one seek.
+    fn visit_slices(
+        &self,
+        view: &StoreView,
+        (p, n): (usize, usize),
+        visit: &mut RowVisitor<'_>,
+    ) -> Result<(), StoreError> {
+        let (table_id, horizon) = (self.table.table_id, crate::stream::horizon(&self.table));
+        if n <= 1 {
+            return view.hot_visit_from(table_id, &self.scope, horizon, visit);
+        }
+        let Some((first, last)) = view.hot_seq_bounds(table_id, &self.scope, horizon)? else {
+            return Ok(());
+        };
+        let slices = (n * HOT_SLICES_PER_PARTITION) as u64;
+        let width = (last - first) / slices + 1;
+        let mut stopped = false;
+        let mut slice = p as u64;
+        while slice < slices && !stopped {
+            let from = first + slice * width;
+            if from > last {
+                break;
+            }
+            let through = (from + width - 1).min(last);
+            view.hot_visit_between(table_id, &self.scope, from, through, |seq, bytes| {
+                let going = visit(seq, bytes)?;
+                stopped = !going;
+                Ok(going)
+            })?;
+            slice += n as u64;
+        }
+        Ok(())
+    }
+
     /// The hot rows an index probe names, as a batch of `projection` (the point-read
     /// path: every row in the probe's ranges has the value the query asked for).
     pub fn rows_by_index(
@@ -365,15 +405,19 @@ impl ScopedTable {
         builder.finish()
     }
 
-    /// Visits the hot rows an index probe names, in `_seq` order: the entries in its
-    /// ranges, then their versions (a version no longer hot — flushed, or replaced —
-    /// is not a row of this scan).
+    /// Visits the hot rows an index probe names: the entries in its ranges, then
+    /// their versions (a version no longer hot — flushed, or replaced — is not a row
+    /// of this scan). Rows of a secondary index come in `_seq` order, rows of a
+    /// primary-key range in key order.
     fn visit_indexed(
         &self,
         view: &StoreView,
         probe: &IndexProbe,
         visit: &mut RowVisitor<'_>,
     ) -> Result<(), StoreError> {
+        if probe.primary_key {
+            return self.visit_pk_ranges(view, probe, visit);
+        }
         let mut seqs = Vec::new();
         for (from, to) in &probe.ranges {
             view.index_visit(from, to, |_, seq| {
@@ -393,6 +437,54 @@ impl ScopedTable {
                 }
             }
         }
+        Ok(())
+    }
+}
+
+impl ScopedTable {
+    /// Visits the hot rows of primary-key ranges in key order, reading the versions
+    /// of [`SCAN_BATCH_ROWS`] keys at a time (one multi-get each), so a range holds
+    /// no more than that in memory and a LIMIT stops it early. Keys whose latest
+    /// version is a tombstone, older than a STREAM table's TTL, or no longer hot
+    /// (flushed: the cold part of the scan reads it) yield nothing.
+    fn visit_pk_ranges(
+        &self,
+        view: &StoreView,
+        probe: &IndexProbe,
+        visit: &mut RowVisitor<'_>,
+    ) -> Result<(), StoreError> {
+        let horizon = crate::stream::horizon(&self.table);
+        let mut seqs: Vec<u64> = Vec::with_capacity(SCAN_BATCH_ROWS);
+        // Reads the versions of `seqs`; `false` once `visit` asked to stop.
+        let mut drain = |seqs: &mut Vec<u64>| -> Result<bool, StoreError> {
+            let rows = view.hot_multi_get(self.table.table_id, &self.scope, seqs)?;
+            let pairs: Vec<(u64, Option<Vec<u8>>)> = seqs.drain(..).zip(rows).collect();
+            for (seq, row) in pairs {
+                if let Some(bytes) = row
+                    && !visit(seq, &bytes)?
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        };
+        for (from, to) in &probe.ranges {
+            let mut outcome: Result<bool, StoreError> = Ok(true);
+            view.pk_visit(from, to, |entry| {
+                if !entry.deleted && entry.seq >= horizon {
+                    seqs.push(entry.seq);
+                }
+                if seqs.len() < SCAN_BATCH_ROWS {
+                    return true;
+                }
+                outcome = drain(&mut seqs);
+                matches!(outcome, Ok(true))
+            })?;
+            if !outcome? {
+                return Ok(());
+            }
+        }
+        drain(&mut seqs)?;
         Ok(())
     }
 }

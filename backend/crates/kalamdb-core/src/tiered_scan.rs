@@ -1,8 +1,10 @@
 //! Planning a scan of a [`ScopedTable`] across both tiers.
 //!
-//! [`plan_scan`] turns one [`TableSnapshot`] into a [`TieredScanExec`]: partition 0
-//! streams the hot rows (filters applied as rows are read, or point reads of the
-//! primary keys a filter names), the other partitions stream the cold segments
+//! [`plan_scan`] turns one [`TableSnapshot`] into a [`TieredScanExec`]: the first
+//! partitions stream the hot rows (filters applied as rows are read; a full scan
+//! split across DataFusion's target partitions by `_seq` slices; point reads of the
+//! primary keys a filter names, or the ranges of the pk index or of a secondary
+//! index the filters bound, in one partition), the other partitions stream the cold segments
 //! through DataFusion's Parquet reader (projection, row-group and page pruning with
 //! the pushed-down filters). Segments are first pruned with the manifest's
 //! per-column min/max (DataFusion's `PruningPredicate` over [`ManifestStats`]). A
@@ -141,7 +143,14 @@ pub(crate) fn plan_scan(
         }
         _ => Vec::new(),
     };
-    Ok(Arc::new(TieredScanExec::new(scoped.clone(), snapshot, hot, cold)))
+    let target_partitions = state.config().target_partitions();
+    Ok(Arc::new(TieredScanExec::new(
+        scoped.clone(),
+        snapshot,
+        hot,
+        cold,
+        target_partitions,
+    )))
 }
 
 /// Builds the cold parts of a scan: prunes the manifest's segments with `filters`,
@@ -407,14 +416,17 @@ impl PruningStatistics for ManifestStats<'_> {
     }
 }
 
-/// Hot rows ∪ cold parts of one snapshot, as one scan of the table. Partition 0
-/// streams the hot rows; the others stream the cold parts' partitions.
+/// Hot rows ∪ cold parts of one snapshot, as one scan of the table. The first
+/// `hot_partitions` partitions stream the hot rows; the others stream the cold
+/// parts' partitions.
 pub(crate) struct TieredScanExec {
     scoped: Arc<ScopedTable>,
     snapshot: TableSnapshot,
     hot: Arc<HotScan>,
+    /// Partitions `0..hot_partitions` read the hot rows.
+    hot_partitions: usize,
     cold: Vec<Arc<ColdPart>>,
-    /// Partition p (p ≥ 1) → (cold part, its partition).
+    /// Partition `hot_partitions + i` → (cold part, its partition).
     partitions: Vec<(usize, usize)>,
     /// The stale markers as a set, when a cold part merges.
     stale: Arc<HashSet<i64>>,
@@ -422,7 +434,20 @@ pub(crate) struct TieredScanExec {
 }
 
 impl TieredScanExec {
-    fn new(scoped: Arc<ScopedTable>, snapshot: TableSnapshot, hot: HotScan, cold: Vec<ColdPart>) -> Self {
+    fn new(
+        scoped: Arc<ScopedTable>,
+        snapshot: TableSnapshot,
+        hot: HotScan,
+        cold: Vec<ColdPart>,
+        target_partitions: usize,
+    ) -> Self {
+        // A full hot scan is read by as many partitions as DataFusion runs; point
+        // and index reads by one.
+        let hot_partitions = if hot.keys.is_none() && hot.index.is_none() {
+            target_partitions.max(1)
+        } else {
+            1
+        };
         let cold: Vec<Arc<ColdPart>> = cold.into_iter().map(Arc::new).collect();
         let mut partitions = Vec::new();
         for (i, part) in cold.iter().enumerate() {
@@ -437,7 +462,7 @@ impl TieredScanExec {
         };
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(hot.output_schema.clone()),
-            Partitioning::UnknownPartitioning(1 + partitions.len()),
+            Partitioning::UnknownPartitioning(hot_partitions + partitions.len()),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
@@ -445,6 +470,7 @@ impl TieredScanExec {
             scoped,
             snapshot,
             hot: Arc::new(hot),
+            hot_partitions,
             cold,
             partitions,
             stale: Arc::new(stale),
@@ -472,8 +498,8 @@ impl DisplayAs for TieredScanExec {
             (Some(keys), _) => write!(f, "TieredScanExec: point reads={}", keys.len()),
             (None, Some(probe)) => write!(
                 f,
-                "TieredScanExec: hot=index {} ({} range(s)){}, segments={segments} (merged={merged}), stale={}",
-                probe.index,
+                "TieredScanExec: hot={} ({} range(s)){}, segments={segments} (merged={merged}), stale={}",
+                probe.describe(),
                 probe.ranges.len(),
                 if self.hot.predicate.is_some() {
                     " (filtered)"
@@ -528,10 +554,12 @@ impl ExecutionPlan for TieredScanExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
-        if partition == 0 {
-            return Ok(self.scoped.hot_stream(&self.snapshot, self.hot.clone()));
+        if partition < self.hot_partitions {
+            let part = (partition, self.hot_partitions);
+            return Ok(self.scoped.hot_stream(&self.snapshot, self.hot.clone(), part));
         }
-        let &(part_index, inner) = self.partitions.get(partition - 1).ok_or_else(|| {
+        let cold_partition = partition - self.hot_partitions;
+        let &(part_index, inner) = self.partitions.get(cold_partition).ok_or_else(|| {
             DataFusionError::Internal(format!("TieredScanExec has no partition {partition}"))
         })?;
         let part = self.cold[part_index].clone();

@@ -15,10 +15,11 @@
 //!   numbers and the sign bit flipped otherwise (-0.0 is stored as 0.0; NaN last);
 //! - DECIMAL: the unscaled i128, big-endian, sign bit flipped (one scale per column);
 //! - TEXT: the UTF-8 bytes with `0x00` written as `0x00 0xff`, ended by `0x00 0x00`
-//!   (so no value's encoding is a prefix of a greater one's);
+//!   (so no value's encoding is a prefix of a greater one's); BYTES and JSON alike;
 //! - UUID: the 16 bytes.
 //!
-//! BYTES and JSON columns are not indexable.
+//! BYTES and JSON columns are not indexable; the same encoding is the `pk` column
+//! family's key (see [`crate::keys`]), where any key type may appear.
 
 use kalamdb_commons::Value;
 
@@ -50,14 +51,23 @@ pub fn indexable(value: &Value) -> bool {
 }
 
 /// Appends the order-preserving encoding of `value` (see the module documentation).
-/// BYTES and JSON values, which are not indexable, encode as NULL.
 pub fn encode_ordered(value: &Value, out: &mut Vec<u8>) {
     let int = |n: i64, out: &mut Vec<u8>| {
         out.push(1);
         out.extend_from_slice(&((n as u64) ^ (1 << 63)).to_be_bytes());
     };
+    let bytes = |b: &[u8], out: &mut Vec<u8>| {
+        out.push(1);
+        for &byte in b {
+            out.push(byte);
+            if byte == 0 {
+                out.push(0xff);
+            }
+        }
+        out.extend_from_slice(&[0, 0]);
+    };
     match value {
-        Value::Null | Value::Bytes(_) | Value::Json(_) => out.push(0),
+        Value::Null => out.push(0),
         Value::Boolean(b) => {
             out.push(1);
             out.push(*b as u8);
@@ -73,16 +83,8 @@ pub fn encode_ordered(value: &Value, out: &mut Vec<u8>) {
             out.push(1);
             out.extend_from_slice(&((*unscaled as u128) ^ (1 << 127)).to_be_bytes());
         }
-        Value::Text(s) => {
-            out.push(1);
-            for &b in s.as_bytes() {
-                out.push(b);
-                if b == 0 {
-                    out.push(0xff);
-                }
-            }
-            out.extend_from_slice(&[0, 0]);
-        }
+        Value::Text(s) | Value::Json(s) => bytes(s.as_bytes(), out),
+        Value::Bytes(b) => bytes(b, out),
         Value::Uuid(bytes) => {
             out.push(1);
             out.extend_from_slice(bytes);

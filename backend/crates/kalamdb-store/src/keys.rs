@@ -3,8 +3,10 @@
 //! ```text
 //! scope prefix : table_id u32 BE | scope_len u8 | scope bytes (UTF-8; empty for SHARED)
 //! hot key      : scope prefix | _seq u64 BE
-//! pk key       : scope prefix | pk value in the row codec's cell encoding (tag | payload)
+//! pk key       : scope prefix | pk value, order-preserving ([`crate::index_key::encode_ordered`])
 //! ```
+//! Format version 1 wrote pk keys in the row codec's cell encoding (`tag | payload`,
+//! little-endian numbers); [`crate::upgrade`] rewrites them.
 //! All rows of one table are one contiguous key range, and so are all rows of one
 //! user of one table: scans and deletes are range operations.
 //!
@@ -42,12 +44,17 @@ pub fn hot_key(table_id: u32, scope: &str, seq: u64) -> Vec<u8> {
     key
 }
 
-/// Splits a hot key into `(table_id, scope, seq)`; `None` for a malformed key.
-pub fn parse_hot_key(key: &[u8]) -> Option<(u32, &str, u64)> {
+/// Splits a key into `(table_id, scope, rest)`; `None` for a malformed key.
+pub fn parse_scope_prefix(key: &[u8]) -> Option<(u32, &str, &[u8])> {
     let table_id = u32::from_be_bytes(key.get(0..4)?.try_into().ok()?);
     let scope_len = *key.get(4)? as usize;
     let scope = std::str::from_utf8(key.get(5..5 + scope_len)?).ok()?;
-    let rest = key.get(5 + scope_len..)?;
+    Some((table_id, scope, key.get(5 + scope_len..)?))
+}
+
+/// Splits a hot key into `(table_id, scope, seq)`; `None` for a malformed key.
+pub fn parse_hot_key(key: &[u8]) -> Option<(u32, &str, u64)> {
+    let (table_id, scope, rest) = parse_scope_prefix(key)?;
     let seq = u64::from_be_bytes(rest.try_into().ok()?);
     Some((table_id, scope, seq))
 }

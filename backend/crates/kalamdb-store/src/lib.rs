@@ -1,10 +1,12 @@
 //! Hot storage: the RocksDB keyspace of KalamDB.
 //!
-//! One RocksDB instance with four column families:
+//! One RocksDB instance with these column families:
 //! - `system`: the catalog (namespaces, tables, users) and server metadata, JSON values;
 //! - `hot`: table rows, keyed `table_id | scope | _seq`, values in the row codec;
-//! - `pk`: the primary-key index, `table_id | scope | pk` → `_seq` and flags;
-//! - `stale`: `table_id | scope | _seq` of Parquet row versions a later write replaced.
+//! - `pkey`: the primary-key index, `table_id | scope | pk` (in key order) → `_seq`
+//!   and flags;
+//! - `stale`: `table_id | scope | _seq` of Parquet row versions a later write replaced;
+//! - `idx`: secondary-index entries; `changes`: the live-query change log.
 //!
 //! The byte layouts are specified in `docs/storage-format.md`; [`keys`] and
 //! [`row_codec`] are their only implementation.
@@ -16,9 +18,14 @@ pub mod index_key;
 pub mod keys;
 pub mod row_codec;
 mod store;
+mod upgrade;
 
 pub use row_codec::{DecodedRow, RowCodecError};
-pub use store::{DetachedBatch, HotRow, PkEntry, Store, StoreBatch, StoreError, StoreOptions, StoreView};
+pub use store::{
+    DetachedBatch, HotRow, PkEntry, Store, StoreBatch, StoreError, StoreOptions, StoreView, pk_range_key,
+};
+pub use upgrade::FORMAT_VERSION_KEY;
 
-/// The on-disk format version written in `system` under `meta/format_version`.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version written in `system` under `meta/format_version`
+/// (2: order-preserving primary-key index keys).
+pub const FORMAT_VERSION: u32 = 2;

@@ -40,6 +40,8 @@ pub enum RowCodecError {
     UnknownTag(u8),
     #[error("text cell is not valid UTF-8")]
     InvalidUtf8,
+    #[error("{0} bytes after the end of a cell")]
+    TrailingBytes(usize),
 }
 
 /// One decoded row version.
@@ -198,7 +200,18 @@ pub fn visit_cells<'a>(
     Ok(deleted)
 }
 
-/// Encodes one value as `tag | payload` (also the pk index's key encoding).
+/// Decodes one value written by [`encode_value`]; the bytes must hold exactly it.
+pub fn decode_value(bytes: &[u8]) -> Result<Value, RowCodecError> {
+    let mut r = Reader { bytes, pos: 0 };
+    let value = r.value()?;
+    if r.pos != bytes.len() {
+        return Err(RowCodecError::TrailingBytes(bytes.len() - r.pos));
+    }
+    Ok(value)
+}
+
+/// Encodes one value as `tag | payload` (a row's cell; also the key cell that
+/// ends a secondary-index entry, and the `pk` keys of format version 1).
 pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.push(TAG_NULL),

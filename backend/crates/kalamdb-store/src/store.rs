@@ -9,14 +9,20 @@ use rocksdb::{
     ReadOptions, Snapshot, WriteBatch, WriteOptions,
 };
 
+use crate::FORMAT_VERSION;
+use crate::index_key::encode_ordered;
 use crate::keys::{
     change_key, change_key_seq, hot_key, parse_hot_key, prefix_upper_bound, scope_prefix, table_prefix,
 };
-use crate::row_codec::{RowCodecError, encode_value};
+use crate::row_codec::RowCodecError;
 
-const CF_SYSTEM: &str = "system";
+pub(crate) const CF_SYSTEM: &str = "system";
 const CF_HOT: &str = "hot";
-const CF_PK: &str = "pk";
+/// The primary-key index (format version 2: order-preserving keys).
+pub(crate) const CF_PK: &str = "pkey";
+/// The primary-key index of format version 1 (row-codec keys), read once by the
+/// upgrade and then dropped.
+pub(crate) const CF_PK_V1: &str = "pk";
 const CF_STALE: &str = "stale";
 const CF_IDX: &str = "idx";
 const CF_CHANGES: &str = "changes";
@@ -31,6 +37,10 @@ pub enum StoreError {
     CorruptKey { cf: &'static str },
     #[error("corrupt system record '{key}': {reason}")]
     CorruptRecord { key: String, reason: String },
+    #[error("the data directory has format version {found}; this server reads up to {FORMAT_VERSION}")]
+    NewerFormat { found: u32 },
+    #[error("cannot upgrade the data directory: {0}")]
+    Upgrade(String),
 }
 
 /// Settings of the RocksDB instance, explicit at the call site.
@@ -71,7 +81,7 @@ pub struct PkEntry {
 }
 
 impl PkEntry {
-    fn encode(self) -> [u8; 9] {
+    pub(crate) fn encode(self) -> [u8; 9] {
         let mut out = [0u8; 9];
         out[..8].copy_from_slice(&self.seq.to_be_bytes());
         out[8] = self.deleted as u8;
@@ -118,18 +128,24 @@ impl Store {
             }
             ColumnFamilyDescriptor::new(name, cf_options)
         };
-        let db = DB::open_cf_descriptors(
-            &db_options,
-            path,
-            [
-                cf(CF_SYSTEM),
-                cf(CF_HOT),
-                cf(CF_PK),
-                cf(CF_STALE),
-                cf(CF_IDX),
-                cf(CF_CHANGES),
-            ],
-        )?;
+        // A directory written by format version 1 still has its `pk` column family
+        // (until the upgrade below has moved it); a new one never gets it.
+        let has_v1_pk = DB::list_cf(&db_options, path)
+            .map(|names| names.iter().any(|n| n == CF_PK_V1))
+            .unwrap_or(false);
+        let mut descriptors = vec![
+            cf(CF_SYSTEM),
+            cf(CF_HOT),
+            cf(CF_PK),
+            cf(CF_STALE),
+            cf(CF_IDX),
+            cf(CF_CHANGES),
+        ];
+        if has_v1_pk {
+            descriptors.push(cf(CF_PK_V1));
+        }
+        let mut db = DB::open_cf_descriptors(&db_options, path, descriptors)?;
+        crate::upgrade::to_current(&mut db, has_v1_pk)?;
         Ok(Store {
             db: Arc::new(db),
             sync_writes: options.sync_writes,
@@ -419,6 +435,53 @@ impl StoreView {
         )
     }
 
+    /// The smallest and largest `_seq` of one scope's hot rows with `_seq >=
+    /// from_seq` (`None`: there are none). Two seeks.
+    pub fn hot_seq_bounds(
+        &self,
+        table_id: u32,
+        scope: &str,
+        from_seq: u64,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let prefix = scope_prefix(table_id, scope);
+        let mut options = read_options(self.snapshot());
+        if let Some(upper) = prefix_upper_bound(&prefix) {
+            options.set_iterate_upper_bound(upper);
+        }
+        let mut iter = self.db().raw_iterator_cf_opt(cf(self.db(), CF_HOT), options);
+        iter.seek(hot_key(table_id, scope, from_seq));
+        let Some(first) = iter.key() else {
+            iter.status()?;
+            return Ok(None);
+        };
+        let (_, _, first) = parse_hot_key(first).ok_or(StoreError::CorruptKey { cf: CF_HOT })?;
+        iter.seek_to_last();
+        let last = match iter.key() {
+            Some(key) => parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_HOT })?.2,
+            None => first,
+        };
+        iter.status()?;
+        Ok(Some((first, last.max(first))))
+    }
+
+    /// [`StoreView::hot_visit`] of the rows with `from_seq <= _seq <= through_seq`.
+    pub fn hot_visit_between(
+        &self,
+        table_id: u32,
+        scope: &str,
+        from_seq: u64,
+        through_seq: u64,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        hot_scan_range(
+            self.db(),
+            self.snapshot(),
+            hot_key(table_id, scope, from_seq),
+            seq_upper_bound(table_id, scope, through_seq),
+            |seq, _, value| visit(seq, value),
+        )
+    }
+
     /// Visits the index entries with keys in `[from, to)` in key order: `visit` gets
     /// `(key, _seq)` and returns `false` to stop.
     pub fn index_visit(
@@ -502,9 +565,32 @@ impl StoreView {
         scope: &str,
         pk_cell: &[u8],
     ) -> Result<Option<PkEntry>, StoreError> {
-        let mut key = scope_prefix(table_id, scope);
-        key.extend_from_slice(pk_cell);
-        pk_entry_at(self.db(), self.snapshot(), key)
+        let key = crate::row_codec::decode_value(pk_cell)?;
+        pk_get_at(self.db(), self.snapshot(), table_id, scope, &key)
+    }
+
+    /// Visits the pk entries with keys in `[from, to)` (keys built with
+    /// [`pk_range_key`]) in key order, that is in primary-key order: `visit` gets
+    /// each entry and returns `false` to stop.
+    pub fn pk_visit(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        mut visit: impl FnMut(PkEntry) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut read_options = read_options(self.snapshot());
+        read_options.set_iterate_upper_bound(to.to_vec());
+        let mut iter = self.db().raw_iterator_cf_opt(cf(self.db(), CF_PK), read_options);
+        iter.seek(from);
+        while let Some(value) = iter.value() {
+            let entry = PkEntry::decode(value).ok_or(StoreError::CorruptKey { cf: CF_PK })?;
+            if !visit(entry) {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(())
     }
 
     /// [`Store::pk_multi_get`] as of this view: with [`StoreView::hot_get`] on the
@@ -679,8 +765,18 @@ fn seq_upper_bound(table_id: u32, scope: &str, max_seq: u64) -> Option<Vec<u8>> 
 
 fn pk_key(table_id: u32, scope: &str, pk: &Value) -> Vec<u8> {
     let mut key = scope_prefix(table_id, scope);
-    encode_value(pk, &mut key);
+    encode_ordered(pk, &mut key);
     key
+}
+
+/// The `pk` key of `pk` in one scope, or (`None`) the scope's prefix: the bounds
+/// of a [`StoreView::pk_visit`] range (`prefix_upper_bound` of a key is the first
+/// key after it).
+pub fn pk_range_key(table_id: u32, scope: &str, pk: Option<&Value>) -> Vec<u8> {
+    match pk {
+        Some(pk) => pk_key(table_id, scope, pk),
+        None => scope_prefix(table_id, scope),
+    }
 }
 
 /// The merge operator of the `system` column family: the largest of the stored
