@@ -589,6 +589,96 @@ async fn queries_spill_or_stop_at_their_memory_budget() {
     assert_eq!(rows, vec![vec![json!(42)]]);
 }
 
+/// `kalamdb_reused_plans_total` from `/metrics`.
+async fn reused_plans(server: &TestServer) -> u64 {
+    let metrics = server.metrics().await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kalamdb_reused_plans_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("kalamdb_reused_plans_total in /metrics")
+}
+
+#[tokio::test]
+async fn statements_that_depend_only_on_their_text_reuse_their_plan() {
+    let server = TestServer::start().await;
+    server.create_user("alice", "pw", "user").await;
+    server.create_user("bob", "pw", "user").await;
+    let start = reused_plans(&server).await;
+    // Kept after the first run; every later run answers the same from the kept plan,
+    // including a join of two VALUES lists, whose operators keep state between runs
+    // unless reset.
+    let constant = [
+        ("SELECT 1", json!([[1]])),
+        ("SELECT upper('a') || 'b' AS s, 2 * 21 AS n", json!([["Ab", 42]])),
+        (
+            "SELECT x, y FROM (VALUES (1), (2)) a(x) JOIN (VALUES (2), (3)) b(y) ON x = y",
+            json!([[2, 2]]),
+        ),
+        (
+            "SELECT count(*) FROM (VALUES (1), (2), (3)) t(v) WHERE v > 1",
+            json!([[2]]),
+        ),
+    ];
+    for round in 0..3 {
+        for (sql, expected) in &constant {
+            let rows = server.execute_sql(sql).await.rows();
+            assert_eq!(json!(rows), *expected, "round {round}: {sql}");
+        }
+    }
+    assert_eq!(reused_plans(&server).await - start, 2 * constant.len() as u64);
+    // Also through a streamed format, and for another user.
+    let csv = server
+        .client()
+        .post(server.url("/sql?format=csv"))
+        .basic_auth("alice", Some("pw"))
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.ends_with("1\n"), "{csv:?}");
+    assert_eq!(reused_plans(&server).await - start, 2 * constant.len() as u64 + 1);
+    // Never kept: the clock, the caller, randomness, tables and table functions.
+    let before = reused_plans(&server).await;
+    let first = server.execute_sql("SELECT now()").await.rows();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = server.execute_sql("SELECT now()").await.rows();
+    assert_ne!(first, second);
+    for (user, name) in [("alice", "alice"), ("bob", "bob")] {
+        let rows = server
+            .execute_sql_as(user, "pw", "SELECT current_user()")
+            .await
+            .rows();
+        assert_eq!(rows, vec![vec![json!(name)]]);
+    }
+    server.execute_sql("SELECT random()").await.rows();
+    server.execute_sql("SELECT random()").await.rows();
+    for _ in 0..2 {
+        let rows = server
+            .execute_sql("SELECT count(*) FROM generate_series(1, 3)")
+            .await
+            .rows();
+        assert_eq!(rows, vec![vec![json!(3)]]);
+    }
+    server.execute_sql("CREATE NAMESPACE cp").await.expect_success();
+    server
+        .execute_sql("CREATE SHARED TABLE cp.t (id BIGINT PRIMARY KEY)")
+        .await
+        .expect_success();
+    for n in 1..=2 {
+        server
+            .execute_sql(&format!("INSERT INTO cp.t VALUES ({n})"))
+            .await
+            .expect_success();
+        let rows = server.execute_sql("SELECT count(*) FROM cp.t").await.rows();
+        assert_eq!(rows, vec![vec![json!(n)]]);
+    }
+    assert_eq!(reused_plans(&server).await, before);
+}
+
 #[tokio::test]
 async fn a_json_result_over_max_result_bytes_is_refused() {
     let server = TestServer::start_configured(|s| s.max_result_bytes = 10_000).await;

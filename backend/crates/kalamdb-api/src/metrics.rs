@@ -47,7 +47,7 @@ impl Metrics {
     pub fn render(&self, uptime: Duration, storage: Option<&kalamdb_core::StorageMetrics>) -> String {
         let mut out = String::new();
         if let Some(s) = storage {
-            let metrics: [(&str, &str, &str, u64); 8] = [
+            let metrics: [(&str, &str, &str, u64); 9] = [
                 (
                     "kalamdb_hot_rows",
                     "gauge",
@@ -95,6 +95,12 @@ impl Metrics {
                     "counter",
                     "SELECTs by primary key answered without query planning.",
                     s.point_reads_total,
+                ),
+                (
+                    "kalamdb_reused_plans_total",
+                    "counter",
+                    "Statements that name no table and call only immutable functions, run from a plan kept from an earlier run.",
+                    s.reused_plans_total,
                 ),
             ];
             for (name, kind, help, value) in metrics {

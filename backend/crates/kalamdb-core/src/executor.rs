@@ -15,6 +15,7 @@ use crate::catalog::{
 use crate::cold::ColdTier;
 use crate::jobs::{JobRecord, JobTrigger};
 use crate::query::run_query_json;
+use crate::scoped::ScopedTable;
 use crate::{Caller, ColumnInfo, DbShared, JsonRows, RowStream, StatementResult, now_micros, store_error};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -649,21 +650,21 @@ impl StatementContext<'_> {
             Ok(())
         };
         let mut failure: Option<KalamError> = None;
-        self.db
-            .store
-            .hot_scan(def.table_id, None, |row| {
-                let decoded = kalamdb_store::row_codec::decode_row(&row.value)?;
+        let view = self.db.store.view();
+        for scoped in ScopedTable::hot_scopes(self.db, &def)? {
+            scoped.visit_versions(&view, u64::MAX, |seq, bytes| {
+                let decoded = kalamdb_store::row_codec::decode_row(bytes)?;
                 if !decoded.deleted
-                    && let Err(e) = add(&row.scope, row.seq, &decoded)
+                    && let Err(e) = add(scoped.scope(), seq, &decoded)
                 {
                     failure = Some(e);
                     return Ok(false);
                 }
                 Ok(true)
-            })
-            .map_err(store_error)?;
-        if let Some(e) = failure {
-            return Err(e);
+            })?;
+            if let Some(e) = failure.take() {
+                return Err(e);
+            }
         }
         if unique {
             for scope in self.db.cold.scopes_on_disk(&def)? {
@@ -765,19 +766,29 @@ impl StatementContext<'_> {
             _ => Some(crate::scoped::scope_of(&def, self.caller)),
         };
         // Hot rows are counted on tokio's blocking pool (a pass over RocksDB keys
-        // and row headers).
+        // and row headers, in one view).
         let (db, table) = (self.db.clone(), def.clone());
         let (hot_rows, hot_versions, manifests) = tokio::task::spawn_blocking(move || {
             let (mut hot_rows, mut hot_versions) = (0i64, 0i64);
-            db.store
-                .hot_scan(table.table_id, scope.as_deref(), |row| {
+            let view = db.store.view();
+            let hot = match &scope {
+                Some(scope) => vec![ScopedTable::with_scope(
+                    db.clone(),
+                    table.clone(),
+                    scope.clone(),
+                    false,
+                )],
+                None => ScopedTable::hot_scopes(&db, &table)?,
+            };
+            for scoped in hot {
+                scoped.visit_versions(&view, u64::MAX, |_, bytes| {
                     hot_versions += 1;
-                    if !kalamdb_store::row_codec::is_tombstone(&row.value)? {
+                    if !kalamdb_store::row_codec::is_tombstone(bytes)? {
                         hot_rows += 1;
                     }
                     Ok(true)
-                })
-                .map_err(store_error)?;
+                })?;
+            }
             let scopes = match scope {
                 Some(scope) => vec![scope],
                 None => db.cold.scopes_on_disk(&table)?,

@@ -384,6 +384,8 @@ pub struct StorageMetrics {
     pub flushed_files_total: u64,
     /// SELECTs by primary key answered without query planning.
     pub point_reads_total: u64,
+    /// Statements that ran a plan kept from an earlier run (`SELECT 1`).
+    pub reused_plans_total: u64,
 }
 
 /// Allocates `_seq` values: unique, growing with every write, milliseconds since
@@ -478,6 +480,8 @@ pub(crate) struct DbShared {
     pub options: DbOptions,
     /// DataFusion session states statements plan in (`query::StatementSession`).
     pub sessions: query::SessionPool,
+    /// Plans of statements that depend on nothing but their text (`SELECT 1`).
+    pub constant_plans: query::ConstantPlans,
     /// Memory pools and spill files of queries.
     pub query_runtime: query::QueryRuntime,
     /// Serializes DDL statements (schema and users) with each other. DDL that
@@ -550,6 +554,7 @@ impl KalamDb {
             auth: Authenticator::new(options.credential_cache_ttl),
             tokens,
             sessions: query::SessionPool::new(query::base_session_state(options.max_subquery_rows)),
+            constant_plans: Default::default(),
             query_runtime: query::QueryRuntime::open(
                 &options.data_dir.join("tmp"),
                 options.query_memory_bytes,
@@ -817,6 +822,7 @@ impl KalamDb {
             cold_rows: cold.rows,
             jobs_by_status: db.jobs.status_counts(),
             point_reads_total: db.point_reads.load(std::sync::atomic::Ordering::Relaxed),
+            reused_plans_total: db.constant_plans.reused(),
             ..StorageMetrics::default()
         };
         (

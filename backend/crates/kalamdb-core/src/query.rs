@@ -173,6 +173,21 @@ impl SessionPool {
         self.idle.lock().pop().unwrap_or_else(|| self.base.clone())
     }
 
+    /// A task context of the base settings under `runtime`, for a plan made
+    /// earlier (see [`StatementSession::task_ctx`]).
+    fn task_ctx(&self, runtime: Arc<RuntimeEnv>) -> Arc<TaskContext> {
+        Arc::new(TaskContext::new(
+            None,
+            self.base.session_id().to_string(),
+            self.base.config().clone(),
+            HashMap::new(),
+            HashMap::new(),
+            HashMap::new(),
+            HashMap::new(),
+            runtime,
+        ))
+    }
+
     fn give(&self, state: SessionState) {
         let mut idle = self.idle.lock();
         if idle.len() < IDLE_SESSIONS {
@@ -359,13 +374,135 @@ pub(crate) async fn stream_query(
     statement: Statement,
     params: &[Literal],
 ) -> KalamResult<RowStream> {
+    // A statement that names no table and calls only immutable functions plans to
+    // the same thing every time: its plan is kept and run again.
+    let key = params
+        .is_empty()
+        .then(|| statement.to_string())
+        .filter(|text| text.len() <= MAX_CONSTANT_TEXT);
+    if let Some(key) = &key
+        && let Some(cached) = db.constant_plans.get(key)
+    {
+        let runtime = db.query_runtime.for_statement()?;
+        let plan = crate::subquery::fresh_plan(&cached.plan).map_err(df_error)?;
+        let batches = execute_stream(plan, db.sessions.task_ctx(runtime)).map_err(df_error)?;
+        return Ok(RowStream {
+            schema: cached.schema.clone(),
+            batches,
+        });
+    }
     let (session, statement) = prepare_query(db, caller, namespace, statement)?;
     within_budget(async {
-        let (schema, plan) = plan_statement(session.state(), statement, params).await?;
-        let batches = execute_stream(plan, session.task_ctx()).map_err(df_error)?;
-        Ok(RowStream { schema, batches })
+        let planned = plan_statement(session.state(), statement, params).await?;
+        if let Some(key) = key
+            && planned.constant
+        {
+            db.constant_plans
+                .put(key, planned.schema.clone(), planned.plan.clone());
+        }
+        let batches = execute_stream(planned.plan, session.task_ctx()).map_err(df_error)?;
+        Ok(RowStream {
+            schema: planned.schema,
+            batches,
+        })
     })
     .await
+}
+
+/// A plan kept by [`ConstantPlans`].
+pub(crate) struct ConstantPlan {
+    schema: SchemaRef,
+    plan: Arc<dyn ExecutionPlan>,
+}
+
+/// Physical plans of statements that name no table and call only immutable
+/// functions (`SELECT 1`, `SELECT upper('a') || 'b'`, `VALUES (1), (2)`), by their
+/// text: such a statement's result depends on nothing but its text, so planning it
+/// once is enough. Each run starts from a copy with every operator's state reset.
+/// Bounded: when full, the kept plans are forgotten.
+#[derive(Default)]
+pub(crate) struct ConstantPlans {
+    plans: parking_lot::RwLock<HashMap<String, Arc<ConstantPlan>>>,
+    reused: std::sync::atomic::AtomicU64,
+}
+
+/// Statements [`ConstantPlans`] keeps at most.
+const CONSTANT_PLANS: usize = 256;
+
+/// The longest statement text whose plan is kept (a long VALUES list is not worth
+/// keeping in memory).
+const MAX_CONSTANT_TEXT: usize = 1024;
+
+impl ConstantPlans {
+    fn get(&self, key: &str) -> Option<Arc<ConstantPlan>> {
+        let plan = self.plans.read().get(key).cloned();
+        if plan.is_some() {
+            self.reused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        plan
+    }
+
+    /// Statements run from a kept plan since the server started.
+    pub fn reused(&self) -> u64 {
+        self.reused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn put(&self, key: String, schema: SchemaRef, plan: Arc<dyn ExecutionPlan>) {
+        let mut plans = self.plans.write();
+        if plans.len() >= CONSTANT_PLANS {
+            plans.clear();
+        }
+        plans.insert(key, Arc::new(ConstantPlan { schema, plan }));
+    }
+}
+
+/// Whether a logical plan's result depends on nothing but the plan: it reads no
+/// table (nor table function, nor recursive CTE, which plan as scans), has no
+/// subquery or parameter, and every function it calls is immutable (`now()` and
+/// `current_user()` are folded into constants at planning; `random()` is volatile).
+fn is_constant(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let mut constant = true;
+    let _ = plan.apply(|node| {
+        if matches!(
+            node,
+            LogicalPlan::TableScan(_)
+                | LogicalPlan::Explain(_)
+                | LogicalPlan::Analyze(_)
+                | LogicalPlan::Extension(_)
+                | LogicalPlan::RecursiveQuery(_)
+        ) {
+            constant = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                let immutable = match e {
+                    Expr::ScalarFunction(f) => f.func.signature().volatility == Volatility::Immutable,
+                    Expr::AggregateFunction(f) => f.func.signature().volatility == Volatility::Immutable,
+                    Expr::WindowFunction(_)
+                    | Expr::ScalarSubquery(_)
+                    | Expr::Exists(_)
+                    | Expr::InSubquery(_)
+                    | Expr::OuterReferenceColumn(..)
+                    | Expr::Placeholder(_) => false,
+                    _ => true,
+                };
+                if !immutable {
+                    constant = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        Ok(if constant {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    constant
 }
 
 impl RowStream {
@@ -502,20 +639,33 @@ pub(crate) async fn run_statement(
     params: &[Literal],
 ) -> KalamResult<QueryOutput> {
     within_budget(async {
-        let (schema, plan) = plan_statement(session.state(), statement, params).await?;
-        let batches = collect(plan, session.task_ctx()).await.map_err(df_error)?;
-        Ok(QueryOutput { schema, batches })
+        let planned = plan_statement(session.state(), statement, params).await?;
+        let batches = collect(planned.plan, session.task_ctx())
+            .await
+            .map_err(df_error)?;
+        Ok(QueryOutput {
+            schema: planned.schema,
+            batches,
+        })
     })
     .await
 }
 
-/// Plans `statement` in `state` (read-only statements only) with `params` bound:
-/// the result's schema and the physical plan.
+/// A planned read-only statement.
+struct Planned {
+    /// The result's schema (with the names as written).
+    schema: SchemaRef,
+    plan: Arc<dyn ExecutionPlan>,
+    /// Whether the plan can be kept and run again ([`is_constant`]).
+    constant: bool,
+}
+
+/// Plans `statement` in `state` (read-only statements only) with `params` bound.
 async fn plan_statement(
     state: &SessionState,
     mut statement: Statement,
     params: &[Literal],
-) -> KalamResult<(SchemaRef, Arc<dyn ExecutionPlan>)> {
+) -> KalamResult<Planned> {
     let renamed = crate::result_names::disambiguate(&mut statement)?;
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement)))
@@ -532,8 +682,13 @@ async fn plan_statement(
     if let Some(renamed) = &renamed {
         schema = renamed.schema(&plan, &schema);
     }
+    let constant = is_constant(&plan);
     let physical = state.create_physical_plan(&plan).await.map_err(df_error)?;
-    Ok((schema, physical))
+    Ok(Planned {
+        schema,
+        plan: physical,
+        constant,
+    })
 }
 
 fn bind_params(plan: LogicalPlan, params: &[Literal]) -> KalamResult<LogicalPlan> {

@@ -8,10 +8,11 @@
 //! batches, and turns stored cells into Arrow columns (with the backfill of columns
 //! added later). Queries read rows only through it (the table provider and
 //! `point_read.rs`; `tiered_scan.rs` adds the cold segments of a scan), and so do
-//! UPDATE, DELETE and `INSERT ... SELECT`, whose targets are queries. Still outside
-//! it: DML's version lookups for stale markers (`cold::read_version`), the flush
-//! (`jobs/flush.rs`, which reads a scope's hot rows up to its watermark) and
-//! `SHOW STATS` (which counts row versions, not rows).
+//! UPDATE, DELETE and `INSERT ... SELECT`, whose targets are queries. The flush
+//! (`jobs/flush.rs`), `SHOW STATS` and `CREATE INDEX` read a scope's stored
+//! versions, tombstones included, through [`ScopedTable::visit_versions`]. Still
+//! outside it: DML's version lookups for stale markers (`cold::read_version`) and
+//! `CREATE UNIQUE INDEX`'s pass over Parquet rows (`cold::for_each_live_row`).
 
 use std::sync::Arc;
 
@@ -348,6 +349,32 @@ impl ScopedTable {
 
 /// Gets each hot row as `(_seq, encoded row)`; returns `false` to stop.
 type RowVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, StoreError> + 'a;
+
+impl ScopedTable {
+    /// The scopes of `table` that have hot rows, as [`ScopedTable`]s without hidden
+    /// columns (one seek per scope). Blocking.
+    pub fn hot_scopes(db: &Arc<DbShared>, table: &Arc<TableDef>) -> KalamResult<Vec<ScopedTable>> {
+        let scopes = db.store.hot_scopes(table.table_id).map_err(store_error)?;
+        Ok(scopes
+            .into_iter()
+            .map(|scope| ScopedTable::with_scope(db.clone(), table.clone(), scope, false))
+            .collect())
+    }
+
+    /// Visits every stored hot version of the scope with `_seq <= through`,
+    /// tombstones included, in `_seq` order, without copying: what a flush moves
+    /// to Parquet, what `SHOW STATS` counts and what `CREATE INDEX` indexes.
+    /// `visit` gets `(_seq, encoded version)` and returns `false` to stop. Blocking.
+    pub fn visit_versions(
+        &self,
+        view: &StoreView,
+        through: u64,
+        visit: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
+    ) -> KalamResult<()> {
+        view.hot_visit_between(self.table.table_id, &self.scope, 0, through, visit)
+            .map_err(store_error)
+    }
+}
 
 impl ScopedTable {
     /// Visits partition `p` of `n` of the scope's hot rows (all of them for `n =

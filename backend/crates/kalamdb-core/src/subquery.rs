@@ -1255,7 +1255,7 @@ async fn quantified(
 
 /// A copy of `plan` that can run again: every operator's state reset, except the
 /// materialized parts, which keep what they computed.
-fn fresh_plan(plan: &Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+pub(crate) fn fresh_plan(plan: &Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
     if plan.is::<MaterializeExec>() {
         return Ok(plan.clone());
     }

@@ -22,7 +22,7 @@ mod upgrade;
 
 pub use row_codec::{DecodedRow, RowCodecError};
 pub use store::{
-    DetachedBatch, HotRow, PkEntry, Store, StoreBatch, StoreError, StoreOptions, StoreView, pk_range_key,
+    DetachedBatch, PkEntry, Store, StoreBatch, StoreError, StoreOptions, StoreView, pk_range_key,
 };
 pub use upgrade::FORMAT_VERSION_KEY;
 

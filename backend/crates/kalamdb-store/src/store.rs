@@ -65,14 +65,6 @@ impl Default for StoreOptions {
     }
 }
 
-/// One row version read from the `hot` column family.
-#[derive(Debug, Clone)]
-pub struct HotRow {
-    pub scope: String,
-    pub seq: u64,
-    pub value: Vec<u8>,
-}
-
 /// A `pk` index entry: the latest version of a primary key in its scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PkEntry {
@@ -246,38 +238,6 @@ impl Store {
         StoreView {
             cell: SnapshotCell::new(self.db.clone(), |db| db.snapshot()),
         }
-    }
-
-    /// Visits the hot rows of one scope of a table (`scope = None`: every scope) in
-    /// key order. The iterator reads one consistent RocksDB view. `visit` returns
-    /// `false` to stop early.
-    pub fn hot_scan(
-        &self,
-        table_id: u32,
-        scope: Option<&str>,
-        visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        hot_scan_at(&self.db, None, table_id, scope, visit)
-    }
-
-    /// Visits the hot rows of one scope with `_seq <= max_seq`, in `_seq` order, from
-    /// one consistent RocksDB view (what a flush moves to Parquet).
-    pub fn hot_scan_through(
-        &self,
-        table_id: u32,
-        scope: &str,
-        max_seq: u64,
-        mut visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        let prefix = scope_prefix(table_id, scope);
-        let upper = seq_upper_bound(table_id, scope, max_seq);
-        hot_scan_range(&self.db, None, prefix, upper, |seq, scope, value| {
-            visit(HotRow {
-                scope: scope.to_string(),
-                seq,
-                value: value.to_vec(),
-            })
-        })
     }
 
     /// The scopes (user ids) that have hot rows in a table, in key order. One seek
@@ -607,27 +567,6 @@ impl StoreView {
 
 fn cf<'a>(db: &'a DB, name: &'static str) -> &'a ColumnFamily {
     db.cf_handle(name).expect("column family created at open")
-}
-
-fn hot_scan_at(
-    db: &DB,
-    snapshot: Option<&Snapshot<'_>>,
-    table_id: u32,
-    scope: Option<&str>,
-    mut visit: impl FnMut(HotRow) -> Result<bool, StoreError>,
-) -> Result<(), StoreError> {
-    let prefix = match scope {
-        Some(scope) => scope_prefix(table_id, scope),
-        None => table_prefix(table_id),
-    };
-    let upper = prefix_upper_bound(&prefix);
-    hot_scan_range(db, snapshot, prefix, upper, |seq, scope, value| {
-        visit(HotRow {
-            scope: scope.to_string(),
-            seq,
-            value: value.to_vec(),
-        })
-    })
 }
 
 /// Visits the hot rows from `prefix` up to `upper` in key order: `visit` gets
@@ -986,25 +925,29 @@ mod tests {
             batch.put_hot(table, scope, seq, b"x");
         }
         store.commit(batch).unwrap();
-        let seqs = |scope: Option<&str>, table: u32| {
+        // Every row of a table, scope by scope.
+        let seqs = |table: u32| {
             let mut seen = Vec::new();
-            store
-                .hot_scan(table, scope, |row| {
-                    seen.push(row.seq);
-                    Ok(true)
-                })
-                .unwrap();
+            for scope in store.hot_scopes(table).unwrap() {
+                store
+                    .view()
+                    .hot_visit(table, &scope, |seq, _| {
+                        seen.push(seq);
+                        Ok(true)
+                    })
+                    .unwrap();
+            }
             seen
         };
-        assert_eq!(seqs(Some("a"), 1), vec![1, 2]);
         // Key order: scopes are length-prefixed, so "b" sorts before "ab".
-        assert_eq!(seqs(None, 1), vec![1, 2, 4, 3]);
-        assert_eq!(seqs(Some("a"), 2), vec![5]);
+        assert_eq!(store.hot_scopes(1).unwrap(), vec!["a", "b", "ab"]);
+        assert_eq!(seqs(1), vec![1, 2, 4, 3]);
+        assert_eq!(seqs(2), vec![5]);
         let mut batch = store.batch();
         batch.delete_table(1);
         store.commit(batch).unwrap();
-        assert!(seqs(None, 1).is_empty());
-        assert_eq!(seqs(None, 2), vec![5]);
+        assert!(seqs(1).is_empty());
+        assert_eq!(seqs(2), vec![5]);
     }
 
     #[test]
@@ -1021,12 +964,15 @@ mod tests {
         assert_eq!(store.hot_count(1).unwrap(), 5);
         let mut seen = Vec::new();
         store
-            .hot_scan_through(1, "a", 5, |row| {
-                seen.push(row.seq);
+            .view()
+            .hot_visit_between(1, "a", 0, 5, |seq, _| {
+                seen.push(seq);
                 Ok(true)
             })
             .unwrap();
         assert_eq!(seen, vec![1, 5]);
+        assert_eq!(store.view().hot_seq_bounds(1, "a", 2).unwrap(), Some((5, 9)));
+        assert_eq!(store.view().hot_seq_bounds(1, "a", 10).unwrap(), None);
         let mut batch = store.batch();
         batch.delete_hot_through(1, "a", 5);
         batch.put_stale(1, "a", 5);
@@ -1034,12 +980,15 @@ mod tests {
         batch.put_stale(1, "c", 3);
         store.commit(batch).unwrap();
         let mut left = Vec::new();
-        store
-            .hot_scan(1, None, |row| {
-                left.push((row.scope, row.seq));
-                Ok(true)
-            })
-            .unwrap();
+        for scope in store.hot_scopes(1).unwrap() {
+            store
+                .view()
+                .hot_visit(1, &scope, |seq, _| {
+                    left.push((scope.clone(), seq));
+                    Ok(true)
+                })
+                .unwrap();
+        }
         assert_eq!(left, vec![("a".into(), 9), ("c".into(), 3), ("bb".into(), 2)]);
         assert_eq!(store.view().stale_seqs(1, "a").unwrap(), vec![1, 5]);
         assert!(store.view().stale_seqs(1, "bb").unwrap().is_empty());

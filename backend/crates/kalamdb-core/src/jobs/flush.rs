@@ -37,7 +37,7 @@ use super::record::FlushMetrics;
 use crate::arrow_conv::{ColumnBuilder, field};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::cold::{ColdTier, cold_error};
-use crate::scoped::backfill_value;
+use crate::scoped::{ScopedTable, backfill_value};
 use crate::{DbShared, failpoint, now_micros, store_error};
 
 /// Longest text kept as a min/max statistic; longer values leave the bound unknown.
@@ -55,14 +55,14 @@ pub(crate) enum FlushEnd {
 /// the order in which they finish does not matter. Memory is one batch and one row
 /// group per thread.
 pub(crate) fn flush_table(
-    db: &DbShared,
-    table: &TableDef,
+    db: &Arc<DbShared>,
+    table: &Arc<TableDef>,
     watermark: u64,
     job: &ActiveJob,
 ) -> KalamResult<(FlushEnd, FlushMetrics)> {
     let _pin = db.cold.pin_while_flushing(table.table_id);
     db.holds.wait("flush_start", || job.cancel.is_cancelled());
-    let scopes = db.store.hot_scopes(table.table_id).map_err(store_error)?;
+    let scopes = ScopedTable::hot_scopes(db, table)?;
     let batch_rows = db.options.jobs.flush_batch_rows.max(1);
     let threads = db.options.jobs.flush_parallelism.clamp(1, scopes.len().max(1));
     let next = AtomicUsize::new(0);
@@ -77,7 +77,7 @@ pub(crate) fn flush_table(
                 progress.lock().end.get_or_insert(Ok(FlushEnd::Cancelled));
                 return;
             }
-            let outcome = flush_scope(db, table, &scopes[index], watermark, batch_rows, job);
+            let outcome = flush_scope(&scopes[index], watermark, batch_rows, job);
             let mut p = progress.lock();
             match outcome {
                 Ok(ScopeOutcome::Empty) => {}
@@ -163,13 +163,12 @@ enum ScopeOutcome {
 }
 
 fn flush_scope(
-    db: &DbShared,
-    table: &TableDef,
-    scope: &str,
+    scoped: &ScopedTable,
     watermark: u64,
     batch_rows: usize,
     job: &ActiveJob,
 ) -> KalamResult<ScopeOutcome> {
+    let (db, table, scope) = (scoped.db(), scoped.def().as_ref(), scoped.scope());
     let cold: &ColdTier = &db.cold;
     let manifest = cold.manifest(table, scope)?;
     let dir = cold.scope_dir(table, scope);
@@ -183,32 +182,30 @@ fn flush_scope(
     // UNIQUE indexes keep their entries: they must see the rows in Parquet too.
     let mut cleaned = table.clone();
     cleaned.indexes.retain(|i| !i.unique);
-    db.store
-        .hot_scan_through(table.table_id, scope, watermark, |row| {
-            builder.push_encoded(row.seq, &row.value)?;
-            if !cleaned.indexes.is_empty() {
-                let decoded = kalamdb_store::row_codec::decode_row(&row.value)?;
-                if !decoded.deleted {
-                    for key in crate::index::entry_keys(&cleaned, scope, &decoded) {
-                        index_entries.push((key, row.seq));
-                    }
+    scoped.visit_versions(&db.store.view(), watermark, |seq, bytes| {
+        builder.push_encoded(seq, bytes)?;
+        if !cleaned.indexes.is_empty() {
+            let decoded = kalamdb_store::row_codec::decode_row(bytes)?;
+            if !decoded.deleted {
+                for key in crate::index::entry_keys(&cleaned, scope, &decoded) {
+                    index_entries.push((key, seq));
                 }
             }
-            if builder.len() >= batch_rows {
-                if let Err(e) = write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows) {
-                    failure = Some(e);
-                    return Ok(false);
-                }
-                failpoint::hit("segment_partial");
-                db.holds.wait("flush_batch", || job.cancel.is_cancelled());
-                if pause_unless_cancelled(job, db.options.jobs.flush_batch_pause) {
-                    cancelled = true;
-                    return Ok(false);
-                }
+        }
+        if builder.len() >= batch_rows {
+            if let Err(e) = write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows) {
+                failure = Some(e);
+                return Ok(false);
             }
-            Ok(true)
-        })
-        .map_err(store_error)?;
+            failpoint::hit("segment_partial");
+            db.holds.wait("flush_batch", || job.cancel.is_cancelled());
+            if pause_unless_cancelled(job, db.options.jobs.flush_batch_pause) {
+                cancelled = true;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
     if let Some(e) = failure {
         if let Some(w) = writer {
             w.abort();
