@@ -244,6 +244,15 @@ async fn wait_for_idle_jobs(server: &TestServer) {
 const CREATE_ITEMS: &str =
     "(id BIGINT PRIMARY KEY, grp BIGINT NOT NULL, name TEXT NOT NULL, note TEXT, score DOUBLE NOT NULL)";
 
+/// The plan lines of `EXPLAIN sql`, one string.
+async fn explain(server: &TestServer, sql: &str) -> String {
+    let rows = server.execute_sql(&format!("EXPLAIN {sql}")).await.rows();
+    rows.iter()
+        .map(|r| r[1].as_str().unwrap_or("").to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Namespace `rp` with the USER table `rp.items`.
 async fn create_items(server: &TestServer) {
     server.execute_sql("CREATE NAMESPACE rp").await.expect_success();
@@ -343,17 +352,7 @@ async fn point_reads_and_filters_are_planned_into_the_scan() {
         .execute_sql("INSERT INTO rp.items (id, grp, name, score) VALUES (4, 4, 'd', 0); UPDATE rp.items SET grp = 20 WHERE id = 2")
         .await
         .expect_success();
-    let plan = |sql: &str| {
-        let sql = format!("EXPLAIN {sql}");
-        let server = &server;
-        async move {
-            let rows = server.execute_sql(&sql).await.rows();
-            rows.iter()
-                .map(|r| r[1].as_str().unwrap_or("").to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-    };
+    let plan = |sql: &'static str| explain(&server, sql);
     let point = plan("SELECT name FROM rp.items WHERE id = 2").await;
     assert!(point.contains("TieredScanExec: point reads=1"), "{point}");
     let list = plan("SELECT name FROM rp.items WHERE id IN (1, 2, 4, 9)").await;
@@ -410,16 +409,7 @@ async fn point_reads_and_filters_are_planned_into_the_scan() {
 async fn primary_key_ranges_read_the_pk_index_in_key_order() {
     let server = TestServer::start().await;
     create_items(&server).await;
-    let plan = |sql: String| {
-        let server = &server;
-        async move {
-            let rows = server.execute_sql(&format!("EXPLAIN {sql}")).await.rows();
-            rows.iter()
-                .map(|r| r[1].as_str().unwrap_or("").to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-    };
+    let plan = |sql: &'static str| explain(&server, sql);
     let ids = |rows: Vec<Vec<Value>>| rows.iter().map(|r| r[0].as_i64().unwrap()).collect::<Vec<_>>();
     // Negative and large keys: their little-endian bytes (format version 1) were in
     // no useful order.
@@ -430,9 +420,9 @@ async fn primary_key_ranges_read_the_pk_index_in_key_order() {
         )
         .await
         .expect_success();
-    let range = plan("SELECT id FROM rp.items WHERE id BETWEEN -5 AND 5".into()).await;
+    let range = plan("SELECT id FROM rp.items WHERE id BETWEEN -5 AND 5").await;
     assert!(range.contains("hot=pk range (1 range(s))"), "{range}");
-    let open = plan("SELECT id FROM rp.items WHERE id > 4 AND grp = 1".into()).await;
+    let open = plan("SELECT id FROM rp.items WHERE id > 4 AND grp = 1").await;
     assert!(open.contains("hot=pk range (1 range(s)) (filtered)"), "{open}");
     let cases = [
         ("id BETWEEN -5 AND 5", vec![-3, 0, 4]),
@@ -481,7 +471,7 @@ async fn primary_key_ranges_read_the_pk_index_in_key_order() {
         )
         .await
         .expect_success();
-    let range = plan("SELECT n FROM rp.words WHERE w >= 'b' AND w < 'c'".into()).await;
+    let range = plan("SELECT n FROM rp.words WHERE w >= 'b' AND w < 'c'").await;
     assert!(range.contains("hot=pk range"), "{range}");
     let rows = server
         .execute_sql("SELECT w FROM rp.words WHERE w >= 'b' AND w < 'c'")
@@ -493,6 +483,75 @@ async fn primary_key_ranges_read_the_pk_index_in_key_order() {
         .await
         .rows();
     assert_eq!(rows, vec![vec![json!("ab")], vec![json!("b")]]);
+}
+
+#[tokio::test]
+async fn a_large_hot_scan_is_split_across_partitions_and_reads_every_row_once() {
+    let server = TestServer::start().await;
+    server.execute_sql("CREATE NAMESPACE sp").await.expect_success();
+    server
+        .execute_sql("CREATE SHARED TABLE sp.t (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .expect_success();
+    // Three bursts with pauses between them: uneven in `_seq`.
+    let mut next = 0i64;
+    for (burst, rows) in [(0, 24_000), (1, 8_000), (2, 8_000)] {
+        if burst > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        for _ in 0..rows / 1000 {
+            let values: Vec<String> = (next..next + 1000).map(|i| format!("({i}, {i})")).collect();
+            server
+                .execute_sql(&format!("INSERT INTO sp.t VALUES {}", values.join(",")))
+                .await
+                .expect_success();
+            next += 1000;
+        }
+    }
+    // Updates move rows to new versions; deletes remove them.
+    server
+        .execute_sql("UPDATE sp.t SET v = v + 1 WHERE id % 40 = 0; DELETE FROM sp.t WHERE id % 100 = 1")
+        .await
+        .expect_success();
+    let plan = explain(&server, "SELECT count(*) FROM sp.t").await;
+    assert!(plan.contains("hot partitions=2"), "{plan}");
+    let live: Vec<i64> = (0..next).filter(|i| i % 100 != 1).collect();
+    let sum_v: i64 = live.iter().map(|i| i + (i % 40 == 0) as i64).sum();
+    let rows = server
+        .execute_sql("SELECT count(*), count(DISTINCT id), sum(id), sum(v), min(id), max(id) FROM sp.t")
+        .await
+        .rows();
+    assert_eq!(
+        rows,
+        vec![vec![
+            json!(live.len()),
+            json!(live.len()),
+            json!(live.iter().sum::<i64>()),
+            json!(sum_v),
+            json!(0),
+            json!(next - 1)
+        ]]
+    );
+    let mut ids: Vec<i64> = server
+        .execute_sql("SELECT id FROM sp.t")
+        .await
+        .rows()
+        .iter()
+        .map(|r| r[0].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, live);
+    let limited = server.execute_sql("SELECT id FROM sp.t LIMIT 10").await.rows();
+    assert_eq!(limited.len(), 10);
+    // A small table is read by one partition.
+    server
+        .execute_sql(
+            "CREATE SHARED TABLE sp.small (id BIGINT PRIMARY KEY); INSERT INTO sp.small VALUES (1), (2)",
+        )
+        .await
+        .expect_success();
+    let plan = explain(&server, "SELECT count(*) FROM sp.small").await;
+    assert!(!plan.contains("hot partitions"), "{plan}");
 }
 
 #[tokio::test]
@@ -628,17 +687,7 @@ async fn statements_that_depend_only_on_their_text_reuse_their_plan() {
     }
     assert_eq!(reused_plans(&server).await - start, 2 * constant.len() as u64);
     // Also through a streamed format, and for another user.
-    let csv = server
-        .client()
-        .post(server.url("/sql?format=csv"))
-        .basic_auth("alice", Some("pw"))
-        .body("SELECT 1")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = server.sql_text_as("alice", "pw", "format=csv", "SELECT 1").await;
     assert!(csv.ends_with("1\n"), "{csv:?}");
     assert_eq!(reused_plans(&server).await - start, 2 * constant.len() as u64 + 1);
     // Never kept: the clock, the caller, randomness, tables and table functions.

@@ -345,16 +345,13 @@ async fn result_columns_may_repeat_a_name() {
     assert!(message.contains("ambiguous"), "{message}");
     // The streamed formats show the same names.
     let csv = server
-        .client()
-        .post(server.url("/sql?format=csv"))
-        .basic_auth("root", Some(""))
-        .body("SELECT x, x AS x FROM app.t WHERE x = 2")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .sql_text_as(
+            "root",
+            "",
+            "format=csv",
+            "SELECT x, x AS x FROM app.t WHERE x = 2",
+        )
+        .await;
     assert_eq!(csv, "x,x\n2,2\n");
 }
 

@@ -36,6 +36,14 @@ impl HotRows {
         self.counts.lock().remove(&table_id);
     }
 
+    /// The table's hot row versions (0 when unknown).
+    pub fn get(&self, table_id: u32) -> u64 {
+        self.counts
+            .lock()
+            .get(&table_id)
+            .map_or(0, |c| (*c).max(0) as u64)
+    }
+
     pub fn total(&self) -> u64 {
         self.counts.lock().values().map(|c| (*c).max(0) as u64).sum()
     }
@@ -53,6 +61,7 @@ mod tests {
         rows.add(2, 3);
         rows.add(2, -7);
         assert_eq!(rows.total(), 15, "table 2 stays at 0");
+        assert_eq!((rows.get(1), rows.get(2), rows.get(3)), (15, 0, 0));
         rows.forget(1);
         assert_eq!(rows.total(), 0);
     }

@@ -416,6 +416,10 @@ impl PruningStatistics for ManifestStats<'_> {
     }
 }
 
+/// Hot row versions of a table (all scopes) from which a full hot scan is split
+/// across partitions: below, a second reader costs more than it saves.
+const SPLIT_HOT_ROWS: u64 = 4 * crate::scoped::SCAN_BATCH_ROWS as u64;
+
 /// Hot rows ∪ cold parts of one snapshot, as one scan of the table. The first
 /// `hot_partitions` partitions stream the hot rows; the others stream the cold
 /// parts' partitions.
@@ -441,9 +445,10 @@ impl TieredScanExec {
         cold: Vec<ColdPart>,
         target_partitions: usize,
     ) -> Self {
-        // A full hot scan is read by as many partitions as DataFusion runs; point
-        // and index reads by one.
-        let hot_partitions = if hot.keys.is_none() && hot.index.is_none() {
+        // A full hot scan of a large table is read by as many partitions as
+        // DataFusion runs; point and index reads, and small tables, by one.
+        let large = scoped.db().hot_rows.get(scoped.def().table_id) >= SPLIT_HOT_ROWS;
+        let hot_partitions = if hot.keys.is_none() && hot.index.is_none() && large {
             target_partitions.max(1)
         } else {
             1
@@ -510,13 +515,18 @@ impl DisplayAs for TieredScanExec {
             ),
             (None, None) => write!(
                 f,
-                "TieredScanExec: hot=stream{}, segments={segments} (merged={merged}), stale={}",
+                "TieredScanExec: hot=stream{}, segments={segments} (merged={merged}), stale={}{}",
                 if self.hot.predicate.is_some() {
                     " (filtered)"
                 } else {
                     ""
                 },
-                self.snapshot.stale.len()
+                self.snapshot.stale.len(),
+                if self.hot_partitions > 1 {
+                    format!(", hot partitions={}", self.hot_partitions)
+                } else {
+                    String::new()
+                }
             ),
         }
     }

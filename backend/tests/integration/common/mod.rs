@@ -188,6 +188,20 @@ impl TestServer {
         self.post_json_as(user, password, json!({ "sql": sql })).await
     }
 
+    /// The body of `POST /sql?<query>` with `sql` as text (a streamed format).
+    pub async fn sql_text_as(&self, user: &str, password: &str, query: &str, sql: &str) -> String {
+        self.client
+            .post(self.url(&format!("/sql?{query}")))
+            .basic_auth(user, Some(password))
+            .body(sql.to_string())
+            .send()
+            .await
+            .expect("an answer")
+            .text()
+            .await
+            .expect("a text body")
+    }
+
     pub async fn post_json_as(&self, user: &str, password: &str, body: Value) -> SqlResponse {
         let response = self
             .client
