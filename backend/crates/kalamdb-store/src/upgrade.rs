@@ -98,14 +98,13 @@ fn move_pk_index(db: &DB) -> Result<(), StoreError> {
         let corrupt = || StoreError::CorruptKey { cf: CF_PK_V1 };
         let (table_id, scope, cell) = parse_scope_prefix(key).ok_or_else(corrupt)?;
         let pk = decode_value(cell)?;
-        if matches!(pk, Value::Float(f) if f == 0.0) || matches!(pk, Value::Double(f) if f == 0.0) {
-            if !zeros.insert((table_id, scope.to_string())) {
-                return Err(StoreError::Upgrade(format!(
-                    "table id {table_id} (scope '{scope}') has both -0 and 0 as primary keys, \
-                     which are one key from format version 2 on: delete one of the rows with \
-                     the previous server first"
-                )));
-            }
+        let zero = matches!(pk, Value::Float(f) if f == 0.0) || matches!(pk, Value::Double(f) if f == 0.0);
+        if zero && !zeros.insert((table_id, scope.to_string())) {
+            return Err(StoreError::Upgrade(format!(
+                "table id {table_id} (scope '{scope}') has both -0 and 0 as primary keys, \
+                 which are one key from format version 2 on: delete one of the rows with \
+                 the previous server first"
+            )));
         }
         let mut new_key = scope_prefix(table_id, scope);
         encode_ordered(&pk, &mut new_key);
