@@ -132,19 +132,16 @@ async fn log_request(State(state): State<AppState>, request: Request, next: Next
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let response = next.run(request).await;
     state
         .metrics
         .record(&path, response.status().as_u16(), started.elapsed());
+    // Formatted only when debug logging is on.
     tracing::debug!(
         %method,
         %path,
-        %peer,
+        peer = ?peer,
         status = response.status().as_u16(),
         took_ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"

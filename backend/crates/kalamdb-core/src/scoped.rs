@@ -217,7 +217,7 @@ impl ScopedTable {
         keys: &[Value],
         projection: &[usize],
     ) -> KalamResult<RecordBatch> {
-        let mut builder = BatchBuilder::new(self, projection);
+        let mut builder = BatchBuilder::with_capacity(self, projection, keys.len());
         for key in keys {
             let Some(entry) = view
                 .pk_get(self.table.table_id, &self.scope, key)
@@ -586,16 +586,25 @@ pub(crate) struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(table: &ScopedTable, projection: &[usize]) -> Self {
-        Self::of_columns(projection.iter().map(|&i| table.columns[i].clone()).collect())
+        Self::with_capacity(table, projection, SCAN_BATCH_ROWS)
+    }
+
+    /// [`BatchBuilder::new`] sized for `rows` rows (a point read's few keys: a
+    /// scan's 8,192-row buffers would cost more than the read).
+    pub fn with_capacity(table: &ScopedTable, projection: &[usize], rows: usize) -> Self {
+        Self::of_columns(
+            projection.iter().map(|&i| table.columns[i].clone()).collect(),
+            rows,
+        )
     }
 
     /// A builder of every column of `table` (and the hidden ones, with
     /// `expose_hidden`), as [`ScopedTable::schema`] lists them.
     pub fn for_table(table: &TableDef, expose_hidden: bool) -> Self {
-        Self::of_columns(scan_columns(table, expose_hidden))
+        Self::of_columns(scan_columns(table, expose_hidden), SCAN_BATCH_ROWS)
     }
 
-    fn of_columns(columns: Vec<ScanColumn>) -> Self {
+    fn of_columns(columns: Vec<ScanColumn>, capacity: usize) -> Self {
         let schema = Arc::new(Schema::new(
             columns.iter().map(ScanColumn::field).collect::<Vec<_>>(),
         ));
@@ -620,7 +629,7 @@ impl BatchBuilder {
         BatchBuilder {
             builders: columns
                 .iter()
-                .map(|c| ColumnBuilder::new(&c.kalam_type(), SCAN_BATCH_ROWS))
+                .map(|c| ColumnBuilder::new(&c.kalam_type(), capacity))
                 .collect(),
             filled: vec![false; columns.len()],
             defaults,

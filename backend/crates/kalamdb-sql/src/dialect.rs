@@ -5,8 +5,9 @@
 //! twice (first as a possible name, then as the value): nested calls such as
 //! `abs(abs(abs(...)))` cost 2^depth, and a few dozen levels would hold a worker
 //! for hours. KalamDB takes PostgreSQL's own rule instead — a named argument's name
-//! is an identifier (`f(name => value)`) — and reads literals without first trying
-//! them as type names (see `parse_prefix`); it is PostgreSQL in every other respect
+//! is an identifier (`f(name => value)`) — and reads literals and plain column names
+//! without first trying them as type names (see `parse_prefix`); it is PostgreSQL in
+//! every other respect
 //! (it reports PostgreSQL's type id, so the parser's dialect checks treat it as
 //! PostgreSQL).
 
@@ -183,11 +184,59 @@ impl Dialect for KalamDialect {
     /// can never start, and that failing try formats an error message: per literal, it
     /// was a fifth of a 1000-row INSERT's parsing. The result is the parser's own
     /// (`Expr::Value` of `parse_value`), as on its fallback path.
+    ///
+    /// Likewise a plain column name: a word that is no keyword can only name a custom
+    /// type, whose typed-string try the parser refuses (formatting an error per column
+    /// reference, a twentieth of a point SELECT) before reading the word as an
+    /// identifier. When what follows the word can only end or continue an expression
+    /// (a comma, a parenthesis closing, an operator, a keyword such as FROM or AS,
+    /// `.` of `t.c`, which the parser's compound rule reads on), it is that identifier
+    /// at once; anything else (`(` of a call, a string, another name) takes the
+    /// parser's own path.
     fn parse_prefix(&self, parser: &mut Parser) -> Option<Result<Expr, ParserError>> {
-        match parser.peek_token_ref().token {
+        match &parser.peek_token_ref().token {
             Token::Number(_, _) | Token::SingleQuotedString(_) => Some(parser.parse_value().map(Expr::Value)),
+            Token::Word(w)
+                if w.keyword == Keyword::NoKeyword
+                    && ends_an_operand(&parser.peek_nth_token_ref(1).token) =>
+            {
+                let token = parser.next_token();
+                match token.token {
+                    Token::Word(w) => Some(Ok(Expr::Identifier(w.to_ident(token.span)))),
+                    _ => unreachable!("peeked a word"),
+                }
+            }
             _ => None,
         }
+    }
+}
+
+/// Whether `token`, right after an operand, can only end it or continue the
+/// expression around it.
+fn ends_an_operand(token: &Token) -> bool {
+    match token {
+        Token::Word(w) => w.keyword != Keyword::NoKeyword,
+        Token::EOF
+        | Token::Comma
+        | Token::SemiColon
+        | Token::RParen
+        | Token::RBracket
+        | Token::Period
+        | Token::Eq
+        | Token::DoubleEq
+        | Token::Neq
+        | Token::Lt
+        | Token::Gt
+        | Token::LtEq
+        | Token::GtEq
+        | Token::Plus
+        | Token::Minus
+        | Token::Mul
+        | Token::Div
+        | Token::Mod
+        | Token::StringConcat
+        | Token::DoubleColon => true,
+        _ => false,
     }
 }
 
@@ -199,13 +248,17 @@ mod tests {
     use super::KalamDialect;
 
     #[test]
-    fn literals_parse_exactly_as_in_postgresql() {
+    fn literals_and_names_parse_exactly_as_in_postgresql() {
         for sql in [
             "INSERT INTO t VALUES (1, 'a', -2.5, 1e3, 'it''s', NULL, TRUE, $1), (2, E'x\\ny', 'b' || 'c', '7'::INT)",
             "SELECT DATE '2026-01-02', TIMESTAMP '2026-01-02 03:04:05', INTERVAL '1' DAY, BOOL 'true'",
             "SELECT 'a' LIKE 'b', 1 + 2 * 3, -(4), 'x' IS NULL, 5 BETWEEN 1 AND 9, 'k' IN ('k', 'l')",
             "UPDATE t SET v = 3, w = 'z' WHERE id = 42 AND name <> 'q'",
             "SELECT 12345678901234567890, .5, 0x1F, 'multi' 'part'",
+            "SELECT id, kind AS k, t.payload, \"Quoted\", upper(name), count(*), x y FROM s.t WHERE id = 5 AND _x = 1",
+            "SELECT a[1], b::INT, c.d.e, f -> 'k', g ->> 'k', h IS NULL, i NOT IN (1), j || k FROM t ORDER BY l DESC, m",
+            "SELECT * FROM t JOIN u ON t.a = u.b WHERE c BETWEEN d AND e GROUP BY f HAVING count(g) > 1 LIMIT 3",
+            "UPDATE t SET v = w + 1, x = y WHERE z IN (SELECT q FROM r) RETURNING v, x",
         ] {
             let kalam = Parser::parse_sql(&KalamDialect::default(), sql);
             let postgres = Parser::parse_sql(&PostgreSqlDialect {}, sql);
