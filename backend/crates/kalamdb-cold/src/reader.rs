@@ -7,16 +7,23 @@ use std::path::Path;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
+use datafusion::parquet::file::metadata::ParquetMetaData;
+use datafusion::parquet::file::page_index::column_index::ColumnIndexMetaData;
 use datafusion::parquet::file::statistics::Statistics;
 
 use crate::{ColdError, SEQ_FIELD};
 
 /// The row with `_seq = seq` in the segment at `path`, as a one-row batch of the
-/// file's schema. Row groups whose `_seq` statistics exclude `seq` are not read.
+/// file's schema. Row groups whose `_seq` statistics exclude `seq` are not read,
+/// nor, within the others, pages whose `_seq` range in the page index does.
 pub fn read_seq(path: &Path, seq: u64) -> Result<Option<RecordBatch>, ColdError> {
     let file = File::open(path).map_err(|e| ColdError::io("open", path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| ColdError::parquet(path, e))?;
+    let options = ArrowReaderOptions::new().with_page_index(true);
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(|e| ColdError::parquet(path, e))?;
     // `_seq` is stored as a non-negative BIGINT: a larger value is in no segment.
     let Ok(target) = i64::try_from(seq) else {
         return Ok(None);
@@ -44,10 +51,12 @@ pub fn read_seq(path: &Path, seq: u64) -> Result<Option<RecordBatch>, ColdError>
     if row_groups.is_empty() {
         return Ok(None);
     }
-    let reader = builder
-        .with_row_groups(row_groups)
-        .build()
-        .map_err(|e| ColdError::parquet(path, e))?;
+    let selection = page_selection(builder.metadata(), &row_groups, seq_index, target);
+    let mut builder = builder.with_row_groups(row_groups);
+    if let Some(selection) = selection {
+        builder = builder.with_row_selection(selection);
+    }
+    let reader = builder.build().map_err(|e| ColdError::parquet(path, e))?;
     for batch in reader {
         let batch = batch.map_err(|e| ColdError::parquet(path, e.into()))?;
         let seqs = batch.column(seq_index).as_primitive::<Int64Type>();
@@ -56,6 +65,41 @@ pub fn read_seq(path: &Path, seq: u64) -> Result<Option<RecordBatch>, ColdError>
         }
     }
     Ok(None)
+}
+
+/// The rows of `row_groups` on the pages of the `_seq` column whose min/max hold
+/// `target` (`None`: the file has no page index for `_seq`; read whole row groups).
+/// Pages start on row boundaries in every column, so skipping a `_seq` page's rows
+/// skips the other columns' pages over the same rows.
+fn page_selection(
+    metadata: &ParquetMetaData,
+    row_groups: &[usize],
+    seq_index: usize,
+    target: i64,
+) -> Option<RowSelection> {
+    let (columns, offsets) = (metadata.column_index()?, metadata.offset_index()?);
+    let mut selectors = Vec::new();
+    for &rg in row_groups {
+        let ColumnIndexMetaData::INT64(index) = columns.get(rg)?.get(seq_index)? else {
+            return None;
+        };
+        let pages = offsets.get(rg)?.get(seq_index)?.page_locations();
+        let rows = metadata.row_group(rg).num_rows();
+        for (i, page) in pages.iter().enumerate() {
+            let end = pages.get(i + 1).map_or(rows, |next| next.first_row_index);
+            let count = usize::try_from(end - page.first_row_index).ok()?;
+            let holds = match (index.min_value(i), index.max_value(i)) {
+                (Some(min), Some(max)) => *min <= target && target <= *max,
+                _ => true,
+            };
+            selectors.push(if holds {
+                RowSelector::select(count)
+            } else {
+                RowSelector::skip(count)
+            });
+        }
+    }
+    Some(RowSelection::from(selectors))
 }
 
 /// Every row of the segment at `path`, in batches of the file's schema.
@@ -116,6 +160,41 @@ mod tests {
         assert_eq!(row.column(0).as_string::<i32>().value(0), "r21");
         assert!(read_seq(&path, 25).unwrap().is_none());
         assert!(read_seq(&path, 99).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_point_read_selects_only_the_page_that_holds_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new(SEQ_FIELD, DataType::Int64, false),
+        ]));
+        // One row group of 10,000 rows, `_seq` = 0, 2, 4, ...
+        let mut writer = SegmentWriter::create(dir.path(), 1, schema.clone(), 10_000).unwrap();
+        let seqs: Vec<i64> = (0..10_000).map(|i| 2 * i).collect();
+        let names: Vec<String> = seqs.iter().map(|s| format!("row {s}")).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(Int64Array::from(seqs)),
+            ],
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        let path = dir.path().join(writer.finish().unwrap().file);
+        let file = File::open(&path).unwrap();
+        let options = ArrowReaderOptions::new().with_page_index(true);
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
+        let selection = page_selection(builder.metadata(), &[0], 1, 5000).unwrap();
+        let selected: usize = selection.iter().filter(|s| !s.skip).map(|s| s.row_count).sum();
+        assert_eq!(selected, crate::writer::PAGE_ROWS, "one page of 10 read");
+        for seq in [0u64, 2046, 2048, 5000, 19_998] {
+            let row = read_seq(&path, seq).unwrap().unwrap();
+            assert_eq!(row.column(0).as_string::<i32>().value(0), format!("row {seq}"));
+        }
+        assert!(read_seq(&path, 5001).unwrap().is_none());
+        assert!(read_seq(&path, 20_000).unwrap().is_none());
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct WrittenSegment {
     pub size_bytes: u64,
 }
 
+/// Rows per data page at most: a point read of one version decompresses and
+/// decodes the pages holding it (found with the page index), not its row group.
+pub const PAGE_ROWS: usize = 1024;
+
 impl SegmentWriter {
     /// Starts `dir/batch-<batch>.parquet` (as a `.tmp` file), creating `dir`.
     pub fn create(
@@ -46,6 +50,7 @@ impl SegmentWriter {
                 ZstdLevel::try_new(1).expect("level 1 is valid"),
             ))
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+            .set_data_page_row_count_limit(PAGE_ROWS)
             .build();
         let writer =
             ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| ColdError::parquet(&tmp_path, e))?;
