@@ -10,7 +10,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
-use datafusion::parquet::file::metadata::ParquetMetaData;
+use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use datafusion::parquet::file::page_index::column_index::ColumnIndexMetaData;
 use datafusion::parquet::file::statistics::Statistics;
 
@@ -21,7 +21,8 @@ use crate::{ColdError, SEQ_FIELD};
 /// nor, within the others, pages whose `_seq` range in the page index does.
 pub fn read_seq(path: &Path, seq: u64) -> Result<Option<RecordBatch>, ColdError> {
     let file = File::open(path).map_err(|e| ColdError::io("open", path, e))?;
-    let options = ArrowReaderOptions::new().with_page_index(true);
+    // A file without a page index would be read by whole row groups.
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
     let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
         .map_err(|e| ColdError::parquet(path, e))?;
     // `_seq` is stored as a non-negative BIGINT: a larger value is in no segment.
@@ -184,7 +185,7 @@ mod tests {
         writer.write(&batch).unwrap();
         let path = dir.path().join(writer.finish().unwrap().file);
         let file = File::open(&path).unwrap();
-        let options = ArrowReaderOptions::new().with_page_index(true);
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
         let selection = page_selection(builder.metadata(), &[0], 1, 5000).unwrap();
         let selected: usize = selection.iter().filter(|s| !s.skip).map(|s| s.row_count).sum();
