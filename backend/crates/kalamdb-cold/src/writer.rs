@@ -9,10 +9,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::schema::types::ColumnPath;
 
-use crate::ColdError;
 use crate::fsutil::{sync_dir, temp_path};
 use crate::layout::segment_file_name;
+use crate::{ColdError, SEQ_FIELD};
 
 /// A segment being written. Memory is bounded by one row group: rows are encoded
 /// and written as batches arrive.
@@ -33,6 +34,10 @@ pub struct WrittenSegment {
 /// decodes the pages holding it (found with the page index), not its row group.
 pub const PAGE_ROWS: usize = 1024;
 
+/// Largest dictionary page of a column chunk; a column with more distinct values
+/// goes on in plain encoding.
+const DICTIONARY_PAGE_BYTES: usize = 32 * 1024;
+
 impl SegmentWriter {
     /// Starts `dir/batch-<batch>.parquet` (as a `.tmp` file), creating `dir`.
     pub fn create(
@@ -51,6 +56,10 @@ impl SegmentWriter {
             ))
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
             .set_data_page_row_count_limit(PAGE_ROWS)
+            // A reader of any page of a column chunk reads its dictionary page first:
+            // kept small, and none for `_seq` (every value distinct).
+            .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
+            .set_column_dictionary_enabled(ColumnPath::from(SEQ_FIELD), false)
             .build();
         let writer =
             ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| ColdError::parquet(&tmp_path, e))?;
