@@ -129,6 +129,12 @@ pub(crate) async fn within_budget<T>(
     }
 }
 
+/// Partitions a query runs in: one per core (at least two, so that a hot scan and
+/// the operators above it overlap even on one core).
+fn query_partitions() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+}
+
 /// The session state the pooled ones start as copies of (functions, settings; no
 /// catalog of its own).
 pub(crate) fn base_session_state(max_subquery_rows: u64) -> SessionState {
@@ -136,7 +142,7 @@ pub(crate) fn base_session_state(max_subquery_rows: u64) -> SessionState {
         .with_default_catalog_and_schema(CATALOG_NAME, crate::catalog::DEFAULT_NAMESPACE)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(false)
-        .with_target_partitions(2);
+        .with_target_partitions(query_partitions());
     // Subqueries DataFusion cannot decorrelate run row by row (`subquery.rs`).
     let mut analyzer_rules = datafusion::optimizer::Analyzer::new().rules;
     analyzer_rules.push(Arc::new(crate::subquery::ApplyAnalyzerRule));
