@@ -1,14 +1,16 @@
 //! Reads of segments: one row version (pk lookups of cold rows), or every row (the
 //! build of a UNIQUE index).
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
 use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use datafusion::parquet::file::page_index::column_index::ColumnIndexMetaData;
@@ -16,15 +18,49 @@ use datafusion::parquet::file::statistics::Statistics;
 
 use crate::{ColdError, SEQ_FIELD};
 
-/// The row with `_seq = seq` in the segment at `path`, as a one-row batch of the
-/// file's schema. Row groups whose `_seq` statistics exclude `seq` are not read,
-/// nor, within the others, pages whose `_seq` range in the page index does.
-pub fn read_seq(path: &Path, seq: u64) -> Result<Option<RecordBatch>, ColdError> {
+/// Parsed footers (with page indexes) of recently read segments, so that a point
+/// read does not parse a large segment's metadata again. Keyed by path and the
+/// segment's creation time (a re-created table's file may reuse a path); segments
+/// never change once written. Bounded: when full, it is emptied.
+#[derive(Default)]
+pub struct SegmentMetadataCache {
+    entries: Mutex<HashMap<(PathBuf, i64), ArrowReaderMetadata>>,
+}
+
+/// Segments whose metadata [`SegmentMetadataCache`] keeps at most.
+const CACHED_SEGMENTS: usize = 64;
+
+impl SegmentMetadataCache {
+    fn metadata(&self, file: &File, path: &Path, created_at: i64) -> Result<ArrowReaderMetadata, ColdError> {
+        let key = (path.to_path_buf(), created_at);
+        if let Some(metadata) = self.entries.lock().expect("not poisoned").get(&key) {
+            return Ok(metadata.clone());
+        }
+        // A file without a page index would be read by whole row groups.
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let metadata = ArrowReaderMetadata::load(file, options).map_err(|e| ColdError::parquet(path, e))?;
+        let mut entries = self.entries.lock().expect("not poisoned");
+        if entries.len() >= CACHED_SEGMENTS {
+            entries.clear();
+        }
+        entries.insert(key, metadata.clone());
+        Ok(metadata)
+    }
+}
+
+/// The row with `_seq = seq` in the segment at `path` (created at `created_at`), as
+/// a one-row batch of the file's schema. Row groups whose `_seq` statistics exclude
+/// `seq` are not read, nor, within the others, pages whose `_seq` range in the page
+/// index does.
+pub fn read_seq(
+    cache: &SegmentMetadataCache,
+    path: &Path,
+    created_at: i64,
+    seq: u64,
+) -> Result<Option<RecordBatch>, ColdError> {
     let file = File::open(path).map_err(|e| ColdError::io("open", path, e))?;
-    // A file without a page index would be read by whole row groups.
-    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-        .map_err(|e| ColdError::parquet(path, e))?;
+    let metadata = cache.metadata(&file, path, created_at)?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
     // `_seq` is stored as a non-negative BIGINT: a larger value is in no segment.
     let Ok(target) = i64::try_from(seq) else {
         return Ok(None);
@@ -156,11 +192,12 @@ mod tests {
         assert_eq!(written.file, "batch-1.parquet");
         let path = dir.path().join(&written.file);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), written.size_bytes);
-        let row = read_seq(&path, 21).unwrap().unwrap();
+        let cache = SegmentMetadataCache::default();
+        let row = read_seq(&cache, &path, 0, 21).unwrap().unwrap();
         assert_eq!(row.num_rows(), 1);
         assert_eq!(row.column(0).as_string::<i32>().value(0), "r21");
-        assert!(read_seq(&path, 25).unwrap().is_none());
-        assert!(read_seq(&path, 99).unwrap().is_none());
+        assert!(read_seq(&cache, &path, 0, 25).unwrap().is_none());
+        assert!(read_seq(&cache, &path, 0, 99).unwrap().is_none());
     }
 
     #[test]
@@ -190,12 +227,14 @@ mod tests {
         let selection = page_selection(builder.metadata(), &[0], 1, 5000).unwrap();
         let selected: usize = selection.iter().filter(|s| !s.skip).map(|s| s.row_count).sum();
         assert_eq!(selected, crate::writer::PAGE_ROWS, "one page of 10 read");
+        let cache = SegmentMetadataCache::default();
         for seq in [0u64, 2046, 2048, 5000, 19_998] {
-            let row = read_seq(&path, seq).unwrap().unwrap();
+            let row = read_seq(&cache, &path, 0, seq).unwrap().unwrap();
             assert_eq!(row.column(0).as_string::<i32>().value(0), format!("row {seq}"));
         }
-        assert!(read_seq(&path, 5001).unwrap().is_none());
-        assert!(read_seq(&path, 20_000).unwrap().is_none());
+        assert!(read_seq(&cache, &path, 0, 5001).unwrap().is_none());
+        assert!(read_seq(&cache, &path, 0, 20_000).unwrap().is_none());
+        assert_eq!(cache.entries.lock().unwrap().len(), 1, "one parse for all reads");
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub(crate) struct ColdTier {
     /// Held for writing while a flush commits one scope (manifest + hot delete);
     /// for reading while a scan captures its view of both tiers.
     pub commit_lock: RwLock<()>,
+    /// Parsed footers of segments point reads read.
+    segment_metadata: kalamdb_cold::SegmentMetadataCache,
 }
 
 impl ColdTier {
@@ -118,6 +120,7 @@ impl ColdTier {
             flushing: Mutex::new(HashMap::new()),
             watermarks: Mutex::new(watermarks),
             commit_lock: RwLock::new(()),
+            segment_metadata: Default::default(),
         })
     }
 
@@ -300,7 +303,8 @@ impl ColdTier {
             return Ok(None);
         };
         let path = self.scope_dir(table, scope).join(&segment.file);
-        let Some(batch) = kalamdb_cold::read_seq(&path, seq).map_err(cold_error)? else {
+        let read = kalamdb_cold::read_seq(&self.segment_metadata, &path, segment.created_at, seq);
+        let Some(batch) = read.map_err(cold_error)? else {
             return Ok(None);
         };
         Ok(Some(decode_segment_row(table, segment, &batch, 0)?))
