@@ -207,8 +207,17 @@ mod tests {
             Field::new("name", DataType::Utf8, true),
             Field::new(SEQ_FIELD, DataType::Int64, false),
         ]));
-        // One row group of 10,000 rows, `_seq` = 0, 2, 4, ...
-        let mut writer = SegmentWriter::create(dir.path(), 1, schema.clone(), 10_000).unwrap();
+        // One row group of 10,000 rows in pages of 1,024, `_seq` = 0, 2, 4, ...
+        let path = dir.path().join("paged.parquet");
+        let props = datafusion::parquet::file::properties::WriterProperties::builder()
+            .set_data_page_row_count_limit(1024)
+            .build();
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
+            File::create(&path).unwrap(),
+            schema.clone(),
+            Some(props),
+        )
+        .unwrap();
         let seqs: Vec<i64> = (0..10_000).map(|i| 2 * i).collect();
         let names: Vec<String> = seqs.iter().map(|s| format!("row {s}")).collect();
         let batch = RecordBatch::try_new(
@@ -220,13 +229,13 @@ mod tests {
         )
         .unwrap();
         writer.write(&batch).unwrap();
-        let path = dir.path().join(writer.finish().unwrap().file);
+        writer.close().unwrap();
         let file = File::open(&path).unwrap();
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
         let selection = page_selection(builder.metadata(), &[0], 1, 5000).unwrap();
         let selected: usize = selection.iter().filter(|s| !s.skip).map(|s| s.row_count).sum();
-        assert_eq!(selected, crate::writer::PAGE_ROWS, "one page of 10 read");
+        assert_eq!(selected, 1024, "one page of 10 read");
         let cache = SegmentMetadataCache::default();
         for seq in [0u64, 2046, 2048, 5000, 19_998] {
             let row = read_seq(&cache, &path, 0, seq).unwrap().unwrap();

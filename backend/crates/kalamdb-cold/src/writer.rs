@@ -9,11 +9,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::parquet::schema::types::ColumnPath;
 
+use crate::ColdError;
 use crate::fsutil::{sync_dir, temp_path};
 use crate::layout::segment_file_name;
-use crate::{ColdError, SEQ_FIELD};
 
 /// A segment being written. Memory is bounded by one row group: rows are encoded
 /// and written as batches arrive.
@@ -29,14 +28,6 @@ pub struct WrittenSegment {
     pub file: String,
     pub size_bytes: u64,
 }
-
-/// Rows per data page at most: a point read of one version decompresses and
-/// decodes the pages holding it (found with the page index), not its row group.
-pub const PAGE_ROWS: usize = 1024;
-
-/// Largest dictionary page of a column chunk; a column with more distinct values
-/// goes on in plain encoding.
-const DICTIONARY_PAGE_BYTES: usize = 32 * 1024;
 
 impl SegmentWriter {
     /// Starts `dir/batch-<batch>.parquet` (as a `.tmp` file), creating `dir`.
@@ -55,11 +46,6 @@ impl SegmentWriter {
                 ZstdLevel::try_new(1).expect("level 1 is valid"),
             ))
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-            .set_data_page_row_count_limit(PAGE_ROWS)
-            // A reader of any page of a column chunk reads its dictionary page first:
-            // kept small, and none for `_seq` (every value distinct).
-            .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
-            .set_column_dictionary_enabled(ColumnPath::from(SEQ_FIELD), false)
             .build();
         let writer =
             ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| ColdError::parquet(&tmp_path, e))?;
