@@ -382,8 +382,8 @@ pub(crate) async fn stream_query(
 ) -> KalamResult<RowStream> {
     // A statement that names no table and calls only immutable functions plans to
     // the same thing every time: its plan is kept and run again.
-    let key = params
-        .is_empty()
+    // Only a statement that names no relation can be constant: others skip the key.
+    let key = (params.is_empty() && visit_relations(&statement, |_| ControlFlow::Break(())).is_continue())
         .then(|| statement.to_string())
         .filter(|text| text.len() <= MAX_CONSTANT_TEXT);
     if let Some(key) = &key
