@@ -16,7 +16,8 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::client::{Auth, Client, Failure};
 use crate::config::{Config, SavedLogin};
@@ -34,7 +35,9 @@ struct Args {
     /// The user to connect as [default: root, or `user` in ~/.kalam/config.toml]
     #[arg(short = 'u', long, env = "KALAM_USER", global = true)]
     user: Option<String>,
-    /// The password (asked for, without echo, when a user is given without one)
+    /// The password (asked for, without echo, when a user is given without one).
+    /// UNSAFE on the command line: other local users can read a process's
+    /// arguments; prefer KALAM_PASSWORD or the prompt
     #[arg(long, env = "KALAM_PASSWORD", hide_env_values = true, global = true)]
     password: Option<String>,
     /// A bearer token (from `kalam login` or `POST /auth/login`)
@@ -64,7 +67,17 @@ enum Action {
 
 /// The `kalam` program.
 pub fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    if matches.value_source("password") == Some(ValueSource::CommandLine) {
+        eprintln!(
+            "kalam: warning: a password on the command line is visible to other users of this \
+             machine (ps, /proc); use KALAM_PASSWORD or the prompt"
+        );
+    }
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     match run(args) {
         Ok(outcome) => exit_code(outcome),
         Err(message) => {

@@ -8,6 +8,7 @@ use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
+use rustyline::history::History;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{CompletionType, Config, Context, Editor, Helper};
 
@@ -253,8 +254,21 @@ pub fn run(runtime: &tokio::runtime::Runtime, mut session: Session, greeting: &s
         names: session.names.clone(),
     }));
     let history = crate::config::home().map(|h| h.join("history"));
-    if let Some(path) = &history {
-        let _ = editor.load_history(path);
+    if let Some(path) = &history
+        && editor.load_history(path).is_ok()
+    {
+        // A history written by an older kalam may hold passwords: drop those lines.
+        let kept: Vec<String> = (editor.history().iter())
+            .filter(|line| history_safe(line))
+            .cloned()
+            .collect();
+        if kept.len() < editor.history().len() {
+            let _ = editor.clear_history();
+            for line in &kept {
+                let _ = editor.add_history_entry(line.as_str());
+            }
+            let _ = editor.save_history(path);
+        }
     }
     println!("{greeting}");
     loop {
@@ -271,8 +285,12 @@ pub fn run(runtime: &tokio::runtime::Runtime, mut session: Session, greeting: &s
         if is_blank(&input) {
             continue;
         }
-        let _ = editor.add_history_entry(input.trim());
-        if let Some(path) = &history {
+        // Statements that carry a password or a secret are never remembered (nor
+        // offered by the arrow keys): the history file is plain text.
+        if history_safe(&input)
+            && editor.add_history_entry(input.trim()).unwrap_or(false)
+            && let Some(path) = &history
+        {
             let _ = std::fs::create_dir_all(path.parent().expect("a file in a directory"));
             let _ = editor.save_history(path);
         }
@@ -287,9 +305,44 @@ pub fn run(runtime: &tokio::runtime::Runtime, mut session: Session, greeting: &s
     }
 }
 
+/// Words after which a statement carries a secret (`CREATE USER ... PASSWORD '...'`,
+/// `ALTER USER ... SET PASSWORD`, a storage's `SECRET_ACCESS_KEY '...'`).
+const SECRET_WORDS: [&str; 3] = ["password", "identified", "secret_access_key"];
+
+/// Whether `input` may be kept in the history: it names none of [`SECRET_WORDS`]
+/// as a word (a false alarm only costs a history line).
+pub(crate) fn history_safe(input: &str) -> bool {
+    !input
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|word| {
+            SECRET_WORDS
+                .iter()
+                .any(|secret| word.eq_ignore_ascii_case(secret))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_with_passwords_stay_out_of_the_history() {
+        for unsafe_input in [
+            "CREATE USER 'a' WITH PASSWORD 'x' ROLE user",
+            "alter user 'a' set password 'y';",
+            "CREATE STORAGE s TYPE s3 BUCKET 'b' ACCESS_KEY_ID 'k' SECRET_ACCESS_KEY 'z'",
+            "SELECT 1;\nALTER USER 'a' SET\tPassword 'y'",
+        ] {
+            assert!(!history_safe(unsafe_input), "{unsafe_input}");
+        }
+        for safe in [
+            "SELECT * FROM t",
+            "SELECT password_hash_len FROM t",
+            "SELECT passwords FROM t",
+        ] {
+            assert!(history_safe(safe), "{safe}");
+        }
+    }
 
     fn names() -> Names {
         let mut names = Names::default();

@@ -18,6 +18,7 @@ pub struct Settings {
     pub rocksdb_write_buffer_mb: usize,
     pub credential_cache_seconds: u64,
     pub max_insert_rows: usize,
+    pub max_ingest_rows: usize,
     pub max_write_rows: usize,
     pub max_subquery_rows: u64,
     pub shutdown_timeout_seconds: u64,
@@ -42,6 +43,13 @@ pub struct Settings {
     pub live_history_seconds: u64,
     pub live_max_message_bytes: usize,
     pub live_idle_timeout_seconds: u64,
+    pub live_filter_budget_ms: u64,
+    /// Host names (besides the listen address and `localhost`) under which a
+    /// loopback client may use the password-less root (`*`: any).
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins that may use `/sql`, `/ingest`, `/auth/login` and `/ws`
+    /// (`*`: any).
+    pub allowed_origins: Vec<String>,
     /// Signs bearer tokens. From `KALAMDB_TOKEN_SECRET` or the TOML file, never a
     /// flag; generated and kept in the data directory when unset.
     pub token_secret: Option<String>,
@@ -60,6 +68,7 @@ impl Default for Settings {
             rocksdb_write_buffer_mb: 64,
             credential_cache_seconds: 300,
             max_insert_rows: 100_000,
+            max_ingest_rows: 1_000_000,
             max_write_rows: 1_000_000,
             max_subquery_rows: 100_000_000,
             shutdown_timeout_seconds: 30,
@@ -84,6 +93,9 @@ impl Default for Settings {
             live_history_seconds: 86_400,
             live_max_message_bytes: 1 << 20,
             live_idle_timeout_seconds: 90,
+            live_filter_budget_ms: 1000,
+            allowed_hosts: Vec::new(),
+            allowed_origins: vec!["*".to_string()],
             token_secret: None,
             root_password: None,
         }
@@ -138,6 +150,9 @@ pub struct Overrides {
     /// Most rows one INSERT may carry [default: 100000]
     #[arg(long, env = "KALAMDB_MAX_INSERT_ROWS")]
     pub max_insert_rows: Option<usize>,
+    /// Most rows one bulk load (POST /ingest) may carry [default: 1000000]
+    #[arg(long, env = "KALAMDB_MAX_INGEST_ROWS")]
+    pub max_ingest_rows: Option<usize>,
     /// Most rows one UPDATE or DELETE may write [default: 1000000]
     #[arg(long, env = "KALAMDB_MAX_WRITE_ROWS")]
     pub max_write_rows: Option<usize>,
@@ -210,6 +225,15 @@ pub struct Overrides {
     /// A live-query socket silent this long (no message, no pong to the server's pings) is closed, seconds [default: 90]
     #[arg(long, env = "KALAMDB_LIVE_IDLE_TIMEOUT_SECONDS")]
     pub live_idle_timeout_seconds: Option<u64>,
+    /// Longest an expensive live-query filter may take over one commit's changes before its subscription ends (FILTER_TOO_SLOW), milliseconds [default: 1000]
+    #[arg(long, env = "KALAMDB_LIVE_FILTER_BUDGET_MS")]
+    pub live_filter_budget_ms: Option<u64>,
+    /// Host names besides the listen address and localhost under which a loopback client may use a password-less root, comma-separated ('*': any) [default: none]
+    #[arg(long, env = "KALAMDB_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Browser origins (scheme://host[:port]) that may use the API, comma-separated [default: *]
+    #[arg(long, env = "KALAMDB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
     /// Secret that signs bearer tokens (environment or file only) [default: generated once, kept in the data directory]
     #[arg(skip)]
     pub token_secret: Option<String>,
@@ -256,6 +280,7 @@ impl Settings {
             rocksdb_write_buffer_mb,
             credential_cache_seconds,
             max_insert_rows,
+            max_ingest_rows,
             max_write_rows,
             max_subquery_rows,
             shutdown_timeout_seconds,
@@ -280,6 +305,9 @@ impl Settings {
             live_history_seconds,
             live_max_message_bytes,
             live_idle_timeout_seconds,
+            live_filter_budget_ms,
+            allowed_hosts,
+            allowed_origins,
             token_secret,
         } = overrides;
         macro_rules! set {
@@ -294,6 +322,7 @@ impl Settings {
             rocksdb_write_buffer_mb,
             credential_cache_seconds,
             max_insert_rows,
+            max_ingest_rows,
             max_write_rows,
             max_subquery_rows,
             shutdown_timeout_seconds,
@@ -317,7 +346,10 @@ impl Settings {
             live_queue_messages,
             live_history_seconds,
             live_max_message_bytes,
-            live_idle_timeout_seconds
+            live_idle_timeout_seconds,
+            live_filter_budget_ms,
+            allowed_hosts,
+            allowed_origins
         );
         if token_secret.is_some() {
             self.token_secret = token_secret;

@@ -73,7 +73,12 @@ pub async fn start(settings: &Settings) -> Result<RunningServer, StartError> {
         kalamdb_api::AppState::new(db.clone(), settings.max_body_bytes, login_limits)
             .with_max_ingest_bytes(settings.max_ingest_bytes)
             .with_live_max_message_bytes(settings.live_max_message_bytes)
-            .with_live_idle_timeout(Duration::from_secs(settings.live_idle_timeout_seconds)),
+            .with_live_idle_timeout(Duration::from_secs(settings.live_idle_timeout_seconds))
+            .with_request_policy(kalamdb_api::RequestPolicy::new(
+                local_addr,
+                &settings.allowed_hosts,
+                &settings.allowed_origins,
+            )),
     );
     let (stop, stopped) = oneshot::channel::<()>();
     let serve = tokio::spawn(async move {
@@ -104,6 +109,7 @@ fn db_options(settings: &Settings) -> DbOptions {
         credential_cache_ttl: Duration::from_secs(settings.credential_cache_seconds),
         root_password: settings.root_password.clone(),
         max_insert_rows: settings.max_insert_rows,
+        max_ingest_rows: settings.max_ingest_rows.max(1),
         max_write_rows: settings.max_write_rows.max(1),
         max_subquery_rows: settings.max_subquery_rows.max(1),
         max_sql_bytes: settings.max_sql_bytes,
@@ -129,6 +135,7 @@ fn db_options(settings: &Settings) -> DbOptions {
             max_subscriptions_per_user: settings.live_max_subscriptions_per_user,
             queue_messages: settings.live_queue_messages.max(1),
             history: Duration::from_secs(settings.live_history_seconds),
+            filter_budget: Duration::from_millis(settings.live_filter_budget_ms.max(1)),
             ..kalamdb_core::LiveOptions::default()
         },
     }

@@ -2,6 +2,7 @@
 
 mod common;
 mod test_bad_input;
+mod test_budgets;
 mod test_cli;
 mod test_concurrency;
 mod test_durability;

@@ -190,6 +190,15 @@ async fn scripts_print_every_format_and_report_through_exit_status() {
         err.contains("ERROR UNAUTHORIZED") && err.contains("--password"),
         "{err}"
     );
+    // A password on the command line is visible to other users: a warning. The
+    // same password from KALAM_PASSWORD gets none.
+    assert!(err.contains("warning: a password on the command line"), "{err}");
+    let mut command = kalam(&server, home.path());
+    command
+        .env("KALAM_PASSWORD", "lena-pw")
+        .args(["-u", "lena", "-c", "SELECT 1"]);
+    let (code, _, err) = output(command).await;
+    assert_eq!((code, err.as_str()), (0, ""));
     // A user without a password and no terminal to ask at.
     let mut command = kalam(&server, home.path());
     command.args(["-u", "lena", "-c", "SELECT 1"]);
@@ -219,7 +228,11 @@ async fn scripts_print_every_format_and_report_through_exit_status() {
     let (code, out, err) = output(command).await;
     assert_eq!(code, 0, "{err}");
     let namespaces = out.lines().find(|l| l.contains("zoo")).expect("\\dn lists zoo");
-    assert!(namespaces.contains('1'), "one table in zoo: {namespaces}");
+    let cells: Vec<&str> = (namespaces.split(['│', '┆', '|']))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(cells, ["zoo", "1"], "one table in zoo: {namespaces}");
     assert!(
         out.contains("lena") && out.contains("root"),
         "\\du lists the users: {out}"
@@ -333,6 +346,13 @@ fn shell_session(url: String, home: PathBuf) {
     shell.expect("legs");
     shell.expect("(4 rows, ");
 
+    // A statement with a password runs, and is not kept in the history.
+    shell.run("CREATE USER 'hist' WITH PASSWORD 'hist-secret-42' ROLE user;");
+    shell.expect("hist");
+    shell.run("ALTER USER 'hist'");
+    shell.0.send_line("  SET PASSWORD 'hist-secret-43';").unwrap();
+    shell.expect("hist");
+
     // A statement over several lines runs at its ';'.
     shell.run("SELECT 40 + 2");
     shell.0.send_line("  AS answer;").unwrap();
@@ -376,7 +396,11 @@ fn shell_session(url: String, home: PathBuf) {
     shell.run("SELECT count(*) FROM generate_series(1, 100000000000);");
     std::thread::sleep(std::time::Duration::from_millis(700));
     shell.0.send_control('c').unwrap();
-    shell.expect("cancelled");
+    // The shell's own answer on a line of its own ("^C" echoed before it), not the
+    // server's "ERROR STATEMENT_TIMEOUT: ... was cancelled".
+    let (before, _) = (shell.0.exp_regex(r"(^|\n)(\^C)?cancelled\r?\n"))
+        .unwrap_or_else(|e| panic!("no answer to Ctrl-C: {e}"));
+    assert!(!before.contains("ERROR"), "{before}");
     shell.run("SELECT 'still here' AS state;");
     shell.expect("still here");
 
@@ -398,12 +422,17 @@ fn shell_session(url: String, home: PathBuf) {
     assert!(format!("{status:?}").ends_with(", 0)"), "{status:?}");
     let history = std::fs::read_to_string(home.join("history")).expect("the history file is written");
     assert!(history.contains("AS answer;"), "{history}");
+    assert!(history.contains("SELECT 'kept from before'"), "{history}");
+    for secret in ["hist-secret-42", "hist-secret-43", "old-secret"] {
+        assert!(!history.contains(secret), "{secret} in the history: {history}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shell_edits_completes_cancels_and_flushes() {
-    // The statement cancelled in the shell stops at the server within 5 s.
-    let server = TestServer::start_configured(|s| s.statement_timeout_ms = 5000).await;
+    // The statement timeout is longer than the whole session: only Ctrl-C can end
+    // the statement the shell cancels.
+    let server = TestServer::start_configured(|s| s.statement_timeout_ms = 120_000).await;
     server
         .execute_sql(
             "CREATE NAMESPACE zoo; \
@@ -415,6 +444,12 @@ async fn the_shell_edits_completes_cancels_and_flushes() {
         .await
         .expect_success();
     let home = tempfile::tempdir().unwrap();
+    // A history an older kalam wrote, with a password in it.
+    std::fs::write(
+        home.path().join("history"),
+        "#V2\nALTER USER 'x' SET PASSWORD 'old-secret'\nSELECT 'kept from before'\n",
+    )
+    .unwrap();
     let (url, home_path) = (server.url(""), home.path().to_path_buf());
     tokio::task::spawn_blocking(move || shell_session(url, home_path))
         .await

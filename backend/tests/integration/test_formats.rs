@@ -392,6 +392,30 @@ async fn large_results_stream_in_many_chunks() {
     assert_eq!(sum, rows * (rows + 1) / 2);
     assert!(chunks > 10, "the result arrived in {chunks} chunk(s)");
 
+    // What proves streaming: a result of 10^10 rows (about 100 GB of CSV) cannot be
+    // built before it is sent, yet its first 100,000 rows arrive within seconds.
+    // Dropping the response ends the statement.
+    let endless = "SELECT value FROM generate_series(1, 10000000000)";
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut response = fetch(&server, "format=csv", endless).await;
+        assert_eq!(response.status(), 200);
+        let (mut text, mut lines) = (Vec::new(), 0);
+        while lines <= 100_000 {
+            let chunk = response.chunk().await.unwrap().expect("the stream goes on");
+            lines += chunk.iter().filter(|b| **b == b'\n').count();
+            text.extend_from_slice(&chunk);
+        }
+        text
+    })
+    .await
+    .expect("the first 100,000 rows of an endless result arrive");
+    let text = String::from_utf8(first).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("value"));
+    for (expected, line) in (1..=100_000u64).zip(lines) {
+        assert_eq!(line.parse::<u64>().ok(), Some(expected));
+    }
+
     let parquet =
         parquet_batches(streamed(&server, "format=parquet", &sql, "application/vnd.apache.parquet").await);
     assert_eq!(parquet.iter().map(|b| b.num_rows()).sum::<usize>(), rows as usize);
@@ -488,4 +512,86 @@ async fn int64_as_string_for_javascript_clients() {
             "{{\"id\":\"1\",\"num\":42,\"price\":\"1234.50\"}}\n{{\"id\":\"{BIG_ID}\",\"num\":null,\"price\":null}}\n"
         )
     );
+}
+
+/// `?int64=string` encodes 64-bit integers as strings while the rows are written:
+/// a JSON value nested as deep as the server stores (127 levels) comes through
+/// whole, in every kind of result (a query, a point read, SHOW STATS, RETURNING,
+/// a streamed RETURNING), never as a blank result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn int64_as_string_keeps_deeply_nested_json() {
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        results: Vec<Answer<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        row_count: u64,
+        #[serde(borrow)]
+        rows: Vec<Vec<&'a serde_json::value::RawValue>>,
+    }
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let server = TestServer::start().await;
+    server
+        .execute_sql("CREATE SHARED TABLE deep (id BIGINT PRIMARY KEY, j JSON)")
+        .await
+        .expect_success();
+    for (id, depth) in [(1, 1), (2, 126), (3, 127)] {
+        server
+            .execute_sql(&format!("INSERT INTO deep VALUES ({id}, '{}')", nested(depth)))
+            .await
+            .expect_success();
+    }
+    let sql = "SELECT id, j FROM deep ORDER BY id; SELECT id, j FROM deep WHERE id = 3; \
+               SHOW STATS FOR TABLE deep; \
+               INSERT INTO deep VALUES (4, '[[4]]') RETURNING id, j";
+    for query in ["int64=string", "int64=number"] {
+        let response = fetch(&server, query, sql).await;
+        assert_eq!(response.status(), 200, "{query}");
+        let text = response.text().await.unwrap();
+        let body: Body = serde_json::from_str(&text).expect("the envelope parses");
+        let quoted = query == "int64=string";
+        let id = |n: i64| if quoted { format!("\"{n}\"") } else { n.to_string() };
+        let rows = |answer: &Answer| -> Vec<Vec<String>> {
+            (answer.rows.iter())
+                .map(|row| row.iter().map(|c| c.get().to_string()).collect())
+                .collect()
+        };
+        assert_eq!(body.results[0].row_count, 3);
+        assert_eq!(
+            rows(&body.results[0]),
+            vec![
+                vec![id(1), nested(1)],
+                vec![id(2), nested(126)],
+                vec![id(3), nested(127)],
+            ],
+            "{query}"
+        );
+        assert_eq!(rows(&body.results[1]), vec![vec![id(3), nested(127)]], "{query}");
+        // SHOW STATS: table, then six BIGINT figures (3 hot rows).
+        assert_eq!(rows(&body.results[2])[0][1], id(3), "{query}");
+        assert_eq!(
+            rows(&body.results[3]),
+            vec![vec![id(4), nested(2).replace('1', "4")]],
+            "{query}"
+        );
+        server
+            .execute_sql("DELETE FROM deep WHERE id = 4")
+            .await
+            .expect_success();
+    }
+    // A streamed RETURNING (its result turned into a record batch) keeps the
+    // document too.
+    let ndjson = String::from_utf8(
+        streamed(
+            &server,
+            "format=ndjson&int64=string",
+            "UPDATE deep SET j = j WHERE id = 3 RETURNING id, j",
+            "application/x-ndjson",
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(ndjson, format!("{{\"id\":\"3\",\"j\":{}}}\n", nested(127)));
 }

@@ -19,6 +19,8 @@ enum Input {
     Sql {
         user: &'static str,
         sql: String,
+        /// Well-formed and well-typed: must succeed.
+        valid: bool,
     },
     Body {
         content_type: Option<&'static str>,
@@ -30,7 +32,7 @@ impl Input {
     fn describe(&self) -> String {
         let clip = |s: &str| s.chars().take(300).collect::<String>();
         match self {
-            Input::Sql { user, sql } => format!("SQL as {user}: {}", clip(sql)),
+            Input::Sql { user, sql, .. } => format!("SQL as {user}: {}", clip(sql)),
             Input::Body { content_type, body } => format!(
                 "body ({content_type:?}, {} bytes): {}",
                 body.len(),
@@ -441,6 +443,99 @@ impl SqlGen<'_> {
 }
 
 /// Statements of the repository's `.slt` files.
+/// Well-typed statements over the `fz` namespace (which no other generator names)
+/// that a working server answers with success: a share of them must succeed, so a
+/// server that refused everything would fail the fuzzer.
+struct ValidGen<'a> {
+    rng: &'a mut Rng,
+}
+
+const VALID_SETUP: &str = "CREATE NAMESPACE fz; \
+    CREATE SHARED TABLE fz.v (id INT PRIMARY KEY, a INT, b TEXT, x DOUBLE); \
+    CREATE SHARED TABLE fz.w (id INT PRIMARY KEY, t TEXT); \
+    INSERT INTO fz.v VALUES (1, 1, 'row 1', 0.5), (2, NULL, 'row 2', -3.0), (3, -4, 'r', 7.25); \
+    INSERT INTO fz.w VALUES (1, 'one'), (3, 'three')";
+
+impl ValidGen<'_> {
+    fn int(&mut self) -> i64 {
+        self.rng.below(200) as i64 - 100
+    }
+
+    fn predicate(&mut self, depth: u32) -> String {
+        match self.rng.below(if depth == 0 { 5 } else { 6 }) {
+            0 => {
+                let op = *pick(self.rng, &["=", "<>", "<", "<=", ">", ">="]);
+                format!("a {op} {}", self.int())
+            }
+            1 => format!(
+                "id IN ({}, {}, {})",
+                self.rng.below(60),
+                self.rng.below(60),
+                self.rng.below(60)
+            ),
+            2 => format!("b LIKE '{}%'", pick(self.rng, &["r", "row 1", "", "x"])),
+            3 => format!("a IS {}NULL", if chance(self.rng, 50) { "NOT " } else { "" }),
+            4 => {
+                let low = self.int();
+                format!("x BETWEEN {low} AND {}", low + 100)
+            }
+            _ => {
+                let (left, right) = (self.predicate(depth - 1), self.predicate(depth - 1));
+                format!("({left}) {} ({right})", pick(self.rng, &["AND", "OR"]))
+            }
+        }
+    }
+
+    fn statement(&mut self) -> String {
+        let id = 100 + self.rng.below(100_000);
+        let (p, k) = (self.predicate(2), self.int());
+        match self.rng.below(8) {
+            0 | 1 => {
+                let item = *pick(
+                    self.rng,
+                    &[
+                        "a + 1",
+                        "coalesce(a, 0)",
+                        "length(b)",
+                        "upper(b)",
+                        "x * 2",
+                        "CASE WHEN a > 0 THEN 'pos' ELSE 'neg' END",
+                    ],
+                );
+                format!(
+                    "SELECT id, {item} FROM fz.v WHERE {p} ORDER BY id LIMIT {}",
+                    1 + self.rng.below(20)
+                )
+            }
+            2 => format!(
+                "SELECT a % 5 AS g, count(*), sum(x), max(b) FROM fz.v WHERE {p} GROUP BY a % 5 ORDER BY g"
+            ),
+            3 => format!(
+                "INSERT INTO fz.v (id, a, b, x) VALUES ({id}, {k}, 'row {id}', {k}.5) \
+                 ON CONFLICT (id) DO UPDATE SET a = EXCLUDED.a"
+            ),
+            4 => {
+                let value = *pick(self.rng, &["a + 1", "a - 1", "coalesce(a, 0)", "7"]);
+                format!("UPDATE fz.v SET a = {value} WHERE {p}")
+            }
+            5 => format!("DELETE FROM fz.v WHERE id = {id}"),
+            6 => format!(
+                "SELECT v.id, w.t FROM fz.v AS v JOIN fz.w AS w ON v.id = w.id WHERE {p} ORDER BY v.id"
+            ),
+            _ => pick(
+                self.rng,
+                &[
+                    "SHOW TABLES IN fz",
+                    "DESCRIBE TABLE fz.v",
+                    "SELECT count(*) FROM system.tables",
+                    "EXPLAIN SELECT id FROM fz.v WHERE id = 3",
+                ],
+            )
+            .to_string(),
+        }
+    }
+}
+
 fn slt_statements() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/slt");
     let mut statements = Vec::new();
@@ -627,6 +722,7 @@ async fn fuzz_the_front_door() {
         ))
         .await
         .expect_success();
+    server.sql(VALID_SETUP).await.expect_success();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -637,17 +733,25 @@ async fn fuzz_the_front_door() {
     let started = Instant::now();
     let (mut inputs, mut by_status) = (0u64, std::collections::BTreeMap::<u16, u64>::new());
     let mut errors_500 = Vec::new();
+    let (mut valid_sent, mut valid_ok, mut valid_failures) = (0u64, 0u64, Vec::new());
     while started.elapsed() < Duration::from_secs(seconds) {
         let input = match rng.below(10) {
-            0..=4 => Input::Sql {
+            0 => Input::Sql {
+                user: "root",
+                sql: ValidGen { rng: &mut rng }.statement(),
+                valid: true,
+            },
+            1..=4 => Input::Sql {
                 user: ["root", "root", "alice", "svc"][rng.below(4) as usize],
                 sql: SqlGen { rng: &mut rng }.statement(),
+                valid: false,
             },
             5..=7 => {
                 let base = pick(&mut rng, &corpus).clone();
                 Input::Sql {
                     user: ["root", "alice"][rng.below(2) as usize],
                     sql: mutate(&mut rng, &base),
+                    valid: false,
                 }
             }
             _ => {
@@ -657,7 +761,7 @@ async fn fuzz_the_front_door() {
             }
         };
         let request = match &input {
-            Input::Sql { user, sql } => client
+            Input::Sql { user, sql, .. } => client
                 .post(&url)
                 .basic_auth(user, Some(if *user == "root" { "" } else { PW }))
                 .body(sql.clone()),
@@ -679,6 +783,14 @@ async fn fuzz_the_front_door() {
         let body = response.text().await.unwrap_or_default();
         *by_status.entry(status).or_default() += 1;
         inputs += 1;
+        if let Input::Sql { valid: true, sql, .. } = &input {
+            valid_sent += 1;
+            if status == 200 {
+                valid_ok += 1;
+            } else if valid_failures.len() < 10 {
+                valid_failures.push(format!("{sql}\n  → {status} {body}"));
+            }
+        }
         if status >= 500 {
             assert!(
                 body.contains("(request "),
@@ -706,6 +818,12 @@ async fn fuzz_the_front_door() {
         errors_500.len()
     );
     assert!(inputs > 0);
+    assert!(valid_sent >= 50, "only {valid_sent} valid statements were sent");
+    assert!(
+        valid_ok * 100 >= valid_sent * 95,
+        "{valid_ok} of {valid_sent} valid statements succeeded (seed {seed}):\n{}",
+        valid_failures.join("\n")
+    );
     assert!(
         errors_500.is_empty(),
         "{} internal errors (seed {seed}):\n{}",

@@ -2,6 +2,7 @@
 //! deep SQL, keys written twice, dates and timestamps through every write path, the
 //! login throttle, malformed JSON bodies.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::json;
@@ -408,26 +409,32 @@ async fn signed_zeros_survive_segment_pruning() {
             .await
             .expect_success();
     }
-    let queries = [
-        "SELECT count(*) FROM default.z WHERE x >= 0",
-        "SELECT count(*) FROM default.z WHERE x <= 0",
-        "SELECT count(*) FROM default.z WHERE x > -1 AND x < 1",
-        "SELECT count(*) FROM default.z WHERE f >= 0",
-        "SELECT count(*) FROM default.z WHERE x = 0",
+    // -0.0 and +0.0 are equal, as IEEE 754 and PostgreSQL have it (row 1 holds
+    // -0.0, row 2 +0.0), in both tiers.
+    let cases: [(&str, &[i64]); 9] = [
+        ("x >= 0", &[1, 2]),
+        ("x <= 0", &[1, 2]),
+        ("x > -1 AND x < 1", &[1, 2]),
+        ("x < 0", &[]),
+        ("x = 0", &[1, 2]),
+        ("x > -1", &[1, 2]),
+        ("f >= 0", &[1, 2]),
+        ("f < 0", &[]),
+        ("f > 0", &[]),
     ];
-    let mut before = Vec::new();
-    for q in queries {
-        before.push(server.execute_sql(q).await.expect_success().rows());
+    for flushed in [false, true] {
+        if flushed {
+            server.flush_and_wait("default.z").await;
+        }
+        for (filter, ids) in cases {
+            let rows = server
+                .execute_sql(&format!("SELECT id FROM default.z WHERE {filter} ORDER BY id"))
+                .await
+                .rows();
+            let expected: Vec<Vec<serde_json::Value>> = ids.iter().map(|i| vec![json!(i)]).collect();
+            assert_eq!(rows, expected, "flushed: {flushed}, {filter}");
+        }
     }
-    server.flush_and_wait("default.z").await;
-    for (q, expected) in queries.iter().zip(before) {
-        let after = server.execute_sql(q).await;
-        assert_eq!(after.expect_success().rows(), expected, "{q}");
-    }
-    let all = server
-        .execute_sql("SELECT count(*) FROM default.z WHERE x > -1")
-        .await;
-    assert_eq!(all.rows(), vec![vec![json!(2)]]);
 }
 
 /// D11: /metrics figures follow writes, flushes and drops (kept as counters, not
@@ -522,7 +529,10 @@ async fn a_failing_policy_flush_backs_off() {
                 client
                     .post(server_url)
                     .basic_auth("root", Some(""))
-                    .body("SELECT error_message FROM system.jobs WHERE status = 'failed' ORDER BY created_at")
+                    .body(
+                        "SELECT error_message, CAST(created_at AS BIGINT) AS created_us FROM system.jobs \
+                         WHERE status = 'failed' ORDER BY created_at",
+                    )
                     .send()
                     .await
                     .unwrap(),
@@ -532,7 +542,10 @@ async fn a_failing_policy_flush_backs_off() {
                 .expect_success()
                 .rows()
                 .into_iter()
-                .map(|r| r[0].as_str().unwrap_or("").to_string())
+                .map(|r| {
+                    let created_at_us = r[1].as_i64().expect("created_at in microseconds");
+                    (r[0].as_str().unwrap_or("").to_string(), created_at_us)
+                })
                 .collect::<Vec<_>>()
         }
     };
@@ -545,9 +558,14 @@ async fn a_failing_policy_flush_backs_off() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(messages.len() >= 3, "{messages:?}");
-    for (message, wait) in messages.iter().zip(["1 s", "2 s", "4 s"]) {
+    for ((message, _), wait) in messages.iter().zip(["1 s", "2 s", "4 s"]) {
         assert!(message.contains(&format!("retries in {wait}")), "{message}");
     }
+    // The next attempt is made only once the wait has passed: the scheduler looks
+    // every second, so without the backoff the failed jobs are a second apart.
+    let gap_us = |i: usize| messages[i + 1].1 - messages[i].1;
+    assert!(gap_us(0) >= 950_000, "the 1 s backoff: {messages:?}");
+    assert!(gap_us(1) >= 1_950_000, "the 2 s backoff: {messages:?}");
     std::fs::remove_file(&blocked).unwrap();
     for _ in 0..600 {
         let done = server
@@ -622,6 +640,19 @@ async fn a_statement_reads_one_snapshot_while_flushed_rows_change() {
         })
     };
     let all_ids: Vec<Vec<serde_json::Value>> = (1..=ROWS).map(|i| vec![json!(i)]).collect();
+    // The writer changes rows `id` and `ROWS + 1 - id` together: a reader of one
+    // snapshot sees both values equal, a torn read sees them differ.
+    let pairs_agree = |rows: &[Vec<serde_json::Value>], what: &str| {
+        let v: HashMap<i64, i64> = (rows.iter())
+            .map(|r| (r[0].as_i64().unwrap(), r[1].as_i64().unwrap()))
+            .collect();
+        for (id, value) in &v {
+            if let Some(other) = v.get(&(ROWS + 1 - id)) {
+                assert_eq!(value, other, "{what}: rows {id} and {} disagree", ROWS + 1 - id);
+            }
+        }
+    };
+    let point_reads_before = crate::test_read_path::point_reads(&server).await;
     let mut rng = Rng(0xfeed);
     for round in 0..120 {
         let user = USERS[round % USERS.len()];
@@ -633,10 +664,29 @@ async fn a_statement_reads_one_snapshot_while_flushed_rows_change() {
             vec![vec![json!(ROWS), json!(ROWS)]],
             "round {round}, {user}: every row once"
         );
-        let ids = server
-            .execute_sql_as(user, PW, "SELECT id FROM default.kv ORDER BY id")
-            .await;
-        assert_eq!(ids.rows(), all_ids, "round {round}, {user}: the full row list");
+        let all = server
+            .execute_sql_as(user, PW, "SELECT id, v FROM default.kv ORDER BY id")
+            .await
+            .rows();
+        let ids: Vec<Vec<serde_json::Value>> = all.iter().map(|r| vec![r[0].clone()]).collect();
+        assert_eq!(ids, all_ids, "round {round}, {user}: the full row list");
+        pairs_agree(&all, &format!("round {round}, {user}, scan"));
+        // 32 pairs by primary key (64 keys: a point read).
+        let start = 1 + rng.below(44) as i64;
+        let keys: Vec<String> = (start..start + 32)
+            .flat_map(|k| [k, ROWS + 1 - k])
+            .map(|k| k.to_string())
+            .collect();
+        let points = server
+            .execute_sql_as(
+                user,
+                PW,
+                &format!("SELECT id, v FROM default.kv WHERE id IN ({})", keys.join(", ")),
+            )
+            .await
+            .rows();
+        assert_eq!(points.len(), 64, "round {round}, {user}");
+        pairs_agree(&points, &format!("round {round}, {user}, point read"));
         let id = 1 + rng.below(ROWS as u64);
         let point = server
             .execute_sql_as(user, PW, &format!("SELECT id FROM default.kv WHERE id = {id}"))
@@ -650,6 +700,10 @@ async fn a_statement_reads_one_snapshot_while_flushed_rows_change() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let writes = writer.await.unwrap();
     assert!(writes > 0);
+    assert!(
+        crate::test_read_path::point_reads(&server).await - point_reads_before >= 240,
+        "the IN lists were answered as point reads"
+    );
     for user in USERS {
         let total = server
             .execute_sql_as(user, PW, "SELECT count(*), count(DISTINCT id) FROM default.kv")
@@ -659,25 +713,35 @@ async fn a_statement_reads_one_snapshot_while_flushed_rows_change() {
 }
 
 /// With `sync_writes` every commit fsyncs the WAL and runs on the blocking pool:
-/// statements of every kind commit, and their rows survive a restart.
+/// statements of every kind commit, and their rows survive a power loss. The loss is
+/// simulated (`lose_unsynced_writes`: writes that are not fsynced skip the WAL) and
+/// the process killed with SIGKILL; the same run without `sync_writes` is the
+/// control that shows the simulation does lose unsynced writes.
 #[tokio::test]
-async fn synced_commits_run_and_survive_a_restart() {
-    let mut server = TestServer::start_configured(|s| s.sync_writes = true).await;
-    server
-        .execute_sql(
-            "CREATE USER TABLE default.s (id INT PRIMARY KEY, v TEXT); \
-             INSERT INTO default.s VALUES (1, 'a'), (2, 'b'), (3, 'c'); \
-             UPDATE default.s SET v = 'B' WHERE id = 2; DELETE FROM default.s WHERE id = 3; \
-             INSERT INTO default.s VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET v = 'A'",
-        )
-        .await
-        .expect_success();
-    server.restart().await;
-    let rows = server
-        .execute_sql("SELECT id, v FROM default.s ORDER BY id")
-        .await;
-    assert_eq!(
-        rows.rows(),
-        vec![vec![json!(1), json!("A")], vec![json!(2), json!("B")]]
-    );
+async fn synced_commits_survive_a_power_loss() {
+    const SQL: &str = "CREATE USER TABLE default.s (id INT PRIMARY KEY, v TEXT); \
+        INSERT INTO default.s VALUES (1, 'a'), (2, 'b'), (3, 'c'); \
+        UPDATE default.s SET v = 'B' WHERE id = 2; DELETE FROM default.s WHERE id = 3; \
+        INSERT INTO default.s VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET v = 'A'";
+    for synced in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = vec![("KALAMDB_FAILPOINT", "lose_unsynced_writes")];
+        if synced {
+            env.push(("KALAMDB_SYNC_WRITES", "true"));
+        }
+        let server = ServerProcess::spawn_with_env(dir.path(), &env);
+        server.sql(SQL).await.expect_success();
+        server.kill_9();
+        let server = ServerProcess::spawn(dir.path());
+        let answer = server.sql("SELECT id, v FROM default.s ORDER BY id").await;
+        if synced {
+            assert_eq!(
+                answer.rows(),
+                vec![vec![json!(1), json!("A")], vec![json!(2), json!("B")]]
+            );
+        } else {
+            answer.expect_error(404, "TABLE_NOT_FOUND");
+        }
+        server.kill_9();
+    }
 }

@@ -36,6 +36,19 @@ fn batch(from: i64, to: i64) -> RecordBatch {
     RecordBatch::try_new(schema, columns).unwrap()
 }
 
+/// Rows `(id, qty)` as one record batch (`qty` NULL where `None`).
+fn id_qty(rows: &[(i64, Option<i64>)]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("qty", DataType::Int64, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+    ];
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
 fn arrow_ipc(batches: &[RecordBatch]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut writer = StreamWriter::try_new(&mut out, &batches[0].schema()).unwrap();
@@ -88,6 +101,14 @@ async fn every_format_loads_into_the_callers_scope() {
     load(PARQUET, parquet(&[batch(200, 230), batch(230, 300)]))
         .await
         .expect_success();
+
+    // A bad row of a Parquet body is named by its number in the file: the reader's
+    // second batch starts at row 8,193.
+    let rows: Vec<(i64, Option<i64>)> = (1000..11000).map(|i| (i, (i != 9999).then_some(1))).collect();
+    let answer = load(PARQUET, parquet(&[id_qty(&rows)])).await;
+    answer.expect_error(400, "NOT_NULL_VIOLATION");
+    let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("row 9000: "), "{message}");
 
     let erin = |sql: &'static str| server.execute_sql_as("erin", "erin-pw", sql);
     assert_eq!(
@@ -221,6 +242,26 @@ async fn a_bad_row_refuses_the_whole_load_and_names_its_line() {
             .unwrap_or_default()
             .to_string();
         assert!(message.contains(place), "{body:?}: {message}");
+    }
+    // Row numbers continue across record batches: the bad row is the third of the
+    // second batch of 50 + 3 rows.
+    let first: Vec<(i64, Option<i64>)> = (101..=150).map(|i| (i, Some(1))).collect();
+    for (last, status, code, start) in [
+        (
+            (110, Some(1)),
+            409,
+            "DUPLICATE_KEY",
+            "row 53: key 110 is also on row 10;",
+        ),
+        ((1, Some(1)), 409, "DUPLICATE_KEY", "row 53: duplicate key 1 in"),
+        ((152, None), 400, "NOT_NULL_VIOLATION", "row 53: "),
+    ] {
+        let second = id_qty(&[(160, Some(1)), (161, Some(1)), last]);
+        let body = arrow_ipc(&[id_qty(&first), second]);
+        let answer = server.ingest_as("root", "", "default/stock", ARROW, body).await;
+        answer.expect_error(status, code);
+        let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(start), "{message}");
     }
     let big = "{\"id\": 9, \"qty\": 1}\n".repeat(400);
     load(NDJSON, &big).await.expect_error(413, "PAYLOAD_TOO_LARGE");

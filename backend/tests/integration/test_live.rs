@@ -669,8 +669,12 @@ async fn a_subscriber_that_stops_reading_lags_without_slowing_writers() {
     });
     // The slow one reads nothing while 2,000 inserts of 20 KB rows commit (40 MB):
     // far more than its socket buffers and its queue (64 messages) hold.
+    // Every eighth insert is matched by one of bob's into his own rows, which no
+    // one subscribes to: the writers' own pace, to compare alice's against.
     let pad = "p".repeat(20_000);
+    let (mut alice_took, mut bob_took) = (Vec::new(), Vec::new());
     for i in 0..2000 {
+        let started = std::time::Instant::now();
         server
             .execute_sql_as(
                 "alice",
@@ -679,6 +683,19 @@ async fn a_subscriber_that_stops_reading_lags_without_slowing_writers() {
             )
             .await
             .expect_success();
+        alice_took.push((i, started.elapsed()));
+        if i % 8 == 0 {
+            let started = std::time::Instant::now();
+            server
+                .execute_sql_as(
+                    "bob",
+                    "pw",
+                    &format!("INSERT INTO chat.messages VALUES ({i}, 1, '{pad}')"),
+                )
+                .await
+                .expect_success();
+            bob_took.push((i, started.elapsed()));
+        }
         if i % 16 == 15 {
             let deadline = tokio::time::Instant::now() + crate::common::live::WAIT;
             while received.load(std::sync::atomic::Ordering::Acquire) <= i {
@@ -705,6 +722,23 @@ async fn a_subscriber_that_stops_reading_lags_without_slowing_writers() {
     assert_eq!(lagged["code"], "SUBSCRIPTION_LAGGED", "{lagged}");
     assert_eq!(lagged["id"], "slow");
     assert!(inserts < 2000, "{inserts}");
+    // While the slow subscription was there (until its queue overflowed), alice's
+    // inserts went at the pace of bob's: the commit does not wait for a reader. A
+    // relative measure with a wide margin (both run on the same loaded machine).
+    let window = (inserts + 64 + 16).min(2000);
+    let median = |took: &[(usize, Duration)]| {
+        let mut within: Vec<Duration> = (took.iter())
+            .filter(|(i, _)| *i < window)
+            .map(|(_, d)| *d)
+            .collect();
+        within.sort();
+        within[within.len() / 2]
+    };
+    let (alice_median, bob_median) = (median(&alice_took), median(&bob_took));
+    assert!(
+        alice_median <= bob_median * 3 + Duration::from_millis(2),
+        "alice's inserts (median {alice_median:?}) were slowed down next to bob's ({bob_median:?})"
+    );
     slow.expect_silence(Duration::from_millis(200)).await;
     let live = server.execute_sql("SELECT subscription FROM system.live").await;
     assert_eq!(live.rows(), [vec![json!("fast")]]);
@@ -847,11 +881,120 @@ async fn resume_from_seq_replays_every_change_since() {
     model.apply(&live);
     assert_eq!(live["rows"][0]["id"], 100);
     client.expect_silence(Duration::from_millis(200)).await;
-    // A seq from before the history kept: RESUME_UNAVAILABLE.
+    client.close().await;
+    // A seq from before the log began: the server ran without a change history
+    // meanwhile (and changes were committed then), so nothing proves the log holds
+    // every change after it.
+    server.restart_with(|s| s.live_history_seconds = 0).await;
+    server
+        .execute_sql_as(
+            "alice",
+            "pw",
+            "INSERT INTO chat.messages VALUES (101, 1, 'unlogged')",
+        )
+        .await
+        .expect_success();
+    server.restart_with(|s| s.live_history_seconds = 86_400).await;
+    let mut client = LiveClient::connect(&server, "alice", "pw").await;
     client
-        .send(json!({"type": "subscribe", "id": "old", "sql": sql, "options": {"from_seq": 5}}))
+        .send(json!({"type": "subscribe", "id": "old", "sql": sql, "options": {"from_seq": model.last_seq.to_string()}}))
         .await;
     client.expect_error(Some("old"), "RESUME_UNAVAILABLE").await;
+}
+
+/// The `last_seq` of a subscription's initial data can always be resumed from:
+/// on a fresh server (it is not 0) and on a table nobody wrote to for longer than
+/// the history is kept — the log has forgotten nothing after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_seq_is_always_resumable() {
+    let server = TestServer::start_configured(|s| s.live_history_seconds = 2).await;
+    setup(&server).await;
+    let sql = "SELECT id, body FROM chat.messages";
+    let mut client = LiveClient::connect(&server, "alice", "pw").await;
+    client.subscribe("s", sql, json!({})).await;
+    let fresh = client.last_seq;
+    assert!(fresh > 0, "a fresh server's last_seq names now, not 0");
+    client.close().await;
+    let mut client = LiveClient::connect(&server, "alice", "pw").await;
+    client
+        .subscribe("s", sql, json!({"from_seq": fresh.to_string()}))
+        .await;
+    client.expect_silence(Duration::from_millis(200)).await;
+    client.close().await;
+    // A change, then longer than the history is kept without one.
+    server
+        .execute_sql_as("alice", "pw", "INSERT INTO chat.messages VALUES (1, 1, 'a')")
+        .await
+        .expect_success();
+    let mut client = LiveClient::connect(&server, "alice", "pw").await;
+    let (_, rows) = client.subscribe("s", sql, json!({})).await;
+    assert_eq!(rows.len(), 1);
+    let idle = client.last_seq;
+    client.close().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut client = LiveClient::connect(&server, "alice", "pw").await;
+    client
+        .subscribe("s", sql, json!({"from_seq": idle.to_string()}))
+        .await;
+    server
+        .execute_sql_as("alice", "pw", "INSERT INTO chat.messages VALUES (2, 1, 'b')")
+        .await
+        .expect_success();
+    let change = client.recv().await;
+    assert_eq!(change["rows"][0]["id"], 2, "{change}");
+    client.expect_silence(Duration::from_millis(200)).await;
+}
+
+/// A resume of a STREAM table replays no row that has expired, nor its delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_replay_skips_expired_rows() {
+    let server = TestServer::start().await;
+    server.create_user("alice", "pw", "user").await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE app; CREATE STREAM TABLE app.s (id BIGINT PRIMARY KEY) WITH (TTL_SECONDS = 1)",
+        )
+        .await
+        .expect_success();
+    server
+        .execute_sql_as("alice", "pw", "INSERT INTO app.s VALUES (0)")
+        .await
+        .expect_success();
+    let sql = "SELECT id FROM app.s";
+    let mut client = LiveClient::connect(&server, "alice", "pw").await;
+    let (_, rows) = client.subscribe("s", sql, json!({})).await;
+    assert_eq!(
+        rows.iter().map(|r| r["id"].clone()).collect::<Vec<_>>(),
+        [json!(0)]
+    );
+    let from = client.last_seq;
+    client.close().await;
+    for statement in [
+        "INSERT INTO app.s VALUES (1)",
+        "INSERT INTO app.s VALUES (3)",
+        "DELETE FROM app.s WHERE id = 3",
+    ] {
+        server
+            .execute_sql_as("alice", "pw", statement)
+            .await
+            .expect_success();
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server
+        .execute_sql_as("alice", "pw", "INSERT INTO app.s VALUES (2)")
+        .await
+        .expect_success();
+    let mut client = LiveClient::connect(&server, "alice", "pw").await;
+    client
+        .subscribe("s", sql, json!({"from_seq": from.to_string()}))
+        .await;
+    let change = client.recv().await;
+    assert_eq!(change["op"], "insert", "{change}");
+    let ids: Vec<Value> = (change["rows"].as_array().unwrap().iter())
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(2)], "{change}");
+    client.expect_silence(Duration::from_millis(300)).await;
 }
 
 /// The number after `name` in the `/metrics` text.
@@ -1220,4 +1363,107 @@ async fn silent_sockets_are_reaped_and_private_tables_refused() {
     assert_eq!(bob.recv().await, json!({"type": "pong"}));
     let live = server.execute_sql("SELECT username FROM system.live").await;
     assert_eq!(live.rows(), [vec![json!("bob")]]);
+}
+
+/// A client that sends messages and leaves the replies unread: every reply counts
+/// against its connection's queue (`live_queue_messages`), and when one finds no
+/// room for `REPLY_WAIT` the connection is closed with 1008 — the queue is not
+/// grown. (Without the bound, pongs and errors were queued without limit: 800 MB
+/// for 800 unread 1 MB messages.) Its socket is held unwritable by a pause point;
+/// other connections are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_its_replies_is_closed() {
+    let server = TestServer::start_configured(|s| s.live_queue_messages = 64).await;
+    setup(&server).await;
+    let mut alice = LiveClient::connect(&server, "alice", "pw").await;
+    server.db().holds().hold("ws_writer:alice");
+    for _ in 0..200 {
+        alice.send(json!({"type": "ping"})).await;
+    }
+    let mut bob = LiveClient::connect(&server, "bob", "pw").await;
+    bob.send(json!({"type": "ping"})).await;
+    assert_eq!(bob.recv().await["type"], "pong");
+    // 64 replies queue, the 65th waits two seconds for room and closes the socket.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.db().holds().release("ws_writer:alice");
+    match alice.closed().await {
+        Ended::Close(code, reason) => {
+            assert_eq!(code, 1008, "{reason}");
+            assert!(reason.contains("does not read"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// One user's expensive live filter delays only its own subscriptions: bob's
+/// change reaches him while alice's 50 filters of `repeat(body, 2000000)` are
+/// still being evaluated (held at a pause point mid-way); without the separate
+/// lane, one dispatcher per table evaluated every filter in turn and bob waited
+/// for all of them (5 ms → 14 s). A costly filter slower than its budget ends its
+/// own subscription with FILTER_TOO_SLOW.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expensive_filter_delays_only_its_own_subscription() {
+    let server = TestServer::start_configured(|s| s.live_filter_budget_ms = 500).await;
+    setup(&server).await;
+    let costly = "SELECT * FROM chat.messages WHERE length(repeat(body, 2000000)) < 0";
+    let mut alice = LiveClient::connect(&server, "alice", "pw").await;
+    for i in 0..50 {
+        alice.subscribe(&format!("s{i}"), costly, json!({})).await;
+    }
+    let mut bob = LiveClient::connect(&server, "bob", "pw").await;
+    bob.subscribe("b", "SELECT id, body FROM chat.messages", json!({}))
+        .await;
+    server.db().holds().hold("live_filter:alice");
+    for i in 0..20 {
+        server
+            .execute_sql_as(
+                "alice",
+                "pw",
+                &format!("INSERT INTO chat.messages VALUES ({i}, 1, 'abcdefghij')"),
+            )
+            .await
+            .expect_success();
+    }
+    server.wait_at_hold("live_filter:alice").await;
+    server
+        .execute_sql_as("bob", "pw", "INSERT INTO chat.messages VALUES (1, 1, 'bob')")
+        .await
+        .expect_success();
+    let change = tokio::time::timeout(Duration::from_secs(5), bob.recv())
+        .await
+        .expect("bob's change arrives while alice's filters are evaluated");
+    assert_eq!(change["rows"][0]["body"], "bob", "{change}");
+    // Closing ends her subscriptions, and their queued evaluations with them.
+    alice.close().await;
+    server.db().holds().release("live_filter:alice");
+
+    // Over the budget: that subscription ends, the others stay.
+    let mut alice = LiveClient::connect(&server, "alice", "pw").await;
+    for i in 0..3 {
+        alice.subscribe(&format!("s{i}"), costly, json!({})).await;
+    }
+    server.db().holds().hold("live_filter:alice");
+    server
+        .execute_sql_as("alice", "pw", "INSERT INTO chat.messages VALUES (100, 1, 'x')")
+        .await
+        .expect_success();
+    server.wait_at_hold("live_filter:alice").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.db().holds().release("live_filter:alice");
+    let ended = alice.recv().await;
+    assert_eq!(ended["type"], "error", "{ended}");
+    assert_eq!(ended["code"], "FILTER_TOO_SLOW", "{ended}");
+    let live = server
+        .execute_sql("SELECT count(*) FROM system.live WHERE username = 'alice'")
+        .await;
+    assert_eq!(live.rows(), vec![vec![json!(2)]]);
+    server
+        .execute_sql_as(
+            "bob",
+            "pw",
+            "INSERT INTO chat.messages VALUES (2, 1, 'bob again')",
+        )
+        .await
+        .expect_success();
+    assert_eq!(bob.recv().await["rows"][0]["body"], "bob again");
 }

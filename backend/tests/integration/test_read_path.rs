@@ -297,9 +297,11 @@ async fn streaming_scans_match_a_model_across_tiers_and_concurrent_writes() {
         // While alice's queries run, bob keeps writing and the table is flushed:
         // neither may change what alice sees.
         let stop = Arc::new(AtomicBool::new(false));
+        let flushing = Arc::new(tokio::sync::Notify::new());
         let writer = {
-            let (server, stop) = (server.clone(), stop.clone());
+            let (server, stop, flushing) = (server.clone(), stop.clone(), flushing.clone());
             tokio::spawn(async move {
+                let mut jobs = Vec::new();
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let id = 10_000 + round * 1000 + i;
@@ -316,16 +318,34 @@ async fn streaming_scans_match_a_model_across_tiers_and_concurrent_writes() {
                         .await
                         .expect_success();
                     if i % 10 == 0 {
-                        server.execute_sql("STORAGE FLUSH TABLE rp.items").await;
+                        let answer = server.execute_sql("STORAGE FLUSH TABLE rp.items").await;
+                        match answer.error_code() {
+                            None => {
+                                jobs.push(answer.rows()[0][0].as_str().unwrap().to_string());
+                                flushing.notify_one();
+                            }
+                            Some("FLUSH_IN_PROGRESS") => {}
+                            Some(_) => panic!("the concurrent flush was refused: {}", answer.body),
+                        }
                     }
                     i += 1;
                 }
+                jobs
             })
         };
+        // alice's queries start once a flush is under way.
+        flushing.notified().await;
         check_queries(&server, "alice", "rp.items", &models["alice"], &mut rng, 25).await;
         stop.store(true, Ordering::Relaxed);
-        writer.await.unwrap();
+        let jobs = writer.await.unwrap();
         wait_for_idle_jobs(&server).await;
+        for job in &jobs {
+            assert_eq!(
+                server.job(job).await["status"],
+                "completed",
+                "round {round}: flush {job}"
+            );
+        }
         check_queries(&server, "bob", "rp.items", &models["bob"], &mut rng, 15).await;
         check_queries(&server, "alice", "rp.board", &board, &mut rng, 15).await;
     }
@@ -610,7 +630,8 @@ async fn a_statement_over_its_time_budget_is_cancelled_and_writes_nothing() {
         answer.body
     );
     for dml in [
-        "INSERT INTO rp.t (id, grp, name, score) SELECT value + 10, 1, 'x', 0 FROM generate_series(1, 100000000000)",
+        // (a source that yields rows would meet max_insert_rows first)
+        "INSERT INTO rp.t (id, grp, name, score) SELECT value + 10, 1, 'x', 0 FROM generate_series(1, 100000000000) WHERE value < 0",
         "UPDATE rp.t SET grp = 2 WHERE id IN (SELECT value FROM generate_series(1, 100000000000) WHERE value > 0)",
         "DELETE FROM rp.t WHERE id IN (SELECT value FROM generate_series(1, 100000000000) WHERE value > 0)",
     ] {

@@ -523,3 +523,170 @@ async fn randomized_isolation_over_hot_and_cold_rows() {
         }
     }
 }
+
+/// `POST /sql` as the password-less root with extra headers (`Host`, `Origin`).
+async fn root_with_headers(server: &TestServer, headers: &[(&str, &str)]) -> u16 {
+    let mut request = server
+        .client()
+        .post(server.url("/sql"))
+        .basic_auth("root", Some(""))
+        .body("SELECT 1");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("an answer").status().as_u16()
+}
+
+/// No ambient authority for web pages: the password-less loopback root is refused
+/// to a request a browser sent (an `Origin` header, on `/sql`, `/ingest` and the
+/// `/ws` upgrade and first message) and to one whose `Host` does not name this
+/// server (DNS rebinding); `allowed_origins` shuts other origins out entirely.
+/// Users with passwords, and clients that send no Origin, are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_never_get_the_passwordless_root() {
+    use crate::common::live::{Ended, LiveClient, basic};
+    let server = TestServer::start().await;
+    server.create_user("alice", "alice-pw", "user").await;
+    let port = server.url("").rsplit(':').next().unwrap().to_string();
+    let own = format!("127.0.0.1:{port}");
+    let local = format!("localhost:{port}");
+    let rebound = format!("evil.example:{port}");
+    assert_eq!(root_with_headers(&server, &[]).await, 200);
+    assert_eq!(root_with_headers(&server, &[("host", &own)]).await, 200);
+    assert_eq!(root_with_headers(&server, &[("host", &local)]).await, 200);
+    assert_eq!(root_with_headers(&server, &[("host", &rebound)]).await, 401);
+    assert_eq!(
+        root_with_headers(&server, &[("origin", "http://evil.example")]).await,
+        401
+    );
+    let ingest = server
+        .client()
+        .post(server.url("/ingest/default/nothing"))
+        .basic_auth("root", Some(""))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-ndjson")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ingest.status().as_u16(), 401);
+    // A browser app that logs in with its own credentials keeps working.
+    let alice = server
+        .client()
+        .post(server.url("/sql"))
+        .basic_auth("alice", Some("alice-pw"))
+        .header("origin", "http://evil.example")
+        .body("SELECT CURRENT_USER()")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alice.status().as_u16(), 200);
+
+    // /ws: a page's socket carries its Origin on the upgrade.
+    let ws = |auth: Option<String>| {
+        let url = crate::common::live::ws_url(&server);
+        async move {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut request = url.into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("origin", "http://evil.example".parse().unwrap());
+            if let Some(auth) = auth {
+                request
+                    .headers_mut()
+                    .insert("authorization", auth.parse().unwrap());
+            }
+            tokio_tungstenite::connect_async(request).await
+        }
+    };
+    match ws(Some(basic("root", ""))).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 401)
+        }
+        other => panic!(
+            "the upgrade as root from a page was not refused: {:?}",
+            other.is_ok()
+        ),
+    }
+    let (socket, _) = ws(None).await.expect("an unauthenticated upgrade");
+    let mut client = LiveClient::from_socket(socket);
+    client
+        .send(json!({"type": "authenticate", "username": "root", "password": ""}))
+        .await;
+    let answer = client.recv().await;
+    assert_eq!(answer["type"], "auth_error", "{answer}");
+    assert!(matches!(client.closed().await, Ended::Close(1008, _)));
+    let (socket, _) = ws(Some(basic("alice", "alice-pw")))
+        .await
+        .expect("alice's upgrade");
+    let mut client = LiveClient::from_socket(socket);
+    assert_eq!(client.recv().await["type"], "auth_success");
+
+    // allowed_hosts and allowed_origins.
+    let server = TestServer::start_configured(|s| {
+        s.allowed_hosts = vec!["db.internal".into()];
+        s.allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    server.create_user("alice", "alice-pw", "user").await;
+    assert_eq!(root_with_headers(&server, &[("host", "db.internal")]).await, 200);
+    let from = |origin: &'static str| {
+        server
+            .client()
+            .post(server.url("/sql"))
+            .basic_auth("alice", Some("alice-pw"))
+            .header("origin", origin)
+            .body("SELECT 1")
+            .send()
+    };
+    let refused = decode(from("http://evil.example").await.unwrap()).await;
+    refused.expect_error(403, "PERMISSION_DENIED");
+    assert_eq!(from("https://app.example").await.unwrap().status().as_u16(), 200);
+    let mut request = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        crate::common::live::ws_url(&server)
+            .into_client_request()
+            .unwrap()
+    };
+    request
+        .headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 403)
+        }
+        other => panic!("a page of another origin got a socket: {:?}", other.is_ok()),
+    }
+}
+
+/// A password check in flight while the user's password changes (or the user is
+/// dropped) must not put the old credentials back into the cache: after the change
+/// the old password is refused at once, not `credential_cache_seconds` later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_change_is_never_undone_by_a_check_in_flight() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    for (user, change) in [
+        ("bob", "ALTER USER 'bob' SET PASSWORD 'new'"),
+        ("carl", "DROP USER 'carl'"),
+    ] {
+        server.create_user(user, "old", "user").await;
+        server.db().holds().hold(&format!("credential_cache:{user}"));
+        let check = {
+            let server = server.clone();
+            tokio::spawn(async move { server.execute_sql_as(user, "old", "SELECT 1").await })
+        };
+        server.wait_at_hold(&format!("credential_cache:{user}")).await;
+        server.execute_sql(change).await.expect_success();
+        server.db().holds().release(&format!("credential_cache:{user}"));
+        // The check began before the change: it may succeed.
+        check.await.unwrap();
+        server
+            .execute_sql_as(user, "old", "SELECT 1")
+            .await
+            .expect_error(401, "UNAUTHORIZED");
+    }
+    server
+        .execute_sql_as("bob", "new", "SELECT 1")
+        .await
+        .expect_success();
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::{SqlResponse, TestServer};
 
@@ -107,39 +107,32 @@ async fn a_statement_about_to_commit_blocks_no_other_writer_or_flush() {
 async fn a_row_changed_before_the_commit_is_read_again() {
     let server = Arc::new(TestServer::start().await);
     server
-        .execute_sql("CREATE USER TABLE notes (id BIGINT PRIMARY KEY, v INT)")
+        .execute_sql("CREATE SHARED TABLE notes (id BIGINT PRIMARY KEY, v INT); INSERT INTO notes VALUES (1, 1), (2, 2)")
         .await
         .expect_success();
-    server.create_user("carol", "carol-pw", "user").await;
-    let carol = |sql: &'static str| server.execute_sql_as("carol", "carol-pw", sql);
-    carol("INSERT INTO notes VALUES (1, 1), (2, 2)")
-        .await
-        .expect_success();
-
-    server.db().holds().hold("dml_commit:carol");
-    let update = spawn_as(&server, "carol", "UPDATE notes SET v = v * 10 WHERE v < 5");
-    server.wait_at_hold("dml_commit:carol").await;
-    // The same user changes a row the UPDATE read, from another connection: the
-    // held UPDATE's statement is parked, the new one waits at the same hold, so
-    // release lets both run; the held one finds row 1 changed and runs again.
-    let concurrent = spawn_as(&server, "carol", "UPDATE notes SET v = 7 WHERE id = 1");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while server.db().holds().arrivals("dml_commit:carol") < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the second UPDATE never got to its commit"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    server.db().holds().release("dml_commit:carol");
-    let first = update.await.unwrap();
-    let second = concurrent.await.unwrap();
-    first.expect_success();
-    second.expect_success();
-    // Whichever committed first, the result is one of the two serial orders:
-    // (v*10 where v<5, then v=7) → {1: 7, 2: 20}; (v=7, then v*10 where v<5) → {1: 7, 2: 20}.
+    server.create_user("svc", "svc-pw", "service").await;
+    // svc's UPDATE has read rows 1 and 2 (both v < 5) and waits before its commit.
+    server.db().holds().hold("dml_commit:svc");
+    let update = spawn_as(&server, "svc", "UPDATE notes SET v = v * 10 WHERE v < 5");
+    server.wait_at_hold("dml_commit:svc").await;
+    // root (not held) changes row 1 and commits first: the order is fixed.
+    must_finish(
+        "root's UPDATE",
+        server.execute_sql("UPDATE notes SET v = 7 WHERE id = 1"),
+    )
+    .await
+    .expect_success();
+    server.db().holds().release("dml_commit:svc");
+    let answer = update.await.unwrap();
+    answer.expect_success();
+    // Read again, row 1 (now 7) no longer matches `v < 5`. Overwriting it with what
+    // the statement computed from the old row would give {1: 10, 2: 20}.
+    assert_eq!(answer.row_count(0), 1, "{}", answer.body);
     assert_eq!(
-        carol("SELECT id, v FROM notes ORDER BY id").await.rows(),
+        server
+            .execute_sql("SELECT id, v FROM notes ORDER BY id")
+            .await
+            .rows(),
         vec![vec![json!(1), json!(7)], vec![json!(2), json!(20)]]
     );
 }
@@ -217,7 +210,7 @@ async fn seq_grows_in_commit_order_under_concurrent_writers() {
     // A reader that resumes from the largest `_seq` it has seen must never find a
     // row below it that it did not see before.
     let mut seen: HashMap<i64, i64> = HashMap::new();
-    let mut polls = 0;
+    let (mut polls, mut mid_way) = (0, 0);
     loop {
         let done = writers.iter().all(|w| w.is_finished());
         let now = seqs(&server.execute_sql("SELECT id, _seq FROM events").await);
@@ -233,6 +226,9 @@ async fn seq_grows_in_commit_order_under_concurrent_writers() {
         }
         seen = now;
         polls += 1;
+        if !done && !seen.is_empty() && seen.len() < 4 * (20 * 2 + 20) {
+            mid_way += 1;
+        }
         if done {
             break;
         }
@@ -245,6 +241,12 @@ async fn seq_grows_in_commit_order_under_concurrent_writers() {
         seen.len(),
         4 * (20 * 2 + 20),
         "every row is there ({polls} polls)"
+    );
+    // The check above means something only if the reader saw the table while the
+    // writers were still writing.
+    assert!(
+        mid_way >= 3,
+        "the reader saw the table mid-way only {mid_way} times ({polls} polls)"
     );
     let distinct: std::collections::HashSet<i64> = seen.values().copied().collect();
     assert_eq!(distinct.len(), seen.len(), "every version has its own _seq");
@@ -261,19 +263,48 @@ async fn a_statement_planned_before_a_schema_change_runs_again_on_the_new_schema
     server.db().holds().hold("dml_commit:dave");
     let insert = spawn_as(&server, "dave", "INSERT INTO docs (id, title) VALUES (1, 'one')");
     server.wait_at_hold("dml_commit:dave").await;
+    // `title` is dropped and added again: the new column has a new id. A row
+    // written by the stale plan would hold the old id's cell, which the new column
+    // does not read: `title` would read as its default 'none'.
+    for sql in [
+        "ALTER TABLE docs DROP COLUMN title",
+        "ALTER TABLE docs ADD COLUMN title TEXT DEFAULT 'none'",
+    ] {
+        must_finish("ALTER TABLE", server.execute_sql(sql))
+            .await
+            .expect_success();
+    }
+    server.db().holds().release("dml_commit:dave");
+    insert.await.unwrap().expect_success();
+    assert_eq!(
+        server
+            .execute_sql_as("dave", "dave-pw", "SELECT id, title FROM docs")
+            .await
+            .rows(),
+        vec![vec![json!(1), json!("one")]]
+    );
+
+    // A column the statement names is dropped: planned again, it is an error, and
+    // nothing is written.
+    server.create_user("erin", "erin-pw", "user").await;
+    server.db().holds().hold("dml_commit:erin");
+    let insert = spawn_as(&server, "erin", "INSERT INTO docs (id, title) VALUES (2, 'two')");
+    server.wait_at_hold("dml_commit:erin").await;
     must_finish(
-        "ALTER TABLE",
-        server.execute_sql("ALTER TABLE docs ADD COLUMN pages INT DEFAULT 3"),
+        "DROP COLUMN",
+        server.execute_sql("ALTER TABLE docs DROP COLUMN title"),
     )
     .await
     .expect_success();
-    server.db().holds().release("dml_commit:dave");
-    insert.await.unwrap().expect_success();
-    let rows: Vec<Vec<Value>> = server
-        .execute_sql_as("dave", "dave-pw", "SELECT id, title, pages FROM docs")
-        .await
-        .rows();
-    assert_eq!(rows, vec![vec![json!(1), json!("one"), json!(3)]]);
+    server.db().holds().release("dml_commit:erin");
+    insert.await.unwrap().expect_error(400, "COLUMN_NOT_FOUND");
+    assert_eq!(
+        server
+            .execute_sql_as("erin", "erin-pw", "SELECT count(*) FROM docs")
+            .await
+            .rows(),
+        vec![vec![json!(0)]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

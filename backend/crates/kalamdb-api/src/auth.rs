@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
@@ -138,6 +139,28 @@ fn client_addr(parts: &Parts) -> Option<SocketAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
+/// Where a request comes from, as authentication needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    pub addr: Option<SocketAddr>,
+    /// Whether a user without a password (`root` before one is set) may be accepted:
+    /// a loopback client whose request no browser sent (`origin.rs`).
+    pub passwordless_ok: bool,
+}
+
+impl Peer {
+    pub(crate) fn of(state: &AppState, headers: &HeaderMap, addr: Option<SocketAddr>) -> Peer {
+        Peer {
+            addr,
+            passwordless_ok: state.policy.passwordless_ok(headers, addr),
+        }
+    }
+
+    fn ip(&self) -> Option<IpAddr> {
+        self.addr.map(|a| a.ip())
+    }
+}
+
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
@@ -148,9 +171,8 @@ impl FromRequestParts<AppState> for Authenticated {
         let header = header
             .to_str()
             .map_err(|_| unauthorized("malformed Authorization header"))?;
-        authenticate_header(state, header, client_addr(parts))
-            .await
-            .map(Authenticated)
+        let peer = Peer::of(state, &parts.headers, client_addr(parts));
+        authenticate_header(state, header, peer).await.map(Authenticated)
     }
 }
 
@@ -159,15 +181,15 @@ fn unauthorized(message: &str) -> ApiError {
 }
 
 /// The caller an `Authorization` header value (Basic or Bearer) stands for, from
-/// `client`, under the login throttle.
+/// `peer`, under the login throttle.
 pub(crate) async fn authenticate_header(
     state: &AppState,
     header: &str,
-    client: Option<SocketAddr>,
+    peer: Peer,
 ) -> Result<Caller, ApiError> {
     let (scheme, credentials) = header.split_once(' ').unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("bearer") {
-        return authenticate_token(state, credentials.trim(), client).await;
+        return authenticate_token(state, credentials.trim(), peer).await;
     }
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(unauthorized(
@@ -180,39 +202,35 @@ pub(crate) async fn authenticate_header(
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(|| unauthorized("malformed Basic credentials"))?;
     let (username, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
-    authenticate_password(state, username, password, client).await
+    authenticate_password(state, username, password, peer).await
 }
 
 /// The caller of a bearer token, under the login throttle.
 pub(crate) async fn authenticate_token(
     state: &AppState,
     token: &str,
-    client: Option<SocketAddr>,
+    peer: Peer,
 ) -> Result<Caller, ApiError> {
     state
         .login_throttle
-        .attempt(client.map(|c| c.ip()), None, async {
-            state.db.authenticate_token(token)
-        })
+        .attempt(peer.ip(), None, async { state.db.authenticate_token(token) })
         .await
 }
 
-/// The caller of a user name and password, under the login throttle (root without
-/// a password only from loopback).
+/// The caller of a user name and password, under the login throttle (a user
+/// without a password only when `peer.passwordless_ok`).
 pub(crate) async fn authenticate_password(
     state: &AppState,
     username: &str,
     password: &str,
-    client: Option<SocketAddr>,
+    peer: Peer,
 ) -> Result<Caller, ApiError> {
-    let ip = client.map(|c| c.ip());
-    let from_loopback = ip.is_some_and(|ip| ip.is_loopback());
     state
         .login_throttle
         .attempt(
-            ip,
+            peer.ip(),
             Some(username),
-            state.db.authenticate(username, password, from_loopback),
+            state.db.authenticate(username, password, peer.passwordless_ok),
         )
         .await
 }
@@ -227,8 +245,10 @@ pub(crate) struct LoginBody {
 pub(crate) async fn login(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let peer = Peer::of(&state, &headers, Some(client));
     let body: LoginBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -242,7 +262,7 @@ pub(crate) async fn login(
             Some(&body.username),
             state
                 .db
-                .login(&body.username, &body.password, client.ip().is_loopback()),
+                .login(&body.username, &body.password, peer.passwordless_ok),
         )
         .await?;
     let now = std::time::SystemTime::now()

@@ -11,6 +11,7 @@ mod error;
 mod formats;
 mod ingest;
 mod metrics;
+mod origin;
 mod sql;
 mod ws;
 
@@ -29,6 +30,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use auth::{LoginLimits, LoginThrottle};
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use origin::RequestPolicy;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -45,6 +47,8 @@ pub struct AppState {
     pub live_max_message_bytes: usize,
     /// A live-query socket silent this long (no message, no pong) is closed.
     pub live_idle_timeout: std::time::Duration,
+    /// The Origin and Host rules (`origin.rs`).
+    pub policy: Arc<RequestPolicy>,
 }
 
 impl AppState {
@@ -57,6 +61,7 @@ impl AppState {
             login_throttle: Arc::new(LoginThrottle::new(login_limits)),
             live_max_message_bytes: DEFAULT_LIVE_MAX_MESSAGE_BYTES,
             live_idle_timeout: std::time::Duration::from_secs(90),
+            policy: Arc::new(RequestPolicy::default()),
         }
     }
 }
@@ -78,6 +83,11 @@ impl AppState {
         self
     }
 
+    pub fn with_request_policy(mut self, policy: RequestPolicy) -> Self {
+        self.policy = Arc::new(policy);
+        self
+    }
+
     pub fn with_max_ingest_bytes(mut self, bytes: usize) -> Self {
         self.max_ingest_bytes = bytes;
         self
@@ -87,11 +97,18 @@ impl AppState {
 /// The whole API. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
 /// the loopback rule for a password-less `root` needs the peer address.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Browser origins outside `allowed_origins` reach none of the routes that act.
+    let acting = Router::new()
         .route("/sql", post(sql::execute_sql))
         .route("/ingest/{namespace}/{table}", post(ingest::ingest))
         .route("/auth/login", post(auth::login))
         .route("/ws", get(ws::upgrade))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            origin::check_origin,
+        ));
+    Router::new()
+        .merge(acting)
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), log_request))

@@ -85,20 +85,15 @@ pub(crate) async fn execute_sql(
     let started = Instant::now();
     let options = SqlOptions::parse(query.as_deref())?;
     let format = Format::of_request(options.format.as_deref(), &headers)?;
-    let (request, in_body) = read_request(&headers, body, state.max_body_bytes).await?;
-    let int64_as_string = options.int64_as_string || in_body;
+    let mut request = read_request(&headers, body, state.max_body_bytes).await?;
+    request.int64_as_string |= options.int64_as_string;
     if format != Format::Json {
+        let int64_as_string = request.int64_as_string;
         let rows = state.db.execute_rows(&caller, request).await?;
         return formats::stream_response(format, rows, int64_as_string).await;
     }
     let outcome = state.db.execute(&caller, request).await;
-    let mut results = outcome.results;
-    if int64_as_string {
-        results = results
-            .into_iter()
-            .map(StatementResult::with_int64_as_strings)
-            .collect();
-    }
+    let results = outcome.results;
     let took_ms = took_ms(started);
     match outcome.error {
         None => Ok(Json(SuccessBody {
@@ -116,8 +111,8 @@ pub(crate) async fn execute_sql(
     }
 }
 
-/// The request, and whether its JSON body asks for 64-bit integers as strings.
-async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<(SqlRequest, bool), ApiError> {
+/// The request (its JSON body may ask for 64-bit integers as strings).
+async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<SqlRequest, ApiError> {
     let bytes = to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -135,7 +130,7 @@ async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<(
     if !is_json {
         let sql = String::from_utf8(bytes.to_vec())
             .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "the SQL text is not valid UTF-8"))?;
-        return Ok((SqlRequest::new(sql), false));
+        return Ok(SqlRequest::new(sql));
     }
     const EXPECTED: &str = r#"expected {"sql": "...", "params": [...], "namespace": "..."}"#;
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -165,10 +160,10 @@ async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<(
             format!("invalid JSON body: {e}; {EXPECTED}"),
         )
     })?;
-    let request = SqlRequest {
+    Ok(SqlRequest {
         sql: body.sql,
         params: body.params.into_iter().map(Literal::from_json).collect(),
         namespace: body.namespace,
-    };
-    Ok((request, body.int64_as_string))
+        int64_as_string: body.int64_as_string,
+    })
 }

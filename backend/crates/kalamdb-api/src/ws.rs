@@ -18,6 +18,7 @@ use kalamdb_commons::{ErrorCode, KalamError};
 use kalamdb_core::{Caller, LiveConnection, LiveMessage, SubscribeOptions};
 use serde_json::{Value, json};
 
+use crate::auth::Peer;
 use crate::{ApiError, AppState};
 
 /// How long an unauthenticated socket may take to send `authenticate`.
@@ -36,7 +37,9 @@ pub(crate) async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     // Credentials in the upgrade request are checked before upgrading: wrong ones
-    // are a 401 like `/sql`'s, and never a socket.
+    // are a 401 like `/sql`'s, and never a socket. The upgrade's headers (a
+    // browser's Origin) decide for the first-message authentication too.
+    let peer = Peer::of(&state, &headers, Some(client));
     let caller = match headers.get(AUTHORIZATION) {
         None => None,
         Some(header) => {
@@ -44,7 +47,7 @@ pub(crate) async fn upgrade(
                 return ApiError::new(ErrorCode::Unauthorized, "malformed Authorization header")
                     .into_response();
             };
-            match crate::auth::authenticate_header(&state, header, Some(client)).await {
+            match crate::auth::authenticate_header(&state, header, peer).await {
                 Ok(caller) => Some(caller),
                 Err(e) => return e.into_response(),
             }
@@ -53,14 +56,14 @@ pub(crate) async fn upgrade(
     let limit = state.live_max_message_bytes;
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| run(state, socket, caller, client))
+        .on_upgrade(move |socket| run(state, socket, caller, peer))
 }
 
-async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, client: SocketAddr) {
+async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, peer: Peer) {
     let (mut sink, mut stream) = socket.split();
     let caller = match caller {
         Some(caller) => caller,
-        None => match first_message_auth(&state, &mut stream, client).await {
+        None => match first_message_auth(&state, &mut stream, peer).await {
             Ok(caller) => caller,
             Err(message) => {
                 let _ = sink
@@ -86,34 +89,45 @@ async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, client:
         }
     };
     let conn = Arc::new(conn);
-    conn.send(
+    conn.reply(
         json!({"type": "auth_success", "user": caller.username, "role": caller.role.as_str()}).to_string(),
-    );
+    )
+    .await;
     // The server pings three times per idle timeout, and closes a connection it has
     // heard nothing from (no message, no pong) for the whole timeout.
     let idle = state.live_idle_timeout;
     let ping_every = idle / 3;
+    let (db, writer_step) = (state.db.clone(), format!("ws_writer:{}", caller.username));
     let mut writer = tokio::spawn(async move {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         loop {
-            tokio::select! {
+            let message = tokio::select! {
                 message = outgoing.recv() => match message {
-                    Some(LiveMessage::Text(text)) => {
-                        if sink.send(Message::Text(text.into())).await.is_err() {
-                            return;
-                        }
-                    }
+                    Some(LiveMessage::Text(text)) => Message::Text(text.into()),
                     Some(LiveMessage::Close(code, reason)) => {
-                        let _ = sink.send(close(code, &reason)).await;
+                        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(close(code, &reason))).await;
                         return;
                     }
                     None => return,
                 },
-                _ = ping.tick() => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        return;
-                    }
+                _ = ping.tick() => Message::Ping(Default::default()),
+            };
+            // A send waits for the socket; a connection closed at once (its client
+            // does not read) stops waiting, sends its close frame if it can, and
+            // drops what is queued.
+            tokio::select! {
+                biased;
+                (code, reason) = outgoing.aborted() => {
+                    let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(close(code, &reason))).await;
+                    return;
                 }
+                sent = async {
+                    // A pause point for tests: a socket that cannot be written to.
+                    db.holds().wait_async(|| writer_step.clone()).await;
+                    sink.send(message).await
+                } => if sent.is_err() {
+                    return;
+                },
             }
         }
     });
@@ -147,19 +161,38 @@ async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, client:
                 }
                 break;
             }
-            Ok(Some(Ok(Message::Text(text)))) => handle(&conn, text.as_str()),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                if !handle(&conn, text.as_str()).await {
+                    break;
+                }
+            }
             Ok(Some(Ok(Message::Binary(_)))) => {
-                conn.send(error(None, "binary frames are not supported; send JSON text"))
+                if !conn
+                    .reply(error(None, "binary frames are not supported; send JSON text"))
+                    .await
+                {
+                    break;
+                }
             }
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
         }
     }
     conn.close(1000, "");
     if !writer_done {
-        // The close frame (or whatever was queued before it) goes out.
-        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        // The close frame (or whatever was queued before it) goes out; a writer
+        // still stuck on a socket nobody reads is stopped, and the socket and its
+        // queue go with it.
+        if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
     }
 }
+
+/// How long the close frame may wait for the socket.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
@@ -176,14 +209,23 @@ fn too_big(e: axum::Error) -> bool {
 }
 
 fn error(id: Option<&str>, message: &str) -> String {
-    kalamdb_core::live_error(id, &KalamError::new(ErrorCode::InvalidRequest, message))
+    kalamdb_core::live_error(id.map(clip), &KalamError::new(ErrorCode::InvalidRequest, message))
+}
+
+/// What an answer repeats of a client's string: at most 128 characters (a reply
+/// never grows with what the client sent).
+fn clip(text: &str) -> &str {
+    match text.char_indices().nth(128) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
 }
 
 /// Waits for `{"type":"authenticate", ...}` with a token or a user name and password.
 async fn first_message_auth(
     state: &AppState,
     stream: &mut futures::stream::SplitStream<WebSocket>,
-    client: SocketAddr,
+    peer: Peer,
 ) -> Result<Caller, String> {
     let message = loop {
         match tokio::time::timeout(AUTH_TIMEOUT, stream.next()).await {
@@ -205,65 +247,82 @@ async fn first_message_auth(
     }
     let text = |key: &str| message.get(key).and_then(Value::as_str);
     let result = match (text("token"), text("username")) {
-        (Some(token), _) => crate::auth::authenticate_token(state, token, Some(client)).await,
+        (Some(token), _) => crate::auth::authenticate_token(state, token, peer).await,
         (None, Some(username)) => {
-            crate::auth::authenticate_password(state, username, text("password").unwrap_or(""), Some(client))
-                .await
+            crate::auth::authenticate_password(state, username, text("password").unwrap_or(""), peer).await
         }
         (None, None) => return Err("authenticate needs a token, or a username and password".into()),
     };
     result.map_err(|e| e.error.message)
 }
 
-/// One client message.
-fn handle(conn: &Arc<LiveConnection>, text: &str) {
+/// One client message; `false` when the connection is closed.
+async fn handle(conn: &Arc<LiveConnection>, text: &str) -> bool {
     let message: Value = match serde_json::from_str(text) {
         Ok(Value::Object(message)) => Value::Object(message),
-        Ok(_) => return conn.send(error(None, "a message is a JSON object with a \"type\"")),
-        Err(e) => return conn.send(error(None, &format!("invalid JSON: {e}"))),
+        Ok(_) => {
+            return conn
+                .reply(error(None, "a message is a JSON object with a \"type\""))
+                .await;
+        }
+        Err(e) => return conn.reply(error(None, &format!("invalid JSON: {e}"))).await,
     };
     let id = message.get("id").and_then(Value::as_str);
     match message.get("type").and_then(Value::as_str) {
-        Some("ping") => conn.send(json!({"type": "pong"}).to_string()),
+        Some("ping") => conn.reply(json!({"type": "pong"}).to_string()).await,
         Some("subscribe") => {
             let Some(id) = id else {
-                return conn.send(error(None, "subscribe needs a string \"id\""));
+                return conn.reply(error(None, "subscribe needs a string \"id\"")).await;
             };
             let Some(sql) = message.get("sql").and_then(Value::as_str) else {
-                return conn.send(error(Some(id), "subscribe needs a string \"sql\""));
+                return conn
+                    .reply(error(Some(id), "subscribe needs a string \"sql\""))
+                    .await;
             };
             let options = match subscribe_options(message.get("options")) {
                 Ok(options) => options,
-                Err(e) => return conn.send(error(Some(id), &e)),
+                Err(e) => return conn.reply(error(Some(id), &e)).await,
             };
             let (conn, id, sql) = (conn.clone(), id.to_string(), sql.to_string());
             // Initial data may take a while: the socket keeps reading meanwhile.
             tokio::spawn(async move {
                 if let Err(e) = conn.subscribe(&id, &sql, options).await {
-                    conn.send(kalamdb_core::live_error(Some(&id), &e));
+                    conn.reply(kalamdb_core::live_error(Some(clip(&id)), &e)).await;
                 }
             });
+            true
         }
         Some("unsubscribe") => {
             let Some(id) = id else {
-                return conn.send(error(None, "unsubscribe needs a string \"id\""));
+                return conn.reply(error(None, "unsubscribe needs a string \"id\"")).await;
             };
-            if !conn.unsubscribe(id) {
-                conn.send(kalamdb_core::live_error(
-                    Some(id),
-                    &KalamError::new(
-                        ErrorCode::LiveQueryNotFound,
-                        format!("no subscription '{id}' on this connection"),
-                    ),
-                ));
+            if conn.unsubscribe(id).await {
+                return true;
             }
+            conn.reply(kalamdb_core::live_error(
+                Some(clip(id)),
+                &KalamError::new(
+                    ErrorCode::LiveQueryNotFound,
+                    format!("no subscription '{}' on this connection", clip(id)),
+                ),
+            ))
+            .await
         }
-        Some("authenticate") => conn.send(error(None, "this connection is already authenticated")),
-        Some(other) => conn.send(error(
-            id,
-            &format!("unknown message type '{other}' (subscribe, unsubscribe, ping)"),
-        )),
-        None => conn.send(error(id, "a message needs a string \"type\"")),
+        Some("authenticate") => {
+            conn.reply(error(None, "this connection is already authenticated"))
+                .await
+        }
+        Some(other) => {
+            conn.reply(error(
+                id,
+                &format!(
+                    "unknown message type '{}' (subscribe, unsubscribe, ping)",
+                    clip(other)
+                ),
+            ))
+            .await
+        }
+        None => conn.reply(error(id, "a message needs a string \"type\"")).await,
     }
 }
 

@@ -39,6 +39,9 @@ pub enum ErrorCode {
     ResumeUnavailable,
     /// Live queries: the table's columns changed (ALTER TABLE); subscribe again.
     SchemaChanged,
+    /// Live queries: evaluating the subscription's filter on one commit's changes
+    /// took longer than `live_filter_budget_ms`; subscribe with a cheaper filter.
+    FilterTooSlow,
     LiveQueryNotFound,
     InternalError,
 }
@@ -75,6 +78,7 @@ impl ErrorCode {
             ErrorCode::Killed => "KILLED",
             ErrorCode::ResumeUnavailable => "RESUME_UNAVAILABLE",
             ErrorCode::SchemaChanged => "SCHEMA_CHANGED",
+            ErrorCode::FilterTooSlow => "FILTER_TOO_SLOW",
             ErrorCode::LiveQueryNotFound => "LIVE_QUERY_NOT_FOUND",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
@@ -108,7 +112,10 @@ impl ErrorCode {
             | ErrorCode::FlushInProgress => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyRequests | ErrorCode::SubscriptionLimit => 429,
-            ErrorCode::SubscriptionLagged | ErrorCode::Killed | ErrorCode::SchemaChanged => 409,
+            ErrorCode::SubscriptionLagged
+            | ErrorCode::Killed
+            | ErrorCode::SchemaChanged
+            | ErrorCode::FilterTooSlow => 409,
             ErrorCode::InternalError => 500,
         }
     }

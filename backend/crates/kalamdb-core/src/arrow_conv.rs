@@ -362,11 +362,57 @@ pub fn column_to_json(field: &Field, array: &ArrayRef) -> Vec<serde_json::Value>
     }
 }
 
+/// About what the values of `array` take once converted to [`Value`]s: a cell each,
+/// and the bytes of every text or binary value (a dictionary's value counted once
+/// per row that uses it, as the conversion copies it). Reads no value.
+pub(crate) fn materialized_bytes(array: &dyn Array) -> usize {
+    let cells = array.len() * std::mem::size_of::<Value>();
+    let span = |offsets: &[i64]| match (offsets.first(), offsets.last()) {
+        (Some(first), Some(last)) => (last - first).max(0) as usize,
+        _ => 0,
+    };
+    let heap = match array.data_type() {
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            let o = a.value_offsets();
+            span(&[i64::from(o[0]), i64::from(o[o.len() - 1])])
+        }
+        DataType::LargeUtf8 => span(array.as_string::<i64>().value_offsets()),
+        DataType::Binary => {
+            let a = array.as_binary::<i32>();
+            let o = a.value_offsets();
+            span(&[i64::from(o[0]), i64::from(o[o.len() - 1])])
+        }
+        DataType::LargeBinary => span(array.as_binary::<i64>().value_offsets()),
+        DataType::Utf8View => (array.as_string_view().views().iter())
+            .map(|v| *v as u32 as usize)
+            .sum(),
+        DataType::BinaryView => (array.as_binary_view().views().iter())
+            .map(|v| *v as u32 as usize)
+            .sum(),
+        DataType::Dictionary(_, _) => {
+            let dictionary = array.as_any_dictionary();
+            let values = dictionary.values();
+            let sizes: Vec<usize> = (0..values.len())
+                .map(|i| materialized_bytes(values.slice(i, 1).as_ref()) - std::mem::size_of::<Value>())
+                .collect();
+            (dictionary.normalized_keys().into_iter().enumerate())
+                .filter(|(row, _)| array.is_valid(*row))
+                .map(|(_, key)| sizes.get(key).copied().unwrap_or(0))
+                .sum()
+        }
+        DataType::Boolean | DataType::Null => 0,
+        t if t.is_primitive() => 0,
+        _ => array.get_array_memory_size(),
+    };
+    cells + heap
+}
+
 /// A statement's JSON result as one record batch of its column types (for the
 /// streamed formats of statements that do not run as a query: SHOW STATS, FLUSH,
 /// `... RETURNING`). A column of no KalamDB type stays text.
 pub(crate) fn result_rows(result: &crate::StatementResult) -> KalamResult<crate::RowStream> {
-    let rows = result.rows.to_values();
+    let rows = result.rows.cells()?;
     let mut fields = Vec::with_capacity(result.columns.len());
     let mut arrays = Vec::with_capacity(result.columns.len());
     for (i, column) in result.columns.iter().enumerate() {
@@ -374,12 +420,17 @@ pub(crate) fn result_rows(result: &crate::StatementResult) -> KalamResult<crate:
         let values = rows
             .iter()
             .map(|row| {
-                match row.get(i).cloned().unwrap_or(serde_json::Value::Null) {
-                    serde_json::Value::Null => Ok(Value::Null),
-                    // The JSON document itself (a JSON string stays a JSON string).
-                    json if ty == KalamType::Json => Ok(Value::Json(json.to_string())),
-                    cell => kalamdb_commons::Literal::from_json(cell).to_value(&ty),
+                let Some(cell) = row.get(i).map(|c| c.get()).filter(|c| *c != "null") else {
+                    return Ok(Value::Null);
+                };
+                // The JSON document itself, whatever its depth (a JSON string stays
+                // a JSON string); the other columns hold scalars.
+                if ty == KalamType::Json {
+                    return Ok(Value::Json(cell.to_string()));
                 }
+                let scalar: serde_json::Value = serde_json::from_str(cell)
+                    .map_err(|e| KalamError::internal(format!("a result cell is not JSON: {e}")))?;
+                kalamdb_commons::Literal::from_json(scalar).to_value(&ty)
             })
             .collect::<KalamResult<Vec<Value>>>()?;
         fields.push(field(&column.name, &ty, true));
@@ -400,11 +451,12 @@ pub(crate) fn result_rows(result: &crate::StatementResult) -> KalamResult<crate:
 /// Appends one batch's rows to a JSON array under construction (`out` holds
 /// `[` and the rows so far): each row as an array of its values, written directly
 /// from the Arrow columns.
-pub fn write_json_rows(fields: &[Arc<Field>], batch: &RecordBatch, out: &mut Vec<u8>) {
+/// With `int64_as_string`, 64-bit integers (`BigInt` columns) are JSON strings.
+pub fn write_json_rows(fields: &[Arc<Field>], batch: &RecordBatch, int64_as_string: bool, out: &mut Vec<u8>) {
     let writers: Vec<JsonColumn> = fields
         .iter()
         .zip(batch.columns())
-        .map(|(field, array)| JsonColumn::new(field, array, false))
+        .map(|(field, array)| JsonColumn::new(field, array, int64_as_string))
         .collect();
     for row in 0..batch.num_rows() {
         if out.len() > 1 {

@@ -53,10 +53,25 @@ struct CachedCredential {
     verified_at: Instant,
 }
 
+/// The cache, and how many times it was invalidated.
+#[derive(Default)]
+struct CredentialCache {
+    generation: u64,
+    entries: HashMap<String, CachedCredential>,
+}
+
+/// Credentials verified against the catalog as it was at `generation`
+/// ([`Authenticator::verify`]), to be remembered only if no user changed since.
+pub struct Verified {
+    pub caller: Caller,
+    digest: [u8; 32],
+    generation: u64,
+}
+
 pub struct Authenticator {
     ttl: Duration,
     salt: [u8; 16],
-    cache: Mutex<HashMap<String, CachedCredential>>,
+    cache: Mutex<CredentialCache>,
 }
 
 /// At most this many cached credentials; the cache is cleared when full.
@@ -67,7 +82,7 @@ impl Authenticator {
         Authenticator {
             ttl,
             salt: *uuid::Uuid::new_v4().as_bytes(),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(CredentialCache::default()),
         }
     }
 
@@ -79,59 +94,67 @@ impl Authenticator {
     }
 
     /// The caller for credentials verified within the cache's lifetime, without
-    /// hashing anything (`None`: they need [`Authenticator::authenticate`]).
+    /// hashing anything (`None`: they need [`Authenticator::verify`]).
     fn cached(&self, username: &str, password: &str) -> Option<Caller> {
         let digest = self.digest(password);
         self.cache
             .lock()
+            .entries
             .get(username)
             .filter(|cached| cached.digest == digest && cached.verified_at.elapsed() < self.ttl)
             .map(|cached| cached.caller.clone())
     }
 
-    /// The caller for these credentials, or `UNAUTHORIZED` (the same message whether
-    /// the user is unknown or the password wrong). A user without a password (`root`
-    /// before one is set) is accepted only with an empty password from loopback.
-    pub fn authenticate(
-        &self,
-        catalog: &Catalog,
-        username: &str,
-        password: &str,
-        from_loopback: bool,
-    ) -> KalamResult<Caller> {
-        if let Some(answer) = self.without_hashing(catalog, username, password, from_loopback) {
-            return answer;
-        }
-        let digest = self.digest(password);
+    /// Verifies a password against the catalog (argon2: tens of milliseconds),
+    /// noting which generation of the cache the catalog was read in.
+    pub fn verify(&self, catalog: &Catalog, username: &str, password: &str) -> KalamResult<Verified> {
+        // Read before the catalog: a change of users after this point bumps the
+        // generation, so what is verified here cannot be remembered past it.
+        let generation = self.cache.lock().generation;
         let user = catalog.user(username).ok_or_else(denied)?;
         if !verify_password(&user.password_hash, password) {
             return Err(denied());
         }
-        let caller = Caller::from(&user);
+        Ok(Verified {
+            caller: Caller::from(&user),
+            digest: self.digest(password),
+            generation,
+        })
+    }
+
+    /// Remembers verified credentials, unless a user changed since they were read
+    /// (an `ALTER USER` or `DROP USER` while the password was being verified must
+    /// not be undone by this entry).
+    pub fn remember(&self, username: &str, verified: &Verified) {
         let mut cache = self.cache.lock();
-        if cache.len() >= MAX_CACHED_CREDENTIALS {
-            cache.clear();
+        if cache.generation != verified.generation {
+            return;
         }
-        cache.insert(
+        if cache.entries.len() >= MAX_CACHED_CREDENTIALS {
+            cache.entries.clear();
+        }
+        cache.entries.insert(
             username.to_string(),
             CachedCredential {
-                digest,
-                caller: caller.clone(),
+                digest: verified.digest,
+                caller: verified.caller.clone(),
                 verified_at: Instant::now(),
             },
         );
-        Ok(caller)
     }
 
-    /// The answer of [`Authenticator::authenticate`] when it needs no password hash
-    /// verified (microseconds, no blocking): credentials in the cache, an unknown
-    /// user, a user without a password. `None`: a hash must be verified.
+    /// The answer to credentials when it needs no password hash verified
+    /// (microseconds, no blocking): credentials in the cache, an unknown user, a
+    /// user without a password (accepted only with an empty password when
+    /// `passwordless_ok`: a loopback client, no browser; see `kalamdb-api`). `None`:
+    /// a hash must be verified ([`Authenticator::verify`], then
+    /// [`Authenticator::remember`]).
     pub fn without_hashing(
         &self,
         catalog: &Catalog,
         username: &str,
         password: &str,
-        from_loopback: bool,
+        passwordless_ok: bool,
     ) -> Option<KalamResult<Caller>> {
         if let Some(caller) = self.cached(username, password) {
             return Some(Ok(caller));
@@ -140,8 +163,8 @@ impl Authenticator {
             return Some(Err(denied()));
         };
         if user.password_hash.is_empty() {
-            // Not cached: the loopback condition is checked on every request.
-            return Some(if password.is_empty() && from_loopback {
+            // Not cached: the conditions are checked on every request.
+            return Some(if password.is_empty() && passwordless_ok {
                 Ok(Caller::from(&user))
             } else {
                 Err(denied())
@@ -150,9 +173,12 @@ impl Authenticator {
         None
     }
 
-    /// Forgets every verified credential (a user's password or role changed).
+    /// Forgets every verified credential (a user's password or role changed, or the
+    /// user was dropped); credentials being verified meanwhile are not remembered.
     pub fn invalidate(&self) {
-        self.cache.lock().clear();
+        let mut cache = self.cache.lock();
+        cache.generation += 1;
+        cache.entries.clear();
     }
 }
 

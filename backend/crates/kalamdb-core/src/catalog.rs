@@ -300,6 +300,7 @@ impl Catalog {
     pub fn stage_drop_table(batch: &mut StoreBatch<'_>, table: &TableDef) {
         batch.delete_system(&table_key(&table.namespace, &table.name));
         batch.delete_table(table.table_id);
+        crate::live::stage_drop_log(batch, table.table_id);
     }
 
     pub fn apply_drop_table(&self, namespace: &str, name: &str) {

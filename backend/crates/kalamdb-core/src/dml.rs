@@ -19,17 +19,21 @@ use datafusion::sql::sqlparser::ast::{
     SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins, UpdateTableFromKind, VisitMut,
     VisitorMut,
 };
+use futures::StreamExt;
 use kalamdb_commons::value::format_timestamp;
 use kalamdb_commons::{
     DefaultValue, ErrorCode, KalamError, KalamResult, KalamType, Literal, TableType, Value,
 };
 use kalamdb_store::row_codec::{encode_row, encode_value};
 
-use crate::arrow_conv::{column_values, field, values_to_array};
+use crate::arrow_conv::{column_values, field, materialized_bytes, values_to_array};
+use crate::budget::{Charge, within_budget};
 use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::dml_query;
 use crate::executor::StatementContext;
-use crate::query::{JsonResult, StatementSession, resolve_name, run_query, run_query_batches, run_statement};
+use crate::query::{
+    JsonResult, StatementSession, df_error, resolve_name, run_query_batches, run_statement, stream_query,
+};
 use crate::scoped::backfill_value;
 use crate::write::{self, CommitGuard, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
 use crate::{DbShared, StatementResult, now_micros, store_error};
@@ -288,24 +292,28 @@ pub(crate) fn column_index(table: &TableDef, column: &str) -> KalamResult<usize>
         })
 }
 
-/// Source rows of an INSERT: converted values, in the order of the named columns.
+/// Source rows of an INSERT: converted values, in the order of the named columns,
+/// and what they hold, charged to the statement's budget (kept until its commit).
 async fn insert_source(
     ctx: &StatementContext<'_>,
     table: &TableDef,
     columns: &[usize],
     source: &ast::Query,
-) -> KalamResult<Vec<Vec<Value>>> {
+) -> KalamResult<(Vec<Vec<Value>>, Option<Charge>)> {
     if let SetExpr::Values(values) = source.body.as_ref()
         && source.order_by.is_none()
         && source.limit_clause.is_none()
         && let Some(rows) = literal_rows(ctx, table, columns, &values.rows)?
     {
-        return Ok(rows);
+        // Bounded by the statement's text (max_sql_bytes).
+        return Ok((rows, None));
     }
     // Anything else (expressions, INSERT ... SELECT): DataFusion evaluates the source
-    // as the client wrote it; each column is converted to its column's type.
+    // as the client wrote it; each column is converted to its column's type. The
+    // rows are counted and charged batch by batch as they arrive: a source of more
+    // than `max_insert_rows` rows stops at the first batch past it.
     let statement = Statement::Query(Box::new(source.clone()));
-    let output = Box::pin(run_query(
+    let mut output = Box::pin(stream_query(
         ctx.db,
         ctx.caller,
         ctx.namespace,
@@ -321,12 +329,25 @@ async fn insert_source(
         )));
     }
     let targets: Vec<&ColumnDef> = columns.iter().map(|&c| &table.columns[c]).collect();
-    let mut rows = Vec::new();
-    for batch in &output.batches {
-        check_insert_size(ctx, rows.len() + batch.num_rows())?;
-        rows.extend(batch_rows(batch, 0, &targets)?);
-    }
-    Ok(rows)
+    let charge = crate::budget::charge_current(ctx.db, "the rows of this INSERT")?;
+    let rows = within_budget(async {
+        let mut rows = Vec::new();
+        while let Some(batch) = output.batches.next().await {
+            let batch = batch.map_err(df_error)?;
+            check_insert_size(ctx, rows.len() + batch.num_rows())?;
+            // The values, and about as much again for the rows they are encoded into.
+            let bytes: usize = batch
+                .columns()
+                .iter()
+                .map(|a| materialized_bytes(a.as_ref()))
+                .sum();
+            charge.grow(2 * bytes)?;
+            rows.extend(batch_rows(&batch, 0, &targets)?);
+        }
+        Ok(rows)
+    })
+    .await?;
+    Ok((rows, Some(charge)))
 }
 
 /// The rows of `batch`, its columns from `first` on converted to the types of
@@ -461,7 +482,7 @@ async fn insert_rows(
         .as_ref()
         .ok_or_else(|| KalamError::invalid_sql("INSERT needs VALUES or a query"))?;
     let columns = insert_columns(&table, &insert.columns)?;
-    let source_rows = insert_source(ctx, &table, &columns, source).await?;
+    let (source_rows, _charge) = insert_source(ctx, &table, &columns, source).await?;
     let scope = scope_of(ctx, &table);
     let now = now_micros();
     let pk_index = table
@@ -607,7 +628,7 @@ async fn finish(
         None,
     );
     let output = Box::pin(run_statement(&state, query, ctx.params)).await?;
-    let mut result = JsonResult::new(ctx.db.options.max_result_bytes);
+    let mut result = JsonResult::new(ctx.db.options.max_result_bytes, ctx.int64_as_string);
     for batch in &output.batches {
         result.push(&output.schema, batch)?;
     }

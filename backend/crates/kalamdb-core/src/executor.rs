@@ -26,6 +26,8 @@ pub(crate) struct StatementContext<'a> {
     pub caller: &'a Caller,
     pub namespace: &'a str,
     pub params: &'a [Literal],
+    /// JSON results carry 64-bit integers as strings (`?int64=string`).
+    pub int64_as_string: bool,
 }
 
 /// The longest TTL of a STREAM table: ten years.
@@ -77,11 +79,20 @@ impl StatementContext<'_> {
                     self.namespace,
                     &statement,
                     self.params,
+                    self.int64_as_string,
                 );
                 if let Some(result) = point.await {
                     return result;
                 }
-                run_query_json(self.db, self.caller, self.namespace, *statement, self.params).await
+                run_query_json(
+                    self.db,
+                    self.caller,
+                    self.namespace,
+                    *statement,
+                    self.params,
+                    self.int64_as_string,
+                )
+                .await
             }
             KalamStatement::Dml(statement) => crate::dml::execute(self, *statement).await,
             KalamStatement::ShowNamespaces => {
@@ -229,7 +240,15 @@ impl StatementContext<'_> {
         let statement = kalamdb_sql::parse_sql_text(sql)
             .map_err(|e| KalamError::internal(format!("generated SQL does not parse: {e}")))?
             .remove(0);
-        run_query_json(self.db, self.caller, self.namespace, statement, &[]).await
+        run_query_json(
+            self.db,
+            self.caller,
+            self.namespace,
+            statement,
+            &[],
+            self.int64_as_string,
+        )
+        .await
     }
 
     fn create_namespace(&self, name: &str, if_not_exists: bool) -> KalamResult<StatementResult> {
@@ -828,27 +847,26 @@ impl StatementContext<'_> {
             "BigInt",
             "Timestamp",
         ];
-        Ok(StatementResult {
-            columns: names
-                .iter()
-                .zip(types)
-                .map(|(n, t)| ColumnInfo {
-                    name: n.to_string(),
-                    data_type: t.to_string(),
-                })
-                .collect(),
-            rows: JsonRows::from_values(&[vec![
-                def.qualified_name().into(),
-                hot_rows.into(),
-                hot_versions.into(),
-                cold_rows.into(),
-                cold_files.into(),
-                cold_bytes.into(),
-                last_flush,
-            ]]),
-            row_count: 1,
-            message: None,
-        })
+        let columns = (names.iter().zip(types))
+            .map(|(n, t)| ColumnInfo {
+                name: n.to_string(),
+                data_type: t.to_string(),
+            })
+            .collect();
+        let row = vec![
+            def.qualified_name().into(),
+            hot_rows.into(),
+            hot_versions.into(),
+            cold_rows.into(),
+            cold_files.into(),
+            cold_bytes.into(),
+            last_flush,
+        ];
+        Ok(StatementResult::from_values(
+            columns,
+            vec![row],
+            self.int64_as_string,
+        ))
     }
 
     /// `EXECUTE AS USER 'name' (statement)`: runs the statement in that user's scope

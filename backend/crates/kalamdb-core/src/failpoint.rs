@@ -1,10 +1,11 @@
 //! Crash-test hooks. `KALAMDB_FAILPOINT` names one or more steps, separated by
 //! commas. At a crash step (`flush_started`, `segment_written`, `manifest_saved`,
 //! `scope_committed`, `before_completed`) the server aborts the process, as
-//! `kill -9` would stop it there. A loss step (`lose_flush_start`) simulates a
-//! power loss that drops the unsynced tail of RocksDB's WAL: the write it names is
-//! applied in memory only, never to the store. Unset in production; the
-//! crash-safety tests use it.
+//! `kill -9` would stop it there. A loss step simulates a power loss that drops the
+//! unsynced tail of RocksDB's WAL: `lose_flush_start` applies the write it names in
+//! memory only, never to the store; `lose_unsynced_writes` keeps every write that
+//! is not fsynced out of the WAL, so a `kill -9` loses it. Unset in production;
+//! the crash-safety tests use it.
 
 use std::sync::OnceLock;
 
@@ -38,7 +39,9 @@ pub(crate) fn hit(step: &str) {
 /// per process, shared by every server a test binary starts). While a step is held,
 /// work that reaches it waits there — a flush as it starts (`flush_start`), after
 /// each full batch it writes (`flush_batch`), a DML statement of user `u` before its
-/// commit (`dml_commit:u`) — until the step is released
+/// commit (`dml_commit:u`), a password check of user `u` before its result is
+/// cached (`credential_cache:u`), the socket writer of a live-query connection of
+/// user `u` before each message (`ws_writer:u`) — until the step is released
 /// or the job is cancelled. Nothing is
 /// held unless a test holds it.
 #[derive(Default)]
@@ -67,7 +70,7 @@ impl Holds {
     /// Waits while the step `step()` names is held, until it is released: for async
     /// work (a DML statement of user `u` between its reads and its commit,
     /// `dml_commit:u`). `step` runs only when some step is held.
-    pub(crate) async fn wait_async(&self, step: impl FnOnce() -> String) {
+    pub async fn wait_async(&self, step: impl FnOnce() -> String) {
         if self.held.lock().is_empty() {
             return;
         }
@@ -79,6 +82,14 @@ impl Holds {
         }
         while self.held.lock().contains_key(step) {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// [`Holds::wait`] for a step whose name is built only when some step is held
+    /// (a credential check of user `u`: `credential_cache:u`). Blocking.
+    pub(crate) fn wait_named(&self, step: impl FnOnce() -> String) {
+        if !self.held.lock().is_empty() {
+            self.wait(&step(), || false);
         }
     }
 

@@ -8,6 +8,16 @@
 //! column, a value its column cannot hold, a NULL in a NOT NULL column, a key given
 //! twice or already stored — refuses the whole request with the row's line (NDJSON,
 //! CSV) or row number (Arrow, Parquet) in the message; nothing is written.
+//!
+//! A load runs under its statement's budget (`budget.rs`), charged before memory is
+//! held: the body's rows are counted against `max_ingest_rows` before anything is
+//! decoded where the format says how many it holds (Parquet metadata, Arrow IPC
+//! message headers; a compressed IPC buffer's decompressed length is read from its
+//! header), a record batch's values are charged before they are materialized
+//! (Parquet text columns are read as dictionaries, so a value repeated by a
+//! dictionary page is not expanded before it is charged), and each pending write is
+//! charged as it is made, with the copies its commit makes. The deadline is checked
+//! between rows and batches.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +29,8 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, Value};
 use kalamdb_store::row_codec::encode_value;
 
-use crate::arrow_conv::column_values;
+use crate::arrow_conv::{column_values, materialized_bytes};
+use crate::budget::{Budget, Charge, within_budget};
 use crate::catalog::TableDef;
 use crate::dml::{check_not_null, column_index, default_value, encode_new_row, scope_of, writable_table};
 use crate::executor::StatementContext;
@@ -56,22 +67,41 @@ impl IngestFormat {
 /// Rows per record batch when reading Parquet.
 const BATCH_ROWS: usize = 8192;
 
+/// The most bytes of values converted from a record batch at once.
+const CONVERT_BYTES: usize = 8 << 20;
+
+/// Rows decoded between two checks of the deadline.
+const ROWS_PER_DEADLINE_CHECK: usize = 1024;
+
 /// Loads `body` into `namespace.table` as the caller (see the module documentation).
 pub(crate) async fn ingest(
     ctx: &StatementContext<'_>,
     table_name: &str,
     format: IngestFormat,
     body: Bytes,
+    budget: Arc<Budget>,
 ) -> KalamResult<StatementResult> {
     // A load races with schema changes only: it runs again on the new definition.
     for _ in 0..3 {
         let table = writable_table(ctx, ctx.namespace, table_name)?;
         let rows = {
-            let (table, body) = (table.clone(), body.clone());
+            let (table, body, budget) = (table.clone(), body.clone(), budget.clone());
             let defaults = Defaults::new(ctx, &table)?;
-            tokio::task::spawn_blocking(move || decode(&table, format, &body, &defaults))
-                .await
-                .map_err(|e| KalamError::internal(format!("the decoding task failed: {e}")))??
+            let limits = Limits {
+                max_rows: ctx.db.options.max_ingest_rows,
+                // The pending write, the commit's batch, and the change log's copy.
+                copies: 2 + usize::from(!ctx.db.live.options.history.is_zero()),
+            };
+            let decoding = tokio::task::spawn_blocking(move || {
+                decode(&table, format, &body, &defaults, &budget, limits)
+            });
+            // At the deadline the answer goes; the decoding stops at its next check.
+            within_budget(async {
+                decoding
+                    .await
+                    .map_err(|e| KalamError::internal(format!("the decoding task failed: {e}")))?
+            })
+            .await?
         };
         let scope = scope_of(ctx, &table);
         let count = rows.writes.len();
@@ -136,40 +166,111 @@ impl Defaults {
     }
 }
 
-/// The decoded request: one pending write per row, and where each row came from.
-struct Decoded {
-    writes: Vec<PendingWrite>,
-    /// "line 3" / "row 7", per write.
-    places: Vec<String>,
+/// The limits of one load.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// Rows one load may carry (`max_ingest_rows`).
+    max_rows: usize,
+    /// How many copies of a row the load holds until its commit is written.
+    copies: usize,
 }
 
-/// Collects rows, checking each (NOT NULL, duplicate keys within the request).
+/// Where a row came from, for messages.
+#[derive(Clone, Copy)]
+enum Place {
+    /// A line of NDJSON or CSV text.
+    Line(usize),
+    /// A row of a record batch stream (1-based, across batches).
+    Row(usize),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Line(n) => write!(f, "line {n}"),
+            Place::Row(n) => write!(f, "row {n}"),
+        }
+    }
+}
+
+/// The decoded request: one pending write per row, where each row came from, and
+/// the memory they hold (charged to the statement's budget until they are dropped).
+struct Decoded {
+    writes: Vec<PendingWrite>,
+    places: Vec<Place>,
+    _charge: Charge,
+}
+
+/// Collects rows, checking each (NOT NULL, duplicate keys within the request,
+/// the row cap, the memory budget).
 struct Collector<'a> {
     table: &'a TableDef,
     defaults: &'a Defaults,
+    budget: &'a Budget,
+    limits: Limits,
     pk_index: Option<usize>,
-    out: Decoded,
+    writes: Vec<PendingWrite>,
+    places: Vec<Place>,
+    /// What the pending writes hold.
+    charge: Charge,
     seen: HashMap<Vec<u8>, usize>,
 }
 
+/// Bytes a pending write holds beyond its row's copies (its struct, its key twice,
+/// its place, its entry in the duplicate check).
+const WRITE_OVERHEAD_BYTES: usize = 160;
+
 impl<'a> Collector<'a> {
-    fn new(table: &'a TableDef, defaults: &'a Defaults) -> Self {
-        Collector {
+    fn new(
+        table: &'a TableDef,
+        defaults: &'a Defaults,
+        budget: &'a Budget,
+        limits: Limits,
+    ) -> KalamResult<Self> {
+        Ok(Collector {
             table,
             defaults,
+            budget,
+            limits,
             pk_index: table
                 .primary_key
                 .and_then(|pk| table.columns.iter().position(|c| c.id == pk)),
-            out: Decoded {
-                writes: Vec::new(),
-                places: Vec::new(),
-            },
+            writes: Vec::new(),
+            places: Vec::new(),
+            charge: budget.charge("the rows of this load")?,
             seen: HashMap::new(),
+        })
+    }
+
+    /// Refuses a load of more than `max_ingest_rows` rows (`rows` so far or in all).
+    fn check_rows(&self, rows: usize) -> KalamResult<()> {
+        if rows > self.limits.max_rows {
+            return Err(KalamError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the load has more than {} rows (max_ingest_rows); split it",
+                    self.limits.max_rows
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Decoded {
+        Decoded {
+            writes: self.writes,
+            places: self.places,
+            _charge: self.charge,
         }
     }
 
     /// Adds one row; `given[i]` is column `i`'s value when the row gives one.
-    fn push(&mut self, place: String, given: Vec<Option<Value>>) -> KalamResult<()> {
+    fn push(&mut self, place: Place, given: Vec<Option<Value>>) -> KalamResult<()> {
+        let count = self.writes.len() + 1;
+        self.check_rows(count)?;
+        if count.is_multiple_of(ROWS_PER_DEADLINE_CHECK) {
+            self.budget.check_deadline()?;
+        }
         let at = |e: KalamError| KalamError::new(e.code, format!("{place}: {}", e.message));
         let values: Vec<Value> = given
             .into_iter()
@@ -193,19 +294,24 @@ impl<'a> Collector<'a> {
                 format!(
                     "{place}: key {} is also on {}; nothing was loaded",
                     key.display(),
-                    self.out.places[first]
+                    self.places[first]
                 ),
             ));
         }
-        self.seen.insert(encoded, self.out.writes.len());
-        self.out.writes.push(PendingWrite {
-            row: encode_new_row(self.table, &key, &values),
+        let row = encode_new_row(self.table, &key, &values);
+        drop(values);
+        // Charged before it is kept.
+        self.charge
+            .grow(row.len() * self.limits.copies + 2 * encoded.len() + WRITE_OVERHEAD_BYTES)?;
+        self.seen.insert(encoded, self.writes.len());
+        self.writes.push(PendingWrite {
+            row,
             key,
             expect: Expect::Absent(OnLive::Fail),
             deleted: false,
             values: Vec::new(),
         });
-        self.out.places.push(place);
+        self.places.push(place);
         Ok(())
     }
 }
@@ -214,30 +320,165 @@ fn bad_body(message: String) -> KalamError {
     KalamError::new(ErrorCode::InvalidRequest, message)
 }
 
-fn decode(table: &TableDef, format: IngestFormat, body: &Bytes, defaults: &Defaults) -> KalamResult<Decoded> {
-    let mut rows = Collector::new(table, defaults);
+fn decode(
+    table: &TableDef,
+    format: IngestFormat,
+    body: &Bytes,
+    defaults: &Defaults,
+    budget: &Budget,
+    limits: Limits,
+) -> KalamResult<Decoded> {
+    let mut rows = Collector::new(table, defaults, budget, limits)?;
+    // What a record batch holds while it is decoded, charged before it is read.
+    let decoding = budget.charge("the record batches of this load")?;
     match format {
         IngestFormat::Ndjson => decode_ndjson(&mut rows, body)?,
         IngestFormat::Csv => decode_csv(&mut rows, body)?,
         IngestFormat::ArrowIpc => {
+            let figures = ipc_figures(body).map_err(|e| bad_body(format!("not an Arrow IPC stream: {e}")))?;
+            rows.check_rows(figures.rows)?;
+            decoding.grow(figures.largest_batch_bytes)?;
             let reader = StreamReader::try_new(std::io::Cursor::new(body.clone()), None)
                 .map_err(|e| bad_body(format!("not an Arrow IPC stream: {e}")))?;
             decode_batches(&mut rows, reader.map(|b| b.map_err(|e| e.to_string())))?;
         }
         IngestFormat::Parquet => {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(body.clone())
-                .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
-                .map_err(|e| bad_body(format!("not a Parquet file: {e}")))?;
+            let reader = parquet_reader(body, &rows, &decoding)?;
             decode_batches(&mut rows, reader.map(|b| b.map_err(|e| e.to_string())))?;
         }
     }
-    Ok(rows.out)
+    Ok(rows.finish())
+}
+
+/// A Parquet body's reader, once its metadata has shown the load fits: its row
+/// count within `max_ingest_rows`, its largest row group's decoded size charged.
+/// Text and binary columns are read as dictionaries: a value a dictionary page
+/// repeats stays one value until each row's copy is charged.
+fn parquet_reader(
+    body: &Bytes,
+    rows: &Collector<'_>,
+    decoding: &Charge,
+) -> KalamResult<datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+    let not_parquet = |e: &dyn std::fmt::Display| bad_body(format!("not a Parquet file: {e}"));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(body.clone()).map_err(|e| not_parquet(&e))?;
+    let metadata = builder.metadata().clone();
+    let total_rows: i64 = metadata.row_groups().iter().map(|rg| rg.num_rows()).sum();
+    rows.check_rows(usize::try_from(total_rows).unwrap_or(usize::MAX))?;
+    let largest_row_group = (metadata.row_groups().iter())
+        .map(|rg| {
+            rg.columns()
+                .iter()
+                .map(|c| c.uncompressed_size().max(0) as usize)
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0);
+    decoding.grow(largest_row_group)?;
+    let dictionary = |field: &Arc<Field>| -> Arc<Field> {
+        match field.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary => {
+                Arc::new(field.as_ref().clone().with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(field.data_type().clone()),
+                )))
+            }
+            _ => field.clone(),
+        }
+    };
+    let schema = Schema::new(
+        builder
+            .schema()
+            .fields()
+            .iter()
+            .map(dictionary)
+            .collect::<Vec<_>>(),
+    );
+    let options = ArrowReaderOptions::new().with_schema(Arc::new(schema));
+    ParquetRecordBatchReaderBuilder::try_new_with_options(body.clone(), options)
+        .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
+        .map_err(|e| not_parquet(&e))
+}
+
+/// What the headers of an Arrow IPC stream say of its record batches.
+struct IpcFigures {
+    rows: usize,
+    /// The decoded size of the largest record (or dictionary) batch: its buffers,
+    /// decompressed.
+    largest_batch_bytes: usize,
+}
+
+/// Reads the message headers of an Arrow IPC stream (not its bodies): how many
+/// rows it holds and how large its largest batch decodes, before any is decoded.
+fn ipc_figures(body: &[u8]) -> Result<IpcFigures, String> {
+    use datafusion::arrow::ipc::{MessageHeader, root_as_message};
+    let mut figures = IpcFigures {
+        rows: 0,
+        largest_batch_bytes: 0,
+    };
+    let mut at = 0usize;
+    let read_i32 = |at: usize| -> Result<i32, String> {
+        let bytes = body.get(at..at + 4).ok_or("truncated message header")?;
+        Ok(i32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    };
+    while at < body.len() {
+        let mut length = read_i32(at)?;
+        at += 4;
+        if length == -1 {
+            // The continuation marker of the current format.
+            length = read_i32(at)?;
+            at += 4;
+        }
+        if length == 0 {
+            break;
+        }
+        let length = usize::try_from(length).map_err(|_| "a negative message length")?;
+        let metadata = body.get(at..at + length).ok_or("truncated message")?;
+        let message = root_as_message(metadata).map_err(|e| format!("unreadable message: {e}"))?;
+        at += length;
+        let body_length = usize::try_from(message.bodyLength()).map_err(|_| "a negative body length")?;
+        let message_body = body.get(at..at + body_length).ok_or("truncated message body")?;
+        at += body_length;
+        let batch = match message.header_type() {
+            MessageHeader::RecordBatch => message.header_as_record_batch(),
+            MessageHeader::DictionaryBatch => message.header_as_dictionary_batch().and_then(|d| d.data()),
+            _ => None,
+        };
+        let Some(batch) = batch else {
+            continue;
+        };
+        if message.header_type() == MessageHeader::RecordBatch {
+            figures.rows = figures
+                .rows
+                .saturating_add(usize::try_from(batch.length()).map_err(|_| "a negative row count")?);
+        }
+        let compressed = batch.compression().is_some();
+        let mut decoded = 0usize;
+        for buffer in batch.buffers().into_iter().flatten() {
+            let (offset, length) = (buffer.offset() as usize, buffer.length() as usize);
+            let size = match message_body.get(offset..offset + 8) {
+                // A compressed buffer starts with its decompressed length (-1: stored
+                // as is).
+                Some(prefix) if compressed && length >= 8 => {
+                    match i64::from_le_bytes(prefix.try_into().expect("8 bytes")) {
+                        -1 => length - 8,
+                        n => usize::try_from(n).map_err(|_| "a negative buffer length")?,
+                    }
+                }
+                _ => length,
+            };
+            decoded = decoded.saturating_add(size);
+        }
+        figures.largest_batch_bytes = figures.largest_batch_bytes.max(decoded);
+    }
+    Ok(figures)
 }
 
 fn decode_ndjson(rows: &mut Collector<'_>, body: &[u8]) -> KalamResult<()> {
     let table = rows.table;
     for (n, line) in body.split(|b| *b == b'\n').enumerate() {
-        let place = format!("line {}", n + 1);
+        let place = Place::Line(n + 1);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -287,7 +528,7 @@ fn decode_csv(rows: &mut Collector<'_>, body: &[u8]) -> KalamResult<()> {
             return Ok(());
         }
         let line = record.position().map(|p| p.line()).unwrap_or(0);
-        let place = format!("line {line}");
+        let place = Place::Line(usize::try_from(line).unwrap_or(usize::MAX));
         if record.len() != columns.len() {
             return Err(bad_body(format!(
                 "{place}: {} fields for {} columns in the header",
@@ -317,31 +558,56 @@ fn decode_csv(rows: &mut Collector<'_>, body: &[u8]) -> KalamResult<()> {
 }
 
 /// Arrow record batches: columns matched by name, each converted to its column's
-/// type as a whole array (strict casts).
+/// type as a whole array (strict casts), a slice of at most [`CONVERT_BYTES`] of
+/// values at a time, charged before it is converted.
 fn decode_batches(
     rows: &mut Collector<'_>,
     batches: impl Iterator<Item = Result<RecordBatch, String>>,
 ) -> KalamResult<()> {
     let table = rows.table;
+    let converting = rows.budget.charge("the values of this load")?;
     let mut first_row = 1usize;
     for batch in batches {
         let batch = batch.map_err(|e| bad_body(format!("unreadable batch from row {first_row}: {e}")))?;
-        let mut columns: Vec<(usize, Vec<Value>)> = Vec::with_capacity(batch.num_columns());
-        for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
-            let i = column_index(table, field.name())?;
-            let column = &table.columns[i];
-            let values = column_values(array, &column.data_type, &column.name)
-                .map_err(|e| KalamError::new(e.code, format!("rows {first_row}..: {}", e.message)))?;
-            columns.push((i, values));
-        }
-        let mut iters: Vec<(usize, std::vec::IntoIter<Value>)> =
-            columns.into_iter().map(|(i, v)| (i, v.into_iter())).collect();
-        for r in 0..batch.num_rows() {
-            let mut given: Vec<Option<Value>> = vec![None; table.columns.len()];
-            for (i, values) in iters.iter_mut() {
-                given[*i] = values.next();
+        rows.budget.check_deadline()?;
+        let columns: Vec<usize> = (batch.schema().fields().iter())
+            .map(|field| column_index(table, field.name()))
+            .collect::<KalamResult<_>>()?;
+        let total: usize = batch
+            .columns()
+            .iter()
+            .map(|a| materialized_bytes(a.as_ref()))
+            .sum();
+        let per_row = total / batch.num_rows().max(1) + 1;
+        let step = (CONVERT_BYTES / per_row).clamp(1, batch.num_rows().max(1));
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let slice = batch.slice(offset, step.min(batch.num_rows() - offset));
+            // The values, and the cast copy a conversion may make first.
+            let bytes = 2 * slice
+                .columns()
+                .iter()
+                .map(|a| materialized_bytes(a.as_ref()))
+                .sum::<usize>();
+            converting.grow(bytes)?;
+            let at = first_row + offset;
+            let mut values: Vec<(usize, std::vec::IntoIter<Value>)> = Vec::with_capacity(columns.len());
+            for (&i, array) in columns.iter().zip(slice.columns()) {
+                let column = &table.columns[i];
+                let converted = column_values(array, &column.data_type, &column.name)
+                    .map_err(|e| KalamError::new(e.code, format!("rows {at}..: {}", e.message)))?;
+                values.push((i, converted.into_iter()));
             }
-            rows.push(format!("row {}", first_row + r), given)?;
+            for r in 0..slice.num_rows() {
+                let mut given: Vec<Option<Value>> = vec![None; table.columns.len()];
+                for (i, column) in values.iter_mut() {
+                    given[*i] = column.next();
+                }
+                rows.push(Place::Row(at + r), given)?;
+            }
+            drop(values);
+            converting.shrink(bytes);
+            offset += slice.num_rows();
         }
         first_row += batch.num_rows();
     }

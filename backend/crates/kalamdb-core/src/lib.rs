@@ -20,6 +20,7 @@
 
 mod arrow_conv;
 mod auth;
+mod budget;
 pub mod catalog;
 mod cold;
 mod dml;
@@ -73,6 +74,8 @@ pub struct DbOptions {
     pub root_password: Option<String>,
     /// Rows one INSERT may carry.
     pub max_insert_rows: usize,
+    /// Rows one bulk load (`/ingest`) may carry.
+    pub max_ingest_rows: usize,
     /// Most rows one UPDATE or DELETE may write (its writes are held in memory until
     /// its one atomic commit).
     pub max_write_rows: usize,
@@ -109,6 +112,7 @@ impl DbOptions {
             credential_cache_ttl: Duration::from_secs(300),
             root_password: None,
             max_insert_rows: 100_000,
+            max_ingest_rows: 1_000_000,
             max_write_rows: 1_000_000,
             max_subquery_rows: 100_000_000,
             max_sql_bytes: 1 << 20,
@@ -150,6 +154,9 @@ pub struct SqlRequest {
     pub params: Vec<Literal>,
     /// Namespace for unqualified table names (`default` when absent).
     pub namespace: Option<String>,
+    /// 64-bit integers (`BigInt` columns) of the JSON results as JSON strings, for
+    /// clients whose numbers are doubles (JavaScript: snowflake ids exceed 2^53).
+    pub int64_as_string: bool,
 }
 
 impl SqlRequest {
@@ -224,9 +231,11 @@ impl JsonRows {
         self.0.get()
     }
 
-    /// The rows as JSON values.
-    pub fn to_values(&self) -> Vec<Vec<serde_json::Value>> {
-        serde_json::from_str(self.0.get()).unwrap_or_default()
+    /// The rows, each cell as its JSON text (read two levels deep: a stored JSON
+    /// document is passed through whatever its depth).
+    pub fn cells(&self) -> KalamResult<Vec<Vec<Box<serde_json::value::RawValue>>>> {
+        serde_json::from_str(self.0.get())
+            .map_err(|e| KalamError::internal(format!("a result's rows are not rows of JSON cells: {e}")))
     }
 }
 
@@ -237,27 +246,30 @@ impl PartialEq for JsonRows {
 }
 
 impl StatementResult {
-    /// The result with its 64-bit integers (`BigInt` columns) as JSON strings, for
-    /// clients whose numbers are doubles (JavaScript: snowflake ids exceed 2^53).
-    pub fn with_int64_as_strings(self) -> StatementResult {
-        let wide: Vec<usize> = (self.columns.iter().enumerate())
-            .filter(|(_, c)| c.data_type == "BigInt")
-            .map(|(i, _)| i)
-            .collect();
-        if wide.is_empty() || self.row_count == 0 {
-            return self;
-        }
-        let mut rows = self.rows.to_values();
-        for row in &mut rows {
-            for &i in &wide {
-                if let Some(serde_json::Value::Number(n)) = row.get(i) {
-                    row[i] = serde_json::Value::String(n.to_string());
+    /// A result built from JSON values (small results of KalamDB's own commands);
+    /// with `int64_as_string`, the numbers of `BigInt` columns become strings.
+    pub(crate) fn from_values(
+        columns: Vec<ColumnInfo>,
+        mut rows: Vec<Vec<serde_json::Value>>,
+        int64_as_string: bool,
+    ) -> StatementResult {
+        if int64_as_string {
+            for (i, column) in columns.iter().enumerate() {
+                if column.data_type != "BigInt" {
+                    continue;
+                }
+                for cell in rows.iter_mut().filter_map(|row| row.get_mut(i)) {
+                    if let serde_json::Value::Number(n) = cell {
+                        *cell = serde_json::Value::String(n.to_string());
+                    }
                 }
             }
         }
         StatementResult {
+            columns,
+            row_count: rows.len(),
             rows: JsonRows::from_values(&rows),
-            ..self
+            message: None,
         }
     }
 }
@@ -294,10 +306,10 @@ pub struct SqlOutcome {
 /// instructions in memcpy.
 async fn run_statement<T>(
     sql: &str,
-    budget: Option<query::StatementBudget>,
+    budget: Arc<budget::Budget>,
     work: std::pin::Pin<Box<impl std::future::Future<Output = KalamResult<T>>>>,
 ) -> KalamResult<T> {
-    let run = query::with_budget(budget, work);
+    let run = budget::with_budget(budget, work);
     if sql.len() > LARGE_STATEMENT_BYTES {
         OnLargeStack::new(run).await
     } else {
@@ -446,6 +458,16 @@ impl SeqGenerator {
         self.last.load(Ordering::Relaxed)
     }
 
+    /// A value of now that no write has and no later write will get: at least
+    /// [`SeqGenerator::last`] and at least this millisecond's first value, and every
+    /// later allocation is above it. A live query's `last_seq` (it names the present,
+    /// also on a server idle for a day).
+    pub fn reserve_now(&self) -> u64 {
+        let millis = (now_micros().max(0) as u64 / 1000).saturating_sub(SEQ_EPOCH_MS);
+        let now = millis.saturating_mul(1 << SEQ_COUNTER_BITS).min(MAX_SEQ);
+        self.last.fetch_max(now, Ordering::Relaxed).max(now)
+    }
+
     /// Makes every later value larger than `seq` (start-up recovery).
     pub fn raise_to(&self, seq: u64) {
         self.last.fetch_max(seq.min(MAX_SEQ), Ordering::Relaxed);
@@ -497,11 +519,15 @@ pub(crate) struct DbShared {
     /// Hot row versions per table (`/metrics`).
     pub hot_rows: hot_rows::HotRows,
     /// Pause points for tests (see [`failpoint::Holds`]).
-    pub holds: failpoint::Holds,
+    pub holds: Arc<failpoint::Holds>,
     /// SELECTs answered by `point_read.rs`.
     pub point_reads: std::sync::atomic::AtomicU64,
     /// Live-query connections, subscriptions and the feeds commits publish to.
     pub live: Arc<live::LiveHub>,
+    /// Hot-scan batch reads running on the blocking pool at once, all scans: a
+    /// burst of scans queues here instead of filling the pool that password checks,
+    /// snapshots and commits also use.
+    pub scan_reads: tokio::sync::Semaphore,
 }
 
 /// The database. Cheap to clone; all clones share one instance.
@@ -526,7 +552,11 @@ impl KalamDb {
         let rocksdb_dir = options.data_dir.join("rocksdb");
         std::fs::create_dir_all(&rocksdb_dir)
             .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", rocksdb_dir.display())))?;
-        let store = Store::open(&rocksdb_dir, &options.store).map_err(store_error)?;
+        let store_options = StoreOptions {
+            unsynced_writes_skip_wal: failpoint::armed("lose_unsynced_writes"),
+            ..options.store.clone()
+        };
+        let store = Store::open(&rocksdb_dir, &store_options).map_err(store_error)?;
         let catalog = Catalog::load(&store)?;
         let last_seq = match store.system_get(LAST_SEQ_KEY).map_err(store_error)? {
             Some(bytes) => u64::from_be_bytes(
@@ -544,6 +574,7 @@ impl KalamDb {
         let cold = ColdTier::open(storage_dir, &store)?;
         live::open_log(&store, !options.live.history.is_zero(), last_seq)?;
         let jobs = JobManager::new(options.jobs.clone());
+        let holds = Arc::new(failpoint::Holds::default());
         let tokens = TokenService::new(&token_secret(&store, &options)?, options.token_ttl);
         let shared = Arc::new(DbShared {
             store,
@@ -562,9 +593,10 @@ impl KalamDb {
             ddl_lock: tokio::sync::Mutex::new(()),
             commit_locks: Default::default(),
             hot_rows: hot_rows::HotRows::default(),
-            holds: failpoint::Holds::default(),
+            holds: holds.clone(),
             point_reads: Default::default(),
-            live: live::LiveHub::new(options.live.clone()),
+            live: live::LiveHub::new(options.live.clone(), holds),
+            scan_reads: tokio::sync::Semaphore::new(4 * query::query_partitions()),
             options,
         });
         bootstrap(&shared)?;
@@ -599,23 +631,24 @@ impl KalamDb {
         &self,
         username: &str,
         password: &str,
-        from_loopback: bool,
+        passwordless_ok: bool,
     ) -> KalamResult<Caller> {
         // Argon2 takes tens of milliseconds: on the blocking pool, and only when a
         // hash must be verified.
-        let quick = self
-            .shared
-            .auth
-            .without_hashing(&self.shared.catalog, username, password, from_loopback);
+        let quick =
+            self.shared
+                .auth
+                .without_hashing(&self.shared.catalog, username, password, passwordless_ok);
         if let Some(answer) = quick {
             return answer;
         }
         let shared = self.shared.clone();
         let (username, password) = (username.to_string(), password.to_string());
         tokio::task::spawn_blocking(move || {
-            shared
-                .auth
-                .authenticate(&shared.catalog, &username, &password, from_loopback)
+            let verified = shared.auth.verify(&shared.catalog, &username, &password)?;
+            shared.holds.wait_named(|| format!("credential_cache:{username}"));
+            shared.auth.remember(&username, &verified);
+            Ok(verified.caller)
         })
         .await
         .map_err(|e| KalamError::internal(format!("authentication task failed: {e}")))?
@@ -629,9 +662,9 @@ impl KalamDb {
         &self,
         username: &str,
         password: &str,
-        from_loopback: bool,
+        passwordless_ok: bool,
     ) -> KalamResult<(String, i64)> {
-        self.authenticate(username, password, from_loopback).await?;
+        self.authenticate(username, password, passwordless_ok).await?;
         let user = self
             .shared
             .catalog
@@ -685,15 +718,9 @@ impl KalamDb {
         Ok(statements)
     }
 
-    /// The time budget of a statement starting now.
-    fn statement_budget(&self) -> Option<query::StatementBudget> {
-        self.shared
-            .options
-            .statement_timeout
-            .map(|timeout| query::StatementBudget {
-                deadline: tokio::time::Instant::now() + timeout,
-                timeout,
-            })
+    /// The budget of a statement starting now (`budget.rs`).
+    fn statement_budget(&self) -> Arc<budget::Budget> {
+        budget::Budget::new(&self.shared.query_runtime, self.shared.options.statement_timeout)
     }
 
     /// Runs every statement of the request in order, stopping at the first error.
@@ -718,6 +745,7 @@ impl KalamDb {
                 caller,
                 namespace: &namespace,
                 params: &request.params,
+                int64_as_string: request.int64_as_string,
             };
             match run_statement(sql, self.statement_budget(), Box::pin(ctx.execute(sql))).await {
                 Ok(result) => results.push(result),
@@ -756,13 +784,12 @@ impl KalamDb {
             caller,
             namespace: &namespace,
             params: &request.params,
+            // Rows stay Arrow batches; the NDJSON encoder has its own option.
+            int64_as_string: false,
         };
         let budget = self.statement_budget();
-        let rows = run_statement(sql, budget, Box::pin(ctx.execute_rows(sql))).await?;
-        Ok(match budget {
-            Some(budget) => rows.within(budget),
-            None => rows,
-        })
+        let rows = run_statement(sql, budget.clone(), Box::pin(ctx.execute_rows(sql))).await?;
+        Ok(rows.detached(&budget))
     }
 
     /// Bulk load of `body` (in `format`) into `namespace.table` as `caller`: one
@@ -781,8 +808,12 @@ impl KalamDb {
             caller,
             namespace: &namespace,
             params: &[],
+            int64_as_string: false,
         };
-        ingest::ingest(&ctx, &table.to_ascii_lowercase(), format, body).await
+        let budget = self.statement_budget();
+        let table = table.to_ascii_lowercase();
+        let work = Box::pin(ingest::ingest(&ctx, &table, format, body, budget.clone()));
+        run_statement("", budget, work).await
     }
 
     /// Graceful shutdown of background work: live-query connections get a close
@@ -938,6 +969,18 @@ mod tests {
         let first = fresh.next().unwrap();
         assert!(first > 1 << 40, "time in the high bits");
         assert!(fresh.next().unwrap() > first);
+    }
+
+    #[test]
+    fn a_reserved_seq_is_now_and_below_every_later_one() {
+        let fresh = SeqGenerator::new(0);
+        let reserved = fresh.reserve_now();
+        assert!(reserved > 1 << 40, "this millisecond, not 0");
+        assert!(fresh.next().unwrap() > reserved);
+        // Ahead of the clock (values of an older layout): never below the last one.
+        let ahead = SeqGenerator::new(MAX_SEQ / 2);
+        assert_eq!(ahead.reserve_now(), MAX_SEQ / 2);
+        assert_eq!(ahead.next().unwrap(), MAX_SEQ / 2 + 1);
     }
 
     #[test]

@@ -34,10 +34,11 @@ pub(crate) async fn try_point_read(
     namespace: &str,
     statement: &Statement,
     params: &[Literal],
+    int64_as_string: bool,
 ) -> Option<KalamResult<StatementResult>> {
     let plan = PointRead::recognize(db, caller, namespace, statement, params)?;
     db.point_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Some(plan.run().await)
+    Some(plan.run(int64_as_string).await)
 }
 
 struct PointRead {
@@ -170,7 +171,7 @@ impl PointRead {
         })
     }
 
-    async fn run(self) -> KalamResult<StatementResult> {
+    async fn run(self, int64_as_string: bool) -> KalamResult<StatementResult> {
         let projection: Vec<usize> = self.output.iter().map(|(i, _)| *i).collect();
         let scoped = self.scoped.clone();
         let lookup = self.lookup;
@@ -193,7 +194,7 @@ impl PointRead {
         let schema = batch.schema();
         let mut out = Vec::with_capacity(64);
         out.push(b'[');
-        write_json_rows(schema.fields(), &batch, &mut out);
+        write_json_rows(schema.fields(), &batch, int64_as_string, &mut out);
         out.push(b']');
         Ok(StatementResult {
             columns: self

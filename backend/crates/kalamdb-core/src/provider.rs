@@ -278,8 +278,44 @@ fn first_column_condition(name: &str, ty: &KalamType, filters: &[Expr]) -> Optio
     };
     let mut values: Option<Vec<Value>> = None;
     let (mut lower, mut upper): (Bound<Value>, Bound<Value>) = (Bound::Unbounded, Bound::Unbounded);
+    // `col = a OR col = b` (DataFusion's form of a short IN list): the values.
+    fn disjuncts<'e>(expr: &'e Expr, out: &mut Vec<&'e Expr>) {
+        match expr {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Or,
+                right,
+            }) => {
+                disjuncts(left, out);
+                disjuncts(right, out);
+            }
+            other => out.push(other),
+        }
+    }
+    let equality = |e: &Expr| match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) if is_column(left) => value(right),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) if is_column(right) => value(left),
+        _ => None,
+    };
     for filter in filters {
         match filter {
+            Expr::BinaryExpr(BinaryExpr { op: Operator::Or, .. }) if values.is_none() => {
+                let mut alternatives = Vec::new();
+                disjuncts(filter, &mut alternatives);
+                let listed: Option<Vec<Value>> = alternatives.into_iter().map(equality).collect();
+                if let Some(mut listed) = listed {
+                    listed.dedup();
+                    values = Some(listed);
+                }
+            }
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
                 let (op, v) = if is_column(left) {
                     (*op, value(right))

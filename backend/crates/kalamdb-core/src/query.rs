@@ -28,6 +28,7 @@ use futures::StreamExt;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal};
 
 use crate::arrow_conv::{api_type_name, write_json_rows};
+use crate::budget::within_budget;
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
 use crate::hidden::{exclude_hidden_from_wildcards, references_hidden};
 use crate::provider::{KalamCatalog, ScanScope};
@@ -67,71 +68,36 @@ impl QueryRuntime {
         Ok(QueryRuntime { base, memory_bytes })
     }
 
-    /// The runtime of one statement: a fresh memory pool of `query_memory_mb`.
+    /// A runtime with a fresh memory pool of `query_memory_mb` (work without a
+    /// statement budget; a statement's is its [`crate::budget::Budget`]'s).
     pub fn for_statement(&self) -> KalamResult<Arc<RuntimeEnv>> {
+        Self::runtime_with_pool(&self.base, self.memory_bytes)
+    }
+
+    pub(crate) fn runtime_with_pool(
+        base: &Arc<RuntimeEnv>,
+        memory_bytes: usize,
+    ) -> KalamResult<Arc<RuntimeEnv>> {
         let top_consumers = std::num::NonZeroUsize::new(3).expect("non-zero");
-        let pool = TrackConsumersPool::new(FairSpillPool::new(self.memory_bytes), top_consumers);
-        RuntimeEnvBuilder::from_runtime_env(&self.base)
+        let pool = TrackConsumersPool::new(FairSpillPool::new(memory_bytes), top_consumers);
+        RuntimeEnvBuilder::from_runtime_env(base)
             .with_memory_pool(Arc::new(pool))
             .build_arc()
             .map_err(|e| KalamError::internal(format!("cannot start the query runtime: {e}")))
     }
-}
 
-/// The time budget of the statement being run (set by `KalamDb::execute`).
-#[derive(Clone, Copy)]
-pub(crate) struct StatementBudget {
-    pub deadline: tokio::time::Instant,
-    pub timeout: std::time::Duration,
-}
-
-impl StatementBudget {
-    /// The error of a statement still running at its deadline.
-    fn exceeded(&self) -> KalamError {
-        KalamError::new(
-            ErrorCode::StatementTimeout,
-            format!(
-                "the statement ran longer than statement_timeout_ms ({} ms) and was cancelled",
-                self.timeout.as_millis()
-            ),
-        )
+    pub(crate) fn base(&self) -> &Arc<RuntimeEnv> {
+        &self.base
     }
-}
 
-tokio::task_local! {
-    static BUDGET: Option<StatementBudget>;
-}
-
-/// Runs `statement` with `budget` (`None`: no time limit): planning and running
-/// its queries stop with `STATEMENT_TIMEOUT` at the deadline.
-pub(crate) async fn with_budget<F: std::future::Future>(
-    budget: Option<StatementBudget>,
-    statement: F,
-) -> F::Output {
-    // Boxed: a statement's future is large, and async worker stacks are not.
-    BUDGET.scope(budget, Box::pin(statement)).await
-}
-
-/// Awaits `work` until the statement's deadline. Dropping `work` at the deadline
-/// cancels it: DataFusion's tasks stop and scans stop reading. Nothing here
-/// commits, so a cancelled statement writes nothing.
-pub(crate) async fn within_budget<T>(
-    work: impl std::future::Future<Output = KalamResult<T>>,
-) -> KalamResult<T> {
-    let budget = BUDGET.try_with(|b| *b).ok().flatten();
-    let work = Box::pin(work);
-    match budget {
-        Some(budget) => match tokio::time::timeout_at(budget.deadline, work).await {
-            Ok(result) => result,
-            Err(_) => Err(budget.exceeded()),
-        },
-        None => work.await,
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory_bytes
     }
 }
 
 /// Partitions a query runs in: one per core (at least two, so that a hot scan and
 /// the operators above it overlap even on one core).
-fn query_partitions() -> usize {
+pub(crate) fn query_partitions() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
 }
 
@@ -222,7 +188,7 @@ impl<'a> StatementSession<'a> {
         catalog: &str,
         schema: &str,
     ) -> KalamResult<StatementSession<'a>> {
-        let runtime = db.query_runtime.for_statement()?;
+        let runtime = crate::budget::runtime_of_current(db)?;
         let mut state = db.sessions.take();
         state.register_catalog_list(catalogs);
         let options = &state.config().options().catalog;
@@ -338,19 +304,6 @@ fn current_user_udf(username: String) -> ScalarUDF {
     )
 }
 
-/// Plans and runs a read-only statement (SELECT, VALUES, WITH, EXPLAIN) as `caller`
-/// and collects its rows.
-pub(crate) async fn run_query(
-    db: &Arc<DbShared>,
-    caller: &Caller,
-    namespace: &str,
-    statement: Statement,
-    params: &[Literal],
-) -> KalamResult<QueryOutput> {
-    let (session, statement) = prepare_query(db, caller, namespace, statement)?;
-    run_statement(&session, statement, params).await
-}
-
 /// Plans and runs a read-only statement as `caller`, handing its record batches to
 /// `each` as they are produced (nothing is collected).
 pub(crate) async fn run_query_batches(
@@ -389,7 +342,7 @@ pub(crate) async fn stream_query(
     if let Some(key) = &key
         && let Some(cached) = db.constant_plans.get(key)
     {
-        let runtime = db.query_runtime.for_statement()?;
+        let runtime = crate::budget::runtime_of_current(db)?;
         let plan = crate::subquery::fresh_plan(&cached.plan).map_err(df_error)?;
         let batches = execute_stream(plan, db.sessions.task_ctx(runtime)).map_err(df_error)?;
         return Ok(RowStream {
@@ -512,24 +465,61 @@ fn is_constant(plan: &LogicalPlan) -> bool {
 }
 
 impl RowStream {
-    /// The same rows, ending with `STATEMENT_TIMEOUT` at the statement's deadline:
-    /// a streamed result is still the statement running.
-    pub(crate) fn within(self, budget: StatementBudget) -> RowStream {
-        let RowStream { schema, batches } = self;
-        let stream = futures::stream::unfold(Some(batches), move |batches| async move {
-            let mut batches = batches?;
-            // Checked first: `timeout_at` polls its future before its clock, and a
-            // stream that always has a batch ready would never time out.
-            let next = match tokio::time::Instant::now() < budget.deadline {
-                true => tokio::time::timeout_at(budget.deadline, batches.next())
-                    .await
-                    .map_err(|_| ()),
-                false => Err(()),
+    /// The same rows, produced by a task of their own one batch ahead of the
+    /// reader: a streamed result is still the statement running, under its budget.
+    /// The deadline is a timer: at `statement_timeout_ms` the statement stops and
+    /// the stream ends with `STATEMENT_TIMEOUT`, also when the client has stopped
+    /// reading (the statement's work and memory go then, not when the client
+    /// reads again). A dropped stream (the client gone) stops the statement too.
+    /// Meanwhile a reader that does not read holds a parked task, no thread.
+    pub(crate) fn detached(self, budget: &crate::budget::Budget) -> RowStream {
+        let RowStream { schema, mut batches } = self;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, DataFusionError>>(1);
+        let timed_out: Arc<parking_lot::Mutex<Option<KalamError>>> = Default::default();
+        let (deadline, exceeded) = (budget.deadline(), budget.exceeded());
+        let slot = timed_out.clone();
+        tokio::spawn(async move {
+            let expired = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
             };
-            match next {
-                Ok(Some(batch)) => Some((batch, Some(batches))),
-                Ok(None) => None,
-                Err(()) => Some((Err(DataFusionError::External(Box::new(budget.exceeded()))), None)),
+            tokio::pin!(expired);
+            loop {
+                let permit = tokio::select! {
+                    biased;
+                    _ = &mut expired => break,
+                    permit = tx.reserve() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return, // the reader is gone
+                    },
+                };
+                let next = tokio::select! {
+                    biased;
+                    _ = &mut expired => break,
+                    next = batches.next() => next,
+                };
+                match next {
+                    Some(item) => permit.send(item),
+                    None => return,
+                }
+            }
+            // The deadline: the statement's work stops here (`batches` is dropped
+            // with this task); the reader finds the error after what is queued.
+            *slot.lock() = Some(exceeded);
+        });
+        let stream = futures::stream::unfold(Some(rx), move |rx| {
+            let timed_out = timed_out.clone();
+            async move {
+                let mut rx = rx?;
+                match rx.recv().await {
+                    Some(item) => Some((item, Some(rx))),
+                    None => timed_out
+                        .lock()
+                        .take()
+                        .map(|e| (Err(DataFusionError::External(Box::new(e))), None)),
+                }
             }
         });
         RowStream {
@@ -547,6 +537,7 @@ pub(crate) async fn run_query_json(
     namespace: &str,
     statement: Statement,
     params: &[Literal],
+    int64_as_string: bool,
 ) -> KalamResult<StatementResult> {
     // Planning has its own budget inside `stream_query`; nesting that future in
     // this one would copy it whole each time the outer one is boxed (a tenth of a
@@ -554,7 +545,7 @@ pub(crate) async fn run_query_json(
     let mut rows = stream_query(db, caller, namespace, statement, params).await?;
     let max_result_bytes = db.options.max_result_bytes;
     within_budget(async move {
-        let mut result = JsonResult::new(max_result_bytes);
+        let mut result = JsonResult::new(max_result_bytes, int64_as_string);
         while let Some(batch) = rows.batches.next().await {
             result.push(&rows.schema, &batch.map_err(df_error)?)?;
         }
@@ -568,23 +559,26 @@ pub(crate) struct JsonResult {
     out: Vec<u8>,
     row_count: usize,
     limit: usize,
+    /// 64-bit integers as JSON strings.
+    int64_as_string: bool,
 }
 
 impl JsonResult {
-    pub fn new(limit: usize) -> Self {
+    pub fn new(limit: usize, int64_as_string: bool) -> Self {
         let mut out = Vec::with_capacity(256);
         out.push(b'[');
         JsonResult {
             out,
             row_count: 0,
             limit,
+            int64_as_string,
         }
     }
 
     /// Appends a batch; a result over the limit is `RESOURCES_EXHAUSTED`.
     pub fn push(&mut self, schema: &SchemaRef, batch: &RecordBatch) -> KalamResult<()> {
         self.row_count += batch.num_rows();
-        write_json_rows(schema.fields(), batch, &mut self.out);
+        write_json_rows(schema.fields(), batch, self.int64_as_string, &mut self.out);
         if self.out.len() > self.limit {
             return Err(KalamError::new(
                 ErrorCode::ResourcesExhausted,

@@ -248,13 +248,15 @@ impl ScopedTable {
     }
 
     /// Streams the scope's live hot rows in `_seq` order as batches of at most
-    /// [`SCAN_BATCH_ROWS`] rows. RocksDB is read on tokio's blocking pool, at most
-    /// [`READ_AHEAD_BATCHES`] batches ahead of the consumer; dropping the stream
-    /// stops the read. `read` is the columns decoded, `predicate` (over `read`'s
-    /// schema) keeps rows, `output` picks the result's columns out of `read`, and
-    /// the scan stops after `limit` rows. `part = (p, n)`: this stream is partition
-    /// `p` of `n` reading a full scan (see [`HOT_SLICES_PER_PARTITION`]); point and
-    /// index reads have one partition.
+    /// [`SCAN_BATCH_ROWS`] rows. Each batch is read on tokio's blocking pool by a
+    /// bounded piece of work ([`HotReader::next_batch`]) started only when the
+    /// consumer has room for it, at most [`READ_AHEAD_BATCHES`] batches ahead: a
+    /// consumer that stops reading holds a parked task, never a thread. Dropping the
+    /// stream stops the read. `read` is the columns decoded, `predicate` (over
+    /// `read`'s schema) keeps rows, `output` picks the result's columns out of
+    /// `read`, and the scan stops after `limit` rows. `part = (p, n)`: this stream
+    /// is partition `p` of `n` reading a full scan (see
+    /// [`HOT_SLICES_PER_PARTITION`]); point and index reads have one partition.
     pub fn hot_stream(
         self: &Arc<Self>,
         snapshot: &TableSnapshot,
@@ -263,87 +265,304 @@ impl ScopedTable {
     ) -> SendableRecordBatchStream {
         let output_schema = scan.output_schema.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(READ_AHEAD_BATCHES);
-        let this = self.clone();
-        let view = snapshot.view.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = this.produce_hot(&view, &scan, part, &tx) {
-                let _ = tx.blocking_send(Err(e));
+        let mut reader = HotReader {
+            table: self.clone(),
+            view: snapshot.view.clone(),
+            cursor: HotCursor::start(&scan, part),
+            scan,
+            emitted: 0,
+        };
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            loop {
+                // Room first: the read starts only when its batch can be handed over.
+                let Ok(permit) = tx.reserve().await else {
+                    return; // the consumer is gone
+                };
+                let Ok(_slot) = db.scan_reads.acquire().await else {
+                    return;
+                };
+                let read = tokio::task::spawn_blocking(move || {
+                    let batch = reader.next_batch();
+                    (reader, batch)
+                })
+                .await;
+                let batch = match read {
+                    Ok((back, batch)) => {
+                        reader = back;
+                        batch
+                    }
+                    Err(e) => {
+                        let failed = DataFusionError::Internal(format!("a hot scan task failed: {e}"));
+                        return permit.send(Err(failed));
+                    }
+                };
+                match batch {
+                    Ok(Some(batch)) if batch.num_rows() == 0 => {}
+                    Ok(Some(batch)) => permit.send(Ok(batch)),
+                    Ok(None) => return,
+                    Err(e) => return permit.send(Err(e)),
+                }
             }
         });
         let stream =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
         Box::pin(RecordBatchStreamAdapter::new(output_schema, stream))
     }
+}
 
-    fn produce_hot(
-        &self,
-        view: &StoreView,
-        scan: &HotScan,
+/// Where a hot scan goes on from.
+enum HotCursor {
+    /// Primary keys, read in one batch.
+    Keys,
+    /// `_seq` ranges (`from..=through`) read in order: one for a full scan, a
+    /// partition's slices for a split one (computed on the first read); the
+    /// position is the range and the next `_seq` in it.
+    Seqs {
         part: (usize, usize),
-        tx: &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>,
-    ) -> DfResult<()> {
-        let limit = scan.limit.unwrap_or(usize::MAX);
-        if let Some(keys) = &scan.keys {
-            let batch = self
-                .rows_by_pk(view, keys, &scan.read)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let _ = tx.blocking_send(Ok(scan.apply(batch, limit)?));
-            return Ok(());
+        ranges: Option<Vec<(u64, u64)>>,
+        range: usize,
+        from: u64,
+    },
+    /// The `_seq`s a secondary index names (collected on the first read), and how
+    /// many were read.
+    Indexed {
+        seqs: Option<Vec<u64>>,
+        at: usize,
+    },
+    /// Primary-key ranges in key order: the range, and the key to go on from.
+    PkRanges {
+        range: usize,
+        from: Option<Vec<u8>>,
+    },
+    Done,
+}
+
+impl HotCursor {
+    fn start(scan: &HotScan, part: (usize, usize)) -> HotCursor {
+        match (&scan.keys, &scan.index) {
+            (Some(_), _) => HotCursor::Keys,
+            (None, Some(probe)) if probe.primary_key => HotCursor::PkRanges { range: 0, from: None },
+            (None, Some(_)) => HotCursor::Indexed { seqs: None, at: 0 },
+            (None, None) => HotCursor::Seqs {
+                part,
+                ranges: None,
+                range: 0,
+                from: 0,
+            },
         }
-        let mut builder = BatchBuilder::new(self, &scan.read);
-        let mut emitted = 0usize;
-        let mut failure: Option<DataFusionError> = None;
-        // Sends a full batch; `false` when the scan is over (limit reached, the
-        // consumer gone, or an error to report).
-        let mut flush = |builder: &mut BatchBuilder, emitted: &mut usize| -> bool {
-            let batch = match builder
-                .finish()
-                .map_err(|e| DataFusionError::External(Box::new(e)))
-            {
-                Ok(batch) => batch,
-                Err(e) => {
-                    failure = Some(e);
-                    return false;
+    }
+}
+
+/// A hot scan read a batch at a time, each a bounded piece of blocking work that
+/// can go on later from where it stopped (on the same snapshot).
+struct HotReader {
+    table: Arc<ScopedTable>,
+    view: Arc<StoreView>,
+    scan: Arc<HotScan>,
+    cursor: HotCursor,
+    /// Rows handed out so far (the scan's LIMIT).
+    emitted: usize,
+}
+
+/// Takes one stored version `(_seq, encoded row)` into a batch; `false` to stop.
+type TakeRow<'a> = dyn FnMut(u64, &[u8], &mut BatchBuilder) -> Result<bool, StoreError> + 'a;
+
+/// Stored versions one read visits at most (tombstones and filtered rows count).
+const VISITS_PER_READ: usize = 4 * SCAN_BATCH_ROWS;
+
+impl HotReader {
+    /// The next batch (filtered and projected; it may be empty), or `None` when the
+    /// scan is over. Blocking.
+    fn next_batch(&mut self) -> DfResult<Option<RecordBatch>> {
+        let limit = self.scan.limit.unwrap_or(usize::MAX);
+        if self.emitted >= limit || matches!(self.cursor, HotCursor::Done) {
+            return Ok(None);
+        }
+        let (table, view) = (self.table.clone(), self.view.clone());
+        let external = |e: KalamError| DataFusionError::External(Box::new(e));
+        let read = if let HotCursor::Keys = self.cursor {
+            self.cursor = HotCursor::Done;
+            let keys = self.scan.keys.as_deref().unwrap_or_default();
+            table.rows_by_pk(&view, keys, &self.scan.read).map_err(external)?
+        } else {
+            let mut builder = BatchBuilder::new(&table, &self.scan.read);
+            let mut visits = 0usize;
+            let mut take = |seq: u64, bytes: &[u8], builder: &mut BatchBuilder| -> Result<bool, StoreError> {
+                visits += 1;
+                if !is_tombstone(bytes)? {
+                    builder.push_encoded(seq, bytes)?;
                 }
+                Ok(builder.rows < SCAN_BATCH_ROWS && visits < VISITS_PER_READ)
             };
-            let batch = match scan.apply(batch, limit - *emitted) {
-                Ok(batch) => batch,
-                Err(e) => {
-                    failure = Some(e);
-                    return false;
+            let done = self
+                .read_some(&table, &view, &mut builder, &mut take)
+                .map_err(|e| external(store_error(e)))?;
+            if done {
+                self.cursor = HotCursor::Done;
+            }
+            builder.finish().map_err(external)?
+        };
+        let batch = self.scan.apply(read, limit - self.emitted)?;
+        self.emitted += batch.num_rows();
+        Ok(Some(batch))
+    }
+
+    /// Visits versions from the cursor into `builder` until `take` says stop;
+    /// moves the cursor past them. `true` when the scan has nothing more.
+    fn read_some(
+        &mut self,
+        table: &ScopedTable,
+        view: &StoreView,
+        builder: &mut BatchBuilder,
+        take: &mut TakeRow<'_>,
+    ) -> Result<bool, StoreError> {
+        let (table_id, scope) = (table.table.table_id, table.scope.as_str());
+        match &mut self.cursor {
+            HotCursor::Keys | HotCursor::Done => Ok(true),
+            HotCursor::Seqs {
+                part,
+                ranges,
+                range,
+                from,
+            } => {
+                let ranges = match ranges {
+                    Some(ranges) => ranges,
+                    None => ranges.insert(table.seq_ranges(view, *part)?),
+                };
+                while let Some(&(start, through)) = ranges.get(*range) {
+                    let mut stopped_at = None;
+                    view.hot_visit_between(table_id, scope, (*from).max(start), through, |seq, bytes| {
+                        let going = take(seq, bytes, builder)?;
+                        if !going {
+                            stopped_at = Some(seq);
+                        }
+                        Ok(going)
+                    })?;
+                    match stopped_at {
+                        Some(seq) if seq < through => {
+                            *from = seq + 1;
+                            return Ok(false);
+                        }
+                        _ => {
+                            *range += 1;
+                            *from = 0;
+                            if stopped_at.is_some() {
+                                return Ok(ranges.get(*range).is_none());
+                            }
+                        }
+                    }
                 }
-            };
-            *emitted += batch.num_rows();
-            // A consumer that went away (LIMIT met above, timeout, client gone)
-            // ends the scan, also while the filter keeps nothing.
-            if tx.is_closed() || (batch.num_rows() > 0 && tx.blocking_send(Ok(batch)).is_err()) {
-                return false;
+                Ok(true)
             }
-            *emitted < limit
-        };
-        let mut going = true;
-        let mut visit = |seq: u64, bytes: &[u8]| -> Result<bool, StoreError> {
-            if is_tombstone(bytes)? {
-                return Ok(true);
+            HotCursor::Indexed { seqs, at } => {
+                let seqs = match seqs {
+                    Some(seqs) => seqs,
+                    None => {
+                        let Some(probe) = &self.scan.index else {
+                            return Ok(true);
+                        };
+                        let mut found = Vec::new();
+                        for (from, to) in &probe.ranges {
+                            view.index_visit(from, to, |_, seq| {
+                                found.push(seq);
+                                true
+                            })?;
+                        }
+                        found.sort_unstable();
+                        found.dedup();
+                        seqs.insert(found)
+                    }
+                };
+                while *at < seqs.len() {
+                    let chunk = &seqs[*at..(*at + SCAN_BATCH_ROWS).min(seqs.len())];
+                    let rows = view.hot_multi_get(table_id, scope, chunk)?;
+                    *at += chunk.len();
+                    let mut going = true;
+                    for (&seq, row) in chunk.iter().zip(rows) {
+                        if let Some(bytes) = row {
+                            going &= take(seq, &bytes, builder)?;
+                        }
+                    }
+                    if !going {
+                        break;
+                    }
+                }
+                Ok(*at >= seqs.len())
             }
-            builder.push_encoded(seq, bytes)?;
-            if builder.rows == SCAN_BATCH_ROWS {
-                going = flush(&mut builder, &mut emitted);
+            HotCursor::PkRanges { range, from } => {
+                let Some(probe) = &self.scan.index else {
+                    return Ok(true);
+                };
+                let horizon = crate::stream::horizon(&table.table);
+                while let Some((start, to)) = probe.ranges.get(*range) {
+                    // The versions of up to a batch of keys, then one multi-get.
+                    let mut seqs = Vec::with_capacity(SCAN_BATCH_ROWS);
+                    let mut last_key: Option<Vec<u8>> = None;
+                    view.pk_visit(from.as_deref().unwrap_or(start), to, |key, entry| {
+                        if !entry.deleted && entry.seq >= horizon {
+                            seqs.push(entry.seq);
+                        }
+                        if seqs.len() < SCAN_BATCH_ROWS {
+                            return true;
+                        }
+                        last_key = Some(key.to_vec());
+                        false
+                    })?;
+                    let rows = view.hot_multi_get(table_id, scope, &seqs)?;
+                    for (seq, row) in seqs.into_iter().zip(rows) {
+                        if let Some(bytes) = row {
+                            // A batch of keys is read whole: it fits a batch.
+                            take(seq, &bytes, builder)?;
+                        }
+                    }
+                    match last_key {
+                        // The range goes on after the last key read.
+                        Some(mut key) => {
+                            key.push(0);
+                            *from = Some(key);
+                            return Ok(false);
+                        }
+                        None => {
+                            *range += 1;
+                            *from = None;
+                            if builder.rows >= SCAN_BATCH_ROWS {
+                                return Ok(probe.ranges.get(*range).is_none());
+                            }
+                        }
+                    }
+                }
+                Ok(true)
             }
-            Ok(going)
-        };
-        let visited = match &scan.index {
-            None => self.visit_slices(view, part, &mut visit),
-            Some(probe) => self.visit_indexed(view, probe, &mut visit),
-        };
-        visited.map_err(|e| DataFusionError::External(Box::new(store_error(e))))?;
-        if going && builder.rows > 0 {
-            flush(&mut builder, &mut emitted);
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(()),
+    }
+}
+
+impl ScopedTable {
+    /// The `_seq` ranges partition `(p, n)` of a full scan reads, in order: from the
+    /// STREAM horizon on for `n = 1`, else the partition's slices of the scope's
+    /// `_seq` range (see [`HOT_SLICES_PER_PARTITION`]).
+    fn seq_ranges(&self, view: &StoreView, (p, n): (usize, usize)) -> Result<Vec<(u64, u64)>, StoreError> {
+        let (table_id, horizon) = (self.table.table_id, crate::stream::horizon(&self.table));
+        if n <= 1 {
+            return Ok(vec![(horizon, u64::MAX)]);
         }
+        let Some((first, last)) = view.hot_seq_bounds(table_id, &self.scope, horizon)? else {
+            return Ok(Vec::new());
+        };
+        let slices = (n * HOT_SLICES_PER_PARTITION) as u64;
+        let width = (last - first) / slices + 1;
+        let mut ranges = Vec::new();
+        let mut slice = p as u64;
+        while slice < slices {
+            let from = first + slice * width;
+            if from > last {
+                break;
+            }
+            ranges.push((from, (from + width - 1).min(last)));
+            slice += n as u64;
+        }
+        Ok(ranges)
     }
 }
 
@@ -377,42 +596,6 @@ impl ScopedTable {
 }
 
 impl ScopedTable {
-    /// Visits partition `p` of `n` of the scope's hot rows (all of them for `n =
-    /// 1`), in `_seq` order within each slice. Rows of a STREAM table older than
-    /// its TTL are skipped with one seek.
-    fn visit_slices(
-        &self,
-        view: &StoreView,
-        (p, n): (usize, usize),
-        visit: &mut RowVisitor<'_>,
-    ) -> Result<(), StoreError> {
-        let (table_id, horizon) = (self.table.table_id, crate::stream::horizon(&self.table));
-        if n <= 1 {
-            return view.hot_visit_from(table_id, &self.scope, horizon, visit);
-        }
-        let Some((first, last)) = view.hot_seq_bounds(table_id, &self.scope, horizon)? else {
-            return Ok(());
-        };
-        let slices = (n * HOT_SLICES_PER_PARTITION) as u64;
-        let width = (last - first) / slices + 1;
-        let mut stopped = false;
-        let mut slice = p as u64;
-        while slice < slices && !stopped {
-            let from = first + slice * width;
-            if from > last {
-                break;
-            }
-            let through = (from + width - 1).min(last);
-            view.hot_visit_between(table_id, &self.scope, from, through, |seq, bytes| {
-                let going = visit(seq, bytes)?;
-                stopped = !going;
-                Ok(going)
-            })?;
-            slice += n as u64;
-        }
-        Ok(())
-    }
-
     /// The hot rows an index probe names, as a batch of `projection` (the point-read
     /// path: every row in the probe's ranges has the value the query asked for).
     pub fn rows_by_index(
@@ -497,7 +680,7 @@ impl ScopedTable {
         };
         for (from, to) in &probe.ranges {
             let mut outcome: Result<bool, StoreError> = Ok(true);
-            view.pk_visit(from, to, |entry| {
+            view.pk_visit(from, to, |_, entry| {
                 if !entry.deleted && entry.seq >= horizon {
                     seqs.push(entry.seq);
                 }

@@ -61,7 +61,7 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning,
-    PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream, collect, execute_stream,
+    PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream, execute_stream,
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use futures::{StreamExt, TryStreamExt};
@@ -1362,11 +1362,19 @@ impl ExecutionPlan for MaterializeExec {
         let rows = futures::stream::once(async move {
             let materialized = cell
                 .get_or_try_init(|| async {
-                    let batches = collect(input, context.clone()).await?;
+                    // Each batch is charged to the statement's pool before it is
+                    // kept: a subquery over more rows than the budget holds fails
+                    // with RESOURCES_EXHAUSTED having held at most one batch more.
                     let reservation =
                         MemoryConsumer::new("correlated subquery input").register(context.memory_pool());
-                    reservation.try_grow(batches.iter().map(|b| b.get_array_memory_size()).sum())?;
-                    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+                    let mut input = execute_stream(input, context.clone())?;
+                    let (mut batches, mut rows) = (Vec::new(), 0u64);
+                    while let Some(batch) = input.next().await {
+                        let batch = batch?;
+                        reservation.try_grow(batch.get_array_memory_size())?;
+                        rows += batch.num_rows() as u64;
+                        batches.push(batch);
+                    }
                     Ok::<_, DataFusionError>(Arc::new(Materialized {
                         batches,
                         rows,

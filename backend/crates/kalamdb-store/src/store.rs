@@ -53,6 +53,9 @@ pub struct StoreOptions {
     pub write_buffer_bytes: usize,
     /// RocksDB background flush + compaction threads.
     pub background_jobs: i32,
+    /// Crash tests only: writes that are not fsynced skip the WAL, so a `kill -9`
+    /// loses them as a power loss would lose an unsynced WAL tail.
+    pub unsynced_writes_skip_wal: bool,
 }
 
 impl Default for StoreOptions {
@@ -61,6 +64,7 @@ impl Default for StoreOptions {
             sync_writes: false,
             write_buffer_bytes: 64 << 20,
             background_jobs: 2,
+            unsynced_writes_skip_wal: false,
         }
     }
 }
@@ -95,6 +99,7 @@ impl PkEntry {
 pub struct Store {
     db: Arc<DB>,
     sync_writes: bool,
+    unsynced_writes_skip_wal: bool,
 }
 
 impl Store {
@@ -141,6 +146,7 @@ impl Store {
         Ok(Store {
             db: Arc::new(db),
             sync_writes: options.sync_writes,
+            unsynced_writes_skip_wal: options.unsynced_writes_skip_wal,
         })
     }
 
@@ -163,6 +169,7 @@ impl Store {
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(sync);
+        write_options.disable_wal(!sync && self.unsynced_writes_skip_wal);
         self.db.write_opt(batch, &write_options)?;
         Ok(())
     }
@@ -353,6 +360,14 @@ impl StoreView {
         Some(self.cell.borrow_dependent())
     }
 
+    pub fn system_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db().get_cf_opt(
+            cf(self.db(), CF_SYSTEM),
+            key.as_bytes(),
+            &read_options(self.snapshot()),
+        )?)
+    }
+
     pub fn hot_get(&self, table_id: u32, scope: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db().get_cf_opt(
             cf(self.db(), CF_HOT),
@@ -531,20 +546,20 @@ impl StoreView {
 
     /// Visits the pk entries with keys in `[from, to)` (keys built with
     /// [`pk_range_key`]) in key order, that is in primary-key order: `visit` gets
-    /// each entry and returns `false` to stop.
+    /// each entry's key and entry and returns `false` to stop.
     pub fn pk_visit(
         &self,
         from: &[u8],
         to: &[u8],
-        mut visit: impl FnMut(PkEntry) -> bool,
+        mut visit: impl FnMut(&[u8], PkEntry) -> bool,
     ) -> Result<(), StoreError> {
         let mut read_options = read_options(self.snapshot());
         read_options.set_iterate_upper_bound(to.to_vec());
         let mut iter = self.db().raw_iterator_cf_opt(cf(self.db(), CF_PK), read_options);
         iter.seek(from);
-        while let Some(value) = iter.value() {
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
             let entry = PkEntry::decode(value).ok_or(StoreError::CorruptKey { cf: CF_PK })?;
-            if !visit(entry) {
+            if !visit(key, entry) {
                 return Ok(());
             }
             iter.next();

@@ -211,14 +211,14 @@ mod tests {
         let from = crate::pk_range_key(7, "alice", None);
         let to = crate::keys::prefix_upper_bound(&from).unwrap();
         let mut seqs = Vec::new();
-        view.pk_visit(&from, &to, |e| {
+        view.pk_visit(&from, &to, |_, e| {
             seqs.push(e.seq);
             true
         })
         .unwrap();
         assert_eq!(seqs, vec![15, 12, 13, 11, 14]);
         let mut all = 0;
-        view.pk_visit(&[], &[0xff; 8], |_| {
+        view.pk_visit(&[], &[0xff; 8], |_, _| {
             all += 1;
             true
         })

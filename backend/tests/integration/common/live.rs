@@ -69,6 +69,11 @@ impl LiveClient {
         }
     }
 
+    /// A client over a socket the test connected itself.
+    pub fn from_socket(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> LiveClient {
+        LiveClient { ws, last_seq: 0 }
+    }
+
     pub async fn send(&mut self, message: Value) {
         self.ws
             .send(Message::Text(message.to_string().into()))

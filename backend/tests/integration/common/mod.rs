@@ -65,9 +65,11 @@ impl SqlResponse {
     #[track_caller]
     pub fn rows(&self) -> Vec<Vec<Value>> {
         self.expect_success();
-        let results = self.body["results"].as_array().cloned().unwrap_or_default();
-        let last = results.last().cloned().unwrap_or(Value::Null);
-        serde_json::from_value(last["rows"].clone()).unwrap_or_default()
+        let results = (self.body["results"].as_array())
+            .unwrap_or_else(|| panic!("an answer without a results array: {}", self.body));
+        let last = (results.last()).unwrap_or_else(|| panic!("an answer without results: {}", self.body));
+        serde_json::from_value(last["rows"].clone())
+            .unwrap_or_else(|e| panic!("malformed rows ({e}): {}", self.body))
     }
 
     pub fn row_count(&self, statement: usize) -> u64 {
@@ -177,6 +179,13 @@ impl TestServer {
         let server = start(&self.settings).await.expect("server restarts");
         self.base_url = format!("http://{}", server.local_addr());
         self.server = Some(server);
+    }
+
+    /// Stops the server and starts it again on the same data directory with
+    /// adjusted settings (kept for later restarts).
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Settings)) {
+        adjust(&mut self.settings);
+        self.restart().await;
     }
 
     /// Runs SQL as `root` (empty password, accepted from loopback).
@@ -395,6 +404,59 @@ impl ServerProcess {
         decode(response).await
     }
 
+    /// The process id (for `/proc/<pid>`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's memory now and at its peak since [`ServerProcess::reset_peak`].
+    pub fn memory(&self) -> Memory {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc/<pid>/status");
+        let kib = |name: &str| -> u64 {
+            (status.lines())
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc/<pid>/status"))
+        };
+        Memory {
+            rss_mib: kib("VmRSS:") / 1024,
+            peak_mib: kib("VmHWM:") / 1024,
+        }
+    }
+
+    /// Starts measuring the peak anew (the kernel's high-water mark).
+    pub fn reset_peak(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").expect("clear_refs");
+    }
+
+    /// Threads of the server process.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .expect("/proc/<pid>/task")
+            .count()
+    }
+
+    /// `POST <path>` with a body of `content_type` as `user`.
+    pub async fn post_as(
+        &self,
+        path: &str,
+        user: &str,
+        password: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> SqlResponse {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.base_url))
+            .basic_auth(user, Some(password))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request is answered");
+        decode(response).await
+    }
+
     /// SIGTERM: asks for a graceful shutdown.
     pub fn terminate(&self) {
         let status = Command::new("kill")
@@ -435,6 +497,13 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A server process's resident memory, MiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss_mib: u64,
+    pub peak_mib: u64,
+}
+
 /// A tiny deterministic generator (xorshift), so randomized tests reproduce.
 pub struct Rng(pub u64);
 
@@ -454,4 +523,14 @@ impl Rng {
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
+}
+
+#[test]
+#[should_panic(expected = "malformed rows")]
+fn rows_refuses_a_malformed_rows_field() {
+    let answer = SqlResponse {
+        http_status: 200,
+        body: json!({"status": "success", "results": [{"rows": {"a": 1}}]}),
+    };
+    answer.rows();
 }

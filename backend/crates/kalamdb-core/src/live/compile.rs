@@ -31,6 +31,10 @@ pub(crate) struct LivePlan {
     pub output: Vec<usize>,
     pub fields: Vec<FieldRef>,
     pub int64_as_string: bool,
+    /// Whether the filter may cost more than the rows it reads ([`cheap_filter`]):
+    /// it is then evaluated off the table's dispatcher, on the blocking pool, under
+    /// the subscription's own time budget (`feed.rs`).
+    pub costly: bool,
 }
 
 pub(crate) struct Compiled {
@@ -218,6 +222,7 @@ pub(crate) fn compile(
         }
     };
     let fields = output.iter().map(|&i| schema.fields()[i].clone()).collect();
+    let costly = filter.as_ref().is_some_and(|f| !cheap_filter(f));
     Ok(Compiled {
         table,
         scoped,
@@ -227,8 +232,84 @@ pub(crate) fn compile(
             output,
             fields,
             int64_as_string: options.int64_as_string,
+            costly,
         },
     })
+}
+
+/// Functions whose cost grows with their input and no faster, whose output is no
+/// larger than their input: a filter made of them (and of columns, literals,
+/// comparisons, boolean logic, `IN` lists, `LIKE`, `CASE` and casts) costs about
+/// what reading the changed rows costs. Anything else (`repeat`, regular
+/// expressions, `lpad`, ...) may cost any amount.
+const CHEAP_FUNCTIONS: &[&str] = &[
+    "abs",
+    "btrim",
+    "ceil",
+    "char_length",
+    "character_length",
+    "coalesce",
+    "date_part",
+    "date_trunc",
+    "ends_with",
+    "floor",
+    "isnan",
+    "iszero",
+    "left",
+    "length",
+    "lower",
+    "ltrim",
+    "nullif",
+    "octet_length",
+    "right",
+    "round",
+    "rtrim",
+    "signum",
+    "starts_with",
+    "substr",
+    "substring",
+    "trim",
+    "trunc",
+    "upper",
+    "current_user",
+];
+
+/// Whether `expr` costs about what reading its input costs (see [`CHEAP_FUNCTIONS`]).
+fn cheap_filter(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::ScalarFunctionExpr;
+    use datafusion::physical_expr::expressions::{
+        BinaryExpr, CaseExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, LikeExpr, Literal,
+        NegativeExpr, NotExpr, TryCastExpr,
+    };
+    let own = if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
+        !matches!(
+            binary.op(),
+            Operator::RegexMatch
+                | Operator::RegexIMatch
+                | Operator::RegexNotMatch
+                | Operator::RegexNotIMatch
+                | Operator::LikeMatch
+                | Operator::ILikeMatch
+                | Operator::NotLikeMatch
+                | Operator::NotILikeMatch
+        )
+    } else if let Some(function) = expr.downcast_ref::<ScalarFunctionExpr>() {
+        CHEAP_FUNCTIONS.contains(&function.name())
+    } else {
+        expr.is::<Column>()
+            || expr.is::<Literal>()
+            || expr.is::<IsNullExpr>()
+            || expr.is::<IsNotNullExpr>()
+            || expr.is::<NotExpr>()
+            || expr.is::<NegativeExpr>()
+            || expr.is::<InListExpr>()
+            || expr.is::<LikeExpr>()
+            || expr.is::<CaseExpr>()
+            || expr.is::<CastExpr>()
+            || expr.is::<TryCastExpr>()
+    };
+    own && expr.children().into_iter().all(cheap_filter)
 }
 
 /// `t.c` → `c`: the scan's filters name the table's columns unqualified.

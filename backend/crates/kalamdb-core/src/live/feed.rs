@@ -1,6 +1,15 @@
 //! From commits and snapshots to messages: a table's dispatcher evaluates every
 //! subscription's filter on each change's old and new row, and a new subscription's
 //! initial data is read from the snapshot taken when it registered.
+//!
+//! One subscriber's expensive filter must not delay the others: a filter that may
+//! cost more than the rows it reads (`compile.rs`, `LivePlan::costly`) — or one
+//! that turned out slow on the dispatcher — is evaluated off the dispatcher, by a
+//! task of its subscription that takes each commit's decoded rows from a bounded
+//! queue (full: `SUBSCRIPTION_LAGGED`) and evaluates them on the blocking pool,
+//! a few such evaluations at a time, each within `live_filter_budget_ms` (over it:
+//! `FILTER_TOO_SLOW`). A subscription's messages keep their order: once its changes
+//! go to its queue, all later ones do.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +25,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
-use kalamdb_commons::{KalamError, KalamResult};
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 use parking_lot::RwLock;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -45,6 +54,19 @@ pub(crate) struct ChangeSet {
 
 type Subs = Arc<RwLock<HashMap<String, Vec<Arc<Subscription>>>>>;
 
+/// A filter evaluation on the dispatcher longer than this sends the subscription's
+/// later changes to its own queue.
+const INLINE_EVALUATION: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Commits a costly filter's queue holds before its subscription lags.
+const LANE_CHANGE_SETS: usize = 256;
+
+/// One commit's changes and their decoded rows, for a costly filter's queue.
+pub(crate) struct Work {
+    set: Arc<ChangeSet>,
+    rows: Arc<Decoded>,
+}
+
 /// A table's dispatcher: runs until its feed is dropped (no subscription left).
 pub(super) async fn dispatch(
     hub: Weak<LiveHub>,
@@ -66,18 +88,31 @@ pub(super) async fn dispatch(
         }
         // The rows of a change set are decoded once per table definition the
         // subscriptions were compiled against (one, unless the table was altered).
-        let mut decoded: HashMap<usize, KalamResult<Decoded>> = HashMap::new();
+        let mut decoded: HashMap<usize, KalamResult<Arc<Decoded>>> = HashMap::new();
         for sub in &listening {
             if sub.is_ended() {
                 continue;
             }
             let rows = decoded
                 .entry(Arc::as_ptr(&sub.table) as usize)
-                .or_insert_with(|| decode(&sub.table, &set));
-            let outcome = match rows {
-                Ok(rows) => changes_of(sub, &set, rows, sub.start_seq),
-                Err(e) => Err(e.clone()),
+                .or_insert_with(|| decode(&sub.table, &set).map(Arc::new));
+            let rows = match rows {
+                Ok(rows) => rows.clone(),
+                Err(e) => {
+                    hub.end(sub, Some(&e.clone()));
+                    continue;
+                }
             };
+            if sub.plan.costly || sub.lane.lock().is_some() {
+                to_lane(&hub, sub, set.clone(), rows);
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let outcome = changes_of(sub, &set, &rows, sub.start_seq);
+            if started.elapsed() > INLINE_EVALUATION {
+                // Slow here: its later changes are evaluated off the dispatcher.
+                start_lane(&hub, sub);
+            }
             match outcome {
                 Ok((messages, count)) => {
                     if !sub.send(messages, count) {
@@ -86,6 +121,79 @@ pub(super) async fn dispatch(
                 }
                 Err(e) => hub.end(sub, Some(&e)),
             }
+        }
+    }
+}
+
+/// Starts the queue and task of `sub`'s costly filter (once).
+fn start_lane(hub: &Arc<LiveHub>, sub: &Arc<Subscription>) {
+    let mut lane = sub.lane.lock();
+    if lane.is_some() || sub.is_ended() {
+        return;
+    }
+    let (tx, rx) = mpsc::channel(LANE_CHANGE_SETS);
+    *lane = Some(tx);
+    tokio::spawn(evaluate_lane(Arc::downgrade(hub), sub.clone(), rx));
+}
+
+/// Queues one commit for `sub`'s costly filter; a full queue ends it (lagged).
+fn to_lane(hub: &Arc<LiveHub>, sub: &Arc<Subscription>, set: Arc<ChangeSet>, rows: Arc<Decoded>) {
+    start_lane(hub, sub);
+    let queued = match sub.lane.lock().as_ref() {
+        Some(tx) => tx.try_send(Work { set, rows }).is_ok(),
+        None => return, // ended meanwhile
+    };
+    if !queued {
+        hub.end(sub, Some(&lagged()));
+    }
+}
+
+/// A costly filter's task: each queued commit evaluated on the blocking pool (a
+/// few costly filters at once, all subscriptions), within the filter budget. Ends
+/// when the subscription does (its queue's sender goes).
+async fn evaluate_lane(hub: Weak<LiveHub>, sub: Arc<Subscription>, mut rx: mpsc::Receiver<Work>) {
+    while let Some(work) = rx.recv().await {
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        if sub.is_ended() {
+            return;
+        }
+        let Ok(_slot) = hub.costly_filters.acquire().await else {
+            return;
+        };
+        let budget = hub.options.filter_budget;
+        let (evaluated, holds) = (sub.clone(), hub.holds.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            holds.wait_named(|| format!("live_filter:{}", evaluated.caller.username));
+            let outcome = changes_of(&evaluated, &work.set, &work.rows, evaluated.start_seq);
+            (outcome, started.elapsed())
+        })
+        .await;
+        match outcome {
+            Ok((_, took)) if took > budget => hub.end(
+                &sub,
+                Some(&KalamError::new(
+                    ErrorCode::FilterTooSlow,
+                    format!(
+                        "the subscription's filter took {} ms over one commit's changes; \
+                         live_filter_budget_ms allows {}: subscribe with a cheaper WHERE",
+                        took.as_millis(),
+                        budget.as_millis()
+                    ),
+                )),
+            ),
+            Ok((Ok((messages, count)), _)) => {
+                if !sub.send(messages, count) {
+                    hub.end(&sub, Some(&lagged()));
+                }
+            }
+            Ok((Err(e), _)) => hub.end(&sub, Some(&e)),
+            Err(e) => hub.end(
+                &sub,
+                Some(&KalamError::internal(format!("a live filter task failed: {e}"))),
+            ),
         }
     }
 }

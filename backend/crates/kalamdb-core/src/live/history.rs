@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
-use kalamdb_store::StoreBatch;
+use kalamdb_store::{StoreBatch, StoreView};
 
 use super::Subscription;
 use super::feed::{Change, ChangeSet, changes_of, decode};
@@ -108,9 +108,40 @@ fn parse_change(seq: u64, value: &[u8]) -> Option<Change> {
     Some(Change { seq, old, new })
 }
 
-/// Whether the log holds every change of `table` after `from_seq` (checked under
-/// the table's commit lock, before the subscription registers).
-pub(crate) fn check_available(db: &DbShared, table: &TableDef, from_seq: u64) -> KalamResult<()> {
+/// `system` key per table: the largest `_seq` a sweep may have forgotten (every
+/// change of the table after it is still in the log).
+fn pruned_key(table_id: u32) -> String {
+    format!("live/pruned/{table_id}")
+}
+
+/// What the change log keeps of a dropped table beyond its entries (which go with
+/// the table's key range).
+pub(crate) fn stage_drop_log(batch: &mut StoreBatch<'_>, table_id: u32) {
+    batch.delete_system(&pruned_key(table_id));
+}
+
+fn read_seq_value(view: &StoreView, key: &str) -> KalamResult<Option<u64>> {
+    match view.system_get(key).map_err(store_error)? {
+        Some(bytes) => Ok(Some(u64::from_be_bytes(
+            bytes
+                .try_into()
+                .map_err(|_| KalamError::internal(format!("corrupt {key}")))?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// Whether the log holds every change of `table` after `from_seq`, as of `view`
+/// (taken under the table's commit lock, before the subscription registers; the
+/// replay reads the same view, so a sweep meanwhile cannot take a change away).
+/// The answer depends on what the log has forgotten of this table, not on the
+/// clock: a `last_seq` stays resumable on a table nobody writes to.
+pub(crate) fn check_available(
+    db: &DbShared,
+    view: &StoreView,
+    table: &TableDef,
+    from_seq: u64,
+) -> KalamResult<()> {
     let unavailable = |why: String| {
         Err(KalamError::new(
             ErrorCode::ResumeUnavailable,
@@ -124,21 +155,13 @@ pub(crate) fn check_available(db: &DbShared, table: &TableDef, from_seq: u64) ->
     if history.is_zero() {
         return unavailable("the server keeps no change history (live_history_seconds = 0)".into());
     }
-    let since = match db.store.system_get(LOG_SINCE_KEY).map_err(store_error)? {
-        Some(bytes) => u64::from_be_bytes(
-            bytes
-                .try_into()
-                .map_err(|_| KalamError::internal("corrupt live/log_since"))?,
-        ),
-        None => u64::MAX,
-    };
+    let since = read_seq_value(view, LOG_SINCE_KEY)?.unwrap_or(u64::MAX);
     if from_seq < since {
         return unavailable("the change history starts after it".into());
     }
-    let horizon = seq_at(now_ms().saturating_sub(history.as_millis() as u64));
-    if from_seq < horizon {
+    if read_seq_value(view, &pruned_key(table.table_id))?.is_some_and(|pruned| from_seq < pruned) {
         return unavailable(format!(
-            "changes are kept {} seconds (live_history_seconds)",
+            "changes are kept {} seconds (live_history_seconds) and later ones were forgotten",
             history.as_secs()
         ));
     }
@@ -147,20 +170,30 @@ pub(crate) fn check_available(db: &DbShared, table: &TableDef, from_seq: u64) ->
 
 /// Replays the logged changes of `sub`'s scope with `_seq` in `(from_seq,
 /// start_seq]` as `change` messages (its filter applied to old and new rows, as
-/// live changes are); later ones reach it through its feed. `false` when the
-/// subscription ended meanwhile.
-pub(crate) async fn replay(db: &Arc<DbShared>, sub: &Arc<Subscription>, from_seq: u64) -> KalamResult<bool> {
+/// live changes are), read from `view` (the registration's); later ones reach it
+/// through its feed. Rows of a STREAM table that have expired are not replayed,
+/// nor are their deletes. `false` when the subscription ended meanwhile.
+pub(crate) async fn replay(
+    sub: &Arc<Subscription>,
+    view: Arc<StoreView>,
+    from_seq: u64,
+) -> KalamResult<bool> {
     let through = sub.start_seq;
     let mut after = from_seq;
     loop {
         // A chunk of changes is read on the blocking pool, then evaluated and sent.
-        let (shared, table, scope) = (db.clone(), sub.table.clone(), sub.scope.clone());
-        let chunk = tokio::task::spawn_blocking(move || read_chunk(&shared, &table, &scope, after, through))
-            .await
-            .map_err(|e| KalamError::internal(format!("replay task failed: {e}")))??;
+        let (view, table, scope) = (view.clone(), sub.table.clone(), sub.scope.clone());
+        let mut chunk =
+            tokio::task::spawn_blocking(move || read_chunk(&view, &table, &scope, after, through))
+                .await
+                .map_err(|e| KalamError::internal(format!("replay task failed: {e}")))??;
         let Some(last) = chunk.last().map(|c| c.seq) else {
             return Ok(true);
         };
+        let horizon = crate::stream::horizon(&sub.table);
+        if horizon > 0 {
+            chunk.retain(|c| c.seq >= horizon && c.old.as_ref().is_none_or(|(old, _)| *old >= horizon));
+        }
         let set = ChangeSet {
             scope: sub.scope.clone(),
             changes: chunk,
@@ -183,13 +216,12 @@ pub(crate) async fn replay(db: &Arc<DbShared>, sub: &Arc<Subscription>, from_seq
 
 /// Up to [`REPLAY_CHUNK`] changes of one scope with `_seq` in `(after, through]`.
 fn read_chunk(
-    db: &DbShared,
+    view: &StoreView,
     table: &TableDef,
     scope: &str,
     after: u64,
     through: u64,
 ) -> KalamResult<Vec<Change>> {
-    let view = db.store.view();
     let mut out = Vec::new();
     let mut corrupt = false;
     let (first, last) = (bucket_of(after.saturating_add(1)), bucket_of(through));
@@ -216,11 +248,14 @@ fn read_chunk(
 }
 
 /// Forgets the changes older than the history: one range delete per table that
-/// has some (a seek each to find out).
+/// has some (a seek each to find out), and records per table the largest `_seq`
+/// that may be gone (see [`check_available`]).
 pub(crate) fn sweep_history(db: &DbShared) -> KalamResult<()> {
     let history = db.live.options.history;
     let horizon = seq_at(now_ms().saturating_sub(history.as_millis() as u64));
     let bucket = bucket_of(horizon);
+    // Every change of the buckets before `bucket` is below its first `_seq`.
+    let forgotten_through = seq_at(SEQ_EPOCH_MS + u64::from(bucket) * HISTORY_BUCKET_MS).saturating_sub(1);
     let mut batch = db.store.batch();
     for table in db.catalog.tables() {
         if db
@@ -229,6 +264,7 @@ pub(crate) fn sweep_history(db: &DbShared) -> KalamResult<()> {
             .map_err(store_error)?
         {
             batch.delete_changes_before(table.table_id, bucket);
+            batch.raise_system_counter(&pruned_key(table.table_id), forgotten_through);
         }
     }
     if batch.is_empty() {

@@ -37,7 +37,7 @@ use crate::catalog::TableDef;
 use crate::{Caller, DbShared};
 
 pub(crate) use feed::{Change, ChangeSet};
-pub(crate) use history::{log_change, open_log, sweep_history};
+pub(crate) use history::{log_change, open_log, stage_drop_log, sweep_history};
 
 /// Limits and queue sizes of live queries (settings, `docs/CONFIG.md`).
 #[derive(Debug, Clone)]
@@ -53,6 +53,9 @@ pub struct LiveOptions {
     /// How long the change log keeps changes for `from_seq` resumes (zero: no log;
     /// every resume is `RESUME_UNAVAILABLE`).
     pub history: Duration,
+    /// Longest a costly filter may take over one commit's changes before its
+    /// subscription ends with `FILTER_TOO_SLOW`.
+    pub filter_budget: Duration,
 }
 
 impl Default for LiveOptions {
@@ -64,6 +67,7 @@ impl Default for LiveOptions {
             queue_messages: 1024,
             queue_bytes: 16 << 20,
             history: Duration::from_secs(24 * 3600),
+            filter_budget: Duration::from_secs(1),
         }
     }
 }
@@ -77,17 +81,31 @@ pub enum LiveMessage {
     Close(u16, String),
 }
 
-/// A connection's queue of messages to send, bounded in messages and bytes for
-/// changes (writers never wait on it), waited on by initial data.
+/// A connection's queue of messages to send, bounded in messages and bytes
+/// (`live_queue_messages`, 16 MiB) for everything the server queues: changes
+/// (writers never wait on it: a full queue ends the subscription with
+/// `SUBSCRIPTION_LAGGED`), initial data and replays (they wait for room), and the
+/// replies to the client's own messages (they wait for room a while, then the
+/// connection is closed: [`REPLY_WAIT`]). The only messages past the bound are the
+/// last `error` of each ending subscription (at most one per subscription).
 pub(crate) struct Outbox {
     tx: mpsc::UnboundedSender<LiveMessage>,
     messages: AtomicUsize,
     bytes: AtomicUsize,
     room: Notify,
     closed: AtomicBool,
+    /// Set when the connection is closed at once (the client does not read), with
+    /// the close frame's code and reason; the socket's writer drops what is queued.
+    aborted: parking_lot::Mutex<Option<(u16, String)>>,
+    abort: Notify,
     max_messages: usize,
     max_bytes: usize,
 }
+
+/// How long a reply to one of the client's messages waits for room in its
+/// connection's queue before the connection is closed (1008): a client that sends
+/// messages and does not read the answers.
+pub const REPLY_WAIT: Duration = Duration::from_secs(2);
 
 impl Outbox {
     fn new(options: &LiveOptions) -> (Arc<Outbox>, mpsc::UnboundedReceiver<LiveMessage>) {
@@ -98,6 +116,8 @@ impl Outbox {
             bytes: AtomicUsize::new(0),
             room: Notify::new(),
             closed: AtomicBool::new(false),
+            aborted: parking_lot::Mutex::new(None),
+            abort: Notify::new(),
             max_messages: options.queue_messages.max(1),
             max_bytes: options.queue_bytes.max(1),
         });
@@ -110,9 +130,9 @@ impl Outbox {
             || (messages < self.max_messages && self.bytes.load(Ordering::Acquire) + len <= self.max_bytes)
     }
 
-    /// Queues `text` whatever the queue holds (small control messages: errors,
-    /// acknowledgements; at most a few per subscription).
-    pub fn push(&self, text: String) {
+    /// Queues `text` whatever the queue holds: only a subscription's last `error`
+    /// (at most one per subscription) and what has been checked for room.
+    fn push(&self, text: String) {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
@@ -147,12 +167,38 @@ impl Outbox {
         }
     }
 
+    /// Queues a reply to the client once the queue has room; when none comes within
+    /// [`REPLY_WAIT`] the connection is closed at once with 1008. `false` when the
+    /// connection is closed.
+    async fn push_reply(&self, text: String) -> bool {
+        match tokio::time::timeout(REPLY_WAIT, self.push_waiting(text)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                self.abort(
+                    1008,
+                    "the client does not read its messages (live_queue_messages)",
+                );
+                false
+            }
+        }
+    }
+
     /// Sends a close frame after what is queued; nothing is queued after it.
     fn close(&self, code: u16, reason: &str) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             let _ = self.tx.send(LiveMessage::Close(code, reason.to_string()));
         }
         self.room.notify_waiters();
+    }
+
+    /// Closes now: the socket's writer sends the close frame ahead of what is
+    /// queued and drops the rest.
+    fn abort(&self, code: u16, reason: &str) {
+        self.aborted
+            .lock()
+            .get_or_insert_with(|| (code, reason.to_string()));
+        self.close(code, reason);
+        self.abort.notify_waiters();
     }
 }
 
@@ -163,6 +209,20 @@ pub struct LiveReceiver {
 }
 
 impl LiveReceiver {
+    /// Resolves when the connection is closed at once (the client does not read):
+    /// the close frame to send instead of what is queued.
+    pub async fn aborted(&self) -> (u16, String) {
+        loop {
+            let notified = self.outbox.abort.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.outbox.aborted.lock().clone() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+
     /// The next message to send; `None` once the connection is gone.
     pub async fn recv(&mut self) -> Option<LiveMessage> {
         let message = self.rx.recv().await?;
@@ -224,6 +284,9 @@ pub(crate) struct Subscription {
     phase: Mutex<Phase>,
     changes_sent: AtomicU64,
     created_at: i64,
+    /// The queue of a costly filter's evaluations (`feed.rs`), made with its first
+    /// change; dropped when the subscription ends, which ends its task.
+    lane: Mutex<Option<mpsc::Sender<feed::Work>>>,
 }
 
 impl Subscription {
@@ -326,12 +389,19 @@ pub(crate) struct LiveHub {
     shutting_down: AtomicBool,
     /// When the change history was last swept.
     last_sweep: Mutex<Option<std::time::Instant>>,
+    /// Costly filters evaluated at once, all subscriptions (`feed.rs`).
+    costly_filters: tokio::sync::Semaphore,
+    /// The database's pause points (a costly filter's evaluation: `live_filter:u`).
+    holds: Arc<crate::failpoint::Holds>,
     me: Weak<LiveHub>,
 }
 
 impl LiveHub {
-    pub fn new(options: LiveOptions) -> Arc<LiveHub> {
+    pub fn new(options: LiveOptions, holds: Arc<crate::failpoint::Holds>) -> Arc<LiveHub> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new_cyclic(|me| LiveHub {
+            costly_filters: tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)),
+            holds,
             options,
             feeds: RwLock::default(),
             feed_count: AtomicUsize::new(0),
@@ -393,6 +463,7 @@ impl LiveHub {
             }
             *phase = Phase::Ended;
         }
+        sub.lane.lock().take();
         {
             let mut feeds = self.feeds.write();
             if let Some(feed) = feeds.get(&sub.table.table_id) {
@@ -606,10 +677,12 @@ impl LiveConnection {
         &self.conn.caller
     }
 
-    /// Queues a message for this connection's socket (answers of the protocol:
-    /// `pong`, errors of malformed messages).
-    pub fn send(&self, message: String) {
-        self.conn.outbox.push(message);
+    /// Queues a reply for this connection's socket (answers of the protocol:
+    /// `pong`, errors of malformed messages) within the queue's bound: a client that
+    /// leaves its replies unread for [`REPLY_WAIT`] is closed (1008). `false` when the
+    /// connection is closed.
+    pub async fn reply(&self, message: String) -> bool {
+        self.conn.outbox.push_reply(message).await
     }
 
     /// Subscribes `sql` as `id`: answers `subscribed`, the initial data (or the
@@ -673,7 +746,7 @@ impl LiveConnection {
             }
         };
         let loaded = match options.from_seq {
-            Some(from_seq) => history::replay(&self.db, &sub, from_seq).await,
+            Some(from_seq) => history::replay(&sub, snapshot.view.clone(), from_seq).await,
             None => feed::initial_data(&self.db, &sub, snapshot, &options).await,
         };
         match loaded {
@@ -721,11 +794,13 @@ impl LiveConnection {
                 }
             }
         };
-        if let Some(from_seq) = options.from_seq {
-            history::check_available(&self.db, &table, from_seq)?;
-        }
-        let start_seq = self.db.seq.last();
         let snapshot = compiled.scoped.snapshot()?;
+        if let Some(from_seq) = options.from_seq {
+            history::check_available(&self.db, &snapshot.view, &table, from_seq)?;
+        }
+        // Every committed change of the table is at or below it, every later one
+        // above: "now", even on a table (or server) idle for a day.
+        let start_seq = self.db.seq.reserve_now();
         let sub = Arc::new(Subscription {
             id: id.to_string(),
             conn_id: self.conn.id,
@@ -739,6 +814,7 @@ impl LiveConnection {
             phase: Mutex::new(Phase::Loading(Vec::new())),
             changes_sent: AtomicU64::new(0),
             created_at: crate::now_micros(),
+            lane: Mutex::new(None),
         });
         {
             let mut subs = self.conn.subs.lock();
@@ -755,21 +831,23 @@ impl LiveConnection {
         let schema: Vec<serde_json::Value> = (sub.plan.fields.iter())
             .map(|f| json!({"name": f.name(), "data_type": crate::arrow_conv::api_type_name(f)}))
             .collect();
+        // Queued before any change can be: the feed holds this subscription's
+        // changes until it goes live.
         self.conn
             .outbox
-            .push(json!({"type": "subscribed", "id": id, "schema": schema}).to_string());
+            .push_reply(json!({"type": "subscribed", "id": id, "schema": schema}).to_string())
+            .await;
         Ok((sub, snapshot))
     }
 
     /// `unsubscribe`: `false` when no subscription has this id.
-    pub fn unsubscribe(&self, id: &str) -> bool {
+    pub async fn unsubscribe(&self, id: &str) -> bool {
         let sub = self.conn.subs.lock().get(id).cloned();
         match sub {
             Some(sub) => {
                 self.db.live.end(&sub, None);
-                self.conn
-                    .outbox
-                    .push(json!({"type": "unsubscribed", "id": id}).to_string());
+                self.reply(json!({"type": "unsubscribed", "id": id}).to_string())
+                    .await;
                 true
             }
             None => false,
