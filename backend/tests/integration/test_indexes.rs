@@ -333,3 +333,130 @@ async fn unique_indexes_hold_across_tiers_scopes_and_restarts() {
         ])
     );
 }
+
+/// Runs `work`, failing the test if it does not finish within 20 s.
+async fn must_finish<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(20), work)
+        .await
+        .unwrap_or_else(|_| panic!("{what} waited for the index build"))
+}
+
+/// CREATE INDEX builds while writers go on: between its bulk pass and its catch-up
+/// (held there) other users insert and update rows, and the index it commits
+/// answers for them too. A build waits for a running flush instead of racing it
+/// (a flush committing between the two passes of the old build made a UNIQUE
+/// index see the same rows twice: a spurious DUPLICATE_KEY), and a duplicate
+/// written during the build fails it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_builds_while_writers_go_on() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    for user in ["alice", "bob"] {
+        server.create_user(user, "pw", "user").await;
+    }
+    server
+        .execute_sql("CREATE NAMESPACE ix; CREATE USER TABLE ix.t (id INT PRIMARY KEY, k TEXT, n INT)")
+        .await
+        .expect_success();
+    for user in ["alice", "bob"] {
+        let values: Vec<String> = (1..=200).map(|i| format!("({i}, '{user}{i}', {i})")).collect();
+        server
+            .execute_sql_as(
+                user,
+                "pw",
+                &format!("INSERT INTO ix.t VALUES {}", values.join(", ")),
+            )
+            .await
+            .expect_success();
+    }
+    // A flush runs (held after its first batch): the build waits for it.
+    server.db().holds().hold("flush_start");
+    let flush = server.flush_table("ix.t").await;
+    server.wait_at_hold("flush_start").await;
+    server.db().holds().hold("index_build:t");
+    let build = {
+        let server = server.clone();
+        tokio::spawn(async move { server.execute_sql("CREATE UNIQUE INDEX t_k ON ix.t (k)").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        server.db().holds().arrivals("index_build:t"),
+        0,
+        "the build waits for the flush"
+    );
+    server.db().holds().release("flush_start");
+    assert_eq!(server.wait_for_job(&flush).await["status"], "completed");
+    server.wait_at_hold("index_build:t").await;
+    // Writers go on while the build is held.
+    for (user, sql) in [
+        ("bob", "INSERT INTO ix.t VALUES (500, 'new', 1000)"),
+        ("alice", "UPDATE ix.t SET k = 'renamed' WHERE id = 7"),
+        ("alice", "DELETE FROM ix.t WHERE id = 8"),
+    ] {
+        must_finish(sql, server.execute_sql_as(user, "pw", sql))
+            .await
+            .expect_success();
+    }
+    assert!(!build.is_finished());
+    server.db().holds().release("index_build:t");
+    build.await.unwrap().expect_success();
+    // The index answers for rows of both tiers and for the writes made meanwhile.
+    for (user, k, id) in [
+        ("bob", "new", Some(500)),
+        ("alice", "renamed", Some(7)),
+        ("alice", "alice7", None),
+        ("alice", "alice8", None),
+        ("alice", "alice9", Some(9)),
+    ] {
+        let sql = format!("SELECT id FROM ix.t WHERE k = '{k}'");
+        let plan = server
+            .execute_sql_as(user, "pw", &format!("EXPLAIN {sql}"))
+            .await
+            .rows();
+        let plan: String = plan.iter().map(|r| r[1].to_string()).collect();
+        assert!(plan.contains("hot=index t_k"), "{plan}");
+        let rows = server.execute_sql_as(user, "pw", &sql).await.rows();
+        let expected: Vec<Vec<serde_json::Value>> =
+            id.into_iter().map(|i| vec![serde_json::json!(i)]).collect();
+        assert_eq!(rows, expected, "{user}: {sql}");
+    }
+    // UNIQUE holds across both tiers for every row, old and new.
+    for (user, k) in [
+        ("alice", "alice9"),
+        ("alice", "renamed"),
+        ("bob", "new"),
+        ("bob", "bob1"),
+    ] {
+        server
+            .execute_sql_as(user, "pw", &format!("INSERT INTO ix.t VALUES (900, '{k}', 0)"))
+            .await
+            .expect_error(409, "DUPLICATE_KEY");
+    }
+    // A duplicate written while a build is held makes that build fail, leaving no
+    // index; once it is gone, the index builds.
+    server.db().holds().hold("index_build:t");
+    let build = {
+        let server = server.clone();
+        tokio::spawn(async move { server.execute_sql("CREATE UNIQUE INDEX t_n ON ix.t (n)").await })
+    };
+    server.wait_at_hold("index_build:t").await;
+    must_finish(
+        "a duplicate n",
+        server.execute_sql_as("bob", "pw", "INSERT INTO ix.t VALUES (501, 'dup', 3)"),
+    )
+    .await
+    .expect_success();
+    server.db().holds().release("index_build:t");
+    build.await.unwrap().expect_error(409, "DUPLICATE_KEY");
+    let indexes = server
+        .execute_sql("SELECT index_name FROM system.indexes WHERE table_name = 't' ORDER BY index_name")
+        .await;
+    assert_eq!(indexes.rows(), vec![vec![serde_json::json!("t_k")]]);
+    server
+        .execute_sql_as("bob", "pw", "DELETE FROM ix.t WHERE id = 501")
+        .await
+        .expect_success();
+    server
+        .execute_sql("CREATE UNIQUE INDEX t_n ON ix.t (n)")
+        .await
+        .expect_success();
+}

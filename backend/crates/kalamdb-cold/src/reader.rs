@@ -139,6 +139,84 @@ fn page_selection(
     Some(RowSelection::from(selectors))
 }
 
+/// The rows with `_seq` in `seqs` (ascending) of the segment at `path`, in
+/// batches of the file's schema, in file order: one pass over the `_seq` column of
+/// the row groups whose statistics may hold one of them, then one over the selected
+/// rows of every column (a scan of the segment, not a point read per version).
+pub fn read_seqs(
+    cache: &SegmentMetadataCache,
+    path: &Path,
+    created_at: i64,
+    seqs: &[i64],
+) -> Result<Vec<RecordBatch>, ColdError> {
+    use datafusion::parquet::arrow::ProjectionMask;
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let file = File::open(path).map_err(|e| ColdError::io("open", path, e))?;
+    let metadata = cache.metadata(&file, path, created_at)?;
+    let Some(seq_index) = metadata.schema().index_of(SEQ_FIELD).ok() else {
+        return Err(ColdError::Manifest {
+            path: path.display().to_string(),
+            reason: format!("segment has no {SEQ_FIELD} column"),
+        });
+    };
+    // Row groups whose `_seq` range holds a wanted one.
+    let row_groups: Vec<usize> = (metadata.metadata().row_groups().iter().enumerate())
+        .filter(|(_, rg)| match rg.column(seq_index).statistics() {
+            Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                (Some(min), Some(max)) => {
+                    let first = seqs.partition_point(|s| s < min);
+                    seqs.get(first).is_some_and(|s| s <= max)
+                }
+                _ => true,
+            },
+            _ => true,
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if row_groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reopen = || File::open(path).map_err(|e| ColdError::io("open", path, e));
+    let mask = ProjectionMask::roots(metadata.parquet_schema(), [seq_index]);
+    let positions = ParquetRecordBatchReaderBuilder::new_with_metadata(reopen()?, metadata.clone())
+        .with_row_groups(row_groups.clone())
+        .with_projection(mask)
+        .build()
+        .map_err(|e| ColdError::parquet(path, e))?;
+    let mut selectors: Vec<RowSelector> = Vec::new();
+    let mut push = |select: bool| match selectors.last_mut() {
+        Some(last) if last.skip != select => last.row_count += 1,
+        _ => selectors.push(if select {
+            RowSelector::select(1)
+        } else {
+            RowSelector::skip(1)
+        }),
+    };
+    let mut found = 0usize;
+    for batch in positions {
+        let batch = batch.map_err(|e| ColdError::parquet(path, e.into()))?;
+        let column = batch.column(0).as_primitive::<Int64Type>();
+        for i in 0..column.len() {
+            let wanted = column.is_valid(i) && seqs.binary_search(&column.value(i)).is_ok();
+            found += usize::from(wanted);
+            push(wanted);
+        }
+    }
+    if found == 0 {
+        return Ok(Vec::new());
+    }
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(reopen()?, metadata)
+        .with_row_groups(row_groups)
+        .with_row_selection(RowSelection::from(selectors))
+        .build()
+        .map_err(|e| ColdError::parquet(path, e))?;
+    reader
+        .map(|batch| batch.map_err(|e| ColdError::parquet(path, e.into())))
+        .collect()
+}
+
 /// Every row of the segment at `path`, in batches of the file's schema.
 pub fn read_all(path: &Path) -> Result<Vec<RecordBatch>, ColdError> {
     let file = File::open(path).map_err(|e| ColdError::io("open", path, e))?;
@@ -244,6 +322,54 @@ mod tests {
         assert!(read_seq(&cache, &path, 0, 5001).unwrap().is_none());
         assert!(read_seq(&cache, &path, 0, 20_000).unwrap().is_none());
         assert_eq!(cache.entries.lock().unwrap().len(), 1, "one parse for all reads");
+    }
+
+    #[test]
+    fn many_versions_are_read_in_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new(SEQ_FIELD, DataType::Int64, false),
+        ]));
+        let path = dir.path().join("many.parquet");
+        let props = datafusion::parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(3000))
+            .build();
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
+            File::create(&path).unwrap(),
+            schema.clone(),
+            Some(props),
+        )
+        .unwrap();
+        let seqs: Vec<i64> = (0..10_000).map(|i| 3 * i).collect();
+        let names: Vec<String> = seqs.iter().map(|s| format!("row {s}")).collect();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(Int64Array::from(seqs)),
+            ],
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let cache = SegmentMetadataCache::default();
+        // Some in each row group, some absent (not multiples of 3), the last row.
+        let wanted = [0i64, 3, 4, 8997, 9000, 15_000, 29_997, 30_000];
+        let rows: Vec<String> = read_seqs(&cache, &path, 0, &wanted)
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                let names = b.column(0).as_string::<i32>().clone();
+                (0..names.len()).map(move |i| names.value(i).to_string())
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            ["row 0", "row 3", "row 8997", "row 9000", "row 15000", "row 29997"]
+        );
+        assert!(read_seqs(&cache, &path, 0, &[1, 2, 40_000]).unwrap().is_empty());
+        assert!(read_seqs(&cache, &path, 0, &[]).unwrap().is_empty());
     }
 
     #[test]

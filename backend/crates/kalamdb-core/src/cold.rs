@@ -97,6 +97,10 @@ pub(crate) struct ColdTier {
     pub commit_lock: RwLock<()>,
     /// Parsed footers of segments point reads read.
     segment_metadata: kalamdb_cold::SegmentMetadataCache,
+    /// Per table: held for reading by a flush job from its watermark to its end, for
+    /// writing by the build of an index, which must see no version move between
+    /// the tiers while it reads them.
+    flush_gates: Mutex<HashMap<u32, Arc<tokio::sync::RwLock<()>>>>,
 }
 
 impl ColdTier {
@@ -121,7 +125,13 @@ impl ColdTier {
             watermarks: Mutex::new(watermarks),
             commit_lock: RwLock::new(()),
             segment_metadata: Default::default(),
+            flush_gates: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The flush gate of a table (see `flush_gates`).
+    pub fn flush_gate(&self, table_id: u32) -> Arc<tokio::sync::RwLock<()>> {
+        self.flush_gates.lock().entry(table_id).or_default().clone()
     }
 
     pub fn storage_dir(&self) -> &Path {
@@ -257,7 +267,7 @@ impl ColdTier {
     /// every segment whole: for building a UNIQUE index.
     pub fn for_each_live_row(
         &self,
-        store: &Store,
+        view: &StoreView,
         table: &TableDef,
         scope: &str,
         mut visit: impl FnMut(u64, &DecodedRow) -> KalamResult<()>,
@@ -284,7 +294,7 @@ impl ColdTier {
                         continue;
                     }
                     let key = crate::index::row_key(table, &row);
-                    let live = store
+                    let live = view
                         .pk_get(table.table_id, scope, &key)
                         .map_err(store_error)?
                         .is_some_and(|e| e.seq == seq && !e.deleted);
@@ -295,6 +305,53 @@ impl ColdTier {
             }
         }
         Ok(())
+    }
+
+    /// The cold row versions `seqs` of a scope, as `manifest` lists its segments
+    /// (versions it does not hold are left out): one pass per segment that holds
+    /// some, not one point read per version. Blocking.
+    pub fn read_versions(
+        &self,
+        table: &TableDef,
+        scope: &str,
+        manifest: &Manifest,
+        seqs: &[u64],
+    ) -> KalamResult<HashMap<u64, DecodedRow>> {
+        let mut by_segment: HashMap<usize, Vec<i64>> = HashMap::new();
+        for &seq in seqs {
+            let (Some(i), Ok(seq)) = (
+                (manifest.segments.iter()).position(|s| s.min_seq <= seq && seq <= s.max_seq),
+                i64::try_from(seq),
+            ) else {
+                continue;
+            };
+            by_segment.entry(i).or_default().push(seq);
+        }
+        let dir = self.scope_dir(table, scope);
+        let mut rows = HashMap::with_capacity(seqs.len());
+        for (i, mut wanted) in by_segment {
+            let segment = &manifest.segments[i];
+            wanted.sort_unstable();
+            let path = dir.join(&segment.file);
+            let batches = kalamdb_cold::read_seqs(&self.segment_metadata, &path, segment.created_at, &wanted)
+                .map_err(cold_error)?;
+            for batch in batches {
+                let seq_column = batch
+                    .column_by_name(crate::catalog::SEQ_COLUMN)
+                    .and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>())
+                    .ok_or_else(|| {
+                        KalamError::internal(format!("segment {} has no _seq column", segment.file))
+                    })?
+                    .clone();
+                for r in 0..batch.num_rows() {
+                    rows.insert(
+                        seq_column.value(r) as u64,
+                        decode_segment_row(table, segment, &batch, r)?,
+                    );
+                }
+            }
+        }
+        Ok(rows)
     }
 
     pub fn read_version(&self, table: &TableDef, scope: &str, seq: u64) -> KalamResult<Option<DecodedRow>> {

@@ -35,38 +35,83 @@ use crate::query::{
     JsonResult, StatementSession, df_error, resolve_name, run_query_batches, run_statement, stream_query,
 };
 use crate::scoped::backfill_value;
-use crate::write::{self, CommitGuard, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
+use crate::write::{self, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
 use crate::{DbShared, StatementResult, now_micros, store_error};
 use kalamdb_sql::ident_name;
 
-/// Optimistic attempts before a statement runs holding its table's commit lock.
+/// Attempts whose commit found their rows changed before a statement claims the
+/// keys it writes (`write.rs`, "Claims").
 const OPTIMISTIC_ATTEMPTS: usize = 3;
+
+/// One attempt of a statement: the claim it holds, and why it must run again.
+struct Attempt<'a> {
+    claim: Option<&'a write::ClaimGuard>,
+    lost: parking_lot::Mutex<Lost>,
+}
+
+/// Why an attempt wrote nothing.
+#[derive(Default)]
+struct Lost {
+    /// Rows it read changed: its table, scope and the keys it would have written.
+    changed: Option<(u32, String, Vec<Vec<u8>>)>,
+    /// Another statement claims a key it writes.
+    claimed: Option<Arc<write::Claim>>,
+}
 
 pub(crate) async fn execute(
     ctx: &StatementContext<'_>,
     statement: Statement,
 ) -> KalamResult<StatementResult> {
     // A statement runs without locks and commits if the rows it read are unchanged
-    // (`write.rs`). When other writers keep changing them, the last attempt takes
-    // the table's commit lock before reading, which guarantees progress.
-    for attempt in 1.. {
-        let pessimistic = attempt > OPTIMISTIC_ATTEMPTS;
-        if let Some(result) = execute_once(ctx, &statement, pessimistic).await? {
+    // (`write.rs`). When other writers keep changing them, it claims the keys it
+    // writes, so that their writers wait for it (holding nothing) and it finishes;
+    // no query ever runs under a lock.
+    let mut claim: Option<write::ClaimGuard> = None;
+    let mut claimed_rounds = 0;
+    for number in 1.. {
+        let attempt = Attempt {
+            claim: claim.as_ref(),
+            lost: Default::default(),
+        };
+        if let Some(result) = execute_once(ctx, &statement, &attempt).await? {
             return Ok(result);
+        }
+        let lost = attempt.lost.into_inner();
+        if let Some(other) = lost.claimed {
+            other.released().await;
+            continue;
+        }
+        if let Some((table_id, scope, keys)) = lost.changed
+            && number >= OPTIMISTIC_ATTEMPTS
+        {
+            match &claim {
+                Some(own) if own.covers_scope(table_id, &scope) => {
+                    claimed_rounds += 1;
+                    own.extend(keys, claimed_rounds >= write::WIDE_CLAIM_ROUNDS);
+                }
+                _ => {
+                    ctx.db
+                        .holds
+                        .wait_async(|| format!("dml_claim:{}", ctx.caller.username))
+                        .await;
+                    claim = Some(write::claim(ctx.db, table_id, &scope, keys).await);
+                }
+            }
         }
         tokio::task::yield_now().await;
     }
-    unreachable!("the pessimistic attempt always commits or fails")
+    unreachable!("attempts go on until one commits or fails")
 }
 
-/// One attempt; `None` when its commit found changed rows and wrote nothing.
+/// One attempt; `None` when it wrote nothing and must run again (`attempt.lost`
+/// says why).
 async fn execute_once(
     ctx: &StatementContext<'_>,
     statement: &Statement,
-    pessimistic: bool,
+    attempt: &Attempt<'_>,
 ) -> KalamResult<Option<StatementResult>> {
     match statement {
-        Statement::Insert(insert) => insert_rows(ctx, insert, pessimistic).await,
+        Statement::Insert(insert) => insert_rows(ctx, insert, attempt).await,
         Statement::Update(update) => {
             if update.limit.is_some() || !update.order_by.is_empty() || update.or.is_some() {
                 return Err(KalamError::unsupported(
@@ -74,8 +119,7 @@ async fn execute_once(
                 ));
             }
             let (table, _) = single_table(ctx, &update.table)?;
-            let held = hold_if(ctx, &table, pessimistic).await;
-            update_rows(ctx, table, update, held).await
+            update_rows(ctx, table, update, attempt).await
         }
         Statement::Delete(delete) => {
             let tables = match &delete.from {
@@ -91,36 +135,36 @@ async fn execute_once(
                 ));
             }
             let (table, _) = single_table(ctx, &tables[0])?;
-            let held = hold_if(ctx, &table, pessimistic).await;
-            delete_rows(ctx, table, &tables[0], delete, held).await
+            delete_rows(ctx, table, &tables[0], delete, attempt).await
         }
         other => Err(KalamError::unsupported(format!("not a DML statement: {other}"))),
     }
 }
 
-/// The table's commit lock, taken before the statement reads when `pessimistic`.
-async fn hold_if(ctx: &StatementContext<'_>, table: &TableDef, pessimistic: bool) -> Option<CommitGuard> {
-    match pessimistic {
-        true => Some(ctx.db.commit_locks.lock(table.table_id).await),
-        false => None,
-    }
-}
-
-/// Commits the statement's writes: `None` when it must run again.
+/// Commits the statement's writes: `None` when it must run again (`attempt.lost`
+/// says why).
 async fn commit_writes(
     ctx: &StatementContext<'_>,
+    attempt: &Attempt<'_>,
     table: &Arc<TableDef>,
     scope: &str,
     writes: &[PendingWrite],
-    held: Option<CommitGuard>,
 ) -> KalamResult<Option<Vec<bool>>> {
     ctx.db
         .holds
         .wait_async(|| format!("dml_commit:{}", ctx.caller.username))
         .await;
-    match write::commit(ctx.db, table, scope, writes, held).await? {
+    match write::commit(ctx.db, table, scope, writes, attempt.claim).await? {
         Outcome::Done { written } => Ok(Some(written)),
-        Outcome::Retry => Ok(None),
+        Outcome::Retry => {
+            let keys = writes.iter().map(|w| write::key_cell(&w.key)).collect();
+            attempt.lost.lock().changed = Some((table.table_id, scope.to_string(), keys));
+            Ok(None)
+        }
+        Outcome::Claimed(other) => {
+            attempt.lost.lock().claimed = Some(other);
+            Ok(None)
+        }
         Outcome::Duplicate { index } => Err(duplicate_key(table, &writes[index].key)),
     }
 }
@@ -453,7 +497,7 @@ struct Conflict {
 async fn insert_rows(
     ctx: &StatementContext<'_>,
     insert: &Insert,
-    pessimistic: bool,
+    attempt: &Attempt<'_>,
 ) -> KalamResult<Option<StatementResult>> {
     let TableObject::TableName(name) = &insert.table else {
         return Err(KalamError::unsupported(
@@ -476,7 +520,6 @@ async fn insert_rows(
             )));
         }
     };
-    let held = hold_if(ctx, &table, pessimistic).await;
     let source = insert
         .source
         .as_ref()
@@ -588,7 +631,7 @@ async fn insert_rows(
             write.values = Vec::new();
         }
     }
-    let Some(written) = commit_writes(ctx, &table, &scope, &writes, held).await? else {
+    let Some(written) = commit_writes(ctx, attempt, &table, &scope, &writes).await? else {
         return Ok(None);
     };
     let applied = written.iter().filter(|w| **w).count();
@@ -947,7 +990,7 @@ async fn update_rows(
     ctx: &StatementContext<'_>,
     table: Arc<TableDef>,
     update: &ast::Update,
-    held: Option<CommitGuard>,
+    attempt: &Attempt<'_>,
 ) -> KalamResult<Option<StatementResult>> {
     refuse_stream_update(&table)?;
     let assigned = assignments(&table, &update.assignments)?;
@@ -1002,7 +1045,7 @@ async fn update_rows(
         &update.table.relation,
         returning,
         writes,
-        held,
+        attempt,
         "Updated",
     )
     .await
@@ -1016,11 +1059,14 @@ async fn commit_and_answer(
     target: &TableFactor,
     returning: Option<&[SelectItem]>,
     writes: Vec<PendingWrite>,
-    held: Option<CommitGuard>,
+    attempt: &Attempt<'_>,
     done: &str,
 ) -> KalamResult<Option<StatementResult>> {
     let scope = scope_of(ctx, table);
-    if commit_writes(ctx, table, &scope, &writes, held).await?.is_none() {
+    if commit_writes(ctx, attempt, table, &scope, &writes)
+        .await?
+        .is_none()
+    {
         return Ok(None);
     }
     let message = format!("{done} {} row(s)", writes.len());
@@ -1036,7 +1082,7 @@ async fn delete_rows(
     table: Arc<TableDef>,
     target: &TableWithJoins,
     delete: &ast::Delete,
-    held: Option<CommitGuard>,
+    attempt: &Attempt<'_>,
 ) -> KalamResult<Option<StatementResult>> {
     let qualifier = dml_query::qualifier_of(&target.relation);
     let mut projection = seq_and_key(&table, &qualifier);
@@ -1080,7 +1126,16 @@ async fn delete_rows(
     })
     .await?;
     let returning = delete.returning.as_deref();
-    commit_and_answer(ctx, &table, &target.relation, returning, writes, held, "Deleted").await
+    commit_and_answer(
+        ctx,
+        &table,
+        &target.relation,
+        returning,
+        writes,
+        attempt,
+        "Deleted",
+    )
+    .await
 }
 
 fn table_alias(relation: &TableFactor) -> Option<&Ident> {

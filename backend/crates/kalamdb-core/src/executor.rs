@@ -124,6 +124,18 @@ impl StatementContext<'_> {
                     _ => None,
                 };
                 let _guard = self.db.ddl_lock.lock().await;
+                if let KalamStatement::CreateIndex {
+                    name,
+                    table,
+                    columns,
+                    unique,
+                    if_not_exists,
+                } = &ddl
+                {
+                    return self
+                        .create_index(name, table, columns, *unique, *if_not_exists)
+                        .await;
+                }
                 // Jobs of tables about to be dropped stop first (at a batch boundary),
                 // so no flush writes into a directory the drop removes.
                 for table in self.tables_dropped_by(&ddl) {
@@ -183,13 +195,9 @@ impl StatementContext<'_> {
                 column,
                 if_exists,
             } => self.drop_column(&table, &column, if_exists),
-            KalamStatement::CreateIndex {
-                name,
-                table,
-                columns,
-                unique,
-                if_not_exists,
-            } => self.create_index(&name, &table, &columns, unique, if_not_exists),
+            KalamStatement::CreateIndex { .. } => Err(KalamError::internal(
+                "CREATE INDEX runs without the commit lock (create_index)",
+            )),
             KalamStatement::DropIndex { index, if_exists } => self.drop_index(&index, if_exists),
             KalamStatement::CreateUser {
                 name,
@@ -590,10 +598,10 @@ impl StatementContext<'_> {
             .find(|t| t.indexes.iter().any(|i| i.name == name))
     }
 
-    /// `CREATE INDEX`: the definition and an entry for every hot row of every scope,
-    /// in one batch, written while the table's writers wait (its commit lock is held
-    /// by the caller).
-    fn create_index(
+    /// `CREATE INDEX`: the definition and an entry for every hot row of every scope
+    /// (and every Parquet row, for a UNIQUE index), built while the table's writers
+    /// go on (`index_build.rs`). Runs under the DDL lock, not the commit lock.
+    async fn create_index(
         &self,
         name: &str,
         table: &TableRef,
@@ -648,53 +656,7 @@ impl StatementContext<'_> {
         let mut updated = (*def).clone();
         updated.indexes.push(index.clone());
         updated.next_index_id += 1;
-        // Entries of the new index only (the others exist).
-        let mut only_new = updated.clone();
-        only_new.indexes = vec![index];
-        let index = &only_new.indexes[0];
-        let mut batch = self.db.store.batch();
-        let mut entries = 0u64;
-        // A UNIQUE index: no two live rows of a scope may share its values, and its
-        // entries cover the scope's Parquet rows too.
-        let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-        let mut add = |scope: &str, seq: u64, row: &kalamdb_store::DecodedRow| -> KalamResult<()> {
-            if unique
-                && let Some((prefix, shown)) = crate::index::unique_prefix(&only_new, index, scope, row)
-                && !seen.insert(prefix)
-            {
-                return Err(crate::index::unique_violation(&only_new, index, &shown));
-            }
-            batch.put_index_entry(&crate::index::entry_key(&only_new, index, scope, row), seq);
-            entries += 1;
-            Ok(())
-        };
-        let mut failure: Option<KalamError> = None;
-        let view = self.db.store.view();
-        for scoped in ScopedTable::hot_scopes(self.db, &def)? {
-            scoped.visit_versions(&view, u64::MAX, |seq, bytes| {
-                let decoded = kalamdb_store::row_codec::decode_row(bytes)?;
-                if !decoded.deleted
-                    && let Err(e) = add(scoped.scope(), seq, &decoded)
-                {
-                    failure = Some(e);
-                    return Ok(false);
-                }
-                Ok(true)
-            })?;
-            if let Some(e) = failure.take() {
-                return Err(e);
-            }
-        }
-        if unique {
-            for scope in self.db.cold.scopes_on_disk(&def)? {
-                self.db
-                    .cold
-                    .for_each_live_row(&self.db.store, &def, &scope, |seq, row| add(&scope, seq, row))?;
-            }
-        }
-        Catalog::stage_table(&mut batch, &updated);
-        self.db.store.commit(batch).map_err(store_error)?;
-        self.db.catalog.apply_table(updated);
+        let entries = crate::index_build::build(self.db, &def, updated, index).await?;
         Ok(StatementResult::message(format!(
             "Index '{name}' created on '{}' ({entries} rows indexed)",
             def.qualified_name()

@@ -81,8 +81,10 @@ pub(crate) async fn ingest(
     body: Bytes,
     budget: Arc<Budget>,
 ) -> KalamResult<StatementResult> {
-    // A load races with schema changes only: it runs again on the new definition.
-    for _ in 0..3 {
+    // A load races with schema changes (it runs again on the new definition) and
+    // with claims of its keys (it waits for them, then runs again).
+    let mut redefined = 0;
+    while redefined < 3 {
         let table = writable_table(ctx, ctx.namespace, table_name)?;
         let rows = {
             let (table, body, budget) = (table.clone(), body.clone(), budget.clone());
@@ -109,7 +111,8 @@ pub(crate) async fn ingest(
             Outcome::Done { .. } => {
                 return Ok(StatementResult::affected(count, format!("Loaded {count} row(s)")));
             }
-            Outcome::Retry => continue,
+            Outcome::Retry => redefined += 1,
+            Outcome::Claimed(other) => other.released().await,
             Outcome::Duplicate { index } => {
                 return Err(KalamError::new(
                     ErrorCode::DuplicateKey,

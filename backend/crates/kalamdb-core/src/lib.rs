@@ -30,6 +30,7 @@ pub mod failpoint;
 mod hidden;
 mod hot_rows;
 mod index;
+mod index_build;
 mod ingest;
 pub mod jobs;
 mod live;
@@ -512,6 +513,8 @@ pub(crate) struct DbShared {
     /// One lock per table for the commits of DML, flush watermarks and DDL
     /// (`write.rs`).
     pub commit_locks: write::CommitLocks,
+    /// Keys claimed by statements that lost their optimistic attempts (`write.rs`).
+    pub claims: write::Claims,
     /// Parquet segments: manifests, watermarks, the tier commit lock.
     pub cold: ColdTier,
     /// Background jobs. Always present: there is no database without one.
@@ -592,6 +595,7 @@ impl KalamDb {
             )?,
             ddl_lock: tokio::sync::Mutex::new(()),
             commit_locks: Default::default(),
+            claims: Default::default(),
             hot_rows: hot_rows::HotRows::default(),
             holds: holds.clone(),
             point_reads: Default::default(),

@@ -95,6 +95,139 @@ pub(crate) struct PendingWrite {
     pub values: Vec<Value>,
 }
 
+/// Claims: how a statement that keeps losing to other writers still finishes,
+/// without running its query under a lock.
+///
+/// After [`OPTIMISTIC_ATTEMPTS`](crate::dml) attempts whose commits found their
+/// rows changed, a statement claims the keys its last attempt wrote in its table's
+/// scope ([`claim`]) and runs again holding no lock. A commit of another statement
+/// that writes a claimed key ([`Outcome::Claimed`]) waits — holding nothing — until
+/// the claim is released, then runs again: like a row lock of PostgreSQL, only the
+/// writers of the claimed rows wait, never another user's (scopes are claimed
+/// apart). Keys the claimant did not know of (new rows its WHERE now matches) are
+/// added when they make it lose again; after [`WIDE_CLAIM_ROUNDS`] such rounds the
+/// claim covers the whole scope. One claim per scope at a time: a second claimant
+/// waits for the first, so no two claimants wait for each other.
+#[derive(Default)]
+pub(crate) struct Claims {
+    scopes: Mutex<HashMap<(u32, String), Arc<Claim>>>,
+    next_owner: std::sync::atomic::AtomicU64,
+}
+
+impl Claims {
+    /// The claim of a scope, if any (nothing to look up, usually).
+    fn of(&self, table_id: u32, scope: &str) -> Option<Arc<Claim>> {
+        let scopes = self.scopes.lock();
+        if scopes.is_empty() {
+            return None;
+        }
+        scopes.get(&(table_id, scope.to_string())).cloned()
+    }
+}
+
+/// One statement's claim of keys of one scope of one table.
+pub(crate) struct Claim {
+    owner: u64,
+    keys: Mutex<HashSet<Vec<u8>>>,
+    /// Every key of the scope.
+    all: std::sync::atomic::AtomicBool,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl Claim {
+    /// Resolves once the claim is released.
+    pub async fn released(&self) {
+        let mut released = self.released.subscribe();
+        let _ = released.wait_for(|r| *r).await;
+    }
+
+    fn covers(&self, writes: &[PendingWrite]) -> bool {
+        if self.all.load(std::sync::atomic::Ordering::Acquire) {
+            return !writes.is_empty();
+        }
+        let keys = self.keys.lock();
+        writes.iter().any(|w| keys.contains(&key_cell(&w.key)))
+    }
+}
+
+/// Claim rounds after which a claim covers its whole scope.
+pub(crate) const WIDE_CLAIM_ROUNDS: u32 = 3;
+
+/// A statement's claim; released when dropped (the statement ended, however).
+pub(crate) struct ClaimGuard {
+    db: Arc<DbShared>,
+    scope: (u32, String),
+    claim: Arc<Claim>,
+}
+
+impl ClaimGuard {
+    /// Adds keys (and, with `all`, the whole scope) to the claim.
+    pub fn extend(&self, keys: impl IntoIterator<Item = Vec<u8>>, all: bool) {
+        self.claim.keys.lock().extend(keys);
+        if all {
+            self.claim.all.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    pub fn covers_scope(&self, table_id: u32, scope: &str) -> bool {
+        self.scope.0 == table_id && self.scope.1 == scope
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let mut scopes = self.db.claims.scopes.lock();
+        if scopes
+            .get(&self.scope)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.claim))
+        {
+            scopes.remove(&self.scope);
+        }
+        drop(scopes);
+        self.claim.released.send_replace(true);
+    }
+}
+
+/// Claims `keys` of `scope` of a table for a statement (see [`Claims`]), once no
+/// other statement holds a claim there.
+pub(crate) async fn claim(db: &Arc<DbShared>, table_id: u32, scope: &str, keys: Vec<Vec<u8>>) -> ClaimGuard {
+    let key = (table_id, scope.to_string());
+    loop {
+        let other = {
+            let mut scopes = db.claims.scopes.lock();
+            match scopes.get(&key) {
+                Some(other) => other.clone(),
+                None => {
+                    let owner = db
+                        .claims
+                        .next_owner
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let claim = Arc::new(Claim {
+                        owner,
+                        keys: Mutex::new(keys.into_iter().collect()),
+                        all: std::sync::atomic::AtomicBool::new(false),
+                        released: tokio::sync::watch::channel(false).0,
+                    });
+                    scopes.insert(key.clone(), claim.clone());
+                    return ClaimGuard {
+                        db: db.clone(),
+                        scope: key,
+                        claim,
+                    };
+                }
+            }
+        };
+        other.released().await;
+    }
+}
+
+/// A key as the row codec writes it (claims compare these).
+pub(crate) fn key_cell(key: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_value(key, &mut out);
+    out
+}
+
 pub(crate) enum Outcome {
     /// Committed; `written[i]` says whether write `i` was applied (false: skipped by
     /// [`OnLive::Skip`]).
@@ -105,22 +238,128 @@ pub(crate) enum Outcome {
     /// Write `index` expected its key to hold no live row ([`OnLive::Fail`]) and it
     /// does: nothing was written; the statement fails with `DUPLICATE_KEY`.
     Duplicate { index: usize },
+    /// Another statement claims a key this one writes: nothing was written; wait
+    /// for the claim's release, then run the statement again.
+    Claimed(Arc<Claim>),
 }
 
 /// Checks and commits `writes` to `scope` of `table` atomically (see the module
 /// documentation). `table` is the definition the statement was planned with;
-/// `held`: the table's commit lock when the statement took it before reading.
+/// `own`: the statement's claim, if it holds one.
 pub(crate) async fn commit(
     db: &Arc<DbShared>,
     table: &Arc<TableDef>,
     scope: &str,
     writes: &[PendingWrite],
-    held: Option<CommitGuard>,
+    own: Option<&ClaimGuard>,
 ) -> KalamResult<Outcome> {
-    let guard = match held {
-        Some(guard) => guard,
-        None => db.commit_locks.lock(table.table_id).await,
-    };
+    // The versions the writes replace, for the change log and live queries: read
+    // before the lock (a flushed one from its segment, one pass per segment), so
+    // that the lock is held only for the check and the write. A version is never
+    // changed once written, and the check below proves each replaced version is the
+    // one the statement read: what was read here is exactly what is replaced.
+    let mut replaced: Option<HashMap<u64, Vec<u8>>> = None;
+    loop {
+        if replaced.is_none() && tracks_changes(db, table, scope) {
+            replaced = read_replaced(db, table, scope, writes).await?;
+        }
+        let guard = db.commit_locks.lock(table.table_id).await;
+        // Another statement's claim of a key written here: wait for it, holding
+        // nothing.
+        if let Some(claim) = db.claims.of(table.table_id, scope)
+            && own.is_none_or(|own| own.claim.owner != claim.owner)
+            && claim.covers(writes)
+        {
+            return Ok(Outcome::Claimed(claim));
+        }
+        // A subscription registered since the versions were (not) read: read them.
+        if replaced.is_none() && tracks_changes(db, table, scope) && replaces_versions(writes) {
+            drop(guard);
+            continue;
+        }
+        return commit_locked(db, table, scope, writes, guard, replaced.as_ref()).await;
+    }
+}
+
+/// Whether the table's changes are tracked for the change log or a subscription.
+fn tracks_changes(db: &DbShared, table: &TableDef, scope: &str) -> bool {
+    !db.live.options.history.is_zero() || db.live.feed_for(table.table_id, scope).is_some()
+}
+
+fn replaces_versions(writes: &[PendingWrite]) -> bool {
+    writes.iter().any(|w| matches!(w.expect, Expect::Version(_)))
+}
+
+/// The stored bytes of the versions the writes expect to replace, in either tier
+/// (`None`: they replace none), read on the blocking pool from one moment of both
+/// tiers (a flush moving a version between a hot and a cold read would hide it).
+async fn read_replaced(
+    db: &Arc<DbShared>,
+    table: &Arc<TableDef>,
+    scope: &str,
+    writes: &[PendingWrite],
+) -> KalamResult<Option<HashMap<u64, Vec<u8>>>> {
+    let seqs: Vec<u64> = (writes.iter())
+        .filter_map(|w| match w.expect {
+            Expect::Version(seq) => Some(seq),
+            Expect::Absent(_) => None,
+        })
+        .collect();
+    if seqs.is_empty() {
+        return Ok(None);
+    }
+    let (db, table, scope) = (db.clone(), table.clone(), scope.to_string());
+    tokio::task::spawn_blocking(move || {
+        db.holds.wait_named(|| format!("replaced_rows:{}", table.name));
+        let (view, manifest) = {
+            let _tiers = db.cold.commit_lock.read_recursive();
+            let manifest = match table.table_type {
+                kalamdb_commons::TableType::User => Some(db.cold.manifest(&table, &scope)?),
+                _ => None,
+            };
+            (db.store.view(), manifest)
+        };
+        let hot = view
+            .hot_multi_get(table.table_id, &scope, &seqs)
+            .map_err(store_error)?;
+        let mut rows = HashMap::with_capacity(seqs.len());
+        let mut cold = Vec::new();
+        for (seq, row) in seqs.into_iter().zip(hot) {
+            match row {
+                Some(bytes) => {
+                    rows.insert(seq, bytes);
+                }
+                None => cold.push(seq),
+            }
+        }
+        if let Some(manifest) = manifest.filter(|_| !cold.is_empty()) {
+            for (seq, row) in db.cold.read_versions(&table, &scope, &manifest, &cold)? {
+                let mut bytes = Vec::new();
+                kalamdb_store::row_codec::encode_row(
+                    false,
+                    row.cells.iter().map(|(id, v)| (*id, v)),
+                    &mut bytes,
+                );
+                rows.insert(seq, bytes);
+            }
+        }
+        Ok(Some(rows))
+    })
+    .await
+    .map_err(|e| KalamError::internal(format!("reading replaced rows failed: {e}")))?
+}
+
+/// The commit proper, under the table's commit lock (`guard`): the check of every
+/// assumption and one batch. `replaced`: the versions the writes replace, read
+/// before the lock.
+async fn commit_locked(
+    db: &Arc<DbShared>,
+    table: &Arc<TableDef>,
+    scope: &str,
+    writes: &[PendingWrite],
+    guard: CommitGuard,
+    replaced: Option<&HashMap<u64, Vec<u8>>>,
+) -> KalamResult<Outcome> {
     match db.catalog.table(&table.namespace, &table.name) {
         Some(current) if Arc::ptr_eq(&current, table) => {}
         Some(current) if current.table_id == table.table_id => return Ok(Outcome::Retry),
@@ -190,17 +429,11 @@ pub(crate) async fn commit(
     let flush_watermark = db.cold.watermark(table.table_id);
     // Live queries: the change log (for `from_seq` resumes) and the table's feed
     // when a subscription of this scope listens. Both need each change's replaced
-    // row, read under the lock from a view of now.
+    // row (read before the lock).
     let logging = !db.live.options.history.is_zero();
     let feed = db.live.feed_for(table.table_id, scope);
     let tracking = logging || feed.is_some();
-    let replaces_live =
-        || (latest.iter().zip(&written)).any(|(entry, apply)| *apply && entry.is_some_and(|e| !e.deleted));
-    let view = match indexing {
-        Some(view) => Some(view),
-        None if tracking && replaces_live() => Some(db.store.view()),
-        None => None,
-    };
+    let view = indexing;
     let mut changes = Vec::with_capacity(if feed.is_some() { count as usize } else { 0 });
     let first_seq = db.seq.next_block(count)?;
     let mut batch = db.store.batch();
@@ -232,11 +465,17 @@ pub(crate) async fn commit(
             }
         }
         if tracking {
-            let old = match (latest.filter(|p| !p.deleted), &view) {
-                (Some(previous), Some(view)) => {
-                    Some((previous.seq, replaced_row(db, view, table, scope, previous.seq)?))
+            let old = match latest.filter(|p| !p.deleted) {
+                Some(previous) => {
+                    let row = replaced.and_then(|rows| rows.get(&previous.seq)).ok_or_else(|| {
+                        KalamError::internal(format!(
+                            "the replaced row version {} was not read before the commit",
+                            previous.seq
+                        ))
+                    })?;
+                    Some((previous.seq, row.clone()))
                 }
-                _ => None,
+                None => None,
             };
             let change = crate::live::Change {
                 seq,
@@ -313,27 +552,6 @@ pub(crate) async fn commit(
         db.jobs.note_writes(table.table_id, versions as u64);
     }
     Ok(Outcome::Done { written })
-}
-
-/// The stored bytes of the live version `seq` a write replaces: hot, or read back
-/// from its Parquet segment (an update of a flushed row).
-fn replaced_row(
-    db: &DbShared,
-    view: &StoreView,
-    table: &TableDef,
-    scope: &str,
-    seq: u64,
-) -> KalamResult<Vec<u8>> {
-    if let Some(bytes) = view.hot_get(table.table_id, scope, seq).map_err(store_error)? {
-        return Ok(bytes);
-    }
-    let row = db
-        .cold
-        .read_version(table, scope, seq)?
-        .ok_or_else(|| KalamError::internal(format!("the replaced row version {seq} is in neither tier")))?;
-    let mut bytes = Vec::new();
-    kalamdb_store::row_codec::encode_row(false, row.cells.iter().map(|(id, v)| (*id, v)), &mut bytes);
-    Ok(bytes)
 }
 
 /// UNIQUE indexes: no two live rows of the scope share an index's values (NULLs

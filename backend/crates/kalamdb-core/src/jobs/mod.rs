@@ -648,6 +648,15 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
         let r = job.record.lock();
         (r.namespace.clone(), r.table_name.clone(), r.table_id)
     };
+    // No index is being built over the table while it flushes.
+    let gate = tokio::select! {
+        biased;
+        _ = job.cancel.cancelled() => {
+            job.record.lock().error_message = Some("cancelled before it started".into());
+            return Ok(flush::FlushEnd::Cancelled);
+        }
+        gate = db.cold.flush_gate(table_id).read_owned() => gate,
+    };
     let guard = tokio::select! {
         biased;
         _ = job.cancel.cancelled() => {
@@ -703,6 +712,7 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
     let result = tokio::task::spawn_blocking(move || flush::flush_table(&db2, &table, watermark, &job2))
         .await
         .map_err(|e| KalamError::internal(format!("the flush task failed: {e}")))?;
+    drop(gate);
     let (end, metrics) = result?;
     job.record.lock().metrics = metrics;
     Ok(end)
