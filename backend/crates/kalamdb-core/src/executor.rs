@@ -148,7 +148,7 @@ impl StatementContext<'_> {
                 changed.dedup();
                 let mut commit_guards = Vec::with_capacity(changed.len());
                 for &table_id in &changed {
-                    commit_guards.push(self.db.commit_locks.lock(table_id).await);
+                    commit_guards.push(self.db.commit_locks.lock_table(table_id).await);
                 }
                 let result = self.execute_ddl(ddl, password_hash);
                 drop(commit_guards);

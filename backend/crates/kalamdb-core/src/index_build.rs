@@ -82,7 +82,7 @@ async fn run(
         blocking(Box::new(move || catch_up(&db, &table, &view, s0, s1))).await?
     };
     // 3. The rest and the definition, under the commit lock.
-    let _writers = db.commit_locks.lock(def.table_id).await;
+    let _writers = db.commit_locks.lock_table(def.table_id).await;
     let (s2, view) = (db.seq.last(), Arc::new(db.store.view()));
     entries += {
         let (db, table) = (db.clone(), only_new.clone());
@@ -98,7 +98,7 @@ async fn run(
 /// A moment of the table: the largest `_seq` committed and a view that sees every
 /// version at or below it (both taken under the commit lock, held briefly).
 async fn moment(db: &DbShared, table_id: u32) -> (u64, Arc<StoreView>) {
-    let _writers = db.commit_locks.lock(table_id).await;
+    let _writers = db.commit_locks.lock_table(table_id).await;
     (db.seq.last(), Arc::new(db.store.view()))
 }
 

@@ -527,10 +527,6 @@ pub(crate) struct DbShared {
     pub point_reads: std::sync::atomic::AtomicU64,
     /// Live-query connections, subscriptions and the feeds commits publish to.
     pub live: Arc<live::LiveHub>,
-    /// Hot-scan batch reads running on the blocking pool at once, all scans: a
-    /// burst of scans queues here instead of filling the pool that password checks,
-    /// snapshots and commits also use.
-    pub scan_reads: tokio::sync::Semaphore,
 }
 
 /// The database. Cheap to clone; all clones share one instance.
@@ -600,7 +596,6 @@ impl KalamDb {
             holds: holds.clone(),
             point_reads: Default::default(),
             live: live::LiveHub::new(options.live.clone(), holds),
-            scan_reads: tokio::sync::Semaphore::new(4 * query::query_partitions()),
             options,
         });
         bootstrap(&shared)?;

@@ -97,7 +97,7 @@ impl QueryRuntime {
 
 /// Partitions a query runs in: one per core (at least two, so that a hot scan and
 /// the operators above it overlap even on one core).
-pub(crate) fn query_partitions() -> usize {
+fn query_partitions() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
 }
 

@@ -272,15 +272,11 @@ impl ScopedTable {
             scan,
             emitted: 0,
         };
-        let db = self.db.clone();
         tokio::spawn(async move {
             loop {
                 // Room first: the read starts only when its batch can be handed over.
                 let Ok(permit) = tx.reserve().await else {
                     return; // the consumer is gone
-                };
-                let Ok(_slot) = db.scan_reads.acquire().await else {
-                    return;
                 };
                 let read = tokio::task::spawn_blocking(move || {
                     let batch = reader.next_batch();

@@ -37,10 +37,10 @@ pub(crate) fn horizon(table: &TableDef) -> u64 {
     }
 }
 
-/// Frees the expired rows of every STREAM table: per table, under its commit lock
+/// Frees the expired rows of every STREAM table: per scope, under its commit lock
 /// (a commit must not write a key's new entry between the sweep's check of the
-/// old one and its delete), per scope one seek, the expired rows' pk entries
-/// deleted when they still name those rows, then one range delete.
+/// old one and its delete), one seek, the expired rows' pk entries deleted when
+/// they still name those rows, then one range delete.
 pub(crate) fn sweep_expired(db: &Arc<DbShared>) -> KalamResult<u64> {
     let mut freed = 0u64;
     for table in db.catalog.tables() {
@@ -51,12 +51,12 @@ pub(crate) fn sweep_expired(db: &Arc<DbShared>) -> KalamResult<u64> {
         if horizon == 0 {
             continue;
         }
-        let _guard = db.commit_locks.lock_blocking(table.table_id);
         let key_column = table.primary_key.unwrap_or(ID_COLUMN_ID);
-        let view = db.store.view();
-        let mut batch = db.store.batch();
         let mut expired = 0u64;
         for scope in db.store.hot_scopes(table.table_id).map_err(store_error)? {
+            let _guard = db.commit_locks.lock_blocking(table.table_id, &scope);
+            let view = db.store.view();
+            let mut batch = db.store.batch();
             let mut last = None;
             let mut keys = Vec::new();
             view.hot_visit(table.table_id, &scope, |seq, bytes| {
@@ -83,12 +83,10 @@ pub(crate) fn sweep_expired(db: &Arc<DbShared>) -> KalamResult<u64> {
             }
             expired += keys.len() as u64;
             batch.delete_hot_through(table.table_id, &scope, last);
-        }
-        if !batch.is_empty() {
             db.store.commit(batch).map_err(store_error)?;
-            db.hot_rows.add(table.table_id, -(expired as i64));
-            freed += expired;
         }
+        db.hot_rows.add(table.table_id, -(expired as i64));
+        freed += expired;
     }
     Ok(freed)
 }

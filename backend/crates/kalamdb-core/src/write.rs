@@ -35,31 +35,101 @@ use parking_lot::Mutex;
 use crate::catalog::{ID_COLUMN, TableDef};
 use crate::{DbShared, LAST_SEQ_KEY, store_error};
 
-/// One commit lock per table. Writers of one table take it for their commit, a
-/// flush for taking its watermark, and DDL that changes or drops the table for the
-/// change.
+/// The commit locks: one per scope of a table (a user's rows of a USER table, all
+/// rows of a SHARED one), under one gate per table.
+///
+/// - A commit holds its scope's lock (writers of other scopes — other users of a
+///   USER table — never wait for it) and the table's gate for reading.
+/// - What needs the whole table still — a flush taking its watermark, DDL that
+///   changes or drops the table, the last step of an index build — holds the gate
+///   for writing: no commit of any scope is in progress, and new ones wait.
+/// - A live subscription registers, and the STREAM sweep frees expired rows, under
+///   their scope's lock.
+///
+/// So `_seq` grows in commit order within each scope, and across the table at each
+/// moment the gate is held for writing (a flush's watermark).
 #[derive(Default)]
 pub(crate) struct CommitLocks {
-    locks: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+    tables: Mutex<HashMap<u32, Arc<TableLocks>>>,
 }
 
-pub(crate) type CommitGuard = tokio::sync::OwnedMutexGuard<()>;
+#[derive(Default)]
+struct TableLocks {
+    gate: Arc<tokio::sync::RwLock<()>>,
+    scopes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A scope's commit lock, held.
+pub(crate) struct CommitGuard {
+    scope: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
+    table: Arc<TableLocks>,
+    name: String,
+}
+
+impl Drop for CommitGuard {
+    fn drop(&mut self) {
+        drop(self.scope.take());
+        // A scope nobody else waits for is forgotten (one lock per user per table
+        // would otherwise stay forever).
+        let mut scopes = self.table.scopes.lock();
+        if scopes
+            .get(&self.name)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            scopes.remove(&self.name);
+        }
+    }
+}
+
+/// A table's gate, held for writing: no commit of the table is in progress.
+pub(crate) type TableGuard = tokio::sync::OwnedRwLockWriteGuard<()>;
 
 impl CommitLocks {
-    pub async fn lock(&self, table_id: u32) -> CommitGuard {
-        let lock = self.locks.lock().entry(table_id).or_default().clone();
-        lock.lock_owned().await
+    fn table(&self, table_id: u32) -> Arc<TableLocks> {
+        self.tables.lock().entry(table_id).or_default().clone()
     }
 
-    /// [`CommitLocks::lock`] from a blocking thread (a flush job's).
-    pub fn lock_blocking(&self, table_id: u32) -> CommitGuard {
-        let lock = self.locks.lock().entry(table_id).or_default().clone();
-        lock.blocking_lock_owned()
+    fn scope_lock(table: &TableLocks, scope: &str) -> Arc<tokio::sync::Mutex<()>> {
+        table.scopes.lock().entry(scope.to_string()).or_default().clone()
     }
 
-    /// Forgets a dropped table's lock (table ids are never reused).
+    /// The commit lock of `scope` of a table.
+    pub async fn lock(&self, table_id: u32, scope: &str) -> CommitGuard {
+        let table = self.table(table_id);
+        let gate = table.gate.clone().read_owned().await;
+        let lock = Self::scope_lock(&table, scope);
+        let held = lock.lock_owned().await;
+        CommitGuard {
+            scope: Some(held),
+            _gate: gate,
+            table,
+            name: scope.to_string(),
+        }
+    }
+
+    /// [`CommitLocks::lock`] from a blocking thread (a flush's, the sweep's).
+    pub fn lock_blocking(&self, table_id: u32, scope: &str) -> CommitGuard {
+        let table = self.table(table_id);
+        let gate = futures::executor::block_on(table.gate.clone().read_owned());
+        let lock = Self::scope_lock(&table, scope);
+        let held = lock.blocking_lock_owned();
+        CommitGuard {
+            scope: Some(held),
+            _gate: gate,
+            table,
+            name: scope.to_string(),
+        }
+    }
+
+    /// The whole table: waits for the commits in progress, and holds new ones.
+    pub async fn lock_table(&self, table_id: u32) -> TableGuard {
+        self.table(table_id).gate.clone().write_owned().await
+    }
+
+    /// Forgets a dropped table's locks (table ids are never reused).
     pub fn forget(&self, table_id: u32) {
-        self.locks.lock().remove(&table_id);
+        self.tables.lock().remove(&table_id);
     }
 }
 
@@ -263,7 +333,7 @@ pub(crate) async fn commit(
         if replaced.is_none() && tracks_changes(db, table, scope) {
             replaced = read_replaced(db, table, scope, writes).await?;
         }
-        let guard = db.commit_locks.lock(table.table_id).await;
+        let guard = db.commit_locks.lock(table.table_id, scope).await;
         // Another statement's claim of a key written here: wait for it, holding
         // nothing.
         if let Some(claim) = db.claims.of(table.table_id, scope)

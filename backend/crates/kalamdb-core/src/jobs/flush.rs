@@ -252,7 +252,8 @@ fn flush_scope(
         // replaced the row meanwhile wrote the same key for its own version. The
         // table's commit lock keeps writers out between the check and the delete
         // (taken before the cold tier's lock, as writers do).
-        let _writers = (!index_entries.is_empty()).then(|| db.commit_locks.lock_blocking(table.table_id));
+        let _writers =
+            (!index_entries.is_empty()).then(|| db.commit_locks.lock_blocking(table.table_id, scope));
         let _commit = cold.commit_lock.write();
         let mut batch = db.store.batch();
         batch.delete_hot_through(table.table_id, scope, watermark);

@@ -663,7 +663,7 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
             job.record.lock().error_message = Some("cancelled before it started".into());
             return Ok(flush::FlushEnd::Cancelled);
         }
-        guard = db.commit_locks.lock(table_id) => guard,
+        guard = db.commit_locks.lock_table(table_id) => guard,
     };
     let table = match db.catalog.table(&namespace, &name) {
         Some(t) if t.table_id == table_id => t,

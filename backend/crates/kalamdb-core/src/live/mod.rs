@@ -773,7 +773,9 @@ impl LiveConnection {
         let hub = &self.db.live;
         let mut attempts = 0;
         let (guard, table) = loop {
-            let guard = self.db.commit_locks.lock(compiled.table.table_id).await;
+            let guard = (self.db.commit_locks)
+                .lock(compiled.table.table_id, compiled.scoped.scope())
+                .await;
             match self
                 .db
                 .catalog
