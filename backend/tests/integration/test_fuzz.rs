@@ -26,6 +26,15 @@ enum Input {
         content_type: Option<&'static str>,
         body: Vec<u8>,
     },
+    /// A bulk load: `POST /ingest/<table>`.
+    Ingest {
+        user: &'static str,
+        table: &'static str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+    /// A WebSocket session: these messages sent, the answers read (or not).
+    Socket { frames: Vec<String>, read: bool },
 }
 
 impl Input {
@@ -37,6 +46,20 @@ impl Input {
                 "body ({content_type:?}, {} bytes): {}",
                 body.len(),
                 clip(&String::from_utf8_lossy(body))
+            ),
+            Input::Ingest {
+                user,
+                table,
+                content_type,
+                body,
+            } => format!(
+                "ingest as {user} into {table} ({content_type}, {} bytes): {}",
+                body.len(),
+                clip(&String::from_utf8_lossy(body))
+            ),
+            Input::Socket { frames, read } => format!(
+                "websocket (read: {read}): {}",
+                clip(&frames.join(" | "))
             ),
         }
     }
@@ -536,6 +559,193 @@ impl ValidGen<'_> {
     }
 }
 
+/// A bulk-load body: rows of the fuzz tables' shapes in every format, valid or
+/// broken (truncated, a byte flipped, wrong types, huge values, compressed Arrow).
+fn ingest_body(rng: &mut Rng) -> (&'static str, Vec<u8>) {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    let rows = 1 + rng.below(100) as i64;
+    let first = rng.below(1000) as i64;
+    let text = |rng: &mut Rng| -> String {
+        match rng.below(5) {
+            0 => "x".repeat(rng.below(5_000) as usize),
+            1 => "\u{0}\"'\n,;".to_string(),
+            2 => "emoji 😀".to_string(),
+            _ => format!("t{}", rng.below(100)),
+        }
+    };
+    let batch = |rng: &mut Rng| -> RecordBatch {
+        let (id_name, value_name) = (
+            *pick(rng, &["id", "id", "a", "nope"]),
+            *pick(rng, &["a", "b", "t", "x"]),
+        );
+        let texts: Vec<String> = (0..rows).map(|_| text(rng)).collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(id_name, DataType::Int64, true),
+            Field::new(value_name, DataType::Utf8, true),
+        ]));
+        let ids: Vec<Option<i64>> = (0..rows)
+            .map(|i| (rng.below(50) != 0).then_some(first + i % (1 + rng.below(rows as u64)) as i64))
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(texts)),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
+    };
+    let (content_type, mut body) = match rng.below(4) {
+        0 => {
+            let lines: Vec<String> = (0..rows)
+                .map(|i| match rng.below(8) {
+                    0 => "{\"id\": \"x\"}".to_string(),
+                    1 => "not json".to_string(),
+                    2 => String::new(),
+                    3 => format!("{{\"id\": {}, \"a\": 1e400}}", first + i),
+                    _ => format!(
+                        "{{\"id\": {}, \"a\": {}, \"b\": {}}}",
+                        first + i,
+                        rng.below(100),
+                        serde_json::to_string(&text(rng)).unwrap()
+                    ),
+                })
+                .collect();
+            ("application/x-ndjson", lines.join("\n").into_bytes())
+        }
+        1 => {
+            let header = *pick(rng, &["id,a,b", "a,id", "id,nope", "", "id,a,b,b"]);
+            let lines: Vec<String> = (0..rows)
+                .map(|i| match rng.below(6) {
+                    0 => format!("{},\"{}\"", first + i, text(rng).replace('"', "\"\"")),
+                    1 => "1,2,3,4,5".to_string(),
+                    _ => format!("{},{},{}", first + i, rng.below(100), text(rng).replace([',', '\n', '"'], "")),
+                })
+                .collect();
+            ("text/csv", format!("{header}\n{}", lines.join("\n")).into_bytes())
+        }
+        2 => {
+            let batch = batch(rng);
+            let mut options = datafusion::arrow::ipc::writer::IpcWriteOptions::default();
+            if chance(rng, 50) {
+                options = options
+                    .try_with_compression(Some(datafusion::arrow::ipc::CompressionType::ZSTD))
+                    .unwrap();
+            }
+            let mut out = Vec::new();
+            let mut writer =
+                datafusion::arrow::ipc::writer::StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)
+                    .unwrap();
+            writer.write(&batch).unwrap();
+            writer.finish().unwrap();
+            drop(writer);
+            ("application/vnd.apache.arrow.stream", out)
+        }
+        _ => {
+            let batch = batch(rng);
+            let mut out = Vec::new();
+            let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            ("application/vnd.apache.parquet", out)
+        }
+    };
+    match rng.below(6) {
+        0 if !body.is_empty() => {
+            let at = rng.below(body.len() as u64) as usize;
+            body.truncate(at);
+        }
+        1 if !body.is_empty() => {
+            let at = rng.below(body.len() as u64) as usize;
+            body[at] ^= 1 << rng.below(8);
+        }
+        _ => {}
+    }
+    (content_type, body)
+}
+
+/// A WebSocket session's messages: subscriptions (generated SQL), unsubscribes,
+/// pings, authentication again, malformed and oversized messages.
+fn socket_frames(rng: &mut Rng) -> Vec<String> {
+    let mut frames = Vec::new();
+    for _ in 0..1 + rng.below(12) {
+        let id = match *pick(rng, &["a", "b", "", "long"]) {
+            "long" => "0123456789".repeat(20),
+            short => short.to_string(),
+        };
+        let id = id.as_str();
+        let frame = match rng.below(9) {
+            0 | 1 => {
+                let sql = SqlGen { rng: &mut *rng }.select(1);
+                let options = *pick(
+                    rng,
+                    &[
+                        "{}",
+                        "{\"from_seq\": 0}",
+                        "{\"from_seq\": \"99999999999999999999\"}",
+                        "{\"last_rows\": 3, \"batch_size\": 1}",
+                        "{\"batch_size\": 0}",
+                        "{\"int64_as_string\": \"yes\"}",
+                        "[]",
+                    ],
+                );
+                format!(
+                    "{{\"type\": \"subscribe\", \"id\": {}, \"sql\": {}, \"options\": {options}}}",
+                    serde_json::to_string(id).unwrap(),
+                    serde_json::to_string(&sql).unwrap()
+                )
+            }
+            2 => format!(
+                "{{\"type\": \"subscribe\", \"id\": {}, \"sql\": \"SELECT * FROM app.u WHERE a > 0\"}}",
+                serde_json::to_string(id).unwrap()
+            ),
+            3 => format!("{{\"type\": \"unsubscribe\", \"id\": {}}}", serde_json::to_string(id).unwrap()),
+            4 => "{\"type\": \"ping\"}".to_string(),
+            5 => "{\"type\": \"authenticate\", \"username\": \"root\", \"password\": \"\"}".to_string(),
+            6 => format!("{{\"type\": \"{}\"}}", "z".repeat(rng.below(100_000) as usize)),
+            7 => pick(rng, &["", "[]", "null", "{", "{\"type\": 7}", "\u{0}"]).to_string(),
+            _ => "{\"type\": \"ping\"}".repeat(1 + rng.below(3) as usize),
+        };
+        frames.push(frame);
+    }
+    frames
+}
+
+/// Runs one WebSocket session as alice; the JSON messages it got back (none when
+/// it does not read).
+async fn socket_session(base_url: &str, frames: &[String], read: bool) -> Result<Vec<serde_json::Value>, String> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/ws", base_url.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    request.headers_mut().insert(
+        "authorization",
+        crate::common::live::basic("alice", PW).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| format!("no socket: {e}"))?;
+    for frame in frames {
+        if ws.send(Message::Text(frame.clone().into())).await.is_err() {
+            break;
+        }
+    }
+    let mut answers = Vec::new();
+    if read {
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(Duration::from_millis(40), ws.next()).await {
+            if let Message::Text(text) = message {
+                answers.push(
+                    serde_json::from_str(text.as_str()).map_err(|e| format!("not JSON ({e}): {text}"))?,
+                );
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(answers)
+}
+
 fn slt_statements() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/slt");
     let mut statements = Vec::new();
@@ -754,12 +964,44 @@ async fn fuzz_the_front_door() {
                     valid: false,
                 }
             }
-            _ => {
-                let sql = SqlGen { rng: &mut rng }.statement();
-                let (content_type, body) = raw_body(&mut rng, &sql);
-                Input::Body { content_type, body }
-            }
+            _ => match rng.below(8) {
+                0 => Input::Socket {
+                    frames: socket_frames(&mut rng),
+                    read: chance(&mut rng, 70),
+                },
+                1 | 2 => {
+                    let (content_type, body) = ingest_body(&mut rng);
+                    Input::Ingest {
+                        user: ["root", "alice"][rng.below(2) as usize],
+                        table: *pick(&mut rng, &["app/u", "app/s", "app/n", "app/nope", "system/users"]),
+                        content_type,
+                        body,
+                    }
+                }
+                _ => {
+                    let sql = SqlGen { rng: &mut rng }.statement();
+                    let (content_type, body) = raw_body(&mut rng, &sql);
+                    Input::Body { content_type, body }
+                }
+            },
         };
+        if let Input::Socket { frames, read } = &input {
+            match socket_session(server.base_url(), frames, *read).await {
+                Ok(answers) => {
+                    for answer in &answers {
+                        assert_ne!(
+                            answer["code"], "INTERNAL_ERROR",
+                            "{answer} (seed {seed})\n{}",
+                            input.describe()
+                        );
+                    }
+                    *by_status.entry(101).or_default() += 1;
+                }
+                Err(e) => panic!("{e} (seed {seed}, input {inputs})\n{}", input.describe()),
+            }
+            inputs += 1;
+            continue;
+        }
         let request = match &input {
             Input::Sql { user, sql, .. } => client
                 .post(&url)
@@ -772,6 +1014,17 @@ async fn fuzz_the_front_door() {
                     None => request,
                 }
             }
+            Input::Ingest {
+                user,
+                table,
+                content_type,
+                body,
+            } => client
+                .post(format!("{}/ingest/{table}", server.base_url()))
+                .basic_auth(user, Some(if *user == "root" { "" } else { PW }))
+                .header("content-type", *content_type)
+                .body(body.clone()),
+            Input::Socket { .. } => unreachable!("sent above"),
         };
         let response = request.send().await.unwrap_or_else(|e| {
             panic!(

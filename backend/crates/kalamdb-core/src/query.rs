@@ -874,6 +874,11 @@ pub fn df_error(e: DataFusionError) -> KalamError {
             KalamError::invalid_sql(message)
         }
         DataFusionError::NotImplemented(_) => KalamError::unsupported(message),
+        // DataFusion reports a call no signature of the function accepts as an
+        // internal error when it is found while planning ORDER BY: the caller's SQL.
+        DataFusionError::Internal(text) if text.contains("failed to match any signature") => {
+            KalamError::invalid_sql(message)
+        }
         DataFusionError::ResourcesExhausted(_) => KalamError::new(
             ErrorCode::ResourcesExhausted,
             format!("the query needs more memory than query_memory_mb allows: {message}"),
