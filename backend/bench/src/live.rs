@@ -32,7 +32,8 @@ impl Arrivals {
 /// Users the subscriptions belong to (the per-user limit is 1,000).
 const USERS: usize = 21;
 
-fn basic(user: &str) -> String {
+/// The `Authorization` header of `user` (password `pw`).
+pub(crate) fn basic(user: &str) -> String {
     let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
     format!("Basic {credentials}")
 }

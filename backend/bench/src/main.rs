@@ -100,9 +100,23 @@ struct Args {
     /// Only measure live queries (delivery latency, fan-out, idle subscriptions)
     #[arg(long)]
     only_live: bool,
+    /// Only run the resource-budget scenarios (each on a fresh server): decoded
+    /// ingest size, stalled readers, unread WebSocket frames, DELETE of flushed rows,
+    /// subquery memory, INSERT ... SELECT rows, expensive live filters
+    #[arg(long)]
+    only_budgets: bool,
     /// The server binary (default: `kalamdb-server` next to this binary)
     #[arg(long)]
     server_bin: Option<PathBuf>,
+}
+
+/// The server binary: `--server-bin`, or `kalamdb-server` next to this binary.
+fn server_binary(args: &Args) -> PathBuf {
+    args.server_bin.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("this binary's path")
+            .with_file_name("kalamdb-server")
+    })
 }
 
 /// The server under test, in its own process.
@@ -113,9 +127,15 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn spawn(binary: &std::path::Path, data_dir: &std::path::Path) -> ServerProcess {
+        ServerProcess::spawn_with(binary, data_dir, &[])
+    }
+
+    /// Like `spawn`, with more server flags (e.g. `["--statement-timeout-ms", "3000"]`).
+    fn spawn_with(binary: &std::path::Path, data_dir: &std::path::Path, flags: &[&str]) -> ServerProcess {
         let mut child = Command::new(binary)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -668,6 +688,7 @@ fn report_latency(name: &str, mut samples: Vec<Duration>) -> Value {
     json!({"p50_ms": p50, "p99_ms": p99, "samples": samples.len()})
 }
 
+mod budgets;
 mod formats;
 mod indexes;
 mod live;
@@ -677,12 +698,13 @@ mod write_path;
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let args = Args::parse();
+    let binary = server_binary(&args);
+    if args.only_budgets {
+        let figures = budgets::budgets(&binary).await;
+        println!("{}", json!({ "budgets": figures }));
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
-    let binary = args.server_bin.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .expect("this binary's path")
-            .with_file_name("kalamdb-server")
-    });
     let server = ServerProcess::spawn(&binary, dir.path());
     let url = server.url.clone();
     let client = || Client {

@@ -432,10 +432,16 @@ async fn a_statement_that_keeps_losing_claims_its_rows_not_the_table() {
     server.db().holds().hold("dml_commit:svc");
     let update = spawn_as(&server, "svc", "UPDATE app.kv SET v = v + 1 WHERE k = 'a'");
     // Three attempts lose: before each commit, root changes the row it read.
+    let arrived = |n: u64| {
+        let server = server.clone();
+        must_finish("an attempt of svc's UPDATE", async move {
+            while server.db().holds().arrivals("dml_commit:svc") < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
     for round in 1..=3u64 {
-        while server.db().holds().arrivals("dml_commit:svc") < round {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        arrived(round).await;
         must_finish(
             "root's UPDATE",
             server.execute_sql("UPDATE app.kv SET v = v + 100 WHERE k = 'a'"),
@@ -445,9 +451,7 @@ async fn a_statement_that_keeps_losing_claims_its_rows_not_the_table() {
         server.db().holds().pass("dml_commit:svc");
     }
     // The fourth attempt runs holding its claim of 'a', and waits before its commit.
-    while server.db().holds().arrivals("dml_commit:svc") < 4 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    arrived(4).await;
     must_finish(
         "another user's write of another row",
         server.execute_sql_as(

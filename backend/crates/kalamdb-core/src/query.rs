@@ -894,3 +894,65 @@ pub fn df_error(e: DataFusionError) -> KalamError {
         _ => KalamError::internal(message),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    use super::*;
+    use crate::budget::Budget;
+
+    /// Sets its flag when dropped.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A streamed result's deadline is a timer: the statement stops at it although
+    /// nobody reads (its work is dropped then, not when the reader comes back), and
+    /// the reader then finds what was queued and `STATEMENT_TIMEOUT`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_detached_stream_stops_at_its_deadline_unread() {
+        let spill = tempfile::tempdir().unwrap();
+        let runtime = QueryRuntime::open(spill.path(), 1 << 20).unwrap();
+        let budget = Budget::new(&runtime, Some(std::time::Duration::from_millis(200)));
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        // An endless result.
+        let endless = futures::stream::repeat_with(move || {
+            let _alive = &flag;
+            Ok(batch.clone())
+        });
+        let rows = RowStream {
+            schema: schema.clone(),
+            batches: Box::pin(RecordBatchStreamAdapter::new(schema, endless)),
+        }
+        .detached(&budget);
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the statement stopped at its deadline, unread"
+        );
+        let RowStream { mut batches, .. } = rows;
+        let mut queued = 0;
+        let error = loop {
+            match batches.next().await {
+                Some(Ok(_)) => queued += 1,
+                Some(Err(e)) => break df_error(e),
+                None => panic!("the stream ended without its error"),
+            }
+        };
+        assert!(queued <= 1, "{queued} batches were held for the reader");
+        assert_eq!(error.code, ErrorCode::StatementTimeout);
+        assert!(batches.next().await.is_none());
+    }
+}
