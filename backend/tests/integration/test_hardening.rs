@@ -434,6 +434,19 @@ async fn signed_zeros_survive_segment_pruning() {
             let expected: Vec<Vec<serde_json::Value>> = ids.iter().map(|i| vec![json!(i)]).collect();
             assert_eq!(rows, expected, "flushed: {flushed}, {filter}");
         }
+        // The sign survives in both tiers.
+        let signs = server
+            .execute_sql("SELECT id, CAST(x AS TEXT) AS x, CAST(f AS TEXT) AS f FROM default.z ORDER BY id")
+            .await
+            .rows();
+        assert_eq!(
+            signs,
+            vec![
+                vec![json!(1), json!("-0.0"), json!("-0.0")],
+                vec![json!(2), json!("0.0"), json!("0.0")]
+            ],
+            "flushed: {flushed}"
+        );
     }
 }
 
@@ -671,10 +684,11 @@ async fn a_statement_reads_one_snapshot_while_flushed_rows_change() {
         let ids: Vec<Vec<serde_json::Value>> = all.iter().map(|r| vec![r[0].clone()]).collect();
         assert_eq!(ids, all_ids, "round {round}, {user}: the full row list");
         pairs_agree(&all, &format!("round {round}, {user}, scan"));
-        // 32 pairs by primary key (64 keys: a point read).
+        // 32 pairs by primary key (64 keys: a point read), the first of every pair
+        // before the second of any: a read that took a new view per key would see a
+        // pair changed between its two reads.
         let start = 1 + rng.below(44) as i64;
-        let keys: Vec<String> = (start..start + 32)
-            .flat_map(|k| [k, ROWS + 1 - k])
+        let keys: Vec<String> = ((start..start + 32).chain((start..start + 32).map(|k| ROWS + 1 - k)))
             .map(|k| k.to_string())
             .collect();
         let points = server

@@ -334,7 +334,9 @@ async fn streaming_scans_match_a_model_across_tiers_and_concurrent_writes() {
             })
         };
         // alice's queries start once a flush is under way.
-        flushing.notified().await;
+        tokio::time::timeout(std::time::Duration::from_secs(60), flushing.notified())
+            .await
+            .expect("a concurrent flush was accepted");
         check_queries(&server, "alice", "rp.items", &models["alice"], &mut rng, 25).await;
         stop.store(true, Ordering::Relaxed);
         let jobs = writer.await.unwrap();
