@@ -131,6 +131,11 @@ async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, peer: P
             }
         }
     });
+    // Subscribes being set up (each holds its SQL until it has its initial data).
+    let pending = Pending {
+        count: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        limit: state.db.live_options().max_subscriptions_per_connection,
+    };
     let mut writer_done = false;
     loop {
         let next = tokio::select! {
@@ -162,7 +167,7 @@ async fn run(state: AppState, socket: WebSocket, caller: Option<Caller>, peer: P
                 break;
             }
             Ok(Some(Ok(Message::Text(text)))) => {
-                if !handle(&conn, text.as_str()).await {
+                if !handle(&conn, text.as_str(), &pending).await {
                     break;
                 }
             }
@@ -256,8 +261,14 @@ async fn first_message_auth(
     result.map_err(|e| e.error.message)
 }
 
+/// The subscribes of one connection still being set up, and how many may be.
+struct Pending {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    limit: usize,
+}
+
 /// One client message; `false` when the connection is closed.
-async fn handle(conn: &Arc<LiveConnection>, text: &str) -> bool {
+async fn handle(conn: &Arc<LiveConnection>, text: &str, pending: &Pending) -> bool {
     let message: Value = match serde_json::from_str(text) {
         Ok(Value::Object(message)) => Value::Object(message),
         Ok(_) => {
@@ -283,12 +294,31 @@ async fn handle(conn: &Arc<LiveConnection>, text: &str) -> bool {
                 Ok(options) => options,
                 Err(e) => return conn.reply(error(Some(id), &e)).await,
             };
-            let (conn, id, sql) = (conn.clone(), id.to_string(), sql.to_string());
+            use std::sync::atomic::Ordering;
+            if pending.count.fetch_add(1, Ordering::AcqRel) >= pending.limit {
+                pending.count.fetch_sub(1, Ordering::AcqRel);
+                let busy = KalamError::new(
+                    ErrorCode::SubscriptionLimit,
+                    format!(
+                        "{} subscribes of this connection are still being set up \
+                         (live_max_subscriptions_per_connection)",
+                        pending.limit
+                    ),
+                );
+                return conn.reply(kalamdb_core::live_error(Some(clip(id)), &busy)).await;
+            }
+            let (conn, id, sql, count) = (
+                conn.clone(),
+                id.to_string(),
+                sql.to_string(),
+                pending.count.clone(),
+            );
             // Initial data may take a while: the socket keeps reading meanwhile.
             tokio::spawn(async move {
                 if let Err(e) = conn.subscribe(&id, &sql, options).await {
                     conn.reply(kalamdb_core::live_error(Some(clip(&id)), &e)).await;
                 }
+                count.fetch_sub(1, Ordering::AcqRel);
             });
             true
         }

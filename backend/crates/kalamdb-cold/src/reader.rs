@@ -236,6 +236,8 @@ mod tests {
     use datafusion::arrow::array::{BooleanArray, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
+    use datafusion::parquet::file::properties::WriterProperties;
+
     use super::*;
     use crate::{DELETED_FIELD, SegmentWriter};
 
@@ -287,27 +289,10 @@ mod tests {
         ]));
         // One row group of 10,000 rows in pages of 1,024, `_seq` = 0, 2, 4, ...
         let path = dir.path().join("paged.parquet");
-        let props = datafusion::parquet::file::properties::WriterProperties::builder()
+        let props = WriterProperties::builder()
             .set_data_page_row_count_limit(1024)
             .build();
-        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
-            File::create(&path).unwrap(),
-            schema.clone(),
-            Some(props),
-        )
-        .unwrap();
-        let seqs: Vec<i64> = (0..10_000).map(|i| 2 * i).collect();
-        let names: Vec<String> = seqs.iter().map(|s| format!("row {s}")).collect();
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(StringArray::from(names)),
-                Arc::new(Int64Array::from(seqs)),
-            ],
-        )
-        .unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
+        write_named_rows(&path, &schema, 2, props);
         let file = File::open(&path).unwrap();
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
@@ -324,27 +309,18 @@ mod tests {
         assert_eq!(cache.entries.lock().unwrap().len(), 1, "one parse for all reads");
     }
 
-    #[test]
-    fn many_versions_are_read_in_one_pass() {
-        let dir = tempfile::tempdir().unwrap();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, true),
-            Field::new(SEQ_FIELD, DataType::Int64, false),
-        ]));
-        let path = dir.path().join("many.parquet");
-        let props = datafusion::parquet::file::properties::WriterProperties::builder()
-            .set_max_row_group_row_count(Some(3000))
-            .build();
+    /// 10,000 rows `("row <seq>", seq)` with `_seq` = 0, `step`, 2 `step`, ...
+    fn write_named_rows(path: &Path, schema: &Arc<Schema>, step: i64, props: WriterProperties) {
         let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
-            File::create(&path).unwrap(),
+            File::create(path).unwrap(),
             schema.clone(),
             Some(props),
         )
         .unwrap();
-        let seqs: Vec<i64> = (0..10_000).map(|i| 3 * i).collect();
+        let seqs: Vec<i64> = (0..10_000).map(|i| step * i).collect();
         let names: Vec<String> = seqs.iter().map(|s| format!("row {s}")).collect();
         let batch = RecordBatch::try_new(
-            schema,
+            schema.clone(),
             vec![
                 Arc::new(StringArray::from(names)),
                 Arc::new(Int64Array::from(seqs)),
@@ -353,6 +329,20 @@ mod tests {
         .unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
+    }
+
+    #[test]
+    fn many_versions_are_read_in_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new(SEQ_FIELD, DataType::Int64, false),
+        ]));
+        let path = dir.path().join("many.parquet");
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(3000))
+            .build();
+        write_named_rows(&path, &schema, 3, props);
         let cache = SegmentMetadataCache::default();
         // Some in each row group, some absent (not multiples of 3), the last row.
         let wanted = [0i64, 3, 4, 8997, 9000, 15_000, 29_997, 30_000];

@@ -367,45 +367,83 @@ pub fn column_to_json(field: &Field, array: &ArrayRef) -> Vec<serde_json::Value>
 /// per row that uses it, as the conversion copies it). Reads no value.
 pub(crate) fn materialized_bytes(array: &dyn Array) -> usize {
     let cells = array.len() * std::mem::size_of::<Value>();
-    let span = |offsets: &[i64]| match (offsets.first(), offsets.last()) {
-        (Some(first), Some(last)) => (last - first).max(0) as usize,
-        _ => 0,
-    };
     let heap = match array.data_type() {
-        DataType::Utf8 => {
-            let a = array.as_string::<i32>();
-            let o = a.value_offsets();
-            span(&[i64::from(o[0]), i64::from(o[o.len() - 1])])
-        }
-        DataType::LargeUtf8 => span(array.as_string::<i64>().value_offsets()),
-        DataType::Binary => {
-            let a = array.as_binary::<i32>();
-            let o = a.value_offsets();
-            span(&[i64::from(o[0]), i64::from(o[o.len() - 1])])
-        }
-        DataType::LargeBinary => span(array.as_binary::<i64>().value_offsets()),
-        DataType::Utf8View => (array.as_string_view().views().iter())
-            .map(|v| *v as u32 as usize)
-            .sum(),
-        DataType::BinaryView => (array.as_binary_view().views().iter())
-            .map(|v| *v as u32 as usize)
-            .sum(),
         DataType::Dictionary(_, _) => {
             let dictionary = array.as_any_dictionary();
             let values = dictionary.values();
-            let sizes: Vec<usize> = (0..values.len())
-                .map(|i| materialized_bytes(values.slice(i, 1).as_ref()) - std::mem::size_of::<Value>())
-                .collect();
-            (dictionary.normalized_keys().into_iter().enumerate())
-                .filter(|(row, _)| array.is_valid(*row))
-                .map(|(_, key)| sizes.get(key).copied().unwrap_or(0))
-                .sum()
+            if values.is_empty() {
+                // All NULL (a dictionary of no values).
+                0
+            } else {
+                let lengths = value_lengths(values.as_ref());
+                (dictionary.normalized_keys().into_iter().enumerate())
+                    .filter(|(row, _)| array.is_valid(*row))
+                    .map(|(_, key)| lengths.get(key).copied().unwrap_or(0))
+                    .sum()
+            }
         }
         DataType::Boolean | DataType::Null => 0,
         t if t.is_primitive() => 0,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary => {
+            value_lengths(array).into_iter().sum()
+        }
+        DataType::Utf8View | DataType::BinaryView => value_lengths(array).into_iter().sum(),
         _ => array.get_array_memory_size(),
     };
     cells + heap
+}
+
+/// The byte length of each value of a text or binary array (from its offsets or
+/// views, reading no value); of another type, its memory size spread evenly.
+fn value_lengths(array: &dyn Array) -> Vec<usize> {
+    fn from_offsets<O: Copy + Into<i64>>(offsets: &[O]) -> Vec<usize> {
+        offsets
+            .windows(2)
+            .map(|w| (w[1].into() - w[0].into()).max(0) as usize)
+            .collect()
+    }
+    match array.data_type() {
+        DataType::Utf8 => from_offsets(array.as_string::<i32>().value_offsets()),
+        DataType::LargeUtf8 => from_offsets(array.as_string::<i64>().value_offsets()),
+        DataType::Binary => from_offsets(array.as_binary::<i32>().value_offsets()),
+        DataType::LargeBinary => from_offsets(array.as_binary::<i64>().value_offsets()),
+        DataType::Utf8View => (array.as_string_view().views().iter())
+            .map(|v| *v as u32 as usize)
+            .collect(),
+        DataType::BinaryView => (array.as_binary_view().views().iter())
+            .map(|v| *v as u32 as usize)
+            .collect(),
+        _ => {
+            let each = array.get_array_memory_size() / array.len().max(1);
+            vec![each; array.len()]
+        }
+    }
+}
+
+#[cfg(test)]
+mod materialized_tests {
+    use datafusion::arrow::array::{DictionaryArray, Int32Array, StringArray};
+    use datafusion::arrow::datatypes::Int32Type;
+
+    use super::*;
+
+    #[test]
+    fn dictionaries_count_each_row_and_all_null_ones_nothing() {
+        let cell = std::mem::size_of::<Value>();
+        let values = Arc::new(StringArray::from(vec!["x".repeat(100), String::new()]));
+        let keys = Int32Array::from(vec![Some(0), Some(0), None, Some(1)]);
+        let dictionary = DictionaryArray::<Int32Type>::try_new(keys, values).unwrap();
+        assert_eq!(materialized_bytes(&dictionary), 4 * cell + 200);
+        // A column of NULLs only: a dictionary of no values.
+        let empty = DictionaryArray::<Int32Type>::try_new(
+            Int32Array::from(vec![None, None]),
+            Arc::new(StringArray::from(Vec::<String>::new())),
+        )
+        .unwrap();
+        assert_eq!(materialized_bytes(&empty), 2 * cell);
+        let sliced = StringArray::from(vec!["ab", "cde", "f"]).slice(1, 2);
+        assert_eq!(materialized_bytes(&sliced), 2 * cell + 4);
+    }
 }
 
 /// A statement's JSON result as one record batch of its column types (for the

@@ -72,7 +72,7 @@ impl Budget {
     pub fn charge(&self, what: &'static str) -> KalamResult<Charge> {
         let pool = self.runtime()?.memory_pool.clone();
         Ok(Charge {
-            reservation: MemoryConsumer::new(what).register(&pool),
+            reservation: Arc::new(MemoryConsumer::new(what).register(&pool)),
             what,
             limit_bytes: self.memory_bytes,
         })
@@ -123,9 +123,11 @@ pub(crate) fn charge_current(db: &DbShared, what: &'static str) -> KalamResult<C
 }
 
 /// Memory a statement holds outside DataFusion's operators, charged to its pool
-/// before it is held (and given back when the charge is dropped).
+/// before it is held (and given back when the charge is dropped). Clones share one
+/// reservation (work on a blocking thread charges the statement's).
+#[derive(Clone)]
 pub(crate) struct Charge {
-    reservation: MemoryReservation,
+    reservation: Arc<MemoryReservation>,
     what: &'static str,
     limit_bytes: usize,
 }

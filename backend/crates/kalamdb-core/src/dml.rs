@@ -78,7 +78,12 @@ pub(crate) async fn execute(
         }
         let lost = attempt.lost.into_inner();
         if let Some(other) = lost.claimed {
-            other.released().await;
+            // Waiting for another statement counts against this one's deadline.
+            within_budget(async {
+                other.released().await;
+                Ok(())
+            })
+            .await?;
             continue;
         }
         if let Some((table_id, scope, keys)) = lost.changed
@@ -94,7 +99,8 @@ pub(crate) async fn execute(
                         .holds
                         .wait_async(|| format!("dml_claim:{}", ctx.caller.username))
                         .await;
-                    claim = Some(write::claim(ctx.db, table_id, &scope, keys).await);
+                    let claimed = write::claim(ctx.db, table_id, &scope, keys);
+                    claim = Some(within_budget(async { Ok(claimed.await) }).await?);
                 }
             }
         }
@@ -407,6 +413,16 @@ fn batch_rows(batch: &RecordBatch, first: usize, columns: &[&ColumnDef]) -> Kala
         }
     }
     Ok(rows)
+}
+
+/// About what a pending write holds until its commit: its encoded row and, for
+/// RETURNING, its values (whose text takes about what the row does).
+fn pending_bytes(write: &PendingWrite) -> usize {
+    let values = match write.values.len() {
+        0 => 0,
+        n => n * std::mem::size_of::<Value>() + write.row.len(),
+    };
+    std::mem::size_of::<PendingWrite>() + write.row.len() + values
 }
 
 fn check_insert_size(ctx: &StatementContext<'_>, rows: usize) -> KalamResult<()> {
@@ -1015,6 +1031,7 @@ async fn update_rows(
     let returning = update.returning.is_some();
     let mut writes = Vec::new();
     let mut written = HashSet::new();
+    let charge = crate::budget::charge_current(ctx.db, "the rows this UPDATE writes")?;
     affected_rows(ctx, query, |batch| {
         for ((seq, key), values) in seqs_and_keys(&table, batch)?
             .into_iter()
@@ -1026,13 +1043,15 @@ async fn update_rows(
                 return Err(written_twice(&table, &key, "UPDATE"));
             }
             check_not_null(&table, &values)?;
-            writes.push(PendingWrite {
+            let write = PendingWrite {
                 row: encode_new_row(&table, &key, &values),
                 key,
                 expect: Expect::Version(seq),
                 deleted: false,
                 values: if returning { values } else { Vec::new() },
-            });
+            };
+            charge.grow(pending_bytes(&write))?;
+            writes.push(write);
             check_write_size(ctx, writes.len(), "UPDATE")?;
         }
         Ok(())
@@ -1104,6 +1123,7 @@ async fn delete_rows(
     };
     let mut writes = Vec::new();
     let mut written = HashSet::new();
+    let charge = crate::budget::charge_current(ctx.db, "the rows this DELETE writes")?;
     affected_rows(ctx, query, |batch| {
         for ((seq, key), values) in seqs_and_keys(&table, batch)?
             .into_iter()
@@ -1113,13 +1133,15 @@ async fn delete_rows(
             if !written.insert(seq) {
                 continue;
             }
-            writes.push(PendingWrite {
+            let write = PendingWrite {
                 row: encode_tombstone(&table, &key),
                 key,
                 expect: Expect::Version(seq),
                 deleted: true,
                 values,
-            });
+            };
+            charge.grow(pending_bytes(&write))?;
+            writes.push(write);
             check_write_size(ctx, writes.len(), "DELETE")?;
         }
         Ok(())

@@ -34,6 +34,10 @@ use crate::{DbShared, store_error};
 /// Entries written per batch while building.
 const ENTRIES_PER_BATCH: usize = 10_000;
 
+/// What one value of a UNIQUE index costs the build's duplicate check beyond its
+/// bytes (charged to the statement's budget).
+const SEEN_ENTRY_BYTES: usize = 48;
+
 /// Builds `index` over `def` and commits `updated` (the definition with the index).
 /// Returns the number of entries written.
 pub(crate) async fn build(
@@ -70,9 +74,10 @@ async fn run(
     };
     // 1. Bulk, at s0.
     let (s0, view) = moment(db, def.table_id).await;
+    let charge = crate::budget::charge_current(db, "the values this index build checks")?;
     let mut entries = {
         let (db, table) = (db.clone(), only_new.clone());
-        blocking(Box::new(move || bulk(&db, &table, &view, s0))).await?
+        blocking(Box::new(move || bulk(&db, &table, &view, s0, &charge))).await?
     };
     db.holds.wait_async(|| format!("index_build:{}", def.name)).await;
     // 2. Catch-up, without the lock.
@@ -134,7 +139,13 @@ impl Entries<'_> {
 /// Step 1: the entries of every version live at `view` (hot up to `through`, and the
 /// live Parquet rows for a UNIQUE index), after removing any left by an earlier
 /// build of the same index id.
-fn bulk(db: &Arc<DbShared>, table: &TableDef, view: &StoreView, through: u64) -> KalamResult<u64> {
+fn bulk(
+    db: &Arc<DbShared>,
+    table: &TableDef,
+    view: &StoreView,
+    through: u64,
+    charge: &crate::budget::Charge,
+) -> KalamResult<u64> {
     let index = &table.indexes[0];
     let mut clean = db.store.batch();
     clean.delete_index(table.table_id, index.id);
@@ -148,9 +159,11 @@ fn bulk(db: &Arc<DbShared>, table: &TableDef, view: &StoreView, through: u64) ->
     let mut add = |scope: &str, seq: u64, row: &DecodedRow| -> KalamResult<()> {
         if index.unique
             && let Some((prefix, shown)) = crate::index::unique_prefix(table, index, scope, row)
-            && !seen.insert(prefix)
         {
-            return Err(crate::index::unique_violation(table, index, &shown));
+            charge.grow(prefix.len() + SEEN_ENTRY_BYTES)?;
+            if !seen.insert(prefix) {
+                return Err(crate::index::unique_violation(table, index, &shown));
+            }
         }
         entries.put(crate::index::entry_key(table, index, scope, row), seq)
     };

@@ -112,7 +112,13 @@ pub(crate) async fn ingest(
                 return Ok(StatementResult::affected(count, format!("Loaded {count} row(s)")));
             }
             Outcome::Retry => redefined += 1,
-            Outcome::Claimed(other) => other.released().await,
+            Outcome::Claimed(other) => {
+                within_budget(async {
+                    other.released().await;
+                    Ok(())
+                })
+                .await?
+            }
             Outcome::Duplicate { index } => {
                 return Err(KalamError::new(
                     ErrorCode::DuplicateKey,
@@ -407,8 +413,8 @@ fn parquet_reader(
 /// What the headers of an Arrow IPC stream say of its record batches.
 struct IpcFigures {
     rows: usize,
-    /// The decoded size of the largest record (or dictionary) batch: its buffers,
-    /// decompressed.
+    /// What decoding holds at most: the largest record batch and every dictionary,
+    /// their buffers decompressed.
     largest_batch_bytes: usize,
 }
 
@@ -416,15 +422,16 @@ struct IpcFigures {
 /// rows it holds and how large its largest batch decodes, before any is decoded.
 fn ipc_figures(body: &[u8]) -> Result<IpcFigures, String> {
     use datafusion::arrow::ipc::{MessageHeader, root_as_message};
-    let mut figures = IpcFigures {
-        rows: 0,
-        largest_batch_bytes: 0,
+    // A slice of the body by untrusted offsets.
+    let part = |from: usize, len: usize| -> Result<&[u8], String> {
+        let to = from.checked_add(len).ok_or("a length past the body")?;
+        body.get(from..to).ok_or_else(|| "truncated message".to_string())
     };
-    let mut at = 0usize;
     let read_i32 = |at: usize| -> Result<i32, String> {
-        let bytes = body.get(at..at + 4).ok_or("truncated message header")?;
-        Ok(i32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+        Ok(i32::from_le_bytes(part(at, 4)?.try_into().expect("4 bytes")))
     };
+    let (mut rows, mut largest_record_batch, mut dictionaries) = (0usize, 0usize, 0usize);
+    let mut at = 0usize;
     while at < body.len() {
         let mut length = read_i32(at)?;
         at += 4;
@@ -437,30 +444,34 @@ fn ipc_figures(body: &[u8]) -> Result<IpcFigures, String> {
             break;
         }
         let length = usize::try_from(length).map_err(|_| "a negative message length")?;
-        let metadata = body.get(at..at + length).ok_or("truncated message")?;
-        let message = root_as_message(metadata).map_err(|e| format!("unreadable message: {e}"))?;
+        let message = root_as_message(part(at, length)?).map_err(|e| format!("unreadable message: {e}"))?;
         at += length;
         let body_length = usize::try_from(message.bodyLength()).map_err(|_| "a negative body length")?;
-        let message_body = body.get(at..at + body_length).ok_or("truncated message body")?;
+        let message_body = part(at, body_length)?;
         at += body_length;
-        let batch = match message.header_type() {
-            MessageHeader::RecordBatch => message.header_as_record_batch(),
-            MessageHeader::DictionaryBatch => message.header_as_dictionary_batch().and_then(|d| d.data()),
-            _ => None,
+        let (batch, is_dictionary) = match message.header_type() {
+            MessageHeader::RecordBatch => (message.header_as_record_batch(), false),
+            MessageHeader::DictionaryBatch => {
+                (message.header_as_dictionary_batch().and_then(|d| d.data()), true)
+            }
+            _ => (None, false),
         };
         let Some(batch) = batch else {
             continue;
         };
-        if message.header_type() == MessageHeader::RecordBatch {
-            figures.rows = figures
-                .rows
-                .saturating_add(usize::try_from(batch.length()).map_err(|_| "a negative row count")?);
+        if !is_dictionary {
+            let count = usize::try_from(batch.length()).map_err(|_| "a negative row count")?;
+            rows = rows.saturating_add(count);
         }
         let compressed = batch.compression().is_some();
         let mut decoded = 0usize;
         for buffer in batch.buffers().into_iter().flatten() {
-            let (offset, length) = (buffer.offset() as usize, buffer.length() as usize);
-            let size = match message_body.get(offset..offset + 8) {
+            let offset = usize::try_from(buffer.offset()).map_err(|_| "a negative buffer offset")?;
+            let length = usize::try_from(buffer.length()).map_err(|_| "a negative buffer length")?;
+            let size = match offset
+                .checked_add(8)
+                .and_then(|end| message_body.get(offset..end))
+            {
                 // A compressed buffer starts with its decompressed length (-1: stored
                 // as is).
                 Some(prefix) if compressed && length >= 8 => {
@@ -473,9 +484,18 @@ fn ipc_figures(body: &[u8]) -> Result<IpcFigures, String> {
             };
             decoded = decoded.saturating_add(size);
         }
-        figures.largest_batch_bytes = figures.largest_batch_bytes.max(decoded);
+        // The reader keeps every dictionary (deltas are appended) and decodes one
+        // record batch at a time.
+        if is_dictionary {
+            dictionaries = dictionaries.saturating_add(decoded);
+        } else {
+            largest_record_batch = largest_record_batch.max(decoded);
+        }
     }
-    Ok(figures)
+    Ok(IpcFigures {
+        rows,
+        largest_batch_bytes: largest_record_batch.saturating_add(dictionaries),
+    })
 }
 
 fn decode_ndjson(rows: &mut Collector<'_>, body: &[u8]) -> KalamResult<()> {

@@ -498,6 +498,7 @@ impl RowStream {
                 let next = tokio::select! {
                     biased;
                     _ = &mut expired => break,
+                    _ = tx.closed() => return, // the reader is gone: so is the statement
                     next = batches.next() => next,
                 };
                 match next {

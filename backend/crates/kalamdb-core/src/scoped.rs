@@ -458,16 +458,7 @@ impl HotReader {
                         let Some(probe) = &self.scan.index else {
                             return Ok(true);
                         };
-                        let mut found = Vec::new();
-                        for (from, to) in &probe.ranges {
-                            view.index_visit(from, to, |_, seq| {
-                                found.push(seq);
-                                true
-                            })?;
-                        }
-                        found.sort_unstable();
-                        found.dedup();
-                        seqs.insert(found)
+                        seqs.insert(index_seqs(view, probe)?)
                     }
                 };
                 while *at < seqs.len() {
@@ -562,6 +553,20 @@ impl ScopedTable {
     }
 }
 
+/// The `_seq`s a secondary index's probe names, ascending, once each.
+fn index_seqs(view: &StoreView, probe: &IndexProbe) -> Result<Vec<u64>, StoreError> {
+    let mut seqs = Vec::new();
+    for (from, to) in &probe.ranges {
+        view.index_visit(from, to, |_, seq| {
+            seqs.push(seq);
+            true
+        })?;
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    Ok(seqs)
+}
+
 /// Gets each hot row as `(_seq, encoded row)`; returns `false` to stop.
 type RowVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, StoreError> + 'a;
 
@@ -624,15 +629,7 @@ impl ScopedTable {
         if probe.primary_key {
             return self.visit_pk_ranges(view, probe, visit);
         }
-        let mut seqs = Vec::new();
-        for (from, to) in &probe.ranges {
-            view.index_visit(from, to, |_, seq| {
-                seqs.push(seq);
-                true
-            })?;
-        }
-        seqs.sort_unstable();
-        seqs.dedup();
+        let seqs = index_seqs(view, probe)?;
         for chunk in seqs.chunks(SCAN_BATCH_ROWS) {
             let rows = view.hot_multi_get(self.table.table_id, &self.scope, chunk)?;
             for (&seq, row) in chunk.iter().zip(rows) {

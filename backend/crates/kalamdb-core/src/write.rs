@@ -329,9 +329,12 @@ pub(crate) async fn commit(
     // changed once written, and the check below proves each replaced version is the
     // one the statement read: what was read here is exactly what is replaced.
     let mut replaced: Option<HashMap<u64, Vec<u8>>> = None;
+    // What they hold, charged to the statement's budget as they are read (and each
+    // is copied into the change log's entry).
+    let charge = crate::budget::charge_current(db, "the rows this statement replaces")?;
     loop {
         if replaced.is_none() && tracks_changes(db, table, scope) {
-            replaced = read_replaced(db, table, scope, writes).await?;
+            replaced = read_replaced(db, table, scope, writes, &charge).await?;
         }
         let guard = db.commit_locks.lock(table.table_id, scope).await;
         // Another statement's claim of a key written here: wait for it, holding
@@ -368,6 +371,7 @@ async fn read_replaced(
     table: &Arc<TableDef>,
     scope: &str,
     writes: &[PendingWrite],
+    charge: &crate::budget::Charge,
 ) -> KalamResult<Option<HashMap<u64, Vec<u8>>>> {
     let seqs: Vec<u64> = (writes.iter())
         .filter_map(|w| match w.expect {
@@ -378,7 +382,7 @@ async fn read_replaced(
     if seqs.is_empty() {
         return Ok(None);
     }
-    let (db, table, scope) = (db.clone(), table.clone(), scope.to_string());
+    let (db, table, scope, charge) = (db.clone(), table.clone(), scope.to_string(), charge.clone());
     tokio::task::spawn_blocking(move || {
         db.holds.wait_named(|| format!("replaced_rows:{}", table.name));
         let (view, manifest) = {
@@ -397,6 +401,7 @@ async fn read_replaced(
         for (seq, row) in seqs.into_iter().zip(hot) {
             match row {
                 Some(bytes) => {
+                    charge.grow(2 * bytes.len())?;
                     rows.insert(seq, bytes);
                 }
                 None => cold.push(seq),
@@ -410,6 +415,7 @@ async fn read_replaced(
                     row.cells.iter().map(|(id, v)| (*id, v)),
                     &mut bytes,
                 );
+                charge.grow(2 * bytes.len())?;
                 rows.insert(seq, bytes);
             }
         }
@@ -638,11 +644,7 @@ fn check_unique(
     written: &[bool],
     new_rows: &[Option<DecodedRow>],
 ) -> KalamResult<()> {
-    let cell = |key: &Value| {
-        let mut out = Vec::new();
-        encode_value(key, &mut out);
-        out
-    };
+    let cell = key_cell;
     let rewritten: HashSet<Vec<u8>> = writes
         .iter()
         .zip(written)

@@ -391,25 +391,6 @@ impl StoreView {
         })
     }
 
-    /// [`StoreView::hot_visit`] of the rows with `_seq >= from_seq` only (one seek
-    /// past the older ones: the live rows of a STREAM table).
-    pub fn hot_visit_from(
-        &self,
-        table_id: u32,
-        scope: &str,
-        from_seq: u64,
-        mut visit: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
-        let upper = prefix_upper_bound(&scope_prefix(table_id, scope));
-        hot_scan_range(
-            self.db(),
-            self.snapshot(),
-            hot_key(table_id, scope, from_seq),
-            upper,
-            |seq, _, value| visit(seq, value),
-        )
-    }
-
     /// The smallest and largest `_seq` of one scope's hot rows with `_seq >=
     /// from_seq` (`None`: there are none). Two seeks.
     pub fn hot_seq_bounds(

@@ -636,19 +636,12 @@ async fn run_job(db: Arc<DbShared>, job: Arc<ActiveJob>) {
 }
 
 async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<flush::FlushEnd> {
-    let _slot = tokio::select! {
-        biased;
-        _ = job.cancel.cancelled() => {
-            job.record.lock().error_message = Some("cancelled before it started".into());
-            return Ok(flush::FlushEnd::Cancelled);
-        }
-        slot = db.jobs.slots.clone().acquire_owned() => slot.map_err(|_| KalamError::internal("job slots closed"))?,
-    };
     let (namespace, name, table_id) = {
         let r = job.record.lock();
         (r.namespace.clone(), r.table_name.clone(), r.table_id)
     };
-    // No index is being built over the table while it flushes.
+    // No index is being built over the table while it flushes; waiting for one
+    // holds no job slot (flushes of other tables go on).
     let gate = tokio::select! {
         biased;
         _ = job.cancel.cancelled() => {
@@ -656,6 +649,14 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
             return Ok(flush::FlushEnd::Cancelled);
         }
         gate = db.cold.flush_gate(table_id).read_owned() => gate,
+    };
+    let _slot = tokio::select! {
+        biased;
+        _ = job.cancel.cancelled() => {
+            job.record.lock().error_message = Some("cancelled before it started".into());
+            return Ok(flush::FlushEnd::Cancelled);
+        }
+        slot = db.jobs.slots.clone().acquire_owned() => slot.map_err(|_| KalamError::internal("job slots closed"))?,
     };
     let guard = tokio::select! {
         biased;

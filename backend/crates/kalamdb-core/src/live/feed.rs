@@ -61,6 +61,13 @@ const INLINE_EVALUATION: std::time::Duration = std::time::Duration::from_millis(
 /// Commits a costly filter's queue holds before its subscription lags.
 const LANE_CHANGE_SETS: usize = 256;
 
+/// Bytes of decoded rows a costly filter's queue holds before its subscription
+/// lags (the rows are shared with the table's other subscriptions).
+const LANE_BYTES: usize = 64 << 20;
+
+/// Rows a costly filter evaluates between two checks of its time budget.
+const EVALUATION_SLICE_ROWS: usize = 1024;
+
 /// One commit's changes and their decoded rows, for a costly filter's queue.
 pub(crate) struct Work {
     set: Arc<ChangeSet>,
@@ -107,14 +114,16 @@ pub(super) async fn dispatch(
                 to_lane(&hub, sub, set.clone(), rows);
                 continue;
             }
-            let started = std::time::Instant::now();
-            let outcome = changes_of(sub, &set, &rows, sub.start_seq);
-            if started.elapsed() > INLINE_EVALUATION {
-                // Slow here: its later changes are evaluated off the dispatcher.
+            let outcome = changes_of(sub, &set, &rows, sub.start_seq, None);
+            if let Ok((_, _, filtering)) = &outcome
+                && *filtering > INLINE_EVALUATION
+            {
+                // Its filter was slow here: its later changes are evaluated off the
+                // dispatcher.
                 start_lane(&hub, sub);
             }
             match outcome {
-                Ok((messages, count)) => {
+                Ok((messages, count, _)) => {
                     if !sub.send(messages, count) {
                         hub.end(sub, Some(&lagged()));
                     }
@@ -136,13 +145,17 @@ fn start_lane(hub: &Arc<LiveHub>, sub: &Arc<Subscription>) {
     tokio::spawn(evaluate_lane(Arc::downgrade(hub), sub.clone(), rx));
 }
 
-/// Queues one commit for `sub`'s costly filter; a full queue ends it (lagged).
+/// Queues one commit for `sub`'s costly filter; a full queue (in commits or in
+/// the bytes of their rows) ends it (lagged).
 fn to_lane(hub: &Arc<LiveHub>, sub: &Arc<Subscription>, set: Arc<ChangeSet>, rows: Arc<Decoded>) {
     start_lane(hub, sub);
-    let queued = match sub.lane.lock().as_ref() {
-        Some(tx) => tx.try_send(Work { set, rows }).is_ok(),
-        None => return, // ended meanwhile
-    };
+    let bytes = rows.batch.get_array_memory_size();
+    let held = sub.lane_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+    let queued = held <= LANE_BYTES
+        && match sub.lane.lock().as_ref() {
+            Some(tx) => tx.try_send(Work { set, rows }).is_ok(),
+            None => return, // ended meanwhile
+        };
     if !queued {
         hub.end(sub, Some(&lagged()));
     }
@@ -153,43 +166,44 @@ fn to_lane(hub: &Arc<LiveHub>, sub: &Arc<Subscription>, set: Arc<ChangeSet>, row
 /// when the subscription does (its queue's sender goes).
 async fn evaluate_lane(hub: Weak<LiveHub>, sub: Arc<Subscription>, mut rx: mpsc::Receiver<Work>) {
     while let Some(work) = rx.recv().await {
+        sub.lane_bytes
+            .fetch_sub(work.rows.batch.get_array_memory_size(), Ordering::AcqRel);
         let Some(hub) = hub.upgrade() else {
             return;
         };
         if sub.is_ended() {
             return;
         }
+        // One evaluation per user at a time, a few in all: one user's many costly
+        // filters take turns with every other user's.
+        let user_turn = hub.costly_turn(sub.caller.user_id.as_str());
+        let Ok(_turn) = user_turn.acquire_owned().await else {
+            return;
+        };
         let Ok(_slot) = hub.costly_filters.acquire().await else {
             return;
         };
         let budget = hub.options.filter_budget;
         let (evaluated, holds) = (sub.clone(), hub.holds.clone());
         let outcome = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
+            let deadline = std::time::Instant::now() + budget;
             holds.wait_named(|| format!("live_filter:{}", evaluated.caller.username));
-            let outcome = changes_of(&evaluated, &work.set, &work.rows, evaluated.start_seq);
-            (outcome, started.elapsed())
+            changes_of(
+                &evaluated,
+                &work.set,
+                &work.rows,
+                evaluated.start_seq,
+                Some(deadline),
+            )
         })
         .await;
         match outcome {
-            Ok((_, took)) if took > budget => hub.end(
-                &sub,
-                Some(&KalamError::new(
-                    ErrorCode::FilterTooSlow,
-                    format!(
-                        "the subscription's filter took {} ms over one commit's changes; \
-                         live_filter_budget_ms allows {}: subscribe with a cheaper WHERE",
-                        took.as_millis(),
-                        budget.as_millis()
-                    ),
-                )),
-            ),
-            Ok((Ok((messages, count)), _)) => {
+            Ok(Ok((messages, count, _))) => {
                 if !sub.send(messages, count) {
                     hub.end(&sub, Some(&lagged()));
                 }
             }
-            Ok((Err(e), _)) => hub.end(&sub, Some(&e)),
+            Ok(Err(e)) => hub.end(&sub, Some(&e)),
             Err(e) => hub.end(
                 &sub,
                 Some(&KalamError::internal(format!("a live filter task failed: {e}"))),
@@ -249,33 +263,68 @@ impl Op {
     }
 }
 
-/// Rows of the batch that `filter` keeps (all of them without a filter).
-fn matching(sub: &Subscription, batch: &RecordBatch) -> KalamResult<Option<BooleanArray>> {
+/// Rows of the batch that `filter` keeps (all of them without a filter). With a
+/// `deadline`, evaluated [`EVALUATION_SLICE_ROWS`] rows at a time and stopped past
+/// it with `FILTER_TOO_SLOW`.
+fn matching(
+    sub: &Subscription,
+    batch: &RecordBatch,
+    deadline: Option<std::time::Instant>,
+) -> KalamResult<Option<BooleanArray>> {
     let Some(filter) = &sub.plan.filter else {
         return Ok(None);
     };
-    let values = filter
-        .evaluate(batch)
-        .and_then(|v| v.into_array(batch.num_rows()))
-        .map_err(df_error)?;
-    let mask = values
-        .as_any()
-        .downcast_ref::<BooleanArray>()
-        .cloned()
-        .ok_or_else(|| KalamError::internal("a live query's filter did not yield booleans"))?;
-    Ok(Some(mask))
+    let evaluate = |rows: &RecordBatch| -> KalamResult<BooleanArray> {
+        let values = filter
+            .evaluate(rows)
+            .and_then(|v| v.into_array(rows.num_rows()))
+            .map_err(df_error)?;
+        values
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .cloned()
+            .ok_or_else(|| KalamError::internal("a live query's filter did not yield booleans"))
+    };
+    let Some(deadline) = deadline else {
+        return evaluate(batch).map(Some);
+    };
+    let mut masks = Vec::new();
+    let mut offset = 0;
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(KalamError::new(
+                ErrorCode::FilterTooSlow,
+                "the subscription's filter took longer than live_filter_budget_ms over one \
+                 commit's changes: subscribe with a cheaper WHERE",
+            ));
+        }
+        if offset >= batch.num_rows() {
+            break;
+        }
+        let rows = batch.slice(offset, EVALUATION_SLICE_ROWS.min(batch.num_rows() - offset));
+        masks.push(evaluate(&rows)?);
+        offset += rows.num_rows();
+    }
+    let masks: Vec<&dyn Array> = masks.iter().map(|m| m as &dyn Array).collect();
+    let mask = datafusion::arrow::compute::concat(&masks)
+        .map_err(|e| KalamError::internal(format!("a live filter's answers: {e}")))?;
+    Ok(mask.as_any().downcast_ref::<BooleanArray>().cloned())
 }
 
 /// The `change` messages one change set makes for `sub` from its changes after
-/// `_seq` `after`, and how many changes they carry. A row entering the filter is
-/// an insert, leaving it a delete.
+/// `_seq` `after`, how many changes they carry, and how long its filter took (within
+/// `deadline`, when one is given). A row entering the filter is an insert, leaving
+/// it a delete.
 pub(super) fn changes_of(
     sub: &Subscription,
     set: &ChangeSet,
     rows: &Decoded,
     after: u64,
-) -> KalamResult<(Vec<String>, u64)> {
-    let mask = matching(sub, &rows.batch)?;
+    deadline: Option<std::time::Instant>,
+) -> KalamResult<(Vec<String>, u64, std::time::Duration)> {
+    let started = std::time::Instant::now();
+    let mask = matching(sub, &rows.batch, deadline)?;
+    let filtering = started.elapsed();
     let kept =
         |slot: Option<usize>| slot.is_some_and(|i| mask.as_ref().is_none_or(|m| m.is_valid(i) && m.value(i)));
     // Runs of one operation, each at most a batch of rows.
@@ -310,7 +359,7 @@ pub(super) fn changes_of(
         }
     }
     if runs.is_empty() {
-        return Ok((Vec::new(), 0));
+        return Ok((Vec::new(), 0, filtering));
     }
     let projected = rows
         .batch
@@ -332,7 +381,7 @@ pub(super) fn changes_of(
         out.push(b'}');
         messages.push(String::from_utf8(out).map_err(|e| KalamError::internal(e.to_string()))?);
     }
-    Ok((messages, count))
+    Ok((messages, count, filtering))
 }
 
 /// A `_seq` in a message: a number, or a string with `int64_as_string`.

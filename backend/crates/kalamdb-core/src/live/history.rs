@@ -50,18 +50,57 @@ fn now_ms() -> u64 {
     crate::now_micros().max(0) as u64 / 1000
 }
 
+/// `system` key: present once the sweep records per table what it removed
+/// (`live/pruned/<table_id>`).
+const PRUNING_RECORDED_KEY: &str = "live/pruning_recorded";
+
 /// At start-up: records where the log begins when it was off (or never on) and is
 /// on now; forgets that point when it is off (a later resume across the gap must
-/// be refused).
-pub(crate) fn open_log(db: &kalamdb_store::Store, enabled: bool, last_seq: u64) -> KalamResult<()> {
+/// be refused). A data directory whose sweeps did not record what they removed
+/// gets, for each of its `tables`, what the sweep could have removed by now.
+pub(crate) fn open_log(
+    db: &kalamdb_store::Store,
+    enabled: bool,
+    history: std::time::Duration,
+    last_seq: u64,
+    tables: &[u32],
+) -> KalamResult<()> {
     let present = db.system_get(LOG_SINCE_KEY).map_err(store_error)?.is_some();
     let mut batch = db.batch();
     match (enabled, present) {
         (true, false) => batch.put_system(LOG_SINCE_KEY, &last_seq.to_be_bytes()),
         (false, true) => batch.delete_system(LOG_SINCE_KEY),
-        _ => return Ok(()),
+        _ => {}
+    }
+    if enabled
+        && db
+            .system_get(PRUNING_RECORDED_KEY)
+            .map_err(store_error)?
+            .is_none()
+    {
+        let forgotten_through = forgotten_through(history);
+        for &table_id in tables {
+            batch.raise_system_counter(&pruned_key(table_id), forgotten_through);
+        }
+        batch.put_system(PRUNING_RECORDED_KEY, &[1]);
+    }
+    if batch.is_empty() {
+        return Ok(());
     }
     db.commit(batch).map_err(store_error)
+}
+
+/// The largest `_seq` a sweep now may remove (every change of the buckets before
+/// the one the history begins in), and that bucket.
+fn sweep_point(history: std::time::Duration) -> (u32, u64) {
+    let horizon = seq_at(now_ms().saturating_sub(history.as_millis() as u64));
+    let bucket = bucket_of(horizon);
+    let through = seq_at(SEQ_EPOCH_MS + u64::from(bucket) * HISTORY_BUCKET_MS).saturating_sub(1);
+    (bucket, through)
+}
+
+fn forgotten_through(history: std::time::Duration) -> u64 {
+    sweep_point(history).1
 }
 
 /// Stages one change in the commit's batch.
@@ -199,7 +238,7 @@ pub(crate) async fn replay(
             changes: chunk,
         };
         let decoded = decode(&sub.table, &set)?;
-        let (messages, count) = changes_of(sub, &set, &decoded, after)?;
+        let (messages, count, _) = changes_of(sub, &set, &decoded, after, None)?;
         for message in messages {
             if sub.is_ended() || !sub.outbox.push_waiting(message).await {
                 return Ok(false);
@@ -251,11 +290,8 @@ fn read_chunk(
 /// has some (a seek each to find out), and records per table the largest `_seq`
 /// that may be gone (see [`check_available`]).
 pub(crate) fn sweep_history(db: &DbShared) -> KalamResult<()> {
-    let history = db.live.options.history;
-    let horizon = seq_at(now_ms().saturating_sub(history.as_millis() as u64));
-    let bucket = bucket_of(horizon);
     // Every change of the buckets before `bucket` is below its first `_seq`.
-    let forgotten_through = seq_at(SEQ_EPOCH_MS + u64::from(bucket) * HISTORY_BUCKET_MS).saturating_sub(1);
+    let (bucket, forgotten_through) = sweep_point(db.live.options.history);
     let mut batch = db.store.batch();
     for table in db.catalog.tables() {
         if db

@@ -287,6 +287,8 @@ pub(crate) struct Subscription {
     /// The queue of a costly filter's evaluations (`feed.rs`), made with its first
     /// change; dropped when the subscription ends, which ends its task.
     lane: Mutex<Option<mpsc::Sender<feed::Work>>>,
+    /// Bytes of decoded rows that queue holds.
+    lane_bytes: AtomicUsize,
 }
 
 impl Subscription {
@@ -391,6 +393,8 @@ pub(crate) struct LiveHub {
     last_sweep: Mutex<Option<std::time::Instant>>,
     /// Costly filters evaluated at once, all subscriptions (`feed.rs`).
     costly_filters: tokio::sync::Semaphore,
+    /// One costly evaluation per user at a time (`feed.rs`).
+    costly_turns: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// The database's pause points (a costly filter's evaluation: `live_filter:u`).
     holds: Arc<crate::failpoint::Holds>,
     me: Weak<LiveHub>,
@@ -401,6 +405,7 @@ impl LiveHub {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new_cyclic(|me| LiveHub {
             costly_filters: tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)),
+            costly_turns: Mutex::default(),
             holds,
             options,
             feeds: RwLock::default(),
@@ -435,6 +440,19 @@ impl LiveHub {
         let feeds = self.feeds.read();
         let feed = feeds.get(&table_id)?;
         feed.subs.read().contains_key(scope).then(|| feed.clone())
+    }
+
+    /// The turn of a user's costly filters (forgotten when no evaluation of the
+    /// user's waits for it).
+    fn costly_turn(&self, user_id: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut turns = self.costly_turns.lock();
+        if turns.len() > 64 {
+            turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+        }
+        turns
+            .entry(user_id.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
+            .clone()
     }
 
     fn register(&self, sub: &Arc<Subscription>) {
@@ -747,7 +765,14 @@ impl LiveConnection {
         };
         let loaded = match options.from_seq {
             Some(from_seq) => history::replay(&sub, snapshot.view.clone(), from_seq).await,
-            None => feed::initial_data(&self.db, &sub, snapshot, &options).await,
+            None => {
+                // The initial data is a query: it runs under a statement's budget.
+                let budget =
+                    crate::budget::Budget::new(&self.db.query_runtime, self.db.options.statement_timeout);
+                let load =
+                    crate::budget::within_budget(feed::initial_data(&self.db, &sub, snapshot, &options));
+                crate::budget::with_budget(budget, load).await
+            }
         };
         match loaded {
             Ok(true) => {
@@ -771,6 +796,9 @@ impl LiveConnection {
         options: &SubscribeOptions,
     ) -> KalamResult<(Arc<Subscription>, crate::scoped::TableSnapshot)> {
         let hub = &self.db.live;
+        // The scope's manifest, read now (a file, when it is not cached): the
+        // snapshot under the commit lock below then reads no file.
+        compiled.scoped.has_cold_rows()?;
         let mut attempts = 0;
         let (guard, table) = loop {
             let guard = (self.db.commit_locks)
@@ -817,6 +845,7 @@ impl LiveConnection {
             changes_sent: AtomicU64::new(0),
             created_at: crate::now_micros(),
             lane: Mutex::new(None),
+            lane_bytes: AtomicUsize::new(0),
         });
         {
             let mut subs = self.conn.subs.lock();
