@@ -267,6 +267,15 @@ struct Pending {
     limit: usize,
 }
 
+/// One pending subscribe's place in [`Pending`], given back however its task ends.
+struct PendingSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// One client message; `false` when the connection is closed.
 async fn handle(conn: &Arc<LiveConnection>, text: &str, pending: &Pending) -> bool {
     let message: Value = match serde_json::from_str(text) {
@@ -307,18 +316,14 @@ async fn handle(conn: &Arc<LiveConnection>, text: &str, pending: &Pending) -> bo
                 );
                 return conn.reply(kalamdb_core::live_error(Some(clip(id)), &busy)).await;
             }
-            let (conn, id, sql, count) = (
-                conn.clone(),
-                id.to_string(),
-                sql.to_string(),
-                pending.count.clone(),
-            );
+            let (conn, id, sql) = (conn.clone(), id.to_string(), sql.to_string());
+            let slot = PendingSlot(pending.count.clone());
             // Initial data may take a while: the socket keeps reading meanwhile.
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(e) = conn.subscribe(&id, &sql, options).await {
                     conn.reply(kalamdb_core::live_error(Some(clip(&id)), &e)).await;
                 }
-                count.fetch_sub(1, Ordering::AcqRel);
             });
             true
         }

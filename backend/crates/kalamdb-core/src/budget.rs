@@ -68,11 +68,12 @@ impl Budget {
         Ok(self.runtime.get_or_init(|| runtime).clone())
     }
 
-    /// A reservation of the statement's pool for `what` (the name errors give).
-    pub fn charge(&self, what: &'static str) -> KalamResult<Charge> {
-        let pool = self.runtime()?.memory_pool.clone();
+    /// A reservation of the statement's pool for `what` (the name errors give),
+    /// registered with its first bytes: a charge that never grows makes no pool.
+    pub fn charge(self: &Arc<Self>, what: &'static str) -> KalamResult<Charge> {
         Ok(Charge {
-            reservation: Arc::new(MemoryConsumer::new(what).register(&pool)),
+            budget: self.clone(),
+            reservation: Arc::new(OnceLock::new()),
             what,
             limit_bytes: self.memory_bytes,
         })
@@ -127,7 +128,8 @@ pub(crate) fn charge_current(db: &DbShared, what: &'static str) -> KalamResult<C
 /// reservation (work on a blocking thread charges the statement's).
 #[derive(Clone)]
 pub(crate) struct Charge {
-    reservation: Arc<MemoryReservation>,
+    budget: Arc<Budget>,
+    reservation: Arc<OnceLock<MemoryReservation>>,
     what: &'static str,
     limit_bytes: usize,
 }
@@ -135,7 +137,18 @@ pub(crate) struct Charge {
 impl Charge {
     /// Adds `bytes`; `RESOURCES_EXHAUSTED` when the pool has no room for them.
     pub fn grow(&self, bytes: usize) -> KalamResult<()> {
-        self.reservation.try_grow(bytes).map_err(|_| {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let reservation = match self.reservation.get() {
+            Some(reservation) => reservation,
+            None => {
+                let pool = self.budget.runtime()?.memory_pool.clone();
+                self.reservation
+                    .get_or_init(|| MemoryConsumer::new(self.what).register(&pool))
+            }
+        };
+        reservation.try_grow(bytes).map_err(|_| {
             KalamError::new(
                 ErrorCode::ResourcesExhausted,
                 format!(
@@ -148,7 +161,9 @@ impl Charge {
     }
 
     pub fn shrink(&self, bytes: usize) {
-        self.reservation.shrink(bytes.min(self.reservation.size()));
+        if let Some(reservation) = self.reservation.get() {
+            reservation.shrink(bytes.min(reservation.size()));
+        }
     }
 }
 

@@ -415,13 +415,22 @@ fn batch_rows(batch: &RecordBatch, first: usize, columns: &[&ColumnDef]) -> Kala
     Ok(rows)
 }
 
-/// About what a pending write holds until its commit: its encoded row and, for
-/// RETURNING, its values (whose text takes about what the row does).
+/// What a pending write holds until its commit: its encoded row and, for
+/// RETURNING, its values (a DELETE's row is its key alone, its values are the old
+/// row's).
 fn pending_bytes(write: &PendingWrite) -> usize {
-    let values = match write.values.len() {
-        0 => 0,
-        n => n * std::mem::size_of::<Value>() + write.row.len(),
-    };
+    let values: usize = write
+        .values
+        .iter()
+        .map(|value| {
+            std::mem::size_of::<Value>()
+                + match value {
+                    Value::Text(text) | Value::Json(text) => text.len(),
+                    Value::Bytes(bytes) => bytes.len(),
+                    _ => 0,
+                }
+        })
+        .sum();
     std::mem::size_of::<PendingWrite>() + write.row.len() + values
 }
 

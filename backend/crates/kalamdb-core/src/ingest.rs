@@ -215,7 +215,7 @@ struct Decoded {
 struct Collector<'a> {
     table: &'a TableDef,
     defaults: &'a Defaults,
-    budget: &'a Budget,
+    budget: &'a Arc<Budget>,
     limits: Limits,
     pk_index: Option<usize>,
     writes: Vec<PendingWrite>,
@@ -233,7 +233,7 @@ impl<'a> Collector<'a> {
     fn new(
         table: &'a TableDef,
         defaults: &'a Defaults,
-        budget: &'a Budget,
+        budget: &'a Arc<Budget>,
         limits: Limits,
     ) -> KalamResult<Self> {
         Ok(Collector {
@@ -334,7 +334,7 @@ fn decode(
     format: IngestFormat,
     body: &Bytes,
     defaults: &Defaults,
-    budget: &Budget,
+    budget: &Arc<Budget>,
     limits: Limits,
 ) -> KalamResult<Decoded> {
     let mut rows = Collector::new(table, defaults, budget, limits)?;
@@ -413,8 +413,8 @@ fn parquet_reader(
 /// What the headers of an Arrow IPC stream say of its record batches.
 struct IpcFigures {
     rows: usize,
-    /// What decoding holds at most: the largest record batch and every dictionary,
-    /// their buffers decompressed.
+    /// What decoding holds at most: a record batch with the dictionaries current
+    /// when it is read, their buffers decompressed (the largest such sum).
     largest_batch_bytes: usize,
 }
 
@@ -430,7 +430,8 @@ fn ipc_figures(body: &[u8]) -> Result<IpcFigures, String> {
     let read_i32 = |at: usize| -> Result<i32, String> {
         Ok(i32::from_le_bytes(part(at, 4)?.try_into().expect("4 bytes")))
     };
-    let (mut rows, mut largest_record_batch, mut dictionaries) = (0usize, 0usize, 0usize);
+    let (mut rows, mut largest) = (0usize, 0usize);
+    let mut dictionaries: HashMap<i64, usize> = HashMap::new();
     let mut at = 0usize;
     while at < body.len() {
         let mut length = read_i32(at)?;
@@ -449,13 +450,17 @@ fn ipc_figures(body: &[u8]) -> Result<IpcFigures, String> {
         let body_length = usize::try_from(message.bodyLength()).map_err(|_| "a negative body length")?;
         let message_body = part(at, body_length)?;
         at += body_length;
-        let (batch, is_dictionary) = match message.header_type() {
-            MessageHeader::RecordBatch => (message.header_as_record_batch(), false),
-            MessageHeader::DictionaryBatch => {
-                (message.header_as_dictionary_batch().and_then(|d| d.data()), true)
-            }
-            _ => (None, false),
+        // A dictionary batch: its id and whether it adds to that dictionary.
+        let mut dictionary = None;
+        let batch = match message.header_type() {
+            MessageHeader::RecordBatch => message.header_as_record_batch(),
+            MessageHeader::DictionaryBatch => message.header_as_dictionary_batch().and_then(|d| {
+                dictionary = Some((d.id(), d.isDelta()));
+                d.data()
+            }),
+            _ => None,
         };
+        let is_dictionary = dictionary.is_some();
         let Some(batch) = batch else {
             continue;
         };
@@ -484,17 +489,27 @@ fn ipc_figures(body: &[u8]) -> Result<IpcFigures, String> {
             };
             decoded = decoded.saturating_add(size);
         }
-        // The reader keeps every dictionary (deltas are appended) and decodes one
-        // record batch at a time.
-        if is_dictionary {
-            dictionaries = dictionaries.saturating_add(decoded);
-        } else {
-            largest_record_batch = largest_record_batch.max(decoded);
+        // The reader keeps the current dictionary of each id (a delta is appended
+        // to it, another replaces it) and decodes one record batch at a time.
+        match dictionary {
+            Some((id, true)) => {
+                let held = dictionaries.entry(id).or_insert(0);
+                *held = held.saturating_add(decoded);
+            }
+            Some((id, false)) => {
+                dictionaries.insert(id, decoded);
+            }
+            None => {
+                let held = dictionaries
+                    .values()
+                    .fold(0usize, |sum, d| sum.saturating_add(*d));
+                largest = largest.max(held.saturating_add(decoded));
+            }
         }
     }
     Ok(IpcFigures {
         rows,
-        largest_batch_bytes: largest_record_batch.saturating_add(dictionaries),
+        largest_batch_bytes: largest,
     })
 }
 

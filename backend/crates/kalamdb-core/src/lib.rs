@@ -572,13 +572,7 @@ impl KalamDb {
             .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", storage_dir.display())))?;
         let cold = ColdTier::open(storage_dir, &store)?;
         let table_ids: Vec<u32> = catalog.tables().iter().map(|t| t.table_id).collect();
-        live::open_log(
-            &store,
-            !options.live.history.is_zero(),
-            options.live.history,
-            last_seq,
-            &table_ids,
-        )?;
+        live::open_log(&store, !options.live.history.is_zero(), last_seq, &table_ids)?;
         let jobs = JobManager::new(options.jobs.clone());
         let holds = Arc::new(failpoint::Holds::default());
         let tokens = TokenService::new(&token_secret(&store, &options)?, options.token_ttl);

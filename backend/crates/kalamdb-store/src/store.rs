@@ -318,6 +318,22 @@ impl Store {
         Ok(found)
     }
 
+    /// The first time bucket in which a table has logged changes.
+    pub fn first_change_bucket(&self, table_id: u32) -> Result<Option<u32>, StoreError> {
+        let prefix = table_prefix(table_id);
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_CHANGES));
+        iter.seek(&prefix);
+        let bucket = match iter.key() {
+            Some(key) if key.starts_with(&prefix) => key
+                .get(4..8)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes),
+            _ => None,
+        };
+        iter.status()?;
+        Ok(bucket)
+    }
+
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
         pk_get_at(&self.db, None, table_id, scope, pk)
     }

@@ -232,16 +232,14 @@ impl TestServer {
         content_type: &str,
         body: Vec<u8>,
     ) -> SqlResponse {
-        let response = self
-            .client
-            .post(self.url(&format!("/ingest/{table}")))
-            .basic_auth(user, Some(password))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("request is answered");
-        decode(response).await
+        post_body(
+            &self.client,
+            &self.url(&format!("/ingest/{table}")),
+            (user, password),
+            content_type,
+            body,
+        )
+        .await
     }
 
     /// Sends raw bytes with a content type, as root.
@@ -325,6 +323,25 @@ impl TestServer {
         .await
         .expect_success();
     }
+}
+
+/// `POST url` with a body of `content_type`, as `(user, password)`.
+async fn post_body(
+    client: &reqwest::Client,
+    url: &str,
+    (user, password): (&str, &str),
+    content_type: &str,
+    body: Vec<u8>,
+) -> SqlResponse {
+    let response = client
+        .post(url)
+        .basic_auth(user, Some(password))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request is answered");
+    decode(response).await
 }
 
 pub async fn decode(response: reqwest::Response) -> SqlResponse {
@@ -446,15 +463,15 @@ impl ServerProcess {
         content_type: &str,
         body: Vec<u8>,
     ) -> SqlResponse {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.base_url))
-            .basic_auth(user, Some(password))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("request is answered");
-        decode(response).await
+        let url = format!("{}{path}", self.base_url);
+        post_body(
+            &reqwest::Client::new(),
+            &url,
+            (user, password),
+            content_type,
+            body,
+        )
+        .await
     }
 
     /// SIGTERM: asks for a graceful shutdown.

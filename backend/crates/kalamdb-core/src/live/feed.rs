@@ -151,7 +151,8 @@ fn to_lane(hub: &Arc<LiveHub>, sub: &Arc<Subscription>, set: Arc<ChangeSet>, row
     start_lane(hub, sub);
     let bytes = rows.batch.get_array_memory_size();
     let held = sub.lane_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
-    let queued = held <= LANE_BYTES
+    // One commit larger than the bound is taken into an empty queue.
+    let queued = (held <= LANE_BYTES || held == bytes)
         && match sub.lane.lock().as_ref() {
             Some(tx) => tx.try_send(Work { set, rows }).is_ok(),
             None => return, // ended meanwhile
@@ -174,42 +175,49 @@ async fn evaluate_lane(hub: Weak<LiveHub>, sub: Arc<Subscription>, mut rx: mpsc:
         if sub.is_ended() {
             return;
         }
-        // One evaluation per user at a time, a few in all: one user's many costly
-        // filters take turns with every other user's.
-        let user_turn = hub.costly_turn(sub.caller.user_id.as_str());
-        let Ok(_turn) = user_turn.acquire_owned().await else {
-            return;
-        };
-        let Ok(_slot) = hub.costly_filters.acquire().await else {
-            return;
-        };
-        let budget = hub.options.filter_budget;
-        let (evaluated, holds) = (sub.clone(), hub.holds.clone());
-        let outcome = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + budget;
-            holds.wait_named(|| format!("live_filter:{}", evaluated.caller.username));
-            changes_of(
-                &evaluated,
-                &work.set,
-                &work.rows,
-                evaluated.start_seq,
-                Some(deadline),
-            )
-        })
-        .await;
-        match outcome {
-            Ok(Ok((messages, count, _))) => {
+        match evaluate_costly(&hub, &sub, work.set, work.rows, sub.start_seq).await {
+            None => return,
+            Some(Ok((messages, count))) => {
                 if !sub.send(messages, count) {
                     hub.end(&sub, Some(&lagged()));
                 }
             }
-            Ok(Err(e)) => hub.end(&sub, Some(&e)),
-            Err(e) => hub.end(
-                &sub,
-                Some(&KalamError::internal(format!("a live filter task failed: {e}"))),
-            ),
+            Some(Err(e)) => hub.end(&sub, Some(&e)),
         }
     }
+}
+
+/// The `change` messages of `sub`'s costly filter over one commit's changes after
+/// `after` (see [`changes_of`]), evaluated on the blocking pool in its user's turn
+/// (one evaluation per user at a time, a few in all: one user's many costly
+/// filters take turns with every other user's) and within the filter budget.
+/// `None` when the subscription ended while it waited.
+pub(super) async fn evaluate_costly(
+    hub: &LiveHub,
+    sub: &Arc<Subscription>,
+    set: Arc<ChangeSet>,
+    rows: Arc<Decoded>,
+    after: u64,
+) -> Option<KalamResult<(Vec<String>, u64)>> {
+    let user_turn = hub.costly_turn(sub.caller.user_id.as_str());
+    let _turn = user_turn.acquire_owned().await.ok()?;
+    let _slot = hub.costly_filters.acquire().await.ok()?;
+    if sub.is_ended() {
+        return None;
+    }
+    let budget = hub.options.filter_budget;
+    let (evaluated, holds) = (sub.clone(), hub.holds.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        // The pause point stands for evaluation time (tests hold it past the budget).
+        let deadline = std::time::Instant::now() + budget;
+        holds.wait_named(|| format!("live_filter:{}", evaluated.caller.username));
+        changes_of(&evaluated, &set, &rows, after, Some(deadline))
+    })
+    .await;
+    Some(match outcome {
+        Ok(outcome) => outcome.map(|(messages, count, _)| (messages, count)),
+        Err(e) => Err(KalamError::internal(format!("a live filter task failed: {e}"))),
+    })
 }
 
 /// A change set's old and new rows as one batch of the table's columns with the

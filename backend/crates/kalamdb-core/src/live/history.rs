@@ -16,8 +16,8 @@ use std::sync::Arc;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 use kalamdb_store::{StoreBatch, StoreView};
 
-use super::Subscription;
-use super::feed::{Change, ChangeSet, changes_of, decode};
+use super::feed::{Change, ChangeSet, changes_of, decode, evaluate_costly};
+use super::{LiveHub, Subscription};
 use crate::catalog::TableDef;
 use crate::{DbShared, SEQ_COUNTER_BITS, SEQ_EPOCH_MS, store_error};
 
@@ -57,11 +57,11 @@ const PRUNING_RECORDED_KEY: &str = "live/pruning_recorded";
 /// At start-up: records where the log begins when it was off (or never on) and is
 /// on now; forgets that point when it is off (a later resume across the gap must
 /// be refused). A data directory whose sweeps did not record what they removed
-/// gets, for each of its `tables`, what the sweep could have removed by now.
+/// gets, for each of its `tables`, the point below which changes may be gone: the
+/// start of its first remaining time bucket, or `last_seq` when none remains.
 pub(crate) fn open_log(
     db: &kalamdb_store::Store,
     enabled: bool,
-    history: std::time::Duration,
     last_seq: u64,
     tables: &[u32],
 ) -> KalamResult<()> {
@@ -78,8 +78,11 @@ pub(crate) fn open_log(
             .map_err(store_error)?
             .is_none()
     {
-        let forgotten_through = forgotten_through(history);
         for &table_id in tables {
+            let forgotten_through = match db.first_change_bucket(table_id).map_err(store_error)? {
+                Some(bucket) => bucket_start(bucket).saturating_sub(1),
+                None => last_seq,
+            };
             batch.raise_system_counter(&pruned_key(table_id), forgotten_through);
         }
         batch.put_system(PRUNING_RECORDED_KEY, &[1]);
@@ -90,17 +93,17 @@ pub(crate) fn open_log(
     db.commit(batch).map_err(store_error)
 }
 
+/// The smallest `_seq` of a time bucket.
+fn bucket_start(bucket: u32) -> u64 {
+    seq_at(SEQ_EPOCH_MS + u64::from(bucket) * HISTORY_BUCKET_MS)
+}
+
 /// The largest `_seq` a sweep now may remove (every change of the buckets before
 /// the one the history begins in), and that bucket.
 fn sweep_point(history: std::time::Duration) -> (u32, u64) {
     let horizon = seq_at(now_ms().saturating_sub(history.as_millis() as u64));
     let bucket = bucket_of(horizon);
-    let through = seq_at(SEQ_EPOCH_MS + u64::from(bucket) * HISTORY_BUCKET_MS).saturating_sub(1);
-    (bucket, through)
-}
-
-fn forgotten_through(history: std::time::Duration) -> u64 {
-    sweep_point(history).1
+    (bucket, bucket_start(bucket).saturating_sub(1))
 }
 
 /// Stages one change in the commit's batch.
@@ -213,6 +216,7 @@ pub(crate) fn check_available(
 /// through its feed. Rows of a STREAM table that have expired are not replayed,
 /// nor are their deletes. `false` when the subscription ended meanwhile.
 pub(crate) async fn replay(
+    hub: &LiveHub,
     sub: &Arc<Subscription>,
     view: Arc<StoreView>,
     from_seq: u64,
@@ -238,7 +242,17 @@ pub(crate) async fn replay(
             changes: chunk,
         };
         let decoded = decode(&sub.table, &set)?;
-        let (messages, count, _) = changes_of(sub, &set, &decoded, after, None)?;
+        // A costly filter is evaluated as its live changes are: off the async
+        // workers, in its user's turn, within the filter budget.
+        let (messages, count) = if sub.plan.costly {
+            match evaluate_costly(hub, sub, Arc::new(set), Arc::new(decoded), after).await {
+                Some(outcome) => outcome?,
+                None => return Ok(false),
+            }
+        } else {
+            let (messages, count, _) = changes_of(sub, &set, &decoded, after, None)?;
+            (messages, count)
+        };
         for message in messages {
             if sub.is_ended() || !sub.outbox.push_waiting(message).await {
                 return Ok(false);
@@ -318,6 +332,34 @@ mod tests {
         assert_eq!(parsed.seq, change.seq);
         assert_eq!(parsed.old, change.old);
         assert_eq!(parsed.new, change.new);
+    }
+
+    fn pruned(store: &kalamdb_store::Store, table_id: u32) -> Option<u64> {
+        read_seq_value(&store.view(), &pruned_key(table_id)).unwrap()
+    }
+
+    #[test]
+    fn a_directory_whose_sweeps_recorded_nothing_refuses_what_they_may_have_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = kalamdb_store::Store::open(&dir.path().join("rocksdb"), &Default::default()).unwrap();
+        // Table 1 keeps changes from a bucket three minutes ago on (earlier ones were
+        // swept by a server that did not record it); table 2 has none left.
+        let first = bucket_of(seq_at(now_ms() - 3 * HISTORY_BUCKET_MS));
+        let mut batch = store.batch();
+        batch.put_change(1, first, "u1", bucket_start(first) + 5, &[0]);
+        batch.put_change(1, first + 2, "u2", bucket_start(first + 2) + 1, &[0]);
+        store.commit(batch).unwrap();
+        let last_seq = seq_at(now_ms());
+        open_log(&store, true, last_seq, &[1, 2]).unwrap();
+        assert_eq!(pruned(&store, 1), Some(bucket_start(first) - 1));
+        assert_eq!(pruned(&store, 2), Some(last_seq));
+        // Once: a later start (with a later last_seq) leaves them.
+        open_log(&store, true, last_seq + 1000, &[1, 2]).unwrap();
+        assert_eq!(pruned(&store, 2), Some(last_seq));
+        // A resume from before the first remaining bucket is refused by that point;
+        // one from within it is not.
+        assert!(bucket_start(first) - 2 < pruned(&store, 1).unwrap());
+        assert!(bucket_start(first) - 1 >= pruned(&store, 1).unwrap());
     }
 
     #[test]

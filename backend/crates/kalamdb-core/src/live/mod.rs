@@ -764,7 +764,7 @@ impl LiveConnection {
             }
         };
         let loaded = match options.from_seq {
-            Some(from_seq) => history::replay(&sub, snapshot.view.clone(), from_seq).await,
+            Some(from_seq) => history::replay(hub, &sub, snapshot.view.clone(), from_seq).await,
             None => {
                 // The initial data is a query: it runs under a statement's budget.
                 let budget =
@@ -853,6 +853,16 @@ impl LiveConnection {
                 return Err(KalamError::new(
                     ErrorCode::InvalidRequest,
                     format!("subscription id '{id}' is already in use on this connection"),
+                ));
+            }
+            // Subscribes of one connection admitted together: the limit again.
+            if subs.len() >= hub.options.max_subscriptions_per_connection {
+                return Err(KalamError::new(
+                    ErrorCode::SubscriptionLimit,
+                    format!(
+                        "this connection has {} subscriptions, its limit (live_max_subscriptions_per_connection)",
+                        subs.len()
+                    ),
                 ));
             }
             subs.insert(id.to_string(), sub.clone());
