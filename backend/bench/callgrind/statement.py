@@ -4,7 +4,8 @@ setup: namespace `bench`, SHARED table `bench.t` with rows 0..9999.
 setup-cold: also root's USER table `bench.c` with rows 0..99999, flushed (one segment
 of 10,000-row row groups).
 N SQL: N requests of SQL as root on one keep-alive connection ($i = request number
-times 7,919, mod 10,000 for `bench.t`-sized keys, mod 100,000 with setup-cold);
+times 7,919, mod 10,000 for `bench.t`-sized keys, mod 100,000 with setup-cold; $u = a
+key no other request of these scripts uses, for INSERTs: 1,000,000 * N + request number);
 N health: N GET /health.
 """
 import base64
@@ -54,4 +55,4 @@ else:
             conn.request("GET", "/health")
             conn.getresponse().read()
         else:
-            sql(query.replace("$i", str(i * 7919 % keys)))
+            sql(query.replace("$i", str(i * 7919 % keys)).replace("$u", str(1_000_000 * n + i)))

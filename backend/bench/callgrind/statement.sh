@@ -3,7 +3,7 @@
 # over the whole server process (docs/benchmarks.md, "Read path, second pass"):
 # repeatable where wall-clock figures drift.
 #
-#   statement.sh SERVER_BIN 'SQL'     ($i in the SQL becomes a key of the table)
+#   statement.sh SERVER_BIN 'SQL'     ($i in the SQL becomes a key of the table, $u a new key)
 #   statement.sh SERVER_BIN health
 #
 # Starts SERVER_BIN under callgrind with instrumentation off, creates the SHARED table
