@@ -33,6 +33,8 @@ mod index;
 mod index_build;
 mod ingest;
 pub mod jobs;
+#[cfg(test)]
+mod layers;
 mod live;
 mod point_read;
 mod provider;
