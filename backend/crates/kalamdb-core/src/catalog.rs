@@ -296,11 +296,10 @@ impl Catalog {
             .insert((table.namespace.clone(), table.name.clone()), Arc::new(table));
     }
 
-    /// Removes the table's catalog entry and all of its hot rows and pk entries.
+    /// Removes the table's catalog entry and all that the store holds of it.
     pub fn stage_drop_table(batch: &mut StoreBatch<'_>, table: &TableDef) {
         batch.delete_system(&table_key(&table.namespace, &table.name));
         batch.delete_table(table.table_id);
-        crate::live::stage_drop_log(batch, table.table_id);
     }
 
     pub fn apply_drop_table(&self, namespace: &str, name: &str) {

@@ -37,7 +37,7 @@ const MODULES: &[(&str, &str)] = &[
 #[rustfmt::skip]
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("arrow_conv.rs", "lib"), ("auth.rs", "lib"), ("budget.rs", "lib"), ("budget.rs", "query"),
-    ("catalog.rs", "lib"), ("catalog.rs", "live"), ("cold.rs", "lib"), ("dml.rs", "lib"),
+    ("catalog.rs", "lib"), ("cold.rs", "lib"), ("dml.rs", "lib"),
     ("executor.rs", "jobs"), ("executor.rs", "lib"), ("hidden.rs", "catalog"), ("index.rs", "scoped"),
     ("index_build.rs", "lib"), ("ingest.rs", "lib"), ("jobs/flush.rs", "lib"), ("jobs/mod.rs", "lib"),
     ("jobs/mod.rs", "live"), ("live/compile.rs", "lib"), ("live/feed.rs", "lib"),

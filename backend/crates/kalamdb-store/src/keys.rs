@@ -72,6 +72,12 @@ pub fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// `system` key of the largest `_seq` a sweep of the change log may have removed from
+/// a table's changes (a merge counter; gone with the table).
+pub fn changes_pruned_key(table_id: u32) -> String {
+    format!("live/pruned/{table_id}")
+}
+
 /// `table_id | bucket | scope_len | scope`: one scope's changes of one time bucket.
 pub fn change_prefix(table_id: u32, bucket: u32, scope: &str) -> Vec<u8> {
     assert!(

@@ -12,7 +12,8 @@ use rocksdb::{
 use crate::FORMAT_VERSION;
 use crate::index_key::encode_ordered;
 use crate::keys::{
-    change_key, change_key_seq, hot_key, parse_hot_key, prefix_upper_bound, scope_prefix, table_prefix,
+    change_key, change_key_seq, changes_pruned_key, hot_key, parse_hot_key, prefix_upper_bound, scope_prefix,
+    table_prefix,
 };
 use crate::row_codec::RowCodecError;
 
@@ -849,12 +850,15 @@ impl StoreBatch<'_> {
 
     /// Removes every hot row, pk entry, stale marker, index entry and logged change
     /// of a table, all scopes.
+    /// Removes every row, key, index entry and logged change of a table, and what
+    /// the change log recorded of it.
     pub fn delete_table(&mut self, table_id: u32) {
         let from = table_prefix(table_id);
         let to = prefix_upper_bound(&from).expect("a table prefix is never all 0xff");
         for cf in [CF_HOT, CF_PK, CF_STALE, CF_IDX, CF_CHANGES] {
             self.batch.delete_range_cf(self.store.cf(cf), &from, &to);
         }
+        self.delete_system(&changes_pruned_key(table_id));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -891,6 +895,27 @@ mod tests {
         }
         let store = open(dir.path());
         assert_eq!(read(&store), 20, "merged value survives reopen");
+    }
+
+    #[test]
+    fn a_dropped_table_leaves_no_change_log_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut batch = store.batch();
+        batch.put_change(7, 3, "u1", 42, &[0]);
+        batch.raise_system_counter(&changes_pruned_key(7), 41);
+        batch.put_change(8, 3, "u1", 43, &[0]);
+        batch.raise_system_counter(&changes_pruned_key(8), 40);
+        store.commit(batch).unwrap();
+        assert_eq!(store.first_change_bucket(7).unwrap(), Some(3));
+        let mut batch = store.batch();
+        batch.delete_table(7);
+        store.commit(batch).unwrap();
+        assert_eq!(store.first_change_bucket(7).unwrap(), None);
+        assert_eq!(store.system_get(&changes_pruned_key(7)).unwrap(), None);
+        // Another table keeps its own.
+        assert_eq!(store.first_change_bucket(8).unwrap(), Some(3));
+        assert!(store.system_get(&changes_pruned_key(8)).unwrap().is_some());
     }
 
     #[test]

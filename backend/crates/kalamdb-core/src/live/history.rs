@@ -153,13 +153,7 @@ fn parse_change(seq: u64, value: &[u8]) -> Option<Change> {
 /// `system` key per table: the largest `_seq` a sweep may have forgotten (every
 /// change of the table after it is still in the log).
 fn pruned_key(table_id: u32) -> String {
-    format!("live/pruned/{table_id}")
-}
-
-/// What the change log keeps of a dropped table beyond its entries (which go with
-/// the table's key range).
-pub(crate) fn stage_drop_log(batch: &mut StoreBatch<'_>, table_id: u32) {
-    batch.delete_system(&pruned_key(table_id));
+    kalamdb_store::keys::changes_pruned_key(table_id)
 }
 
 fn read_seq_value(view: &StoreView, key: &str) -> KalamResult<Option<u64>> {

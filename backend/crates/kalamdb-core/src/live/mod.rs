@@ -37,7 +37,7 @@ use crate::catalog::TableDef;
 use crate::{Caller, DbShared};
 
 pub(crate) use feed::{Change, ChangeSet};
-pub(crate) use history::{log_change, open_log, stage_drop_log, sweep_history};
+pub(crate) use history::{log_change, open_log, sweep_history};
 
 /// Limits and queue sizes of live queries (settings, `docs/CONFIG.md`).
 #[derive(Debug, Clone)]
