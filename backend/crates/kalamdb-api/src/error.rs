@@ -61,13 +61,7 @@ impl From<KalamError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.error.code;
-        let message = if code == ErrorCode::InternalError {
-            let request_id = uuid::Uuid::new_v4().simple().to_string();
-            tracing::error!(%request_id, error = %self.error.message, "internal error");
-            format!("internal error (request {request_id}); the server log has the details")
-        } else {
-            self.error.message
-        };
+        let message = kalamdb_core::public_message(&self.error);
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
             status: "error",

@@ -258,7 +258,7 @@ async fn first_message_auth(
         }
         (None, None) => return Err("authenticate needs a token, or a username and password".into()),
     };
-    result.map_err(|e| e.error.message)
+    result.map_err(|e| kalamdb_core::public_message(&e.error))
 }
 
 /// The subscribes of one connection still being set up, and how many may be.

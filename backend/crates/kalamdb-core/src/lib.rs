@@ -20,6 +20,7 @@
 
 mod arrow_conv;
 mod auth;
+mod base;
 mod budget;
 pub mod catalog;
 mod cold;
@@ -58,6 +59,7 @@ use serde::Serialize;
 
 pub use crate::arrow_conv::write_json_objects;
 use crate::auth::{Authenticator, TokenService};
+pub use crate::base::public_message;
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE, NamespaceDef, UserRecord};
 use crate::cold::ColdTier;
 pub use crate::ingest::IngestFormat;

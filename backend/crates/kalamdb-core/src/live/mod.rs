@@ -348,13 +348,7 @@ fn live_id(conn_id: u64, id: &str) -> String {
 }
 
 pub(crate) fn error_message(id: Option<&str>, error: &KalamError) -> String {
-    let message = match error.code {
-        ErrorCode::InternalError => {
-            tracing::error!(error = %error.message, "live query failed");
-            "internal error; the server log has the details".to_string()
-        }
-        _ => error.message.clone(),
-    };
+    let message = crate::base::public_message(error);
     json!({"type": "error", "id": id, "code": error.code.as_str(), "message": message}).to_string()
 }
 
