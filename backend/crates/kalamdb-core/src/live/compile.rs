@@ -12,7 +12,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, ExprWithAlias, GroupByExpr, SelectItem, SetExpr, Statement, TableFactor,
 };
-use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Role};
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 use kalamdb_sql::{KalamStatement, parse_statement};
 
 use super::SubscribeOptions;
@@ -99,12 +99,8 @@ pub(crate) fn compile(
     let (namespace, table_name) = crate::query::resolve_name(DEFAULT_NAMESPACE, name)
         .ok_or_else(|| KalamError::invalid_sql(format!("invalid table name '{name}'")))?;
     if namespace == SYSTEM_NAMESPACE {
-        if caller.role < Role::Dba {
-            return Err(KalamError::new(
-                ErrorCode::PermissionDenied,
-                "system tables are readable by dba and system only",
-            ));
-        }
+        // Whoever may read a system table (docs/SECURITY.md) reads it with SELECT;
+        // none of them can be subscribed to.
         return Err(unsupported("a system table"));
     }
     let table = db.catalog.table(&namespace, &table_name).ok_or_else(|| {
