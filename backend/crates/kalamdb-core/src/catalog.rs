@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use kalamdb_commons::{
     DefaultValue, ErrorCode, FlushPolicy, KalamError, KalamResult, KalamType, Literal, Role, TableType,
-    UserId,
+    UserId, Value,
 };
 use kalamdb_store::{Store, StoreBatch};
 use parking_lot::RwLock;
@@ -45,6 +45,16 @@ pub struct ColumnDef {
     pub default: Option<DefaultValue>,
     /// What rows written before this column existed read as (ADD COLUMN ... DEFAULT).
     pub backfill: Option<Literal>,
+}
+
+impl ColumnDef {
+    /// What a row written before this column existed reads as.
+    pub fn backfill_value(&self) -> Value {
+        self.backfill
+            .as_ref()
+            .and_then(|literal| literal.to_value(&self.data_type).ok())
+            .unwrap_or(Value::Null)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

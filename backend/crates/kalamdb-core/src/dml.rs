@@ -34,7 +34,6 @@ use crate::executor::StatementContext;
 use crate::query::{
     JsonResult, StatementSession, df_error, resolve_name, run_query_batches, run_statement, stream_query,
 };
-use crate::scoped::backfill_value;
 use crate::write::{self, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
 use crate::{DbShared, StatementResult, now_micros, store_error};
 use kalamdb_sql::ident_name;
@@ -776,7 +775,7 @@ fn read_row(
     Ok(table
         .columns
         .iter()
-        .map(|c| cells.get(&c.id).cloned().unwrap_or_else(|| backfill_value(c)))
+        .map(|c| cells.get(&c.id).cloned().unwrap_or_else(|| c.backfill_value()))
         .collect())
 }
 

@@ -16,8 +16,7 @@ use kalamdb_store::DecodedRow;
 use kalamdb_store::index_key::{encode_ordered, index_entry_key, index_scope_prefix};
 use kalamdb_store::keys::prefix_upper_bound;
 
-use crate::catalog::{ID_COLUMN_ID, IndexDef, TableDef};
-use crate::scoped::backfill_value;
+use crate::catalog::{ColumnDef, ID_COLUMN_ID, IndexDef, TableDef};
 
 /// The value of column `id` in `row` (a column added after the row was written reads
 /// as its backfill).
@@ -28,7 +27,7 @@ fn cell(table: &TableDef, row: &DecodedRow, id: u32) -> Value {
             .columns
             .iter()
             .find(|c| c.id == id)
-            .map(backfill_value)
+            .map(ColumnDef::backfill_value)
             .unwrap_or(Value::Null),
     }
 }

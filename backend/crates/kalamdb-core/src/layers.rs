@@ -38,7 +38,7 @@ const MODULES: &[(&str, &str)] = &[
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("arrow_conv.rs", "lib"), ("auth.rs", "lib"), ("budget.rs", "lib"), ("budget.rs", "query"),
     ("catalog.rs", "lib"), ("cold.rs", "lib"), ("dml.rs", "lib"),
-    ("executor.rs", "jobs"), ("executor.rs", "lib"), ("hidden.rs", "catalog"), ("index.rs", "scoped"),
+    ("executor.rs", "jobs"), ("executor.rs", "lib"), ("hidden.rs", "catalog"),
     ("index_build.rs", "lib"), ("ingest.rs", "lib"), ("jobs/flush.rs", "lib"), ("jobs/mod.rs", "lib"),
     ("jobs/mod.rs", "live"), ("live/compile.rs", "lib"), ("live/feed.rs", "lib"),
     ("live/history.rs", "lib"), ("live/mod.rs", "lib"), ("point_read.rs", "lib"), ("provider.rs", "lib"),

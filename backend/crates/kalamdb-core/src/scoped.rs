@@ -797,7 +797,7 @@ impl BatchBuilder {
         let defaults = columns
             .iter()
             .map(|c| match c {
-                ScanColumn::Column(def) => backfill_value(def),
+                ScanColumn::Column(def) => def.backfill_value(),
                 ScanColumn::Deleted => Value::Boolean(false),
                 ScanColumn::Seq | ScanColumn::Id => Value::Null,
             })
@@ -879,13 +879,4 @@ impl BatchBuilder {
 
 fn corrupt(e: kalamdb_store::row_codec::RowCodecError) -> KalamError {
     KalamError::internal(format!("corrupt row: {e}"))
-}
-
-/// What a row written before `column` existed reads as.
-pub(crate) fn backfill_value(column: &ColumnDef) -> Value {
-    column
-        .backfill
-        .as_ref()
-        .and_then(|literal| literal.to_value(&column.data_type).ok())
-        .unwrap_or(Value::Null)
 }

@@ -52,7 +52,7 @@ use kalamdb_commons::{KalamType, Value};
 
 use crate::arrow_conv::{field, values_to_array};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
-use crate::scoped::{HotScan, ScanColumn, ScopedTable, TableSnapshot, backfill_value};
+use crate::scoped::{HotScan, ScanColumn, ScopedTable, TableSnapshot};
 
 /// Where one output column of a cold part comes from.
 #[derive(Clone)]
@@ -249,7 +249,7 @@ fn plan_group(
     for column in columns {
         outputs.push(match column {
             ScanColumn::Column(def) if ids.contains(&def.id) => ColdOutput::Input(slot(index_of(&def.name))),
-            ScanColumn::Column(def) => ColdOutput::Constant(def.data_type, backfill_value(def)),
+            ScanColumn::Column(def) => ColdOutput::Constant(def.data_type, def.backfill_value()),
             ScanColumn::Seq => ColdOutput::Input(slot(index_of(SEQ_COLUMN))),
             ScanColumn::Deleted => ColdOutput::Input(slot(index_of(DELETED_COLUMN))),
             ScanColumn::Id => ColdOutput::Input(slot(index_of(ID_COLUMN))),

@@ -37,7 +37,7 @@ use super::record::FlushMetrics;
 use crate::arrow_conv::{ColumnBuilder, field};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::cold::{ColdTier, cold_error};
-use crate::scoped::{ScopedTable, backfill_value};
+use crate::scoped::ScopedTable;
 use crate::{DbShared, failpoint, now_micros, store_error};
 
 /// Longest text kept as a min/max statistic; longer values leave the bound unknown.
@@ -392,7 +392,7 @@ impl SegmentBuilder {
         let mut columns: Vec<ColumnState> = table
             .columns
             .iter()
-            .map(|c| column(c.id, &c.name, c.data_type, backfill_value(c)))
+            .map(|c| column(c.id, &c.name, c.data_type, c.backfill_value()))
             .collect();
         if table.primary_key.is_none() {
             columns.push(column(ID_COLUMN_ID, ID_COLUMN, KalamType::BigInt, Value::Null));
