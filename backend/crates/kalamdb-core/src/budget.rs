@@ -20,12 +20,65 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{
+    FairSpillPool, MemoryConsumer, MemoryReservation, TrackConsumersPool,
+};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 
-use crate::DbShared;
-use crate::query::QueryRuntime;
+/// What every statement's query runs with: a memory pool of its own (sorts, joins
+/// and aggregates spill to disk beyond it) over one disk manager for spill files.
+pub(crate) struct QueryRuntime {
+    base: Arc<RuntimeEnv>,
+    memory_bytes: usize,
+}
+
+impl QueryRuntime {
+    /// Spill files go to `spill_dir` (emptied first: files of a previous run are
+    /// garbage).
+    pub fn open(spill_dir: &std::path::Path, memory_bytes: usize) -> KalamResult<Self> {
+        if spill_dir.exists() {
+            std::fs::remove_dir_all(spill_dir)
+                .map_err(|e| KalamError::internal(format!("cannot empty {}: {e}", spill_dir.display())))?;
+        }
+        std::fs::create_dir_all(spill_dir)
+            .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", spill_dir.display())))?;
+        let base = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill_dir.into()])),
+            )
+            .build_arc()
+            .map_err(|e| KalamError::internal(format!("cannot start the query runtime: {e}")))?;
+        Ok(QueryRuntime { base, memory_bytes })
+    }
+
+    /// A runtime with a fresh memory pool of `query_memory_mb` (work without a
+    /// statement budget; a statement's is its [`crate::budget::Budget`]'s).
+    pub fn for_statement(&self) -> KalamResult<Arc<RuntimeEnv>> {
+        Self::runtime_with_pool(&self.base, self.memory_bytes)
+    }
+
+    pub(crate) fn runtime_with_pool(
+        base: &Arc<RuntimeEnv>,
+        memory_bytes: usize,
+    ) -> KalamResult<Arc<RuntimeEnv>> {
+        let top_consumers = std::num::NonZeroUsize::new(3).expect("non-zero");
+        let pool = TrackConsumersPool::new(FairSpillPool::new(memory_bytes), top_consumers);
+        RuntimeEnvBuilder::from_runtime_env(base)
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .map_err(|e| KalamError::internal(format!("cannot start the query runtime: {e}")))
+    }
+
+    pub(crate) fn base(&self) -> &Arc<RuntimeEnv> {
+        &self.base
+    }
+
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+}
 
 /// See the module documentation.
 pub(crate) struct Budget {
@@ -107,19 +160,19 @@ impl Budget {
 
 /// The runtime of work that runs without a statement (a live query's filter):
 /// a pool of its own.
-pub(crate) fn runtime_of_current(db: &DbShared) -> KalamResult<Arc<RuntimeEnv>> {
+pub(crate) fn runtime_of_current(runtime: &QueryRuntime) -> KalamResult<Arc<RuntimeEnv>> {
     match Budget::current() {
         Some(budget) => budget.runtime(),
-        None => db.query_runtime.for_statement(),
+        None => runtime.for_statement(),
     }
 }
 
 /// A charge of the running statement's budget (of a pool of its own for work
 /// without one).
-pub(crate) fn charge_current(db: &DbShared, what: &'static str) -> KalamResult<Charge> {
+pub(crate) fn charge_current(runtime: &QueryRuntime, what: &'static str) -> KalamResult<Charge> {
     match Budget::current() {
         Some(budget) => budget.charge(what),
-        None => Budget::new(&db.query_runtime, None).charge(what),
+        None => Budget::new(runtime, None).charge(what),
     }
 }
 

@@ -378,7 +378,7 @@ async fn insert_source(
         )));
     }
     let targets: Vec<&ColumnDef> = columns.iter().map(|&c| &table.columns[c]).collect();
-    let charge = crate::budget::charge_current(ctx.db, "the rows of this INSERT")?;
+    let charge = crate::budget::charge_current(&ctx.db.query_runtime, "the rows of this INSERT")?;
     let rows = within_budget(async {
         let mut rows = Vec::new();
         while let Some(batch) = output.batches.next().await {
@@ -1039,7 +1039,7 @@ async fn update_rows(
     let returning = update.returning.is_some();
     let mut writes = Vec::new();
     let mut written = HashSet::new();
-    let charge = crate::budget::charge_current(ctx.db, "the rows this UPDATE writes")?;
+    let charge = crate::budget::charge_current(&ctx.db.query_runtime, "the rows this UPDATE writes")?;
     affected_rows(ctx, query, |batch| {
         for ((seq, key), values) in seqs_and_keys(&table, batch)?
             .into_iter()
@@ -1131,7 +1131,7 @@ async fn delete_rows(
     };
     let mut writes = Vec::new();
     let mut written = HashSet::new();
-    let charge = crate::budget::charge_current(ctx.db, "the rows this DELETE writes")?;
+    let charge = crate::budget::charge_current(&ctx.db.query_runtime, "the rows this DELETE writes")?;
     affected_rows(ctx, query, |batch| {
         for ((seq, key), values) in seqs_and_keys(&table, batch)?
             .into_iter()

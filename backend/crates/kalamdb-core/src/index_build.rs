@@ -74,7 +74,7 @@ async fn run(
     };
     // 1. Bulk, at s0.
     let (s0, view) = moment(db, def.table_id).await;
-    let charge = crate::budget::charge_current(db, "the values this index build checks")?;
+    let charge = crate::budget::charge_current(&db.query_runtime, "the values this index build checks")?;
     let mut entries = {
         let (db, table) = (db.clone(), only_new.clone());
         blocking(Box::new(move || bulk(&db, &table, &view, s0, &charge))).await?

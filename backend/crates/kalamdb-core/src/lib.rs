@@ -510,7 +510,7 @@ pub(crate) struct DbShared {
     /// Plans of statements that depend on nothing but their text (`SELECT 1`).
     pub constant_plans: query::ConstantPlans,
     /// Memory pools and spill files of queries.
-    pub query_runtime: query::QueryRuntime,
+    pub query_runtime: budget::QueryRuntime,
     /// Serializes DDL statements (schema and users) with each other. DDL that
     /// changes or drops a table also takes that table's commit lock.
     pub ddl_lock: tokio::sync::Mutex<()>,
@@ -590,7 +590,7 @@ impl KalamDb {
             tokens,
             sessions: query::SessionPool::new(query::base_session_state(options.max_subquery_rows)),
             constant_plans: Default::default(),
-            query_runtime: query::QueryRuntime::open(
+            query_runtime: budget::QueryRuntime::open(
                 &options.data_dir.join("tmp"),
                 options.query_memory_bytes,
             )?,

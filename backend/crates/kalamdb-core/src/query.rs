@@ -11,9 +11,7 @@ use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SQLOptions, SessionState};
-use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{FunctionRegistry, TaskContext};
 use datafusion::logical_expr::{ColumnarValue, LogicalPlan, ScalarUDF, Volatility, create_udf};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -40,59 +38,6 @@ pub(crate) const CATALOG_NAME: &str = "kalam";
 pub(crate) struct QueryOutput {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
-}
-
-/// What every statement's query runs with: a memory pool of its own (sorts, joins
-/// and aggregates spill to disk beyond it) over one disk manager for spill files.
-pub(crate) struct QueryRuntime {
-    base: Arc<RuntimeEnv>,
-    memory_bytes: usize,
-}
-
-impl QueryRuntime {
-    /// Spill files go to `spill_dir` (emptied first: files of a previous run are
-    /// garbage).
-    pub fn open(spill_dir: &std::path::Path, memory_bytes: usize) -> KalamResult<Self> {
-        if spill_dir.exists() {
-            std::fs::remove_dir_all(spill_dir)
-                .map_err(|e| KalamError::internal(format!("cannot empty {}: {e}", spill_dir.display())))?;
-        }
-        std::fs::create_dir_all(spill_dir)
-            .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", spill_dir.display())))?;
-        let base = RuntimeEnvBuilder::new()
-            .with_disk_manager_builder(
-                DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill_dir.into()])),
-            )
-            .build_arc()
-            .map_err(|e| KalamError::internal(format!("cannot start the query runtime: {e}")))?;
-        Ok(QueryRuntime { base, memory_bytes })
-    }
-
-    /// A runtime with a fresh memory pool of `query_memory_mb` (work without a
-    /// statement budget; a statement's is its [`crate::budget::Budget`]'s).
-    pub fn for_statement(&self) -> KalamResult<Arc<RuntimeEnv>> {
-        Self::runtime_with_pool(&self.base, self.memory_bytes)
-    }
-
-    pub(crate) fn runtime_with_pool(
-        base: &Arc<RuntimeEnv>,
-        memory_bytes: usize,
-    ) -> KalamResult<Arc<RuntimeEnv>> {
-        let top_consumers = std::num::NonZeroUsize::new(3).expect("non-zero");
-        let pool = TrackConsumersPool::new(FairSpillPool::new(memory_bytes), top_consumers);
-        RuntimeEnvBuilder::from_runtime_env(base)
-            .with_memory_pool(Arc::new(pool))
-            .build_arc()
-            .map_err(|e| KalamError::internal(format!("cannot start the query runtime: {e}")))
-    }
-
-    pub(crate) fn base(&self) -> &Arc<RuntimeEnv> {
-        &self.base
-    }
-
-    pub(crate) fn memory_bytes(&self) -> usize {
-        self.memory_bytes
-    }
 }
 
 /// Partitions a query runs in: one per core (at least two, so that a hot scan and
@@ -188,7 +133,7 @@ impl<'a> StatementSession<'a> {
         catalog: &str,
         schema: &str,
     ) -> KalamResult<StatementSession<'a>> {
-        let runtime = crate::budget::runtime_of_current(db)?;
+        let runtime = crate::budget::runtime_of_current(&db.query_runtime)?;
         let mut state = db.sessions.take();
         state.register_catalog_list(catalogs);
         let options = &state.config().options().catalog;
@@ -342,7 +287,7 @@ pub(crate) async fn stream_query(
     if let Some(key) = &key
         && let Some(cached) = db.constant_plans.get(key)
     {
-        let runtime = crate::budget::runtime_of_current(db)?;
+        let runtime = crate::budget::runtime_of_current(&db.query_runtime)?;
         let plan = crate::subquery::fresh_plan(&cached.plan).map_err(df_error)?;
         let batches = execute_stream(plan, db.sessions.task_ctx(runtime)).map_err(df_error)?;
         return Ok(RowStream {
@@ -921,7 +866,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_detached_stream_stops_at_its_deadline_unread() {
         let spill = tempfile::tempdir().unwrap();
-        let runtime = QueryRuntime::open(spill.path(), 1 << 20).unwrap();
+        let runtime = crate::budget::QueryRuntime::open(spill.path(), 1 << 20).unwrap();
         let budget = Budget::new(&runtime, Some(std::time::Duration::from_millis(200)));
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
         let batch =

@@ -331,7 +331,7 @@ pub(crate) async fn commit(
     let mut replaced: Option<HashMap<u64, Vec<u8>>> = None;
     // What they hold, charged to the statement's budget as they are read (and each
     // is copied into the change log's entry).
-    let charge = crate::budget::charge_current(db, "the rows this statement replaces")?;
+    let charge = crate::budget::charge_current(&db.query_runtime, "the rows this statement replaces")?;
     loop {
         if replaced.is_none() && tracks_changes(db, table, scope) {
             replaced = read_replaced(db, table, scope, writes, &charge).await?;
