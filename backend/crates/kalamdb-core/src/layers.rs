@@ -40,7 +40,7 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("catalog.rs", "lib"), ("cold.rs", "lib"), ("dml.rs", "lib"),
     ("executor.rs", "jobs"), ("executor.rs", "lib"), ("hidden.rs", "catalog"),
     ("index_build.rs", "lib"), ("ingest.rs", "lib"), ("jobs/flush.rs", "lib"), ("jobs/mod.rs", "lib"),
-    ("jobs/mod.rs", "live"), ("live/compile.rs", "lib"), ("live/feed.rs", "lib"),
+    ("live/compile.rs", "lib"), ("live/feed.rs", "lib"),
     ("live/history.rs", "lib"), ("live/mod.rs", "lib"), ("point_read.rs", "lib"), ("provider.rs", "lib"),
     ("query.rs", "lib"), ("scoped.rs", "lib"), ("stream.rs", "lib"), ("system_tables.rs", "jobs"),
     ("system_tables.rs", "lib"), ("tiered_scan.rs", "lib"), ("write.rs", "lib"), ("write.rs", "live"),

@@ -37,6 +37,7 @@ pub mod jobs;
 #[cfg(test)]
 mod layers;
 mod live;
+mod maintenance;
 mod point_read;
 mod provider;
 mod query;
@@ -538,6 +539,7 @@ pub(crate) struct DbShared {
 pub struct KalamDb {
     shared: Arc<DbShared>,
     started_at: Instant,
+    ticker: Arc<maintenance::Ticker>,
 }
 
 const ROOT_USER: &str = "root";
@@ -618,9 +620,14 @@ impl KalamDb {
         }
         jobs::recover(&shared)?;
         shared.jobs.start_background(&shared)?;
+        let ticker = Arc::new(maintenance::Ticker::start(
+            &shared,
+            shared.options.jobs.policy_check_interval,
+        ));
         Ok(KalamDb {
             shared,
             started_at: Instant::now(),
+            ticker,
         })
     }
 
@@ -824,6 +831,7 @@ impl KalamDb {
     /// frame (1001), queued jobs are cancelled, running ones get the configured
     /// timeout to finish (see [`JobOptions`]).
     pub async fn shutdown(&self) {
+        self.ticker.stop(self.shared.options.jobs.shutdown_timeout).await;
         self.shared.live.shutdown();
         self.shared.jobs.shutdown().await;
     }

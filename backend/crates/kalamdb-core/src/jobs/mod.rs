@@ -330,7 +330,7 @@ impl JobManager {
     }
 
     /// Counts the hot rows of every table and the jobs by status (once, after
-    /// recovery), then starts the flush-policy scheduler and the retention sweeper.
+    /// recovery): what the flush policies ([`JobManager::maintain`]) start from.
     pub fn start_background(&self, db: &Arc<DbShared>) -> KalamResult<()> {
         {
             let mut policy = self.policy.lock();
@@ -349,43 +349,18 @@ impl JobManager {
                 *counts.entry(record.status.as_str()).or_default() += 1;
             }
         }
-        let weak = Arc::downgrade(db);
-        let stop = self.stop.clone();
-        let tick = self.options.policy_check_interval;
-        self.tasks.spawn(async move {
-            let mut interval = tokio::time::interval(tick);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = interval.tick() => {}
-                }
-                let Some(db) = weak.upgrade() else { return };
-                db.jobs.check_policies(&db);
-                if db.jobs.sweep_due()
-                    && let Err(e) = db.jobs.sweep_finished(&db)
-                {
-                    tracing::warn!("job retention sweep failed: {}", e.message);
-                }
-                // Expired STREAM rows and old logged changes: RocksDB work, and the
-                // stream sweep takes tables' commit locks, on the blocking pool.
-                let sweep_history = db.live.sweep_due();
-                let swept = tokio::task::spawn_blocking({
-                    let db = db.clone();
-                    move || {
-                        if sweep_history && let Err(e) = crate::live::sweep_history(&db) {
-                            tracing::warn!("change history sweep failed: {}", e.message);
-                        }
-                        crate::stream::sweep_expired(&db)
-                    }
-                })
-                .await;
-                if let Ok(Err(e)) = swept {
-                    tracing::warn!("STREAM table sweep failed: {}", e.message);
-                }
-            }
-        });
         Ok(())
+    }
+
+    /// One tick of the maintenance ticker (`maintenance.rs`): flush policies that are
+    /// due, and the retention sweep of finished jobs when it is due.
+    pub(crate) fn maintain(&self, db: &Arc<DbShared>) {
+        self.check_policies(db);
+        if self.sweep_due()
+            && let Err(e) = self.sweep_finished(db)
+        {
+            tracing::warn!("job retention sweep failed: {}", e.message);
+        }
     }
 
     fn check_policies(&self, db: &Arc<DbShared>) {
