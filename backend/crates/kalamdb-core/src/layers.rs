@@ -42,7 +42,7 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("index_build.rs", "lib"), ("ingest.rs", "lib"), ("jobs/flush.rs", "lib"), ("jobs/mod.rs", "lib"),
     ("live/compile.rs", "lib"), ("live/feed.rs", "lib"),
     ("live/history.rs", "lib"), ("live/mod.rs", "lib"), ("point_read.rs", "lib"), ("provider.rs", "lib"),
-    ("query.rs", "lib"), ("scoped.rs", "lib"), ("stream.rs", "lib"), ("system_tables.rs", "jobs"),
+    ("query.rs", "lib"), ("scoped.rs", "lib"), ("stream.rs", "lib"),
     ("system_tables.rs", "lib"), ("tiered_scan.rs", "lib"), ("write.rs", "lib"), ("write.rs", "live"),
 ];
 

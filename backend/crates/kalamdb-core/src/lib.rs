@@ -532,6 +532,8 @@ pub(crate) struct DbShared {
     pub point_reads: std::sync::atomic::AtomicU64,
     /// Live-query connections, subscriptions and the feeds commits publish to.
     pub live: Arc<live::LiveHub>,
+    /// The `system.*` tables: the catalog's, `system.jobs`, `system.live`.
+    pub system_tables: system_tables::SystemTables,
 }
 
 /// The database. Cheap to clone; all clones share one instance.
@@ -603,6 +605,10 @@ impl KalamDb {
             holds: holds.clone(),
             point_reads: Default::default(),
             live: live::LiveHub::new(options.live.clone(), holds),
+            system_tables: system_tables::SystemTables::new(vec![
+                Box::new(jobs::JobsTable),
+                Box::new(live::LiveTable),
+            ]),
             options,
         });
         bootstrap(&shared)?;

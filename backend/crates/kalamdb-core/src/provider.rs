@@ -23,7 +23,6 @@ use kalamdb_commons::{KalamError, KalamResult, KalamType, Literal, TableType as 
 use crate::catalog::{SYSTEM_NAMESPACE, TableDef};
 use crate::index::{FirstColumn, IndexProbe};
 use crate::scoped::ScopedTable;
-use crate::system_tables;
 use crate::{Caller, DbShared};
 
 /// What a statement may see: whose rows, and whether hidden columns are in schemas.
@@ -130,11 +129,11 @@ impl fmt::Debug for SystemSchema {
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        system_tables::NAMES.iter().map(|n| n.to_string()).collect()
+        self.db.system_tables.names().map(str::to_string).collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let Some(batch) = system_tables::build(&self.db, &self.caller, name)? else {
+        let Some(batch) = self.db.system_tables.build(&self.db, &self.caller, name)? else {
             return Ok(None);
         };
         Ok(Some(Arc::new(MemTable::try_new(
@@ -144,7 +143,7 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        system_tables::NAMES.contains(&name)
+        self.db.system_tables.contains(name)
     }
 }
 

@@ -733,7 +733,7 @@ fn check_relations_exist(db: &DbShared, namespace: &str, statement: &Statement) 
             return ControlFlow::Continue(());
         }
         if ns == SYSTEM_NAMESPACE {
-            return if crate::system_tables::NAMES.contains(&table.as_str()) {
+            return if db.system_tables.contains(&table) {
                 ControlFlow::Continue(())
             } else {
                 ControlFlow::Break(KalamError::new(

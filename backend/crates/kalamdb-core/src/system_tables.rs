@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -12,47 +12,83 @@ use kalamdb_commons::{Role, TableType};
 
 use crate::{Caller, DbShared};
 
-pub const NAMES: &[&str] = &[
-    "namespaces",
-    "tables",
-    "columns",
-    "indexes",
-    "users",
-    "jobs",
-    "live",
-];
-
-/// The batch of `system.<name>` as `caller` may see it; `None` for an unknown name.
-pub(crate) fn build(db: &DbShared, caller: &Caller, name: &str) -> DfResult<Option<RecordBatch>> {
-    Ok(Some(match name {
-        "namespaces" => namespaces(db)?,
-        "tables" => tables(db)?,
-        "columns" => columns(db)?,
-        "indexes" => indexes(db)?,
-        "users" => users(db, caller)?,
-        "jobs" => jobs(db, caller)?,
-        "live" => live(db, caller)?,
-        _ => return Ok(None),
-    }))
+/// A `system.*` table: its rows as a caller may see them, built when a statement
+/// names it.
+pub(crate) trait SystemTable: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn batch(&self, db: &DbShared, caller: &Caller) -> DfResult<RecordBatch>;
 }
 
-fn text(values: Vec<String>) -> ArrayRef {
+/// How a catalog table's batch is built.
+type BuildFn = fn(&DbShared, &Caller) -> DfResult<RecordBatch>;
+
+/// A system table of the catalog's.
+struct CatalogTable(&'static str, BuildFn);
+
+impl SystemTable for CatalogTable {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn batch(&self, db: &DbShared, caller: &Caller) -> DfResult<RecordBatch> {
+        (self.1)(db, caller)
+    }
+}
+
+/// The system tables, made at open: the catalog's, then the ones other parts
+/// register (`system.jobs` by the job manager, `system.live` by the live-query hub).
+pub(crate) struct SystemTables(Vec<Box<dyn SystemTable>>);
+
+impl SystemTables {
+    pub fn new(registered: Vec<Box<dyn SystemTable>>) -> Self {
+        let catalog: [(&'static str, BuildFn); 5] = [
+            ("namespaces", |db, _| namespaces(db)),
+            ("tables", |db, _| tables(db)),
+            ("columns", |db, _| columns(db)),
+            ("indexes", |db, _| indexes(db)),
+            ("users", users),
+        ];
+        let mut tables: Vec<Box<dyn SystemTable>> = (catalog.into_iter())
+            .map(|(name, build)| Box::new(CatalogTable(name, build)) as Box<dyn SystemTable>)
+            .collect();
+        tables.extend(registered);
+        SystemTables(tables)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().map(|t| t.name())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.names().any(|n| n == name)
+    }
+
+    /// The batch of `system.<name>` as `caller` may see it; `None` for an unknown name.
+    pub fn build(&self, db: &DbShared, caller: &Caller, name: &str) -> DfResult<Option<RecordBatch>> {
+        match self.0.iter().find(|t| t.name() == name) {
+            Some(table) => table.batch(db, caller).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+pub(crate) fn text(values: Vec<String>) -> ArrayRef {
     Arc::new(StringArray::from(values))
 }
 
-fn opt_text(values: Vec<Option<String>>) -> ArrayRef {
+pub(crate) fn opt_text(values: Vec<Option<String>>) -> ArrayRef {
     Arc::new(StringArray::from(values))
 }
 
-fn timestamps(values: Vec<i64>) -> ArrayRef {
+pub(crate) fn timestamps(values: Vec<i64>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from(values))
 }
 
-fn timestamp_field(name: &str) -> Field {
+pub(crate) fn timestamp_field(name: &str) -> Field {
     Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, None), false)
 }
 
-fn batch(fields: Vec<Field>, arrays: Vec<ArrayRef>) -> DfResult<RecordBatch> {
+pub(crate) fn batch(fields: Vec<Field>, arrays: Vec<ArrayRef>) -> DfResult<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
 
@@ -263,104 +299,6 @@ fn users(db: &DbShared, caller: &Caller) -> DfResult<RecordBatch> {
             text(users.iter().map(|u| u.role.as_str().to_string()).collect()),
             timestamps(users.iter().map(|u| u.created_at).collect()),
             timestamps(users.iter().map(|u| u.updated_at).collect()),
-        ],
-    )
-}
-
-/// `system.jobs`, for role `service` and above (job metrics count every user's rows).
-/// Active live-query subscriptions: a user's own, every one for dba and above.
-fn live(db: &DbShared, caller: &Caller) -> DfResult<RecordBatch> {
-    let rows = db.live.list(caller);
-    batch(
-        vec![
-            Field::new("id", DataType::Utf8, false),
-            Field::new("subscription", DataType::Utf8, false),
-            Field::new("connection", DataType::Int64, false),
-            Field::new("username", DataType::Utf8, false),
-            Field::new("table_name", DataType::Utf8, false),
-            Field::new("sql", DataType::Utf8, false),
-            timestamp_field("created_at"),
-            Field::new("changes_sent", DataType::Int64, false),
-        ],
-        vec![
-            text(rows.iter().map(|r| r.id.clone()).collect()),
-            text(rows.iter().map(|r| r.subscription.clone()).collect()),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.connection))),
-            text(rows.iter().map(|r| r.user.clone()).collect()),
-            text(rows.iter().map(|r| r.table.clone()).collect()),
-            text(rows.iter().map(|r| r.sql.clone()).collect()),
-            timestamps(rows.iter().map(|r| r.created_at).collect()),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.changes_sent))),
-        ],
-    )
-}
-
-fn jobs(db: &DbShared, caller: &Caller) -> DfResult<RecordBatch> {
-    if caller.role < Role::Service {
-        return Err(datafusion::error::DataFusionError::External(Box::new(
-            kalamdb_commons::KalamError::new(
-                kalamdb_commons::ErrorCode::PermissionDenied,
-                format!(
-                    "role '{}' may not read system.jobs; it needs role 'service' or higher",
-                    caller.role.as_str()
-                ),
-            ),
-        )));
-    }
-    let jobs = crate::jobs::all_records(db)
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-    let ts = |name: &str| Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, None), true);
-    let int = |values: Vec<Option<i64>>| -> ArrayRef { Arc::new(Int64Array::from(values)) };
-    let opt_ts = |values: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(values)) };
-    batch(
-        vec![
-            Field::new("job_id", DataType::Utf8, false),
-            Field::new("job_type", DataType::Utf8, false),
-            Field::new("status", DataType::Utf8, false),
-            Field::new("namespace", DataType::Utf8, false),
-            Field::new("table_name", DataType::Utf8, false),
-            Field::new("trigger", DataType::Utf8, false),
-            timestamp_field("created_at"),
-            ts("started_at"),
-            ts("finished_at"),
-            Field::new("duration_ms", DataType::Int64, true),
-            Field::new("rows_flushed", DataType::Int64, false),
-            Field::new("users_flushed", DataType::Int64, false),
-            Field::new("files_written", DataType::Int64, false),
-            Field::new("bytes_written", DataType::Int64, false),
-            Field::new("progress", DataType::Float64, false),
-            crate::arrow_conv::field("result", &kalamdb_commons::KalamType::Json, true),
-            Field::new("error_message", DataType::Utf8, true),
-        ],
-        vec![
-            text(jobs.iter().map(|j| j.job_id.clone()).collect()),
-            text(jobs.iter().map(|j| j.job_type.clone()).collect()),
-            text(jobs.iter().map(|j| j.status.as_str().to_string()).collect()),
-            text(jobs.iter().map(|j| j.namespace.clone()).collect()),
-            text(jobs.iter().map(|j| j.table_name.clone()).collect()),
-            text(jobs.iter().map(|j| j.trigger.as_str().to_string()).collect()),
-            timestamps(jobs.iter().map(|j| j.created_at).collect()),
-            opt_ts(jobs.iter().map(|j| j.started_at).collect()),
-            opt_ts(jobs.iter().map(|j| j.finished_at).collect()),
-            int(jobs.iter().map(|j| j.duration_ms()).collect()),
-            int(jobs.iter().map(|j| Some(j.metrics.rows_flushed as i64)).collect()),
-            int(jobs
-                .iter()
-                .map(|j| Some(j.metrics.users_flushed as i64))
-                .collect()),
-            int(jobs
-                .iter()
-                .map(|j| Some(j.metrics.files_written as i64))
-                .collect()),
-            int(jobs
-                .iter()
-                .map(|j| Some(j.metrics.bytes_written as i64))
-                .collect()),
-            Arc::new(Float64Array::from(
-                jobs.iter().map(|j| j.progress).collect::<Vec<_>>(),
-            )),
-            opt_text(jobs.iter().map(|j| j.result_json()).collect()),
-            opt_text(jobs.iter().map(|j| j.error_message.clone()).collect()),
         ],
     )
 }

@@ -34,7 +34,7 @@ pub use record::{FlushMetrics, JobRecord, JobStatus, JobTrigger};
 
 use crate::catalog::TableDef;
 use crate::cold::ColdTier;
-use crate::{DbShared, failpoint, now_micros, store_error};
+use crate::{Caller, DbShared, failpoint, now_micros, store_error};
 
 /// Settings of the job manager.
 #[derive(Debug, Clone)]
@@ -784,4 +784,92 @@ fn reconcile_table(db: &DbShared, table: &TableDef) -> KalamResult<()> {
         db.cold.apply_watermark(table.table_id, watermark);
     }
     Ok(())
+}
+
+/// `system.jobs`, for role `service` and above (job metrics count every user's rows).
+pub(crate) struct JobsTable;
+
+impl crate::system_tables::SystemTable for JobsTable {
+    fn name(&self) -> &'static str {
+        "jobs"
+    }
+
+    fn batch(
+        &self,
+        db: &DbShared,
+        caller: &Caller,
+    ) -> datafusion::common::Result<datafusion::arrow::record_batch::RecordBatch> {
+        use crate::system_tables::{batch, opt_text, text, timestamp_field, timestamps};
+        use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, TimestampMicrosecondArray};
+        use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+        use kalamdb_commons::Role;
+
+        if caller.role < Role::Service {
+            return Err(datafusion::error::DataFusionError::External(Box::new(
+                kalamdb_commons::KalamError::new(
+                    kalamdb_commons::ErrorCode::PermissionDenied,
+                    format!(
+                        "role '{}' may not read system.jobs; it needs role 'service' or higher",
+                        caller.role.as_str()
+                    ),
+                ),
+            )));
+        }
+        let jobs = all_records(db).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let ts = |name: &str| Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, None), true);
+        let int = |values: Vec<Option<i64>>| -> ArrayRef { Arc::new(Int64Array::from(values)) };
+        let opt_ts =
+            |values: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(values)) };
+        batch(
+            vec![
+                Field::new("job_id", DataType::Utf8, false),
+                Field::new("job_type", DataType::Utf8, false),
+                Field::new("status", DataType::Utf8, false),
+                Field::new("namespace", DataType::Utf8, false),
+                Field::new("table_name", DataType::Utf8, false),
+                Field::new("trigger", DataType::Utf8, false),
+                timestamp_field("created_at"),
+                ts("started_at"),
+                ts("finished_at"),
+                Field::new("duration_ms", DataType::Int64, true),
+                Field::new("rows_flushed", DataType::Int64, false),
+                Field::new("users_flushed", DataType::Int64, false),
+                Field::new("files_written", DataType::Int64, false),
+                Field::new("bytes_written", DataType::Int64, false),
+                Field::new("progress", DataType::Float64, false),
+                crate::arrow_conv::field("result", &kalamdb_commons::KalamType::Json, true),
+                Field::new("error_message", DataType::Utf8, true),
+            ],
+            vec![
+                text(jobs.iter().map(|j| j.job_id.clone()).collect()),
+                text(jobs.iter().map(|j| j.job_type.clone()).collect()),
+                text(jobs.iter().map(|j| j.status.as_str().to_string()).collect()),
+                text(jobs.iter().map(|j| j.namespace.clone()).collect()),
+                text(jobs.iter().map(|j| j.table_name.clone()).collect()),
+                text(jobs.iter().map(|j| j.trigger.as_str().to_string()).collect()),
+                timestamps(jobs.iter().map(|j| j.created_at).collect()),
+                opt_ts(jobs.iter().map(|j| j.started_at).collect()),
+                opt_ts(jobs.iter().map(|j| j.finished_at).collect()),
+                int(jobs.iter().map(|j| j.duration_ms()).collect()),
+                int(jobs.iter().map(|j| Some(j.metrics.rows_flushed as i64)).collect()),
+                int(jobs
+                    .iter()
+                    .map(|j| Some(j.metrics.users_flushed as i64))
+                    .collect()),
+                int(jobs
+                    .iter()
+                    .map(|j| Some(j.metrics.files_written as i64))
+                    .collect()),
+                int(jobs
+                    .iter()
+                    .map(|j| Some(j.metrics.bytes_written as i64))
+                    .collect()),
+                Arc::new(Float64Array::from(
+                    jobs.iter().map(|j| j.progress).collect::<Vec<_>>(),
+                )),
+                opt_text(jobs.iter().map(|j| j.result_json()).collect()),
+                opt_text(jobs.iter().map(|j| j.error_message.clone()).collect()),
+            ],
+        )
+    }
 }

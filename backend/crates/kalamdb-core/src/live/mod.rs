@@ -939,3 +939,47 @@ pub(crate) fn lagged() -> KalamError {
         "the subscriber fell too far behind (its queue is full); subscribe again with from_seq = the last seq received",
     )
 }
+
+/// `system.live`: the subscriptions open now — a user's own, every one for dba and
+/// above.
+pub(crate) struct LiveTable;
+
+impl crate::system_tables::SystemTable for LiveTable {
+    fn name(&self) -> &'static str {
+        "live"
+    }
+
+    fn batch(
+        &self,
+        db: &DbShared,
+        caller: &Caller,
+    ) -> datafusion::common::Result<datafusion::arrow::record_batch::RecordBatch> {
+        use crate::system_tables::{batch, text, timestamp_field, timestamps};
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::arrow::datatypes::{DataType, Field};
+
+        let rows = db.live.list(caller);
+        batch(
+            vec![
+                Field::new("id", DataType::Utf8, false),
+                Field::new("subscription", DataType::Utf8, false),
+                Field::new("connection", DataType::Int64, false),
+                Field::new("username", DataType::Utf8, false),
+                Field::new("table_name", DataType::Utf8, false),
+                Field::new("sql", DataType::Utf8, false),
+                timestamp_field("created_at"),
+                Field::new("changes_sent", DataType::Int64, false),
+            ],
+            vec![
+                text(rows.iter().map(|r| r.id.clone()).collect()),
+                text(rows.iter().map(|r| r.subscription.clone()).collect()),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.connection))),
+                text(rows.iter().map(|r| r.user.clone()).collect()),
+                text(rows.iter().map(|r| r.table.clone()).collect()),
+                text(rows.iter().map(|r| r.sql.clone()).collect()),
+                timestamps(rows.iter().map(|r| r.created_at).collect()),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.changes_sent))),
+            ],
+        )
+    }
+}
