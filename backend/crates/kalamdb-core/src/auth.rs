@@ -221,7 +221,7 @@ impl TokenService {
     /// A token for `user`, valid for the configured time; returns it and its expiry
     /// (seconds since the epoch).
     pub fn issue(&self, user: &crate::catalog::UserRecord) -> KalamResult<(String, i64)> {
-        let now = crate::now_micros() / 1_000_000;
+        let now = crate::base::now_micros() / 1_000_000;
         let exp = now + self.ttl.as_secs() as i64;
         let claims = Claims {
             sub: user.username.clone(),

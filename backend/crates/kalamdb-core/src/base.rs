@@ -1,7 +1,23 @@
-//! What every entry point tells a client of an error (HTTP, the WebSocket, streamed
+//! What every layer shares: the clock, the mapping of storage failures, and what
+//! every entry point tells a client of an error (HTTP, the WebSocket, streamed
 //! results).
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use kalamdb_commons::{ErrorCode, KalamError};
+use kalamdb_store::StoreError;
+
+/// Microseconds since the Unix epoch (0 before it).
+pub(crate) fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn store_error(e: StoreError) -> KalamError {
+    KalamError::internal(format!("storage failure: {e}"))
+}
 
 /// The message a client gets for `error`: its own, except an internal error's, which
 /// is logged with a request id and replaced by a message naming that id (an internal

@@ -16,7 +16,7 @@ use kalamdb_store::{Store, StoreBatch};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-use crate::store_error;
+use crate::base::store_error;
 
 /// Column id 0 is the hidden `_id` of a table without a primary key.
 pub const ID_COLUMN_ID: u32 = 0;

@@ -18,8 +18,8 @@ use kalamdb_store::{DecodedRow, Store, StoreBatch, StoreView};
 use parking_lot::{Mutex, RwLock};
 
 use crate::arrow_conv::array_value;
+use crate::base::store_error;
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN_ID, TableDef};
-use crate::store_error;
 
 const WATERMARK_PREFIX: &str = "flushwm/";
 

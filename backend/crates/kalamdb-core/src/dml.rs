@@ -27,6 +27,7 @@ use kalamdb_commons::{
 use kalamdb_store::row_codec::{encode_row, encode_value};
 
 use crate::arrow_conv::{column_values, field, materialized_bytes, values_to_array};
+use crate::base::{now_micros, store_error};
 use crate::budget::{Charge, within_budget};
 use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::dml_query;
@@ -35,7 +36,7 @@ use crate::query::{
     JsonResult, StatementSession, df_error, resolve_name, run_query_batches, run_statement, stream_query,
 };
 use crate::write::{self, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
-use crate::{DbShared, StatementResult, now_micros, store_error};
+use crate::{DbShared, StatementResult};
 use kalamdb_sql::ident_name;
 
 /// Attempts whose commit found their rows changed before a statement claims the
@@ -288,7 +289,7 @@ pub(crate) fn default_value(
         },
         Some(DefaultValue::SnowflakeId) => match ty {
             KalamType::Text => Value::Text(db.seq.next()?.to_string()),
-            _ => Value::BigInt(crate::seq_as_i64(db.seq.next()?)),
+            _ => Value::BigInt(crate::seq::seq_as_i64(db.seq.next()?)),
         },
         Some(DefaultValue::UuidV7) => {
             let id = uuid::Uuid::now_v7();
@@ -576,7 +577,7 @@ async fn insert_rows(
         check_not_null(&table, &values)?;
         let key = match pk_index {
             Some(i) => values[i].clone(),
-            None => Value::BigInt(crate::seq_as_i64(ctx.db.seq.next()?)),
+            None => Value::BigInt(crate::seq::seq_as_i64(ctx.db.seq.next()?)),
         };
         let mut encoded = Vec::new();
         encode_value(&key, &mut encoded);

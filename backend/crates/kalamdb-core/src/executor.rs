@@ -8,6 +8,7 @@ use kalamdb_commons::{
 };
 use kalamdb_sql::{ColumnSpec, CreateTable, KalamStatement, TableRef, UserChange, parse_statement};
 
+use crate::base::{now_micros, store_error};
 use crate::catalog::{
     AccessLevel, Catalog, ColumnDef, DELETED_COLUMN, ID_COLUMN, NamespaceDef, SEQ_COLUMN, SYSTEM_NAMESPACE,
     TableDef, UserRecord,
@@ -16,7 +17,7 @@ use crate::cold::ColdTier;
 use crate::jobs::{JobRecord, JobTrigger};
 use crate::query::run_query_json;
 use crate::scoped::ScopedTable;
-use crate::{Caller, ColumnInfo, DbShared, JsonRows, RowStream, StatementResult, now_micros, store_error};
+use crate::{Caller, ColumnInfo, DbShared, JsonRows, RowStream, StatementResult};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 

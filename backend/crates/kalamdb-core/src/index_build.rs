@@ -27,9 +27,10 @@ use kalamdb_store::keys::prefix_upper_bound;
 use kalamdb_store::row_codec::decode_row;
 use kalamdb_store::{DecodedRow, StoreView};
 
+use crate::DbShared;
+use crate::base::store_error;
 use crate::catalog::{Catalog, IndexDef, TableDef};
 use crate::scoped::ScopedTable;
-use crate::{DbShared, store_error};
 
 /// Entries written per batch while building.
 const ENTRIES_PER_BATCH: usize = 10_000;

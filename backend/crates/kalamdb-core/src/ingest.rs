@@ -29,13 +29,14 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, Value};
 use kalamdb_store::row_codec::encode_value;
 
+use crate::StatementResult;
 use crate::arrow_conv::{column_values, materialized_bytes};
+use crate::base::now_micros;
 use crate::budget::{Budget, Charge, within_budget};
 use crate::catalog::TableDef;
 use crate::dml::{check_not_null, column_index, default_value, encode_new_row, scope_of, writable_table};
 use crate::executor::StatementContext;
 use crate::write::{self, Expect, OnLive, Outcome, PendingWrite};
-use crate::{StatementResult, now_micros};
 
 /// The formats a bulk load accepts, by `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,7 +294,7 @@ impl<'a> Collector<'a> {
         check_not_null(self.table, &values).map_err(at)?;
         let key = match self.pk_index {
             Some(i) => values[i].clone(),
-            None => Value::BigInt(crate::seq_as_i64(self.defaults.db.seq.next()?)),
+            None => Value::BigInt(crate::seq::seq_as_i64(self.defaults.db.seq.next()?)),
         };
         let mut encoded = Vec::new();
         encode_value(&key, &mut encoded);

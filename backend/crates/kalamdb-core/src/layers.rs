@@ -37,19 +37,19 @@ const MODULES: &[(&str, &str)] = &[
 #[rustfmt::skip]
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("arrow_conv.rs", "lib"), ("auth.rs", "lib"),
-    ("catalog.rs", "lib"), ("cold.rs", "lib"), ("dml.rs", "lib"),
+    ("cold.rs", "lib"), ("dml.rs", "lib"),
     ("executor.rs", "jobs"), ("executor.rs", "lib"), ("hidden.rs", "catalog"),
     ("index_build.rs", "lib"), ("ingest.rs", "lib"), ("jobs/flush.rs", "lib"), ("jobs/mod.rs", "lib"),
     ("live/compile.rs", "lib"), ("live/feed.rs", "lib"),
     ("live/history.rs", "lib"), ("live/mod.rs", "lib"), ("point_read.rs", "lib"), ("provider.rs", "lib"),
     ("query.rs", "lib"), ("scoped.rs", "lib"), ("stream.rs", "lib"),
-    ("system_tables.rs", "lib"), ("tiered_scan.rs", "lib"), ("write.rs", "lib"), ("write.rs", "live"),
+    ("system_tables.rs", "lib"), ("write.rs", "lib"), ("write.rs", "live"),
 ];
 
 /// Modules in an import cycle today. Only shrinks.
 #[rustfmt::skip]
-const KNOWN_CYCLIC: &[&str] = &["arrow_conv", "auth", "catalog", "cold", "dml", "executor",
-    "hidden", "index", "index_build", "ingest", "jobs", "lib", "live", "point_read", "provider", "query",
+const KNOWN_CYCLIC: &[&str] = &["arrow_conv", "auth", "cold", "dml", "executor",
+    "index_build", "ingest", "jobs", "lib", "live", "point_read", "provider", "query",
     "scoped", "stream", "system_tables", "tiered_scan", "write"];
 struct Source {
     file: String,

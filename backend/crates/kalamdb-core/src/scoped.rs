@@ -30,9 +30,10 @@ use kalamdb_store::row_codec::{CellRef, is_tombstone, visit_cells};
 use kalamdb_store::{StoreError, StoreView};
 
 use crate::arrow_conv::{ColumnBuilder, field};
+use crate::base::store_error;
 use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::index::IndexProbe;
-use crate::{Caller, DbShared, store_error};
+use crate::{Caller, DbShared};
 
 /// Rows per Arrow batch built from hot rows: a scan holds at most a few of these.
 pub(crate) const SCAN_BATCH_ROWS: usize = 8192;
@@ -856,7 +857,7 @@ impl BatchBuilder {
                 continue;
             }
             match &self.columns[slot] {
-                ScanColumn::Seq => self.builders[slot].append(CellRef::BigInt(crate::seq_as_i64(seq))),
+                ScanColumn::Seq => self.builders[slot].append(CellRef::BigInt(crate::seq::seq_as_i64(seq))),
                 _ => self.builders[slot].append(CellRef::of(&self.defaults[slot])),
             }
         }

@@ -21,15 +21,17 @@ use std::sync::Arc;
 use kalamdb_commons::{KalamResult, TableType};
 use kalamdb_store::row_codec::decode_row;
 
+use crate::DbShared;
+use crate::base::store_error;
 use crate::catalog::{ID_COLUMN_ID, TableDef};
-use crate::{DbShared, SEQ_COUNTER_BITS, SEQ_EPOCH_MS, store_error};
+use crate::seq::{SEQ_COUNTER_BITS, SEQ_EPOCH_MS};
 
 /// The smallest `_seq` of a live row of `table` now: rows of a STREAM table
 /// inserted more than its TTL ago are below it; 0 for every other table.
 pub(crate) fn horizon(table: &TableDef) -> u64 {
     match (table.table_type, table.ttl_seconds) {
         (TableType::Stream, Some(ttl)) => {
-            let now_ms = crate::now_micros().max(0) as u64 / 1000;
+            let now_ms = crate::base::now_micros().max(0) as u64 / 1000;
             let cutoff = now_ms.saturating_sub(ttl.saturating_mul(1000));
             cutoff.saturating_sub(SEQ_EPOCH_MS) << SEQ_COUNTER_BITS
         }

@@ -355,7 +355,7 @@ impl ManifestStats<'_> {
             let values: Vec<Value> = self
                 .segments
                 .iter()
-                .map(|s| Value::BigInt(crate::seq_as_i64(if min { s.min_seq } else { s.max_seq })))
+                .map(|s| Value::BigInt(crate::seq::seq_as_i64(if min { s.min_seq } else { s.max_seq })))
                 .collect();
             return Some(values_to_array(&KalamType::BigInt, &values));
         }
@@ -461,7 +461,11 @@ impl TieredScanExec {
             }
         }
         let stale = if cold.iter().any(|p| p.merge.is_some()) {
-            snapshot.stale.iter().map(|&s| crate::seq_as_i64(s)).collect()
+            snapshot
+                .stale
+                .iter()
+                .map(|&s| crate::seq::seq_as_i64(s))
+                .collect()
         } else {
             HashSet::new()
         };

@@ -32,8 +32,10 @@ use kalamdb_store::row_codec::{decode_row, encode_value};
 use kalamdb_store::{DecodedRow, PkEntry, StoreView};
 use parking_lot::Mutex;
 
+use crate::DbShared;
+use crate::base::store_error;
 use crate::catalog::{ID_COLUMN, TableDef};
-use crate::{DbShared, LAST_SEQ_KEY, store_error};
+use crate::seq::LAST_SEQ_KEY;
 
 /// The commit locks: one per scope of a table (a user's rows of a USER table, all
 /// rows of a SHARED one), under one gate per table.

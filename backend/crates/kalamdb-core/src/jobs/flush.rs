@@ -35,10 +35,11 @@ use kalamdb_store::row_codec::{CellRef, RowCodecError, visit_cells};
 use super::ActiveJob;
 use super::record::FlushMetrics;
 use crate::arrow_conv::{ColumnBuilder, field};
+use crate::base::{now_micros, store_error};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::cold::{ColdTier, cold_error};
 use crate::scoped::ScopedTable;
-use crate::{DbShared, failpoint, now_micros, store_error};
+use crate::{DbShared, failpoint};
 
 /// Longest text kept as a min/max statistic; longer values leave the bound unknown.
 const MAX_STAT_TEXT: usize = 256;
@@ -445,7 +446,7 @@ impl SegmentBuilder {
                 column.backfill = backfill;
             }
         }
-        self.seqs.push(crate::seq_as_i64(seq));
+        self.seqs.push(crate::seq::seq_as_i64(seq));
         self.deleted.push(deleted);
         self.total_rows += 1;
         self.total_deleted += deleted as u64;

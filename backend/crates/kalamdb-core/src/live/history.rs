@@ -18,8 +18,10 @@ use kalamdb_store::{StoreBatch, StoreView};
 
 use super::feed::{Change, ChangeSet, changes_of, decode, evaluate_costly};
 use super::{LiveHub, Subscription};
+use crate::DbShared;
+use crate::base::store_error;
 use crate::catalog::TableDef;
-use crate::{DbShared, SEQ_COUNTER_BITS, SEQ_EPOCH_MS, store_error};
+use crate::seq::{SEQ_COUNTER_BITS, SEQ_EPOCH_MS};
 
 /// Width of a time bucket of the change log.
 pub(crate) const HISTORY_BUCKET_MS: u64 = 60_000;
@@ -47,7 +49,7 @@ fn seq_at(unix_ms: u64) -> u64 {
 }
 
 fn now_ms() -> u64 {
-    crate::now_micros().max(0) as u64 / 1000
+    crate::base::now_micros().max(0) as u64 / 1000
 }
 
 /// `system` key: present once the sweep records per table what it removed

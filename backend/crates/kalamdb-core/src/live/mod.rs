@@ -837,7 +837,7 @@ impl LiveConnection {
             outbox: self.conn.outbox.clone(),
             phase: Mutex::new(Phase::Loading(Vec::new())),
             changes_sent: AtomicU64::new(0),
-            created_at: crate::now_micros(),
+            created_at: crate::base::now_micros(),
             lane: Mutex::new(None),
             lane_bytes: AtomicUsize::new(0),
         });
