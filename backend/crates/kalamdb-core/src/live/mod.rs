@@ -347,6 +347,27 @@ fn live_id(conn_id: u64, id: &str) -> String {
     format!("{conn_id}/{id}")
 }
 
+/// Whether a connection holding `subs` has room for a subscription `id`: the id
+/// is not in use and the connection is below its limit of `max`.
+fn room_for(subs: &HashMap<String, Arc<Subscription>>, id: &str, max: usize) -> KalamResult<()> {
+    if subs.contains_key(id) {
+        return Err(KalamError::new(
+            ErrorCode::InvalidRequest,
+            format!("subscription id '{id}' is already in use on this connection"),
+        ));
+    }
+    if subs.len() >= max {
+        return Err(KalamError::new(
+            ErrorCode::SubscriptionLimit,
+            format!(
+                "this connection has {} subscriptions, its limit (live_max_subscriptions_per_connection)",
+                subs.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn error_message(id: Option<&str>, error: &KalamError) -> String {
     let message = crate::base::public_message(error);
     json!({"type": "error", "id": id, "code": error.code.as_str(), "message": message}).to_string()
@@ -713,24 +734,11 @@ impl LiveConnection {
         }
         // Admission: the id and the limits (the user's slot is taken at once, so
         // two subscribes racing cannot both pass), then the SQL.
-        {
-            let subs = self.conn.subs.lock();
-            if subs.contains_key(id) {
-                return Err(KalamError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("subscription id '{id}' is already in use on this connection"),
-                ));
-            }
-            if subs.len() >= hub.options.max_subscriptions_per_connection {
-                return Err(KalamError::new(
-                    ErrorCode::SubscriptionLimit,
-                    format!(
-                        "this connection has {} subscriptions, its limit (live_max_subscriptions_per_connection)",
-                        subs.len()
-                    ),
-                ));
-            }
-        }
+        room_for(
+            &self.conn.subs.lock(),
+            id,
+            hub.options.max_subscriptions_per_connection,
+        )?;
         {
             let mut per_user = hub.per_user.lock();
             let count = per_user.entry(caller.user_id.as_str().to_string()).or_default();
@@ -843,22 +851,9 @@ impl LiveConnection {
         });
         {
             let mut subs = self.conn.subs.lock();
-            if subs.contains_key(id) {
-                return Err(KalamError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("subscription id '{id}' is already in use on this connection"),
-                ));
-            }
-            // Subscribes of one connection admitted together: the limit again.
-            if subs.len() >= hub.options.max_subscriptions_per_connection {
-                return Err(KalamError::new(
-                    ErrorCode::SubscriptionLimit,
-                    format!(
-                        "this connection has {} subscriptions, its limit (live_max_subscriptions_per_connection)",
-                        subs.len()
-                    ),
-                ));
-            }
+            // Subscribes of one connection admitted together: the id and the limit
+            // again.
+            room_for(&subs, id, hub.options.max_subscriptions_per_connection)?;
             subs.insert(id.to_string(), sub.clone());
         }
         hub.register(&sub);
