@@ -13,7 +13,7 @@ use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 
-use crate::Caller;
+use crate::access::Caller;
 use crate::catalog::Catalog;
 
 pub fn hash_password(password: &str) -> KalamResult<String> {

@@ -8,6 +8,7 @@ use kalamdb_commons::{
 };
 use kalamdb_sql::{ColumnSpec, CreateTable, KalamStatement, TableRef, UserChange, parse_statement};
 
+use crate::access::Caller;
 use crate::base::{now_micros, store_error};
 use crate::catalog::{
     AccessLevel, Catalog, ColumnDef, DELETED_COLUMN, ID_COLUMN, NamespaceDef, SEQ_COLUMN, SYSTEM_NAMESPACE,
@@ -17,7 +18,7 @@ use crate::cold::ColdTier;
 use crate::jobs::{JobRecord, JobTrigger};
 use crate::query::run_query_json;
 use crate::scoped::ScopedTable;
-use crate::{Caller, ColumnInfo, DbShared, JsonRows, RowStream, StatementResult};
+use crate::{ColumnInfo, DbShared, JsonRows, RowStream, StatementResult};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -740,7 +741,7 @@ impl StatementContext<'_> {
         let def = self
             .existing_table(table, false)?
             .expect("require_table succeeded");
-        crate::provider::check_read_access(&def, self.caller)?;
+        crate::access::check_read_access(&def, self.caller)?;
         // A USER table's statistics are the caller's own rows, except for service
         // and above, who see the whole table (every user's rows).
         let scope = match def.table_type {

@@ -18,6 +18,7 @@
 //! Architecture invariant: nothing here knows about HTTP. Every error that leaves
 //! this crate is a [`KalamError`] with a stable code.
 
+mod access;
 mod arrow_conv;
 mod auth;
 mod base;
@@ -58,6 +59,7 @@ use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, Role, UserId}
 use kalamdb_store::{Store, StoreOptions};
 use serde::Serialize;
 
+pub use crate::access::Caller;
 pub use crate::arrow_conv::write_json_objects;
 use crate::auth::{Authenticator, TokenService};
 pub use crate::base::public_message;
@@ -132,24 +134,6 @@ impl DbOptions {
             token_ttl: Duration::from_secs(3600),
             jobs: JobOptions::default(),
             live: LiveOptions::default(),
-        }
-    }
-}
-
-/// An authenticated user, as statements see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub user_id: UserId,
-    pub username: String,
-    pub role: Role,
-}
-
-impl From<&UserRecord> for Caller {
-    fn from(user: &UserRecord) -> Self {
-        Caller {
-            user_id: user.user_id.clone(),
-            username: user.username.clone(),
-            role: user.role,
         }
     }
 }

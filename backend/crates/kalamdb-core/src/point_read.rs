@@ -17,12 +17,13 @@ use datafusion::sql::sqlparser::ast::{
 };
 use kalamdb_commons::{KalamError, KalamResult, KalamType, Literal, TableType, Value};
 
+use crate::access::Caller;
 use crate::arrow_conv::{api_type_name, write_json_rows};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
 use crate::index::IndexProbe;
 use crate::query::resolve_name;
 use crate::scoped::ScopedTable;
-use crate::{Caller, ColumnInfo, DbShared, JsonRows, StatementResult};
+use crate::{ColumnInfo, DbShared, JsonRows, StatementResult};
 
 /// Longest `IN` list read this way.
 const MAX_KEYS: usize = 64;
@@ -96,8 +97,7 @@ impl PointRead {
             return None;
         }
         let table = db.catalog.table(&ns, &table_name)?;
-        if table.table_type == TableType::Stream
-            || crate::provider::check_read_access(&table, caller).is_err()
+        if table.table_type == TableType::Stream || crate::access::check_read_access(&table, caller).is_err()
         {
             return None;
         }

@@ -18,12 +18,14 @@ use datafusion::physical_plan::ExecutionPlan;
 use std::cmp::Ordering;
 use std::ops::Bound;
 
-use kalamdb_commons::{KalamError, KalamResult, KalamType, Literal, TableType as KalamTableType, Value};
+use kalamdb_commons::{KalamError, KalamType, Literal, Value};
 
-use crate::catalog::{SYSTEM_NAMESPACE, TableDef};
+use crate::DbShared;
+use crate::access::Caller;
+use crate::access::check_read_access;
+use crate::catalog::SYSTEM_NAMESPACE;
 use crate::index::{FirstColumn, IndexProbe};
 use crate::scoped::ScopedTable;
-use crate::{Caller, DbShared};
 
 /// What a statement may see: whose rows, and whether hidden columns are in schemas.
 #[derive(Clone)]
@@ -372,24 +374,6 @@ fn first_column_condition(name: &str, ty: &KalamType, filters: &[Expr]) -> Optio
         return None;
     }
     Some(FirstColumn::Range(lower, upper))
-}
-
-/// Role `user` reads SHARED tables only when they are `ACCESS_LEVEL = 'PUBLIC'`
-/// (the default is PRIVATE); USER tables are always readable (the caller's rows).
-pub(crate) fn check_read_access(table: &TableDef, caller: &Caller) -> KalamResult<()> {
-    let private = table.table_type == KalamTableType::Shared
-        && table.access_level != Some(crate::catalog::AccessLevel::Public);
-    if private && caller.role < kalamdb_commons::Role::Service {
-        return Err(KalamError::new(
-            kalamdb_commons::ErrorCode::PermissionDenied,
-            format!(
-                "'{}' is a PRIVATE shared table: role '{}' may not read it (ACCESS_LEVEL = 'PUBLIC' opens it to every user)",
-                table.qualified_name(),
-                caller.role.as_str()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// A DataFusion literal as a KalamDB literal (for pk lookups and parameters).

@@ -25,12 +25,13 @@ use datafusion::sql::sqlparser::ast::{
 use futures::StreamExt;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal};
 
+use crate::access::Caller;
 use crate::arrow_conv::{api_type_name, write_json_rows};
 use crate::budget::within_budget;
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
 use crate::hidden::{exclude_hidden_from_wildcards, references_hidden};
 use crate::provider::{KalamCatalog, ScanScope};
-use crate::{Caller, ColumnInfo, DbShared, JsonRows, RowStream, StatementResult};
+use crate::{ColumnInfo, DbShared, JsonRows, RowStream, StatementResult};
 
 pub(crate) const CATALOG_NAME: &str = "kalam";
 

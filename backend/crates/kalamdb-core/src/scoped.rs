@@ -29,11 +29,12 @@ use kalamdb_commons::{KalamError, KalamResult, KalamType, TableType, Value};
 use kalamdb_store::row_codec::{CellRef, is_tombstone, visit_cells};
 use kalamdb_store::{StoreError, StoreView};
 
+use crate::DbShared;
+use crate::access::Caller;
 use crate::arrow_conv::{ColumnBuilder, field};
 use crate::base::store_error;
 use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::index::IndexProbe;
-use crate::{Caller, DbShared};
 
 /// Rows per Arrow batch built from hot rows: a scan holds at most a few of these.
 pub(crate) const SCAN_BATCH_ROWS: usize = 8192;

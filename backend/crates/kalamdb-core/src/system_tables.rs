@@ -10,7 +10,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result as DfResult;
 use kalamdb_commons::{Role, TableType};
 
-use crate::{Caller, DbShared};
+use crate::DbShared;
+use crate::access::Caller;
 
 /// A `system.*` table: its rows as a caller may see them, built when a statement
 /// names it.

@@ -32,10 +32,11 @@ use tokio_util::task::TaskTracker;
 use record::JOB_PREFIX;
 pub use record::{FlushMetrics, JobRecord, JobStatus, JobTrigger};
 
+use crate::access::Caller;
 use crate::base::{now_micros, store_error};
 use crate::catalog::TableDef;
 use crate::cold::ColdTier;
-use crate::{Caller, DbShared, failpoint};
+use crate::{DbShared, failpoint};
 
 /// Settings of the job manager.
 #[derive(Debug, Clone)]

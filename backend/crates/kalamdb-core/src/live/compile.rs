@@ -16,10 +16,12 @@ use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 use kalamdb_sql::{KalamStatement, parse_statement};
 
 use super::SubscribeOptions;
+use crate::access::Caller;
+use crate::access::check_read_access;
 use crate::catalog::{DEFAULT_NAMESPACE, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE, TableDef};
-use crate::provider::{ScanScope, check_read_access};
+use crate::provider::ScanScope;
 use crate::scoped::ScopedTable;
-use crate::{Caller, DbShared, df_error};
+use crate::{DbShared, df_error};
 
 /// What a change is checked against and how its rows are written.
 pub(crate) struct LivePlan {

@@ -33,8 +33,9 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 
+use crate::DbShared;
+use crate::access::Caller;
 use crate::catalog::TableDef;
-use crate::{Caller, DbShared};
 
 pub(crate) use feed::{Change, ChangeSet};
 pub(crate) use history::{log_change, open_log, sweep_history};
