@@ -283,16 +283,12 @@ mod tests {
     #[test]
     fn a_point_read_selects_only_the_page_that_holds_the_version() {
         let dir = tempfile::tempdir().unwrap();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, true),
-            Field::new(SEQ_FIELD, DataType::Int64, false),
-        ]));
         // One row group of 10,000 rows in pages of 1,024, `_seq` = 0, 2, 4, ...
         let path = dir.path().join("paged.parquet");
         let props = WriterProperties::builder()
             .set_data_page_row_count_limit(1024)
             .build();
-        write_named_rows(&path, &schema, 2, props);
+        write_named_rows(&path, 2, props);
         let file = File::open(&path).unwrap();
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
@@ -310,7 +306,11 @@ mod tests {
     }
 
     /// 10,000 rows `("row <seq>", seq)` with `_seq` = 0, `step`, 2 `step`, ...
-    fn write_named_rows(path: &Path, schema: &Arc<Schema>, step: i64, props: WriterProperties) {
+    fn write_named_rows(path: &Path, step: i64, props: WriterProperties) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new(SEQ_FIELD, DataType::Int64, false),
+        ]));
         let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(
             File::create(path).unwrap(),
             schema.clone(),
@@ -334,15 +334,11 @@ mod tests {
     #[test]
     fn many_versions_are_read_in_one_pass() {
         let dir = tempfile::tempdir().unwrap();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("name", DataType::Utf8, true),
-            Field::new(SEQ_FIELD, DataType::Int64, false),
-        ]));
         let path = dir.path().join("many.parquet");
         let props = WriterProperties::builder()
             .set_max_row_group_row_count(Some(3000))
             .build();
-        write_named_rows(&path, &schema, 3, props);
+        write_named_rows(&path, 3, props);
         let cache = SegmentMetadataCache::default();
         // Some in each row group, some absent (not multiples of 3), the last row.
         let wanted = [0i64, 3, 4, 8997, 9000, 15_000, 29_997, 30_000];

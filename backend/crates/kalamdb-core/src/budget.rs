@@ -128,7 +128,6 @@ impl Budget {
             budget: self.clone(),
             reservation: Arc::new(OnceLock::new()),
             what,
-            limit_bytes: self.memory_bytes,
         })
     }
 
@@ -184,7 +183,6 @@ pub(crate) struct Charge {
     budget: Arc<Budget>,
     reservation: Arc<OnceLock<MemoryReservation>>,
     what: &'static str,
-    limit_bytes: usize,
 }
 
 impl Charge {
@@ -207,7 +205,7 @@ impl Charge {
                 format!(
                     "{} need more memory than query_memory_mb allows ({} MiB); nothing was written",
                     self.what,
-                    self.limit_bytes >> 20
+                    self.budget.memory_bytes >> 20
                 ),
             )
         })

@@ -519,7 +519,7 @@ impl KalamDb {
             );
         }
         jobs::recover(&shared)?;
-        shared.jobs.start_background(&shared)?;
+        shared.jobs.count_at_start(&shared)?;
         let ticker = Arc::new(maintenance::Ticker::start(
             &shared,
             shared.options.jobs.policy_check_interval,

@@ -333,7 +333,7 @@ impl JobManager {
 
     /// Counts the hot rows of every table and the jobs by status (once, after
     /// recovery): what the flush policies ([`JobManager::maintain`]) start from.
-    pub fn start_background(&self, db: &Arc<DbShared>) -> KalamResult<()> {
+    pub fn count_at_start(&self, db: &Arc<DbShared>) -> KalamResult<()> {
         {
             let mut policy = self.policy.lock();
             for table in db.catalog.tables() {
