@@ -595,3 +595,35 @@ async fn int64_as_string_keeps_deeply_nested_json() {
     .unwrap();
     assert_eq!(ndjson, format!("{{\"id\":\"3\",\"j\":{}}}\n", nested(127)));
 }
+
+/// A JSON answer larger than what is sent whole is written from the results'
+/// batches while it is sent (chunked, no length): every row arrives in order, with
+/// the results after it, the `int64` option, and an error envelope after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_json_answer_is_written_while_it_is_sent() {
+    let server = TestServer::start().await;
+    let sql = "SELECT value FROM generate_series(1, 100000); SELECT 'x' AS s";
+    let response = fetch(&server, "int64=string", sql).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.content_length().is_none(), "chunked, not sent whole");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "success");
+    let rows = body["results"][0]["rows"].as_array().unwrap();
+    assert_eq!(body["results"][0]["row_count"], 100_000);
+    let values: Vec<String> = rows.iter().map(|r| r[0].as_str().unwrap().to_string()).collect();
+    let expected: Vec<String> = (1..=100_000).map(|v| v.to_string()).collect();
+    assert_eq!(values, expected);
+    assert_eq!(body["results"][1]["rows"], json!([["x"]]));
+    assert!(body["took_ms"].as_f64().unwrap() >= 0.0);
+    // A small answer is sent whole.
+    let small = fetch(&server, "", "SELECT 1").await;
+    assert!(small.content_length().is_some());
+    // The error of a later statement follows the large result.
+    let answer = server
+        .execute_sql("SELECT value FROM generate_series(1, 50000); SELECT * FROM no_such_table")
+        .await;
+    answer.expect_error(404, "TABLE_NOT_FOUND");
+    assert_eq!(answer.body["error"]["statement_index"], 1);
+    assert_eq!(answer.row_count(0), 50_000);
+    assert_eq!(answer.body["results"][0]["rows"][49_999], json!([50_000]));
+}

@@ -2,18 +2,16 @@
 
 use std::any::Any;
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kalamdb_commons::{ErrorCode, KalamError};
 use kalamdb_core::StatementResult;
 use serde::Serialize;
 
-/// `{"status":"error","results":[...],"error":{...},"took_ms":...}`, fields in this order.
+/// `{"status":"error","results":[...],"error":{...},"took_ms":...}`, fields in this order:
+/// the part after the results.
 #[derive(Serialize)]
-struct ErrorBody {
-    status: &'static str,
-    results: Vec<StatementResult>,
+struct ErrorTail {
     error: ErrorDetail,
     took_ms: f64,
 }
@@ -33,6 +31,8 @@ pub struct ApiError {
     pub statement_index: Option<usize>,
     /// Results of the statements that completed before the error.
     pub results: Vec<StatementResult>,
+    /// Whether the results carry 64-bit integers as strings.
+    pub int64_as_string: bool,
     pub took_ms: f64,
 }
 
@@ -42,6 +42,7 @@ impl ApiError {
             error: KalamError::new(code, message),
             statement_index: None,
             results: Vec::new(),
+            int64_as_string: false,
             took_ms: 0.0,
         }
     }
@@ -53,6 +54,7 @@ impl From<KalamError> for ApiError {
             error,
             statement_index: None,
             results: Vec::new(),
+            int64_as_string: false,
             took_ms: 0.0,
         }
     }
@@ -63,9 +65,7 @@ impl IntoResponse for ApiError {
         let code = self.error.code;
         let message = kalamdb_core::public_message(&self.error);
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorBody {
-            status: "error",
-            results: self.results,
+        let tail = ErrorTail {
             error: ErrorDetail {
                 code: code.as_str(),
                 message,
@@ -73,7 +73,10 @@ impl IntoResponse for ApiError {
             },
             took_ms: self.took_ms,
         };
-        (status, Json(body)).into_response()
+        // The tail's fields follow the results: its opening brace becomes a comma.
+        let mut rest = serde_json::to_vec(&tail).expect("the error serializes");
+        rest[0] = b',';
+        crate::sql::envelope(status, "error", self.results, self.int64_as_string, rest)
     }
 }
 

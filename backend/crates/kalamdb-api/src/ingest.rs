@@ -3,17 +3,16 @@
 
 use std::time::Instant;
 
-use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use kalamdb_commons::ErrorCode;
 use kalamdb_core::IngestFormat;
 
 use crate::auth::Authenticated;
-use crate::sql::{SuccessBody, took_ms};
+use crate::sql::{envelope, took_ms, took_ms_tail};
 use crate::{ApiError, AppState};
 
 pub(crate) async fn ingest(
@@ -45,17 +44,16 @@ pub(crate) async fn ingest(
         )
     })?;
     match state.db.ingest(&caller, &namespace, &table, format, bytes).await {
-        Ok(result) => Ok(Json(SuccessBody {
-            status: "success",
-            results: vec![result],
-            took_ms: took_ms(started),
-        })
-        .into_response()),
+        Ok(result) => Ok(envelope(
+            StatusCode::OK,
+            "success",
+            vec![result],
+            false,
+            took_ms_tail(took_ms(started)),
+        )),
         Err(error) => Err(ApiError {
-            error,
-            statement_index: None,
-            results: Vec::new(),
             took_ms: took_ms(started),
+            ..ApiError::from(error)
         }),
     }
 }

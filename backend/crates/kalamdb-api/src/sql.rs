@@ -2,27 +2,63 @@
 
 use std::time::Instant;
 
-use axum::Json;
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kalamdb_commons::{ErrorCode, Literal};
 use kalamdb_core::SqlRequest;
 use kalamdb_core::StatementResult;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::auth::Authenticated;
 use crate::formats::{self, Format};
 use crate::{ApiError, AppState};
 
-/// `{"status":"success","results":[...],"took_ms":...}`, fields in this order.
-#[derive(Serialize)]
-pub(crate) struct SuccessBody {
-    pub status: &'static str,
-    pub results: Vec<StatementResult>,
-    pub took_ms: f64,
+/// A body up to this size is sent whole (with its length); a larger one is
+/// written while it is sent, a batch of rows at a time.
+const WHOLE_BODY_BYTES: usize = 64 << 10;
+
+/// The JSON envelope `{"status":…,"results":[…]` followed by `rest` (the fields
+/// after the results, and the closing brace). The results' rows are encoded from
+/// their batches as the body is sent (`json_results`): a large result is never
+/// held as JSON.
+pub(crate) fn envelope(
+    status: StatusCode,
+    outcome: &'static str,
+    results: Vec<StatementResult>,
+    int64_as_string: bool,
+    rest: Vec<u8>,
+) -> Response {
+    let mut head = format!(r#"{{"status":"{outcome}","results":"#).into_bytes();
+    let mut chunks = kalamdb_core::json_results(results, int64_as_string).chain(std::iter::once(rest));
+    let mut whole = true;
+    for chunk in chunks.by_ref() {
+        head.extend_from_slice(&chunk);
+        if head.len() > WHOLE_BODY_BYTES {
+            whole = false;
+            break;
+        }
+    }
+    let body = if whole {
+        Body::from(head)
+    } else {
+        let rest = chunks.map(|chunk| Ok::<Bytes, std::convert::Infallible>(Bytes::from(chunk)));
+        Body::from_stream(futures::stream::iter(
+            std::iter::once(Ok(Bytes::from(head))).chain(rest),
+        ))
+    };
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `,"took_ms":…}`: the end of a success envelope.
+pub(crate) fn took_ms_tail(took_ms: f64) -> Vec<u8> {
+    format!(r#","took_ms":{}}}"#, serde_json::Value::from(took_ms)).into_bytes()
 }
 
 /// Milliseconds since `started`, to the microsecond.
@@ -85,10 +121,9 @@ pub(crate) async fn execute_sql(
     let started = Instant::now();
     let options = SqlOptions::parse(query.as_deref())?;
     let format = Format::of_request(options.format.as_deref(), &headers)?;
-    let mut request = read_request(&headers, body, state.max_body_bytes).await?;
-    request.int64_as_string |= options.int64_as_string;
+    let (request, int64_in_body) = read_request(&headers, body, state.max_body_bytes).await?;
+    let int64_as_string = options.int64_as_string || int64_in_body;
     if format != Format::Json {
-        let int64_as_string = request.int64_as_string;
         let rows = state.db.execute_rows(&caller, request).await?;
         return formats::stream_response(format, rows, int64_as_string).await;
     }
@@ -96,23 +131,25 @@ pub(crate) async fn execute_sql(
     let results = outcome.results;
     let took_ms = took_ms(started);
     match outcome.error {
-        None => Ok(Json(SuccessBody {
-            status: "success",
+        None => Ok(envelope(
+            StatusCode::OK,
+            "success",
             results,
-            took_ms,
-        })
-        .into_response()),
+            int64_as_string,
+            took_ms_tail(took_ms),
+        )),
         Some(failure) => Err(ApiError {
             error: failure.error,
             statement_index: Some(failure.statement_index),
             results,
+            int64_as_string,
             took_ms,
         }),
     }
 }
 
-/// The request (its JSON body may ask for 64-bit integers as strings).
-async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<SqlRequest, ApiError> {
+/// The request, and whether its JSON body asks for 64-bit integers as strings.
+async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<(SqlRequest, bool), ApiError> {
     let bytes = to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -130,7 +167,7 @@ async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<S
     if !is_json {
         let sql = String::from_utf8(bytes.to_vec())
             .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, "the SQL text is not valid UTF-8"))?;
-        return Ok(SqlRequest::new(sql));
+        return Ok((SqlRequest::new(sql), false));
     }
     const EXPECTED: &str = r#"expected {"sql": "...", "params": [...], "namespace": "..."}"#;
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -160,10 +197,10 @@ async fn read_request(headers: &HeaderMap, body: Body, limit: usize) -> Result<S
             format!("invalid JSON body: {e}; {EXPECTED}"),
         )
     })?;
-    Ok(SqlRequest {
+    let request = SqlRequest {
         sql: body.sql,
         params: body.params.into_iter().map(Literal::from_json).collect(),
         namespace: body.namespace,
-        int64_as_string: body.int64_as_string,
-    })
+    };
+    Ok((request, body.int64_as_string))
 }

@@ -1,4 +1,4 @@
-//! Conversions between KalamDB values and Arrow arrays, and from Arrow to JSON results.
+//! Conversions between KalamDB values and Arrow arrays.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,13 +10,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, Schema, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    TimeUnit, TimestampMicrosecondType,
 };
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use kalamdb_commons::value::{format_date, format_decimal, format_timestamp, hex, parse_text};
+use kalamdb_commons::value::parse_text;
 use kalamdb_commons::{KalamError, KalamResult, KalamType, Value};
 use kalamdb_store::row_codec::CellRef;
 
@@ -244,124 +241,6 @@ fn native_value(array: &ArrayRef, i: usize, ty: &KalamType) -> Option<KalamResul
     }))
 }
 
-/// The API's name for a result column's type.
-pub fn api_type_name(field: &Field) -> String {
-    if let Some(name) = field.metadata().get(TYPE_METADATA_KEY) {
-        return name.clone();
-    }
-    match field.data_type() {
-        DataType::Null => "Null".into(),
-        DataType::Boolean => "Boolean".into(),
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "SmallInt".into(),
-        DataType::Int32 | DataType::UInt16 => "Int".into(),
-        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "BigInt".into(),
-        DataType::Float16 | DataType::Float32 => "Float".into(),
-        DataType::Float64 => "Double".into(),
-        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("Decimal({p},{s})"),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "Text".into(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "Bytes".into(),
-        DataType::Date32 | DataType::Date64 => "Date".into(),
-        DataType::Timestamp(_, _) => "Timestamp".into(),
-        other => other.to_string(),
-    }
-}
-
-/// Converts one column of a result batch to JSON values.
-pub fn column_to_json(field: &Field, array: &ArrayRef) -> Vec<serde_json::Value> {
-    use serde_json::Value as J;
-    let is_json = field.metadata().get(TYPE_METADATA_KEY).map(String::as_str) == Some("Json");
-    let n = array.len();
-    let each = |f: &dyn Fn(usize) -> J| -> Vec<J> {
-        (0..n)
-            .map(|i| if array.is_null(i) { J::Null } else { f(i) })
-            .collect()
-    };
-    macro_rules! num {
-        ($t:ty) => {{
-            let a = array.as_primitive::<$t>();
-            each(&|i| J::from(a.value(i)))
-        }};
-    }
-    let float = |v: f64| serde_json::Number::from_f64(v).map_or(J::Null, J::Number);
-    match array.data_type() {
-        DataType::Null => vec![J::Null; n],
-        DataType::Boolean => {
-            let a = array.as_boolean();
-            each(&|i| J::Bool(a.value(i)))
-        }
-        DataType::Int8 => num!(Int8Type),
-        DataType::Int16 => num!(Int16Type),
-        DataType::Int32 => num!(Int32Type),
-        DataType::Int64 => num!(Int64Type),
-        DataType::UInt8 => num!(UInt8Type),
-        DataType::UInt16 => num!(UInt16Type),
-        DataType::UInt32 => num!(UInt32Type),
-        DataType::UInt64 => num!(UInt64Type),
-        DataType::Float32 => {
-            let a = array.as_primitive::<Float32Type>();
-            each(&|i| float(a.value(i) as f64))
-        }
-        DataType::Float64 => {
-            let a = array.as_primitive::<Float64Type>();
-            each(&|i| float(a.value(i)))
-        }
-        DataType::Decimal128(_, scale) => {
-            let a = array.as_primitive::<Decimal128Type>();
-            let scale = (*scale).max(0) as u8;
-            each(&|i| J::String(format_decimal(a.value(i), scale)))
-        }
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let text = |i: usize| -> &str {
-                match array.data_type() {
-                    DataType::Utf8 => array.as_string::<i32>().value(i),
-                    DataType::LargeUtf8 => array.as_string::<i64>().value(i),
-                    _ => array.as_string_view().value(i),
-                }
-            };
-            each(&|i| {
-                let s = text(i);
-                if is_json {
-                    serde_json::from_str(s).unwrap_or_else(|_| J::String(s.to_string()))
-                } else {
-                    J::String(s.to_string())
-                }
-            })
-        }
-        DataType::Binary => {
-            let a = array.as_binary::<i32>();
-            each(&|i| J::String(format!("\\x{}", hex(a.value(i)))))
-        }
-        DataType::BinaryView => {
-            let a = array.as_binary_view();
-            each(&|i| J::String(format!("\\x{}", hex(a.value(i)))))
-        }
-        DataType::Date32 => {
-            let a = array.as_primitive::<Date32Type>();
-            each(&|i| J::String(format_date(a.value(i))))
-        }
-        DataType::Timestamp(unit, _) => {
-            let micros = |i: usize| -> i64 {
-                match unit {
-                    TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(i) * 1_000_000,
-                    TimeUnit::Millisecond => {
-                        array.as_primitive::<TimestampMillisecondType>().value(i) * 1_000
-                    }
-                    TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(i),
-                    TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(i) / 1_000,
-                }
-            };
-            each(&|i| J::String(format_timestamp(micros(i))))
-        }
-        _ => {
-            let options = FormatOptions::default();
-            match ArrayFormatter::try_new(array.as_ref(), &options) {
-                Ok(formatter) => each(&|i| J::String(formatter.value(i).to_string())),
-                Err(_) => vec![J::Null; n],
-            }
-        }
-    }
-}
-
 /// About what the values of `array` take once converted to [`Value`]s: a cell each,
 /// and the bytes of every text or binary value (a dictionary's value counted once
 /// per row that uses it, as the conversion copies it). Reads no value.
@@ -420,6 +299,14 @@ fn value_lengths(array: &dyn Array) -> Vec<usize> {
     }
 }
 
+/// The rows of one statement as Arrow record batches, read as the stream is
+/// polled (`KalamDb::execute_rows`). Errors inside the stream are [`KalamError`]s
+/// wrapped as `DataFusionError::External`.
+pub struct RowStream {
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
+    pub batches: datafusion::execution::SendableRecordBatchStream,
+}
+
 #[cfg(test)]
 mod materialized_tests {
     use datafusion::arrow::array::{DictionaryArray, Int32Array, StringArray};
@@ -443,228 +330,6 @@ mod materialized_tests {
         assert_eq!(materialized_bytes(&empty), 2 * cell);
         let sliced = StringArray::from(vec!["ab", "cde", "f"]).slice(1, 2);
         assert_eq!(materialized_bytes(&sliced), 2 * cell + 4);
-    }
-}
-
-/// A statement's JSON result as one record batch of its column types (for the
-/// streamed formats of statements that do not run as a query: SHOW STATS, FLUSH,
-/// `... RETURNING`). A column of no KalamDB type stays text.
-pub(crate) fn result_rows(result: &crate::StatementResult) -> KalamResult<crate::RowStream> {
-    let rows = result.rows.cells()?;
-    let mut fields = Vec::with_capacity(result.columns.len());
-    let mut arrays = Vec::with_capacity(result.columns.len());
-    for (i, column) in result.columns.iter().enumerate() {
-        let ty = KalamType::from_api_name(&column.data_type).unwrap_or(KalamType::Text);
-        let values = rows
-            .iter()
-            .map(|row| {
-                let Some(cell) = row.get(i).map(|c| c.get()).filter(|c| *c != "null") else {
-                    return Ok(Value::Null);
-                };
-                // The JSON document itself, whatever its depth (a JSON string stays
-                // a JSON string); the other columns hold scalars.
-                if ty == KalamType::Json {
-                    return Ok(Value::Json(cell.to_string()));
-                }
-                let scalar: serde_json::Value = serde_json::from_str(cell)
-                    .map_err(|e| KalamError::internal(format!("a result cell is not JSON: {e}")))?;
-                kalamdb_commons::Literal::from_json(scalar).to_value(&ty)
-            })
-            .collect::<KalamResult<Vec<Value>>>()?;
-        fields.push(field(&column.name, &ty, true));
-        arrays.push(values_to_array(&ty, &values));
-    }
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), arrays)
-        .map_err(|e| KalamError::internal(format!("result batch: {e}")))?;
-    let stream = futures::stream::iter([Ok(batch)]);
-    Ok(crate::RowStream {
-        schema: schema.clone(),
-        batches: Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-            schema, stream,
-        )),
-    })
-}
-
-/// Appends one batch's rows to a JSON array under construction (`out` holds
-/// `[` and the rows so far): each row as an array of its values, written directly
-/// from the Arrow columns.
-/// With `int64_as_string`, 64-bit integers (`BigInt` columns) are JSON strings.
-pub fn write_json_rows(fields: &[Arc<Field>], batch: &RecordBatch, int64_as_string: bool, out: &mut Vec<u8>) {
-    let writers: Vec<JsonColumn> = fields
-        .iter()
-        .zip(batch.columns())
-        .map(|(field, array)| JsonColumn::new(field, array, int64_as_string))
-        .collect();
-    for row in 0..batch.num_rows() {
-        if out.len() > 1 {
-            out.push(b',');
-        }
-        out.push(b'[');
-        for (i, writer) in writers.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            writer.write(row, out);
-        }
-        out.push(b']');
-    }
-}
-
-/// Writes one batch's rows as JSON objects (`{"column": value, ...}`), one per line
-/// (NDJSON), with the values [`write_json_rows`] writes. With `int64_as_string`,
-/// 64-bit integers (`BigInt` columns) are written as strings, for readers whose
-/// numbers are doubles (JavaScript).
-pub fn write_json_objects(
-    fields: &[Arc<Field>],
-    batch: &RecordBatch,
-    int64_as_string: bool,
-    out: &mut Vec<u8>,
-) {
-    write_objects(fields, batch, int64_as_string, out, |out, _| out.push(b'\n'));
-}
-
-/// Writes one batch's rows as a JSON array of objects (`[{...},{...}]`), with the
-/// values of [`write_json_objects`] (the rows of live-query messages).
-pub(crate) fn write_json_object_array(
-    fields: &[Arc<Field>],
-    batch: &RecordBatch,
-    int64_as_string: bool,
-    out: &mut Vec<u8>,
-) {
-    out.push(b'[');
-    let last = batch.num_rows().saturating_sub(1);
-    write_objects(fields, batch, int64_as_string, out, |out, row| {
-        if row < last {
-            out.push(b',');
-        }
-    });
-    out.push(b']');
-}
-
-fn write_objects(
-    fields: &[Arc<Field>],
-    batch: &RecordBatch,
-    int64_as_string: bool,
-    out: &mut Vec<u8>,
-    after_row: impl Fn(&mut Vec<u8>, usize),
-) {
-    let writers: Vec<JsonColumn> = fields
-        .iter()
-        .zip(batch.columns())
-        .map(|(field, array)| JsonColumn::new(field, array, int64_as_string))
-        .collect();
-    let keys: Vec<String> = fields
-        .iter()
-        .map(|f| serde_json::to_string(f.name()).expect("a string serializes"))
-        .collect();
-    for row in 0..batch.num_rows() {
-        out.push(b'{');
-        for (i, writer) in writers.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(keys[i].as_bytes());
-            out.push(b':');
-            writer.write(row, out);
-        }
-        out.push(b'}');
-        after_row(out, row);
-    }
-}
-
-/// Writes the values of one result column as JSON text.
-enum JsonColumn<'a> {
-    Null,
-    Bool(&'a datafusion::arrow::array::BooleanArray),
-    /// The bool: written as a string (`int64_as_string`).
-    Int(&'a ArrayRef, fn(&ArrayRef, usize) -> i64, bool),
-    UInt(&'a datafusion::arrow::array::UInt64Array, bool),
-    Float(&'a ArrayRef, fn(&ArrayRef, usize) -> f64),
-    Text(&'a ArrayRef, bool),
-    /// Formatted once per batch (decimals, dates, timestamps, bytes, the rest).
-    Values(Vec<serde_json::Value>),
-}
-
-impl<'a> JsonColumn<'a> {
-    fn new(field: &Field, array: &'a ArrayRef, int64_as_string: bool) -> JsonColumn<'a> {
-        let quoted = int64_as_string && api_type_name(field) == "BigInt";
-        macro_rules! int {
-            ($t:ty) => {
-                JsonColumn::Int(array, |a, i| a.as_primitive::<$t>().value(i) as i64, quoted)
-            };
-        }
-        match array.data_type() {
-            DataType::Null => JsonColumn::Null,
-            DataType::Boolean => JsonColumn::Bool(array.as_boolean()),
-            DataType::Int8 => int!(Int8Type),
-            DataType::Int16 => int!(Int16Type),
-            DataType::Int32 => int!(Int32Type),
-            DataType::Int64 => int!(Int64Type),
-            DataType::UInt8 => int!(UInt8Type),
-            DataType::UInt16 => int!(UInt16Type),
-            DataType::UInt32 => int!(UInt32Type),
-            DataType::UInt64 => JsonColumn::UInt(array.as_primitive::<UInt64Type>(), quoted),
-            DataType::Float32 => {
-                JsonColumn::Float(array, |a, i| a.as_primitive::<Float32Type>().value(i) as f64)
-            }
-            DataType::Float64 => JsonColumn::Float(array, |a, i| a.as_primitive::<Float64Type>().value(i)),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                let is_json = field.metadata().get(TYPE_METADATA_KEY).map(String::as_str) == Some("Json");
-                JsonColumn::Text(array, is_json)
-            }
-            _ => JsonColumn::Values(column_to_json(field, array)),
-        }
-    }
-
-    fn write(&self, i: usize, out: &mut Vec<u8>) {
-        let array = match self {
-            JsonColumn::Null => None,
-            JsonColumn::Bool(a) => Some(*a as &dyn Array),
-            JsonColumn::Int(a, _, _) | JsonColumn::Float(a, _) | JsonColumn::Text(a, _) => Some(a.as_ref()),
-            JsonColumn::UInt(a, _) => Some(*a as &dyn Array),
-            JsonColumn::Values(_) => None,
-        };
-        if array.is_none_or(|a| a.is_null(i)) && !matches!(self, JsonColumn::Values(_)) {
-            out.extend_from_slice(b"null");
-            return;
-        }
-        // Writing to a Vec<u8> cannot fail.
-        let _ = match self {
-            JsonColumn::Null => Ok(()),
-            JsonColumn::Bool(a) => {
-                out.extend_from_slice(if a.value(i) { b"true" } else { b"false" });
-                Ok(())
-            }
-            JsonColumn::Int(a, get, false) => serde_json::to_writer(&mut *out, &get(a, i)),
-            JsonColumn::Int(a, get, true) => serde_json::to_writer(&mut *out, &get(a, i).to_string()),
-            JsonColumn::UInt(a, false) => serde_json::to_writer(&mut *out, &a.value(i)),
-            JsonColumn::UInt(a, true) => serde_json::to_writer(&mut *out, &a.value(i).to_string()),
-            JsonColumn::Float(a, get) => {
-                let v = get(a, i);
-                if v.is_finite() {
-                    serde_json::to_writer(&mut *out, &v)
-                } else {
-                    out.extend_from_slice(b"null");
-                    Ok(())
-                }
-            }
-            JsonColumn::Text(a, is_json) => {
-                let s = match a.data_type() {
-                    DataType::Utf8 => a.as_string::<i32>().value(i),
-                    DataType::LargeUtf8 => a.as_string::<i64>().value(i),
-                    _ => a.as_string_view().value(i),
-                };
-                match is_json.then(|| serde_json::from_str::<&serde_json::value::RawValue>(s)) {
-                    Some(Ok(raw)) => {
-                        out.extend_from_slice(raw.get().trim().as_bytes());
-                        Ok(())
-                    }
-                    _ => serde_json::to_writer(&mut *out, s),
-                }
-            }
-            JsonColumn::Values(values) => serde_json::to_writer(&mut *out, &values[i]),
-        };
     }
 }
 
@@ -750,33 +415,5 @@ mod tests {
             );
             assert_eq!(builder.finish().len(), 0, "{ty}: the builder starts over");
         }
-    }
-
-    #[test]
-    fn json_output() {
-        let f = field(
-            "d",
-            &KalamType::Decimal {
-                precision: 9,
-                scale: 2,
-            },
-            true,
-        );
-        let array = values_to_array(
-            &KalamType::Decimal {
-                precision: 9,
-                scale: 2,
-            },
-            &[Value::Decimal {
-                unscaled: -5,
-                precision: 9,
-                scale: 2,
-            }],
-        );
-        assert_eq!(column_to_json(&f, &array), vec![serde_json::json!("-0.05")]);
-        let f = field("j", &KalamType::Json, true);
-        let array = values_to_array(&KalamType::Json, &[Value::Json("{\"a\":1}".into())]);
-        assert_eq!(column_to_json(&f, &array), vec![serde_json::json!({"a": 1})]);
-        assert_eq!(api_type_name(&f), "Json");
     }
 }

@@ -1,9 +1,11 @@
-//! What every layer shares: the clock, the mapping of storage failures, and what
+//! What every layer shares: the clock, the mapping of storage and DataFusion
+//! failures, and what
 //! every entry point tells a client of an error (HTTP, the WebSocket, streamed
 //! results).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use datafusion::error::DataFusionError;
 use kalamdb_commons::{ErrorCode, KalamError};
 use kalamdb_store::StoreError;
 
@@ -29,6 +31,64 @@ pub fn public_message(error: &KalamError) -> String {
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     tracing::error!(%request_id, error = %error.message, "internal error");
     format!("internal error (request {request_id}); the server log has the details")
+}
+
+pub(crate) fn df_message(e: &DataFusionError) -> String {
+    let root = e.find_root();
+    let text = root.to_string();
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "SQL error: ",
+        "Execution error: ",
+        "This feature is not implemented: ",
+        "Arrow error: ",
+    ] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    text
+}
+
+/// Maps a DataFusion error to an API error: the user's mistakes are 400s with the
+/// planner's message; failures of the server are `INTERNAL_ERROR`.
+pub fn df_error(e: DataFusionError) -> KalamError {
+    let message = df_message(&e);
+    match e.find_root() {
+        DataFusionError::External(inner) => match inner.downcast_ref::<KalamError>() {
+            Some(k) => k.clone(),
+            None => KalamError::internal(message),
+        },
+        DataFusionError::SchemaError(se, _) => match se.as_ref() {
+            datafusion::common::SchemaError::FieldNotFound { .. } => {
+                KalamError::new(ErrorCode::ColumnNotFound, message)
+            }
+            _ => KalamError::invalid_sql(message),
+        },
+        DataFusionError::Plan(_) | DataFusionError::SQL(_, _) | DataFusionError::Execution(_) => {
+            KalamError::invalid_sql(message)
+        }
+        DataFusionError::NotImplemented(_) => KalamError::unsupported(message),
+        // DataFusion reports a call no signature of the function accepts as an
+        // internal error when it is found while planning ORDER BY: the caller's SQL.
+        DataFusionError::Internal(text) if text.contains("failed to match any signature") => {
+            KalamError::invalid_sql(message)
+        }
+        DataFusionError::ResourcesExhausted(_) => KalamError::new(
+            ErrorCode::ResourcesExhausted,
+            format!("the query needs more memory than query_memory_mb allows: {message}"),
+        ),
+        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            datafusion::arrow::error::ArrowError::CastError(_)
+            | datafusion::arrow::error::ArrowError::ParseError(_)
+            | datafusion::arrow::error::ArrowError::InvalidArgumentError(_)
+            | datafusion::arrow::error::ArrowError::ComputeError(_) => KalamError::type_mismatch(message),
+            datafusion::arrow::error::ArrowError::DivideByZero => KalamError::invalid_sql("division by zero"),
+            _ => KalamError::internal(message),
+        },
+        _ => KalamError::internal(message),
+    }
 }
 
 #[cfg(test)]

@@ -26,17 +26,16 @@ use kalamdb_commons::{
 };
 use kalamdb_store::row_codec::{encode_row, encode_value};
 
+use crate::DbShared;
 use crate::arrow_conv::{column_values, field, materialized_bytes, values_to_array};
-use crate::base::{now_micros, store_error};
+use crate::base::{df_error, now_micros, store_error};
 use crate::budget::{Charge, within_budget};
 use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::dml_query;
 use crate::executor::StatementContext;
-use crate::query::{
-    JsonResult, StatementSession, df_error, resolve_name, run_query_batches, run_statement, stream_query,
-};
+use crate::query::{StatementSession, resolve_name, run_query_batches, run_statement, stream_query};
+use crate::results::StatementResult;
 use crate::write::{self, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
-use crate::{DbShared, StatementResult};
 use kalamdb_sql::ident_name;
 
 /// Attempts whose commit found their rows changed before a statement claims the
@@ -696,11 +695,7 @@ async fn finish(
         None,
     );
     let output = Box::pin(run_statement(&state, query, ctx.params)).await?;
-    let mut result = JsonResult::new(ctx.db.options.max_result_bytes, ctx.int64_as_string);
-    for batch in &output.batches {
-        result.push(&output.schema, batch)?;
-    }
-    let mut result = result.finish(&output.schema)?;
+    let mut result = StatementResult::rows(output.schema, output.batches, ctx.db.options.max_result_bytes)?;
     result.message = Some(message);
     Ok(result)
 }

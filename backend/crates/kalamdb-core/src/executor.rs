@@ -2,23 +2,31 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::sql::sqlparser::ast::Statement;
 use kalamdb_commons::{
     DefaultValue, ErrorCode, FlushPolicy, KalamError, KalamResult, KalamType, Literal, Role, TableType,
     UserId, is_valid_identifier,
 };
 use kalamdb_sql::{ColumnSpec, CreateTable, KalamStatement, TableRef, UserChange, parse_statement};
 
+use crate::DbShared;
 use crate::access::Caller;
+use crate::arrow_conv::RowStream;
+use crate::arrow_conv::field;
 use crate::base::{now_micros, store_error};
+use crate::budget::within_budget;
 use crate::catalog::{
     AccessLevel, Catalog, ColumnDef, DELETED_COLUMN, ID_COLUMN, NamespaceDef, SEQ_COLUMN, SYSTEM_NAMESPACE,
     TableDef, UserRecord,
 };
 use crate::cold::ColdTier;
 use crate::jobs::{JobRecord, JobTrigger};
-use crate::query::run_query_json;
+use crate::query::stream_query;
+use crate::results::StatementResult;
 use crate::scoped::ScopedTable;
-use crate::{ColumnInfo, DbShared, JsonRows, RowStream, StatementResult};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -28,8 +36,6 @@ pub(crate) struct StatementContext<'a> {
     pub caller: &'a Caller,
     pub namespace: &'a str,
     pub params: &'a [Literal],
-    /// JSON results carry 64-bit integers as strings (`?int64=string`).
-    pub int64_as_string: bool,
 }
 
 /// The longest TTL of a STREAM table: ten years.
@@ -60,8 +66,7 @@ impl StatementContext<'_> {
                 Box::pin(ctx.execute_rows(&sql)).await
             }
             statement if returns_rows(&statement) => {
-                let result = self.execute_statement(statement).await?;
-                crate::arrow_conv::result_rows(&result)
+                Ok(self.execute_statement(statement).await?.into_stream())
             }
             _ => Err(KalamError::new(
                 ErrorCode::InvalidParameter,
@@ -81,20 +86,16 @@ impl StatementContext<'_> {
                     self.namespace,
                     &statement,
                     self.params,
-                    self.int64_as_string,
                 );
-                if let Some(result) = point.await {
-                    return result;
+                if let Some(output) = point.await {
+                    let output = output?;
+                    return StatementResult::rows(
+                        output.schema,
+                        output.batches,
+                        self.db.options.max_result_bytes,
+                    );
                 }
-                run_query_json(
-                    self.db,
-                    self.caller,
-                    self.namespace,
-                    *statement,
-                    self.params,
-                    self.int64_as_string,
-                )
-                .await
+                self.run_query(*statement, self.params).await
             }
             KalamStatement::Dml(statement) => crate::dml::execute(self, *statement).await,
             KalamStatement::ShowNamespaces => {
@@ -250,15 +251,16 @@ impl StatementContext<'_> {
         let statement = kalamdb_sql::parse_sql_text(sql)
             .map_err(|e| KalamError::internal(format!("generated SQL does not parse: {e}")))?
             .remove(0);
-        run_query_json(
-            self.db,
-            self.caller,
-            self.namespace,
-            statement,
-            &[],
-            self.int64_as_string,
-        )
-        .await
+        self.run_query(statement, &[]).await
+    }
+
+    /// Runs a read-only statement and holds its rows (at most `max_result_bytes`).
+    async fn run_query(&self, statement: Statement, params: &[Literal]) -> KalamResult<StatementResult> {
+        // Planning has its own budget inside `stream_query`; nesting that future in
+        // this one would copy it whole each time the outer one is boxed (a tenth of
+        // a `SELECT 1`'s instructions were such copies).
+        let rows = stream_query(self.db, self.caller, self.namespace, statement, params).await?;
+        within_budget(StatementResult::collect(rows, self.db.options.max_result_bytes)).await
     }
 
     fn create_namespace(&self, name: &str, if_not_exists: bool) -> KalamResult<StatementResult> {
@@ -785,52 +787,27 @@ impl StatementContext<'_> {
         .await
         .map_err(|e| KalamError::internal(format!("SHOW STATS task failed: {e}")))??;
         let segments = || manifests.iter().flat_map(|m| m.segments.iter());
-        let last_flush = segments()
-            .map(|s| s.created_at)
-            .max()
-            .map(|t| serde_json::Value::String(kalamdb_commons::value::format_timestamp(t)))
-            .unwrap_or(serde_json::Value::Null);
+        let last_flush = segments().map(|s| s.created_at).max();
         let cold_rows: u64 = manifests.iter().map(|m| m.row_count()).sum();
         let cold_bytes: u64 = manifests.iter().map(|m| m.size_bytes()).sum();
         let cold_files = segments().count();
-        let names = [
-            "table",
-            "hot_rows",
-            "hot_versions",
-            "cold_rows",
-            "cold_files",
-            "cold_bytes",
-            "last_flush",
+        let big = |name: &str, value: i64| (field(name, &KalamType::BigInt, false), int64_array(value));
+        let columns = vec![
+            (
+                field("table", &KalamType::Text, false),
+                Arc::new(StringArray::from(vec![def.qualified_name()])) as ArrayRef,
+            ),
+            big("hot_rows", hot_rows),
+            big("hot_versions", hot_versions),
+            big("cold_rows", cold_rows as i64),
+            big("cold_files", cold_files as i64),
+            big("cold_bytes", cold_bytes as i64),
+            (
+                field("last_flush", &KalamType::Timestamp, true),
+                Arc::new(TimestampMicrosecondArray::from(vec![last_flush])) as ArrayRef,
+            ),
         ];
-        let types = [
-            "Text",
-            "BigInt",
-            "BigInt",
-            "BigInt",
-            "BigInt",
-            "BigInt",
-            "Timestamp",
-        ];
-        let columns = (names.iter().zip(types))
-            .map(|(n, t)| ColumnInfo {
-                name: n.to_string(),
-                data_type: t.to_string(),
-            })
-            .collect();
-        let row = vec![
-            def.qualified_name().into(),
-            hot_rows.into(),
-            hot_versions.into(),
-            cold_rows.into(),
-            cold_files.into(),
-            cold_bytes.into(),
-            last_flush,
-        ];
-        Ok(StatementResult::from_values(
-            columns,
-            vec![row],
-            self.int64_as_string,
-        ))
+        one_batch(columns, None)
     }
 
     /// `EXECUTE AS USER 'name' (statement)`: runs the statement in that user's scope
@@ -893,7 +870,7 @@ impl StatementContext<'_> {
             .expect("require_table succeeded");
         let job = self.db.jobs.submit_flush(self.db, &def, JobTrigger::Manual)?;
         let message = format!("Flush job {} started for '{}'", job.job_id, def.qualified_name());
-        Ok(jobs_result(&[job], message))
+        jobs_result(&[job], message)
     }
 
     /// `STORAGE FLUSH ALL [IN ns]`: one job per USER table; tables already flushing
@@ -925,7 +902,7 @@ impl StatementContext<'_> {
         if !skipped.is_empty() {
             message.push_str(&format!("; skipped (already flushing): {}", skipped.join(", ")));
         }
-        Ok(jobs_result(&started, message))
+        jobs_result(&started, message)
     }
 
     /// `KILL JOB 'id'`: cancels a queued job or stops a running one at its next
@@ -944,7 +921,7 @@ impl StatementContext<'_> {
             }
             (true, status) => format!("Job {job_id} {}", status.as_str()),
         };
-        Ok(jobs_result(&[job], message))
+        jobs_result(&[job], message)
     }
 
     fn create_user(
@@ -1149,29 +1126,39 @@ fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResu
 }
 
 /// Rows `job_id, namespace, table_name, status` for the jobs a command touched.
-fn jobs_result(jobs: &[JobRecord], message: String) -> StatementResult {
-    StatementResult {
-        columns: ["job_id", "namespace", "table_name", "status"]
-            .iter()
-            .map(|n| ColumnInfo {
-                name: n.to_string(),
-                data_type: "Text".into(),
-            })
-            .collect(),
-        rows: JsonRows::from_values(
-            &jobs
-                .iter()
-                .map(|j| {
-                    vec![
-                        j.job_id.clone().into(),
-                        j.namespace.clone().into(),
-                        j.table_name.clone().into(),
-                        j.status.as_str().into(),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        ),
-        row_count: jobs.len(),
-        message: Some(message),
-    }
+fn jobs_result(jobs: &[JobRecord], message: String) -> KalamResult<StatementResult> {
+    let text = |name: &str, value: &dyn Fn(&JobRecord) -> String| {
+        let values: Vec<String> = jobs.iter().map(value).collect();
+        (
+            field(name, &KalamType::Text, false),
+            Arc::new(StringArray::from(values)) as ArrayRef,
+        )
+    };
+    one_batch(
+        vec![
+            text("job_id", &|j| j.job_id.clone()),
+            text("namespace", &|j| j.namespace.clone()),
+            text("table_name", &|j| j.table_name.clone()),
+            text("status", &|j| j.status.as_str().to_string()),
+        ],
+        Some(message),
+    )
+}
+
+fn int64_array(value: i64) -> ArrayRef {
+    Arc::new(Int64Array::from(vec![value]))
+}
+
+/// A result of one batch of `columns` (a command's own rows: SHOW STATS, FLUSH).
+fn one_batch(columns: Vec<(Field, ArrayRef)>, message: Option<String>) -> KalamResult<StatementResult> {
+    let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = columns.into_iter().unzip();
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(|e| KalamError::internal(format!("a command's result: {e}")))?;
+    Ok(StatementResult {
+        schema,
+        row_count: batch.num_rows(),
+        batches: vec![batch],
+        message,
+    })
 }

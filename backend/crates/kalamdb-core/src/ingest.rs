@@ -29,13 +29,13 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, Value};
 use kalamdb_store::row_codec::encode_value;
 
-use crate::StatementResult;
 use crate::arrow_conv::{column_values, materialized_bytes};
 use crate::base::now_micros;
 use crate::budget::{Budget, Charge, within_budget};
 use crate::catalog::TableDef;
 use crate::dml::{check_not_null, column_index, default_value, encode_new_row, scope_of, writable_table};
 use crate::executor::StatementContext;
+use crate::results::StatementResult;
 use crate::write::{self, Expect, OnLive, Outcome, PendingWrite};
 
 /// The formats a bulk load accepts, by `Content-Type`.

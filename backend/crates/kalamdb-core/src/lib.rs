@@ -43,6 +43,7 @@ mod point_read;
 mod provider;
 mod query;
 mod result_names;
+mod results;
 mod scoped;
 mod seq;
 mod stream;
@@ -57,11 +58,11 @@ use std::time::{Duration, Instant};
 
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal, Role, UserId};
 use kalamdb_store::{Store, StoreOptions};
-use serde::Serialize;
 
 pub use crate::access::Caller;
-pub use crate::arrow_conv::write_json_objects;
+pub use crate::arrow_conv::RowStream;
 use crate::auth::{Authenticator, TokenService};
+pub use crate::base::df_error;
 pub use crate::base::public_message;
 use crate::base::{now_micros, store_error};
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE, NamespaceDef, UserRecord};
@@ -69,7 +70,7 @@ use crate::cold::ColdTier;
 pub use crate::ingest::IngestFormat;
 use crate::jobs::{JobManager, JobOptions};
 pub use crate::live::{LiveConnection, LiveMessage, LiveOptions, LiveReceiver, SubscribeOptions, live_error};
-pub use crate::query::df_error;
+pub use crate::results::{StatementResult, json_results, write_json_objects};
 use crate::seq::{LAST_SEQ_KEY, MAX_SEQ, SeqGenerator};
 
 /// Where and how the database keeps its data.
@@ -146,9 +147,6 @@ pub struct SqlRequest {
     pub params: Vec<Literal>,
     /// Namespace for unqualified table names (`default` when absent).
     pub namespace: Option<String>,
-    /// 64-bit integers (`BigInt` columns) of the JSON results as JSON strings, for
-    /// clients whose numbers are doubles (JavaScript: snowflake ids exceed 2^53).
-    pub int64_as_string: bool,
 }
 
 impl SqlRequest {
@@ -158,120 +156,6 @@ impl SqlRequest {
             ..Default::default()
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ColumnInfo {
-    pub name: String,
-    pub data_type: String,
-}
-
-/// The result of one statement.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct StatementResult {
-    pub columns: Vec<ColumnInfo>,
-    pub rows: JsonRows,
-    pub row_count: usize,
-    pub message: Option<String>,
-}
-
-impl StatementResult {
-    pub(crate) fn message(message: impl Into<String>) -> Self {
-        StatementResult {
-            columns: Vec::new(),
-            rows: JsonRows::empty(),
-            row_count: 0,
-            message: Some(message.into()),
-        }
-    }
-
-    pub(crate) fn affected(row_count: usize, message: impl Into<String>) -> Self {
-        StatementResult {
-            row_count,
-            ..Self::message(message)
-        }
-    }
-}
-
-/// The rows of a result as one JSON array of arrays, encoded once (from the
-/// result's Arrow batches, see `arrow_conv::write_json_rows`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(transparent)]
-pub struct JsonRows(Box<serde_json::value::RawValue>);
-
-impl JsonRows {
-    pub fn empty() -> Self {
-        Self::from_json(b"[]".to_vec()).expect("valid JSON")
-    }
-
-    /// Rows built as JSON values (small results of KalamDB's own commands).
-    pub(crate) fn from_values(rows: &[Vec<serde_json::Value>]) -> Self {
-        JsonRows(serde_json::value::to_raw_value(rows).expect("JSON values serialize"))
-    }
-
-    /// A JSON array written by the encoder.
-    pub(crate) fn from_json(bytes: Vec<u8>) -> KalamResult<Self> {
-        let text = String::from_utf8(bytes)
-            .map_err(|e| KalamError::internal(format!("result encoding is not UTF-8: {e}")))?;
-        serde_json::value::RawValue::from_string(text)
-            .map(JsonRows)
-            .map_err(|e| KalamError::internal(format!("result encoding is not JSON: {e}")))
-    }
-
-    /// The encoded array.
-    pub fn as_json(&self) -> &str {
-        self.0.get()
-    }
-
-    /// The rows, each cell as its JSON text (read two levels deep: a stored JSON
-    /// document is passed through whatever its depth).
-    pub fn cells(&self) -> KalamResult<Vec<Vec<Box<serde_json::value::RawValue>>>> {
-        serde_json::from_str(self.0.get())
-            .map_err(|e| KalamError::internal(format!("a result's rows are not rows of JSON cells: {e}")))
-    }
-}
-
-impl PartialEq for JsonRows {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
-    }
-}
-
-impl StatementResult {
-    /// A result built from JSON values (small results of KalamDB's own commands);
-    /// with `int64_as_string`, the numbers of `BigInt` columns become strings.
-    pub(crate) fn from_values(
-        columns: Vec<ColumnInfo>,
-        mut rows: Vec<Vec<serde_json::Value>>,
-        int64_as_string: bool,
-    ) -> StatementResult {
-        if int64_as_string {
-            for (i, column) in columns.iter().enumerate() {
-                if column.data_type != "BigInt" {
-                    continue;
-                }
-                for cell in rows.iter_mut().filter_map(|row| row.get_mut(i)) {
-                    if let serde_json::Value::Number(n) = cell {
-                        *cell = serde_json::Value::String(n.to_string());
-                    }
-                }
-            }
-        }
-        StatementResult {
-            columns,
-            row_count: rows.len(),
-            rows: JsonRows::from_values(&rows),
-            message: None,
-        }
-    }
-}
-
-/// The rows of one statement as Arrow record batches, read as the stream is
-/// polled ([`KalamDb::execute_rows`]). Errors inside the stream are [`KalamError`]s
-/// wrapped as `DataFusionError::External`.
-pub struct RowStream {
-    pub schema: datafusion::arrow::datatypes::SchemaRef,
-    pub batches: datafusion::execution::SendableRecordBatchStream,
 }
 
 /// The error that stopped a request, and which statement raised it.
@@ -656,7 +540,6 @@ impl KalamDb {
                 caller,
                 namespace: &namespace,
                 params: &request.params,
-                int64_as_string: request.int64_as_string,
             };
             match run_statement(sql, self.statement_budget(), Box::pin(ctx.execute(sql))).await {
                 Ok(result) => results.push(result),
@@ -695,8 +578,6 @@ impl KalamDb {
             caller,
             namespace: &namespace,
             params: &request.params,
-            // Rows stay Arrow batches; the NDJSON encoder has its own option.
-            int64_as_string: false,
         };
         let budget = self.statement_budget();
         let rows = run_statement(sql, budget.clone(), Box::pin(ctx.execute_rows(sql))).await?;
@@ -719,7 +600,6 @@ impl KalamDb {
             caller,
             namespace: &namespace,
             params: &[],
-            int64_as_string: false,
         };
         let budget = self.statement_budget();
         let table = table.to_ascii_lowercase();

@@ -12,18 +12,19 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{
     self, Expr, GroupByExpr, Query, Select, SelectItem, SetExpr, Statement, TableFactor,
 };
 use kalamdb_commons::{KalamError, KalamResult, KalamType, Literal, TableType, Value};
 
+use crate::DbShared;
 use crate::access::Caller;
-use crate::arrow_conv::{api_type_name, write_json_rows};
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
 use crate::index::IndexProbe;
-use crate::query::resolve_name;
+use crate::query::{QueryOutput, resolve_name};
 use crate::scoped::ScopedTable;
-use crate::{ColumnInfo, DbShared, JsonRows, StatementResult};
 
 /// Longest `IN` list read this way.
 const MAX_KEYS: usize = 64;
@@ -35,11 +36,10 @@ pub(crate) async fn try_point_read(
     namespace: &str,
     statement: &Statement,
     params: &[Literal],
-    int64_as_string: bool,
-) -> Option<KalamResult<StatementResult>> {
+) -> Option<KalamResult<QueryOutput>> {
     let plan = PointRead::recognize(db, caller, namespace, statement, params)?;
     db.point_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Some(plan.run(int64_as_string).await)
+    Some(plan.run().await)
 }
 
 struct PointRead {
@@ -171,7 +171,7 @@ impl PointRead {
         })
     }
 
-    async fn run(self, int64_as_string: bool) -> KalamResult<StatementResult> {
+    async fn run(self) -> KalamResult<QueryOutput> {
         let projection: Vec<usize> = self.output.iter().map(|(i, _)| *i).collect();
         let scoped = self.scoped.clone();
         let lookup = self.lookup;
@@ -191,24 +191,16 @@ impl PointRead {
         } else {
             read()?
         };
-        let schema = batch.schema();
-        let mut out = Vec::with_capacity(64);
-        out.push(b'[');
-        write_json_rows(schema.fields(), &batch, int64_as_string, &mut out);
-        out.push(b']');
-        Ok(StatementResult {
-            columns: self
-                .output
-                .iter()
-                .zip(schema.fields())
-                .map(|((_, name), field)| ColumnInfo {
-                    name: name.clone(),
-                    data_type: api_type_name(field),
-                })
-                .collect(),
-            rows: JsonRows::from_json(out)?,
-            row_count: batch.num_rows(),
-            message: None,
+        // The columns under the names the statement wrote.
+        let fields: Vec<Field> = (self.output.iter().zip(batch.schema().fields()))
+            .map(|((_, name), field)| field.as_ref().clone().with_name(name))
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+            .map_err(|e| KalamError::internal(format!("point read result: {e}")))?;
+        Ok(QueryOutput {
+            schema,
+            batches: vec![batch],
         })
     }
 }

@@ -25,13 +25,14 @@ use datafusion::sql::sqlparser::ast::{
 use futures::StreamExt;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal};
 
+use crate::DbShared;
 use crate::access::Caller;
-use crate::arrow_conv::{api_type_name, write_json_rows};
+use crate::arrow_conv::RowStream;
+use crate::base::{df_error, df_message};
 use crate::budget::within_budget;
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
 use crate::hidden::{exclude_hidden_from_wildcards, references_hidden};
 use crate::provider::{KalamCatalog, ScanScope};
-use crate::{ColumnInfo, DbShared, JsonRows, RowStream, StatementResult};
 
 pub(crate) const CATALOG_NAME: &str = "kalam";
 
@@ -476,86 +477,6 @@ impl RowStream {
     }
 }
 
-/// Plans and runs a read-only statement as `caller` and encodes its rows as JSON as
-/// they stream out; a result over `max_result_bytes` is `RESOURCES_EXHAUSTED`.
-pub(crate) async fn run_query_json(
-    db: &Arc<DbShared>,
-    caller: &Caller,
-    namespace: &str,
-    statement: Statement,
-    params: &[Literal],
-    int64_as_string: bool,
-) -> KalamResult<StatementResult> {
-    // Planning has its own budget inside `stream_query`; nesting that future in
-    // this one would copy it whole each time the outer one is boxed (a tenth of a
-    // `SELECT 1`'s instructions were such copies).
-    let mut rows = stream_query(db, caller, namespace, statement, params).await?;
-    let max_result_bytes = db.options.max_result_bytes;
-    within_budget(async move {
-        let mut result = JsonResult::new(max_result_bytes, int64_as_string);
-        while let Some(batch) = rows.batches.next().await {
-            result.push(&rows.schema, &batch.map_err(df_error)?)?;
-        }
-        result.finish(&rows.schema)
-    })
-    .await
-}
-
-/// A statement's rows encoded to JSON as they come, capped at `max_result_bytes`.
-pub(crate) struct JsonResult {
-    out: Vec<u8>,
-    row_count: usize,
-    limit: usize,
-    /// 64-bit integers as JSON strings.
-    int64_as_string: bool,
-}
-
-impl JsonResult {
-    pub fn new(limit: usize, int64_as_string: bool) -> Self {
-        let mut out = Vec::with_capacity(256);
-        out.push(b'[');
-        JsonResult {
-            out,
-            row_count: 0,
-            limit,
-            int64_as_string,
-        }
-    }
-
-    /// Appends a batch; a result over the limit is `RESOURCES_EXHAUSTED`.
-    pub fn push(&mut self, schema: &SchemaRef, batch: &RecordBatch) -> KalamResult<()> {
-        self.row_count += batch.num_rows();
-        write_json_rows(schema.fields(), batch, self.int64_as_string, &mut self.out);
-        if self.out.len() > self.limit {
-            return Err(KalamError::new(
-                ErrorCode::ResourcesExhausted,
-                format!(
-                    "the result is larger than max_result_bytes ({} bytes); select fewer rows or columns",
-                    self.limit
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn finish(mut self, schema: &SchemaRef) -> KalamResult<StatementResult> {
-        self.out.push(b']');
-        Ok(StatementResult {
-            columns: schema
-                .fields()
-                .iter()
-                .map(|f| ColumnInfo {
-                    name: f.name().clone(),
-                    data_type: api_type_name(f),
-                })
-                .collect(),
-            rows: JsonRows::from_json(self.out)?,
-            row_count: self.row_count,
-            message: None,
-        })
-    }
-}
-
 /// The session a query of `caller` runs in, and the statement with the hidden
 /// columns it does not name kept out of its wildcards.
 fn prepare_query<'a>(
@@ -781,64 +702,6 @@ impl Visitor for NotTables {
             }
         }
         ControlFlow::Continue(())
-    }
-}
-
-fn df_message(e: &DataFusionError) -> String {
-    let root = e.find_root();
-    let text = root.to_string();
-    for prefix in [
-        "Error during planning: ",
-        "Schema error: ",
-        "SQL error: ",
-        "Execution error: ",
-        "This feature is not implemented: ",
-        "Arrow error: ",
-    ] {
-        if let Some(rest) = text.strip_prefix(prefix) {
-            return rest.to_string();
-        }
-    }
-    text
-}
-
-/// Maps a DataFusion error to an API error: the user's mistakes are 400s with the
-/// planner's message; failures of the server are `INTERNAL_ERROR`.
-pub fn df_error(e: DataFusionError) -> KalamError {
-    let message = df_message(&e);
-    match e.find_root() {
-        DataFusionError::External(inner) => match inner.downcast_ref::<KalamError>() {
-            Some(k) => k.clone(),
-            None => KalamError::internal(message),
-        },
-        DataFusionError::SchemaError(se, _) => match se.as_ref() {
-            datafusion::common::SchemaError::FieldNotFound { .. } => {
-                KalamError::new(ErrorCode::ColumnNotFound, message)
-            }
-            _ => KalamError::invalid_sql(message),
-        },
-        DataFusionError::Plan(_) | DataFusionError::SQL(_, _) | DataFusionError::Execution(_) => {
-            KalamError::invalid_sql(message)
-        }
-        DataFusionError::NotImplemented(_) => KalamError::unsupported(message),
-        // DataFusion reports a call no signature of the function accepts as an
-        // internal error when it is found while planning ORDER BY: the caller's SQL.
-        DataFusionError::Internal(text) if text.contains("failed to match any signature") => {
-            KalamError::invalid_sql(message)
-        }
-        DataFusionError::ResourcesExhausted(_) => KalamError::new(
-            ErrorCode::ResourcesExhausted,
-            format!("the query needs more memory than query_memory_mb allows: {message}"),
-        ),
-        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
-            datafusion::arrow::error::ArrowError::CastError(_)
-            | datafusion::arrow::error::ArrowError::ParseError(_)
-            | datafusion::arrow::error::ArrowError::InvalidArgumentError(_)
-            | datafusion::arrow::error::ArrowError::ComputeError(_) => KalamError::type_mismatch(message),
-            datafusion::arrow::error::ArrowError::DivideByZero => KalamError::invalid_sql("division by zero"),
-            _ => KalamError::internal(message),
-        },
-        _ => KalamError::internal(message),
     }
 }
 

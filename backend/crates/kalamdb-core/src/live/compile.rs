@@ -16,12 +16,13 @@ use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 use kalamdb_sql::{KalamStatement, parse_statement};
 
 use super::SubscribeOptions;
+use crate::DbShared;
 use crate::access::Caller;
 use crate::access::check_read_access;
+use crate::base::df_error;
 use crate::catalog::{DEFAULT_NAMESPACE, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE, TableDef};
 use crate::provider::ScanScope;
 use crate::scoped::ScopedTable;
-use crate::{DbShared, df_error};
 
 /// What a change is checked against and how its rows are written.
 pub(crate) struct LivePlan {

@@ -31,10 +31,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{DEFAULT_BATCH_ROWS, LiveHub, MAX_BATCH_ROWS, SubscribeOptions, Subscription, lagged};
+use crate::DbShared;
+use crate::base::df_error;
 use crate::catalog::{SEQ_COLUMN, TableDef};
 use crate::provider::ScanScope;
+use crate::results::{write_int64, write_json_object_array};
 use crate::scoped::{BatchBuilder, ScopedTable, TableSnapshot};
-use crate::{DbShared, df_error};
 
 /// One key's change in one commit.
 pub(crate) struct Change {
@@ -385,20 +387,11 @@ pub(super) fn changes_of(
             write_rows(sub, &projected, &olds, &mut out)?;
         }
         out.extend_from_slice(br#","seq":"#);
-        out.extend_from_slice(seq_json(seq, sub.plan.int64_as_string).as_bytes());
+        write_int64(seq, sub.plan.int64_as_string, &mut out);
         out.push(b'}');
         messages.push(String::from_utf8(out).map_err(|e| KalamError::internal(e.to_string()))?);
     }
     Ok((messages, count, filtering))
-}
-
-/// A `_seq` in a message: a number, or a string with `int64_as_string`.
-fn seq_json(seq: u64, as_string: bool) -> String {
-    if as_string {
-        format!("\"{seq}\"")
-    } else {
-        seq.to_string()
-    }
 }
 
 fn write_rows(
@@ -409,7 +402,7 @@ fn write_rows(
 ) -> KalamResult<()> {
     let rows = take_record_batch(batch, &UInt32Array::from(indices.to_vec()))
         .map_err(|e| KalamError::internal(e.to_string()))?;
-    crate::arrow_conv::write_json_object_array(&sub.plan.fields, &rows, sub.plan.int64_as_string, out);
+    write_json_object_array(&sub.plan.fields, &rows, sub.plan.int64_as_string, out);
     Ok(())
 }
 
@@ -537,7 +530,7 @@ impl InitialSender<'_> {
         out.extend_from_slice(br#"{"type":"initial_data","id":"#);
         out.extend_from_slice(json!(self.sub.id).to_string().as_bytes());
         out.extend_from_slice(br#","rows":"#);
-        crate::arrow_conv::write_json_object_array(
+        write_json_object_array(
             &self.sub.plan.fields,
             &rows,
             self.sub.plan.int64_as_string,
@@ -546,7 +539,7 @@ impl InitialSender<'_> {
         out.extend_from_slice(
             format!(r#","batch":{},"has_more":{has_more},"last_seq":"#, self.sent).as_bytes(),
         );
-        out.extend_from_slice(seq_json(self.sub.start_seq, self.sub.plan.int64_as_string).as_bytes());
+        write_int64(self.sub.start_seq, self.sub.plan.int64_as_string, &mut out);
         out.push(b'}');
         self.sent += 1;
         let text = String::from_utf8(out).map_err(|e| KalamError::internal(e.to_string()))?;

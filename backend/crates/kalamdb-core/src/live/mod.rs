@@ -860,7 +860,7 @@ impl LiveConnection {
         hub.register(&sub);
         drop(guard);
         let schema: Vec<serde_json::Value> = (sub.plan.fields.iter())
-            .map(|f| json!({"name": f.name(), "data_type": crate::arrow_conv::api_type_name(f)}))
+            .map(|f| json!({"name": f.name(), "data_type": crate::results::api_type_name(f)}))
             .collect();
         // Queued before any change can be: the feed holds this subscription's
         // changes until it goes live.

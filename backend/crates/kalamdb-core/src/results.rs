@@ -1,0 +1,627 @@
+//! Results: what a statement returns and how it is written at the edge.
+//!
+//! A [`StatementResult`] is the same for every statement: the schema and Arrow
+//! batches of its rows (a query, SHOW, DESCRIBE, FLUSH, `... RETURNING`, a point
+//! read), its row count and its message. Nothing is encoded until a protocol asks:
+//! the JSON envelope of `/sql` ([`json_results`], written batch by batch as the body
+//! is sent), NDJSON ([`write_json_objects`]) and the rows of live-query messages
+//! ([`write_json_object_array`]) are written here, from the batches, once. The one
+//! int64 rule, for clients whose numbers are doubles, is [`write_int64`]: with the
+//! option, a `BigInt` value is a JSON string.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+use kalamdb_commons::value::{format_date, format_decimal, format_timestamp, hex};
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
+
+use crate::arrow_conv::RowStream;
+use crate::arrow_conv::TYPE_METADATA_KEY;
+use crate::base::df_error;
+
+/// The result of one statement: its rows as Arrow batches (none for a statement
+/// that returns no rows: its schema has no columns), the rows it returned or
+/// changed, and its message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub row_count: usize,
+    pub message: Option<String>,
+}
+
+impl StatementResult {
+    pub(crate) fn message(message: impl Into<String>) -> Self {
+        StatementResult {
+            schema: Arc::new(Schema::empty()),
+            batches: Vec::new(),
+            row_count: 0,
+            message: Some(message.into()),
+        }
+    }
+
+    pub(crate) fn affected(row_count: usize, message: impl Into<String>) -> Self {
+        StatementResult {
+            row_count,
+            ..Self::message(message)
+        }
+    }
+
+    /// A result of rows, refused (`RESOURCES_EXHAUSTED`) when its batches hold
+    /// more than `limit` bytes (`max_result_bytes`).
+    pub(crate) fn rows(schema: SchemaRef, batches: Vec<RecordBatch>, limit: usize) -> KalamResult<Self> {
+        let mut held = HeldRows::new(schema, limit);
+        for batch in batches {
+            held.push(batch)?;
+        }
+        Ok(held.finish())
+    }
+
+    /// The rows of `stream`, read to the end (see [`StatementResult::rows`]).
+    pub(crate) async fn collect(stream: RowStream, limit: usize) -> KalamResult<Self> {
+        let RowStream { schema, mut batches } = stream;
+        let mut held = HeldRows::new(schema, limit);
+        while let Some(batch) = batches.next().await {
+            held.push(batch.map_err(df_error)?)?;
+        }
+        Ok(held.finish())
+    }
+
+    /// The rows as a stream (the streamed formats of statements that do not run as
+    /// a query: SHOW, FLUSH, `... RETURNING`).
+    pub(crate) fn into_stream(self) -> RowStream {
+        let schema = self.schema;
+        let batches = futures::stream::iter(self.batches.into_iter().map(Ok));
+        RowStream {
+            schema: schema.clone(),
+            batches: Box::pin(RecordBatchStreamAdapter::new(schema, batches)),
+        }
+    }
+}
+
+/// The batches of a result as they arrive, with the bytes they hold counted
+/// against `max_result_bytes`.
+struct HeldRows {
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    bytes: usize,
+    limit: usize,
+}
+
+impl HeldRows {
+    fn new(schema: SchemaRef, limit: usize) -> Self {
+        HeldRows {
+            schema,
+            batches: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            limit,
+        }
+    }
+
+    fn push(&mut self, batch: RecordBatch) -> KalamResult<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        // What the rows take (a slice counts its own rows, not its parent's).
+        self.bytes += batch
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+            .sum::<usize>();
+        if self.bytes > self.limit {
+            return Err(KalamError::new(
+                ErrorCode::ResourcesExhausted,
+                format!(
+                    "the result is larger than max_result_bytes ({} bytes); select fewer rows or columns",
+                    self.limit
+                ),
+            ));
+        }
+        self.rows += batch.num_rows();
+        self.batches.push(batch);
+        Ok(())
+    }
+
+    fn finish(self) -> StatementResult {
+        StatementResult {
+            schema: self.schema,
+            batches: self.batches,
+            row_count: self.rows,
+            message: None,
+        }
+    }
+}
+
+/// The `results` array of `/sql`'s JSON envelope, as chunks written when they are
+/// asked for: each batch is encoded when its turn comes and dropped after, so a
+/// large result is never held twice. A result is
+/// `{"columns":[{"name":…,"data_type":…}],"rows":[[…],…],"row_count":n,"message":…}`.
+pub fn json_results(
+    results: Vec<StatementResult>,
+    int64_as_string: bool,
+) -> impl Iterator<Item = Vec<u8>> + Send {
+    let last = results.len().saturating_sub(1);
+    std::iter::once(b"[".to_vec())
+        .chain(results.into_iter().enumerate().flat_map(move |(i, result)| {
+            let StatementResult {
+                schema,
+                batches,
+                row_count,
+                message,
+            } = result;
+            let mut head = br#"{"columns":["#.to_vec();
+            for (i, f) in schema.fields().iter().enumerate() {
+                if i > 0 {
+                    head.push(b',');
+                }
+                head.extend_from_slice(br#"{"name":"#);
+                serde_json::to_writer(&mut head, f.name()).expect("a name serializes");
+                head.extend_from_slice(br#","data_type":"#);
+                serde_json::to_writer(&mut head, &api_type_name(f)).expect("a name serializes");
+                head.push(b'}');
+            }
+            head.push(b']');
+            head.extend_from_slice(br#","rows":["#);
+            let mut tail = format!(r#"],"row_count":{row_count},"message":"#).into_bytes();
+            serde_json::to_writer(&mut tail, &message).expect("a message serializes");
+            tail.push(b'}');
+            if i < last {
+                tail.push(b',');
+            }
+            let mut batches: VecDeque<RecordBatch> = batches.into();
+            let mut written = false;
+            std::iter::once(head)
+                .chain(std::iter::from_fn(move || {
+                    let batch = batches.pop_front()?;
+                    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 64);
+                    write_json_rows(schema.fields(), &batch, int64_as_string, written, &mut out);
+                    written |= batch.num_rows() > 0;
+                    Some(out)
+                }))
+                .chain(std::iter::once(tail))
+        }))
+        .chain(std::iter::once(b"]".to_vec()))
+}
+
+/// The one int64 rule: a 64-bit integer as a JSON number, or with `as_string` as a
+/// JSON string (for readers whose numbers are doubles: JavaScript).
+pub fn write_int64<T: std::fmt::Display>(value: T, as_string: bool, out: &mut Vec<u8>) {
+    use std::io::Write;
+    // Writing to a Vec<u8> cannot fail.
+    let _ = if as_string {
+        write!(out, "\"{value}\"")
+    } else {
+        write!(out, "{value}")
+    };
+}
+
+/// The API's name for a result column's type.
+pub fn api_type_name(field: &Field) -> String {
+    if let Some(name) = field.metadata().get(TYPE_METADATA_KEY) {
+        return name.clone();
+    }
+    match field.data_type() {
+        DataType::Null => "Null".into(),
+        DataType::Boolean => "Boolean".into(),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "SmallInt".into(),
+        DataType::Int32 | DataType::UInt16 => "Int".into(),
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "BigInt".into(),
+        DataType::Float16 | DataType::Float32 => "Float".into(),
+        DataType::Float64 => "Double".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("Decimal({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "Text".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "Bytes".into(),
+        DataType::Date32 | DataType::Date64 => "Date".into(),
+        DataType::Timestamp(_, _) => "Timestamp".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Converts one column of a result batch to JSON values.
+pub fn column_to_json(field: &Field, array: &ArrayRef) -> Vec<serde_json::Value> {
+    use serde_json::Value as J;
+    let is_json = field.metadata().get(TYPE_METADATA_KEY).map(String::as_str) == Some("Json");
+    let n = array.len();
+    let each = |f: &dyn Fn(usize) -> J| -> Vec<J> {
+        (0..n)
+            .map(|i| if array.is_null(i) { J::Null } else { f(i) })
+            .collect()
+    };
+    macro_rules! num {
+        ($t:ty) => {{
+            let a = array.as_primitive::<$t>();
+            each(&|i| J::from(a.value(i)))
+        }};
+    }
+    let float = |v: f64| serde_json::Number::from_f64(v).map_or(J::Null, J::Number);
+    match array.data_type() {
+        DataType::Null => vec![J::Null; n],
+        DataType::Boolean => {
+            let a = array.as_boolean();
+            each(&|i| J::Bool(a.value(i)))
+        }
+        DataType::Int8 => num!(Int8Type),
+        DataType::Int16 => num!(Int16Type),
+        DataType::Int32 => num!(Int32Type),
+        DataType::Int64 => num!(Int64Type),
+        DataType::UInt8 => num!(UInt8Type),
+        DataType::UInt16 => num!(UInt16Type),
+        DataType::UInt32 => num!(UInt32Type),
+        DataType::UInt64 => num!(UInt64Type),
+        DataType::Float32 => {
+            let a = array.as_primitive::<Float32Type>();
+            each(&|i| float(a.value(i) as f64))
+        }
+        DataType::Float64 => {
+            let a = array.as_primitive::<Float64Type>();
+            each(&|i| float(a.value(i)))
+        }
+        DataType::Decimal128(_, scale) => {
+            let a = array.as_primitive::<Decimal128Type>();
+            let scale = (*scale).max(0) as u8;
+            each(&|i| J::String(format_decimal(a.value(i), scale)))
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let text = |i: usize| -> &str {
+                match array.data_type() {
+                    DataType::Utf8 => array.as_string::<i32>().value(i),
+                    DataType::LargeUtf8 => array.as_string::<i64>().value(i),
+                    _ => array.as_string_view().value(i),
+                }
+            };
+            each(&|i| {
+                let s = text(i);
+                if is_json {
+                    serde_json::from_str(s).unwrap_or_else(|_| J::String(s.to_string()))
+                } else {
+                    J::String(s.to_string())
+                }
+            })
+        }
+        DataType::Binary => {
+            let a = array.as_binary::<i32>();
+            each(&|i| J::String(format!("\\x{}", hex(a.value(i)))))
+        }
+        DataType::BinaryView => {
+            let a = array.as_binary_view();
+            each(&|i| J::String(format!("\\x{}", hex(a.value(i)))))
+        }
+        DataType::Date32 => {
+            let a = array.as_primitive::<Date32Type>();
+            each(&|i| J::String(format_date(a.value(i))))
+        }
+        DataType::Timestamp(unit, _) => {
+            let micros = |i: usize| -> i64 {
+                match unit {
+                    TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(i) * 1_000_000,
+                    TimeUnit::Millisecond => {
+                        array.as_primitive::<TimestampMillisecondType>().value(i) * 1_000
+                    }
+                    TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(i),
+                    TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(i) / 1_000,
+                }
+            };
+            each(&|i| J::String(format_timestamp(micros(i))))
+        }
+        _ => {
+            let options = FormatOptions::default();
+            match ArrayFormatter::try_new(array.as_ref(), &options) {
+                Ok(formatter) => each(&|i| J::String(formatter.value(i).to_string())),
+                Err(_) => vec![J::Null; n],
+            }
+        }
+    }
+}
+
+/// Appends one batch's rows to a JSON array under construction, each row as an
+/// array of its values, written directly from the Arrow columns; `after_rows`: rows
+/// were written before (a comma comes first). With `int64_as_string`, 64-bit
+/// integers (`BigInt` columns) are JSON strings.
+fn write_json_rows(
+    fields: &[Arc<Field>],
+    batch: &RecordBatch,
+    int64_as_string: bool,
+    after_rows: bool,
+    out: &mut Vec<u8>,
+) {
+    let writers: Vec<JsonColumn> = fields
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, array)| JsonColumn::new(field, array, int64_as_string))
+        .collect();
+    for row in 0..batch.num_rows() {
+        if after_rows || row > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        for (i, writer) in writers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            writer.write(row, out);
+        }
+        out.push(b']');
+    }
+}
+
+/// Writes one batch's rows as JSON objects (`{"column": value, ...}`), one per line
+/// (NDJSON), with the values [`write_json_rows`] writes. With `int64_as_string`,
+/// 64-bit integers (`BigInt` columns) are written as strings, for readers whose
+/// numbers are doubles (JavaScript).
+pub fn write_json_objects(
+    fields: &[Arc<Field>],
+    batch: &RecordBatch,
+    int64_as_string: bool,
+    out: &mut Vec<u8>,
+) {
+    write_objects(fields, batch, int64_as_string, out, |out, _| out.push(b'\n'));
+}
+
+/// Writes one batch's rows as a JSON array of objects (`[{...},{...}]`), with the
+/// values of [`write_json_objects`] (the rows of live-query messages).
+pub(crate) fn write_json_object_array(
+    fields: &[Arc<Field>],
+    batch: &RecordBatch,
+    int64_as_string: bool,
+    out: &mut Vec<u8>,
+) {
+    out.push(b'[');
+    let last = batch.num_rows().saturating_sub(1);
+    write_objects(fields, batch, int64_as_string, out, |out, row| {
+        if row < last {
+            out.push(b',');
+        }
+    });
+    out.push(b']');
+}
+
+fn write_objects(
+    fields: &[Arc<Field>],
+    batch: &RecordBatch,
+    int64_as_string: bool,
+    out: &mut Vec<u8>,
+    after_row: impl Fn(&mut Vec<u8>, usize),
+) {
+    let writers: Vec<JsonColumn> = fields
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, array)| JsonColumn::new(field, array, int64_as_string))
+        .collect();
+    let keys: Vec<String> = fields
+        .iter()
+        .map(|f| serde_json::to_string(f.name()).expect("a string serializes"))
+        .collect();
+    for row in 0..batch.num_rows() {
+        out.push(b'{');
+        for (i, writer) in writers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(keys[i].as_bytes());
+            out.push(b':');
+            writer.write(row, out);
+        }
+        out.push(b'}');
+        after_row(out, row);
+    }
+}
+
+/// Writes the values of one result column as JSON text.
+enum JsonColumn<'a> {
+    Null,
+    Bool(&'a datafusion::arrow::array::BooleanArray),
+    /// The bool: written as a string (`int64_as_string`).
+    Int(&'a ArrayRef, fn(&ArrayRef, usize) -> i64, bool),
+    UInt(&'a datafusion::arrow::array::UInt64Array, bool),
+    Float(&'a ArrayRef, fn(&ArrayRef, usize) -> f64),
+    Text(&'a ArrayRef, bool),
+    /// Formatted once per batch (decimals, dates, timestamps, bytes, the rest).
+    Values(Vec<serde_json::Value>),
+}
+
+impl<'a> JsonColumn<'a> {
+    fn new(field: &Field, array: &'a ArrayRef, int64_as_string: bool) -> JsonColumn<'a> {
+        let quoted = int64_as_string && api_type_name(field) == "BigInt";
+        macro_rules! int {
+            ($t:ty) => {
+                JsonColumn::Int(array, |a, i| a.as_primitive::<$t>().value(i) as i64, quoted)
+            };
+        }
+        match array.data_type() {
+            DataType::Null => JsonColumn::Null,
+            DataType::Boolean => JsonColumn::Bool(array.as_boolean()),
+            DataType::Int8 => int!(Int8Type),
+            DataType::Int16 => int!(Int16Type),
+            DataType::Int32 => int!(Int32Type),
+            DataType::Int64 => int!(Int64Type),
+            DataType::UInt8 => int!(UInt8Type),
+            DataType::UInt16 => int!(UInt16Type),
+            DataType::UInt32 => int!(UInt32Type),
+            DataType::UInt64 => JsonColumn::UInt(array.as_primitive::<UInt64Type>(), quoted),
+            DataType::Float32 => {
+                JsonColumn::Float(array, |a, i| a.as_primitive::<Float32Type>().value(i) as f64)
+            }
+            DataType::Float64 => JsonColumn::Float(array, |a, i| a.as_primitive::<Float64Type>().value(i)),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                let is_json = field.metadata().get(TYPE_METADATA_KEY).map(String::as_str) == Some("Json");
+                JsonColumn::Text(array, is_json)
+            }
+            _ => JsonColumn::Values(column_to_json(field, array)),
+        }
+    }
+
+    fn write(&self, i: usize, out: &mut Vec<u8>) {
+        let array = match self {
+            JsonColumn::Null => None,
+            JsonColumn::Bool(a) => Some(*a as &dyn Array),
+            JsonColumn::Int(a, _, _) | JsonColumn::Float(a, _) | JsonColumn::Text(a, _) => Some(a.as_ref()),
+            JsonColumn::UInt(a, _) => Some(*a as &dyn Array),
+            JsonColumn::Values(_) => None,
+        };
+        if array.is_none_or(|a| a.is_null(i)) && !matches!(self, JsonColumn::Values(_)) {
+            out.extend_from_slice(b"null");
+            return;
+        }
+        // Writing to a Vec<u8> cannot fail.
+        let _ = match self {
+            JsonColumn::Null => Ok(()),
+            JsonColumn::Bool(a) => {
+                out.extend_from_slice(if a.value(i) { b"true" } else { b"false" });
+                Ok(())
+            }
+            JsonColumn::Int(a, get, quoted) => {
+                write_int64(get(a, i), *quoted, out);
+                Ok(())
+            }
+            JsonColumn::UInt(a, quoted) => {
+                write_int64(a.value(i), *quoted, out);
+                Ok(())
+            }
+            JsonColumn::Float(a, get) => {
+                let v = get(a, i);
+                if v.is_finite() {
+                    serde_json::to_writer(&mut *out, &v)
+                } else {
+                    out.extend_from_slice(b"null");
+                    Ok(())
+                }
+            }
+            JsonColumn::Text(a, is_json) => {
+                let s = match a.data_type() {
+                    DataType::Utf8 => a.as_string::<i32>().value(i),
+                    DataType::LargeUtf8 => a.as_string::<i64>().value(i),
+                    _ => a.as_string_view().value(i),
+                };
+                match is_json.then(|| serde_json::from_str::<&serde_json::value::RawValue>(s)) {
+                    Some(Ok(raw)) => {
+                        out.extend_from_slice(raw.get().trim().as_bytes());
+                        Ok(())
+                    }
+                    _ => serde_json::to_writer(&mut *out, s),
+                }
+            }
+            JsonColumn::Values(values) => serde_json::to_writer(&mut *out, &values[i]),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arrow_conv::{field, values_to_array};
+    use kalamdb_commons::{KalamType, Value};
+
+    #[test]
+    fn json_output() {
+        let f = field(
+            "d",
+            &KalamType::Decimal {
+                precision: 9,
+                scale: 2,
+            },
+            true,
+        );
+        let array = values_to_array(
+            &KalamType::Decimal {
+                precision: 9,
+                scale: 2,
+            },
+            &[Value::Decimal {
+                unscaled: -5,
+                precision: 9,
+                scale: 2,
+            }],
+        );
+        assert_eq!(column_to_json(&f, &array), vec![serde_json::json!("-0.05")]);
+        let f = field("j", &KalamType::Json, true);
+        let array = values_to_array(&KalamType::Json, &[Value::Json("{\"a\":1}".into())]);
+        assert_eq!(column_to_json(&f, &array), vec![serde_json::json!({"a": 1})]);
+        assert_eq!(api_type_name(&f), "Json");
+    }
+
+    fn body(results: Vec<StatementResult>, int64_as_string: bool) -> String {
+        String::from_utf8(json_results(results, int64_as_string).flatten().collect()).unwrap()
+    }
+
+    fn ids(values: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![field("id", &KalamType::BigInt, false)]));
+        RecordBatch::try_new(
+            schema,
+            vec![values_to_array(
+                &KalamType::BigInt,
+                &values.iter().map(|v| Value::BigInt(*v)).collect::<Vec<_>>(),
+            )],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_json_envelope_is_written_from_the_batches() {
+        let (a, b) = (ids(&[1, 2]), ids(&[9_007_199_254_740_993]));
+        let rows = StatementResult::rows(a.schema(), vec![a, ids(&[]), b], 1 << 20).unwrap();
+        assert_eq!(rows.row_count, 3);
+        let results = vec![rows, StatementResult::affected(2, "Deleted 2 row(s)")];
+        assert_eq!(
+            body(results.clone(), false),
+            r#"[{"columns":[{"name":"id","data_type":"BigInt"}],"rows":[[1],[2],[9007199254740993]],"row_count":3,"message":null},{"columns":[],"rows":[],"row_count":2,"message":"Deleted 2 row(s)"}]"#
+        );
+        // The one int64 rule: BigInt values as strings.
+        assert!(body(results, true).contains(r#""rows":[["1"],["2"],["9007199254740993"]]"#));
+        assert_eq!(body(Vec::new(), false), "[]");
+    }
+
+    #[test]
+    fn a_json_document_of_any_depth_is_written_as_it_is() {
+        // 126 levels, with the envelope's own four around it.
+        let document = format!("{}{}", "[".repeat(126), "]".repeat(126));
+        let schema = Arc::new(Schema::new(vec![field("doc", &KalamType::Json, true)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![values_to_array(
+                &KalamType::Json,
+                &[Value::Json(document.clone())],
+            )],
+        )
+        .unwrap();
+        let result = StatementResult::rows(schema, vec![batch], 1 << 20).unwrap();
+        assert!(body(vec![result], true).contains(&format!(r#""rows":[[{document}]]"#)));
+    }
+
+    #[test]
+    fn a_result_holding_more_than_its_limit_is_refused() {
+        let batch = ids(&(0..1000).collect::<Vec<_>>());
+        let error = StatementResult::rows(batch.schema(), vec![batch.clone()], 4000).unwrap_err();
+        assert_eq!(error.code, ErrorCode::ResourcesExhausted);
+        assert!(error.message.contains("max_result_bytes"), "{}", error.message);
+        // A slice counts its own rows, not its parent's.
+        let slice = batch.slice(0, 10);
+        assert_eq!(
+            StatementResult::rows(slice.schema(), vec![slice], 4000)
+                .unwrap()
+                .row_count,
+            10
+        );
+    }
+
+    #[test]
+    fn rows_stream_out_as_they_were_held() {
+        let batch = ids(&[5, 6]);
+        let result = StatementResult::rows(batch.schema(), vec![batch.clone()], 1 << 20).unwrap();
+        let stream = result.into_stream();
+        let batches: Vec<RecordBatch> =
+            futures::executor::block_on(stream.batches.map(|b| b.unwrap()).collect());
+        assert_eq!(batches, vec![batch]);
+    }
+}
