@@ -11,15 +11,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::record_batch::RecordBatch;
-use kalamdb_cold::{Manifest, Segment, layout};
-use kalamdb_commons::{KalamError, KalamResult, Value};
+use kalamdb_cold::{Manifest, layout};
+use kalamdb_commons::{KalamError, KalamResult};
 use kalamdb_store::{DecodedRow, Store, StoreBatch, StoreView};
 use parking_lot::{Mutex, RwLock};
 
-use crate::arrow_conv::array_value;
 use crate::base::store_error;
-use crate::catalog::{DELETED_COLUMN, ID_COLUMN_ID, TableDef};
+use crate::catalog::TableDef;
+use crate::segment::{decode_row, seq_column};
 
 const WATERMARK_PREFIX: &str = "flushwm/";
 
@@ -277,19 +276,10 @@ impl ColdTier {
         for segment in &manifest.segments {
             let path = dir.join(&segment.file);
             for batch in kalamdb_cold::read_all(&path).map_err(cold_error)? {
-                let seqs = batch
-                    .column_by_name(crate::catalog::SEQ_COLUMN)
-                    .and_then(|c| {
-                        c.as_any()
-                            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                            .cloned()
-                    })
-                    .ok_or_else(|| {
-                        KalamError::internal(format!("segment {} has no _seq column", segment.file))
-                    })?;
+                let seqs = seq_column(segment, &batch)?;
                 for i in 0..batch.num_rows() {
                     let seq = seqs.value(i) as u64;
-                    let row = decode_segment_row(table, segment, &batch, i)?;
+                    let row = decode_row(table, segment, &batch, i)?;
                     if row.deleted {
                         continue;
                     }
@@ -336,18 +326,9 @@ impl ColdTier {
             let batches = kalamdb_cold::read_seqs(&self.segment_metadata, &path, segment.created_at, &wanted)
                 .map_err(cold_error)?;
             for batch in batches {
-                let seq_column = batch
-                    .column_by_name(crate::catalog::SEQ_COLUMN)
-                    .and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>())
-                    .ok_or_else(|| {
-                        KalamError::internal(format!("segment {} has no _seq column", segment.file))
-                    })?
-                    .clone();
+                let seqs = seq_column(segment, &batch)?;
                 for r in 0..batch.num_rows() {
-                    rows.insert(
-                        seq_column.value(r) as u64,
-                        decode_segment_row(table, segment, &batch, r)?,
-                    );
+                    rows.insert(seqs.value(r) as u64, decode_row(table, segment, &batch, r)?);
                 }
             }
         }
@@ -364,7 +345,7 @@ impl ColdTier {
         let Some(batch) = read.map_err(cold_error)? else {
             return Ok(None);
         };
-        Ok(Some(decode_segment_row(table, segment, &batch, 0)?))
+        Ok(Some(decode_row(table, segment, &batch, 0)?))
     }
 }
 
@@ -384,40 +365,6 @@ impl Drop for FlushPin<'_> {
             }
         }
     }
-}
-
-/// Row `i` of a segment batch (all of the segment's columns) as cells of the
-/// columns that still exist, by column id.
-pub(crate) fn decode_segment_row(
-    table: &TableDef,
-    segment: &Segment,
-    batch: &RecordBatch,
-    i: usize,
-) -> KalamResult<DecodedRow> {
-    let schema = batch.schema();
-    let mut cells = Vec::with_capacity(segment.columns.len());
-    for column in &segment.columns {
-        let ty = if column.id == ID_COLUMN_ID {
-            kalamdb_commons::KalamType::BigInt
-        } else {
-            match table.columns.iter().find(|c| c.id == column.id) {
-                Some(c) => c.data_type,
-                None => continue,
-            }
-        };
-        let index = schema.index_of(&column.name).map_err(|_| {
-            KalamError::internal(format!("segment {} lacks column {}", segment.file, column.name))
-        })?;
-        cells.push((column.id, array_value(batch.column(index), i, &ty)?));
-    }
-    let deleted = match schema.index_of(DELETED_COLUMN) {
-        Ok(index) => matches!(
-            array_value(batch.column(index), i, &kalamdb_commons::KalamType::Boolean)?,
-            Value::Boolean(true)
-        ),
-        Err(_) => false,
-    };
-    Ok(DecodedRow { deleted, cells })
 }
 
 /// The row version `seq` of a scope, from the hot tier or, once flushed, from its

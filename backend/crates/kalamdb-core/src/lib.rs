@@ -20,6 +20,7 @@
 
 mod access;
 mod arrow_conv;
+mod assemble;
 mod auth;
 mod base;
 mod budget;
@@ -45,6 +46,7 @@ mod query;
 mod result_names;
 mod results;
 mod scoped;
+mod segment;
 mod seq;
 mod stream;
 mod subquery;

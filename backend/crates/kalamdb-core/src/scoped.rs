@@ -18,22 +18,22 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, BooleanArray};
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use kalamdb_cold::Manifest;
-use kalamdb_commons::{KalamError, KalamResult, KalamType, TableType, Value};
-use kalamdb_store::row_codec::{CellRef, is_tombstone, visit_cells};
+use kalamdb_commons::{KalamError, KalamResult, TableType, Value};
+use kalamdb_store::row_codec::is_tombstone;
 use kalamdb_store::{StoreError, StoreView};
 
 use crate::DbShared;
 use crate::access::Caller;
-use crate::arrow_conv::{ColumnBuilder, field};
+use crate::assemble::{RowAssembler, ScanColumn, scan_columns};
 use crate::base::store_error;
-use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
+use crate::catalog::TableDef;
 use crate::index::IndexProbe;
 
 /// Rows per Arrow batch built from hot rows: a scan holds at most a few of these.
@@ -47,43 +47,6 @@ const READ_AHEAD_BATCHES: usize = 2;
 /// `p + n`, ...: rows written at an even pace spread evenly, and a burst spans
 /// several slices.
 const HOT_SLICES_PER_PARTITION: usize = 16;
-
-/// One column of a [`ScopedTable`]'s schema and where its values come from.
-#[derive(Clone, Debug)]
-pub(crate) enum ScanColumn {
-    Column(ColumnDef),
-    Seq,
-    Deleted,
-    Id,
-}
-
-impl ScanColumn {
-    pub fn kalam_type(&self) -> KalamType {
-        match self {
-            ScanColumn::Column(c) => c.data_type,
-            ScanColumn::Seq | ScanColumn::Id => KalamType::BigInt,
-            ScanColumn::Deleted => KalamType::Boolean,
-        }
-    }
-
-    fn field(&self) -> Field {
-        match self {
-            ScanColumn::Column(def) => field(&def.name, &def.data_type, def.nullable),
-            ScanColumn::Seq => Field::new(SEQ_COLUMN, DataType::Int64, false),
-            ScanColumn::Deleted => Field::new(DELETED_COLUMN, DataType::Boolean, false),
-            ScanColumn::Id => Field::new(ID_COLUMN, DataType::Int64, false),
-        }
-    }
-
-    /// The stored cell this column reads (`None`: computed from the version).
-    fn cell_id(&self) -> Option<u32> {
-        match self {
-            ScanColumn::Column(def) => Some(def.id),
-            ScanColumn::Id => Some(ID_COLUMN_ID),
-            ScanColumn::Seq | ScanColumn::Deleted => None,
-        }
-    }
-}
 
 /// A table as one scope sees it.
 pub(crate) struct ScopedTable {
@@ -103,20 +66,6 @@ impl std::fmt::Debug for ScopedTable {
             self.scope
         )
     }
-}
-
-/// The columns of `table`'s schema: its own, then (with `expose_hidden`) `_seq`,
-/// `_deleted` and, without a primary key, `_id`.
-fn scan_columns(table: &TableDef, expose_hidden: bool) -> Vec<ScanColumn> {
-    let mut columns: Vec<ScanColumn> = table.columns.iter().cloned().map(ScanColumn::Column).collect();
-    if expose_hidden {
-        columns.push(ScanColumn::Seq);
-        columns.push(ScanColumn::Deleted);
-        if table.primary_key.is_none() {
-            columns.push(ScanColumn::Id);
-        }
-    }
-    columns
 }
 
 /// The scope of `table` for `caller`: the caller's rows of a USER or STREAM table,
@@ -160,6 +109,15 @@ impl ScopedTable {
 
     pub fn db(&self) -> &Arc<DbShared> {
         &self.db
+    }
+
+    /// An assembler of the columns `projection` of [`ScopedTable::schema`], sized
+    /// for `capacity` rows.
+    pub fn assembler(&self, projection: &[usize], capacity: usize) -> RowAssembler {
+        RowAssembler::new(
+            projection.iter().map(|&i| self.columns[i].clone()).collect(),
+            capacity,
+        )
     }
 
     pub fn columns(&self) -> &[ScanColumn] {
@@ -219,7 +177,7 @@ impl ScopedTable {
         keys: &[Value],
         projection: &[usize],
     ) -> KalamResult<RecordBatch> {
-        let mut builder = BatchBuilder::with_capacity(self, projection, keys.len());
+        let mut builder = self.assembler(projection, keys.len());
         for key in keys {
             let Some(entry) = view
                 .pk_get(self.table.table_id, &self.scope, key)
@@ -364,7 +322,7 @@ struct HotReader {
 }
 
 /// Takes one stored version `(_seq, encoded row)` into a batch; `false` to stop.
-type TakeRow<'a> = dyn FnMut(u64, &[u8], &mut BatchBuilder) -> Result<bool, StoreError> + 'a;
+type TakeRow<'a> = dyn FnMut(u64, &[u8], &mut RowAssembler) -> Result<bool, StoreError> + 'a;
 
 /// Stored versions one read visits at most (tombstones and filtered rows count).
 const VISITS_PER_READ: usize = 4 * SCAN_BATCH_ROWS;
@@ -384,9 +342,9 @@ impl HotReader {
             let keys = self.scan.keys.as_deref().unwrap_or_default();
             table.rows_by_pk(&view, keys, &self.scan.read).map_err(external)?
         } else {
-            let mut builder = BatchBuilder::new(&table, &self.scan.read);
+            let mut builder = table.assembler(&self.scan.read, SCAN_BATCH_ROWS);
             let mut visits = 0usize;
-            let mut take = |seq: u64, bytes: &[u8], builder: &mut BatchBuilder| -> Result<bool, StoreError> {
+            let mut take = |seq: u64, bytes: &[u8], builder: &mut RowAssembler| -> Result<bool, StoreError> {
                 visits += 1;
                 if !is_tombstone(bytes)? {
                     builder.push_encoded(seq, bytes)?;
@@ -412,7 +370,7 @@ impl HotReader {
         &mut self,
         table: &ScopedTable,
         view: &StoreView,
-        builder: &mut BatchBuilder,
+        builder: &mut RowAssembler,
         take: &mut TakeRow<'_>,
     ) -> Result<bool, StoreError> {
         let (table_id, scope) = (table.table.table_id, table.scope.as_str());
@@ -607,7 +565,7 @@ impl ScopedTable {
         probe: &IndexProbe,
         projection: &[usize],
     ) -> KalamResult<RecordBatch> {
-        let mut builder = BatchBuilder::new(self, projection);
+        let mut builder = self.assembler(projection, SCAN_BATCH_ROWS);
         self.visit_indexed(view, probe, &mut |seq, bytes| {
             if !is_tombstone(bytes)? {
                 builder.push_encoded(seq, bytes)?;
@@ -744,138 +702,6 @@ impl HotScan {
             columns,
             &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
         )?)
-    }
-}
-
-/// Accumulates the projected columns of stored row versions straight into Arrow
-/// builders and turns them into a batch: the one place stored cells become Arrow
-/// columns.
-pub(crate) struct BatchBuilder {
-    columns: Vec<ScanColumn>,
-    schema: SchemaRef,
-    /// Cell id → slot in `columns` (cell ids are small and dense).
-    slot_of: Vec<Option<usize>>,
-    builders: Vec<ColumnBuilder>,
-    /// What a slot reads when the row has no cell for it.
-    defaults: Vec<Value>,
-    filled: Vec<bool>,
-    pub rows: usize,
-}
-
-impl BatchBuilder {
-    pub fn new(table: &ScopedTable, projection: &[usize]) -> Self {
-        Self::with_capacity(table, projection, SCAN_BATCH_ROWS)
-    }
-
-    /// [`BatchBuilder::new`] sized for `rows` rows (a point read's few keys: a
-    /// scan's 8,192-row buffers would cost more than the read).
-    pub fn with_capacity(table: &ScopedTable, projection: &[usize], rows: usize) -> Self {
-        Self::of_columns(
-            projection.iter().map(|&i| table.columns[i].clone()).collect(),
-            rows,
-        )
-    }
-
-    /// A builder of every column of `table` (and the hidden ones, with
-    /// `expose_hidden`), as [`ScopedTable::schema`] lists them.
-    pub fn for_table(table: &TableDef, expose_hidden: bool) -> Self {
-        Self::of_columns(scan_columns(table, expose_hidden), SCAN_BATCH_ROWS)
-    }
-
-    fn of_columns(columns: Vec<ScanColumn>, capacity: usize) -> Self {
-        let schema = Arc::new(Schema::new(
-            columns.iter().map(ScanColumn::field).collect::<Vec<_>>(),
-        ));
-        let mut slot_of = Vec::new();
-        for (slot, column) in columns.iter().enumerate() {
-            if let Some(id) = column.cell_id() {
-                let id = id as usize;
-                if slot_of.len() <= id {
-                    slot_of.resize(id + 1, None);
-                }
-                slot_of[id] = Some(slot);
-            }
-        }
-        let defaults = columns
-            .iter()
-            .map(|c| match c {
-                ScanColumn::Column(def) => def.backfill_value(),
-                ScanColumn::Deleted => Value::Boolean(false),
-                ScanColumn::Seq | ScanColumn::Id => Value::Null,
-            })
-            .collect();
-        BatchBuilder {
-            builders: columns
-                .iter()
-                .map(|c| ColumnBuilder::new(&c.kalam_type(), capacity))
-                .collect(),
-            filled: vec![false; columns.len()],
-            defaults,
-            columns,
-            schema,
-            slot_of,
-            rows: 0,
-        }
-    }
-
-    fn slot(&self, id: u32) -> Option<usize> {
-        self.slot_of.get(id as usize).copied().flatten()
-    }
-
-    /// Adds a live row version from its stored bytes (the caller skips tombstones).
-    /// A corrupt row is an error after which the builder must be dropped (its
-    /// columns may differ in length).
-    pub fn push_encoded(
-        &mut self,
-        seq: u64,
-        bytes: &[u8],
-    ) -> Result<(), kalamdb_store::row_codec::RowCodecError> {
-        visit_cells(bytes, |id, cell| self.put(id, cell))?;
-        self.end_row(seq);
-        Ok(())
-    }
-
-    /// Adds a live row version from decoded cells.
-    pub fn push(&mut self, seq: u64, cells: Vec<(u32, Value)>) {
-        for (id, value) in &cells {
-            self.put(*id, CellRef::of(value));
-        }
-        self.end_row(seq);
-    }
-
-    fn put(&mut self, id: u32, cell: CellRef<'_>) {
-        if let Some(slot) = self.slot(id)
-            && !self.filled[slot]
-        {
-            self.builders[slot].append(cell);
-            self.filled[slot] = true;
-        }
-    }
-
-    fn end_row(&mut self, seq: u64) {
-        for slot in 0..self.columns.len() {
-            if std::mem::take(&mut self.filled[slot]) {
-                continue;
-            }
-            match &self.columns[slot] {
-                ScanColumn::Seq => self.builders[slot].append(CellRef::BigInt(crate::seq::seq_as_i64(seq))),
-                _ => self.builders[slot].append(CellRef::of(&self.defaults[slot])),
-            }
-        }
-        self.rows += 1;
-    }
-
-    /// The rows pushed so far as a batch. A stored value the schema cannot hold
-    /// (a NULL in a NOT NULL column) is an error, never a panic.
-    pub fn finish(&mut self) -> KalamResult<RecordBatch> {
-        let arrays = self.builders.iter_mut().map(ColumnBuilder::finish).collect();
-        let rows = std::mem::take(&mut self.rows);
-        RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            arrays,
-            &RecordBatchOptions::new().with_row_count(Some(rows)),
-        )
-        .map_err(|e| KalamError::internal(format!("stored rows do not fit the table's schema: {e}")))
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt64Array};
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::Session;
 use datafusion::common::pruning::PruningStatistics;
@@ -50,9 +50,11 @@ use kalamdb_cold::{Manifest, Segment};
 use kalamdb_commons::value::parse_text;
 use kalamdb_commons::{KalamType, Value};
 
-use crate::arrow_conv::{field, values_to_array};
+use crate::arrow_conv::values_to_array;
+use crate::assemble::ScanColumn;
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
-use crate::scoped::{HotScan, ScanColumn, ScopedTable, TableSnapshot};
+use crate::scoped::{HotScan, ScopedTable, TableSnapshot};
+use crate::segment::{read_schema, segment_schema};
 
 /// Where one output column of a cold part comes from.
 #[derive(Clone)]
@@ -222,19 +224,8 @@ fn plan_group(
     target_partitions: usize,
 ) -> DfResult<ColdPart> {
     // The reader's schema: the current columns these segments have, then the
-    // hidden ones. Names are the current names (a column id never changes name).
-    let mut fields: Vec<Field> = table
-        .columns
-        .iter()
-        .filter(|c| ids.contains(&c.id))
-        .map(|c| field(&c.name, &c.data_type, true))
-        .collect();
-    if ids.contains(&ID_COLUMN_ID) {
-        fields.push(Field::new(ID_COLUMN, DataType::Int64, true));
-    }
-    fields.push(Field::new(SEQ_COLUMN, DataType::Int64, false));
-    fields.push(Field::new(DELETED_COLUMN, DataType::Boolean, false));
-    let read_schema = Arc::new(Schema::new(fields));
+    // hidden ones.
+    let read_schema = read_schema(table, ids);
     let index_of = |name: &str| read_schema.index_of(name).expect("field built above");
 
     let mut needed: Vec<usize> = Vec::new();
@@ -318,13 +309,8 @@ fn prune_segments<'a>(
     segments: &'a [Segment],
     filters: &[Expr],
 ) -> Vec<&'a Segment> {
-    let mut fields: Vec<Field> = table
-        .columns
-        .iter()
-        .map(|c| field(&c.name, &c.data_type, true))
-        .collect();
-    fields.push(Field::new(SEQ_COLUMN, DataType::Int64, false));
-    let schema = Arc::new(Schema::new(fields));
+    // Statistics are kept of the table's columns and `_seq` (see `ManifestStats`).
+    let schema = segment_schema(table);
     let keep = physical_predicate(state, &schema, filters)
         .and_then(|predicate| {
             PruningPredicateBuilder::new()

@@ -19,30 +19,23 @@
 //! between 3 and 4 is rolled forward at start-up (`jobs::recover`). Cancellation is
 //! checked between batches: an unfinished segment is removed, committed scopes stay.
 
-use std::cmp::Ordering;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use parking_lot::Mutex;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
-use kalamdb_cold::{ColumnStats, Segment, SegmentWriter};
-use kalamdb_commons::{KalamError, KalamResult, KalamType, Value};
-use kalamdb_store::row_codec::{CellRef, RowCodecError, visit_cells};
+use kalamdb_cold::{Segment, SegmentWriter};
+use kalamdb_commons::{KalamError, KalamResult};
 
 use super::ActiveJob;
 use super::record::FlushMetrics;
-use crate::arrow_conv::{ColumnBuilder, field};
+use crate::assemble::RowAssembler;
 use crate::base::{now_micros, store_error};
-use crate::catalog::{DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
+use crate::catalog::TableDef;
 use crate::cold::{ColdTier, cold_error};
 use crate::scoped::ScopedTable;
+use crate::segment;
 use crate::{DbShared, failpoint};
-
-/// Longest text kept as a min/max statistic; longer values leave the bound unknown.
-const MAX_STAT_TEXT: usize = 256;
 
 pub(crate) enum FlushEnd {
     Completed,
@@ -174,7 +167,7 @@ fn flush_scope(
     let manifest = cold.manifest(table, scope)?;
     let dir = cold.scope_dir(table, scope);
     let batch_no = manifest.next_batch;
-    let mut builder = SegmentBuilder::new(table, batch_rows);
+    let mut builder = segment::assembler(table, batch_rows);
     let mut writer: Option<SegmentWriter> = None;
     let mut cancelled = false;
     let mut failure: Option<KalamError> = None;
@@ -193,7 +186,7 @@ fn flush_scope(
                 }
             }
         }
-        if builder.len() >= batch_rows {
+        if builder.rows >= batch_rows {
             if let Err(e) = write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows) {
                 failure = Some(e);
                 return Ok(false);
@@ -219,7 +212,7 @@ fn flush_scope(
         }
         return Ok(ScopeOutcome::Cancelled);
     }
-    if builder.len() > 0 {
+    if builder.rows > 0 {
         write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows)?;
     }
     let Some(writer) = writer else {
@@ -228,15 +221,18 @@ fn flush_scope(
     let written = writer.finish().map_err(cold_error)?;
     failpoint::hit("segment_written");
 
+    let figures = builder
+        .statistics()
+        .expect("a segment assembler keeps statistics");
     let segment = Segment {
         file: written.file,
         batch: batch_no,
         job_id: job.id().to_string(),
-        row_count: builder.total_rows,
-        deleted_count: builder.total_deleted,
+        row_count: figures.rows,
+        deleted_count: figures.deleted,
         size_bytes: written.size_bytes,
-        min_seq: builder.min_seq,
-        max_seq: builder.max_seq,
+        min_seq: figures.min_seq,
+        max_seq: figures.max_seq,
         watermark,
         created_at: now_micros(),
         columns: builder.column_stats(),
@@ -288,7 +284,7 @@ fn flush_scope(
         cold.publish(table.table_id, scope, next);
     }
     Ok(ScopeOutcome::Flushed {
-        rows: builder.total_rows,
+        rows: figures.rows,
         bytes: written.size_bytes,
     })
 }
@@ -311,236 +307,20 @@ fn pause_unless_cancelled(job: &ActiveJob, pause: std::time::Duration) -> bool {
 
 fn write_batch(
     writer: &mut Option<SegmentWriter>,
-    builder: &mut SegmentBuilder,
+    builder: &mut RowAssembler,
     dir: &std::path::Path,
     batch_no: u64,
     batch_rows: usize,
 ) -> KalamResult<()> {
     if writer.is_none() {
         *writer = Some(
-            SegmentWriter::create(dir, batch_no, builder.schema.clone(), batch_rows).map_err(cold_error)?,
+            SegmentWriter::create(dir, batch_no, builder.schema().clone(), batch_rows).map_err(cold_error)?,
         );
     }
-    let batch = builder.finish_batch()?;
+    let batch = builder.finish()?;
     writer
         .as_mut()
         .expect("created above")
         .write(&batch)
         .map_err(cold_error)
-}
-
-/// The Arrow schema of a table's segments: its columns (all nullable: tombstones
-/// carry only the key), `_id` for tables without a primary key, `_seq`, `_deleted`.
-pub(crate) fn segment_schema(table: &TableDef) -> SchemaRef {
-    let mut fields: Vec<Field> = table
-        .columns
-        .iter()
-        .map(|c| field(&c.name, &c.data_type, true))
-        .collect();
-    if table.primary_key.is_none() {
-        fields.push(Field::new(ID_COLUMN, DataType::Int64, true));
-    }
-    fields.push(Field::new(SEQ_COLUMN, DataType::Int64, false));
-    fields.push(Field::new(DELETED_COLUMN, DataType::Boolean, false));
-    Arc::new(Schema::new(fields))
-}
-
-struct ColumnState {
-    id: u32,
-    name: String,
-    ty: KalamType,
-    backfill: Value,
-    /// The current batch's values, straight from the stored cells.
-    builder: ColumnBuilder,
-    min: Option<Value>,
-    max: Option<Value>,
-    null_count: u64,
-    /// False once a value was seen that statistics cannot order (NaN, long text).
-    stats_valid: bool,
-}
-
-/// Hot rows of one scope → Arrow batches of the segment schema, with statistics.
-/// Cells go from the stored row bytes into typed Arrow builders (no `Value` per
-/// cell; only a new min or max is copied out).
-struct SegmentBuilder {
-    schema: SchemaRef,
-    columns: Vec<ColumnState>,
-    /// Column id → index in `columns`.
-    slot_by_id: Vec<Option<usize>>,
-    /// Which columns the row being added has given so far.
-    filled: Vec<bool>,
-    seqs: Vec<i64>,
-    deleted: Vec<bool>,
-    total_rows: u64,
-    total_deleted: u64,
-    min_seq: u64,
-    max_seq: u64,
-}
-
-impl SegmentBuilder {
-    fn new(table: &TableDef, batch_rows: usize) -> Self {
-        let column = |id: u32, name: &str, ty: KalamType, backfill: Value| ColumnState {
-            id,
-            name: name.to_string(),
-            ty,
-            backfill,
-            builder: ColumnBuilder::new(&ty, batch_rows),
-            min: None,
-            max: None,
-            null_count: 0,
-            stats_valid: !matches!(ty, KalamType::Bytes | KalamType::Json),
-        };
-        let mut columns: Vec<ColumnState> = table
-            .columns
-            .iter()
-            .map(|c| column(c.id, &c.name, c.data_type, c.backfill_value()))
-            .collect();
-        if table.primary_key.is_none() {
-            columns.push(column(ID_COLUMN_ID, ID_COLUMN, KalamType::BigInt, Value::Null));
-        }
-        let max_id = columns.iter().map(|c| c.id).max().unwrap_or(0) as usize;
-        let mut slot_by_id = vec![None; max_id + 1];
-        for (i, c) in columns.iter().enumerate() {
-            slot_by_id[c.id as usize] = Some(i);
-        }
-        SegmentBuilder {
-            schema: segment_schema(table),
-            filled: vec![false; columns.len()],
-            columns,
-            slot_by_id,
-            seqs: Vec::new(),
-            deleted: Vec::new(),
-            total_rows: 0,
-            total_deleted: 0,
-            min_seq: u64::MAX,
-            max_seq: 0,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.seqs.len()
-    }
-
-    /// Adds one stored row version. A column the row does not carry reads as its
-    /// backfill value (a live row written before the column existed) or NULL (a
-    /// tombstone carries only its key).
-    fn push_encoded(&mut self, seq: u64, bytes: &[u8]) -> Result<(), RowCodecError> {
-        let (columns, filled, slot_by_id) = (&mut self.columns, &mut self.filled, &self.slot_by_id);
-        let deleted = visit_cells(bytes, |id, cell| {
-            if let Some(Some(slot)) = slot_by_id.get(id as usize)
-                && !filled[*slot]
-            {
-                filled[*slot] = true;
-                columns[*slot].append(cell);
-            }
-        })?;
-        for (column, filled) in self.columns.iter_mut().zip(self.filled.iter_mut()) {
-            if std::mem::take(filled) {
-                continue;
-            }
-            if deleted {
-                column.append(CellRef::Null);
-            } else {
-                let backfill = std::mem::replace(&mut column.backfill, Value::Null);
-                column.append(CellRef::of(&backfill));
-                column.backfill = backfill;
-            }
-        }
-        self.seqs.push(crate::seq::seq_as_i64(seq));
-        self.deleted.push(deleted);
-        self.total_rows += 1;
-        self.total_deleted += deleted as u64;
-        self.min_seq = self.min_seq.min(seq);
-        self.max_seq = self.max_seq.max(seq);
-        Ok(())
-    }
-
-    fn finish_batch(&mut self) -> KalamResult<RecordBatch> {
-        let mut arrays: Vec<ArrayRef> = self.columns.iter_mut().map(|c| c.builder.finish()).collect();
-        arrays.push(Arc::new(Int64Array::from(std::mem::take(&mut self.seqs))));
-        arrays.push(Arc::new(BooleanArray::from(std::mem::take(&mut self.deleted))));
-        RecordBatch::try_new(self.schema.clone(), arrays)
-            .map_err(|e| KalamError::internal(format!("stored rows do not fit the segment schema: {e}")))
-    }
-
-    fn column_stats(&self) -> Vec<ColumnStats> {
-        self.columns
-            .iter()
-            .map(|c| {
-                let bound = |v: &Option<Value>| match v {
-                    Some(v) if c.stats_valid => Some(v.display()),
-                    _ => None,
-                };
-                ColumnStats {
-                    id: c.id,
-                    name: c.name.clone(),
-                    data_type: c.ty.sql_name(),
-                    min: bound(&c.min),
-                    max: bound(&c.max),
-                    null_count: c.null_count,
-                }
-            })
-            .collect()
-    }
-}
-
-impl ColumnState {
-    fn append(&mut self, cell: CellRef<'_>) {
-        self.observe(cell);
-        self.builder.append(cell);
-    }
-
-    fn observe(&mut self, cell: CellRef<'_>) {
-        if matches!(cell, CellRef::Null) {
-            self.null_count += 1;
-            return;
-        }
-        if !self.stats_valid {
-            return;
-        }
-        let unordered = match cell {
-            CellRef::Text(s) => s.len() > MAX_STAT_TEXT,
-            CellRef::Float(f) => f.is_nan(),
-            CellRef::Double(f) => f.is_nan(),
-            _ => false,
-        };
-        if unordered {
-            self.stats_valid = false;
-            return;
-        }
-        for (bound, replace_when) in [
-            (&mut self.min, Ordering::Greater),
-            (&mut self.max, Ordering::Less),
-        ] {
-            match bound {
-                None => *bound = Some(cell.to_value()),
-                Some(current) => match compare_cells(CellRef::of(current), cell) {
-                    Some(order) if order == replace_when => *bound = Some(cell.to_value()),
-                    Some(_) => {}
-                    None => self.stats_valid = false,
-                },
-            }
-        }
-    }
-}
-
-/// Orders two cells of the same column type.
-fn compare_cells(a: CellRef<'_>, b: CellRef<'_>) -> Option<Ordering> {
-    match (a, b) {
-        (CellRef::Boolean(a), CellRef::Boolean(b)) => Some(a.cmp(&b)),
-        (CellRef::SmallInt(a), CellRef::SmallInt(b)) => Some(a.cmp(&b)),
-        (CellRef::Int(a), CellRef::Int(b)) => Some(a.cmp(&b)),
-        (CellRef::BigInt(a), CellRef::BigInt(b)) => Some(a.cmp(&b)),
-        // The total order (-0.0 < +0.0) is the one DataFusion prunes and compares
-        // with; IEEE's `partial_cmp` calls ±0 equal, so a segment holding both could
-        // record `max = -0.0` and be skipped by `x >= 0`.
-        (CellRef::Float(a), CellRef::Float(b)) => Some(a.total_cmp(&b)),
-        (CellRef::Double(a), CellRef::Double(b)) => Some(a.total_cmp(&b)),
-        (CellRef::Decimal { unscaled: a, .. }, CellRef::Decimal { unscaled: b, .. }) => Some(a.cmp(&b)),
-        (CellRef::Text(a), CellRef::Text(b)) => Some(a.cmp(b)),
-        (CellRef::Date(a), CellRef::Date(b)) => Some(a.cmp(&b)),
-        (CellRef::Timestamp(a), CellRef::Timestamp(b)) => Some(a.cmp(&b)),
-        (CellRef::Uuid(a), CellRef::Uuid(b)) => Some(a.cmp(&b)),
-        _ => None,
-    }
 }

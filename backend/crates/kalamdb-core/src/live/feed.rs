@@ -32,11 +32,12 @@ use tokio::sync::mpsc;
 
 use super::{DEFAULT_BATCH_ROWS, LiveHub, MAX_BATCH_ROWS, SubscribeOptions, Subscription, lagged};
 use crate::DbShared;
+use crate::assemble::{RowAssembler, scan_columns};
 use crate::base::df_error;
 use crate::catalog::{SEQ_COLUMN, TableDef};
 use crate::provider::ScanScope;
 use crate::results::{write_int64, write_json_object_array};
-use crate::scoped::{BatchBuilder, ScopedTable, TableSnapshot};
+use crate::scoped::{SCAN_BATCH_ROWS, ScopedTable, TableSnapshot};
 
 /// One key's change in one commit.
 pub(crate) struct Change {
@@ -230,7 +231,7 @@ pub(super) struct Decoded {
 }
 
 pub(super) fn decode(table: &Arc<TableDef>, set: &ChangeSet) -> KalamResult<Decoded> {
-    let mut builder = BatchBuilder::for_table(table, true);
+    let mut builder = RowAssembler::new(scan_columns(table, true), SCAN_BATCH_ROWS);
     let mut slots = Vec::with_capacity(set.changes.len());
     let corrupt = |e| KalamError::internal(format!("corrupt row: {e}"));
     for change in &set.changes {
