@@ -27,6 +27,7 @@ use kalamdb_commons::{
 use kalamdb_store::row_codec::{encode_row, encode_value};
 
 use crate::DbShared;
+use crate::access::{Action, require};
 use crate::arrow_conv::{column_values, field, materialized_bytes, values_to_array};
 use crate::base::{df_error, now_micros, store_error};
 use crate::budget::{Charge, within_budget};
@@ -196,7 +197,7 @@ pub(crate) fn writable_table(
     }
     let table = ctx.db.catalog.require_table(namespace, name)?;
     if table.table_type == TableType::Shared {
-        ctx.require_role(kalamdb_commons::Role::Service, "write SHARED tables")?;
+        require(ctx.caller, Action::Write(&table))?;
     }
     Ok(table)
 }

@@ -13,7 +13,7 @@ use kalamdb_commons::{
 use kalamdb_sql::{ColumnSpec, CreateTable, KalamStatement, TableRef, UserChange, parse_statement};
 
 use crate::DbShared;
-use crate::access::Caller;
+use crate::access::{Action, Caller, allows, require};
 use crate::arrow_conv::RowStream;
 use crate::arrow_conv::field;
 use crate::base::{now_micros, store_error};
@@ -114,7 +114,7 @@ impl StatementContext<'_> {
             }
             KalamStatement::ExecuteAs { user, sql } => self.execute_as(&user, &sql).await,
             ddl => {
-                self.require_role(Role::Dba, "change the schema or users")?;
+                require(self.caller, Action::ChangeSchema)?;
                 // argon2 runs before the lock, off the async workers.
                 let password_hash = match &ddl {
                     KalamStatement::CreateUser { password, .. }
@@ -222,20 +222,6 @@ impl StatementContext<'_> {
             | KalamStatement::KillLiveQuery { .. }
             | KalamStatement::ExecuteAs { .. } => unreachable!("dispatched in execute"),
         }
-    }
-
-    pub fn require_role(&self, role: Role, action: &str) -> KalamResult<()> {
-        if self.caller.role >= role {
-            return Ok(());
-        }
-        Err(KalamError::new(
-            ErrorCode::PermissionDenied,
-            format!(
-                "role '{}' may not {action}; it needs role '{}' or higher",
-                self.caller.role.as_str(),
-                role.as_str()
-            ),
-        ))
     }
 
     /// `(namespace, name)` of a table reference, defaulting the namespace.
@@ -743,11 +729,11 @@ impl StatementContext<'_> {
         let def = self
             .existing_table(table, false)?
             .expect("require_table succeeded");
-        crate::access::check_read_access(&def, self.caller)?;
+        require(self.caller, Action::Read(&def))?;
         // A USER table's statistics are the caller's own rows, except for service
         // and above, who see the whole table (every user's rows).
         let scope = match def.table_type {
-            TableType::User if self.caller.role >= Role::Service => None,
+            TableType::User if allows(self.caller, Action::SeeEveryUser) => None,
             _ => Some(crate::scoped::scope_of(&def, self.caller)),
         };
         // Hot rows are counted on tokio's blocking pool (a pass over RocksDB keys
@@ -824,12 +810,12 @@ impl StatementContext<'_> {
 
     /// The caller `EXECUTE AS USER 'user' (sql)` runs `sql` as.
     fn impersonate(&self, user: &str, sql: &str) -> KalamResult<Caller> {
-        self.require_role(Role::Service, "run statements as another user")?;
+        require(self.caller, Action::ExecuteAs)?;
         if matches!(parse_statement(sql)?, KalamStatement::ExecuteAs { .. }) {
             return Err(KalamError::invalid_sql("EXECUTE AS USER cannot be nested"));
         }
         let target = self.db.catalog.user(user).ok_or_else(|| user_not_found(user))?;
-        Ok(impersonated(self.caller, &target))
+        Ok(self.caller.impersonating(&target))
     }
 
     /// Tables whose definition or rows `statement` changes: the dropped ones and
@@ -864,7 +850,7 @@ impl StatementContext<'_> {
 
     /// `STORAGE FLUSH TABLE`: registers a flush job and returns it at once.
     fn flush_table(&self, table: &TableRef) -> KalamResult<StatementResult> {
-        self.require_role(Role::Service, "flush tables")?;
+        require(self.caller, Action::Flush)?;
         let def = self
             .existing_table(table, false)?
             .expect("require_table succeeded");
@@ -876,7 +862,7 @@ impl StatementContext<'_> {
     /// `STORAGE FLUSH ALL [IN ns]`: one job per USER table; tables already flushing
     /// are skipped and named in the message.
     fn flush_all(&self, namespace: Option<&str>) -> KalamResult<StatementResult> {
-        self.require_role(Role::Service, "flush tables")?;
+        require(self.caller, Action::Flush)?;
         let tables = match namespace {
             Some(ns) => {
                 if !self.db.catalog.namespace_exists(ns) {
@@ -908,7 +894,7 @@ impl StatementContext<'_> {
     /// `KILL JOB 'id'`: cancels a queued job or stops a running one at its next
     /// batch boundary, waiting briefly for it to stop.
     async fn kill_job(&self, job_id: &str) -> KalamResult<StatementResult> {
-        self.require_role(Role::Dba, "kill jobs")?;
+        require(self.caller, Action::KillJob)?;
         let (job, was_active) = self
             .db
             .jobs
@@ -1043,13 +1029,6 @@ fn returns_rows(statement: &KalamStatement) -> bool {
             _ => false,
         },
         _ => false,
-    }
-}
-
-fn impersonated(caller: &Caller, target: &UserRecord) -> Caller {
-    Caller {
-        role: caller.role.min(target.role),
-        ..Caller::from(target)
     }
 }
 

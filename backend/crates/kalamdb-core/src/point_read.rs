@@ -97,7 +97,8 @@ impl PointRead {
             return None;
         }
         let table = db.catalog.table(&ns, &table_name)?;
-        if table.table_type == TableType::Stream || crate::access::check_read_access(&table, caller).is_err()
+        if table.table_type == TableType::Stream
+            || !crate::access::allows(caller, crate::access::Action::Read(&table))
         {
             return None;
         }

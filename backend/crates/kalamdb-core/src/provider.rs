@@ -22,7 +22,7 @@ use kalamdb_commons::{KalamError, KalamType, Literal, Value};
 
 use crate::DbShared;
 use crate::access::Caller;
-use crate::access::check_read_access;
+use crate::access::{Action, require};
 use crate::catalog::SYSTEM_NAMESPACE;
 use crate::index::{FirstColumn, IndexProbe};
 use crate::scoped::ScopedTable;
@@ -103,7 +103,8 @@ impl SchemaProvider for NamespaceSchema {
         let Some(table) = self.db.catalog.table(&self.namespace, name) else {
             return Ok(None);
         };
-        check_read_access(&table, &self.scope.caller).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        require(&self.scope.caller, Action::Read(&table))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(Some(Arc::new(KalamTable::new(ScopedTable::new(
             self.db.clone(),
             table,

@@ -8,10 +8,10 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result as DfResult;
-use kalamdb_commons::{Role, TableType};
+use kalamdb_commons::TableType;
 
 use crate::DbShared;
-use crate::access::Caller;
+use crate::access::{Action, Caller, allows};
 
 /// A `system.*` table: its rows as a caller may see them, built when a statement
 /// names it.
@@ -284,7 +284,7 @@ fn users(db: &DbShared, caller: &Caller) -> DfResult<RecordBatch> {
         .catalog
         .users()
         .into_iter()
-        .filter(|u| caller.role >= Role::Service || u.user_id == caller.user_id)
+        .filter(|u| u.user_id == caller.user_id || allows(caller, Action::SeeEveryUser))
         .collect();
     batch(
         vec![

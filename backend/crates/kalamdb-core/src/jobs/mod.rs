@@ -804,19 +804,8 @@ impl crate::system_tables::SystemTable for JobsTable {
         use crate::system_tables::{batch, opt_text, text, timestamp_field, timestamps};
         use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, TimestampMicrosecondArray};
         use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
-        use kalamdb_commons::Role;
-
-        if caller.role < Role::Service {
-            return Err(datafusion::error::DataFusionError::External(Box::new(
-                kalamdb_commons::KalamError::new(
-                    kalamdb_commons::ErrorCode::PermissionDenied,
-                    format!(
-                        "role '{}' may not read system.jobs; it needs role 'service' or higher",
-                        caller.role.as_str()
-                    ),
-                ),
-            )));
-        }
+        crate::access::require(caller, crate::access::Action::ReadJobs)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let jobs = all_records(db).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let ts = |name: &str| Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, None), true);
         let int = |values: Vec<Option<i64>>| -> ArrayRef { Arc::new(Int64Array::from(values)) };

@@ -18,7 +18,7 @@ use kalamdb_sql::{KalamStatement, parse_statement};
 use super::SubscribeOptions;
 use crate::DbShared;
 use crate::access::Caller;
-use crate::access::check_read_access;
+use crate::access::{Action, require};
 use crate::base::df_error;
 use crate::catalog::{DEFAULT_NAMESPACE, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE, TableDef};
 use crate::provider::ScanScope;
@@ -112,7 +112,7 @@ pub(crate) fn compile(
             format!("table '{namespace}.{table_name}' does not exist"),
         )
     })?;
-    check_read_access(&table, caller)?;
+    require(caller, Action::Read(&table))?;
     let scoped = Arc::new(ScopedTable::new(db.clone(), table.clone(), caller, true));
     let schema = scoped.schema().clone();
     let column = |name: &str| {

@@ -28,13 +28,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Role};
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 
 use crate::DbShared;
-use crate::access::Caller;
+use crate::access::{Action, Caller, allows};
 use crate::catalog::TableDef;
 
 pub(crate) use feed::{Change, ChangeSet};
@@ -612,7 +612,7 @@ impl LiveHub {
             .subscriptions()
             .into_iter()
             .find(|s| s.live_id() == live_id)
-            .filter(|s| caller.role >= Role::Dba || s.caller.user_id == caller.user_id)
+            .filter(|s| s.caller.user_id == caller.user_id || allows(caller, Action::EveryLiveQuery))
             .ok_or_else(|| {
                 KalamError::new(
                     ErrorCode::LiveQueryNotFound,
@@ -634,7 +634,7 @@ impl LiveHub {
         let mut rows: Vec<LiveRow> = self
             .subscriptions()
             .into_iter()
-            .filter(|s| caller.role >= Role::Dba || s.caller.user_id == caller.user_id)
+            .filter(|s| s.caller.user_id == caller.user_id || allows(caller, Action::EveryLiveQuery))
             .map(|s| LiveRow {
                 id: s.live_id(),
                 subscription: s.id.clone(),
