@@ -40,6 +40,7 @@ pub mod jobs;
 mod layers;
 mod live;
 mod maintenance;
+mod observers;
 mod point_read;
 mod provider;
 mod query;
@@ -314,6 +315,8 @@ pub(crate) struct DbShared {
     pub live: Arc<live::LiveHub>,
     /// The `system.*` tables: the catalog's, `system.jobs`, `system.live`.
     pub system_tables: system_tables::SystemTables,
+    /// What commits tell the live hub and the job manager (`observers.rs`).
+    pub commit_observers: observers::CommitObservers,
 }
 
 /// The database. Cheap to clone; all clones share one instance.
@@ -363,6 +366,11 @@ impl KalamDb {
         live::open_log(&store, !options.live.history.is_zero(), last_seq, &table_ids)?;
         let jobs = JobManager::new(options.jobs.clone());
         let holds = Arc::new(failpoint::Holds::default());
+        let live = live::LiveHub::new(options.live.clone(), holds.clone());
+        let commit_observers = observers::CommitObservers::new(vec![
+            Box::new(live::LiveCommits(live.clone())),
+            Box::new(jobs.policy_counter()),
+        ]);
         let tokens = TokenService::new(&token_secret(&store, &options)?, options.token_ttl);
         let shared = Arc::new(DbShared {
             store,
@@ -382,13 +390,14 @@ impl KalamDb {
             commit_locks: Default::default(),
             claims: Default::default(),
             hot_rows: hot_rows::HotRows::default(),
-            holds: holds.clone(),
+            holds,
             point_reads: Default::default(),
-            live: live::LiveHub::new(options.live.clone(), holds),
+            live,
             system_tables: system_tables::SystemTables::new(vec![
                 Box::new(jobs::JobsTable),
                 Box::new(live::LiveTable),
             ]),
+            commit_observers,
             options,
         });
         bootstrap(&shared)?;

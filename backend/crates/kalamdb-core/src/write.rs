@@ -35,6 +35,7 @@ use parking_lot::Mutex;
 use crate::DbShared;
 use crate::base::store_error;
 use crate::catalog::{ID_COLUMN, TableDef};
+use crate::observers::{Change, ChangeSet};
 use crate::seq::LAST_SEQ_KEY;
 
 /// The commit locks: one per scope of a table (a user's rows of a USER table, all
@@ -356,9 +357,9 @@ pub(crate) async fn commit(
     }
 }
 
-/// Whether the table's changes are tracked for the change log or a subscription.
+/// Whether the commit observers want the changes (the change log, a subscription).
 fn tracks_changes(db: &DbShared, table: &TableDef, scope: &str) -> bool {
-    !db.live.options.history.is_zero() || db.live.feed_for(table.table_id, scope).is_some()
+    db.commit_observers.wants_changes(table.table_id, scope)
 }
 
 fn replaces_versions(writes: &[PendingWrite]) -> bool {
@@ -505,14 +506,12 @@ async fn commit_locked(
     // has already moved the watermark, and replacing a version at or below it
     // must leave a stale marker.
     let flush_watermark = db.cold.watermark(table.table_id);
-    // Live queries: the change log (for `from_seq` resumes) and the table's feed
-    // when a subscription of this scope listens. Both need each change's replaced
-    // row (read before the lock).
-    let logging = !db.live.options.history.is_zero();
-    let feed = db.live.feed_for(table.table_id, scope);
-    let tracking = logging || feed.is_some();
+    // The commit observers: the change log (for `from_seq` resumes) and the
+    // table's feed when a subscription of this scope listens. Both need each
+    // change's replaced row (read before the lock).
+    let tracking = tracks_changes(db, table, scope);
     let view = indexing;
-    let mut changes = Vec::with_capacity(if feed.is_some() { count as usize } else { 0 });
+    let mut changes = Vec::with_capacity(if tracking { count as usize } else { 0 });
     let first_seq = db.seq.next_block(count)?;
     let mut batch = db.store.batch();
     let mut hot_replaced = 0i64;
@@ -555,17 +554,11 @@ async fn commit_locked(
                 }
                 None => None,
             };
-            let change = crate::live::Change {
+            changes.push(Change {
                 seq,
                 old,
                 new: (!write.deleted).then(|| write.row.clone()),
-            };
-            if logging {
-                crate::live::log_change(&mut batch, table.table_id, scope, &change);
-            }
-            if feed.is_some() {
-                changes.push(change);
-            }
+            });
         }
         if let Some(previous) = latest {
             batch.delete_hot(table.table_id, scope, previous.seq);
@@ -588,15 +581,18 @@ async fn commit_locked(
     }
     let versions = count as i64;
     batch.raise_system_counter(LAST_SEQ_KEY, db.seq.last());
-    // Published after the batch is written and before the lock is released: the
-    // feed sees the table's commits in `_seq` order, and only committed ones.
-    let publish = feed.map(|feed| {
-        let changes = crate::live::ChangeSet {
+    // Staged in the batch; what the observers run after the batch is written runs
+    // before the lock is released: a feed sees the table's commits in `_seq` order,
+    // and only committed ones.
+    let after_write = if tracking {
+        let changes = Arc::new(ChangeSet {
             scope: scope.to_string(),
             changes,
-        };
-        move || feed.publish(changes)
-    });
+        });
+        db.commit_observers.stage(&mut batch, table.table_id, &changes)
+    } else {
+        Vec::new()
+    };
     if db.store.syncs_writes() {
         // An fsync takes milliseconds: off the async workers. The lock goes with the
         // write and is released when it is done, even if this statement's future is
@@ -605,10 +601,8 @@ async fn commit_locked(
         let (batch, shared) = (batch.detach(), db.clone());
         tokio::task::spawn_blocking(move || {
             let written = shared.store.commit_detached(batch);
-            if written.is_ok()
-                && let Some(publish) = publish
-            {
-                publish();
+            if written.is_ok() {
+                after_write.into_iter().for_each(|run| run());
             }
             drop(guard);
             written
@@ -620,15 +614,11 @@ async fn commit_locked(
         // A memtable insert and a buffered WAL append, with no await between taking
         // the lock and writing.
         db.store.commit(batch).map_err(store_error)?;
-        if let Some(publish) = publish {
-            publish();
-        }
+        after_write.into_iter().for_each(|run| run());
         drop(guard);
     }
     db.hot_rows.add(table.table_id, versions - hot_replaced);
-    if table.flush_policy.is_some() {
-        db.jobs.note_writes(table.table_id, versions as u64);
-    }
+    db.commit_observers.written(table, versions as u64);
     Ok(Outcome::Done { written })
 }
 

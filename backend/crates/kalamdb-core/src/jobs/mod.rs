@@ -152,7 +152,7 @@ pub(crate) struct JobManager {
     closed: AtomicBool,
     tasks: TaskTracker,
     stop: CancellationToken,
-    policy: Mutex<PolicyState>,
+    policy: Arc<Mutex<PolicyState>>,
     started: Instant,
     /// Jobs in `system.jobs` by status, kept as jobs change (`/metrics`).
     status_counts: Mutex<BTreeMap<&'static str, u64>>,
@@ -187,7 +187,7 @@ impl JobManager {
             closed: AtomicBool::new(false),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
-            policy: Mutex::new(PolicyState::default()),
+            policy: Default::default(),
             started: Instant::now(),
             status_counts: Mutex::new(BTreeMap::new()),
         }
@@ -327,8 +327,9 @@ impl JobManager {
     }
 
     /// Counts written rows towards `FLUSH_POLICY='rows:N'`.
-    pub fn note_writes(&self, table_id: u32, rows: u64) {
-        *self.policy.lock().pending_rows.entry(table_id).or_insert(0) += rows;
+    /// The commit observer that counts rows written toward flush policies.
+    pub fn policy_counter(&self) -> PolicyCounter {
+        PolicyCounter(self.policy.clone())
     }
 
     /// Counts the hot rows of every table and the jobs by status (once, after
@@ -789,6 +790,18 @@ fn reconcile_table(db: &DbShared, table: &TableDef) -> KalamResult<()> {
 }
 
 /// `system.jobs`, for role `service` and above (job metrics count every user's rows).
+/// The job manager as a commit observer: rows written count toward the table's
+/// flush policy.
+pub(crate) struct PolicyCounter(Arc<Mutex<PolicyState>>);
+
+impl crate::observers::CommitObserver for PolicyCounter {
+    fn written(&self, table: &TableDef, versions: u64) {
+        if table.flush_policy.is_some() {
+            *self.0.lock().pending_rows.entry(table.table_id).or_insert(0) += versions;
+        }
+    }
+}
+
 pub(crate) struct JobsTable;
 
 impl crate::system_tables::SystemTable for JobsTable {

@@ -35,25 +35,10 @@ use crate::DbShared;
 use crate::assemble::{RowAssembler, scan_columns};
 use crate::base::df_error;
 use crate::catalog::{SEQ_COLUMN, TableDef};
+use crate::observers::ChangeSet;
 use crate::provider::ScanScope;
 use crate::results::{write_int64, write_json_object_array};
 use crate::scoped::{SCAN_BATCH_ROWS, ScopedTable, TableSnapshot};
-
-/// One key's change in one commit.
-pub(crate) struct Change {
-    pub seq: u64,
-    /// The live version it replaced (`_seq`, row in the row codec): none for an
-    /// insert.
-    pub old: Option<(u64, Vec<u8>)>,
-    /// The new row in the row codec; `None` for a delete.
-    pub new: Option<Vec<u8>>,
-}
-
-/// The changes of one commit to one scope of one table, in `_seq` order.
-pub(crate) struct ChangeSet {
-    pub scope: String,
-    pub changes: Vec<Change>,
-}
 
 type Subs = Arc<RwLock<HashMap<String, Vec<Arc<Subscription>>>>>;
 

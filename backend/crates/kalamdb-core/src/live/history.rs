@@ -16,11 +16,12 @@ use std::sync::Arc;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 use kalamdb_store::{StoreBatch, StoreView};
 
-use super::feed::{Change, ChangeSet, changes_of, decode, evaluate_costly};
+use super::feed::{changes_of, decode, evaluate_costly};
 use super::{LiveHub, Subscription};
 use crate::DbShared;
 use crate::base::store_error;
 use crate::catalog::TableDef;
+use crate::observers::{Change, ChangeSet};
 use crate::seq::{SEQ_COUNTER_BITS, SEQ_EPOCH_MS};
 
 /// Width of a time bucket of the change log.

@@ -37,8 +37,8 @@ use crate::DbShared;
 use crate::access::{Action, Caller, allows};
 use crate::catalog::TableDef;
 
-pub(crate) use feed::{Change, ChangeSet};
-pub(crate) use history::{log_change, open_log, sweep_history};
+use crate::observers::{AfterWrite, ChangeSet, CommitObserver};
+pub(crate) use history::{open_log, sweep_history};
 
 /// Limits and queue sizes of live queries (settings, `docs/CONFIG.md`).
 #[derive(Debug, Clone)]
@@ -389,9 +389,9 @@ const MAX_FEED_BACKLOG: usize = 100_000;
 impl TableFeed {
     /// Queues a commit's changes for the dispatcher (called under the table's
     /// commit lock: the order of calls is the `_seq` order).
-    pub fn publish(&self, changes: ChangeSet) {
+    pub fn publish(&self, changes: Arc<ChangeSet>) {
         self.backlog.fetch_add(1, Ordering::AcqRel);
-        let _ = self.tx.send(Arc::new(changes));
+        let _ = self.tx.send(changes);
     }
 }
 
@@ -938,6 +938,33 @@ pub(crate) fn lagged() -> KalamError {
 
 /// `system.live`: the subscriptions open now — a user's own, every one for dba and
 /// above.
+/// The live hub as a commit observer: the change log (`history.rs`), written in the
+/// commit's batch, and the feed of the scope's subscriptions, published after the
+/// write under the commit lock.
+pub(crate) struct LiveCommits(pub Arc<LiveHub>);
+
+impl CommitObserver for LiveCommits {
+    fn wants_changes(&self, table_id: u32, scope: &str) -> bool {
+        !self.0.options.history.is_zero() || self.0.feed_for(table_id, scope).is_some()
+    }
+
+    fn stage(
+        &self,
+        batch: &mut kalamdb_store::StoreBatch<'_>,
+        table_id: u32,
+        changes: &Arc<ChangeSet>,
+    ) -> Option<AfterWrite> {
+        if !self.0.options.history.is_zero() {
+            for change in &changes.changes {
+                history::log_change(batch, table_id, &changes.scope, change);
+            }
+        }
+        let feed = self.0.feed_for(table_id, &changes.scope)?;
+        let changes = changes.clone();
+        Some(Box::new(move || feed.publish(changes)))
+    }
+}
+
 pub(crate) struct LiveTable;
 
 impl crate::system_tables::SystemTable for LiveTable {
