@@ -1,4 +1,3 @@
-use clap::Parser;
 use kalamdb_server::{Cli, Settings, start};
 use tracing_subscriber::EnvFilter;
 
@@ -25,7 +24,7 @@ async fn serve() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
-    let settings = match Settings::load(Cli::parse()) {
+    let settings = match Settings::load(Cli::parse_with_defaults()) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("kalamdb-server: {e}");

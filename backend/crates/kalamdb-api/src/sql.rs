@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kalamdb_commons::{ErrorCode, Literal};
 use kalamdb_core::SqlRequest;
-use kalamdb_core::StatementResult;
+use kalamdb_core::{JsonResults, StatementResult};
 use serde::Deserialize;
 
 use crate::auth::Authenticated;
@@ -22,8 +22,8 @@ const WHOLE_BODY_BYTES: usize = 64 << 10;
 
 /// The JSON envelope `{"status":…,"results":[…]` followed by `rest` (the fields
 /// after the results, and the closing brace). The results' rows are encoded from
-/// their batches as the body is sent (`json_results`): a large result is never
-/// held as JSON.
+/// their batches as the body is sent (`JsonResults`): a large result is never held
+/// as JSON.
 pub(crate) fn envelope(
     status: StatusCode,
     outcome: &'static str,
@@ -31,22 +31,35 @@ pub(crate) fn envelope(
     int64_as_string: bool,
     rest: Vec<u8>,
 ) -> Response {
-    let mut head = format!(r#"{{"status":"{outcome}","results":"#).into_bytes();
-    let mut chunks = kalamdb_core::json_results(results, int64_as_string).chain(std::iter::once(rest));
-    let mut whole = true;
-    for chunk in chunks.by_ref() {
-        head.extend_from_slice(&chunk);
-        if head.len() > WHOLE_BODY_BYTES {
-            whole = false;
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(br#"{"status":""#);
+    head.extend_from_slice(outcome.as_bytes());
+    head.extend_from_slice(br#"","results":"#);
+    let mut parts = JsonResults::new(results, int64_as_string);
+    let mut whole = false;
+    while head.len() <= WHOLE_BODY_BYTES {
+        if !parts.write_next(&mut head) {
+            whole = true;
             break;
         }
     }
     let body = if whole {
+        head.extend_from_slice(&rest);
         Body::from(head)
     } else {
-        let rest = chunks.map(|chunk| Ok::<Bytes, std::convert::Infallible>(Bytes::from(chunk)));
+        let mut rest = Some(rest);
+        let chunks = std::iter::from_fn(move || {
+            let mut chunk = Vec::new();
+            while chunk.len() < WHOLE_BODY_BYTES {
+                if !parts.write_next(&mut chunk) {
+                    chunk.extend_from_slice(&rest.take().unwrap_or_default());
+                    break;
+                }
+            }
+            (!chunk.is_empty()).then(|| Ok::<Bytes, std::convert::Infallible>(Bytes::from(chunk)))
+        });
         Body::from_stream(futures::stream::iter(
-            std::iter::once(Ok(Bytes::from(head))).chain(rest),
+            std::iter::once(Ok(Bytes::from(head))).chain(chunks),
         ))
     };
     let mut response = (status, body).into_response();
@@ -58,7 +71,10 @@ pub(crate) fn envelope(
 
 /// `,"took_ms":…}`: the end of a success envelope.
 pub(crate) fn took_ms_tail(took_ms: f64) -> Vec<u8> {
-    format!(r#","took_ms":{}}}"#, serde_json::Value::from(took_ms)).into_bytes()
+    let mut tail = br#","took_ms":"#.to_vec();
+    serde_json::to_writer(&mut tail, &took_ms).expect("a number serializes");
+    tail.push(b'}');
+    tail
 }
 
 /// Milliseconds since `started`, to the microsecond.

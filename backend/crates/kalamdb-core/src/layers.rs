@@ -30,7 +30,7 @@ const MODULES: &[(&str, &str)] = &[
     ("executor", "statements"), ("dml", "statements"), ("ingest", "statements"),
     ("index_build", "statements"),
     ("maintenance", "lib"),
-    ("hidden", "extern"), ("result_names", "extern"), ("dml_query", "extern"), ("subquery", "extern"),
+    ("hidden", "extern"), ("result_names", "extern"), ("dml_query", "extern"),
 ];
 
 /// (file under src/, module it names upwards) today. Only shrinks.

@@ -50,7 +50,6 @@ mod scoped;
 mod segment;
 mod seq;
 mod stream;
-mod subquery;
 mod system_tables;
 mod tiered_scan;
 mod write;
@@ -73,7 +72,7 @@ use crate::cold::ColdTier;
 pub use crate::ingest::IngestFormat;
 use crate::jobs::{JobManager, JobOptions};
 pub use crate::live::{LiveConnection, LiveMessage, LiveOptions, LiveReceiver, SubscribeOptions, live_error};
-pub use crate::results::{StatementResult, json_results, write_json_objects};
+pub use crate::results::{JsonResults, StatementResult, write_json_objects};
 use crate::seq::{LAST_SEQ_KEY, MAX_SEQ, SeqGenerator};
 
 /// Where and how the database keeps its data.
@@ -105,7 +104,8 @@ pub struct DbOptions {
     pub query_memory_bytes: usize,
     /// How long a statement may run (`None`: no limit).
     pub statement_timeout: Option<Duration>,
-    /// Largest JSON result of one statement.
+    /// Most bytes the rows of one statement's result may hold (as Arrow batches)
+    /// before they are sent as JSON.
     pub max_result_bytes: usize,
     /// Secret that signs bearer tokens. When `None`, one is generated at first
     /// start and kept in the data directory (`system` key `meta/token_secret`).

@@ -192,13 +192,20 @@ impl PointRead {
         } else {
             read()?
         };
-        // The columns under the names the statement wrote.
-        let fields: Vec<Field> = (self.output.iter().zip(batch.schema().fields()))
-            .map(|((_, name), field)| field.as_ref().clone().with_name(name))
-            .collect();
-        let schema = Arc::new(Schema::new(fields));
-        let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
-            .map_err(|e| KalamError::internal(format!("point read result: {e}")))?;
+        // The columns under the names the statement wrote (when they differ from
+        // the table's).
+        let renamed =
+            (self.output.iter().zip(batch.schema().fields())).any(|((_, name), f)| f.name() != name);
+        let batch = if renamed {
+            let fields: Vec<Field> = (self.output.iter().zip(batch.schema().fields()))
+                .map(|((_, name), field)| field.as_ref().clone().with_name(name))
+                .collect();
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), batch.columns().to_vec())
+                .map_err(|e| KalamError::internal(format!("point read result: {e}")))?
+        } else {
+            batch
+        };
+        let schema = batch.schema();
         Ok(QueryOutput {
             schema,
             batches: vec![batch],

@@ -58,14 +58,12 @@ pub(crate) fn base_session_state(max_subquery_rows: u64) -> SessionState {
         .with_target_partitions(query_partitions());
     // Subqueries DataFusion cannot decorrelate run row by row (`subquery.rs`).
     let mut analyzer_rules = datafusion::optimizer::Analyzer::new().rules;
-    analyzer_rules.push(Arc::new(crate::subquery::ApplyAnalyzerRule));
+    analyzer_rules.push(Arc::new(kalamdb_apply::ApplyAnalyzerRule));
     SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
         .with_analyzer_rules(analyzer_rules)
-        .with_query_planner(Arc::new(crate::subquery::ApplyQueryPlanner::new(
-            max_subquery_rows,
-        )))
+        .with_query_planner(Arc::new(kalamdb_apply::ApplyQueryPlanner::new(max_subquery_rows)))
         .build()
 }
 
@@ -290,7 +288,7 @@ pub(crate) async fn stream_query(
         && let Some(cached) = db.constant_plans.get(key)
     {
         let runtime = crate::budget::runtime_of_current(&db.query_runtime)?;
-        let plan = crate::subquery::fresh_plan(&cached.plan).map_err(df_error)?;
+        let plan = kalamdb_apply::fresh_plan(&cached.plan).map_err(df_error)?;
         let batches = execute_stream(plan, db.sessions.task_ctx(runtime)).map_err(df_error)?;
         return Ok(RowStream {
             schema: cached.schema.clone(),

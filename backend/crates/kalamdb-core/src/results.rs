@@ -3,13 +3,12 @@
 //! A [`StatementResult`] is the same for every statement: the schema and Arrow
 //! batches of its rows (a query, SHOW, DESCRIBE, FLUSH, `... RETURNING`, a point
 //! read), its row count and its message. Nothing is encoded until a protocol asks:
-//! the JSON envelope of `/sql` ([`json_results`], written batch by batch as the body
+//! the JSON envelope of `/sql` ([`JsonResults`], written batch by batch as the body
 //! is sent), NDJSON ([`write_json_objects`]) and the rows of live-query messages
 //! ([`write_json_object_array`]) are written here, from the batches, once. The one
 //! int64 rule, for clients whose numbers are doubles, is [`write_int64`]: with the
 //! option, a `BigInt` value is a JSON string.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
@@ -114,12 +113,16 @@ impl HeldRows {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        // What the rows take (a slice counts its own rows, not its parent's).
-        self.bytes += batch
-            .columns()
-            .iter()
-            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
-            .sum::<usize>();
+        // What the rows take: the buffers' size bounds it; a slice (a LIMIT's) counts
+        // its own rows, not its parent's, when that bound is over the limit.
+        let held = batch.get_array_memory_size();
+        self.bytes += if self.bytes + held <= self.limit {
+            held
+        } else {
+            (batch.columns().iter())
+                .map(|c| c.to_data().get_slice_memory_size().unwrap_or(held))
+                .sum::<usize>()
+        };
         if self.bytes > self.limit {
             return Err(KalamError::new(
                 ErrorCode::ResourcesExhausted,
@@ -144,55 +147,88 @@ impl HeldRows {
     }
 }
 
-/// The `results` array of `/sql`'s JSON envelope, as chunks written when they are
-/// asked for: each batch is encoded when its turn comes and dropped after, so a
-/// large result is never held twice. A result is
+/// The `results` array of `/sql`'s JSON envelope, written part by part when the
+/// body asks for it ([`JsonResults::write_next`]): each batch is encoded when its turn
+/// comes and dropped after, so a large result is never held twice. A result is
 /// `{"columns":[{"name":…,"data_type":…}],"rows":[[…],…],"row_count":n,"message":…}`.
-pub fn json_results(
-    results: Vec<StatementResult>,
+pub struct JsonResults {
+    results: std::vec::IntoIter<StatementResult>,
+    /// The result being written: its rows still to come.
+    current: Option<(StatementResult, std::vec::IntoIter<RecordBatch>, bool)>,
     int64_as_string: bool,
-) -> impl Iterator<Item = Vec<u8>> + Send {
-    let last = results.len().saturating_sub(1);
-    std::iter::once(b"[".to_vec())
-        .chain(results.into_iter().enumerate().flat_map(move |(i, result)| {
-            let StatementResult {
-                schema,
-                batches,
-                row_count,
-                message,
-            } = result;
-            let mut head = br#"{"columns":["#.to_vec();
-            for (i, f) in schema.fields().iter().enumerate() {
+    opened: bool,
+    wrote_result: bool,
+    closed: bool,
+}
+
+impl JsonResults {
+    pub fn new(results: Vec<StatementResult>, int64_as_string: bool) -> Self {
+        JsonResults {
+            results: results.into_iter(),
+            current: None,
+            int64_as_string,
+            opened: false,
+            wrote_result: false,
+            closed: false,
+        }
+    }
+
+    /// Appends the next part to `out` — the opening bracket, a result's columns, one
+    /// batch of its rows, a result's end, the closing bracket —; `false` when every
+    /// part has been written.
+    pub fn write_next(&mut self, out: &mut Vec<u8>) -> bool {
+        if !self.opened {
+            self.opened = true;
+            out.push(b'[');
+            return true;
+        }
+        if let Some((result, batches, written)) = &mut self.current {
+            if let Some(batch) = batches.next() {
+                write_json_rows(
+                    result.schema.fields(),
+                    &batch,
+                    self.int64_as_string,
+                    *written,
+                    out,
+                );
+                *written |= batch.num_rows() > 0;
+                return true;
+            }
+            out.extend_from_slice(br#"],"row_count":"#);
+            write_int64(result.row_count, false, out);
+            out.extend_from_slice(br#","message":"#);
+            serde_json::to_writer(&mut *out, &result.message).expect("a message serializes");
+            out.push(b'}');
+            self.current = None;
+            return true;
+        }
+        if let Some(mut result) = self.results.next() {
+            if std::mem::replace(&mut self.wrote_result, true) {
+                out.push(b',');
+            }
+            out.extend_from_slice(br#"{"columns":["#);
+            for (i, f) in result.schema.fields().iter().enumerate() {
                 if i > 0 {
-                    head.push(b',');
+                    out.push(b',');
                 }
-                head.extend_from_slice(br#"{"name":"#);
-                serde_json::to_writer(&mut head, f.name()).expect("a name serializes");
-                head.extend_from_slice(br#","data_type":"#);
-                serde_json::to_writer(&mut head, &api_type_name(f)).expect("a name serializes");
-                head.push(b'}');
+                out.extend_from_slice(br#"{"name":"#);
+                serde_json::to_writer(&mut *out, f.name()).expect("a name serializes");
+                out.extend_from_slice(br#","data_type":"#);
+                serde_json::to_writer(&mut *out, &api_type_name(f)).expect("a name serializes");
+                out.push(b'}');
             }
-            head.push(b']');
-            head.extend_from_slice(br#","rows":["#);
-            let mut tail = format!(r#"],"row_count":{row_count},"message":"#).into_bytes();
-            serde_json::to_writer(&mut tail, &message).expect("a message serializes");
-            tail.push(b'}');
-            if i < last {
-                tail.push(b',');
-            }
-            let mut batches: VecDeque<RecordBatch> = batches.into();
-            let mut written = false;
-            std::iter::once(head)
-                .chain(std::iter::from_fn(move || {
-                    let batch = batches.pop_front()?;
-                    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 64);
-                    write_json_rows(schema.fields(), &batch, int64_as_string, written, &mut out);
-                    written |= batch.num_rows() > 0;
-                    Some(out)
-                }))
-                .chain(std::iter::once(tail))
-        }))
-        .chain(std::iter::once(b"]".to_vec()))
+            out.extend_from_slice(br#"],"rows":["#);
+            let batches = std::mem::take(&mut result.batches).into_iter();
+            self.current = Some((result, batches, false));
+            return true;
+        }
+        if !self.closed {
+            self.closed = true;
+            out.push(b']');
+            return true;
+        }
+        false
+    }
 }
 
 /// The one int64 rule: a 64-bit integer as a JSON number, or with `as_string` as a
@@ -552,7 +588,10 @@ mod tests {
     }
 
     fn body(results: Vec<StatementResult>, int64_as_string: bool) -> String {
-        String::from_utf8(json_results(results, int64_as_string).flatten().collect()).unwrap()
+        let mut parts = JsonResults::new(results, int64_as_string);
+        let mut out = Vec::new();
+        while parts.write_next(&mut out) {}
+        String::from_utf8(out).unwrap()
     }
 
     fn ids(values: &[i64]) -> RecordBatch {

@@ -1,4 +1,4 @@
-//! Subqueries DataFusion cannot decorrelate, evaluated for each row of their outer
+//! `kalamdb-apply`: subqueries DataFusion cannot decorrelate, evaluated for each row of their outer
 //! query (a nested-loop "apply").
 //!
 //! DataFusion turns a correlated subquery into a join when its correlation is a set
@@ -717,7 +717,7 @@ fn rewrite_plan(
 /// join is an apply node inside the plan its outer one decorrelates. Runs after
 /// DataFusion's own analyzer rules.
 #[derive(Debug, Default)]
-pub(crate) struct ApplyAnalyzerRule;
+pub struct ApplyAnalyzerRule;
 
 impl AnalyzerRule for ApplyAnalyzerRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> DfResult<LogicalPlan> {
@@ -886,7 +886,7 @@ fn needs_apply(expr: &Expr) -> bool {
 /// DataFusion's physical planner, with apply nodes for what its optimizer left of
 /// subqueries, and the operators of [`ApplyNode`] and [`MaterializeNode`].
 #[derive(Debug)]
-pub(crate) struct ApplyQueryPlanner {
+pub struct ApplyQueryPlanner {
     max_rows: u64,
 }
 
@@ -1255,7 +1255,7 @@ async fn quantified(
 
 /// A copy of `plan` that can run again: every operator's state reset, except the
 /// materialized parts, which keep what they computed.
-pub(crate) fn fresh_plan(plan: &Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+pub fn fresh_plan(plan: &Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
     if plan.is::<MaterializeExec>() {
         return Ok(plan.clone());
     }
