@@ -2,22 +2,15 @@
 //! and the streamed formats that write one statement's record batches to the
 //! socket as they are produced (docs/API.md, "Output formats").
 
-use std::sync::Arc;
-
 use axum::body::{Body, Bytes};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
-use kalamdb_core::{RowStream, df_error, write_json_objects};
+use kalamdb_core::{RowEncoder, RowFormat, RowStream, df_error};
 
 use crate::ApiError;
 
@@ -30,11 +23,6 @@ pub(crate) enum Format {
     Arrow,
     Parquet,
 }
-
-/// The most rows and bytes of one Parquet row group: what the encoder holds in
-/// memory before it writes.
-const PARQUET_ROW_GROUP_ROWS: usize = 128 * 1024;
-const PARQUET_ROW_GROUP_BYTES: usize = 16 << 20;
 
 impl Format {
     const ALL: [Format; 5] = [
@@ -52,6 +40,17 @@ impl Format {
             Format::Csv => "csv",
             Format::Arrow => "arrow",
             Format::Parquet => "parquet",
+        }
+    }
+
+    /// The streamed encoding (JSON is the envelope, written by `sql.rs`).
+    fn row_format(self) -> Option<RowFormat> {
+        match self {
+            Format::Json => None,
+            Format::Ndjson => Some(RowFormat::Ndjson),
+            Format::Csv => Some(RowFormat::Csv),
+            Format::Arrow => Some(RowFormat::Arrow),
+            Format::Parquet => Some(RowFormat::Parquet),
         }
     }
 
@@ -100,7 +99,10 @@ pub(crate) async fn stream_response(
     int64_as_string: bool,
 ) -> Result<Response, ApiError> {
     let RowStream { schema, mut batches } = rows;
-    let mut encoder = Encoder::new(format, &schema, int64_as_string)?;
+    let row_format = format
+        .row_format()
+        .ok_or_else(|| KalamError::internal("JSON results are not streamed"))?;
+    let mut encoder = RowEncoder::new(row_format, &schema, int64_as_string)?;
     let first = match batches.next().await {
         Some(batch) => Some(batch.map_err(df_error)?),
         None => None,
@@ -121,7 +123,10 @@ pub(crate) async fn stream_response(
                     Err(e) => Some((Err(stream_failure(e)), (None, batches))),
                 },
                 Some(Err(e)) => Some((Err(stream_failure(df_error(e))), (None, batches))),
-                None => Some((encoder.finish().map_err(stream_failure), (None, batches))),
+                None => Some((
+                    encoder.finish().map(Bytes::from).map_err(stream_failure),
+                    (None, batches),
+                )),
             }
         }
     })
@@ -149,117 +154,4 @@ fn same_schema(schema: &SchemaRef, batch: RecordBatch) -> KalamResult<RecordBatc
     }
     RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
         .map_err(|e| KalamError::internal(format!("result batch does not match its schema: {e}")))
-}
-
-/// Encodes record batches in one format, handing out the bytes written so far.
-enum Encoder {
-    Ndjson {
-        schema: SchemaRef,
-        int64_as_string: bool,
-    },
-    Csv {
-        schema: SchemaRef,
-        /// Whether the header line is still to be written.
-        header: bool,
-    },
-    Arrow(StreamWriter<Vec<u8>>),
-    Parquet(ArrowWriter<Vec<u8>>),
-}
-
-impl Encoder {
-    fn new(format: Format, schema: &SchemaRef, int64_as_string: bool) -> KalamResult<Encoder> {
-        let failed = |e: &dyn std::fmt::Display| {
-            KalamError::internal(format!("cannot start the {} writer: {e}", format.name()))
-        };
-        Ok(match format {
-            Format::Json => return Err(KalamError::internal("JSON results are not streamed")),
-            Format::Ndjson => Encoder::Ndjson {
-                schema: schema.clone(),
-                int64_as_string,
-            },
-            Format::Csv => Encoder::Csv {
-                schema: schema.clone(),
-                header: true,
-            },
-            Format::Arrow => {
-                Encoder::Arrow(StreamWriter::try_new(Vec::new(), schema).map_err(|e| failed(&e))?)
-            }
-            Format::Parquet => {
-                let properties = WriterProperties::builder()
-                    .set_max_row_group_row_count(Some(PARQUET_ROW_GROUP_ROWS))
-                    .set_max_row_group_bytes(Some(PARQUET_ROW_GROUP_BYTES))
-                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                    .build();
-                Encoder::Parquet(
-                    ArrowWriter::try_new(Vec::new(), Arc::clone(schema), Some(properties))
-                        .map_err(|e| failed(&e))?,
-                )
-            }
-        })
-    }
-
-    /// The bytes the writer has produced and not yet handed out.
-    fn take(&mut self) -> Vec<u8> {
-        match self {
-            Encoder::Ndjson { .. } | Encoder::Csv { .. } => Vec::new(),
-            Encoder::Arrow(writer) => std::mem::take(writer.get_mut()),
-            Encoder::Parquet(writer) => std::mem::take(writer.inner_mut()),
-        }
-    }
-
-    fn encode(&mut self, batch: &RecordBatch) -> KalamResult<Vec<u8>> {
-        let failed =
-            |e: &dyn std::fmt::Display| KalamError::internal(format!("cannot encode the result: {e}"));
-        match self {
-            Encoder::Ndjson {
-                schema,
-                int64_as_string,
-            } => {
-                let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 64);
-                write_json_objects(schema.fields(), batch, *int64_as_string, &mut out);
-                Ok(out)
-            }
-            Encoder::Csv { header, .. } => {
-                let mut writer = CsvWriterBuilder::new()
-                    .with_header(std::mem::take(header))
-                    .with_date_format("%Y-%m-%d".into())
-                    // RFC 3339 in UTC, as in JSON results.
-                    .with_timestamp_format("%Y-%m-%dT%H:%M:%S%.fZ".into())
-                    .build(Vec::new());
-                writer.write(batch).map_err(|e| failed(&e))?;
-                Ok(writer.into_inner())
-            }
-            Encoder::Arrow(writer) => {
-                writer.write(batch).map_err(|e| failed(&e))?;
-                Ok(self.take())
-            }
-            Encoder::Parquet(writer) => {
-                writer.write(batch).map_err(|e| failed(&e))?;
-                Ok(self.take())
-            }
-        }
-    }
-
-    /// What ends the stream (the IPC end marker, the Parquet footer).
-    fn finish(mut self) -> KalamResult<Bytes> {
-        let failed =
-            |e: &dyn std::fmt::Display| KalamError::internal(format!("cannot finish the result: {e}"));
-        Ok(Bytes::from(match self {
-            Encoder::Ndjson { .. } => Vec::new(),
-            // A result of no rows still has its header line.
-            Encoder::Csv {
-                header: true,
-                ref schema,
-            } => {
-                let empty = RecordBatch::new_empty(schema.clone());
-                self.encode(&empty)?
-            }
-            Encoder::Csv { .. } => Vec::new(),
-            Encoder::Arrow(mut writer) => {
-                writer.finish().map_err(|e| failed(&e))?;
-                writer.into_inner().map_err(|e| failed(&e))?
-            }
-            Encoder::Parquet(writer) => writer.into_inner().map_err(|e| failed(&e))?,
-        }))
-    }
 }

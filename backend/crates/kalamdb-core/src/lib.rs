@@ -72,7 +72,7 @@ use crate::cold::ColdTier;
 pub use crate::ingest::IngestFormat;
 use crate::jobs::{JobManager, JobOptions};
 pub use crate::live::{LiveConnection, LiveMessage, LiveOptions, LiveReceiver, SubscribeOptions, live_error};
-pub use crate::results::{JsonResults, StatementResult, write_json_objects};
+pub use crate::results::{JsonResults, RowEncoder, RowFormat, StatementResult};
 use crate::seq::{LAST_SEQ_KEY, MAX_SEQ, SeqGenerator};
 
 /// Where and how the database keeps its data.

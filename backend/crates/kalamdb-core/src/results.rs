@@ -5,20 +5,26 @@
 //! read), its row count and its message. Nothing is encoded until a protocol asks:
 //! the JSON envelope of `/sql` ([`JsonResults`], written batch by batch as the body
 //! is sent), NDJSON ([`write_json_objects`]) and the rows of live-query messages
-//! ([`write_json_object_array`]) are written here, from the batches, once. The one
+//! ([`write_json_object_array`]) are written here, from the batches, once, and so
+//! are the streamed formats ([`RowEncoder`]: NDJSON, CSV, Arrow IPC, Parquet). The one
 //! int64 rule, for clients whose numbers are doubles, is [`write_int64`]: with the
 //! option, a `BigInt` value is a JSON string.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
     Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
+use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use kalamdb_commons::value::{format_date, format_decimal, format_timestamp, hex};
@@ -550,6 +556,135 @@ impl<'a> JsonColumn<'a> {
             }
             JsonColumn::Values(values) => serde_json::to_writer(&mut *out, &values[i]),
         };
+    }
+}
+
+/// The streamed row formats (`/sql?format=…`; pgwire's COPY later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFormat {
+    Ndjson,
+    Csv,
+    Arrow,
+    Parquet,
+}
+
+/// The most rows and bytes of one Parquet row group: what the encoder holds in
+/// memory before it writes.
+const PARQUET_ROW_GROUP_ROWS: usize = 128 * 1024;
+const PARQUET_ROW_GROUP_BYTES: usize = 16 << 20;
+
+/// Encodes a statement's record batches in one [`RowFormat`] as they arrive, handing
+/// out the bytes written so far: NDJSON and CSV a batch at a time, Arrow IPC per
+/// message, Parquet per row group (at most 128 Ki rows or 16 MiB held).
+pub enum RowEncoder {
+    Ndjson {
+        schema: SchemaRef,
+        int64_as_string: bool,
+    },
+    Csv {
+        schema: SchemaRef,
+        /// Whether the header line is still to be written.
+        header: bool,
+    },
+    Arrow(StreamWriter<Vec<u8>>),
+    Parquet(ArrowWriter<Vec<u8>>),
+}
+
+impl RowEncoder {
+    pub fn new(format: RowFormat, schema: &SchemaRef, int64_as_string: bool) -> KalamResult<RowEncoder> {
+        let failed = |e: &dyn std::fmt::Display| {
+            KalamError::internal(format!("cannot start the {format:?} writer: {e}"))
+        };
+        Ok(match format {
+            RowFormat::Ndjson => RowEncoder::Ndjson {
+                schema: schema.clone(),
+                int64_as_string,
+            },
+            RowFormat::Csv => RowEncoder::Csv {
+                schema: schema.clone(),
+                header: true,
+            },
+            RowFormat::Arrow => {
+                RowEncoder::Arrow(StreamWriter::try_new(Vec::new(), schema).map_err(|e| failed(&e))?)
+            }
+            RowFormat::Parquet => {
+                let properties = WriterProperties::builder()
+                    .set_max_row_group_row_count(Some(PARQUET_ROW_GROUP_ROWS))
+                    .set_max_row_group_bytes(Some(PARQUET_ROW_GROUP_BYTES))
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .build();
+                RowEncoder::Parquet(
+                    ArrowWriter::try_new(Vec::new(), Arc::clone(schema), Some(properties))
+                        .map_err(|e| failed(&e))?,
+                )
+            }
+        })
+    }
+
+    /// The bytes the writer has produced and not yet handed out.
+    pub fn take(&mut self) -> Vec<u8> {
+        match self {
+            RowEncoder::Ndjson { .. } | RowEncoder::Csv { .. } => Vec::new(),
+            RowEncoder::Arrow(writer) => std::mem::take(writer.get_mut()),
+            RowEncoder::Parquet(writer) => std::mem::take(writer.inner_mut()),
+        }
+    }
+
+    /// Encodes one batch; returns the bytes ready to send.
+    pub fn encode(&mut self, batch: &RecordBatch) -> KalamResult<Vec<u8>> {
+        let failed =
+            |e: &dyn std::fmt::Display| KalamError::internal(format!("cannot encode the result: {e}"));
+        match self {
+            RowEncoder::Ndjson {
+                schema,
+                int64_as_string,
+            } => {
+                let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 64);
+                write_json_objects(schema.fields(), batch, *int64_as_string, &mut out);
+                Ok(out)
+            }
+            RowEncoder::Csv { header, .. } => {
+                let mut writer = CsvWriterBuilder::new()
+                    .with_header(std::mem::take(header))
+                    .with_date_format("%Y-%m-%d".into())
+                    // RFC 3339 in UTC, as in JSON results.
+                    .with_timestamp_format("%Y-%m-%dT%H:%M:%S%.fZ".into())
+                    .build(Vec::new());
+                writer.write(batch).map_err(|e| failed(&e))?;
+                Ok(writer.into_inner())
+            }
+            RowEncoder::Arrow(writer) => {
+                writer.write(batch).map_err(|e| failed(&e))?;
+                Ok(self.take())
+            }
+            RowEncoder::Parquet(writer) => {
+                writer.write(batch).map_err(|e| failed(&e))?;
+                Ok(self.take())
+            }
+        }
+    }
+
+    /// What ends the stream (the IPC end marker, the Parquet footer; a CSV of no
+    /// rows still has its header line).
+    pub fn finish(mut self) -> KalamResult<Vec<u8>> {
+        let failed =
+            |e: &dyn std::fmt::Display| KalamError::internal(format!("cannot finish the result: {e}"));
+        Ok(match self {
+            RowEncoder::Ndjson { .. } => Vec::new(),
+            RowEncoder::Csv {
+                header: true,
+                ref schema,
+            } => {
+                let empty = RecordBatch::new_empty(schema.clone());
+                self.encode(&empty)?
+            }
+            RowEncoder::Csv { .. } => Vec::new(),
+            RowEncoder::Arrow(mut writer) => {
+                writer.finish().map_err(|e| failed(&e))?;
+                writer.into_inner().map_err(|e| failed(&e))?
+            }
+            RowEncoder::Parquet(writer) => writer.into_inner().map_err(|e| failed(&e))?,
+        })
     }
 }
 
