@@ -85,6 +85,9 @@ struct Args {
     /// Rows of the result streamed by `--only-formats`
     #[arg(long, default_value_t = 10_000_000)]
     format_rows: usize,
+    /// The formats `--only-formats` measures (`json` is the envelope of a tenth of the rows)
+    #[arg(long, value_delimiter = ',', default_value = "csv,ndjson,arrow,parquet,json")]
+    formats: Vec<String>,
     /// Only time an indexed equality filter over `index-rows` hot rows of a SHARED table
     #[arg(long)]
     only_index: bool,

@@ -49,7 +49,7 @@ pub(crate) fn envelope(
     } else {
         let mut rest = Some(rest);
         let chunks = std::iter::from_fn(move || {
-            let mut chunk = Vec::new();
+            let mut chunk = Vec::with_capacity(2 * WHOLE_BODY_BYTES);
             while chunk.len() < WHOLE_BODY_BYTES {
                 if !parts.write_next(&mut chunk) {
                     chunk.extend_from_slice(&rest.take().unwrap_or_default());

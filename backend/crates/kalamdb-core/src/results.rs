@@ -239,14 +239,15 @@ impl JsonResults {
 
 /// The one int64 rule: a 64-bit integer as a JSON number, or with `as_string` as a
 /// JSON string (for readers whose numbers are doubles: JavaScript).
-pub fn write_int64<T: std::fmt::Display>(value: T, as_string: bool, out: &mut Vec<u8>) {
-    use std::io::Write;
-    // Writing to a Vec<u8> cannot fail.
-    let _ = if as_string {
-        write!(out, "\"{value}\"")
-    } else {
-        write!(out, "{value}")
-    };
+pub fn write_int64<T: serde::Serialize>(value: T, as_string: bool, out: &mut Vec<u8>) {
+    if as_string {
+        out.push(b'"');
+    }
+    // An integer serializes to its digits (itoa); writing to a Vec<u8> cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &value);
+    if as_string {
+        out.push(b'"');
+    }
 }
 
 /// The API's name for a result column's type.
