@@ -272,66 +272,22 @@ pub fn api_type_name(field: &Field) -> String {
     }
 }
 
-/// Converts one column of a result batch to JSON values.
-pub fn column_to_json(field: &Field, array: &ArrayRef) -> Vec<serde_json::Value> {
+/// The JSON values of a result column whose type [`JsonColumn`] does not write
+/// directly (decimals, bytes, dates, timestamps, anything else as Arrow displays it),
+/// formatted once per batch.
+fn formatted_values(array: &ArrayRef) -> Vec<serde_json::Value> {
     use serde_json::Value as J;
-    let is_json = field.metadata().get(TYPE_METADATA_KEY).map(String::as_str) == Some("Json");
     let n = array.len();
     let each = |f: &dyn Fn(usize) -> J| -> Vec<J> {
         (0..n)
             .map(|i| if array.is_null(i) { J::Null } else { f(i) })
             .collect()
     };
-    macro_rules! num {
-        ($t:ty) => {{
-            let a = array.as_primitive::<$t>();
-            each(&|i| J::from(a.value(i)))
-        }};
-    }
-    let float = |v: f64| serde_json::Number::from_f64(v).map_or(J::Null, J::Number);
     match array.data_type() {
-        DataType::Null => vec![J::Null; n],
-        DataType::Boolean => {
-            let a = array.as_boolean();
-            each(&|i| J::Bool(a.value(i)))
-        }
-        DataType::Int8 => num!(Int8Type),
-        DataType::Int16 => num!(Int16Type),
-        DataType::Int32 => num!(Int32Type),
-        DataType::Int64 => num!(Int64Type),
-        DataType::UInt8 => num!(UInt8Type),
-        DataType::UInt16 => num!(UInt16Type),
-        DataType::UInt32 => num!(UInt32Type),
-        DataType::UInt64 => num!(UInt64Type),
-        DataType::Float32 => {
-            let a = array.as_primitive::<Float32Type>();
-            each(&|i| float(a.value(i) as f64))
-        }
-        DataType::Float64 => {
-            let a = array.as_primitive::<Float64Type>();
-            each(&|i| float(a.value(i)))
-        }
         DataType::Decimal128(_, scale) => {
             let a = array.as_primitive::<Decimal128Type>();
             let scale = (*scale).max(0) as u8;
             each(&|i| J::String(format_decimal(a.value(i), scale)))
-        }
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let text = |i: usize| -> &str {
-                match array.data_type() {
-                    DataType::Utf8 => array.as_string::<i32>().value(i),
-                    DataType::LargeUtf8 => array.as_string::<i64>().value(i),
-                    _ => array.as_string_view().value(i),
-                }
-            };
-            each(&|i| {
-                let s = text(i);
-                if is_json {
-                    serde_json::from_str(s).unwrap_or_else(|_| J::String(s.to_string()))
-                } else {
-                    J::String(s.to_string())
-                }
-            })
         }
         DataType::Binary => {
             let a = array.as_binary::<i32>();
@@ -501,7 +457,7 @@ impl<'a> JsonColumn<'a> {
                 let is_json = field.metadata().get(TYPE_METADATA_KEY).map(String::as_str) == Some("Json");
                 JsonColumn::Text(array, is_json)
             }
-            _ => JsonColumn::Values(column_to_json(field, array)),
+            _ => JsonColumn::Values(formatted_values(array)),
         }
     }
 
@@ -697,30 +653,32 @@ mod tests {
 
     #[test]
     fn json_output() {
-        let f = field(
-            "d",
-            &KalamType::Decimal {
-                precision: 9,
-                scale: 2,
-            },
-            true,
-        );
-        let array = values_to_array(
-            &KalamType::Decimal {
-                precision: 9,
-                scale: 2,
-            },
-            &[Value::Decimal {
-                unscaled: -5,
-                precision: 9,
-                scale: 2,
-            }],
-        );
-        assert_eq!(column_to_json(&f, &array), vec![serde_json::json!("-0.05")]);
-        let f = field("j", &KalamType::Json, true);
-        let array = values_to_array(&KalamType::Json, &[Value::Json("{\"a\":1}".into())]);
-        assert_eq!(column_to_json(&f, &array), vec![serde_json::json!({"a": 1})]);
-        assert_eq!(api_type_name(&f), "Json");
+        let decimal = KalamType::Decimal {
+            precision: 9,
+            scale: 2,
+        };
+        let schema = Arc::new(Schema::new(vec![
+            field("d", &decimal, true),
+            field("j", &KalamType::Json, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                values_to_array(
+                    &decimal,
+                    &[Value::Decimal {
+                        unscaled: -5,
+                        precision: 9,
+                        scale: 2,
+                    }],
+                ),
+                values_to_array(&KalamType::Json, &[Value::Json("{\"a\":1}".into())]),
+            ],
+        )
+        .unwrap();
+        let result = StatementResult::rows(schema.clone(), vec![batch], 1 << 20).unwrap();
+        assert!(body(vec![result], false).contains(r#""rows":[["-0.05",{"a":1}]]"#));
+        assert_eq!(api_type_name(schema.field(1)), "Json");
     }
 
     fn body(results: Vec<StatementResult>, int64_as_string: bool) -> String {
