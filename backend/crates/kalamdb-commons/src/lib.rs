@@ -5,6 +5,7 @@
 //! SQL or HTTP library. Everything above it agrees on these types.
 
 pub mod error;
+pub mod hidden;
 pub mod ids;
 pub mod split;
 pub mod types;

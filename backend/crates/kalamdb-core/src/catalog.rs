@@ -20,9 +20,7 @@ use crate::base::store_error;
 
 /// Column id 0 is the hidden `_id` of a table without a primary key.
 pub const ID_COLUMN_ID: u32 = 0;
-pub const SEQ_COLUMN: &str = "_seq";
-pub const DELETED_COLUMN: &str = "_deleted";
-pub const ID_COLUMN: &str = "_id";
+pub use kalamdb_commons::hidden::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN};
 
 /// The namespace that unqualified table names resolve to when a request names none.
 pub const DEFAULT_NAMESPACE: &str = "default";

@@ -20,6 +20,7 @@ use datafusion::sql::sqlparser::ast::{
     VisitorMut,
 };
 use futures::StreamExt;
+use kalamdb_commons::hidden::is_hidden;
 use kalamdb_commons::value::format_timestamp;
 use kalamdb_commons::{
     DefaultValue, ErrorCode, KalamError, KalamResult, KalamType, Literal, TableType, Value,
@@ -31,7 +32,7 @@ use crate::access::{Action, require};
 use crate::arrow_conv::{column_values, field, materialized_bytes, values_to_array};
 use crate::base::{df_error, now_micros, store_error};
 use crate::budget::{Charge, within_budget};
-use crate::catalog::{ColumnDef, DELETED_COLUMN, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
+use crate::catalog::{ColumnDef, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::dml_query;
 use crate::executor::StatementContext;
 use crate::query::{StatementSession, resolve_name, run_query_batches, run_statement, stream_query};
@@ -914,7 +915,7 @@ fn assignments(table: &TableDef, list: &[ast::Assignment]) -> KalamResult<HashMa
             .and_then(|p| p.as_ident())
             .ok_or_else(|| KalamError::invalid_sql(format!("invalid column {name}")))?;
         let column = ident_name(ident);
-        if [SEQ_COLUMN, DELETED_COLUMN, ID_COLUMN].contains(&column.as_str()) {
+        if is_hidden(&column) {
             return Err(KalamError::invalid_sql(format!(
                 "hidden column '{column}' cannot be assigned"
             )));

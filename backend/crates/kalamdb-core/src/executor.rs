@@ -6,6 +6,7 @@ use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicro
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::Statement;
+use kalamdb_commons::hidden::is_hidden;
 use kalamdb_commons::{
     DefaultValue, ErrorCode, FlushPolicy, KalamError, KalamResult, KalamType, Literal, Role, TableType,
     UserId, is_valid_identifier,
@@ -18,10 +19,7 @@ use crate::arrow_conv::RowStream;
 use crate::arrow_conv::field;
 use crate::base::{now_micros, store_error};
 use crate::budget::within_budget;
-use crate::catalog::{
-    AccessLevel, Catalog, ColumnDef, DELETED_COLUMN, ID_COLUMN, NamespaceDef, SEQ_COLUMN, SYSTEM_NAMESPACE,
-    TableDef, UserRecord,
-};
+use crate::catalog::{AccessLevel, Catalog, ColumnDef, NamespaceDef, SYSTEM_NAMESPACE, TableDef, UserRecord};
 use crate::cold::ColdTier;
 use crate::jobs::{JobRecord, JobTrigger};
 use crate::query::stream_query;
@@ -1056,7 +1054,7 @@ fn check_name(kind: &str, name: &str) -> KalamResult<()> {
 /// Validates a declared column and its default against its type.
 fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResult<ColumnDef> {
     check_name("column", &spec.name)?;
-    if [SEQ_COLUMN, DELETED_COLUMN, ID_COLUMN].contains(&spec.name.as_str()) {
+    if is_hidden(&spec.name) {
         return Err(KalamError::invalid_sql(format!(
             "column name '{}' is reserved",
             spec.name

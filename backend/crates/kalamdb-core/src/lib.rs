@@ -30,7 +30,6 @@ mod dml;
 mod dml_query;
 mod executor;
 pub mod failpoint;
-mod hidden;
 mod hot_rows;
 mod index;
 mod index_build;

@@ -17,11 +17,12 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{
     self, Expr, GroupByExpr, Query, Select, SelectItem, SetExpr, Statement, TableFactor,
 };
+use kalamdb_commons::hidden::is_hidden;
 use kalamdb_commons::{KalamError, KalamResult, KalamType, Literal, TableType, Value};
 
 use crate::DbShared;
 use crate::access::Caller;
-use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
+use crate::catalog::SYSTEM_NAMESPACE;
 use crate::index::IndexProbe;
 use crate::query::{QueryOutput, resolve_name};
 use crate::scoped::ScopedTable;
@@ -257,7 +258,7 @@ fn is_plain_wildcard(options: &ast::WildcardAdditionalOptions) -> bool {
 
 /// The index of a (visible) column; hidden columns take the general path.
 fn column_index(columns: &[crate::catalog::ColumnDef], name: &str) -> Option<usize> {
-    if [SEQ_COLUMN, DELETED_COLUMN, ID_COLUMN].contains(&name) {
+    if is_hidden(name) {
         return None;
     }
     columns.iter().position(|c| c.name == name)

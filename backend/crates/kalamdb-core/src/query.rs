@@ -24,6 +24,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::StreamExt;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal};
+use kalamdb_sql::hidden::{exclude_hidden_from_wildcards, references_hidden};
 
 use crate::DbShared;
 use crate::access::Caller;
@@ -31,7 +32,6 @@ use crate::arrow_conv::RowStream;
 use crate::base::{df_error, df_message};
 use crate::budget::within_budget;
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
-use crate::hidden::{exclude_hidden_from_wildcards, references_hidden};
 use crate::provider::{KalamCatalog, ScanScope};
 
 pub(crate) const CATALOG_NAME: &str = "kalam";

@@ -13,6 +13,7 @@ mod ddl;
 mod depth;
 mod dialect;
 mod flush_commands;
+pub mod hidden;
 mod statement;
 mod users;
 

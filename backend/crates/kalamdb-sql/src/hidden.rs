@@ -13,20 +13,16 @@ use datafusion::sql::sqlparser::ast::{
     SetExpr, Statement, TableFactor, VisitMut, VisitorMut, WildcardAdditionalOptions, visit_expressions,
 };
 
-use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN};
+use kalamdb_commons::hidden::is_hidden;
 
-fn is_hidden_name(name: &str) -> bool {
-    [SEQ_COLUMN, DELETED_COLUMN, ID_COLUMN]
-        .iter()
-        .any(|h| h.eq_ignore_ascii_case(name))
-}
+use crate::ident_name;
 
 /// True when the statement names a hidden column anywhere.
 pub fn references_hidden(statement: &Statement) -> bool {
     visit_expressions(statement, |expr| {
         let named = match expr {
-            Expr::Identifier(ident) => is_hidden_name(&ident.value),
-            Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|p| is_hidden_name(&p.value)),
+            Expr::Identifier(ident) => is_hidden(&ident_name(ident)),
+            Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|p| is_hidden(&ident_name(p))),
             _ => false,
         };
         if named {
@@ -202,7 +198,7 @@ mod tests {
     use super::*;
 
     fn parse(sql: &str) -> Statement {
-        kalamdb_sql::parse_sql_text(sql).unwrap().remove(0)
+        crate::parse_sql_text(sql).unwrap().remove(0)
     }
 
     #[track_caller]
