@@ -33,11 +33,11 @@ use crate::arrow_conv::{column_values, field, materialized_bytes, values_to_arra
 use crate::base::{df_error, now_micros, store_error};
 use crate::budget::{Charge, within_budget};
 use crate::catalog::{ColumnDef, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
-use crate::dml_query;
 use crate::executor::StatementContext;
 use crate::query::{StatementSession, resolve_name, run_query_batches, run_statement, stream_query};
 use crate::results::StatementResult;
 use crate::write::{self, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
+use kalamdb_sql::dml_query;
 use kalamdb_sql::ident_name;
 
 /// Attempts whose commit found their rows changed before a statement claims the

@@ -532,7 +532,7 @@ async fn plan_statement(
     mut statement: Statement,
     params: &[Literal],
 ) -> KalamResult<Planned> {
-    let renamed = crate::result_names::disambiguate(&mut statement)?;
+    let renamed = kalamdb_sql::result_names::disambiguate(&mut statement)?;
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement)))
         .await

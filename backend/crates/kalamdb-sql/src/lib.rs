@@ -12,8 +12,10 @@
 mod ddl;
 mod depth;
 mod dialect;
+pub mod dml_query;
 mod flush_commands;
 pub mod hidden;
+pub mod result_names;
 mod statement;
 mod users;
 

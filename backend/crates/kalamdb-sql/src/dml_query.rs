@@ -11,11 +11,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::tokenizer::Span;
 
 /// `SELECT <projection> FROM <from> [WHERE <selection>]`.
-pub(crate) fn select(
-    projection: Vec<SelectItem>,
-    from: Vec<TableWithJoins>,
-    selection: Option<Expr>,
-) -> Statement {
+pub fn select(projection: Vec<SelectItem>, from: Vec<TableWithJoins>, selection: Option<Expr>) -> Statement {
     let select = Select {
         select_token: AttachedToken::empty(),
         optimizer_hints: Vec::new(),
@@ -57,12 +53,12 @@ pub(crate) fn select(
 }
 
 /// A quoted identifier: the name exactly as stored.
-pub(crate) fn ident(name: &str) -> Ident {
+pub fn ident(name: &str) -> Ident {
     Ident::with_quote('"', name)
 }
 
 /// `<qualifier>.<column>` (or `<column>` for an empty qualifier).
-pub(crate) fn column(qualifier: &[Ident], name: &str) -> Expr {
+pub fn column(qualifier: &[Ident], name: &str) -> Expr {
     match qualifier {
         [] => Expr::Identifier(ident(name)),
         _ => Expr::CompoundIdentifier(qualifier.iter().cloned().chain([ident(name)]).collect()),
@@ -70,7 +66,7 @@ pub(crate) fn column(qualifier: &[Ident], name: &str) -> Expr {
 }
 
 /// `<expr> AS <alias>`.
-pub(crate) fn aliased(expr: Expr, alias: &str) -> SelectItem {
+pub fn aliased(expr: Expr, alias: &str) -> SelectItem {
     SelectItem::ExprWithAlias {
         expr,
         alias: Ident::new(alias),
@@ -78,7 +74,7 @@ pub(crate) fn aliased(expr: Expr, alias: &str) -> SelectItem {
 }
 
 /// The table `name` (parts as given) with an optional alias, as a FROM item.
-pub(crate) fn table(name: &[&str], alias: Option<&Ident>) -> TableWithJoins {
+pub fn table(name: &[&str], alias: Option<&Ident>) -> TableWithJoins {
     TableWithJoins {
         relation: TableFactor::Table {
             name: ObjectName(
@@ -107,7 +103,7 @@ pub(crate) fn table(name: &[&str], alias: Option<&Ident>) -> TableWithJoins {
 
 /// The name columns of a DML target are qualified with: its alias, or its name
 /// as the statement wrote it.
-pub(crate) fn qualifier_of(relation: &TableFactor) -> Vec<Ident> {
+pub fn qualifier_of(relation: &TableFactor) -> Vec<Ident> {
     match relation {
         TableFactor::Table {
             alias: Some(alias), ..

@@ -25,11 +25,11 @@ const INTERNAL_PREFIX: &str = "__kalam_col_";
 /// What [`disambiguate`] changed: per output column, the alias the client wrote
 /// (`None`: the expression's own name, read from the plan).
 #[derive(Debug)]
-pub(crate) struct Renamed(Vec<Option<String>>);
+pub struct Renamed(Vec<Option<String>>);
 
 /// Gives every item of the outermost select list an internal alias when two items
 /// would have the same output name. `None` when nothing needs it.
-pub(crate) fn disambiguate(statement: &mut Statement) -> KalamResult<Option<Renamed>> {
+pub fn disambiguate(statement: &mut Statement) -> KalamResult<Option<Renamed>> {
     let Statement::Query(query) = statement else {
         return Ok(None);
     };
@@ -110,7 +110,7 @@ pub(crate) fn disambiguate(statement: &mut Statement) -> KalamResult<Option<Rena
 
 impl Renamed {
     /// The result schema under the names the client expects.
-    pub(crate) fn schema(&self, plan: &LogicalPlan, schema: &SchemaRef) -> SchemaRef {
+    pub fn schema(&self, plan: &LogicalPlan, schema: &SchemaRef) -> SchemaRef {
         let exprs = projection_of(plan);
         let fields: Vec<Field> = schema
             .fields()
@@ -227,7 +227,7 @@ mod tests {
     use super::*;
 
     fn rewritten(sql: &str) -> Option<String> {
-        let mut statement = kalamdb_sql::parse_sql_text(sql).unwrap().remove(0);
+        let mut statement = crate::parse_sql_text(sql).unwrap().remove(0);
         disambiguate(&mut statement)
             .unwrap()
             .map(|_| statement.to_string())
@@ -255,7 +255,7 @@ mod tests {
             "SELECT t.x AS __kalam_col_0, x AS __kalam_col_1, y AS __kalam_col_2 FROM t ORDER BY __kalam_col_2, x"
         );
         assert!(rewritten("SELECT count(*), COUNT(*) FROM t").is_some());
-        let mut ambiguous = kalamdb_sql::parse_sql_text("SELECT x AS a, y AS a FROM t ORDER BY a")
+        let mut ambiguous = crate::parse_sql_text("SELECT x AS a, y AS a FROM t ORDER BY a")
             .unwrap()
             .remove(0);
         assert!(
