@@ -6,7 +6,7 @@
 //!   (sorts, joins and aggregates spill beyond it). Work outside DataFusion charges
 //!   it too, *before* it holds the memory: the rows a bulk load decodes and the
 //!   pending writes of a load or an `INSERT ... SELECT` ([`Charge`]), what a
-//!   correlated subquery materializes (`subquery.rs`). Over the pool:
+//!   correlated subquery materializes (the `kalamdb-apply` crate). Over the pool:
 //!   `RESOURCES_EXHAUSTED`, nothing written.
 //! - **Time.** Async work is raced against the deadline ([`within_budget`]): at the
 //!   deadline its future is dropped, which stops DataFusion's tasks and scans; work

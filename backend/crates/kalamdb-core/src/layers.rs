@@ -1,8 +1,8 @@
 //! Layer order of the engine (docs/ARCHITECTURE.md):
 //! schema → rows → tiers → query → results → statements → {live, jobs} → lib.
 //! A `crate::`/`super::` path may name its own layer or a lower one; live and jobs never
-//! name each other; nothing names an item of lib.rs; `extern` modules (bound for
-//! kalamdb-sql / the apply crate) name nothing of core; no import cycles. std only.
+//! name each other; nothing names an item of lib.rs; an `extern` module (code bound for another
+//! crate; none is left) names nothing of core; no import cycles. std only.
 //! Comments, literals and `#[cfg(test)] mod`s are skipped. Paths relative to a module's
 //! own children (`feed::x` in live/mod.rs) are not read: a layer's mod.rs only declares
 //! and re-exports. KNOWN_* hold today's violations: a new one fails, a fixed one must be

@@ -3,7 +3,7 @@
 //! A [`KalamCatalog`] is built per statement for one caller: USER tables resolve to
 //! that caller's scope, so no plan can name another user's rows. Hidden columns
 //! (`_seq`, `_deleted`, `_id`) are in a table's schema only when the statement names
-//! them (see `hidden.rs`).
+//! them (see `kalamdb_sql::hidden`).
 
 use std::fmt;
 use std::sync::Arc;

@@ -56,7 +56,7 @@ pub(crate) fn base_session_state(max_subquery_rows: u64) -> SessionState {
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(false)
         .with_target_partitions(query_partitions());
-    // Subqueries DataFusion cannot decorrelate run row by row (`subquery.rs`).
+    // Subqueries DataFusion cannot decorrelate run row by row (the `kalamdb-apply` crate).
     let mut analyzer_rules = datafusion::optimizer::Analyzer::new().rules;
     analyzer_rules.push(Arc::new(kalamdb_apply::ApplyAnalyzerRule));
     SessionStateBuilder::new()

@@ -12,7 +12,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
@@ -94,6 +95,10 @@ impl StatementResult {
     }
 }
 
+/// A batch holding more than this (or more than the limit leaves) is checked for
+/// buffers much larger than its rows.
+const SPARSE_BATCH_BYTES: usize = 64 << 10;
+
 /// The batches of a result as they arrive, with the bytes they hold counted
 /// against `max_result_bytes`.
 struct HeldRows {
@@ -119,16 +124,29 @@ impl HeldRows {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        // What the rows take: the buffers' size bounds it; a slice (a LIMIT's) counts
-        // its own rows, not its parent's, when that bound is over the limit.
-        let held = batch.get_array_memory_size();
-        self.bytes += if self.bytes + held <= self.limit {
-            held
-        } else {
-            (batch.columns().iter())
-                .map(|c| c.to_data().get_slice_memory_size().unwrap_or(held))
-                .sum::<usize>()
-        };
+        // What the batch holds is what counts. A batch whose buffers are much larger
+        // than its rows (a LIMIT's slice of a larger batch, a scan's few rows in
+        // buffers sized for thousands) is copied into buffers of its own first, so
+        // that what is held is what is counted.
+        let mut batch = batch;
+        let mut held = batch.get_array_memory_size();
+        if held > SPARSE_BATCH_BYTES || self.bytes + held > self.limit {
+            let needed: usize = (batch.columns().iter())
+                .map(|c| {
+                    c.to_data()
+                        .get_slice_memory_size()
+                        .unwrap_or_else(|_| c.get_array_memory_size())
+                })
+                .sum();
+            if held > 2 * needed
+                && let Ok(compact) =
+                    take_record_batch(&batch, &UInt32Array::from_iter_values(0..batch.num_rows() as u32))
+            {
+                batch = compact;
+                held = batch.get_array_memory_size();
+            }
+        }
+        self.bytes += held;
         if self.bytes > self.limit {
             return Err(KalamError::new(
                 ErrorCode::ResourcesExhausted,
@@ -738,14 +756,17 @@ mod tests {
         let error = StatementResult::rows(batch.schema(), vec![batch.clone()], 4000).unwrap_err();
         assert_eq!(error.code, ErrorCode::ResourcesExhausted);
         assert!(error.message.contains("max_result_bytes"), "{}", error.message);
-        // A slice counts its own rows, not its parent's.
+        // A slice counts its own rows, not its parent's: it is held in buffers of its
+        // own.
         let slice = batch.slice(0, 10);
-        assert_eq!(
-            StatementResult::rows(slice.schema(), vec![slice], 4000)
-                .unwrap()
-                .row_count,
-            10
-        );
+        let held = StatementResult::rows(slice.schema(), vec![slice], 4000).unwrap();
+        assert_eq!(held.row_count, 10);
+        assert!(held.batches[0].get_array_memory_size() < 1000);
+        // Few rows in large buffers (a scan's sparse batch) are copied out too.
+        let big = ids(&(0..20_000).collect::<Vec<_>>()).slice(5, 3);
+        let held = StatementResult::rows(big.schema(), vec![big], 1 << 20).unwrap();
+        assert_eq!(held.batches[0].num_rows(), 3);
+        assert!(held.batches[0].get_array_memory_size() < 1000);
     }
 
     #[test]

@@ -326,8 +326,7 @@ impl JobManager {
         }
     }
 
-    /// Counts written rows towards `FLUSH_POLICY='rows:N'`.
-    /// The commit observer that counts rows written toward flush policies.
+    /// The commit observer that counts rows written toward `FLUSH_POLICY='rows:N'`.
     pub fn policy_counter(&self) -> PolicyCounter {
         PolicyCounter(self.policy.clone())
     }
@@ -789,7 +788,6 @@ fn reconcile_table(db: &DbShared, table: &TableDef) -> KalamResult<()> {
     Ok(())
 }
 
-/// `system.jobs`, for role `service` and above (job metrics count every user's rows).
 /// The job manager as a commit observer: rows written count toward the table's
 /// flush policy.
 pub(crate) struct PolicyCounter(Arc<Mutex<PolicyState>>);
@@ -802,6 +800,7 @@ impl crate::observers::CommitObserver for PolicyCounter {
     }
 }
 
+/// `system.jobs`, for role `service` and above (job metrics count every user's rows).
 pub(crate) struct JobsTable;
 
 impl crate::system_tables::SystemTable for JobsTable {

@@ -936,8 +936,6 @@ pub(crate) fn lagged() -> KalamError {
     )
 }
 
-/// `system.live`: the subscriptions open now — a user's own, every one for dba and
-/// above.
 /// The live hub as a commit observer: the change log (`history.rs`), written in the
 /// commit's batch, and the feed of the scope's subscriptions, published after the
 /// write under the commit lock.
@@ -965,6 +963,8 @@ impl CommitObserver for LiveCommits {
     }
 }
 
+/// `system.live`: the subscriptions open now — a user's own, every one for dba and
+/// above.
 pub(crate) struct LiveTable;
 
 impl crate::system_tables::SystemTable for LiveTable {
