@@ -287,7 +287,7 @@ impl ColdTier {
                     let live = view
                         .pk_get(table.table_id, scope, &key)
                         .map_err(store_error)?
-                        .is_some_and(|e| e.seq == seq && !e.deleted);
+                        .is_some_and(|e| e.names_live(seq));
                     if live {
                         visit(seq, &row)?;
                     }

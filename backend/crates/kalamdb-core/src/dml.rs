@@ -615,8 +615,9 @@ async fn insert_rows(
             .pk_multi_get(table.table_id, &scope, rows.iter().map(|(k, _)| k))
             .map_err(store_error)?;
         let mut conflicts = Vec::new();
+        let horizon = crate::stream::horizon(&table);
         for ((key, values), latest) in rows.into_iter().zip(latest) {
-            match latest.filter(|e| !e.deleted) {
+            match latest.filter(|e| e.is_live(horizon)) {
                 Some(entry) => conflicts.push(Conflict {
                     existing: read_row(ctx.db, &view, &table, &scope, entry.seq)?,
                     seq: entry.seq,

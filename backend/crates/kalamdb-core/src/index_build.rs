@@ -262,7 +262,7 @@ fn check_new_value(
     let live = view
         .pk_get(table.table_id, scope, &key)
         .map_err(store_error)?
-        .is_some_and(|e| e.seq == seq && !e.deleted);
+        .is_some_and(|e| e.names_live(seq));
     if !live {
         return Ok(());
     }
@@ -284,7 +284,7 @@ fn check_new_value(
             return true;
         }
         match view.pk_get_cell(table.table_id, scope, other) {
-            Ok(Some(e)) if e.seq == entry_seq && !e.deleted => {
+            Ok(Some(e)) if e.names_live(entry_seq) => {
                 conflict = Some(crate::index::unique_violation(table, index, &shown));
                 false
             }

@@ -185,7 +185,7 @@ impl ScopedTable {
             else {
                 continue;
             };
-            if entry.deleted || entry.seq < crate::stream::horizon(&self.table) {
+            if !entry.is_live(crate::stream::horizon(&self.table)) {
                 continue;
             }
             // A hot version goes from its bytes straight into the batch.
@@ -447,7 +447,7 @@ impl HotReader {
                     let mut seqs = Vec::with_capacity(SCAN_BATCH_ROWS);
                     let mut last_key: Option<Vec<u8>> = None;
                     view.pk_visit(from.as_deref().unwrap_or(start), to, |key, entry| {
-                        if !entry.deleted && entry.seq >= horizon {
+                        if entry.is_live(horizon) {
                             seqs.push(entry.seq);
                         }
                         if seqs.len() < SCAN_BATCH_ROWS {
@@ -634,7 +634,7 @@ impl ScopedTable {
         for (from, to) in &probe.ranges {
             let mut outcome: Result<bool, StoreError> = Ok(true);
             view.pk_visit(from, to, |_, entry| {
-                if !entry.deleted && entry.seq >= horizon {
+                if entry.is_live(horizon) {
                     seqs.push(entry.seq);
                 }
                 if seqs.len() < SCAN_BATCH_ROWS {

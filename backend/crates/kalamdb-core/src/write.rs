@@ -468,7 +468,7 @@ async fn commit_locked(
     }
     let mut written = Vec::with_capacity(writes.len());
     for (index, (write, latest)) in writes.iter().zip(&latest).enumerate() {
-        let live = latest.filter(|e| !e.deleted);
+        let live = latest.filter(|e| e.is_live(horizon));
         let apply = match write.expect {
             Expect::Absent(on_live) => match (live, on_live) {
                 (None, _) => true,
@@ -668,7 +668,7 @@ fn check_unique(
                     return true;
                 }
                 match view.pk_get_cell(table.table_id, scope, other) {
-                    Ok(Some(e)) if e.seq == seq && !e.deleted => {
+                    Ok(Some(e)) if e.names_live(seq) => {
                         conflict = Some(Err(crate::index::unique_violation(table, index, &shown)));
                         false
                     }

@@ -78,6 +78,19 @@ pub struct PkEntry {
 }
 
 impl PkEntry {
+    /// Whether the entry names a live row: not a tombstone, and not below `horizon`,
+    /// the smallest `_seq` a live row of the table may have (a STREAM table's expiry;
+    /// 0 for every other table). The one rule every reader and writer applies.
+    pub fn is_live(&self, horizon: u64) -> bool {
+        !self.deleted && self.seq >= horizon
+    }
+
+    /// Whether the entry names the live version `seq` (an index entry's or a
+    /// segment row's version is still the key's latest, not deleted).
+    pub fn names_live(&self, seq: u64) -> bool {
+        self.seq == seq && !self.deleted
+    }
+
     pub(crate) fn encode(self) -> [u8; 9] {
         let mut out = [0u8; 9];
         out[..8].copy_from_slice(&self.seq.to_be_bytes());
@@ -873,6 +886,23 @@ mod tests {
 
     fn open(dir: &Path) -> Store {
         Store::open(dir, &StoreOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn what_a_pk_entry_names() {
+        let live = PkEntry {
+            seq: 10,
+            deleted: false,
+        };
+        let tombstone = PkEntry {
+            seq: 10,
+            deleted: true,
+        };
+        assert!(live.is_live(0) && live.is_live(10));
+        assert!(!live.is_live(11), "below a STREAM table's horizon: expired");
+        assert!(!tombstone.is_live(0));
+        assert!(live.names_live(10) && !live.names_live(9));
+        assert!(!tombstone.names_live(10));
     }
 
     #[test]
