@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
-use datafusion::arrow::datatypes::{Field, Schema};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, Int64Array, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::Field;
 use datafusion::sql::sqlparser::ast::Statement;
 use kalamdb_commons::hidden::is_hidden;
 use kalamdb_commons::{
@@ -17,6 +16,7 @@ use crate::DbShared;
 use crate::access::{Action, Caller, allows, require};
 use crate::arrow_conv::RowStream;
 use crate::arrow_conv::field;
+use crate::base::df_error;
 use crate::base::{now_micros, store_error};
 use crate::budget::within_budget;
 use crate::catalog::{AccessLevel, Catalog, ColumnDef, NamespaceDef, SYSTEM_NAMESPACE, TableDef, UserRecord};
@@ -25,6 +25,7 @@ use crate::jobs::{JobRecord, JobTrigger};
 use crate::query::stream_query;
 use crate::results::StatementResult;
 use crate::scoped::ScopedTable;
+use crate::system_tables::{self, text};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -775,11 +776,14 @@ impl StatementContext<'_> {
         let cold_rows: u64 = manifests.iter().map(|m| m.row_count()).sum();
         let cold_bytes: u64 = manifests.iter().map(|m| m.size_bytes()).sum();
         let cold_files = segments().count();
-        let big = |name: &str, value: i64| (field(name, &KalamType::BigInt, false), int64_array(value));
+        let big = |name: &str, value: i64| {
+            let values: ArrayRef = Arc::new(Int64Array::from(vec![value]));
+            (field(name, &KalamType::BigInt, false), values)
+        };
         let columns = vec![
             (
                 field("table", &KalamType::Text, false),
-                Arc::new(StringArray::from(vec![def.qualified_name()])) as ArrayRef,
+                text(vec![def.qualified_name()]),
             ),
             big("hot_rows", hot_rows),
             big("hot_versions", hot_versions),
@@ -1104,36 +1108,29 @@ fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResu
 
 /// Rows `job_id, namespace, table_name, status` for the jobs a command touched.
 fn jobs_result(jobs: &[JobRecord], message: String) -> KalamResult<StatementResult> {
-    let text = |name: &str, value: &dyn Fn(&JobRecord) -> String| {
-        let values: Vec<String> = jobs.iter().map(value).collect();
+    let column = |name: &str, value: &dyn Fn(&JobRecord) -> String| {
         (
             field(name, &KalamType::Text, false),
-            Arc::new(StringArray::from(values)) as ArrayRef,
+            text(jobs.iter().map(value).collect()),
         )
     };
     one_batch(
         vec![
-            text("job_id", &|j| j.job_id.clone()),
-            text("namespace", &|j| j.namespace.clone()),
-            text("table_name", &|j| j.table_name.clone()),
-            text("status", &|j| j.status.as_str().to_string()),
+            column("job_id", &|j| j.job_id.clone()),
+            column("namespace", &|j| j.namespace.clone()),
+            column("table_name", &|j| j.table_name.clone()),
+            column("status", &|j| j.status.as_str().to_string()),
         ],
         Some(message),
     )
 }
 
-fn int64_array(value: i64) -> ArrayRef {
-    Arc::new(Int64Array::from(vec![value]))
-}
-
 /// A result of one batch of `columns` (a command's own rows: SHOW STATS, FLUSH).
 fn one_batch(columns: Vec<(Field, ArrayRef)>, message: Option<String>) -> KalamResult<StatementResult> {
     let (fields, arrays): (Vec<Field>, Vec<ArrayRef>) = columns.into_iter().unzip();
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), arrays)
-        .map_err(|e| KalamError::internal(format!("a command's result: {e}")))?;
+    let batch = system_tables::batch(fields, arrays).map_err(df_error)?;
     Ok(StatementResult {
-        schema,
+        schema: batch.schema(),
         row_count: batch.num_rows(),
         batches: vec![batch],
         message,
