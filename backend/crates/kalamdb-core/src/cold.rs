@@ -367,25 +367,6 @@ impl Drop for FlushPin<'_> {
     }
 }
 
-/// The row version `seq` of a scope, from the hot tier or, once flushed, from its
-/// Parquet segment. Call with [`ColdTier::commit_lock`] held for reading and `view`
-/// taken under it: then a flush that moves the version concurrently cannot hide it,
-/// and a write that replaces it after `view` was taken does not either.
-pub(crate) fn read_version(
-    db: &crate::DbShared,
-    view: &StoreView,
-    table: &TableDef,
-    scope: &str,
-    seq: u64,
-) -> KalamResult<Option<DecodedRow>> {
-    if let Some(bytes) = view.hot_get(table.table_id, scope, seq).map_err(store_error)? {
-        let row = kalamdb_store::row_codec::decode_row(&bytes)
-            .map_err(|e| KalamError::internal(format!("corrupt row: {e}")))?;
-        return Ok(Some(row));
-    }
-    db.cold.read_version(table, scope, seq)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,15 +27,14 @@ use kalamdb_commons::{
 };
 use kalamdb_store::row_codec::{encode_row, encode_value};
 
-use crate::DbShared;
 use crate::access::{Action, require};
 use crate::arrow_conv::{column_values, field, materialized_bytes, values_to_array};
 use crate::base::{df_error, now_micros, store_error};
 use crate::budget::{Charge, within_budget};
 use crate::catalog::{ColumnDef, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
-use crate::executor::StatementContext;
 use crate::query::{StatementSession, resolve_name, run_query_batches, run_statement, stream_query};
 use crate::results::StatementResult;
+use crate::statements::{Engine, StatementContext};
 use crate::write::{self, Expect, OnLive, Outcome, PendingWrite, duplicate_key};
 use kalamdb_sql::dml_query;
 use kalamdb_sql::ident_name;
@@ -46,7 +45,7 @@ const OPTIMISTIC_ATTEMPTS: usize = 3;
 
 /// One attempt of a statement: the claim it holds, and why it must run again.
 struct Attempt<'a> {
-    claim: Option<&'a write::ClaimGuard>,
+    claim: Option<&'a crate::locks::ClaimGuard>,
     lost: parking_lot::Mutex<Lost>,
 }
 
@@ -56,7 +55,7 @@ struct Lost {
     /// Rows it read changed: its table, scope and the keys it would have written.
     changed: Option<(u32, String, Vec<Vec<u8>>)>,
     /// Another statement claims a key it writes.
-    claimed: Option<Arc<write::Claim>>,
+    claimed: Option<Arc<crate::locks::Claim>>,
 }
 
 pub(crate) async fn execute(
@@ -67,7 +66,7 @@ pub(crate) async fn execute(
     // (`write.rs`). When other writers keep changing them, it claims the keys it
     // writes, so that their writers wait for it (holding nothing) and it finishes;
     // no query ever runs under a lock.
-    let mut claim: Option<write::ClaimGuard> = None;
+    let mut claim: Option<crate::locks::ClaimGuard> = None;
     let mut claimed_rounds = 0;
     for number in 1.. {
         let attempt = Attempt {
@@ -93,14 +92,14 @@ pub(crate) async fn execute(
             match &claim {
                 Some(own) if own.covers_scope(table_id, &scope) => {
                     claimed_rounds += 1;
-                    own.extend(keys, claimed_rounds >= write::WIDE_CLAIM_ROUNDS);
+                    own.extend(keys, claimed_rounds >= crate::locks::WIDE_CLAIM_ROUNDS);
                 }
                 _ => {
                     ctx.db
                         .holds
                         .wait_async(|| format!("dml_claim:{}", ctx.caller.username))
                         .await;
-                    let claimed = write::claim(ctx.db, table_id, &scope, keys);
+                    let claimed = ctx.db.claims.claim(table_id, &scope, keys);
                     claim = Some(within_budget(async { Ok(claimed.await) }).await?);
                 }
             }
@@ -161,10 +160,10 @@ async fn commit_writes(
         .holds
         .wait_async(|| format!("dml_commit:{}", ctx.caller.username))
         .await;
-    match write::commit(ctx.db, table, scope, writes, attempt.claim).await? {
+    match write::commit(&ctx.db.tiers, table, scope, writes, attempt.claim).await? {
         Outcome::Done { written } => Ok(Some(written)),
         Outcome::Retry => {
-            let keys = writes.iter().map(|w| write::key_cell(&w.key)).collect();
+            let keys = writes.iter().map(|w| crate::locks::key_cell(&w.key)).collect();
             attempt.lost.lock().changed = Some((table.table_id, scope.to_string(), keys));
             Ok(None)
         }
@@ -273,12 +272,7 @@ pub(crate) fn check_not_null(table: &TableDef, values: &[Value]) -> KalamResult<
 
 /// The value of a column's DEFAULT for one new row.
 /// `now` is the statement's moment; `username` the caller's.
-pub(crate) fn default_value(
-    db: &DbShared,
-    username: &str,
-    column: &ColumnDef,
-    now: i64,
-) -> KalamResult<Value> {
+pub(crate) fn default_value(db: &Engine, username: &str, column: &ColumnDef, now: i64) -> KalamResult<Value> {
     let ty = column.data_type;
     Ok(match &column.default {
         None => Value::Null,
@@ -365,7 +359,7 @@ async fn insert_source(
     // than `max_insert_rows` rows stops at the first batch past it.
     let statement = Statement::Query(Box::new(source.clone()));
     let mut output = Box::pin(stream_query(
-        ctx.db,
+        &ctx.db.query,
         ctx.caller,
         ctx.namespace,
         statement,
@@ -762,13 +756,13 @@ fn written_twice(table: &TableDef, key: &Value, statement: &str) -> KalamError {
 /// The values (in `table.columns` order) of the row version `seq`, hot or cold, as
 /// of `view` (taken under the tiers' commit lock, still held).
 fn read_row(
-    db: &DbShared,
+    db: &Engine,
     view: &kalamdb_store::StoreView,
     table: &TableDef,
     scope: &str,
     seq: u64,
 ) -> KalamResult<Vec<Value>> {
-    let row = crate::cold::read_version(db, view, table, scope, seq)?
+    let row = crate::scoped::read_version(db, view, table, scope, seq)?
         .ok_or_else(|| KalamError::internal(format!("pk index names a missing row version {seq}")))?;
     let cells: HashMap<u32, Value> = row.cells.into_iter().collect();
     Ok(table
@@ -862,7 +856,7 @@ async fn upsert(
 /// A session whose only table is `batch`, registered as `table` (in a schema named
 /// after its namespace, the default one, so `t.col` and `ns.t.col` both resolve).
 fn scratch_session<'a>(
-    db: &'a DbShared,
+    db: &'a Engine,
     table: &TableDef,
     batch: RecordBatch,
 ) -> KalamResult<StatementSession<'a>> {
@@ -958,7 +952,7 @@ async fn affected_rows(
     each: impl FnMut(&RecordBatch) -> KalamResult<()>,
 ) -> KalamResult<()> {
     Box::pin(run_query_batches(
-        ctx.db,
+        &ctx.db.query,
         ctx.caller,
         ctx.namespace,
         query,

@@ -12,7 +12,6 @@ use kalamdb_commons::{
 };
 use kalamdb_sql::{ColumnSpec, CreateTable, KalamStatement, TableRef, UserChange, parse_statement};
 
-use crate::DbShared;
 use crate::access::{Action, Caller, allows, require};
 use crate::arrow_conv::RowStream;
 use crate::arrow_conv::field;
@@ -21,21 +20,14 @@ use crate::base::{now_micros, store_error};
 use crate::budget::within_budget;
 use crate::catalog::{AccessLevel, Catalog, ColumnDef, NamespaceDef, SYSTEM_NAMESPACE, TableDef, UserRecord};
 use crate::cold::ColdTier;
-use crate::jobs::{JobRecord, JobTrigger};
+use crate::job_record::{JobRecord, JobStatus, JobTrigger};
 use crate::query::stream_query;
 use crate::results::StatementResult;
 use crate::scoped::ScopedTable;
+use crate::statements::StatementContext;
 use crate::system_tables::{self, text};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
-
-/// Everything one statement runs with.
-pub(crate) struct StatementContext<'a> {
-    pub db: &'a Arc<DbShared>,
-    pub caller: &'a Caller,
-    pub namespace: &'a str,
-    pub params: &'a [Literal],
-}
 
 /// The longest TTL of a STREAM table: ten years.
 const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
@@ -53,8 +45,14 @@ impl StatementContext<'_> {
     pub async fn execute_rows(&self, sql: &str) -> KalamResult<RowStream> {
         match parse_statement(sql)? {
             KalamStatement::Query(statement) => {
-                crate::query::stream_query(self.db, self.caller, self.namespace, *statement, self.params)
-                    .await
+                crate::query::stream_query(
+                    &self.db.query,
+                    self.caller,
+                    self.namespace,
+                    *statement,
+                    self.params,
+                )
+                .await
             }
             KalamStatement::ExecuteAs { user, sql } => {
                 let caller = self.impersonate(&user, &sql)?;
@@ -80,7 +78,7 @@ impl StatementContext<'_> {
         match statement {
             KalamStatement::Query(statement) => {
                 let point = crate::point_read::try_point_read(
-                    self.db,
+                    &self.db.query,
                     self.caller,
                     self.namespace,
                     &statement,
@@ -244,7 +242,7 @@ impl StatementContext<'_> {
         // Planning has its own budget inside `stream_query`; nesting that future in
         // this one would copy it whole each time the outer one is boxed (a tenth of
         // a `SELECT 1`'s instructions were such copies).
-        let rows = stream_query(self.db, self.caller, self.namespace, statement, params).await?;
+        let rows = stream_query(&self.db.query, self.caller, self.namespace, statement, params).await?;
         within_budget(StatementResult::collect(rows, self.db.options.max_result_bytes)).await
     }
 
@@ -743,12 +741,12 @@ impl StatementContext<'_> {
             let view = db.store.view();
             let hot = match &scope {
                 Some(scope) => vec![ScopedTable::with_scope(
-                    db.clone(),
+                    db.tiers.clone(),
                     table.clone(),
                     scope.clone(),
                     false,
                 )],
-                None => ScopedTable::hot_scopes(&db, &table)?,
+                None => ScopedTable::hot_scopes(&db.tiers, &table)?,
             };
             for scoped in hot {
                 scoped.visit_versions(&view, u64::MAX, |_, bytes| {
@@ -856,7 +854,7 @@ impl StatementContext<'_> {
         let def = self
             .existing_table(table, false)?
             .expect("require_table succeeded");
-        let job = self.db.jobs.submit_flush(self.db, &def, JobTrigger::Manual)?;
+        let job = self.db.jobs.submit_flush(&def, JobTrigger::Manual)?;
         let message = format!("Flush job {} started for '{}'", job.job_id, def.qualified_name());
         jobs_result(&[job], message)
     }
@@ -880,7 +878,7 @@ impl StatementContext<'_> {
         let mut started = Vec::new();
         let mut skipped = Vec::new();
         for table in tables.iter().filter(|t| t.table_type == TableType::User) {
-            match self.db.jobs.submit_flush(self.db, table, JobTrigger::Manual) {
+            match self.db.jobs.submit_flush(table, JobTrigger::Manual) {
                 Ok(job) => started.push(job),
                 Err(e) if e.code == ErrorCode::FlushInProgress => skipped.push(table.qualified_name()),
                 Err(e) => return Err(e),
@@ -900,11 +898,11 @@ impl StatementContext<'_> {
         let (job, was_active) = self
             .db
             .jobs
-            .kill(self.db, job_id, std::time::Duration::from_secs(10))
+            .kill(job_id, std::time::Duration::from_secs(10))
             .await?;
         let message = match (was_active, job.status) {
             (false, status) => format!("Job {job_id} had already finished ({})", status.as_str()),
-            (true, crate::jobs::JobStatus::Queued | crate::jobs::JobStatus::Running) => {
+            (true, JobStatus::Queued | JobStatus::Running) => {
                 format!("Job {job_id} is stopping at its next batch boundary")
             }
             (true, status) => format!("Job {job_id} {}", status.as_str()),

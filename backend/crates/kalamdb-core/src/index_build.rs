@@ -27,10 +27,10 @@ use kalamdb_store::keys::prefix_upper_bound;
 use kalamdb_store::row_codec::decode_row;
 use kalamdb_store::{DecodedRow, StoreView};
 
-use crate::DbShared;
 use crate::base::store_error;
 use crate::catalog::{Catalog, IndexDef, TableDef};
 use crate::scoped::ScopedTable;
+use crate::statements::Engine;
 
 /// Entries written per batch while building.
 const ENTRIES_PER_BATCH: usize = 10_000;
@@ -42,7 +42,7 @@ const SEEN_ENTRY_BYTES: usize = 48;
 /// Builds `index` over `def` and commits `updated` (the definition with the index).
 /// Returns the number of entries written.
 pub(crate) async fn build(
-    db: &Arc<DbShared>,
+    db: &Arc<Engine>,
     def: &Arc<TableDef>,
     updated: TableDef,
     index: IndexDef,
@@ -63,7 +63,7 @@ pub(crate) async fn build(
 }
 
 async fn run(
-    db: &Arc<DbShared>,
+    db: &Arc<Engine>,
     def: &Arc<TableDef>,
     only_new: &Arc<TableDef>,
     updated: TableDef,
@@ -103,14 +103,14 @@ async fn run(
 
 /// A moment of the table: the largest `_seq` committed and a view that sees every
 /// version at or below it (both taken under the commit lock, held briefly).
-async fn moment(db: &DbShared, table_id: u32) -> (u64, Arc<StoreView>) {
+async fn moment(db: &Engine, table_id: u32) -> (u64, Arc<StoreView>) {
     let _writers = db.commit_locks.lock_table(table_id).await;
     (db.seq.last(), Arc::new(db.store.view()))
 }
 
 /// Writes entries in chunks.
 struct Entries<'a> {
-    db: &'a DbShared,
+    db: &'a Engine,
     batch: Vec<(Vec<u8>, u64)>,
     written: u64,
 }
@@ -141,7 +141,7 @@ impl Entries<'_> {
 /// live Parquet rows for a UNIQUE index), after removing any left by an earlier
 /// build of the same index id.
 fn bulk(
-    db: &Arc<DbShared>,
+    db: &Arc<Engine>,
     table: &TableDef,
     view: &StoreView,
     through: u64,
@@ -169,7 +169,7 @@ fn bulk(
         entries.put(crate::index::entry_key(table, index, scope, row), seq)
     };
     let shared = Arc::new(table.clone());
-    for scoped in ScopedTable::hot_scopes(db, &shared)? {
+    for scoped in ScopedTable::hot_scopes(&db.tiers, &shared)? {
         let mut failure = None;
         scoped.visit_versions(view, through, |seq, bytes| {
             let row = decode_row(bytes)?;
@@ -198,7 +198,7 @@ fn bulk(
 /// Steps 2 and 3: the entries of the hot versions with `_seq` in `(after, through]`,
 /// each new value of a UNIQUE index checked against the live rows at `view`.
 fn catch_up(
-    db: &Arc<DbShared>,
+    db: &Arc<Engine>,
     table: &TableDef,
     view: &StoreView,
     after: u64,
@@ -214,7 +214,7 @@ fn catch_up(
         written: 0,
     };
     let shared = Arc::new(table.clone());
-    for scoped in ScopedTable::hot_scopes(db, &shared)? {
+    for scoped in ScopedTable::hot_scopes(&db.tiers, &shared)? {
         let scope = scoped.scope().to_string();
         // The values of this catch-up's own new rows, by prefix.
         let mut own: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
@@ -269,7 +269,7 @@ fn check_new_value(
     let Some((prefix, shown)) = crate::index::unique_prefix(table, index, scope, row) else {
         return Ok(());
     };
-    let cell = crate::write::key_cell(&key);
+    let cell = crate::locks::key_cell(&key);
     if own
         .insert(prefix.clone(), cell.clone())
         .is_some_and(|other| other != cell)

@@ -34,8 +34,8 @@ use crate::base::now_micros;
 use crate::budget::{Budget, Charge, within_budget};
 use crate::catalog::TableDef;
 use crate::dml::{check_not_null, column_index, default_value, encode_new_row, scope_of, writable_table};
-use crate::executor::StatementContext;
 use crate::results::StatementResult;
+use crate::statements::StatementContext;
 use crate::write::{self, Expect, OnLive, Outcome, PendingWrite};
 
 /// The formats a bulk load accepts, by `Content-Type`.
@@ -93,7 +93,7 @@ pub(crate) async fn ingest(
             let limits = Limits {
                 max_rows: ctx.db.options.max_ingest_rows,
                 // The pending write, the commit's batch, and the change log's copy.
-                copies: 2 + usize::from(!ctx.db.live.options.history.is_zero()),
+                copies: 2 + usize::from(!ctx.db.options.live.history.is_zero()),
             };
             let decoding = tokio::task::spawn_blocking(move || {
                 decode(&table, format, &body, &defaults, &budget, limits)
@@ -108,7 +108,7 @@ pub(crate) async fn ingest(
         };
         let scope = scope_of(ctx, &table);
         let count = rows.writes.len();
-        match write::commit(ctx.db, &table, &scope, &rows.writes, None).await? {
+        match write::commit(&ctx.db.tiers, &table, &scope, &rows.writes, None).await? {
             Outcome::Done { .. } => {
                 return Ok(StatementResult::affected(count, format!("Loaded {count} row(s)")));
             }
@@ -145,7 +145,7 @@ struct Defaults {
     /// `None`: drawn per row (SNOWFLAKE_ID, UUID_V7).
     values: Vec<Option<Value>>,
     /// Ids for rows of a table without a primary key, and per-row defaults.
-    db: Arc<crate::DbShared>,
+    db: Arc<crate::statements::Engine>,
     username: String,
 }
 

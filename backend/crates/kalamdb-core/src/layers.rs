@@ -5,9 +5,7 @@
 //! crate; none is left) names nothing of core; no import cycles. std only.
 //! Comments, literals and `#[cfg(test)] mod`s are skipped. Paths relative to a module's
 //! own children (`feed::x` in live/mod.rs) are not read: a layer's mod.rs only declares
-//! and re-exports. KNOWN_* hold today's violations: a new one fails, a fixed one must be
-//! deleted. Both lists are empty once the engine is in its layers. This file is a
-//! test module of its own and is not read.
+//! and re-exports. This file is a test module of its own and is not read.
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 
@@ -22,33 +20,16 @@ const MODULES: &[(&str, &str)] = &[
     ("schema", "schema"), ("rows", "rows"), ("tiers", "tiers"), ("query", "query"), ("results", "results"),
     ("statements", "statements"), ("live", "live"), ("jobs", "jobs"),
     ("catalog", "schema"), ("auth", "schema"), ("access", "schema"), ("budget", "schema"),
-    ("base", "schema"), ("defaults", "schema"), ("failpoint", "schema"),
+    ("base", "schema"), ("defaults", "schema"), ("failpoint", "schema"), ("job_record", "schema"),
     ("arrow_conv", "rows"), ("assemble", "rows"), ("segment", "rows"), ("index", "rows"), ("seq", "rows"),
     ("cold", "tiers"), ("scoped", "tiers"), ("write", "tiers"), ("stream", "tiers"),
-    ("hot_rows", "tiers"), ("observers", "tiers"),
+    ("hot_rows", "tiers"), ("observers", "tiers"), ("locks", "tiers"),
     ("provider", "query"), ("tiered_scan", "query"), ("point_read", "query"), ("system_tables", "query"),
     ("executor", "statements"), ("dml", "statements"), ("ingest", "statements"),
     ("index_build", "statements"),
     ("maintenance", "lib"),
 ];
 
-/// (file under src/, module it names upwards) today. Only shrinks.
-#[rustfmt::skip]
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("cold.rs", "lib"), ("dml.rs", "lib"),
-    ("executor.rs", "jobs"), ("executor.rs", "lib"),
-    ("index_build.rs", "lib"), ("ingest.rs", "lib"), ("jobs/flush.rs", "lib"), ("jobs/mod.rs", "lib"),
-    ("live/compile.rs", "lib"), ("live/feed.rs", "lib"),
-    ("live/history.rs", "lib"), ("live/mod.rs", "lib"), ("point_read.rs", "lib"), ("provider.rs", "lib"),
-    ("query.rs", "lib"), ("scoped.rs", "lib"), ("stream.rs", "lib"),
-    ("system_tables.rs", "lib"), ("write.rs", "lib"),
-];
-
-/// Modules in an import cycle today. Only shrinks.
-#[rustfmt::skip]
-const KNOWN_CYCLIC: &[&str] = &["cold", "dml", "executor",
-    "index_build", "ingest", "jobs", "lib", "live", "point_read", "provider", "query",
-    "scoped", "stream", "system_tables", "tiered_scan", "write"];
 struct Source {
     file: String,
     module: Vec<String>,
@@ -395,7 +376,7 @@ fn edges() -> Vec<Edge> {
 
 #[test]
 fn imports_point_down_the_layers() {
-    let mut found: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut failures = Vec::new();
     for Edge {
         file,
         from,
@@ -406,21 +387,10 @@ fn imports_point_down_the_layers() {
     {
         let (from_layer, to_layer) = (layer_of(&from), layer_of(&to));
         if !allowed(from_layer, to_layer) {
-            let what = format!("{file}:{line}: {from} ({from_layer}) names {path} ({to_layer})");
-            found.entry((file, to)).or_default().push(what);
+            failures.push(format!(
+                "{file}:{line}: {from} ({from_layer}) names {path} ({to_layer})"
+            ));
         }
-    }
-    let known: BTreeSet<(String, String)> = KNOWN_UPWARD
-        .iter()
-        .map(|(f, t)| (f.to_string(), t.to_string()))
-        .collect();
-    let mut failures: Vec<String> = (found.iter().filter(|(key, _)| !known.contains(*key)))
-        .flat_map(|(_, lines)| lines.iter().cloned())
-        .collect();
-    for (file, to) in known.iter().filter(|key| !found.contains_key(*key)) {
-        failures.push(format!(
-            "{file} no longer names `{to}` upwards: delete it from KNOWN_UPWARD"
-        ));
     }
     assert!(
         failures.is_empty(),
@@ -463,18 +433,10 @@ fn no_import_cycles() {
             graph.entry(from).or_default().insert(to);
         }
     }
-    let known: BTreeSet<&str> = KNOWN_CYCLIC.iter().copied().collect();
-    let mut failures = Vec::new();
-    for m in graph.keys() {
-        match (cycle_through(&graph, m), known.contains(m.as_str())) {
-            (Some(cycle), false) => failures.push(format!("import cycle: {}", cycle.join(" → "))),
-            (None, true) => failures.push(format!("{m} is in no cycle now: delete it from KNOWN_CYCLIC")),
-            _ => {}
-        }
-    }
-    for m in known.iter().filter(|m| !graph.contains_key(**m)) {
-        failures.push(format!("{m} is in no cycle now: delete it from KNOWN_CYCLIC"));
-    }
+    let failures: Vec<String> = (graph.keys())
+        .filter_map(|m| cycle_through(&graph, m))
+        .map(|cycle| format!("import cycle: {}", cycle.join(" → ")))
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

@@ -26,6 +26,7 @@ mod base;
 mod budget;
 pub mod catalog;
 mod cold;
+mod defaults;
 mod dml;
 mod executor;
 pub mod failpoint;
@@ -33,10 +34,12 @@ mod hot_rows;
 mod index;
 mod index_build;
 mod ingest;
+mod job_record;
 pub mod jobs;
 #[cfg(test)]
 mod layers;
 mod live;
+mod locks;
 mod maintenance;
 mod observers;
 mod point_read;
@@ -46,12 +49,13 @@ mod results;
 mod scoped;
 mod segment;
 mod seq;
+mod statements;
 mod stream;
 mod system_tables;
 mod tiered_scan;
+mod tiers;
 mod write;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,78 +70,16 @@ pub use crate::base::public_message;
 use crate::base::{now_micros, store_error};
 use crate::catalog::{Catalog, DEFAULT_NAMESPACE, NamespaceDef, UserRecord};
 use crate::cold::ColdTier;
+pub use crate::defaults::DbOptions;
 pub use crate::ingest::IngestFormat;
-use crate::jobs::{JobManager, JobOptions};
+use crate::jobs::JobManager;
+use crate::live::LiveHub;
 pub use crate::live::{LiveConnection, LiveMessage, LiveOptions, LiveReceiver, SubscribeOptions, live_error};
+use crate::query::QueryEngine;
 pub use crate::results::{JsonResults, RowEncoder, RowFormat, StatementResult};
 use crate::seq::{LAST_SEQ_KEY, MAX_SEQ, SeqGenerator};
-
-/// Where and how the database keeps its data.
-#[derive(Debug, Clone)]
-pub struct DbOptions {
-    pub data_dir: PathBuf,
-    pub store: StoreOptions,
-    /// How long a verified password is remembered.
-    pub credential_cache_ttl: Duration,
-    /// `root`'s password. When `None`, `root` has no password and is accepted only
-    /// from loopback clients.
-    pub root_password: Option<String>,
-    /// Rows one INSERT may carry.
-    pub max_insert_rows: usize,
-    /// Rows one bulk load (`/ingest`) may carry.
-    pub max_ingest_rows: usize,
-    /// Most rows one UPDATE or DELETE may write (its writes are held in memory until
-    /// its one atomic commit).
-    pub max_write_rows: usize,
-    /// Most work of a correlated subquery evaluated row by row (rows it reads,
-    /// summed over the outer rows).
-    pub max_subquery_rows: u64,
-    /// Longest SQL text of one request, bytes.
-    pub max_sql_bytes: usize,
-    /// Most statements in one request.
-    pub max_statements: usize,
-    /// Memory one statement's query may use (DataFusion's memory pool; sorts,
-    /// joins and aggregates spill to `<data_dir>/tmp` beyond it).
-    pub query_memory_bytes: usize,
-    /// How long a statement may run (`None`: no limit).
-    pub statement_timeout: Option<Duration>,
-    /// Most bytes the rows of one statement's result may hold (as Arrow batches)
-    /// before they are sent as JSON.
-    pub max_result_bytes: usize,
-    /// Secret that signs bearer tokens. When `None`, one is generated at first
-    /// start and kept in the data directory (`system` key `meta/token_secret`).
-    pub token_secret: Option<String>,
-    /// How long a bearer token from `login` is valid.
-    pub token_ttl: Duration,
-    /// The job manager's settings (flush jobs).
-    pub jobs: JobOptions,
-    /// Live queries: limits, queues and the change history.
-    pub live: LiveOptions,
-}
-
-impl DbOptions {
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        DbOptions {
-            data_dir: data_dir.into(),
-            store: StoreOptions::default(),
-            credential_cache_ttl: Duration::from_secs(300),
-            root_password: None,
-            max_insert_rows: 100_000,
-            max_ingest_rows: 1_000_000,
-            max_write_rows: 1_000_000,
-            max_subquery_rows: 100_000_000,
-            max_sql_bytes: 1 << 20,
-            max_statements: 1000,
-            query_memory_bytes: 512 << 20,
-            statement_timeout: Some(Duration::from_secs(60)),
-            max_result_bytes: 256 << 20,
-            token_secret: None,
-            token_ttl: Duration::from_secs(3600),
-            jobs: JobOptions::default(),
-            live: LiveOptions::default(),
-        }
-    }
-}
+use crate::statements::Engine;
+use crate::tiers::Tiers;
 
 /// One `/sql` request.
 #[derive(Debug, Clone, Default)]
@@ -276,50 +218,13 @@ pub struct StorageMetrics {
     pub reused_plans_total: u64,
 }
 
-/// State shared by every request and by DataFusion providers.
-pub(crate) struct DbShared {
-    pub store: Store,
-    pub catalog: Catalog,
-    pub seq: SeqGenerator,
-    pub auth: Authenticator,
-    pub tokens: TokenService,
-    pub options: DbOptions,
-    /// DataFusion session states statements plan in (`query::StatementSession`).
-    pub sessions: query::SessionPool,
-    /// Plans of statements that depend on nothing but their text (`SELECT 1`).
-    pub constant_plans: query::ConstantPlans,
-    /// Memory pools and spill files of queries.
-    pub query_runtime: budget::QueryRuntime,
-    /// Serializes DDL statements (schema and users) with each other. DDL that
-    /// changes or drops a table also takes that table's commit lock.
-    pub ddl_lock: tokio::sync::Mutex<()>,
-    /// One lock per table for the commits of DML, flush watermarks and DDL
-    /// (`write.rs`).
-    pub commit_locks: write::CommitLocks,
-    /// Keys claimed by statements that lost their optimistic attempts (`write.rs`).
-    pub claims: write::Claims,
-    /// Parquet segments: manifests, watermarks, the tier commit lock.
-    pub cold: ColdTier,
-    /// Background jobs. Always present: there is no database without one.
-    pub jobs: JobManager,
-    /// Hot row versions per table (`/metrics`).
-    pub hot_rows: hot_rows::HotRows,
-    /// Pause points for tests (see [`failpoint::Holds`]).
-    pub holds: Arc<failpoint::Holds>,
-    /// SELECTs answered by `point_read.rs`.
-    pub point_reads: std::sync::atomic::AtomicU64,
-    /// Live-query connections, subscriptions and the feeds commits publish to.
-    pub live: Arc<live::LiveHub>,
-    /// The `system.*` tables: the catalog's, `system.jobs`, `system.live`.
-    pub system_tables: system_tables::SystemTables,
-    /// What commits tell the live hub and the job manager (`observers.rs`).
-    pub commit_observers: observers::CommitObservers,
-}
-
 /// The database. Cheap to clone; all clones share one instance.
 #[derive(Clone)]
 pub struct KalamDb {
-    shared: Arc<DbShared>,
+    /// The statements layer, over the query layer, over the tiers.
+    engine: Arc<Engine>,
+    jobs: Arc<JobManager>,
+    live: Arc<LiveHub>,
     started_at: Instant,
     ticker: Arc<maintenance::Ticker>,
 }
@@ -361,44 +266,50 @@ impl KalamDb {
         let cold = ColdTier::open(storage_dir, &store)?;
         let table_ids: Vec<u32> = catalog.tables().iter().map(|t| t.table_id).collect();
         live::open_log(&store, !options.live.history.is_zero(), last_seq, &table_ids)?;
-        let jobs = JobManager::new(options.jobs.clone());
         let holds = Arc::new(failpoint::Holds::default());
-        let live = live::LiveHub::new(options.live.clone(), holds.clone());
+        let live = LiveHub::new(options.live.clone(), holds.clone());
+        let policy = jobs::PolicyCounter::default();
         let commit_observers = observers::CommitObservers::new(vec![
             Box::new(live::LiveCommits(live.clone())),
-            Box::new(jobs.policy_counter()),
+            Box::new(policy.clone()),
         ]);
         let tokens = TokenService::new(&token_secret(&store, &options)?, options.token_ttl);
-        let shared = Arc::new(DbShared {
+        let query_runtime =
+            budget::QueryRuntime::open(&options.data_dir.join("tmp"), options.query_memory_bytes)?;
+        let tiers = Arc::new(Tiers {
             store,
             catalog,
             cold,
-            jobs,
             seq: SeqGenerator::new(last_seq),
-            auth: Authenticator::new(options.credential_cache_ttl),
-            tokens,
-            sessions: query::SessionPool::new(query::base_session_state(options.max_subquery_rows)),
-            constant_plans: Default::default(),
-            query_runtime: budget::QueryRuntime::open(
-                &options.data_dir.join("tmp"),
-                options.query_memory_bytes,
-            )?,
-            ddl_lock: tokio::sync::Mutex::new(()),
+            query_runtime,
             commit_locks: Default::default(),
             claims: Default::default(),
             hot_rows: hot_rows::HotRows::default(),
             holds,
-            point_reads: Default::default(),
-            live,
-            system_tables: system_tables::SystemTables::new(vec![
-                Box::new(jobs::JobsTable),
-                Box::new(live::LiveTable),
-            ]),
             commit_observers,
             options,
         });
-        bootstrap(&shared)?;
-        if shared
+        let jobs = JobManager::new(tiers.options.jobs.clone(), tiers.clone(), policy);
+        let query = Arc::new(QueryEngine {
+            sessions: query::SessionPool::new(query::base_session_state(tiers.options.max_subquery_rows)),
+            constant_plans: Default::default(),
+            system_tables: Arc::new(system_tables::SystemTables::new(vec![
+                Box::new(jobs::JobsTable(jobs.clone())),
+                Box::new(live::LiveTable(live.clone())),
+            ])),
+            point_reads: Default::default(),
+            tiers,
+        });
+        let engine = Arc::new(Engine {
+            auth: Authenticator::new(query.options.credential_cache_ttl),
+            tokens,
+            ddl_lock: tokio::sync::Mutex::new(()),
+            jobs: jobs.clone(),
+            live: live.clone(),
+            query,
+        });
+        bootstrap(&engine)?;
+        if engine
             .catalog
             .user(ROOT_USER)
             .is_some_and(|root| root.password_hash.is_empty())
@@ -410,14 +321,17 @@ impl KalamDb {
                  exposing the server (docs/SECURITY.md)"
             );
         }
-        jobs::recover(&shared)?;
-        shared.jobs.count_at_start(&shared)?;
+        jobs::recover(&jobs)?;
+        jobs.count_at_start()?;
         let ticker = Arc::new(maintenance::Ticker::start(
-            &shared,
-            shared.options.jobs.policy_check_interval,
+            &jobs,
+            &live,
+            engine.options.jobs.policy_check_interval,
         ));
         Ok(KalamDb {
-            shared,
+            engine,
+            jobs,
+            live,
             started_at: Instant::now(),
             ticker,
         })
@@ -439,18 +353,18 @@ impl KalamDb {
         // Argon2 takes tens of milliseconds: on the blocking pool, and only when a
         // hash must be verified.
         let quick =
-            self.shared
+            self.engine
                 .auth
-                .without_hashing(&self.shared.catalog, username, password, passwordless_ok);
+                .without_hashing(&self.engine.catalog, username, password, passwordless_ok);
         if let Some(answer) = quick {
             return answer;
         }
-        let shared = self.shared.clone();
+        let engine = self.engine.clone();
         let (username, password) = (username.to_string(), password.to_string());
         tokio::task::spawn_blocking(move || {
-            let verified = shared.auth.verify(&shared.catalog, &username, &password)?;
-            shared.holds.wait_named(|| format!("credential_cache:{username}"));
-            shared.auth.remember(&username, &verified);
+            let verified = engine.auth.verify(&engine.catalog, &username, &password)?;
+            engine.holds.wait_named(|| format!("credential_cache:{username}"));
+            engine.auth.remember(&username, &verified);
             Ok(verified.caller)
         })
         .await
@@ -469,7 +383,7 @@ impl KalamDb {
     ) -> KalamResult<(String, i64)> {
         self.authenticate(username, password, passwordless_ok).await?;
         let user = self
-            .shared
+            .engine
             .catalog
             .user(username)
             .ok_or_else(|| KalamError::new(ErrorCode::Unauthorized, "invalid username or password"))?;
@@ -479,18 +393,18 @@ impl KalamDb {
                 "a user without a password cannot get a token; set a password first",
             ));
         }
-        self.shared.tokens.issue(&user)
+        self.engine.tokens.issue(&user)
     }
 
     /// The caller a bearer token stands for (`UNAUTHORIZED` when it is expired,
     /// forged, or its user was dropped or changed password).
     pub fn authenticate_token(&self, token: &str) -> KalamResult<Caller> {
-        self.shared.tokens.verify(&self.shared.catalog, token)
+        self.engine.tokens.verify(&self.engine.catalog, token)
     }
 
     /// The statements of `request` (at least one, at most `max_statements`).
     fn split_request<'r>(&self, request: &'r SqlRequest) -> KalamResult<Vec<&'r str>> {
-        let options = &self.shared.options;
+        let options = &self.engine.options;
         if request.sql.len() > options.max_sql_bytes {
             return Err(KalamError::new(
                 ErrorCode::PayloadTooLarge,
@@ -523,7 +437,7 @@ impl KalamDb {
 
     /// The budget of a statement starting now (`budget.rs`).
     fn statement_budget(&self) -> Arc<budget::Budget> {
-        budget::Budget::new(&self.shared.query_runtime, self.shared.options.statement_timeout)
+        budget::Budget::new(&self.engine.query_runtime, self.engine.options.statement_timeout)
     }
 
     /// Runs every statement of the request in order, stopping at the first error.
@@ -543,8 +457,8 @@ impl KalamDb {
         let namespace = request_namespace(&request);
         let mut results = Vec::with_capacity(statements.len());
         for (index, sql) in statements.iter().enumerate() {
-            let ctx = executor::StatementContext {
-                db: &self.shared,
+            let ctx = statements::StatementContext {
+                db: &self.engine,
                 caller,
                 namespace: &namespace,
                 params: &request.params,
@@ -581,8 +495,8 @@ impl KalamDb {
             ));
         };
         let namespace = request_namespace(&request);
-        let ctx = executor::StatementContext {
-            db: &self.shared,
+        let ctx = statements::StatementContext {
+            db: &self.engine,
             caller,
             namespace: &namespace,
             params: &request.params,
@@ -603,8 +517,8 @@ impl KalamDb {
         body: bytes::Bytes,
     ) -> KalamResult<StatementResult> {
         let namespace = namespace.to_ascii_lowercase();
-        let ctx = executor::StatementContext {
-            db: &self.shared,
+        let ctx = statements::StatementContext {
+            db: &self.engine,
             caller,
             namespace: &namespace,
             params: &[],
@@ -617,47 +531,47 @@ impl KalamDb {
 
     /// Graceful shutdown of background work: live-query connections get a close
     /// frame (1001), queued jobs are cancelled, running ones get the configured
-    /// timeout to finish (see [`JobOptions`]).
+    /// timeout to finish (see [`jobs::JobOptions`]).
     pub async fn shutdown(&self) {
-        self.ticker.stop(self.shared.options.jobs.shutdown_timeout).await;
-        self.shared.live.shutdown();
-        self.shared.jobs.shutdown().await;
+        self.ticker.stop(self.engine.options.jobs.shutdown_timeout).await;
+        self.live.shutdown();
+        self.jobs.shutdown().await;
     }
 
     /// Opens a live-query connection (one WebSocket) for `caller`; its messages
     /// arrive on the receiver. `SUBSCRIPTION_LIMIT` when the server has
     /// `max_connections` already.
     pub fn live_connect(&self, caller: Caller) -> KalamResult<(LiveConnection, LiveReceiver)> {
-        LiveConnection::open(&self.shared, caller)
+        LiveConnection::open(&self.live, &self.engine.query, caller)
     }
 
     /// Sends every live-query connection its close frame (1001) and waits up to
     /// `wait` for their sockets to finish; new ones are refused from now on.
     pub async fn close_live_connections(&self, wait: Duration) {
-        self.shared.live.shutdown();
+        self.live.shutdown();
         let deadline = tokio::time::Instant::now() + wait;
-        while self.shared.live.connections() > 0 && tokio::time::Instant::now() < deadline {
+        while self.live.connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// The live-query settings.
     pub fn live_options(&self) -> &LiveOptions {
-        &self.shared.options.live
+        &self.engine.options.live
     }
 
     /// Storage and job figures for `/metrics`, from counters kept as writes, flushes
     /// and jobs happen: the cost grows with the number of tables, not of rows, files
     /// or jobs.
     pub fn storage_metrics(&self) -> KalamResult<StorageMetrics> {
-        let db = &self.shared;
+        let db = &self.engine;
         let cold = db.cold.figures();
         let mut metrics = StorageMetrics {
             hot_rows: db.hot_rows.total(),
             cold_files: cold.files,
             cold_bytes: cold.bytes,
             cold_rows: cold.rows,
-            jobs_by_status: db.jobs.status_counts(),
+            jobs_by_status: self.jobs.status_counts(),
             point_reads_total: db.point_reads.load(std::sync::atomic::Ordering::Relaxed),
             reused_plans_total: db.constant_plans.reused(),
             ..StorageMetrics::default()
@@ -666,19 +580,19 @@ impl KalamDb {
             metrics.flushed_rows_total,
             metrics.flushed_bytes_total,
             metrics.flushed_files_total,
-        ) = db.jobs.flush_totals();
+        ) = self.jobs.flush_totals();
         Ok(metrics)
     }
 
     /// This database's pause points, for tests that must stop background work at a
     /// known step ([`failpoint::Holds`]).
     pub fn holds(&self) -> &failpoint::Holds {
-        &self.shared.holds
+        &self.engine.holds
     }
 
     /// The data directory this database was opened on.
     pub fn data_dir(&self) -> &std::path::Path {
-        &self.shared.options.data_dir
+        &self.engine.options.data_dir
     }
 }
 
@@ -703,7 +617,7 @@ fn token_secret(store: &Store, options: &DbOptions) -> KalamResult<Vec<u8>> {
 
 /// First start: the `default` namespace and `root`. Every start: `root` gets the
 /// configured password if it has none yet.
-fn bootstrap(db: &DbShared) -> KalamResult<()> {
+fn bootstrap(db: &Tiers) -> KalamResult<()> {
     let now = now_micros();
     let mut batch = db.store.batch();
     let mut namespace = None;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::DbShared;
+use crate::jobs::JobManager;
+use crate::live::LiveHub;
 
 /// The running ticker; [`Ticker::stop`] ends it, and so does the database going away.
 pub(crate) struct Ticker {
@@ -19,8 +20,11 @@ pub(crate) struct Ticker {
 }
 
 impl Ticker {
-    pub fn start(db: &Arc<DbShared>, every: Duration) -> Ticker {
-        let (weak, stop) = (Arc::downgrade(db), CancellationToken::new());
+    pub fn start(jobs: &Arc<JobManager>, live: &Arc<LiveHub>, every: Duration) -> Ticker {
+        let (weak, stop) = (
+            (Arc::downgrade(jobs), Arc::downgrade(live)),
+            CancellationToken::new(),
+        );
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
@@ -30,8 +34,10 @@ impl Ticker {
                     _ = stopped.cancelled() => return,
                     _ = interval.tick() => {}
                 }
-                let Some(db) = weak.upgrade() else { return };
-                tick(db).await;
+                let (Some(jobs), Some(live)) = (weak.0.upgrade(), weak.1.upgrade()) else {
+                    return;
+                };
+                tick(jobs, live).await;
             }
         });
         Ticker {
@@ -50,9 +56,10 @@ impl Ticker {
     }
 }
 
-async fn tick(db: Arc<DbShared>) {
-    db.jobs.maintain(&db);
-    let sweep_history = db.live.sweep_due();
+async fn tick(jobs: Arc<JobManager>, live: Arc<LiveHub>) {
+    jobs.maintain();
+    let sweep_history = live.sweep_due();
+    let db = jobs.tiers().clone();
     let swept = tokio::task::spawn_blocking(move || {
         if sweep_history && let Err(e) = crate::live::sweep_history(&db) {
             tracing::warn!("change history sweep failed: {}", e.message);

@@ -20,10 +20,10 @@ use datafusion::sql::sqlparser::ast::{
 use kalamdb_commons::hidden::is_hidden;
 use kalamdb_commons::{KalamError, KalamResult, KalamType, Literal, TableType, Value};
 
-use crate::DbShared;
 use crate::access::Caller;
 use crate::catalog::SYSTEM_NAMESPACE;
 use crate::index::IndexProbe;
+use crate::query::QueryEngine;
 use crate::query::{QueryOutput, resolve_name};
 use crate::scoped::ScopedTable;
 
@@ -32,7 +32,7 @@ const MAX_KEYS: usize = 64;
 
 /// Answers `statement` if it is a point read; `None` when it takes the general path.
 pub(crate) async fn try_point_read(
-    db: &Arc<DbShared>,
+    db: &Arc<QueryEngine>,
     caller: &Caller,
     namespace: &str,
     statement: &Statement,
@@ -59,7 +59,7 @@ enum Lookup {
 
 impl PointRead {
     fn recognize(
-        db: &Arc<DbShared>,
+        db: &Arc<QueryEngine>,
         caller: &Caller,
         namespace: &str,
         statement: &Statement,
@@ -137,7 +137,7 @@ impl PointRead {
             .pk_column()
             .filter(|pk| plain_key_type(&pk.data_type))
             .and_then(|pk| key_values(selection, &pk.name, &pk.data_type, params));
-        let scoped = ScopedTable::new(db.clone(), table.clone(), caller, false);
+        let scoped = ScopedTable::new(db.tiers.clone(), table.clone(), caller, false);
         let lookup = match keys {
             Some(keys) => Lookup::Keys(keys),
             None => {

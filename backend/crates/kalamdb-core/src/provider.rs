@@ -20,12 +20,13 @@ use std::ops::Bound;
 
 use kalamdb_commons::{KalamError, KalamType, Literal, Value};
 
-use crate::DbShared;
 use crate::access::Caller;
 use crate::access::{Action, require};
 use crate::catalog::SYSTEM_NAMESPACE;
 use crate::index::{FirstColumn, IndexProbe};
 use crate::scoped::ScopedTable;
+use crate::system_tables::SystemTables;
+use crate::tiers::Tiers;
 
 /// What a statement may see: whose rows, and whether hidden columns are in schemas.
 #[derive(Clone)]
@@ -35,13 +36,18 @@ pub(crate) struct ScanScope {
 }
 
 pub(crate) struct KalamCatalog {
-    db: Arc<DbShared>,
+    db: Arc<Tiers>,
+    system_tables: Arc<SystemTables>,
     scope: ScanScope,
 }
 
 impl KalamCatalog {
-    pub fn new(db: Arc<DbShared>, scope: ScanScope) -> Self {
-        KalamCatalog { db, scope }
+    pub fn new(db: Arc<Tiers>, system_tables: Arc<SystemTables>, scope: ScanScope) -> Self {
+        KalamCatalog {
+            db,
+            system_tables,
+            scope,
+        }
     }
 }
 
@@ -62,6 +68,7 @@ impl CatalogProvider for KalamCatalog {
         if name == SYSTEM_NAMESPACE {
             return Some(Arc::new(SystemSchema {
                 db: self.db.clone(),
+                tables: self.system_tables.clone(),
                 caller: self.scope.caller.clone(),
             }));
         }
@@ -77,7 +84,7 @@ impl CatalogProvider for KalamCatalog {
 }
 
 struct NamespaceSchema {
-    db: Arc<DbShared>,
+    db: Arc<Tiers>,
     namespace: String,
     scope: ScanScope,
 }
@@ -119,7 +126,8 @@ impl SchemaProvider for NamespaceSchema {
 }
 
 struct SystemSchema {
-    db: Arc<DbShared>,
+    db: Arc<Tiers>,
+    tables: Arc<SystemTables>,
     caller: Caller,
 }
 
@@ -132,11 +140,11 @@ impl fmt::Debug for SystemSchema {
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        self.db.system_tables.names().map(str::to_string).collect()
+        self.tables.names().map(str::to_string).collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let Some(batch) = self.db.system_tables.build(&self.db, &self.caller, name)? else {
+        let Some(batch) = self.tables.build(&self.db, &self.caller, name)? else {
             return Ok(None);
         };
         Ok(Some(Arc::new(MemTable::try_new(
@@ -146,7 +154,7 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.db.system_tables.contains(name)
+        self.tables.contains(name)
     }
 }
 

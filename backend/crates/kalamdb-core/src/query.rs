@@ -26,15 +26,39 @@ use futures::StreamExt;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Literal};
 use kalamdb_sql::hidden::{exclude_hidden_from_wildcards, references_hidden};
 
-use crate::DbShared;
 use crate::access::Caller;
 use crate::arrow_conv::RowStream;
 use crate::base::{df_error, df_message};
 use crate::budget::within_budget;
 use crate::catalog::{DELETED_COLUMN, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE};
 use crate::provider::{KalamCatalog, ScanScope};
+use crate::system_tables::SystemTables;
+use crate::tiers::Tiers;
 
 pub(crate) const CATALOG_NAME: &str = "kalam";
+
+/// The query layer's state over the tiers: session states, kept plans and the
+/// `system.*` tables. Dereferences to [`Tiers`]; the statements layer's
+/// [`Engine`](crate::statements::Engine) holds one and dereferences to it.
+pub(crate) struct QueryEngine {
+    pub tiers: Arc<Tiers>,
+    /// DataFusion session states statements plan in ([`StatementSession`]).
+    pub sessions: SessionPool,
+    /// Plans of statements that depend on nothing but their text (`SELECT 1`).
+    pub constant_plans: ConstantPlans,
+    /// The `system.*` tables: the catalog's, and those jobs and live register.
+    pub system_tables: Arc<SystemTables>,
+    /// SELECTs answered by `point_read.rs`.
+    pub point_reads: std::sync::atomic::AtomicU64,
+}
+
+impl std::ops::Deref for QueryEngine {
+    type Target = Tiers;
+
+    fn deref(&self) -> &Tiers {
+        &self.tiers
+    }
+}
 
 /// The rows of a query with their schema.
 pub(crate) struct QueryOutput {
@@ -128,7 +152,7 @@ pub(crate) struct StatementSession<'a> {
 impl<'a> StatementSession<'a> {
     /// A session over `catalogs`, resolving unqualified names in `catalog.schema`.
     pub fn new(
-        db: &'a DbShared,
+        db: &'a QueryEngine,
         catalogs: Arc<dyn CatalogProviderList>,
         catalog: &str,
         schema: &str,
@@ -203,7 +227,7 @@ impl Drop for StatementSession<'_> {
 /// `current_user` function is registered only for statements that call it
 /// (registering a function costs a fifth of a short statement).
 pub(crate) fn session<'a>(
-    db: &'a Arc<DbShared>,
+    db: &'a Arc<QueryEngine>,
     scope: ScanScope,
     namespace: &str,
     with_current_user: bool,
@@ -212,7 +236,11 @@ pub(crate) fn session<'a>(
     let username = scope.caller.username.clone();
     catalogs.register_catalog(
         CATALOG_NAME.to_string(),
-        Arc::new(KalamCatalog::new(db.clone(), scope)),
+        Arc::new(KalamCatalog::new(
+            db.tiers.clone(),
+            db.system_tables.clone(),
+            scope,
+        )),
     );
     let mut session = StatementSession::new(db, catalogs, CATALOG_NAME, namespace)?;
     if with_current_user {
@@ -252,7 +280,7 @@ fn current_user_udf(username: String) -> ScalarUDF {
 /// Plans and runs a read-only statement as `caller`, handing its record batches to
 /// `each` as they are produced (nothing is collected).
 pub(crate) async fn run_query_batches(
-    db: &Arc<DbShared>,
+    db: &Arc<QueryEngine>,
     caller: &Caller,
     namespace: &str,
     statement: Statement,
@@ -272,7 +300,7 @@ pub(crate) async fn run_query_batches(
 /// Plans a read-only statement as `caller` and starts it: its record batches are
 /// read as the returned stream is polled (nothing is collected).
 pub(crate) async fn stream_query(
-    db: &Arc<DbShared>,
+    db: &Arc<QueryEngine>,
     caller: &Caller,
     namespace: &str,
     statement: Statement,
@@ -478,7 +506,7 @@ impl RowStream {
 /// The session a query of `caller` runs in, and the statement with the hidden
 /// columns it does not name kept out of its wildcards.
 fn prepare_query<'a>(
-    db: &'a Arc<DbShared>,
+    db: &'a Arc<QueryEngine>,
     caller: &Caller,
     namespace: &str,
     mut statement: Statement,
@@ -626,7 +654,7 @@ pub(crate) fn resolve_name(namespace: &str, name: &ObjectName) -> Option<(String
     }
 }
 
-fn hidden_columns_of(db: &DbShared, namespace: &str, name: &ObjectName) -> Option<Vec<&'static str>> {
+fn hidden_columns_of(db: &QueryEngine, namespace: &str, name: &ObjectName) -> Option<Vec<&'static str>> {
     let (ns, table) = resolve_name(namespace, name)?;
     let table = db.catalog.table(&ns, &table)?;
     let mut hidden = vec![SEQ_COLUMN, DELETED_COLUMN];
@@ -639,7 +667,7 @@ fn hidden_columns_of(db: &DbShared, namespace: &str, name: &ObjectName) -> Optio
 /// Reports the first table the statement names that does not exist, with the
 /// precise code (`NAMESPACE_NOT_FOUND` or `TABLE_NOT_FOUND`). CTE names and table
 /// functions (`generate_series(1, 3)`, resolved by DataFusion) are skipped.
-fn check_relations_exist(db: &DbShared, namespace: &str, statement: &Statement) -> KalamResult<()> {
+fn check_relations_exist(db: &QueryEngine, namespace: &str, statement: &Statement) -> KalamResult<()> {
     let mut ctes = NotTables::default();
     let _ = statement.visit(&mut ctes);
     let result = visit_relations(statement, |name| {

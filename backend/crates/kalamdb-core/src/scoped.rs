@@ -10,9 +10,10 @@
 //! `point_read.rs`; `tiered_scan.rs` adds the cold segments of a scan), and so do
 //! UPDATE, DELETE and `INSERT ... SELECT`, whose targets are queries. The flush
 //! (`jobs/flush.rs`), `SHOW STATS` and `CREATE INDEX` read a scope's stored
-//! versions, tombstones included, through [`ScopedTable::visit_versions`]. Still
-//! outside it: DML's version lookups for stale markers (`cold::read_version`) and
-//! `CREATE UNIQUE INDEX`'s pass over Parquet rows (`cold::for_each_live_row`).
+//! versions, tombstones included, through [`ScopedTable::visit_versions`]. DML's
+//! version lookups read one version in either tier with [`read_version`]. Still
+//! outside it: `CREATE UNIQUE INDEX`'s pass over Parquet rows
+//! (`cold::for_each_live_row`).
 
 use std::sync::Arc;
 
@@ -29,12 +30,12 @@ use kalamdb_commons::{KalamError, KalamResult, TableType, Value};
 use kalamdb_store::row_codec::is_tombstone;
 use kalamdb_store::{StoreError, StoreView};
 
-use crate::DbShared;
 use crate::access::Caller;
 use crate::assemble::{RowAssembler, ScanColumn, scan_columns};
 use crate::base::store_error;
 use crate::catalog::TableDef;
 use crate::index::IndexProbe;
+use crate::tiers::Tiers;
 
 /// Rows per Arrow batch built from hot rows: a scan holds at most a few of these.
 pub(crate) const SCAN_BATCH_ROWS: usize = 8192;
@@ -50,7 +51,7 @@ const HOT_SLICES_PER_PARTITION: usize = 16;
 
 /// A table as one scope sees it.
 pub(crate) struct ScopedTable {
-    db: Arc<DbShared>,
+    db: Arc<Tiers>,
     table: Arc<TableDef>,
     scope: String,
     columns: Vec<ScanColumn>,
@@ -80,12 +81,12 @@ pub(crate) fn scope_of(table: &TableDef, caller: &Caller) -> String {
 impl ScopedTable {
     /// `table` as `caller` sees it; `expose_hidden` adds `_seq`, `_deleted` (and
     /// `_id` for tables without a primary key) to the schema.
-    pub fn new(db: Arc<DbShared>, table: Arc<TableDef>, caller: &Caller, expose_hidden: bool) -> Self {
+    pub fn new(db: Arc<Tiers>, table: Arc<TableDef>, caller: &Caller, expose_hidden: bool) -> Self {
         let scope = scope_of(&table, caller);
         Self::with_scope(db, table, scope, expose_hidden)
     }
 
-    pub fn with_scope(db: Arc<DbShared>, table: Arc<TableDef>, scope: String, expose_hidden: bool) -> Self {
+    pub fn with_scope(db: Arc<Tiers>, table: Arc<TableDef>, scope: String, expose_hidden: bool) -> Self {
         let columns = scan_columns(&table, expose_hidden);
         let schema = Arc::new(Schema::new(
             columns.iter().map(ScanColumn::field).collect::<Vec<_>>(),
@@ -107,7 +108,7 @@ impl ScopedTable {
         &self.scope
     }
 
-    pub fn db(&self) -> &Arc<DbShared> {
+    pub fn db(&self) -> &Arc<Tiers> {
         &self.db
     }
 
@@ -533,7 +534,7 @@ type RowVisitor<'a> = dyn FnMut(u64, &[u8]) -> Result<bool, StoreError> + 'a;
 impl ScopedTable {
     /// The scopes of `table` that have hot rows, as [`ScopedTable`]s without hidden
     /// columns (one seek per scope). Blocking.
-    pub fn hot_scopes(db: &Arc<DbShared>, table: &Arc<TableDef>) -> KalamResult<Vec<ScopedTable>> {
+    pub fn hot_scopes(db: &Arc<Tiers>, table: &Arc<TableDef>) -> KalamResult<Vec<ScopedTable>> {
         let scopes = db.store.hot_scopes(table.table_id).map_err(store_error)?;
         Ok(scopes
             .into_iter()
@@ -707,4 +708,23 @@ impl HotScan {
 
 fn corrupt(e: kalamdb_store::row_codec::RowCodecError) -> KalamError {
     KalamError::internal(format!("corrupt row: {e}"))
+}
+
+/// The row version `seq` of a scope, from the hot tier or, once flushed, from its
+/// Parquet segment. Call with [`ColdTier::commit_lock`](crate::cold::ColdTier) held for reading and `view`
+/// taken under it: then a flush that moves the version concurrently cannot hide it,
+/// and a write that replaces it after `view` was taken does not either.
+pub(crate) fn read_version(
+    db: &Tiers,
+    view: &StoreView,
+    table: &TableDef,
+    scope: &str,
+    seq: u64,
+) -> KalamResult<Option<kalamdb_store::DecodedRow>> {
+    if let Some(bytes) = view.hot_get(table.table_id, scope, seq).map_err(store_error)? {
+        let row = kalamdb_store::row_codec::decode_row(&bytes)
+            .map_err(|e| KalamError::internal(format!("corrupt row: {e}")))?;
+        return Ok(Some(row));
+    }
+    db.cold.read_version(table, scope, seq)
 }

@@ -21,10 +21,10 @@ use std::sync::Arc;
 use kalamdb_commons::{KalamResult, TableType};
 use kalamdb_store::row_codec::decode_row;
 
-use crate::DbShared;
 use crate::base::store_error;
 use crate::catalog::{ID_COLUMN_ID, TableDef};
 use crate::seq::{SEQ_COUNTER_BITS, SEQ_EPOCH_MS};
+use crate::tiers::Tiers;
 
 /// The smallest `_seq` of a live row of `table` now: rows of a STREAM table
 /// inserted more than its TTL ago are below it; 0 for every other table.
@@ -43,7 +43,7 @@ pub(crate) fn horizon(table: &TableDef) -> u64 {
 /// (a commit must not write a key's new entry between the sweep's check of the
 /// old one and its delete), one seek, the expired rows' pk entries deleted when
 /// they still name those rows, then one range delete.
-pub(crate) fn sweep_expired(db: &Arc<DbShared>) -> KalamResult<u64> {
+pub(crate) fn sweep_expired(db: &Arc<Tiers>) -> KalamResult<u64> {
     let mut freed = 0u64;
     for table in db.catalog.tables() {
         if table.table_type != TableType::Stream {

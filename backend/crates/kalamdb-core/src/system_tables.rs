@@ -10,18 +10,18 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result as DfResult;
 use kalamdb_commons::TableType;
 
-use crate::DbShared;
 use crate::access::{Action, Caller, allows};
+use crate::tiers::Tiers;
 
 /// A `system.*` table: its rows as a caller may see them, built when a statement
 /// names it.
 pub(crate) trait SystemTable: Send + Sync {
     fn name(&self) -> &'static str;
-    fn batch(&self, db: &DbShared, caller: &Caller) -> DfResult<RecordBatch>;
+    fn batch(&self, db: &Tiers, caller: &Caller) -> DfResult<RecordBatch>;
 }
 
 /// How a catalog table's batch is built.
-type BuildFn = fn(&DbShared, &Caller) -> DfResult<RecordBatch>;
+type BuildFn = fn(&Tiers, &Caller) -> DfResult<RecordBatch>;
 
 /// A system table of the catalog's.
 struct CatalogTable(&'static str, BuildFn);
@@ -31,7 +31,7 @@ impl SystemTable for CatalogTable {
         self.0
     }
 
-    fn batch(&self, db: &DbShared, caller: &Caller) -> DfResult<RecordBatch> {
+    fn batch(&self, db: &Tiers, caller: &Caller) -> DfResult<RecordBatch> {
         (self.1)(db, caller)
     }
 }
@@ -65,7 +65,7 @@ impl SystemTables {
     }
 
     /// The batch of `system.<name>` as `caller` may see it; `None` for an unknown name.
-    pub fn build(&self, db: &DbShared, caller: &Caller, name: &str) -> DfResult<Option<RecordBatch>> {
+    pub fn build(&self, db: &Tiers, caller: &Caller, name: &str) -> DfResult<Option<RecordBatch>> {
         match self.0.iter().find(|t| t.name() == name) {
             Some(table) => table.batch(db, caller).map(Some),
             None => Ok(None),
@@ -93,7 +93,7 @@ pub(crate) fn batch(fields: Vec<Field>, arrays: Vec<ArrayRef>) -> DfResult<Recor
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
 
-fn namespaces(db: &DbShared) -> DfResult<RecordBatch> {
+fn namespaces(db: &Tiers) -> DfResult<RecordBatch> {
     let namespaces = db.catalog.namespaces();
     let tables = db.catalog.tables();
     let counts: Vec<i64> = namespaces
@@ -114,7 +114,7 @@ fn namespaces(db: &DbShared) -> DfResult<RecordBatch> {
     )
 }
 
-fn tables(db: &DbShared) -> DfResult<RecordBatch> {
+fn tables(db: &Tiers) -> DfResult<RecordBatch> {
     let tables = db.catalog.tables();
     batch(
         vec![
@@ -177,7 +177,7 @@ fn tables(db: &DbShared) -> DfResult<RecordBatch> {
     )
 }
 
-fn columns(db: &DbShared) -> DfResult<RecordBatch> {
+fn columns(db: &Tiers) -> DfResult<RecordBatch> {
     let mut ns = Vec::new();
     let mut table_names = Vec::new();
     let mut names = Vec::new();
@@ -233,7 +233,7 @@ fn columns(db: &DbShared) -> DfResult<RecordBatch> {
 }
 
 /// One row per secondary index.
-fn indexes(db: &DbShared) -> DfResult<RecordBatch> {
+fn indexes(db: &Tiers) -> DfResult<RecordBatch> {
     let (mut ns, mut tables, mut names, mut columns, mut unique, mut created) = (
         Vec::new(),
         Vec::new(),
@@ -279,7 +279,7 @@ fn indexes(db: &DbShared) -> DfResult<RecordBatch> {
 }
 
 /// Never shows password hashes; a `user` sees only its own row.
-fn users(db: &DbShared, caller: &Caller) -> DfResult<RecordBatch> {
+fn users(db: &Tiers, caller: &Caller) -> DfResult<RecordBatch> {
     let users: Vec<_> = db
         .catalog
         .users()

@@ -28,113 +28,15 @@ use std::sync::Arc;
 
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Value};
 use kalamdb_store::keys::prefix_upper_bound;
-use kalamdb_store::row_codec::{decode_row, encode_value};
+use kalamdb_store::row_codec::decode_row;
 use kalamdb_store::{DecodedRow, PkEntry, StoreView};
-use parking_lot::Mutex;
 
-use crate::DbShared;
 use crate::base::store_error;
 use crate::catalog::{ID_COLUMN, TableDef};
+use crate::locks::{Claim, ClaimGuard, CommitGuard, key_cell};
 use crate::observers::{Change, ChangeSet};
 use crate::seq::LAST_SEQ_KEY;
-
-/// The commit locks: one per scope of a table (a user's rows of a USER table, all
-/// rows of a SHARED one), under one gate per table.
-///
-/// - A commit holds its scope's lock (writers of other scopes — other users of a
-///   USER table — never wait for it) and the table's gate for reading.
-/// - What needs the whole table still — a flush taking its watermark, DDL that
-///   changes or drops the table, the last step of an index build — holds the gate
-///   for writing: no commit of any scope is in progress, and new ones wait.
-/// - A live subscription registers, and the STREAM sweep frees expired rows, under
-///   their scope's lock.
-///
-/// So `_seq` grows in commit order within each scope, and across the table at each
-/// moment the gate is held for writing (a flush's watermark).
-#[derive(Default)]
-pub(crate) struct CommitLocks {
-    tables: Mutex<HashMap<u32, Arc<TableLocks>>>,
-}
-
-#[derive(Default)]
-struct TableLocks {
-    gate: Arc<tokio::sync::RwLock<()>>,
-    scopes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// A scope's commit lock, held.
-pub(crate) struct CommitGuard {
-    scope: Option<tokio::sync::OwnedMutexGuard<()>>,
-    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
-    table: Arc<TableLocks>,
-    name: String,
-}
-
-impl Drop for CommitGuard {
-    fn drop(&mut self) {
-        drop(self.scope.take());
-        // A scope nobody else waits for is forgotten (one lock per user per table
-        // would otherwise stay forever).
-        let mut scopes = self.table.scopes.lock();
-        if scopes
-            .get(&self.name)
-            .is_some_and(|lock| Arc::strong_count(lock) == 1)
-        {
-            scopes.remove(&self.name);
-        }
-    }
-}
-
-/// A table's gate, held for writing: no commit of the table is in progress.
-pub(crate) type TableGuard = tokio::sync::OwnedRwLockWriteGuard<()>;
-
-impl CommitLocks {
-    fn table(&self, table_id: u32) -> Arc<TableLocks> {
-        self.tables.lock().entry(table_id).or_default().clone()
-    }
-
-    fn scope_lock(table: &TableLocks, scope: &str) -> Arc<tokio::sync::Mutex<()>> {
-        table.scopes.lock().entry(scope.to_string()).or_default().clone()
-    }
-
-    /// The commit lock of `scope` of a table.
-    pub async fn lock(&self, table_id: u32, scope: &str) -> CommitGuard {
-        let table = self.table(table_id);
-        let gate = table.gate.clone().read_owned().await;
-        let lock = Self::scope_lock(&table, scope);
-        let held = lock.lock_owned().await;
-        CommitGuard {
-            scope: Some(held),
-            _gate: gate,
-            table,
-            name: scope.to_string(),
-        }
-    }
-
-    /// [`CommitLocks::lock`] from a blocking thread (a flush's, the sweep's).
-    pub fn lock_blocking(&self, table_id: u32, scope: &str) -> CommitGuard {
-        let table = self.table(table_id);
-        let gate = futures::executor::block_on(table.gate.clone().read_owned());
-        let lock = Self::scope_lock(&table, scope);
-        let held = lock.blocking_lock_owned();
-        CommitGuard {
-            scope: Some(held),
-            _gate: gate,
-            table,
-            name: scope.to_string(),
-        }
-    }
-
-    /// The whole table: waits for the commits in progress, and holds new ones.
-    pub async fn lock_table(&self, table_id: u32) -> TableGuard {
-        self.table(table_id).gate.clone().write_owned().await
-    }
-
-    /// Forgets a dropped table's locks (table ids are never reused).
-    pub fn forget(&self, table_id: u32) {
-        self.tables.lock().remove(&table_id);
-    }
-}
+use crate::tiers::Tiers;
 
 /// What a statement assumed about a key when it computed the key's new row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,139 +70,6 @@ pub(crate) struct PendingWrite {
     pub values: Vec<Value>,
 }
 
-/// Claims: how a statement that keeps losing to other writers still finishes,
-/// without running its query under a lock.
-///
-/// After [`OPTIMISTIC_ATTEMPTS`](crate::dml) attempts whose commits found their
-/// rows changed, a statement claims the keys its last attempt wrote in its table's
-/// scope ([`claim`]) and runs again holding no lock. A commit of another statement
-/// that writes a claimed key ([`Outcome::Claimed`]) waits — holding nothing — until
-/// the claim is released, then runs again: like a row lock of PostgreSQL, only the
-/// writers of the claimed rows wait, never another user's (scopes are claimed
-/// apart). Keys the claimant did not know of (new rows its WHERE now matches) are
-/// added when they make it lose again; after [`WIDE_CLAIM_ROUNDS`] such rounds the
-/// claim covers the whole scope. One claim per scope at a time: a second claimant
-/// waits for the first, so no two claimants wait for each other.
-#[derive(Default)]
-pub(crate) struct Claims {
-    scopes: Mutex<HashMap<(u32, String), Arc<Claim>>>,
-    next_owner: std::sync::atomic::AtomicU64,
-}
-
-impl Claims {
-    /// The claim of a scope, if any (nothing to look up, usually).
-    fn of(&self, table_id: u32, scope: &str) -> Option<Arc<Claim>> {
-        let scopes = self.scopes.lock();
-        if scopes.is_empty() {
-            return None;
-        }
-        scopes.get(&(table_id, scope.to_string())).cloned()
-    }
-}
-
-/// One statement's claim of keys of one scope of one table.
-pub(crate) struct Claim {
-    owner: u64,
-    keys: Mutex<HashSet<Vec<u8>>>,
-    /// Every key of the scope.
-    all: std::sync::atomic::AtomicBool,
-    released: tokio::sync::watch::Sender<bool>,
-}
-
-impl Claim {
-    /// Resolves once the claim is released.
-    pub async fn released(&self) {
-        let mut released = self.released.subscribe();
-        let _ = released.wait_for(|r| *r).await;
-    }
-
-    fn covers(&self, writes: &[PendingWrite]) -> bool {
-        if self.all.load(std::sync::atomic::Ordering::Acquire) {
-            return !writes.is_empty();
-        }
-        let keys = self.keys.lock();
-        writes.iter().any(|w| keys.contains(&key_cell(&w.key)))
-    }
-}
-
-/// Claim rounds after which a claim covers its whole scope.
-pub(crate) const WIDE_CLAIM_ROUNDS: u32 = 3;
-
-/// A statement's claim; released when dropped (the statement ended, however).
-pub(crate) struct ClaimGuard {
-    db: Arc<DbShared>,
-    scope: (u32, String),
-    claim: Arc<Claim>,
-}
-
-impl ClaimGuard {
-    /// Adds keys (and, with `all`, the whole scope) to the claim.
-    pub fn extend(&self, keys: impl IntoIterator<Item = Vec<u8>>, all: bool) {
-        self.claim.keys.lock().extend(keys);
-        if all {
-            self.claim.all.store(true, std::sync::atomic::Ordering::Release);
-        }
-    }
-
-    pub fn covers_scope(&self, table_id: u32, scope: &str) -> bool {
-        self.scope.0 == table_id && self.scope.1 == scope
-    }
-}
-
-impl Drop for ClaimGuard {
-    fn drop(&mut self) {
-        let mut scopes = self.db.claims.scopes.lock();
-        if scopes
-            .get(&self.scope)
-            .is_some_and(|c| Arc::ptr_eq(c, &self.claim))
-        {
-            scopes.remove(&self.scope);
-        }
-        drop(scopes);
-        self.claim.released.send_replace(true);
-    }
-}
-
-/// Claims `keys` of `scope` of a table for a statement (see [`Claims`]), once no
-/// other statement holds a claim there.
-pub(crate) async fn claim(db: &Arc<DbShared>, table_id: u32, scope: &str, keys: Vec<Vec<u8>>) -> ClaimGuard {
-    let key = (table_id, scope.to_string());
-    loop {
-        let other = {
-            let mut scopes = db.claims.scopes.lock();
-            match scopes.get(&key) {
-                Some(other) => other.clone(),
-                None => {
-                    let owner = db
-                        .claims
-                        .next_owner
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let claim = Arc::new(Claim {
-                        owner,
-                        keys: Mutex::new(keys.into_iter().collect()),
-                        all: std::sync::atomic::AtomicBool::new(false),
-                        released: tokio::sync::watch::channel(false).0,
-                    });
-                    scopes.insert(key.clone(), claim.clone());
-                    return ClaimGuard {
-                        db: db.clone(),
-                        scope: key,
-                        claim,
-                    };
-                }
-            }
-        };
-        other.released().await;
-    }
-}
-
-/// A key as the row codec writes it (claims compare these).
-pub(crate) fn key_cell(key: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_value(key, &mut out);
-    out
-}
-
 pub(crate) enum Outcome {
     /// Committed; `written[i]` says whether write `i` was applied (false: skipped by
     /// [`OnLive::Skip`]).
@@ -320,7 +89,7 @@ pub(crate) enum Outcome {
 /// documentation). `table` is the definition the statement was planned with;
 /// `own`: the statement's claim, if it holds one.
 pub(crate) async fn commit(
-    db: &Arc<DbShared>,
+    db: &Arc<Tiers>,
     table: &Arc<TableDef>,
     scope: &str,
     writes: &[PendingWrite],
@@ -343,8 +112,8 @@ pub(crate) async fn commit(
         // Another statement's claim of a key written here: wait for it, holding
         // nothing.
         if let Some(claim) = db.claims.of(table.table_id, scope)
-            && own.is_none_or(|own| own.claim.owner != claim.owner)
-            && claim.covers(writes)
+            && own.is_none_or(|own| !own.owns(&claim))
+            && claim.covers(writes.iter().map(|w| &w.key))
         {
             return Ok(Outcome::Claimed(claim));
         }
@@ -358,7 +127,7 @@ pub(crate) async fn commit(
 }
 
 /// Whether the commit observers want the changes (the change log, a subscription).
-fn tracks_changes(db: &DbShared, table: &TableDef, scope: &str) -> bool {
+fn tracks_changes(db: &Tiers, table: &TableDef, scope: &str) -> bool {
     db.commit_observers.wants_changes(table.table_id, scope)
 }
 
@@ -370,7 +139,7 @@ fn replaces_versions(writes: &[PendingWrite]) -> bool {
 /// (`None`: they replace none), read on the blocking pool from one moment of both
 /// tiers (a flush moving a version between a hot and a cold read would hide it).
 async fn read_replaced(
-    db: &Arc<DbShared>,
+    db: &Arc<Tiers>,
     table: &Arc<TableDef>,
     scope: &str,
     writes: &[PendingWrite],
@@ -432,7 +201,7 @@ async fn read_replaced(
 /// assumption and one batch. `replaced`: the versions the writes replace, read
 /// before the lock.
 async fn commit_locked(
-    db: &Arc<DbShared>,
+    db: &Arc<Tiers>,
     table: &Arc<TableDef>,
     scope: &str,
     writes: &[PendingWrite],

@@ -28,14 +28,15 @@ use kalamdb_cold::{Segment, SegmentWriter};
 use kalamdb_commons::{KalamError, KalamResult};
 
 use super::ActiveJob;
-use super::record::FlushMetrics;
 use crate::assemble::RowAssembler;
 use crate::base::{now_micros, store_error};
 use crate::catalog::TableDef;
 use crate::cold::{ColdTier, cold_error};
+use crate::failpoint;
+use crate::job_record::FlushMetrics;
 use crate::scoped::ScopedTable;
 use crate::segment;
-use crate::{DbShared, failpoint};
+use crate::tiers::Tiers;
 
 pub(crate) enum FlushEnd {
     Completed,
@@ -49,7 +50,7 @@ pub(crate) enum FlushEnd {
 /// the order in which they finish does not matter. Memory is one batch and one row
 /// group per thread.
 pub(crate) fn flush_table(
-    db: &Arc<DbShared>,
+    db: &Arc<Tiers>,
     table: &Arc<TableDef>,
     watermark: u64,
     job: &ActiveJob,

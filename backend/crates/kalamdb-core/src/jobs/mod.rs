@@ -16,11 +16,10 @@
 //! ```
 
 pub(crate) mod flush;
-pub(crate) mod record;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, TableType};
@@ -29,48 +28,16 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use record::JOB_PREFIX;
-pub use record::{FlushMetrics, JobRecord, JobStatus, JobTrigger};
+pub use crate::defaults::JobOptions;
+use crate::job_record::JOB_PREFIX;
+pub use crate::job_record::{FlushMetrics, JobRecord, JobStatus, JobTrigger};
 
 use crate::access::Caller;
 use crate::base::{now_micros, store_error};
 use crate::catalog::TableDef;
 use crate::cold::ColdTier;
-use crate::{DbShared, failpoint};
-
-/// Settings of the job manager.
-#[derive(Debug, Clone)]
-pub struct JobOptions {
-    /// Jobs that may run at the same time; more wait in `queued`.
-    pub max_concurrent_jobs: usize,
-    /// Rows per Arrow batch (and per Parquet row group) while flushing; bounds memory.
-    pub flush_batch_rows: usize,
-    /// How long shutdown waits for running jobs before stopping them.
-    pub shutdown_timeout: Duration,
-    /// Finished jobs older than this are removed from `system.jobs`.
-    pub job_retention: Duration,
-    /// How often flush policies are checked.
-    pub policy_check_interval: Duration,
-    /// Pause after each flushed batch, to bound the I/O a flush takes from
-    /// foreground traffic (zero: no pause).
-    pub flush_batch_pause: Duration,
-    /// Threads one flush job uses to flush a table's users at once.
-    pub flush_parallelism: usize,
-}
-
-impl Default for JobOptions {
-    fn default() -> Self {
-        JobOptions {
-            max_concurrent_jobs: 2,
-            flush_batch_rows: 10_000,
-            shutdown_timeout: Duration::from_secs(30),
-            job_retention: Duration::from_secs(7 * 24 * 3600),
-            policy_check_interval: Duration::from_secs(1),
-            flush_batch_pause: Duration::ZERO,
-            flush_parallelism: 2,
-        }
-    }
-}
+use crate::failpoint;
+use crate::tiers::Tiers;
 
 /// A queued or running job.
 pub(crate) struct ActiveJob {
@@ -92,7 +59,7 @@ impl ActiveJob {
     }
 
     /// Records progress (in memory and in `system`): after each user's segment.
-    pub(crate) fn progress(&self, db: &DbShared, metrics: FlushMetrics, progress: f64) {
+    pub(crate) fn progress(&self, db: &Tiers, metrics: FlushMetrics, progress: f64) {
         let record = {
             let mut record = self.record.lock();
             record.metrics = metrics;
@@ -106,7 +73,7 @@ impl ActiveJob {
 }
 
 #[derive(Default)]
-struct PolicyState {
+pub(crate) struct PolicyState {
     /// Rows written per table since its last flush started.
     pending_rows: HashMap<u32, u64>,
     /// When each table's last flush started (or when the server started).
@@ -146,6 +113,8 @@ struct FlushTotals {
 
 pub(crate) struct JobManager {
     options: JobOptions,
+    tiers: Arc<Tiers>,
+    me: Weak<JobManager>,
     totals: FlushTotals,
     slots: Arc<Semaphore>,
     active: Mutex<HashMap<String, Arc<ActiveJob>>>,
@@ -158,7 +127,7 @@ pub(crate) struct JobManager {
     status_counts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
-fn persist(db: &DbShared, record: &JobRecord) -> KalamResult<()> {
+fn persist(db: &Tiers, record: &JobRecord) -> KalamResult<()> {
     let mut batch = db.store.batch();
     batch.put_system(
         &record.key(),
@@ -178,8 +147,12 @@ fn flush_in_progress(table: &TableDef, job_id: &str) -> KalamError {
 }
 
 impl JobManager {
-    pub fn new(options: JobOptions) -> JobManager {
-        JobManager {
+    /// The job manager over `tiers`; `policy` is the state its commit observer
+    /// ([`PolicyCounter`]) counts into.
+    pub fn new(options: JobOptions, tiers: Arc<Tiers>, policy: PolicyCounter) -> Arc<JobManager> {
+        Arc::new_cyclic(|me| JobManager {
+            tiers,
+            me: me.clone(),
             totals: FlushTotals::default(),
             slots: Arc::new(Semaphore::new(options.max_concurrent_jobs.max(1))),
             options,
@@ -187,20 +160,15 @@ impl JobManager {
             closed: AtomicBool::new(false),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
-            policy: Default::default(),
+            policy: policy.0,
             started: Instant::now(),
             status_counts: Mutex::new(BTreeMap::new()),
-        }
+        })
     }
 
     /// Registers a flush of `table` and starts its task; returns the `queued` record.
     /// `FLUSH_IN_PROGRESS` when one is already queued or running for the table.
-    pub fn submit_flush(
-        &self,
-        db: &Arc<DbShared>,
-        table: &TableDef,
-        trigger: JobTrigger,
-    ) -> KalamResult<JobRecord> {
+    pub fn submit_flush(&self, table: &TableDef, trigger: JobTrigger) -> KalamResult<JobRecord> {
         if table.table_type != TableType::User {
             return Err(KalamError::unsupported(format!(
                 "STORAGE FLUSH supports USER tables only; '{}' is a {} table",
@@ -237,7 +205,7 @@ impl JobManager {
             watermark: None,
             error_message: None,
         };
-        persist(db, &record)?;
+        persist(&self.tiers, &record)?;
         self.move_status(None, Some(JobStatus::Queued));
         let job = Arc::new(ActiveJob {
             record: Mutex::new(record.clone()),
@@ -252,8 +220,14 @@ impl JobManager {
             trigger = trigger.as_str(),
             "flush job queued"
         );
-        self.tasks.spawn(run_job(db.clone(), job));
+        let me = self.me.upgrade().expect("a job manager lives in an Arc");
+        self.tasks.spawn(run_job(me, job));
         Ok(record)
+    }
+
+    /// The tiers the jobs work on.
+    pub fn tiers(&self) -> &Arc<Tiers> {
+        &self.tiers
     }
 
     /// The queued and running jobs.
@@ -269,13 +243,13 @@ impl JobManager {
     /// batch boundary and waits (up to `wait`) for it to stop. Returns the job's
     /// record afterwards and whether it was still active; a finished job is
     /// returned unchanged.
-    pub async fn kill(&self, db: &DbShared, job_id: &str, wait: Duration) -> KalamResult<(JobRecord, bool)> {
+    pub async fn kill(&self, job_id: &str, wait: Duration) -> KalamResult<(JobRecord, bool)> {
         if let Some(job) = self.active_job(job_id) {
             job.cancel.cancel();
             let _ = tokio::time::timeout(wait, job.finished.cancelled()).await;
             return Ok((job.snapshot(), true));
         }
-        let record = load_record(db, job_id)?.ok_or_else(|| {
+        let record = load_record(&self.tiers, job_id)?.ok_or_else(|| {
             KalamError::new(ErrorCode::JobNotFound, format!("job '{job_id}' does not exist"))
         })?;
         Ok((record, false))
@@ -326,14 +300,10 @@ impl JobManager {
         }
     }
 
-    /// The commit observer that counts rows written toward `FLUSH_POLICY='rows:N'`.
-    pub fn policy_counter(&self) -> PolicyCounter {
-        PolicyCounter(self.policy.clone())
-    }
-
     /// Counts the hot rows of every table and the jobs by status (once, after
     /// recovery): what the flush policies ([`JobManager::maintain`]) start from.
-    pub fn count_at_start(&self, db: &Arc<DbShared>) -> KalamResult<()> {
+    pub fn count_at_start(&self) -> KalamResult<()> {
+        let db = &self.tiers;
         {
             let mut policy = self.policy.lock();
             for table in db.catalog.tables() {
@@ -356,18 +326,18 @@ impl JobManager {
 
     /// One tick of the maintenance ticker (`maintenance.rs`): flush policies that are
     /// due, and the retention sweep of finished jobs when it is due.
-    pub(crate) fn maintain(&self, db: &Arc<DbShared>) {
-        self.check_policies(db);
+    pub(crate) fn maintain(&self) {
+        self.check_policies();
         if self.sweep_due()
-            && let Err(e) = self.sweep_finished(db)
+            && let Err(e) = self.sweep_finished()
         {
             tracing::warn!("job retention sweep failed: {}", e.message);
         }
     }
 
-    fn check_policies(&self, db: &Arc<DbShared>) {
+    fn check_policies(&self) {
         let now = Instant::now();
-        for table in db.catalog.tables() {
+        for table in self.tiers.catalog.tables() {
             let Some(policy) = table.flush_policy else {
                 continue;
             };
@@ -398,7 +368,7 @@ impl JobManager {
             if !due {
                 continue;
             }
-            match self.submit_flush(db, &table, JobTrigger::Policy) {
+            match self.submit_flush(&table, JobTrigger::Policy) {
                 Ok(_) => {}
                 Err(e) if e.code == ErrorCode::FlushInProgress => {}
                 Err(e) => {
@@ -438,7 +408,8 @@ impl JobManager {
     /// records are in creation order: the scan stops at the first job created after
     /// the cutoff (none after it can have finished before it), and decodes only the
     /// expired records and that one.
-    fn sweep_finished(&self, db: &DbShared) -> KalamResult<()> {
+    fn sweep_finished(&self) -> KalamResult<()> {
+        let db = &self.tiers;
         let cutoff = now_micros() - self.options.job_retention.as_micros() as i64;
         let mut batch = db.store.batch();
         let mut failure = None;
@@ -501,7 +472,7 @@ impl JobManager {
 }
 
 /// Every persisted job record, oldest first (job ids are UUIDv7: time-ordered).
-pub(crate) fn load_records(db: &DbShared) -> KalamResult<Vec<JobRecord>> {
+pub(crate) fn load_records(db: &Tiers) -> KalamResult<Vec<JobRecord>> {
     db.store
         .system_scan(JOB_PREFIX)
         .map_err(store_error)?
@@ -512,7 +483,7 @@ pub(crate) fn load_records(db: &DbShared) -> KalamResult<Vec<JobRecord>> {
         .collect()
 }
 
-fn load_record(db: &DbShared, job_id: &str) -> KalamResult<Option<JobRecord>> {
+fn load_record(db: &Tiers, job_id: &str) -> KalamResult<Option<JobRecord>> {
     match db
         .store
         .system_get(&format!("{JOB_PREFIX}{job_id}"))
@@ -526,14 +497,13 @@ fn load_record(db: &DbShared, job_id: &str) -> KalamResult<Option<JobRecord>> {
 }
 
 /// The rows of `system.jobs`: persisted records with live state for active jobs.
-pub(crate) fn all_records(db: &DbShared) -> KalamResult<Vec<JobRecord>> {
-    let active: HashMap<String, JobRecord> = db
-        .jobs
+fn all_records(jobs: &JobManager) -> KalamResult<Vec<JobRecord>> {
+    let active: HashMap<String, JobRecord> = jobs
         .active_records()
         .into_iter()
         .map(|r| (r.job_id.clone(), r))
         .collect();
-    let mut records = load_records(db)?;
+    let mut records = load_records(&jobs.tiers)?;
     for record in &mut records {
         if let Some(live) = active.get(&record.job_id) {
             *record = live.clone();
@@ -543,8 +513,9 @@ pub(crate) fn all_records(db: &DbShared) -> KalamResult<Vec<JobRecord>> {
 }
 
 /// One job's life after `submit_flush`.
-async fn run_job(db: Arc<DbShared>, job: Arc<ActiveJob>) {
-    let outcome = run_flush_job(&db, &job).await;
+async fn run_job(jobs: Arc<JobManager>, job: Arc<ActiveJob>) {
+    let outcome = run_flush_job(&jobs, &job).await;
+    let db = &jobs.tiers;
     let mut record = job.snapshot();
     let previous_status = record.status;
     record.finished_at = Some(now_micros());
@@ -563,9 +534,7 @@ async fn run_job(db: Arc<DbShared>, job: Arc<ActiveJob>) {
         }
     }
     if record.trigger == JobTrigger::Policy
-        && let Some(wait) = db
-            .jobs
-            .note_policy_outcome(record.table_id, record.status == JobStatus::Failed)
+        && let Some(wait) = jobs.note_policy_outcome(record.table_id, record.status == JobStatus::Failed)
     {
         let message = record.error_message.get_or_insert_with(String::new);
         message.push_str(&format!(
@@ -579,14 +548,14 @@ async fn run_job(db: Arc<DbShared>, job: Arc<ActiveJob>) {
         db.hot_rows.set(record.table_id, hot);
         if record.status != JobStatus::Completed {
             // Rows that stayed hot still count towards the table's flush policy.
-            db.jobs.policy.lock().pending_rows.insert(record.table_id, hot);
+            jobs.policy.lock().pending_rows.insert(record.table_id, hot);
         }
     }
-    if let Err(e) = persist(&db, &record) {
+    if let Err(e) = persist(db, &record) {
         tracing::error!(job_id = %record.job_id, "could not record the end of the job: {}", e.message);
     }
-    db.jobs.move_status(Some(previous_status), Some(record.status));
-    let totals = &db.jobs.totals;
+    jobs.move_status(Some(previous_status), Some(record.status));
+    let totals = &jobs.totals;
     totals
         .rows
         .fetch_add(record.metrics.rows_flushed, Ordering::Relaxed);
@@ -597,7 +566,7 @@ async fn run_job(db: Arc<DbShared>, job: Arc<ActiveJob>) {
         .files
         .fetch_add(record.metrics.files_written, Ordering::Relaxed);
     *job.record.lock() = record.clone();
-    db.jobs.active.lock().remove(&record.job_id);
+    jobs.active.lock().remove(&record.job_id);
     job.finished.cancel();
     tracing::info!(
         job_id = %record.job_id,
@@ -612,7 +581,8 @@ async fn run_job(db: Arc<DbShared>, job: Arc<ActiveJob>) {
     );
 }
 
-async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<flush::FlushEnd> {
+async fn run_flush_job(jobs: &JobManager, job: &Arc<ActiveJob>) -> KalamResult<flush::FlushEnd> {
+    let db = &jobs.tiers;
     let (namespace, name, table_id) = {
         let r = job.record.lock();
         (r.namespace.clone(), r.table_name.clone(), r.table_id)
@@ -633,7 +603,7 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
             job.record.lock().error_message = Some("cancelled before it started".into());
             return Ok(flush::FlushEnd::Cancelled);
         }
-        slot = db.jobs.slots.clone().acquire_owned() => slot.map_err(|_| KalamError::internal("job slots closed"))?,
+        slot = jobs.slots.clone().acquire_owned() => slot.map_err(|_| KalamError::internal("job slots closed"))?,
     };
     let guard = tokio::select! {
         biased;
@@ -654,8 +624,7 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
     // at or below it, and every later one a `_seq` above it (the table's `_seq`s
     // are allocated and committed under its commit lock, which we hold).
     let watermark = db.seq.last();
-    db.jobs
-        .move_status(Some(JobStatus::Queued), Some(JobStatus::Running));
+    jobs.move_status(Some(JobStatus::Queued), Some(JobStatus::Running));
     let record = {
         let mut r = job.record.lock();
         r.status = JobStatus::Running;
@@ -677,7 +646,7 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
     }
     db.cold.apply_watermark(table_id, watermark);
     {
-        let mut policy = db.jobs.policy.lock();
+        let mut policy = jobs.policy.lock();
         policy.pending_rows.insert(table_id, 0);
         policy.last_flush.insert(table_id, Instant::now());
     }
@@ -701,7 +670,8 @@ async fn run_flush_job(db: &Arc<DbShared>, job: &Arc<ActiveJob>) -> KalamResult<
 /// is reconciled with its manifests ([`reconcile_table`]). Recovery trusts the
 /// manifests (fsynced files), not the job records: a power loss can take back the
 /// record of a flush whose segments and manifest are on disk.
-pub(crate) fn recover(db: &DbShared) -> KalamResult<()> {
+pub(crate) fn recover(jobs: &JobManager) -> KalamResult<()> {
+    let db = &jobs.tiers;
     let now = now_micros();
     for mut record in load_records(db)? {
         let message = match record.status {
@@ -723,7 +693,7 @@ pub(crate) fn recover(db: &DbShared) -> KalamResult<()> {
             reconcile_table(db, &table)?;
         }
     }
-    db.jobs.sweep_finished(db)
+    jobs.sweep_finished()
 }
 
 /// Makes a table's hot tier and flush state agree with its manifests, whatever
@@ -737,7 +707,7 @@ pub(crate) fn recover(db: &DbShared) -> KalamResult<()> {
 ///   or updated row could come back from Parquet);
 /// - the `_seq` allocator is raised above every flushed version, so no new version
 ///   can take a `_seq` a segment already holds.
-fn reconcile_table(db: &DbShared, table: &TableDef) -> KalamResult<()> {
+fn reconcile_table(db: &Tiers, table: &TableDef) -> KalamResult<()> {
     use crate::cold::cold_error;
     let mut batch = db.store.batch();
     let mut watermark = 0u64;
@@ -777,7 +747,7 @@ fn reconcile_table(db: &DbShared, table: &TableDef) -> KalamResult<()> {
     let highest = watermark.max(max_seq);
     if highest > db.seq.last() {
         db.seq.raise_to(highest);
-        batch.raise_system_counter(crate::LAST_SEQ_KEY, db.seq.last());
+        batch.raise_system_counter(crate::seq::LAST_SEQ_KEY, db.seq.last());
     }
     if !batch.is_empty() {
         db.store.commit_synced(batch).map_err(store_error)?;
@@ -790,6 +760,7 @@ fn reconcile_table(db: &DbShared, table: &TableDef) -> KalamResult<()> {
 
 /// The job manager as a commit observer: rows written count toward the table's
 /// flush policy.
+#[derive(Clone, Default)]
 pub(crate) struct PolicyCounter(Arc<Mutex<PolicyState>>);
 
 impl crate::observers::CommitObserver for PolicyCounter {
@@ -801,7 +772,7 @@ impl crate::observers::CommitObserver for PolicyCounter {
 }
 
 /// `system.jobs`, for role `service` and above (job metrics count every user's rows).
-pub(crate) struct JobsTable;
+pub(crate) struct JobsTable(pub Arc<JobManager>);
 
 impl crate::system_tables::SystemTable for JobsTable {
     fn name(&self) -> &'static str {
@@ -810,7 +781,7 @@ impl crate::system_tables::SystemTable for JobsTable {
 
     fn batch(
         &self,
-        db: &DbShared,
+        _: &Tiers,
         caller: &Caller,
     ) -> datafusion::common::Result<datafusion::arrow::record_batch::RecordBatch> {
         use crate::system_tables::{batch, opt_text, text, timestamp_field, timestamps};
@@ -818,7 +789,8 @@ impl crate::system_tables::SystemTable for JobsTable {
         use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
         crate::access::require(caller, crate::access::Action::ReadJobs)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let jobs = all_records(db).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let jobs =
+            all_records(&self.0).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let ts = |name: &str| Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, None), true);
         let int = |values: Vec<Option<i64>>| -> ArrayRef { Arc::new(Int64Array::from(values)) };
         let opt_ts =
@@ -874,5 +846,23 @@ impl crate::system_tables::SystemTable for JobsTable {
                 opt_text(jobs.iter().map(|j| j.error_message.clone()).collect()),
             ],
         )
+    }
+}
+
+impl crate::statements::JobControl for JobManager {
+    fn submit_flush(&self, table: &TableDef, trigger: JobTrigger) -> KalamResult<JobRecord> {
+        JobManager::submit_flush(self, table, trigger)
+    }
+
+    fn cancel_table_jobs(&self, table_id: u32) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(JobManager::cancel_table_jobs(self, table_id))
+    }
+
+    fn kill<'a>(
+        &'a self,
+        job_id: &'a str,
+        wait: Duration,
+    ) -> futures::future::BoxFuture<'a, KalamResult<(JobRecord, bool)>> {
+        Box::pin(JobManager::kill(self, job_id, wait))
     }
 }

@@ -16,12 +16,12 @@ use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 use kalamdb_sql::{KalamStatement, parse_statement};
 
 use super::SubscribeOptions;
-use crate::DbShared;
 use crate::access::Caller;
 use crate::access::{Action, require};
 use crate::base::df_error;
 use crate::catalog::{DEFAULT_NAMESPACE, ID_COLUMN, SEQ_COLUMN, SYSTEM_NAMESPACE, TableDef};
 use crate::provider::ScanScope;
+use crate::query::QueryEngine;
 use crate::scoped::ScopedTable;
 
 /// What a change is checked against and how its rows are written.
@@ -53,7 +53,7 @@ fn unsupported(what: &str) -> KalamError {
 }
 
 pub(crate) fn compile(
-    db: &Arc<DbShared>,
+    db: &Arc<QueryEngine>,
     caller: &Caller,
     sql: &str,
     options: &SubscribeOptions,
@@ -113,7 +113,7 @@ pub(crate) fn compile(
         )
     })?;
     require(caller, Action::Read(&table))?;
-    let scoped = Arc::new(ScopedTable::new(db.clone(), table.clone(), caller, true));
+    let scoped = Arc::new(ScopedTable::new(db.tiers.clone(), table.clone(), caller, true));
     let schema = scoped.schema().clone();
     let column = |name: &str| {
         schema.index_of(name).map_err(|_| {

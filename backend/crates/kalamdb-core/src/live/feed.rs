@@ -31,12 +31,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{DEFAULT_BATCH_ROWS, LiveHub, MAX_BATCH_ROWS, SubscribeOptions, Subscription, lagged};
-use crate::DbShared;
 use crate::assemble::{RowAssembler, scan_columns};
 use crate::base::df_error;
 use crate::catalog::{SEQ_COLUMN, TableDef};
 use crate::observers::ChangeSet;
 use crate::provider::ScanScope;
+use crate::query::QueryEngine;
 use crate::results::{write_int64, write_json_object_array};
 use crate::scoped::{SCAN_BATCH_ROWS, ScopedTable, TableSnapshot};
 
@@ -396,7 +396,7 @@ fn write_rows(
 /// newest `last_rows` of them (oldest first), in `initial_data` messages of at most
 /// `batch_size` rows. `false` when the subscription ended meanwhile.
 pub(super) async fn initial_data(
-    db: &Arc<DbShared>,
+    db: &Arc<QueryEngine>,
     sub: &Arc<Subscription>,
     snapshot: TableSnapshot,
     options: &SubscribeOptions,
@@ -411,7 +411,7 @@ pub(super) async fn initial_data(
     };
     let session = crate::query::session(db, scope, &sub.table.namespace, false)?;
     let scoped = Arc::new(ScopedTable::with_scope(
-        db.clone(),
+        db.tiers.clone(),
         sub.table.clone(),
         sub.scope.clone(),
         true,

@@ -18,10 +18,10 @@ use kalamdb_store::{StoreBatch, StoreView};
 
 use super::feed::{changes_of, decode, evaluate_costly};
 use super::{LiveHub, Subscription};
-use crate::DbShared;
 use crate::base::store_error;
 use crate::catalog::TableDef;
 use crate::observers::{Change, ChangeSet};
+use crate::query::QueryEngine;
 use crate::seq::{SEQ_COUNTER_BITS, SEQ_EPOCH_MS};
 
 /// Width of a time bucket of the change log.
@@ -176,7 +176,7 @@ fn read_seq_value(view: &StoreView, key: &str) -> KalamResult<Option<u64>> {
 /// The answer depends on what the log has forgotten of this table, not on the
 /// clock: a `last_seq` stays resumable on a table nobody writes to.
 pub(crate) fn check_available(
-    db: &DbShared,
+    db: &QueryEngine,
     view: &StoreView,
     table: &TableDef,
     from_seq: u64,
@@ -190,7 +190,7 @@ pub(crate) fn check_available(
             ),
         ))
     };
-    let history = db.live.options.history;
+    let history = db.options.live.history;
     if history.is_zero() {
         return unavailable("the server keeps no change history (live_history_seconds = 0)".into());
     }
@@ -300,9 +300,9 @@ fn read_chunk(
 /// Forgets the changes older than the history: one range delete per table that
 /// has some (a seek each to find out), and records per table the largest `_seq`
 /// that may be gone (see [`check_available`]).
-pub(crate) fn sweep_history(db: &DbShared) -> KalamResult<()> {
+pub(crate) fn sweep_history(db: &crate::tiers::Tiers) -> KalamResult<()> {
     // Every change of the buckets before `bucket` is below its first `_seq`.
-    let (bucket, forgotten_through) = sweep_point(db.live.options.history);
+    let (bucket, forgotten_through) = sweep_point(db.options.live.history);
     let mut batch = db.store.batch();
     for table in db.catalog.tables() {
         if db

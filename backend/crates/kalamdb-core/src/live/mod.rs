@@ -33,45 +33,13 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 
-use crate::DbShared;
 use crate::access::{Action, Caller, allows};
 use crate::catalog::TableDef;
+pub use crate::defaults::LiveOptions;
+use crate::query::QueryEngine;
 
 use crate::observers::{AfterWrite, ChangeSet, CommitObserver};
 pub(crate) use history::{open_log, sweep_history};
-
-/// Limits and queue sizes of live queries (settings, `docs/CONFIG.md`).
-#[derive(Debug, Clone)]
-pub struct LiveOptions {
-    /// Open WebSocket connections, all users.
-    pub max_connections: usize,
-    pub max_subscriptions_per_connection: usize,
-    pub max_subscriptions_per_user: usize,
-    /// Messages one connection may have queued for its socket.
-    pub queue_messages: usize,
-    /// Bytes one connection may have queued for its socket.
-    pub queue_bytes: usize,
-    /// How long the change log keeps changes for `from_seq` resumes (zero: no log;
-    /// every resume is `RESUME_UNAVAILABLE`).
-    pub history: Duration,
-    /// Longest a costly filter may take over one commit's changes before its
-    /// subscription ends with `FILTER_TOO_SLOW`.
-    pub filter_budget: Duration,
-}
-
-impl Default for LiveOptions {
-    fn default() -> Self {
-        LiveOptions {
-            max_connections: 10_000,
-            max_subscriptions_per_connection: 100,
-            max_subscriptions_per_user: 1000,
-            queue_messages: 1024,
-            queue_bytes: 16 << 20,
-            history: Duration::from_secs(24 * 3600),
-            filter_budget: Duration::from_secs(1),
-        }
-    }
-}
 
 /// What the socket of a connection is to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -665,14 +633,18 @@ pub(crate) struct LiveRow {
 
 /// One WebSocket's live queries, for the API layer. Dropping it ends them all.
 pub struct LiveConnection {
-    db: Arc<DbShared>,
+    db: Arc<QueryEngine>,
+    hub: Arc<LiveHub>,
     conn: Arc<ConnState>,
 }
 
 impl LiveConnection {
     /// Opens a connection for `caller`: its messages arrive on the receiver.
-    pub(crate) fn open(db: &Arc<DbShared>, caller: Caller) -> KalamResult<(LiveConnection, LiveReceiver)> {
-        let hub = &db.live;
+    pub(crate) fn open(
+        hub: &Arc<LiveHub>,
+        db: &Arc<QueryEngine>,
+        caller: Caller,
+    ) -> KalamResult<(LiveConnection, LiveReceiver)> {
         if hub.shutting_down.load(Ordering::Acquire) {
             return Err(KalamError::new(
                 ErrorCode::SubscriptionLimit,
@@ -698,7 +670,11 @@ impl LiveConnection {
         });
         conns.insert(conn.id, conn.clone());
         Ok((
-            LiveConnection { db: db.clone(), conn },
+            LiveConnection {
+                db: db.clone(),
+                hub: hub.clone(),
+                conn,
+            },
             LiveReceiver { rx, outbox },
         ))
     }
@@ -725,7 +701,7 @@ impl LiveConnection {
     /// sends it as an `error` message with `id`); later ones end the subscription
     /// with an `error` message of their own.
     pub async fn subscribe(&self, id: &str, sql: &str, options: SubscribeOptions) -> KalamResult<()> {
-        let hub = &self.db.live;
+        let hub = &self.hub;
         let caller = &self.conn.caller;
         if id.is_empty() || id.len() > 128 {
             return Err(KalamError::new(
@@ -798,7 +774,7 @@ impl LiveConnection {
         mut compiled: compile::Compiled,
         options: &SubscribeOptions,
     ) -> KalamResult<(Arc<Subscription>, crate::scoped::TableSnapshot)> {
-        let hub = &self.db.live;
+        let hub = &self.hub;
         // The scope's manifest, read now (a file, when it is not cached): the
         // snapshot under the commit lock below then reads no file.
         compiled.scoped.has_cold_rows()?;
@@ -876,7 +852,7 @@ impl LiveConnection {
         let sub = self.conn.subs.lock().get(id).cloned();
         match sub {
             Some(sub) => {
-                self.db.live.end(&sub, None);
+                self.hub.end(&sub, None);
                 self.reply(json!({"type": "unsubscribed", "id": id}).to_string())
                     .await;
                 true
@@ -890,7 +866,7 @@ impl LiveConnection {
     /// Ends every subscription and closes the socket with `code` after what is
     /// queued (the first close wins).
     pub fn close(&self, code: u16, reason: &str) {
-        let hub = &self.db.live;
+        let hub = &self.hub;
         let subs: Vec<Arc<Subscription>> = self.conn.subs.lock().values().cloned().collect();
         for sub in subs {
             hub.end(&sub, None);
@@ -965,7 +941,7 @@ impl CommitObserver for LiveCommits {
 
 /// `system.live`: the subscriptions open now — a user's own, every one for dba and
 /// above.
-pub(crate) struct LiveTable;
+pub(crate) struct LiveTable(pub Arc<LiveHub>);
 
 impl crate::system_tables::SystemTable for LiveTable {
     fn name(&self) -> &'static str {
@@ -974,14 +950,14 @@ impl crate::system_tables::SystemTable for LiveTable {
 
     fn batch(
         &self,
-        db: &DbShared,
+        _: &crate::tiers::Tiers,
         caller: &Caller,
     ) -> datafusion::common::Result<datafusion::arrow::record_batch::RecordBatch> {
         use crate::system_tables::{batch, text, timestamp_field, timestamps};
         use datafusion::arrow::array::Int64Array;
         use datafusion::arrow::datatypes::{DataType, Field};
 
-        let rows = db.live.list(caller);
+        let rows = self.0.list(caller);
         batch(
             vec![
                 Field::new("id", DataType::Utf8, false),
@@ -1004,5 +980,23 @@ impl crate::system_tables::SystemTable for LiveTable {
                 Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.changes_sent))),
             ],
         )
+    }
+}
+
+impl crate::statements::LiveControl for LiveHub {
+    fn kill(&self, caller: &Caller, id: &str) -> KalamResult<()> {
+        LiveHub::kill(self, caller, id)
+    }
+
+    fn table_dropped(&self, table: &TableDef) {
+        LiveHub::table_dropped(self, table)
+    }
+
+    fn table_altered(&self, table: &TableDef) {
+        LiveHub::table_altered(self, table)
+    }
+
+    fn user_changed(&self, user_id: &str, reason: &str) {
+        LiveHub::user_changed(self, user_id, reason)
     }
 }
