@@ -331,49 +331,15 @@ impl Settings {
     }
 
     fn apply(&mut self, overrides: Overrides) {
-        let Overrides {
-            listen,
-            data_dir,
-            max_body_bytes,
-            max_ingest_bytes,
-            sync_writes,
-            rocksdb_write_buffer_mb,
-            credential_cache_seconds,
-            max_insert_rows,
-            max_ingest_rows,
-            max_write_rows,
-            max_subquery_rows,
-            shutdown_timeout_seconds,
-            max_concurrent_jobs,
-            flush_batch_rows,
-            flush_parallelism,
-            job_shutdown_timeout_seconds,
-            job_retention_seconds,
-            flush_batch_pause_ms,
-            max_sql_bytes,
-            max_statements,
-            token_ttl_seconds,
-            login_max_failures,
-            login_lockout_seconds,
-            query_memory_mb,
-            statement_timeout_ms,
-            max_result_bytes,
-            live_max_connections,
-            live_max_subscriptions_per_connection,
-            live_max_subscriptions_per_user,
-            live_queue_messages,
-            live_history_seconds,
-            live_max_message_bytes,
-            live_idle_timeout_seconds,
-            live_filter_budget_ms,
-            allowed_hosts,
-            allowed_origins,
-            token_secret,
-        } = overrides;
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = $field { self.$field = v; } )* };
+        // Every field of `Overrides` is named here (the destructuring is exhaustive),
+        // so one that is not applied does not compile.
+        macro_rules! apply {
+            ($($field:ident),*; $rest:ident) => {
+                let Overrides { $($field,)* $rest } = overrides;
+                $( if let Some(v) = $field { self.$field = v; } )*
+            };
         }
-        set!(
+        apply!(
             listen,
             data_dir,
             max_body_bytes,
@@ -409,7 +375,8 @@ impl Settings {
             live_idle_timeout_seconds,
             live_filter_budget_ms,
             allowed_hosts,
-            allowed_origins
+            allowed_origins;
+            token_secret
         );
         if token_secret.is_some() {
             self.token_secret = token_secret;

@@ -11,10 +11,12 @@
 //! UPDATE, DELETE and `INSERT ... SELECT`, whose targets are queries. The flush
 //! (`jobs/flush.rs`), `SHOW STATS` and `CREATE INDEX` read a scope's stored
 //! versions, tombstones included, through [`ScopedTable::visit_versions`]. DML's
-//! version lookups read one version in either tier with [`read_version`]. Still
+//! version lookups read one version in either tier with [`read_version`], and a
+//! commit the versions it replaces with [`read_versions`]. Still
 //! outside it: `CREATE UNIQUE INDEX`'s pass over Parquet rows
 //! (`cold::for_each_live_row`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, BooleanArray};
@@ -727,4 +729,48 @@ pub(crate) fn read_version(
         return Ok(Some(row));
     }
     db.cold.read_version(table, scope, seq)
+}
+
+/// The stored bytes of the row versions `seqs` of a scope, in either tier, read from
+/// one moment of both (a flush moving a version between a hot and a cold read would
+/// hide it): hot ones by one multi-get, flushed ones in one pass per segment.
+/// `charge` is told the size of each version read. Blocking.
+pub(crate) fn read_versions(
+    db: &Tiers,
+    table: &TableDef,
+    scope: &str,
+    seqs: Vec<u64>,
+    mut charge: impl FnMut(usize) -> KalamResult<()>,
+) -> KalamResult<HashMap<u64, Vec<u8>>> {
+    let (view, manifest) = {
+        let _tiers = db.cold.commit_lock.read_recursive();
+        let manifest = match table.table_type {
+            TableType::User => Some(db.cold.manifest(table, scope)?),
+            _ => None,
+        };
+        (db.store.view(), manifest)
+    };
+    let hot = view
+        .hot_multi_get(table.table_id, scope, &seqs)
+        .map_err(store_error)?;
+    let mut rows = HashMap::with_capacity(seqs.len());
+    let mut cold = Vec::new();
+    for (seq, row) in seqs.into_iter().zip(hot) {
+        match row {
+            Some(bytes) => {
+                charge(bytes.len())?;
+                rows.insert(seq, bytes);
+            }
+            None => cold.push(seq),
+        }
+    }
+    if let Some(manifest) = manifest.filter(|_| !cold.is_empty()) {
+        for (seq, row) in db.cold.read_versions(table, scope, &manifest, &cold)? {
+            let mut bytes = Vec::new();
+            kalamdb_store::row_codec::encode_row(false, row.cells.iter().map(|(id, v)| (*id, v)), &mut bytes);
+            charge(bytes.len())?;
+            rows.insert(seq, bytes);
+        }
+    }
+    Ok(rows)
 }

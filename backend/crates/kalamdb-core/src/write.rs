@@ -157,41 +157,7 @@ async fn read_replaced(
     let (db, table, scope, charge) = (db.clone(), table.clone(), scope.to_string(), charge.clone());
     tokio::task::spawn_blocking(move || {
         db.holds.wait_named(|| format!("replaced_rows:{}", table.name));
-        let (view, manifest) = {
-            let _tiers = db.cold.commit_lock.read_recursive();
-            let manifest = match table.table_type {
-                kalamdb_commons::TableType::User => Some(db.cold.manifest(&table, &scope)?),
-                _ => None,
-            };
-            (db.store.view(), manifest)
-        };
-        let hot = view
-            .hot_multi_get(table.table_id, &scope, &seqs)
-            .map_err(store_error)?;
-        let mut rows = HashMap::with_capacity(seqs.len());
-        let mut cold = Vec::new();
-        for (seq, row) in seqs.into_iter().zip(hot) {
-            match row {
-                Some(bytes) => {
-                    charge.grow(2 * bytes.len())?;
-                    rows.insert(seq, bytes);
-                }
-                None => cold.push(seq),
-            }
-        }
-        if let Some(manifest) = manifest.filter(|_| !cold.is_empty()) {
-            for (seq, row) in db.cold.read_versions(&table, &scope, &manifest, &cold)? {
-                let mut bytes = Vec::new();
-                kalamdb_store::row_codec::encode_row(
-                    false,
-                    row.cells.iter().map(|(id, v)| (*id, v)),
-                    &mut bytes,
-                );
-                charge.grow(2 * bytes.len())?;
-                rows.insert(seq, bytes);
-            }
-        }
-        Ok(Some(rows))
+        crate::scoped::read_versions(&db, &table, &scope, seqs, |bytes| charge.grow(2 * bytes)).map(Some)
     })
     .await
     .map_err(|e| KalamError::internal(format!("reading replaced rows failed: {e}")))?
