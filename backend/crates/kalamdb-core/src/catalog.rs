@@ -166,6 +166,7 @@ fn user_key(name: &str) -> String {
 
 fn load<T: for<'de> Deserialize<'de>>(store: &Store, prefix: &str) -> KalamResult<Vec<T>> {
     store
+        .latest()
         .system_scan(prefix)
         .map_err(store_error)?
         .into_iter()
@@ -198,7 +199,11 @@ impl Catalog {
         for user in load::<UserRecord>(store, "user/")? {
             state.users.insert(user.username.clone(), user);
         }
-        if let Some(bytes) = store.system_get(NEXT_TABLE_ID_KEY).map_err(store_error)? {
+        if let Some(bytes) = store
+            .latest()
+            .system_get(NEXT_TABLE_ID_KEY)
+            .map_err(store_error)?
+        {
             let stored = bytes
                 .try_into()
                 .map(u32::from_be_bytes)

@@ -105,7 +105,11 @@ pub(crate) struct ColdTier {
 impl ColdTier {
     pub fn open(storage_dir: PathBuf, store: &Store) -> KalamResult<ColdTier> {
         let mut watermarks = HashMap::new();
-        for (key, value) in store.system_scan(WATERMARK_PREFIX).map_err(store_error)? {
+        for (key, value) in store
+            .latest()
+            .system_scan(WATERMARK_PREFIX)
+            .map_err(store_error)?
+        {
             let table_id: u32 = key[WATERMARK_PREFIX.len()..]
                 .parse()
                 .map_err(|_| KalamError::internal(format!("corrupt key {key}")))?;

@@ -252,15 +252,11 @@ impl StatementContext<'_> {
             return Err(KalamError::invalid_sql("the namespace 'system' is reserved"));
         }
         if self.db.catalog.namespace_exists(name) {
-            if if_not_exists {
-                return Ok(StatementResult::message(format!(
-                    "Namespace '{name}' already exists"
-                )));
-            }
-            return Err(KalamError::new(
+            let error = KalamError::new(
                 ErrorCode::AlreadyExists,
                 format!("namespace '{name}' already exists"),
-            ));
+            );
+            return tolerated(if_not_exists, error);
         }
         let ns = NamespaceDef {
             name: name.to_string(),
@@ -280,15 +276,11 @@ impl StatementContext<'_> {
             ));
         }
         if !self.db.catalog.namespace_exists(name) {
-            if if_exists {
-                return Ok(StatementResult::message(format!(
-                    "Namespace '{name}' does not exist"
-                )));
-            }
-            return Err(KalamError::new(
+            let error = KalamError::new(
                 ErrorCode::NamespaceNotFound,
                 format!("namespace '{name}' does not exist"),
-            ));
+            );
+            return tolerated(if_exists, error);
         }
         let tables = self.db.catalog.tables_in(name);
         if !tables.is_empty() && !cascade {
@@ -487,20 +479,15 @@ impl StatementContext<'_> {
             .existing_table(table, false)?
             .expect("require_table succeeded");
         if def.column(&spec.name).is_some() {
-            if if_not_exists {
-                return Ok(StatementResult::message(format!(
-                    "Column '{}' already exists",
-                    spec.name
-                )));
-            }
-            return Err(KalamError::new(
+            let error = KalamError::new(
                 ErrorCode::AlreadyExists,
                 format!(
                     "column '{}' already exists in '{}'",
                     spec.name,
                     def.qualified_name()
                 ),
-            ));
+            );
+            return tolerated(if_not_exists, error);
         }
         // What rows written before the column existed read: a constant fixed now,
         // spelled so that the column's own type parses it (checked in column_def).
@@ -542,15 +529,11 @@ impl StatementContext<'_> {
             .existing_table(table, false)?
             .expect("require_table succeeded");
         let Some(target) = def.column(column) else {
-            if if_exists {
-                return Ok(StatementResult::message(format!(
-                    "Column '{column}' does not exist"
-                )));
-            }
-            return Err(KalamError::new(
+            let error = KalamError::new(
                 ErrorCode::ColumnNotFound,
                 format!("column '{column}' does not exist in '{}'", def.qualified_name()),
-            ));
+            );
+            return tolerated(if_exists, error);
         };
         if def.primary_key == Some(target.id) {
             return Err(KalamError::unsupported(
@@ -606,16 +589,14 @@ impl StatementContext<'_> {
             )));
         }
         if self.table_with_index(&def.namespace, name).is_some() {
-            if if_not_exists {
-                return Ok(StatementResult::message(format!("Index '{name}' already exists")));
-            }
-            return Err(KalamError::new(
+            let error = KalamError::new(
                 ErrorCode::AlreadyExists,
                 format!(
                     "an index named '{name}' already exists in namespace '{}'",
                     def.namespace
                 ),
-            ));
+            );
+            return tolerated(if_not_exists, error);
         }
         let mut ids = Vec::with_capacity(columns.len());
         for column in columns {
@@ -654,13 +635,11 @@ impl StatementContext<'_> {
     fn drop_index(&self, index: &TableRef, if_exists: bool) -> KalamResult<StatementResult> {
         let (namespace, name) = self.resolve(index);
         let Some(def) = self.table_with_index(&namespace, &name) else {
-            if if_exists {
-                return Ok(StatementResult::message(format!("Index '{name}' does not exist")));
-            }
-            return Err(KalamError::new(
+            let error = KalamError::new(
                 ErrorCode::IndexNotFound,
                 format!("index '{name}' does not exist in namespace '{namespace}'"),
-            ));
+            );
+            return tolerated(if_exists, error);
         };
         let mut updated = (*def).clone();
         let position = updated
@@ -920,13 +899,8 @@ impl StatementContext<'_> {
     ) -> KalamResult<StatementResult> {
         check_name("user", name)?;
         if self.db.catalog.user(name).is_some() {
-            if if_not_exists {
-                return Ok(StatementResult::message(format!("User '{name}' already exists")));
-            }
-            return Err(KalamError::new(
-                ErrorCode::AlreadyExists,
-                format!("user '{name}' already exists"),
-            ));
+            let error = KalamError::new(ErrorCode::AlreadyExists, format!("user '{name}' already exists"));
+            return tolerated(if_not_exists, error);
         }
         let Some(password_hash) = password_hash.filter(|_| !password.is_empty()) else {
             return Err(KalamError::invalid_sql("a password cannot be empty"));
@@ -974,10 +948,7 @@ impl StatementContext<'_> {
 
     fn drop_user(&self, name: &str, if_exists: bool) -> KalamResult<StatementResult> {
         if self.db.catalog.user(name).is_none() {
-            if if_exists {
-                return Ok(StatementResult::message(format!("User '{name}' does not exist")));
-            }
-            return Err(user_not_found(name));
+            return tolerated(if_exists, user_not_found(name));
         }
         if name == "root" || name == self.caller.username {
             return Err(KalamError::invalid_sql(format!(
@@ -1133,4 +1104,17 @@ fn one_batch(columns: Vec<(Field, ArrayRef)>, message: Option<String>) -> KalamR
         batches: vec![batch],
         message,
     })
+}
+
+/// An `IF [NOT] EXISTS` that was met: the error's message becomes the statement's
+/// notice instead of the error.
+fn tolerated(tolerate: bool, error: KalamError) -> KalamResult<StatementResult> {
+    if !tolerate {
+        return Err(error);
+    }
+    let mut notice = error.message;
+    if let Some(first) = notice.get(..1) {
+        notice.replace_range(..1, &first.to_ascii_uppercase());
+    }
+    Ok(StatementResult::message(notice))
 }

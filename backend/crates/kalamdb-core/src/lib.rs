@@ -250,7 +250,7 @@ impl KalamDb {
         };
         let store = Store::open(&rocksdb_dir, &store_options).map_err(store_error)?;
         let catalog = Catalog::load(&store)?;
-        let last_seq = match store.system_get(LAST_SEQ_KEY).map_err(store_error)? {
+        let last_seq = match store.latest().system_get(LAST_SEQ_KEY).map_err(store_error)? {
             Some(bytes) => u64::from_be_bytes(
                 bytes
                     .try_into()
@@ -603,7 +603,7 @@ fn token_secret(store: &Store, options: &DbOptions) -> KalamResult<Vec<u8>> {
     if let Some(secret) = options.token_secret.as_ref().filter(|s| !s.is_empty()) {
         return Ok(secret.as_bytes().to_vec());
     }
-    if let Some(secret) = store.system_get(TOKEN_SECRET_KEY).map_err(store_error)? {
+    if let Some(secret) = store.latest().system_get(TOKEN_SECRET_KEY).map_err(store_error)? {
         return Ok(secret);
     }
     let mut secret = Vec::with_capacity(32);

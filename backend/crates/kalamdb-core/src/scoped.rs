@@ -537,7 +537,11 @@ impl ScopedTable {
     /// The scopes of `table` that have hot rows, as [`ScopedTable`]s without hidden
     /// columns (one seek per scope). Blocking.
     pub fn hot_scopes(db: &Arc<Tiers>, table: &Arc<TableDef>) -> KalamResult<Vec<ScopedTable>> {
-        let scopes = db.store.hot_scopes(table.table_id).map_err(store_error)?;
+        let scopes = db
+            .store
+            .latest()
+            .hot_scopes(table.table_id)
+            .map_err(store_error)?;
         Ok(scopes
             .into_iter()
             .map(|scope| ScopedTable::with_scope(db.clone(), table.clone(), scope, false))

@@ -55,7 +55,12 @@ pub(crate) fn sweep_expired(db: &Arc<Tiers>) -> KalamResult<u64> {
         }
         let key_column = table.primary_key.unwrap_or(ID_COLUMN_ID);
         let mut expired = 0u64;
-        for scope in db.store.hot_scopes(table.table_id).map_err(store_error)? {
+        for scope in db
+            .store
+            .latest()
+            .hot_scopes(table.table_id)
+            .map_err(store_error)?
+        {
             let _guard = db.commit_locks.lock_blocking(table.table_id, &scope);
             let view = db.store.view();
             let mut batch = db.store.batch();

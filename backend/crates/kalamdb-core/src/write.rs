@@ -189,6 +189,7 @@ async fn commit_locked(
     }
     let mut latest = db
         .store
+        .latest()
         .pk_multi_get(table.table_id, scope, writes.iter().map(|w| &w.key))
         .map_err(store_error)?;
     // An expired row of a STREAM table is no row: its key is free, and the version

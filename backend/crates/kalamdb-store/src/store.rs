@@ -206,15 +206,73 @@ impl Store {
         self.write(batch.batch, true)
     }
 
+    /// A consistent, read-only view of the store as of now: every read through it
+    /// (hot rows, stale markers, the pk index) sees the same RocksDB snapshot, so a
+    /// write committed meanwhile is seen by all of them or by none. The view owns
+    /// its snapshot: it can be kept by a query plan and read from any thread.
+    pub fn view(&self) -> StoreView {
+        StoreView(ViewOf::Snapshot(SnapshotCell::new(self.db.clone(), |db| {
+            db.snapshot()
+        })))
+    }
+
+    /// A view of the latest committed state: every read through it sees what is
+    /// committed when it runs (no snapshot is taken). The one read API of the store
+    /// is [`StoreView`]; this is it without a snapshot.
+    pub fn latest(&self) -> StoreView {
+        StoreView(ViewOf::Latest(self.db.clone()))
+    }
+}
+
+type DbSnapshot<'a> = Snapshot<'a>;
+
+self_cell::self_cell!(
+    /// A RocksDB snapshot together with the database it belongs to.
+    struct SnapshotCell {
+        owner: Arc<DB>,
+        #[covariant]
+        dependent: DbSnapshot,
+    }
+);
+
+/// A snapshot of the store (see [`Store::view`]). Reads through it never see a
+/// write committed after it was taken.
+pub struct StoreView(ViewOf);
+
+enum ViewOf {
+    Snapshot(SnapshotCell),
+    Latest(Arc<DB>),
+}
+
+impl StoreView {
+    fn db(&self) -> &DB {
+        match &self.0 {
+            ViewOf::Snapshot(cell) => cell.borrow_owner(),
+            ViewOf::Latest(db) => db,
+        }
+    }
+
+    fn snapshot(&self) -> Option<&Snapshot<'_>> {
+        match &self.0 {
+            ViewOf::Snapshot(cell) => Some(cell.borrow_dependent()),
+            ViewOf::Latest(_) => None,
+        }
+    }
+
     pub fn system_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(CF_SYSTEM), key.as_bytes())?)
+        Ok(self.db().get_cf_opt(
+            cf(self.db(), CF_SYSTEM),
+            key.as_bytes(),
+            &read_options(self.snapshot()),
+        )?)
     }
 
     /// Every `system` record whose key starts with `prefix`, in key order.
     pub fn system_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            self.cf(CF_SYSTEM),
+        for item in self.db().iterator_cf_opt(
+            cf(self.db(), CF_SYSTEM),
+            read_options(self.snapshot()),
             IteratorMode::From(prefix.as_bytes(), Direction::Forward),
         ) {
             let (key, value) = item?;
@@ -235,7 +293,9 @@ impl Store {
         prefix: &str,
         mut visit: impl FnMut(&str, &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let mut iter = self.db.raw_iterator_cf(self.cf(CF_SYSTEM));
+        let mut iter = self
+            .db()
+            .raw_iterator_cf_opt(cf(self.db(), CF_SYSTEM), read_options(self.snapshot()));
         iter.seek(prefix.as_bytes());
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
             if !key.starts_with(prefix.as_bytes()) {
@@ -251,25 +311,15 @@ impl Store {
         Ok(())
     }
 
-    /// A consistent, read-only view of the store as of now: every read through it
-    /// (hot rows, stale markers, the pk index) sees the same RocksDB snapshot, so a
-    /// write committed meanwhile is seen by all of them or by none. The view owns
-    /// its snapshot: it can be kept by a query plan and read from any thread.
-    pub fn view(&self) -> StoreView {
-        StoreView {
-            cell: SnapshotCell::new(self.db.clone(), |db| db.snapshot()),
-        }
-    }
-
     /// The scopes (user ids) that have hot rows in a table, in key order. One seek
     /// per scope: the cost does not grow with the number of rows.
     pub fn hot_scopes(&self, table_id: u32) -> Result<Vec<String>, StoreError> {
         let prefix = table_prefix(table_id);
-        let mut read_options = ReadOptions::default();
+        let mut options = read_options(self.snapshot());
         if let Some(upper) = prefix_upper_bound(&prefix) {
-            read_options.set_iterate_upper_bound(upper);
+            options.set_iterate_upper_bound(upper);
         }
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_HOT), read_options);
+        let mut iter = self.db().raw_iterator_cf_opt(cf(self.db(), CF_HOT), options);
         let mut scopes = Vec::new();
         iter.seek(&prefix);
         while iter.valid() {
@@ -290,11 +340,11 @@ impl Store {
     pub fn hot_count(&self, table_id: u32) -> Result<u64, StoreError> {
         let mut count = 0u64;
         let prefix = table_prefix(table_id);
-        let mut read_options = ReadOptions::default();
+        let mut options = read_options(self.snapshot());
         if let Some(upper) = prefix_upper_bound(&prefix) {
-            read_options.set_iterate_upper_bound(upper);
+            options.set_iterate_upper_bound(upper);
         }
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_HOT), read_options);
+        let mut iter = self.db().raw_iterator_cf_opt(cf(self.db(), CF_HOT), options);
         iter.seek(&prefix);
         while iter.valid() {
             count += 1;
@@ -304,11 +354,11 @@ impl Store {
         Ok(count)
     }
 
-    /// The `_seq`s that index entries name (`None`: no such entry), latest state.
+    /// The `_seq`s that index entries name (`None`: no such entry).
     pub fn index_multi_get(&self, keys: &[&[u8]]) -> Result<Vec<Option<u64>>, StoreError> {
-        let idx = self.cf(CF_IDX);
-        self.db
-            .multi_get_cf(keys.iter().map(|k| (idx, *k)))
+        let idx = cf(self.db(), CF_IDX);
+        self.db()
+            .multi_get_cf_opt(keys.iter().map(|k| (idx, *k)), &read_options(self.snapshot()))
             .into_iter()
             .map(|r| match r? {
                 Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
@@ -323,9 +373,9 @@ impl Store {
     pub fn has_changes_before(&self, table_id: u32, bucket: u32) -> Result<bool, StoreError> {
         let mut upper = table_prefix(table_id);
         upper.extend_from_slice(&bucket.to_be_bytes());
-        let mut options = ReadOptions::default();
+        let mut options = read_options(self.snapshot());
         options.set_iterate_upper_bound(upper);
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_CHANGES), options);
+        let mut iter = self.db().raw_iterator_cf_opt(cf(self.db(), CF_CHANGES), options);
         iter.seek(table_prefix(table_id));
         let found = iter.valid();
         iter.status()?;
@@ -335,7 +385,9 @@ impl Store {
     /// The first time bucket in which a table has logged changes.
     pub fn first_change_bucket(&self, table_id: u32) -> Result<Option<u32>, StoreError> {
         let prefix = table_prefix(table_id);
-        let mut iter = self.db.raw_iterator_cf(self.cf(CF_CHANGES));
+        let mut iter = self
+            .db()
+            .raw_iterator_cf_opt(cf(self.db(), CF_CHANGES), read_options(self.snapshot()));
         iter.seek(&prefix);
         let bucket = match iter.key() {
             Some(key) if key.starts_with(&prefix) => key
@@ -346,56 +398,6 @@ impl Store {
         };
         iter.status()?;
         Ok(bucket)
-    }
-
-    pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
-        pk_get_at(&self.db, None, table_id, scope, pk)
-    }
-
-    /// The latest committed `pk` entries of many keys of one scope, in the order of
-    /// `keys`: one RocksDB multi-get, not a read per key.
-    pub fn pk_multi_get<'a>(
-        &self,
-        table_id: u32,
-        scope: &str,
-        keys: impl IntoIterator<Item = &'a Value>,
-    ) -> Result<Vec<Option<PkEntry>>, StoreError> {
-        pk_multi_get_at(&self.db, None, table_id, scope, keys)
-    }
-}
-
-type DbSnapshot<'a> = Snapshot<'a>;
-
-self_cell::self_cell!(
-    /// A RocksDB snapshot together with the database it belongs to.
-    struct SnapshotCell {
-        owner: Arc<DB>,
-        #[covariant]
-        dependent: DbSnapshot,
-    }
-);
-
-/// A snapshot of the store (see [`Store::view`]). Reads through it never see a
-/// write committed after it was taken.
-pub struct StoreView {
-    cell: SnapshotCell,
-}
-
-impl StoreView {
-    fn db(&self) -> &DB {
-        self.cell.borrow_owner()
-    }
-
-    fn snapshot(&self) -> Option<&Snapshot<'_>> {
-        Some(self.cell.borrow_dependent())
-    }
-
-    pub fn system_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db().get_cf_opt(
-            cf(self.db(), CF_SYSTEM),
-            key.as_bytes(),
-            &read_options(self.snapshot()),
-        )?)
     }
 
     pub fn hot_get(&self, table_id: u32, scope: &str, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -474,9 +476,23 @@ impl StoreView {
         &self,
         from: &[u8],
         to: &[u8],
-        visit: impl FnMut(&[u8], u64) -> bool,
+        mut visit: impl FnMut(&[u8], u64) -> bool,
     ) -> Result<(), StoreError> {
-        index_visit_at(self.db(), self.snapshot(), from, to, visit)
+        let mut options = read_options(self.snapshot());
+        options.set_iterate_upper_bound(to.to_vec());
+        let mut iter = self.db().raw_iterator_cf_opt(cf(self.db(), CF_IDX), options);
+        iter.seek(from);
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            let seq = <[u8; 8]>::try_from(value)
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::CorruptKey { cf: CF_IDX })?;
+            if !visit(key, seq) {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(())
     }
 
     /// Many hot row versions of one scope by `_seq` (one RocksDB multi-get), in the
@@ -502,11 +518,31 @@ impl StoreView {
     /// The `_seq`s of one scope's Parquet row versions that a later write superseded
     /// (see [`StoreBatch::put_stale`]), in ascending order.
     pub fn stale_seqs(&self, table_id: u32, scope: &str) -> Result<Vec<u64>, StoreError> {
-        stale_seqs_at(self.db(), self.snapshot(), table_id, scope)
+        let prefix = scope_prefix(table_id, scope);
+        let mut options = read_options(self.snapshot());
+        if let Some(upper) = prefix_upper_bound(&prefix) {
+            options.set_iterate_upper_bound(upper);
+        }
+        let mut iter = self.db().raw_iterator_cf_opt(cf(self.db(), CF_STALE), options);
+        let mut seqs = Vec::new();
+        iter.seek(&prefix);
+        while let Some(key) = iter.key() {
+            let (_, _, seq) = parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_STALE })?;
+            seqs.push(seq);
+            iter.next();
+        }
+        iter.status()?;
+        Ok(seqs)
     }
 
     pub fn pk_get(&self, table_id: u32, scope: &str, pk: &Value) -> Result<Option<PkEntry>, StoreError> {
-        pk_get_at(self.db(), self.snapshot(), table_id, scope, pk)
+        let key = pk_key(table_id, scope, pk);
+        match (self.db()).get_pinned_cf_opt(cf(self.db(), CF_PK), key, &read_options(self.snapshot()))? {
+            Some(bytes) => PkEntry::decode(&bytes)
+                .map(Some)
+                .ok_or(StoreError::CorruptKey { cf: CF_PK }),
+            None => Ok(None),
+        }
     }
 
     /// Visits one scope's logged changes of one time bucket with `_seq` in
@@ -551,8 +587,7 @@ impl StoreView {
         scope: &str,
         pk_cell: &[u8],
     ) -> Result<Option<PkEntry>, StoreError> {
-        let key = crate::row_codec::decode_value(pk_cell)?;
-        pk_get_at(self.db(), self.snapshot(), table_id, scope, &key)
+        self.pk_get(table_id, scope, &crate::row_codec::decode_value(pk_cell)?)
     }
 
     /// Visits the pk entries with keys in `[from, to)` (keys built with
@@ -579,15 +614,31 @@ impl StoreView {
         Ok(())
     }
 
-    /// [`Store::pk_multi_get`] as of this view: with [`StoreView::hot_get`] on the
-    /// same view, the versions the entries name are there to read.
+    /// The `pk` entries of many keys of one scope, in the order of `keys`: one RocksDB
+    /// multi-get, not a read per key. With [`StoreView::hot_get`] on the same view,
+    /// the versions the entries name are there to read.
     pub fn pk_multi_get<'a>(
         &self,
         table_id: u32,
         scope: &str,
         keys: impl IntoIterator<Item = &'a Value>,
     ) -> Result<Vec<Option<PkEntry>>, StoreError> {
-        pk_multi_get_at(self.db(), self.snapshot(), table_id, scope, keys)
+        let encoded: Vec<Vec<u8>> = keys.into_iter().map(|k| pk_key(table_id, scope, k)).collect();
+        (self.db())
+            .batched_multi_get_cf_opt(
+                cf(self.db(), CF_PK),
+                &encoded,
+                false,
+                &read_options(self.snapshot()),
+            )
+            .into_iter()
+            .map(|result| match result? {
+                Some(bytes) => PkEntry::decode(&bytes)
+                    .map(Some)
+                    .ok_or(StoreError::CorruptKey { cf: CF_PK }),
+                None => Ok(None),
+            })
+            .collect()
     }
 }
 
@@ -619,97 +670,6 @@ fn hot_scan_range(
     }
     iter.status()?;
     Ok(())
-}
-
-fn index_visit_at(
-    db: &DB,
-    snapshot: Option<&Snapshot<'_>>,
-    from: &[u8],
-    to: &[u8],
-    mut visit: impl FnMut(&[u8], u64) -> bool,
-) -> Result<(), StoreError> {
-    let mut read_options = read_options(snapshot);
-    read_options.set_iterate_upper_bound(to.to_vec());
-    let mut iter = db.raw_iterator_cf_opt(cf(db, CF_IDX), read_options);
-    iter.seek(from);
-    while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-        let seq = <[u8; 8]>::try_from(value)
-            .map(u64::from_be_bytes)
-            .map_err(|_| StoreError::CorruptKey { cf: CF_IDX })?;
-        if !visit(key, seq) {
-            return Ok(());
-        }
-        iter.next();
-    }
-    iter.status()?;
-    Ok(())
-}
-
-fn stale_seqs_at(
-    db: &DB,
-    snapshot: Option<&Snapshot<'_>>,
-    table_id: u32,
-    scope: &str,
-) -> Result<Vec<u64>, StoreError> {
-    let prefix = scope_prefix(table_id, scope);
-    let mut read_options = read_options(snapshot);
-    if let Some(upper) = prefix_upper_bound(&prefix) {
-        read_options.set_iterate_upper_bound(upper);
-    }
-    let mut iter = db.raw_iterator_cf_opt(cf(db, CF_STALE), read_options);
-    let mut seqs = Vec::new();
-    iter.seek(&prefix);
-    while let Some(key) = iter.key() {
-        let (_, _, seq) = parse_hot_key(key).ok_or(StoreError::CorruptKey { cf: CF_STALE })?;
-        seqs.push(seq);
-        iter.next();
-    }
-    iter.status()?;
-    Ok(seqs)
-}
-
-fn pk_get_at(
-    db: &DB,
-    snapshot: Option<&Snapshot<'_>>,
-    table_id: u32,
-    scope: &str,
-    pk: &Value,
-) -> Result<Option<PkEntry>, StoreError> {
-    pk_entry_at(db, snapshot, pk_key(table_id, scope, pk))
-}
-
-fn pk_entry_at(
-    db: &DB,
-    snapshot: Option<&Snapshot<'_>>,
-    key: Vec<u8>,
-) -> Result<Option<PkEntry>, StoreError> {
-    match db.get_pinned_cf_opt(cf(db, CF_PK), key, &read_options(snapshot))? {
-        Some(bytes) => PkEntry::decode(&bytes)
-            .map(Some)
-            .ok_or(StoreError::CorruptKey { cf: CF_PK }),
-        None => Ok(None),
-    }
-}
-
-/// The `pk` entries of many keys of one scope, in the order of `keys`: one RocksDB
-/// multi-get, not a read per key.
-fn pk_multi_get_at<'a>(
-    db: &DB,
-    snapshot: Option<&Snapshot<'_>>,
-    table_id: u32,
-    scope: &str,
-    keys: impl IntoIterator<Item = &'a Value>,
-) -> Result<Vec<Option<PkEntry>>, StoreError> {
-    let encoded: Vec<Vec<u8>> = keys.into_iter().map(|k| pk_key(table_id, scope, k)).collect();
-    db.batched_multi_get_cf_opt(cf(db, CF_PK), &encoded, false, &read_options(snapshot))
-        .into_iter()
-        .map(|result| match result? {
-            Some(bytes) => PkEntry::decode(&bytes)
-                .map(Some)
-                .ok_or(StoreError::CorruptKey { cf: CF_PK }),
-            None => Ok(None),
-        })
-        .collect()
 }
 
 fn read_options(snapshot: Option<&Snapshot<'_>>) -> ReadOptions {
@@ -909,7 +869,15 @@ mod tests {
     fn system_counters_keep_the_largest_value_in_any_commit_order() {
         let dir = tempfile::tempdir().unwrap();
         let read = |store: &Store| {
-            u64::from_be_bytes(store.system_get("meta/n").unwrap().unwrap().try_into().unwrap())
+            u64::from_be_bytes(
+                store
+                    .latest()
+                    .system_get("meta/n")
+                    .unwrap()
+                    .unwrap()
+                    .try_into()
+                    .unwrap(),
+            )
         };
         {
             let store = open(dir.path());
@@ -937,15 +905,21 @@ mod tests {
         batch.put_change(8, 3, "u1", 43, &[0]);
         batch.raise_system_counter(&changes_pruned_key(8), 40);
         store.commit(batch).unwrap();
-        assert_eq!(store.first_change_bucket(7).unwrap(), Some(3));
+        assert_eq!(store.latest().first_change_bucket(7).unwrap(), Some(3));
         let mut batch = store.batch();
         batch.delete_table(7);
         store.commit(batch).unwrap();
-        assert_eq!(store.first_change_bucket(7).unwrap(), None);
-        assert_eq!(store.system_get(&changes_pruned_key(7)).unwrap(), None);
+        assert_eq!(store.latest().first_change_bucket(7).unwrap(), None);
+        assert_eq!(store.latest().system_get(&changes_pruned_key(7)).unwrap(), None);
         // Another table keeps its own.
-        assert_eq!(store.first_change_bucket(8).unwrap(), Some(3));
-        assert!(store.system_get(&changes_pruned_key(8)).unwrap().is_some());
+        assert_eq!(store.latest().first_change_bucket(8).unwrap(), Some(3));
+        assert!(
+            store
+                .latest()
+                .system_get(&changes_pruned_key(8))
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
@@ -973,14 +947,17 @@ mod tests {
         let row = decode_row(&store.view().hot_get(3, "u1", 10).unwrap().unwrap()).unwrap();
         assert_eq!(row.get(1), Some(&Value::BigInt(5)));
         assert_eq!(
-            store.pk_get(3, "u1", &Value::BigInt(5)).unwrap(),
+            store.latest().pk_get(3, "u1", &Value::BigInt(5)).unwrap(),
             Some(PkEntry {
                 seq: 10,
                 deleted: false
             })
         );
-        assert_eq!(store.pk_get(3, "u2", &Value::BigInt(5)).unwrap(), None);
-        assert_eq!(store.system_get("meta/x").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(store.latest().pk_get(3, "u2", &Value::BigInt(5)).unwrap(), None);
+        assert_eq!(
+            store.latest().system_get("meta/x").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
     }
 
     #[test]
@@ -995,7 +972,7 @@ mod tests {
         // Every row of a table, scope by scope.
         let seqs = |table: u32| {
             let mut seen = Vec::new();
-            for scope in store.hot_scopes(table).unwrap() {
+            for scope in store.latest().hot_scopes(table).unwrap() {
                 store
                     .view()
                     .hot_visit(table, &scope, |seq, _| {
@@ -1007,7 +984,7 @@ mod tests {
             seen
         };
         // Key order: scopes are length-prefixed, so "b" sorts before "ab".
-        assert_eq!(store.hot_scopes(1).unwrap(), vec!["a", "b", "ab"]);
+        assert_eq!(store.latest().hot_scopes(1).unwrap(), vec!["a", "b", "ab"]);
         assert_eq!(seqs(1), vec![1, 2, 4, 3]);
         assert_eq!(seqs(2), vec![5]);
         let mut batch = store.batch();
@@ -1027,8 +1004,8 @@ mod tests {
         }
         batch.put_hot(2, "z", 1, b"x");
         store.commit(batch).unwrap();
-        assert_eq!(store.hot_scopes(1).unwrap(), vec!["a", "c", "bb"]);
-        assert_eq!(store.hot_count(1).unwrap(), 5);
+        assert_eq!(store.latest().hot_scopes(1).unwrap(), vec!["a", "c", "bb"]);
+        assert_eq!(store.latest().hot_count(1).unwrap(), 5);
         let mut seen = Vec::new();
         store
             .view()
@@ -1047,7 +1024,7 @@ mod tests {
         batch.put_stale(1, "c", 3);
         store.commit(batch).unwrap();
         let mut left = Vec::new();
-        for scope in store.hot_scopes(1).unwrap() {
+        for scope in store.latest().hot_scopes(1).unwrap() {
             store
                 .view()
                 .hot_visit(1, &scope, |seq, _| {
@@ -1063,7 +1040,7 @@ mod tests {
         batch.delete_table(1);
         store.commit(batch).unwrap();
         assert!(store.view().stale_seqs(1, "a").unwrap().is_empty());
-        assert!(store.hot_scopes(1).unwrap().is_empty());
-        assert_eq!(store.hot_scopes(2).unwrap(), vec!["z"]);
+        assert!(store.latest().hot_scopes(1).unwrap().is_empty());
+        assert_eq!(store.latest().hot_scopes(2).unwrap(), vec!["z"]);
     }
 }

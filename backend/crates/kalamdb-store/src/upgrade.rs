@@ -175,7 +175,7 @@ mod tests {
     }
 
     fn version(store: &Store) -> String {
-        String::from_utf8(store.system_get(FORMAT_VERSION_KEY).unwrap().unwrap()).unwrap()
+        String::from_utf8(store.latest().system_get(FORMAT_VERSION_KEY).unwrap().unwrap()).unwrap()
     }
 
     #[test]

@@ -257,7 +257,7 @@ fn flush_scope(
         batch.delete_hot_through(table.table_id, scope, watermark);
         if !index_entries.is_empty() {
             let keys: Vec<&[u8]> = index_entries.iter().map(|(k, _)| k.as_slice()).collect();
-            let current = db.store.index_multi_get(&keys).map_err(store_error)?;
+            let current = db.store.latest().index_multi_get(&keys).map_err(store_error)?;
             for ((key, seq), current) in index_entries.iter().zip(current) {
                 if current == Some(*seq) {
                     batch.delete_index_entry(key);

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, TableType};
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
@@ -37,6 +38,7 @@ use crate::base::{now_micros, store_error};
 use crate::catalog::TableDef;
 use crate::cold::ColdTier;
 use crate::failpoint;
+use crate::statements::JobControl;
 use crate::tiers::Tiers;
 
 /// A queued or running job.
@@ -166,65 +168,6 @@ impl JobManager {
         })
     }
 
-    /// Registers a flush of `table` and starts its task; returns the `queued` record.
-    /// `FLUSH_IN_PROGRESS` when one is already queued or running for the table.
-    pub fn submit_flush(&self, table: &TableDef, trigger: JobTrigger) -> KalamResult<JobRecord> {
-        if table.table_type != TableType::User {
-            return Err(KalamError::unsupported(format!(
-                "STORAGE FLUSH supports USER tables only; '{}' is a {} table",
-                table.qualified_name(),
-                table.table_type.as_str().to_ascii_uppercase()
-            )));
-        }
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(KalamError::new(
-                ErrorCode::InvalidRequest,
-                "the server is shutting down; no new jobs are accepted",
-            ));
-        }
-        let mut active = self.active.lock();
-        if let Some(existing) = active
-            .values()
-            .find(|j| j.record.lock().table_id == table.table_id)
-        {
-            return Err(flush_in_progress(table, &existing.id()));
-        }
-        let record = JobRecord {
-            job_id: uuid::Uuid::now_v7().to_string(),
-            job_type: "flush".into(),
-            status: JobStatus::Queued,
-            namespace: table.namespace.clone(),
-            table_name: table.name.clone(),
-            table_id: table.table_id,
-            trigger,
-            created_at: now_micros(),
-            started_at: None,
-            finished_at: None,
-            metrics: FlushMetrics::default(),
-            progress: 0.0,
-            watermark: None,
-            error_message: None,
-        };
-        persist(&self.tiers, &record)?;
-        self.move_status(None, Some(JobStatus::Queued));
-        let job = Arc::new(ActiveJob {
-            record: Mutex::new(record.clone()),
-            cancel: CancellationToken::new(),
-            finished: CancellationToken::new(),
-        });
-        active.insert(record.job_id.clone(), job.clone());
-        drop(active);
-        tracing::info!(
-            job_id = %record.job_id,
-            table = %table.qualified_name(),
-            trigger = trigger.as_str(),
-            "flush job queued"
-        );
-        let me = self.me.upgrade().expect("a job manager lives in an Arc");
-        self.tasks.spawn(run_job(me, job));
-        Ok(record)
-    }
-
     /// The tiers the jobs work on.
     pub fn tiers(&self) -> &Arc<Tiers> {
         &self.tiers
@@ -237,39 +180,6 @@ impl JobManager {
 
     fn active_job(&self, job_id: &str) -> Option<Arc<ActiveJob>> {
         self.active.lock().get(job_id).cloned()
-    }
-
-    /// `KILL JOB`: cancels a queued job, or asks a running one to stop at its next
-    /// batch boundary and waits (up to `wait`) for it to stop. Returns the job's
-    /// record afterwards and whether it was still active; a finished job is
-    /// returned unchanged.
-    pub async fn kill(&self, job_id: &str, wait: Duration) -> KalamResult<(JobRecord, bool)> {
-        if let Some(job) = self.active_job(job_id) {
-            job.cancel.cancel();
-            let _ = tokio::time::timeout(wait, job.finished.cancelled()).await;
-            return Ok((job.snapshot(), true));
-        }
-        let record = load_record(&self.tiers, job_id)?.ok_or_else(|| {
-            KalamError::new(ErrorCode::JobNotFound, format!("job '{job_id}' does not exist"))
-        })?;
-        Ok((record, false))
-    }
-
-    /// Cancels the jobs of a table and waits until they have stopped (`DROP TABLE`).
-    pub async fn cancel_table_jobs(&self, table_id: u32) {
-        let jobs: Vec<Arc<ActiveJob>> = self
-            .active
-            .lock()
-            .values()
-            .filter(|j| j.record.lock().table_id == table_id)
-            .cloned()
-            .collect();
-        for job in &jobs {
-            job.cancel.cancel();
-        }
-        for job in jobs {
-            job.finished.cancelled().await;
-        }
     }
 
     /// Rows, bytes and files written by flushes since the server started.
@@ -307,7 +217,7 @@ impl JobManager {
         {
             let mut policy = self.policy.lock();
             for table in db.catalog.tables() {
-                let hot = db.store.hot_count(table.table_id).map_err(store_error)?;
+                let hot = db.store.latest().hot_count(table.table_id).map_err(store_error)?;
                 db.hot_rows.set(table.table_id, hot);
                 if table.table_type == TableType::User && table.flush_policy.is_some() {
                     policy.pending_rows.insert(table.table_id, hot);
@@ -415,6 +325,7 @@ impl JobManager {
         let mut failure = None;
         let mut swept = Vec::new();
         db.store
+            .latest()
             .system_scan_while(JOB_PREFIX, |key, value| {
                 match serde_json::from_slice::<JobRecord>(value) {
                     Ok(record) if record.created_at >= cutoff => false,
@@ -474,6 +385,7 @@ impl JobManager {
 /// Every persisted job record, oldest first (job ids are UUIDv7: time-ordered).
 pub(crate) fn load_records(db: &Tiers) -> KalamResult<Vec<JobRecord>> {
     db.store
+        .latest()
         .system_scan(JOB_PREFIX)
         .map_err(store_error)?
         .into_iter()
@@ -486,6 +398,7 @@ pub(crate) fn load_records(db: &Tiers) -> KalamResult<Vec<JobRecord>> {
 fn load_record(db: &Tiers, job_id: &str) -> KalamResult<Option<JobRecord>> {
     match db
         .store
+        .latest()
         .system_get(&format!("{JOB_PREFIX}{job_id}"))
         .map_err(store_error)?
     {
@@ -544,7 +457,7 @@ async fn run_job(jobs: Arc<JobManager>, job: Arc<ActiveJob>) {
     }
     // The table's hot rows, counted again now that the flush moved some: this
     // corrects any drift of the running count (see `hot_rows`).
-    if let Ok(hot) = db.store.hot_count(record.table_id) {
+    if let Ok(hot) = db.store.latest().hot_count(record.table_id) {
         db.hot_rows.set(record.table_id, hot);
         if record.status != JobStatus::Completed {
             // Rows that stayed hot still count towards the table's flush policy.
@@ -849,20 +762,100 @@ impl crate::system_tables::SystemTable for JobsTable {
     }
 }
 
-impl crate::statements::JobControl for JobManager {
+impl JobControl for JobManager {
+    /// Registers a flush of `table` and starts its task; returns the `queued` record.
+    /// `FLUSH_IN_PROGRESS` when one is already queued or running for the table.
     fn submit_flush(&self, table: &TableDef, trigger: JobTrigger) -> KalamResult<JobRecord> {
-        JobManager::submit_flush(self, table, trigger)
+        if table.table_type != TableType::User {
+            return Err(KalamError::unsupported(format!(
+                "STORAGE FLUSH supports USER tables only; '{}' is a {} table",
+                table.qualified_name(),
+                table.table_type.as_str().to_ascii_uppercase()
+            )));
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(KalamError::new(
+                ErrorCode::InvalidRequest,
+                "the server is shutting down; no new jobs are accepted",
+            ));
+        }
+        let mut active = self.active.lock();
+        if let Some(existing) = active
+            .values()
+            .find(|j| j.record.lock().table_id == table.table_id)
+        {
+            return Err(flush_in_progress(table, &existing.id()));
+        }
+        let record = JobRecord {
+            job_id: uuid::Uuid::now_v7().to_string(),
+            job_type: "flush".into(),
+            status: JobStatus::Queued,
+            namespace: table.namespace.clone(),
+            table_name: table.name.clone(),
+            table_id: table.table_id,
+            trigger,
+            created_at: now_micros(),
+            started_at: None,
+            finished_at: None,
+            metrics: FlushMetrics::default(),
+            progress: 0.0,
+            watermark: None,
+            error_message: None,
+        };
+        persist(&self.tiers, &record)?;
+        self.move_status(None, Some(JobStatus::Queued));
+        let job = Arc::new(ActiveJob {
+            record: Mutex::new(record.clone()),
+            cancel: CancellationToken::new(),
+            finished: CancellationToken::new(),
+        });
+        active.insert(record.job_id.clone(), job.clone());
+        drop(active);
+        tracing::info!(
+            job_id = %record.job_id,
+            table = %table.qualified_name(),
+            trigger = trigger.as_str(),
+            "flush job queued"
+        );
+        let me = self.me.upgrade().expect("a job manager lives in an Arc");
+        self.tasks.spawn(run_job(me, job));
+        Ok(record)
     }
 
-    fn cancel_table_jobs(&self, table_id: u32) -> futures::future::BoxFuture<'_, ()> {
-        Box::pin(JobManager::cancel_table_jobs(self, table_id))
+    /// `KILL JOB`: cancels a queued job, or asks a running one to stop at its next
+    /// batch boundary and waits (up to `wait`) for it to stop. Returns the job's
+    /// record afterwards and whether it was still active; a finished job is
+    /// returned unchanged.
+    fn kill<'a>(&'a self, job_id: &'a str, wait: Duration) -> BoxFuture<'a, KalamResult<(JobRecord, bool)>> {
+        Box::pin(async move {
+            if let Some(job) = self.active_job(job_id) {
+                job.cancel.cancel();
+                let _ = tokio::time::timeout(wait, job.finished.cancelled()).await;
+                return Ok((job.snapshot(), true));
+            }
+            let record = load_record(&self.tiers, job_id)?.ok_or_else(|| {
+                KalamError::new(ErrorCode::JobNotFound, format!("job '{job_id}' does not exist"))
+            })?;
+            Ok((record, false))
+        })
     }
 
-    fn kill<'a>(
-        &'a self,
-        job_id: &'a str,
-        wait: Duration,
-    ) -> futures::future::BoxFuture<'a, KalamResult<(JobRecord, bool)>> {
-        Box::pin(JobManager::kill(self, job_id, wait))
+    /// Cancels the jobs of a table and waits until they have stopped (`DROP TABLE`).
+    fn cancel_table_jobs(&self, table_id: u32) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let jobs: Vec<Arc<ActiveJob>> = self
+                .active
+                .lock()
+                .values()
+                .filter(|j| j.record.lock().table_id == table_id)
+                .cloned()
+                .collect();
+            for job in &jobs {
+                job.cancel.cancel();
+            }
+            for job in jobs {
+                job.finished.cancelled().await;
+            }
+        })
     }
 }

@@ -68,7 +68,8 @@ pub(crate) fn open_log(
     last_seq: u64,
     tables: &[u32],
 ) -> KalamResult<()> {
-    let present = db.system_get(LOG_SINCE_KEY).map_err(store_error)?.is_some();
+    let latest = db.latest();
+    let present = latest.system_get(LOG_SINCE_KEY).map_err(store_error)?.is_some();
     let mut batch = db.batch();
     match (enabled, present) {
         (true, false) => batch.put_system(LOG_SINCE_KEY, &last_seq.to_be_bytes()),
@@ -76,13 +77,13 @@ pub(crate) fn open_log(
         _ => {}
     }
     if enabled
-        && db
+        && latest
             .system_get(PRUNING_RECORDED_KEY)
             .map_err(store_error)?
             .is_none()
     {
         for &table_id in tables {
-            let forgotten_through = match db.first_change_bucket(table_id).map_err(store_error)? {
+            let forgotten_through = match latest.first_change_bucket(table_id).map_err(store_error)? {
                 Some(bucket) => bucket_start(bucket).saturating_sub(1),
                 None => last_seq,
             };
@@ -307,6 +308,7 @@ pub(crate) fn sweep_history(db: &crate::tiers::Tiers) -> KalamResult<()> {
     for table in db.catalog.tables() {
         if db
             .store
+            .latest()
             .has_changes_before(table.table_id, bucket)
             .map_err(store_error)?
         {

@@ -513,50 +513,6 @@ impl LiveHub {
             .collect()
     }
 
-    /// A dropped table: its subscriptions end with `TABLE_NOT_FOUND`.
-    pub fn table_dropped(&self, table: &TableDef) {
-        let error = KalamError::new(
-            ErrorCode::TableNotFound,
-            format!("table '{}' was dropped", table.qualified_name()),
-        );
-        for sub in self.subscriptions() {
-            if sub.table.table_id == table.table_id {
-                self.end(&sub, Some(&error));
-            }
-        }
-    }
-
-    /// A table whose columns changed (`current` is its new definition): the
-    /// subscriptions compiled against the old columns end with `SCHEMA_CHANGED`;
-    /// subscribing again with `from_seq` = the last `seq` seen resumes with the new
-    /// columns and loses nothing. Called under the table's commit lock, which
-    /// registration holds too, so no subscription of the old columns starts after.
-    pub fn table_altered(&self, current: &TableDef) {
-        let error = schema_changed(current);
-        for sub in self.subscriptions() {
-            if sub.table.table_id == current.table_id && sub.table.schema_version != current.schema_version {
-                self.end(&sub, Some(&error));
-            }
-        }
-    }
-
-    /// A user dropped, or whose password or role changed: its connections close
-    /// (their credentials no longer stand).
-    pub fn user_changed(&self, user_id: &str, reason: &str) {
-        let conns: Vec<Arc<ConnState>> = (self.conns.lock().values())
-            .filter(|c| c.caller.user_id.as_str() == user_id)
-            .cloned()
-            .collect();
-        let error = KalamError::new(ErrorCode::Unauthorized, reason.to_string());
-        for conn in conns {
-            let subs: Vec<Arc<Subscription>> = conn.subs.lock().values().cloned().collect();
-            for sub in subs {
-                self.end(&sub, Some(&error));
-            }
-            conn.outbox.close(1008, reason);
-        }
-    }
-
     pub fn connections(&self) -> usize {
         self.conns.lock().len()
     }
@@ -572,29 +528,6 @@ impl LiveHub {
             }
             conn.outbox.close(1001, "server shutting down");
         }
-    }
-
-    /// `KILL LIVE QUERY 'id'`: by its owner or dba and above.
-    pub fn kill(&self, caller: &Caller, live_id: &str) -> KalamResult<()> {
-        let sub = self
-            .subscriptions()
-            .into_iter()
-            .find(|s| s.live_id() == live_id)
-            .filter(|s| s.caller.user_id == caller.user_id || allows(caller, Action::EveryLiveQuery))
-            .ok_or_else(|| {
-                KalamError::new(
-                    ErrorCode::LiveQueryNotFound,
-                    format!("no live query '{live_id}' (system.live lists them)"),
-                )
-            })?;
-        self.end(
-            &sub,
-            Some(&KalamError::new(
-                ErrorCode::Killed,
-                format!("live query '{live_id}' was killed by '{}'", caller.username),
-            )),
-        );
-        Ok(())
     }
 
     /// The rows of `system.live` `caller` may see: its own, or every one for dba+.
@@ -984,19 +917,70 @@ impl crate::system_tables::SystemTable for LiveTable {
 }
 
 impl crate::statements::LiveControl for LiveHub {
-    fn kill(&self, caller: &Caller, id: &str) -> KalamResult<()> {
-        LiveHub::kill(self, caller, id)
+    /// `KILL LIVE QUERY 'id'`: by its owner or dba and above.
+    fn kill(&self, caller: &Caller, live_id: &str) -> KalamResult<()> {
+        let sub = self
+            .subscriptions()
+            .into_iter()
+            .find(|s| s.live_id() == live_id)
+            .filter(|s| s.caller.user_id == caller.user_id || allows(caller, Action::EveryLiveQuery))
+            .ok_or_else(|| {
+                KalamError::new(
+                    ErrorCode::LiveQueryNotFound,
+                    format!("no live query '{live_id}' (system.live lists them)"),
+                )
+            })?;
+        self.end(
+            &sub,
+            Some(&KalamError::new(
+                ErrorCode::Killed,
+                format!("live query '{live_id}' was killed by '{}'", caller.username),
+            )),
+        );
+        Ok(())
     }
 
+    /// A dropped table: its subscriptions end with `TABLE_NOT_FOUND`.
     fn table_dropped(&self, table: &TableDef) {
-        LiveHub::table_dropped(self, table)
+        let error = KalamError::new(
+            ErrorCode::TableNotFound,
+            format!("table '{}' was dropped", table.qualified_name()),
+        );
+        for sub in self.subscriptions() {
+            if sub.table.table_id == table.table_id {
+                self.end(&sub, Some(&error));
+            }
+        }
     }
 
-    fn table_altered(&self, table: &TableDef) {
-        LiveHub::table_altered(self, table)
+    /// A table whose columns changed (`current` is its new definition): the
+    /// subscriptions compiled against the old columns end with `SCHEMA_CHANGED`;
+    /// subscribing again with `from_seq` = the last `seq` seen resumes with the new
+    /// columns and loses nothing. Called under the table's commit lock, which
+    /// registration holds too, so no subscription of the old columns starts after.
+    fn table_altered(&self, current: &TableDef) {
+        let error = schema_changed(current);
+        for sub in self.subscriptions() {
+            if sub.table.table_id == current.table_id && sub.table.schema_version != current.schema_version {
+                self.end(&sub, Some(&error));
+            }
+        }
     }
 
+    /// A user dropped, or whose password or role changed: its connections close
+    /// (their credentials no longer stand).
     fn user_changed(&self, user_id: &str, reason: &str) {
-        LiveHub::user_changed(self, user_id, reason)
+        let conns: Vec<Arc<ConnState>> = (self.conns.lock().values())
+            .filter(|c| c.caller.user_id.as_str() == user_id)
+            .cloned()
+            .collect();
+        let error = KalamError::new(ErrorCode::Unauthorized, reason.to_string());
+        for conn in conns {
+            let subs: Vec<Arc<Subscription>> = conn.subs.lock().values().cloned().collect();
+            for sub in subs {
+                self.end(&sub, Some(&error));
+            }
+            conn.outbox.close(1008, reason);
+        }
     }
 }
