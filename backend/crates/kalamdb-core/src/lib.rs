@@ -218,15 +218,18 @@ pub struct StorageMetrics {
     pub reused_plans_total: u64,
 }
 
-/// The database. Cheap to clone; all clones share one instance.
+/// The database. Cheap to clone (one reference count); all clones share one instance.
 #[derive(Clone)]
-pub struct KalamDb {
+pub struct KalamDb(Arc<Opened>);
+
+/// What an open database is made of.
+struct Opened {
     /// The statements layer, over the query layer, over the tiers.
     engine: Arc<Engine>,
     jobs: Arc<JobManager>,
     live: Arc<LiveHub>,
     started_at: Instant,
-    ticker: Arc<maintenance::Ticker>,
+    ticker: maintenance::Ticker,
 }
 
 const ROOT_USER: &str = "root";
@@ -323,22 +326,18 @@ impl KalamDb {
         }
         jobs::recover(&jobs)?;
         jobs.count_at_start()?;
-        let ticker = Arc::new(maintenance::Ticker::start(
-            &jobs,
-            &live,
-            engine.options.jobs.policy_check_interval,
-        ));
-        Ok(KalamDb {
+        let ticker = maintenance::Ticker::start(&jobs, &live, engine.options.jobs.policy_check_interval);
+        Ok(KalamDb(Arc::new(Opened {
             engine,
             jobs,
             live,
             started_at: Instant::now(),
             ticker,
-        })
+        })))
     }
 
     pub fn uptime(&self) -> Duration {
-        self.started_at.elapsed()
+        self.0.started_at.elapsed()
     }
 
     /// Checks credentials; see [`auth`](crate::auth) for the cache and the loopback rule.
@@ -353,13 +352,14 @@ impl KalamDb {
         // Argon2 takes tens of milliseconds: on the blocking pool, and only when a
         // hash must be verified.
         let quick =
-            self.engine
+            self.0
+                .engine
                 .auth
-                .without_hashing(&self.engine.catalog, username, password, passwordless_ok);
+                .without_hashing(&self.0.engine.catalog, username, password, passwordless_ok);
         if let Some(answer) = quick {
             return answer;
         }
-        let engine = self.engine.clone();
+        let engine = self.0.engine.clone();
         let (username, password) = (username.to_string(), password.to_string());
         tokio::task::spawn_blocking(move || {
             let verified = engine.auth.verify(&engine.catalog, &username, &password)?;
@@ -383,6 +383,7 @@ impl KalamDb {
     ) -> KalamResult<(String, i64)> {
         self.authenticate(username, password, passwordless_ok).await?;
         let user = self
+            .0
             .engine
             .catalog
             .user(username)
@@ -393,18 +394,18 @@ impl KalamDb {
                 "a user without a password cannot get a token; set a password first",
             ));
         }
-        self.engine.tokens.issue(&user)
+        self.0.engine.tokens.issue(&user)
     }
 
     /// The caller a bearer token stands for (`UNAUTHORIZED` when it is expired,
     /// forged, or its user was dropped or changed password).
     pub fn authenticate_token(&self, token: &str) -> KalamResult<Caller> {
-        self.engine.tokens.verify(&self.engine.catalog, token)
+        self.0.engine.tokens.verify(&self.0.engine.catalog, token)
     }
 
     /// The statements of `request` (at least one, at most `max_statements`).
     fn split_request<'r>(&self, request: &'r SqlRequest) -> KalamResult<Vec<&'r str>> {
-        let options = &self.engine.options;
+        let options = &self.0.engine.options;
         if request.sql.len() > options.max_sql_bytes {
             return Err(KalamError::new(
                 ErrorCode::PayloadTooLarge,
@@ -437,7 +438,10 @@ impl KalamDb {
 
     /// The budget of a statement starting now (`budget.rs`).
     fn statement_budget(&self) -> Arc<budget::Budget> {
-        budget::Budget::new(&self.engine.query_runtime, self.engine.options.statement_timeout)
+        budget::Budget::new(
+            &self.0.engine.query_runtime,
+            self.0.engine.options.statement_timeout,
+        )
     }
 
     /// Runs every statement of the request in order, stopping at the first error.
@@ -458,7 +462,7 @@ impl KalamDb {
         let mut results = Vec::with_capacity(statements.len());
         for (index, sql) in statements.iter().enumerate() {
             let ctx = statements::StatementContext {
-                db: &self.engine,
+                db: &self.0.engine,
                 caller,
                 namespace: &namespace,
                 params: &request.params,
@@ -496,7 +500,7 @@ impl KalamDb {
         };
         let namespace = request_namespace(&request);
         let ctx = statements::StatementContext {
-            db: &self.engine,
+            db: &self.0.engine,
             caller,
             namespace: &namespace,
             params: &request.params,
@@ -518,7 +522,7 @@ impl KalamDb {
     ) -> KalamResult<StatementResult> {
         let namespace = namespace.to_ascii_lowercase();
         let ctx = statements::StatementContext {
-            db: &self.engine,
+            db: &self.0.engine,
             caller,
             namespace: &namespace,
             params: &[],
@@ -533,45 +537,48 @@ impl KalamDb {
     /// frame (1001), queued jobs are cancelled, running ones get the configured
     /// timeout to finish (see [`jobs::JobOptions`]).
     pub async fn shutdown(&self) {
-        self.ticker.stop(self.engine.options.jobs.shutdown_timeout).await;
-        self.live.shutdown();
-        self.jobs.shutdown().await;
+        self.0
+            .ticker
+            .stop(self.0.engine.options.jobs.shutdown_timeout)
+            .await;
+        self.0.live.shutdown();
+        self.0.jobs.shutdown().await;
     }
 
     /// Opens a live-query connection (one WebSocket) for `caller`; its messages
     /// arrive on the receiver. `SUBSCRIPTION_LIMIT` when the server has
     /// `max_connections` already.
     pub fn live_connect(&self, caller: Caller) -> KalamResult<(LiveConnection, LiveReceiver)> {
-        LiveConnection::open(&self.live, &self.engine.query, caller)
+        LiveConnection::open(&self.0.live, &self.0.engine.query, caller)
     }
 
     /// Sends every live-query connection its close frame (1001) and waits up to
     /// `wait` for their sockets to finish; new ones are refused from now on.
     pub async fn close_live_connections(&self, wait: Duration) {
-        self.live.shutdown();
+        self.0.live.shutdown();
         let deadline = tokio::time::Instant::now() + wait;
-        while self.live.connections() > 0 && tokio::time::Instant::now() < deadline {
+        while self.0.live.connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// The live-query settings.
     pub fn live_options(&self) -> &LiveOptions {
-        &self.engine.options.live
+        &self.0.engine.options.live
     }
 
     /// Storage and job figures for `/metrics`, from counters kept as writes, flushes
     /// and jobs happen: the cost grows with the number of tables, not of rows, files
     /// or jobs.
     pub fn storage_metrics(&self) -> KalamResult<StorageMetrics> {
-        let db = &self.engine;
+        let db = &self.0.engine;
         let cold = db.cold.figures();
         let mut metrics = StorageMetrics {
             hot_rows: db.hot_rows.total(),
             cold_files: cold.files,
             cold_bytes: cold.bytes,
             cold_rows: cold.rows,
-            jobs_by_status: self.jobs.status_counts(),
+            jobs_by_status: self.0.jobs.status_counts(),
             point_reads_total: db.point_reads.load(std::sync::atomic::Ordering::Relaxed),
             reused_plans_total: db.constant_plans.reused(),
             ..StorageMetrics::default()
@@ -580,19 +587,19 @@ impl KalamDb {
             metrics.flushed_rows_total,
             metrics.flushed_bytes_total,
             metrics.flushed_files_total,
-        ) = self.jobs.flush_totals();
+        ) = self.0.jobs.flush_totals();
         Ok(metrics)
     }
 
     /// This database's pause points, for tests that must stop background work at a
     /// known step ([`failpoint::Holds`]).
     pub fn holds(&self) -> &failpoint::Holds {
-        &self.engine.holds
+        &self.0.engine.holds
     }
 
     /// The data directory this database was opened on.
     pub fn data_dir(&self) -> &std::path::Path {
-        &self.engine.options.data_dir
+        &self.0.engine.options.data_dir
     }
 }
 
