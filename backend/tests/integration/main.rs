@@ -4,6 +4,7 @@ mod common;
 mod test_bad_input;
 mod test_budgets;
 mod test_cli;
+mod test_compaction;
 mod test_concurrency;
 mod test_durability;
 mod test_flush_crash;

@@ -19,7 +19,7 @@ mod writer;
 
 pub use fsutil::{remove_dir_all_if_exists, remove_file_if_exists, remove_temp_files};
 pub use manifest::{ColumnStats, Manifest, Segment};
-pub use reader::{SegmentMetadataCache, read_all, read_seq, read_seqs};
+pub use reader::{SegmentMetadataCache, read_all, read_batches, read_seq, read_seqs};
 pub use writer::{SegmentWriter, WrittenSegment};
 
 /// Name of the `_seq` column in every segment (BIGINT, the row version).

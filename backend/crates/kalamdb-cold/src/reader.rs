@@ -219,14 +219,23 @@ pub fn read_seqs(
 
 /// Every row of the segment at `path`, in batches of the file's schema.
 pub fn read_all(path: &Path) -> Result<Vec<RecordBatch>, ColdError> {
+    read_batches(path, 8192)?.collect()
+}
+
+/// The rows of the segment at `path` as they are read, in batches of at most
+/// `batch_rows` rows of the file's schema (one row group in memory at a time).
+pub fn read_batches(
+    path: &Path,
+    batch_rows: usize,
+) -> Result<impl Iterator<Item = Result<RecordBatch, ColdError>> + use<>, ColdError> {
     let file = File::open(path).map_err(|e| ColdError::io("open", path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| ColdError::parquet(path, e))?
+        .with_batch_size(batch_rows.max(1))
         .build()
         .map_err(|e| ColdError::parquet(path, e))?;
-    reader
-        .map(|batch| batch.map_err(|e| ColdError::parquet(path, e.into())))
-        .collect()
+    let path = path.to_path_buf();
+    Ok(reader.map(move |batch| batch.map_err(|e| ColdError::parquet(&path, e.into()))))
 }
 
 #[cfg(test)]

@@ -142,6 +142,7 @@ mod tests {
             primary_key: None,
             next_column_id: 1,
             flush_policy: None,
+            compact_segments: None,
             ttl_seconds: None,
             access_level,
             created_at: 0,

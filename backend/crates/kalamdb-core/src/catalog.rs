@@ -73,6 +73,10 @@ pub struct TableDef {
     pub primary_key: Option<u32>,
     pub next_column_id: u32,
     pub flush_policy: Option<FlushPolicy>,
+    /// `COMPACT_POLICY = 'segments:N'`: a scope with more than N Parquet segments is
+    /// compacted by the maintenance ticker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_segments: Option<u32>,
     pub ttl_seconds: Option<u64>,
     pub access_level: Option<AccessLevel>,
     pub created_at: i64,

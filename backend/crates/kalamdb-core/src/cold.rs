@@ -181,9 +181,12 @@ impl ColdTier {
         }
         let flushing = self.flushing.lock();
         let excess = cache.len() + 1 - MAX_CACHED_MANIFESTS;
+        // A manifest a reader still holds stays: there is then one `Arc` per manifest
+        // in memory, whose count [`ColdTier::retire`] waits on.
         let evict: Vec<(u32, String)> = cache
-            .keys()
-            .filter(|(table_id, _)| !flushing.contains_key(table_id))
+            .iter()
+            .filter(|((table_id, _), m)| !flushing.contains_key(table_id) && Arc::strong_count(m) == 1)
+            .map(|(key, _)| key)
             .take(excess)
             .cloned()
             .collect();
@@ -199,12 +202,38 @@ impl ColdTier {
         FlushPin { cold: self, table_id }
     }
 
+    /// Deletes the segment `files` a compaction replaced once no reader holds
+    /// `replaced`, the manifest that listed them (readers hold the manifest they read
+    /// for as long as they may open its files: scans in their streams, point reads
+    /// while they read). Files left by a stop meanwhile are removed at start-up (no
+    /// manifest lists them).
+    pub fn retire(&self, replaced: Arc<Manifest>, files: Vec<PathBuf>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            while Arc::strong_count(&replaced) > 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            for file in files {
+                if let Err(e) = kalamdb_cold::remove_file_if_exists(&file) {
+                    tracing::warn!(file = %file.display(), "a replaced segment was not removed: {e}");
+                }
+            }
+        });
+    }
+
     /// Records a scope's manifest in the `/metrics` figures (published, or found at
     /// start-up).
     pub fn note_manifest(&self, table_id: u32, scope: &str, manifest: &Manifest) {
         self.figures
             .lock()
             .set((table_id, scope.to_string()), ColdFigures::of(manifest));
+    }
+
+    /// Whether some scope of a table has more than `segments` segments.
+    pub fn has_scope_over(&self, table_id: u32, segments: u64) -> bool {
+        (self.figures.lock().by_scope.iter()).any(|((id, _), f)| *id == table_id && f.files > segments)
     }
 
     /// Segments, bytes and row versions of every USER table's cold tier.
@@ -385,6 +414,7 @@ mod tests {
             primary_key: None,
             next_column_id: 1,
             flush_policy: None,
+            compact_segments: None,
             ttl_seconds: None,
             access_level: None,
             created_at: 0,

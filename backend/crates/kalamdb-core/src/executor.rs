@@ -20,7 +20,7 @@ use crate::base::{now_micros, store_error};
 use crate::budget::within_budget;
 use crate::catalog::{AccessLevel, Catalog, ColumnDef, NamespaceDef, SYSTEM_NAMESPACE, TableDef, UserRecord};
 use crate::cold::ColdTier;
-use crate::job_record::{JobRecord, JobStatus, JobTrigger};
+use crate::job_record::{JobKind, JobRecord, JobStatus, JobTrigger};
 use crate::query::stream_query;
 use crate::results::StatementResult;
 use crate::scoped::ScopedTable;
@@ -102,8 +102,12 @@ impl StatementContext<'_> {
             KalamStatement::ShowTables { namespace } => self.show_tables(namespace).await,
             KalamStatement::DescribeTable(table) => self.describe_table(&table).await,
             KalamStatement::ShowStats(table) => self.show_stats(&table).await,
-            KalamStatement::FlushTable(table) => self.flush_table(&table),
-            KalamStatement::FlushAll { namespace } => self.flush_all(namespace.as_deref()),
+            KalamStatement::FlushTable(table) => self.flush_table(&table, JobKind::Flush),
+            KalamStatement::FlushAll { namespace } => self.flush_all(namespace.as_deref(), JobKind::Flush),
+            KalamStatement::CompactTable(table) => self.flush_table(&table, JobKind::Compact),
+            KalamStatement::CompactAll { namespace } => {
+                self.flush_all(namespace.as_deref(), JobKind::Compact)
+            }
             KalamStatement::KillJob { job_id } => self.kill_job(&job_id).await,
             KalamStatement::KillLiveQuery { id } => {
                 self.db.live.kill(self.caller, &id)?;
@@ -215,6 +219,8 @@ impl StatementContext<'_> {
             | KalamStatement::ShowStats(_)
             | KalamStatement::FlushTable(_)
             | KalamStatement::FlushAll { .. }
+            | KalamStatement::CompactTable(_)
+            | KalamStatement::CompactAll { .. }
             | KalamStatement::KillJob { .. }
             | KalamStatement::KillLiveQuery { .. }
             | KalamStatement::ExecuteAs { .. } => unreachable!("dispatched in execute"),
@@ -368,6 +374,16 @@ impl StatementContext<'_> {
             }
             (_, None) => None,
         };
+        let compact_segments = options
+            .compact_policy
+            .as_deref()
+            .map(parse_compact_policy)
+            .transpose()?;
+        if compact_segments.is_some() && create.table_type != TableType::User {
+            return Err(KalamError::invalid_sql(
+                "COMPACT_POLICY applies to USER tables only (only they have Parquet segments)",
+            ));
+        }
         if create.table_type == TableType::Stream && flush_policy.is_some() {
             return Err(KalamError::invalid_sql(
                 "STREAM tables are never flushed: FLUSH_POLICY does not apply",
@@ -407,6 +423,7 @@ impl StatementContext<'_> {
             columns,
             primary_key,
             flush_policy,
+            compact_segments,
             ttl_seconds,
             access_level,
             created_at: now_micros(),
@@ -827,20 +844,25 @@ impl StatementContext<'_> {
         }
     }
 
-    /// `STORAGE FLUSH TABLE`: registers a flush job and returns it at once.
-    fn flush_table(&self, table: &TableRef) -> KalamResult<StatementResult> {
+    /// `STORAGE FLUSH|COMPACT TABLE`: registers the job and returns it at once.
+    fn flush_table(&self, table: &TableRef, kind: JobKind) -> KalamResult<StatementResult> {
         require(self.caller, Action::Flush)?;
         let def = self
             .existing_table(table, false)?
             .expect("require_table succeeded");
-        let job = self.db.jobs.submit_flush(&def, JobTrigger::Manual)?;
-        let message = format!("Flush job {} started for '{}'", job.job_id, def.qualified_name());
+        let job = self.db.jobs.submit(&def, kind, JobTrigger::Manual)?;
+        let message = format!(
+            "{} job {} started for '{}'",
+            sentence_case(kind.as_str()),
+            job.job_id,
+            def.qualified_name()
+        );
         jobs_result(&[job], message)
     }
 
-    /// `STORAGE FLUSH ALL [IN ns]`: one job per USER table; tables already flushing
-    /// are skipped and named in the message.
-    fn flush_all(&self, namespace: Option<&str>) -> KalamResult<StatementResult> {
+    /// `STORAGE FLUSH|COMPACT ALL [IN ns]`: one job per USER table; tables with a job
+    /// already are skipped and named in the message.
+    fn flush_all(&self, namespace: Option<&str>, kind: JobKind) -> KalamResult<StatementResult> {
         require(self.caller, Action::Flush)?;
         let tables = match namespace {
             Some(ns) => {
@@ -857,15 +879,18 @@ impl StatementContext<'_> {
         let mut started = Vec::new();
         let mut skipped = Vec::new();
         for table in tables.iter().filter(|t| t.table_type == TableType::User) {
-            match self.db.jobs.submit_flush(table, JobTrigger::Manual) {
+            match self.db.jobs.submit(table, kind, JobTrigger::Manual) {
                 Ok(job) => started.push(job),
                 Err(e) if e.code == ErrorCode::FlushInProgress => skipped.push(table.qualified_name()),
                 Err(e) => return Err(e),
             }
         }
-        let mut message = format!("Started {} flush job(s)", started.len());
+        let mut message = format!("Started {} {} job(s)", started.len(), kind.as_str());
         if !skipped.is_empty() {
-            message.push_str(&format!("; skipped (already flushing): {}", skipped.join(", ")));
+            message.push_str(&format!(
+                "; skipped (a job already queued or running): {}",
+                skipped.join(", ")
+            ));
         }
         jobs_result(&started, message)
     }
@@ -992,6 +1017,8 @@ fn returns_rows(statement: &KalamStatement) -> bool {
         | KalamStatement::ShowStats(_)
         | KalamStatement::FlushTable(_)
         | KalamStatement::FlushAll { .. }
+        | KalamStatement::CompactTable(_)
+        | KalamStatement::CompactAll { .. }
         | KalamStatement::ExecuteAs { .. } => true,
         KalamStatement::Dml(statement) => match statement.as_ref() {
             Statement::Insert(insert) => insert.returning.is_some(),
@@ -1109,12 +1136,31 @@ fn one_batch(columns: Vec<(Field, ArrayRef)>, message: Option<String>) -> KalamR
 /// An `IF [NOT] EXISTS` that was met: the error's message becomes the statement's
 /// notice instead of the error.
 fn tolerated(tolerate: bool, error: KalamError) -> KalamResult<StatementResult> {
-    if !tolerate {
-        return Err(error);
+    match tolerate {
+        true => Ok(StatementResult::message(sentence_case(&error.message))),
+        false => Err(error),
     }
-    let mut notice = error.message;
-    if let Some(first) = notice.get(..1) {
-        notice.replace_range(..1, &first.to_ascii_uppercase());
+}
+
+fn sentence_case(text: &str) -> String {
+    let mut out = text.to_string();
+    if let Some(first) = text.get(..1) {
+        out.replace_range(..1, &first.to_ascii_uppercase());
     }
-    Ok(StatementResult::message(notice))
+    out
+}
+
+/// `COMPACT_POLICY = 'segments:N'` (N ≥ 1): the most segments a scope keeps before the
+/// maintenance ticker compacts it.
+fn parse_compact_policy(text: &str) -> KalamResult<u32> {
+    text.trim()
+        .split_once(':')
+        .filter(|(key, _)| key.trim().eq_ignore_ascii_case("segments"))
+        .and_then(|(_, n)| n.trim().parse::<u32>().ok())
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| {
+            KalamError::invalid_sql(format!(
+                "COMPACT_POLICY is 'segments:N' with N a whole number >= 1, not '{text}'"
+            ))
+        })
 }

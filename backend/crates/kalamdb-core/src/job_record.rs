@@ -50,6 +50,40 @@ impl JobTrigger {
     }
 }
 
+/// What a job does: move hot rows into Parquet, or rewrite Parquet segments into fewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Flush,
+    Compact,
+}
+
+impl JobKind {
+    /// The `job_type` of its records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Flush => "flush",
+            JobKind::Compact => "compact",
+        }
+    }
+
+    pub fn of(record: &JobRecord) -> JobKind {
+        match record.job_type.as_str() {
+            "compact" => JobKind::Compact,
+            _ => JobKind::Flush,
+        }
+    }
+}
+
+/// What a compaction did so far (or in total); its output is counted in
+/// [`FlushMetrics::files_written`] and [`FlushMetrics::bytes_written`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompactionMetrics {
+    pub segments_in: u64,
+    pub bytes_in: u64,
+    pub rows_kept: u64,
+    pub rows_dropped: u64,
+}
+
 /// What a flush did so far (or in total).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct FlushMetrics {
@@ -74,6 +108,9 @@ pub struct JobRecord {
     pub finished_at: Option<i64>,
     #[serde(flatten)]
     pub metrics: FlushMetrics,
+    /// A compaction's own figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionMetrics>,
     /// Scopes done / scopes to do (0.0–1.0).
     pub progress: f64,
     /// The `_seq` watermark the flush moved rows up to.
@@ -97,6 +134,23 @@ impl JobRecord {
     pub fn result_json(&self) -> Option<String> {
         if !self.status.is_finished() {
             return None;
+        }
+        if let Some(c) = &self.compaction {
+            return Some(
+                serde_json::json!({
+                    "status": self.status.as_str(),
+                    "users_compacted": self.metrics.users_flushed,
+                    "segments_in": c.segments_in,
+                    "segments_out": self.metrics.files_written,
+                    "bytes_in": c.bytes_in,
+                    "bytes_out": self.metrics.bytes_written,
+                    "rows_kept": c.rows_kept,
+                    "rows_dropped": c.rows_dropped,
+                    "duration_ms": self.duration_ms(),
+                    "error": self.error_message,
+                })
+                .to_string(),
+            );
         }
         Some(
             serde_json::json!({

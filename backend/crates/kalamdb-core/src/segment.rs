@@ -136,6 +136,7 @@ mod tests {
             primary_key: Some(1),
             next_column_id: 4,
             flush_policy: None,
+            compact_segments: None,
             ttl_seconds: None,
             access_level: None,
             created_at: 0,

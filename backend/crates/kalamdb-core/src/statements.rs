@@ -12,7 +12,7 @@ use kalamdb_commons::{KalamResult, Literal};
 use crate::access::Caller;
 use crate::auth::{Authenticator, TokenService};
 use crate::catalog::TableDef;
-use crate::job_record::{JobRecord, JobTrigger};
+use crate::job_record::{JobKind, JobRecord, JobTrigger};
 use crate::query::QueryEngine;
 
 pub(crate) struct Engine {
@@ -45,9 +45,9 @@ pub(crate) struct StatementContext<'a> {
 
 /// What `STORAGE FLUSH`, `KILL JOB` and DDL ask of the job manager.
 pub(crate) trait JobControl: Send + Sync {
-    /// Registers a flush job of `table` (`FLUSH_IN_PROGRESS` when one is queued or
-    /// running) and returns its record at once.
-    fn submit_flush(&self, table: &TableDef, trigger: JobTrigger) -> KalamResult<JobRecord>;
+    /// Registers a flush or compaction job of `table` (`FLUSH_IN_PROGRESS` when a job
+    /// of the table is queued or running) and returns its record at once.
+    fn submit(&self, table: &TableDef, kind: JobKind, trigger: JobTrigger) -> KalamResult<JobRecord>;
     /// Stops the jobs of a table about to be dropped, waiting until they stopped.
     fn cancel_table_jobs(&self, table_id: u32) -> BoxFuture<'_, ()>;
     /// Cancels a job, waiting up to `wait` for it to stop; the record and whether the

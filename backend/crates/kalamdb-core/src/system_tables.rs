@@ -124,6 +124,7 @@ fn tables(db: &Tiers) -> DfResult<RecordBatch> {
             Field::new("table_id", DataType::Int64, false),
             Field::new("primary_key", DataType::Utf8, true),
             Field::new("flush_policy", DataType::Utf8, true),
+            Field::new("compact_policy", DataType::Utf8, true),
             Field::new("ttl_seconds", DataType::Int64, true),
             Field::new("access_level", DataType::Utf8, true),
             Field::new("schema_version", DataType::Int32, false),
@@ -146,6 +147,12 @@ fn tables(db: &Tiers) -> DfResult<RecordBatch> {
                 tables
                     .iter()
                     .map(|t| t.flush_policy.map(|p| p.to_string()))
+                    .collect(),
+            ),
+            opt_text(
+                tables
+                    .iter()
+                    .map(|t| t.compact_segments.map(|n| format!("segments:{n}")))
                     .collect(),
             ),
             Arc::new(Int64Array::from(

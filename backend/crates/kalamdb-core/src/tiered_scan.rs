@@ -566,7 +566,13 @@ impl ExecutionPlan for TieredScanExec {
         let stream = part.exec.execute(inner, context)?;
         let schema = self.hot.output_schema.clone();
         let stale = self.stale.clone();
-        let mapped = stream.map(move |batch| map_cold_batch(batch?, &part, &stale, &schema));
+        // The stream holds the manifest it reads: a compaction deletes the files it
+        // replaced only once no reader holds their manifest (`ColdTier::retire`).
+        let manifest = self.snapshot.manifest.clone();
+        let mapped = stream.map(move |batch| {
+            let _reading = &manifest;
+            map_cold_batch(batch?, &part, &stale, &schema)
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.hot.output_schema.clone(),
             mapped,
@@ -644,6 +650,7 @@ mod tests {
             primary_key: Some(1),
             next_column_id: 3,
             flush_policy: None,
+            compact_segments: None,
             ttl_seconds: None,
             access_level: None,
             created_at: 0,

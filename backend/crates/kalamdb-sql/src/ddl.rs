@@ -34,6 +34,7 @@ pub struct ColumnSpec {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TableOptions {
     pub flush_policy: Option<String>,
+    pub compact_policy: Option<String>,
     pub ttl_seconds: Option<u64>,
     pub access_level: Option<String>,
 }
@@ -249,7 +250,7 @@ fn table_options(options: &ast::CreateTableOptions) -> KalamResult<TableOptions>
         ast::CreateTableOptions::With(list) => list,
         _ => {
             return Err(KalamError::unsupported(
-                "table options are written WITH (FLUSH_POLICY='...', TTL_SECONDS=n, ACCESS_LEVEL='PUBLIC'|'PRIVATE')",
+                "table options are written WITH (FLUSH_POLICY='...', COMPACT_POLICY='segments:N', TTL_SECONDS=n, ACCESS_LEVEL='PUBLIC'|'PRIVATE')",
             ));
         }
     };
@@ -274,6 +275,7 @@ fn table_options(options: &ast::CreateTableOptions) -> KalamResult<TableOptions>
         };
         match key_name.as_str() {
             "FLUSH_POLICY" => out.flush_policy = Some(text),
+            "COMPACT_POLICY" => out.compact_policy = Some(text),
             "TTL_SECONDS" => {
                 out.ttl_seconds = Some(text.parse().map_err(|_| {
                     KalamError::invalid_sql(format!("TTL_SECONDS must be a whole number, not '{text}'"))
@@ -282,7 +284,7 @@ fn table_options(options: &ast::CreateTableOptions) -> KalamResult<TableOptions>
             "ACCESS_LEVEL" => out.access_level = Some(text.to_ascii_uppercase()),
             other => {
                 return Err(KalamError::invalid_sql(format!(
-                    "unknown table option {other}; known: FLUSH_POLICY, TTL_SECONDS, ACCESS_LEVEL"
+                    "unknown table option {other}; known: FLUSH_POLICY, COMPACT_POLICY, TTL_SECONDS, ACCESS_LEVEL"
                 )));
             }
         }

@@ -3,12 +3,15 @@
 //! ```text
 //! STORAGE FLUSH TABLE [ns.]table
 //! STORAGE FLUSH ALL [IN [NAMESPACE] ns]
+//! STORAGE COMPACT TABLE [ns.]table
+//! STORAGE COMPACT ALL [IN [NAMESPACE] ns]
 //! KILL JOB 'job-id'
 //! ```
 //!
 //! `STORAGE FLUSH TABLE` asks the job manager to move a USER table's hot rows into
 //! Parquet; `STORAGE FLUSH ALL` does so for every USER table (of one namespace, or of
-//! all). Both return at once with the jobs they registered. `KILL JOB` cancels a queued
+//! all). `STORAGE COMPACT` does the same with compaction jobs, which rewrite a USER
+//! table's Parquet segments into fewer. All return at once with the jobs they registered. `KILL JOB` cancels a queued
 //! job or stops a running one at its next batch boundary. Keywords are
 //! case-insensitive; names follow the usual identifier rules (unquoted names fold to
 //! lower case).
@@ -20,9 +23,16 @@ use crate::statement::{Cursor, KalamStatement};
 /// Parses the rest of a statement that starts with `STORAGE`.
 pub(crate) fn parse_storage(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
     c.expect_word("STORAGE")?;
-    c.expect_word("FLUSH")?;
+    let compact = c.eat_word("COMPACT");
+    if !compact {
+        c.expect_word("FLUSH")?;
+    }
     if c.eat_word("TABLE") {
-        return Ok(KalamStatement::FlushTable(c.table_ref()?));
+        let table = c.table_ref()?;
+        return Ok(match compact {
+            true => KalamStatement::CompactTable(table),
+            false => KalamStatement::FlushTable(table),
+        });
     }
     if c.eat_word("ALL") {
         let namespace = if c.eat_word("IN") {
@@ -31,10 +41,13 @@ pub(crate) fn parse_storage(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
         } else {
             None
         };
-        return Ok(KalamStatement::FlushAll { namespace });
+        return Ok(match compact {
+            true => KalamStatement::CompactAll { namespace },
+            false => KalamStatement::FlushAll { namespace },
+        });
     }
     Err(KalamError::invalid_sql(
-        "syntax error: expected STORAGE FLUSH TABLE ns.t or STORAGE FLUSH ALL [IN [NAMESPACE] ns]",
+        "syntax error: expected STORAGE FLUSH|COMPACT TABLE ns.t or STORAGE FLUSH|COMPACT ALL [IN [NAMESPACE] ns]",
     ))
 }
 
@@ -93,6 +106,24 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn compact() {
+        assert_eq!(
+            parse_statement("storage compact table App.M").unwrap(),
+            KalamStatement::CompactTable(TableRef {
+                namespace: Some("app".into()),
+                name: "m".into()
+            })
+        );
+        assert_eq!(
+            parse_statement("STORAGE COMPACT ALL IN app").unwrap(),
+            KalamStatement::CompactAll {
+                namespace: Some("app".into())
+            }
+        );
+        assert!(parse_statement("STORAGE COMPACT app.t").is_err());
     }
 
     #[test]

@@ -86,6 +86,12 @@ pub enum KalamStatement {
     FlushAll {
         namespace: Option<String>,
     },
+    /// `STORAGE COMPACT TABLE ns.t`.
+    CompactTable(TableRef),
+    /// `STORAGE COMPACT ALL [IN [NAMESPACE] ns]`.
+    CompactAll {
+        namespace: Option<String>,
+    },
     /// `KILL JOB 'id'`.
     KillJob {
         job_id: String,

@@ -777,6 +777,13 @@ impl StoreBatch<'_> {
             .put_cf(self.store.cf(CF_STALE), hot_key(table_id, scope, seq), []);
     }
 
+    /// Removes the stale marker of a version no segment holds any more (a compaction
+    /// dropped it).
+    pub fn delete_stale(&mut self, table_id: u32, scope: &str, seq: u64) {
+        self.batch
+            .delete_cf(self.store.cf(CF_STALE), hot_key(table_id, scope, seq));
+    }
+
     /// Removes one scope's hot rows with `_seq <= max_seq` (one range delete: what
     /// a flush does once those rows are in a committed Parquet segment).
     pub fn delete_hot_through(&mut self, table_id: u32, scope: &str, max_seq: u64) {

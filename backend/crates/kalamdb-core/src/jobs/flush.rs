@@ -306,7 +306,7 @@ fn pause_unless_cancelled(job: &ActiveJob, pause: std::time::Duration) -> bool {
     }
 }
 
-fn write_batch(
+pub(super) fn write_batch(
     writer: &mut Option<SegmentWriter>,
     builder: &mut RowAssembler,
     dir: &std::path::Path,

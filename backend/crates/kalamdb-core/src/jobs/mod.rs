@@ -15,6 +15,7 @@
 //!                          KILL JOB / shutdown ─► cancelled ◄──┘ (at a batch boundary)
 //! ```
 
+mod compact;
 pub(crate) mod flush;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 pub use crate::defaults::JobOptions;
 use crate::job_record::JOB_PREFIX;
-pub use crate::job_record::{FlushMetrics, JobRecord, JobStatus, JobTrigger};
+pub use crate::job_record::{FlushMetrics, JobKind, JobRecord, JobStatus, JobTrigger};
 
 use crate::access::Caller;
 use crate::base::{now_micros, store_error};
@@ -60,6 +61,12 @@ impl ActiveJob {
         self.record.lock().clone()
     }
 
+    /// Records a compaction's progress (in memory and in `system`): after each user.
+    pub(crate) fn compaction_progress(&self, db: &Tiers, done: &compact::Compacted, progress: f64) {
+        self.record.lock().compaction = Some(done.input);
+        self.progress(db, done.output, progress);
+    }
+
     /// Records progress (in memory and in `system`): after each user's segment.
     pub(crate) fn progress(&self, db: &Tiers, metrics: FlushMetrics, progress: f64) {
         let record = {
@@ -82,7 +89,7 @@ pub(crate) struct PolicyState {
     last_flush: HashMap<u32, Instant>,
     /// Tables whose last policy flush failed: consecutive failures, and when the
     /// policy may try again.
-    backoff: HashMap<u32, (u32, Instant)>,
+    backoff: HashMap<(u32, JobKind), (u32, Instant)>,
     /// When the retention sweeper runs next.
     next_sweep: Option<Instant>,
 }
@@ -142,7 +149,7 @@ fn flush_in_progress(table: &TableDef, job_id: &str) -> KalamError {
     KalamError::new(
         ErrorCode::FlushInProgress,
         format!(
-            "a flush of '{}' is already queued or running (job {job_id})",
+            "a flush or compaction of '{}' is already queued or running (job {job_id})",
             table.qualified_name()
         ),
     )
@@ -248,21 +255,30 @@ impl JobManager {
     fn check_policies(&self) {
         let now = Instant::now();
         for table in self.tiers.catalog.tables() {
+            if table.table_type != TableType::User {
+                continue;
+            }
+            let waits = |kind: JobKind| {
+                (self.policy.lock().backoff.get(&(table.table_id, kind)))
+                    .is_some_and(|(_, retry_at)| now < *retry_at)
+            };
+            // Compaction first: it is due only once a scope has more than N segments,
+            // and leaves one, so flushes that are always due cannot starve it, nor it them.
+            if let Some(n) = table.compact_segments
+                && !waits(JobKind::Compact)
+                && self.tiers.cold.has_scope_over(table.table_id, n as u64)
+            {
+                self.submit_by_policy(&table, JobKind::Compact);
+                continue;
+            }
             let Some(policy) = table.flush_policy else {
                 continue;
             };
-            if table.table_type != TableType::User {
+            if waits(JobKind::Flush) {
                 continue;
             }
             let due = {
                 let state = self.policy.lock();
-                if state
-                    .backoff
-                    .get(&table.table_id)
-                    .is_some_and(|(_, retry_at)| now < *retry_at)
-                {
-                    continue;
-                }
                 let pending = state.pending_rows.get(&table.table_id).copied().unwrap_or(0);
                 let since = state
                     .last_flush
@@ -278,12 +294,16 @@ impl JobManager {
             if !due {
                 continue;
             }
-            match self.submit_flush(&table, JobTrigger::Policy) {
-                Ok(_) => {}
-                Err(e) if e.code == ErrorCode::FlushInProgress => {}
-                Err(e) => {
-                    tracing::warn!(table = %table.qualified_name(), "policy flush not started: {}", e.message)
-                }
+            self.submit_by_policy(&table, JobKind::Flush);
+        }
+    }
+
+    fn submit_by_policy(&self, table: &TableDef, kind: JobKind) {
+        match self.submit(table, kind, JobTrigger::Policy) {
+            Ok(_) => {}
+            Err(e) if e.code == ErrorCode::FlushInProgress => {}
+            Err(e) => {
+                tracing::warn!(table = %table.qualified_name(), job_type = kind.as_str(), "policy job not started: {}", e.message)
             }
         }
     }
@@ -302,15 +322,16 @@ impl JobManager {
 
     /// Records the end of a policy-triggered job: a failure delays the table's next
     /// policy flush (exponential backoff) and returns the delay; a success clears it.
-    fn note_policy_outcome(&self, table_id: u32, failed: bool) -> Option<Duration> {
+    fn note_policy_outcome(&self, table_id: u32, kind: JobKind, failed: bool) -> Option<Duration> {
         let mut state = self.policy.lock();
+        let key = (table_id, kind);
         if !failed {
-            state.backoff.remove(&table_id);
+            state.backoff.remove(&key);
             return None;
         }
-        let failures = state.backoff.get(&table_id).map_or(0, |(n, _)| *n) + 1;
+        let failures = state.backoff.get(&key).map_or(0, |(n, _)| *n) + 1;
         let wait = policy_backoff(failures);
-        state.backoff.insert(table_id, (failures, Instant::now() + wait));
+        state.backoff.insert(key, (failures, Instant::now() + wait));
         Some(wait)
     }
 
@@ -447,11 +468,15 @@ async fn run_job(jobs: Arc<JobManager>, job: Arc<ActiveJob>) {
         }
     }
     if record.trigger == JobTrigger::Policy
-        && let Some(wait) = jobs.note_policy_outcome(record.table_id, record.status == JobStatus::Failed)
+        && let Some(wait) = jobs.note_policy_outcome(
+            record.table_id,
+            JobKind::of(&record),
+            record.status == JobStatus::Failed,
+        )
     {
         let message = record.error_message.get_or_insert_with(String::new);
         message.push_str(&format!(
-            "; the flush policy retries in {} s (backoff after repeated failures)",
+            "; the policy retries in {} s (backoff after repeated failures)",
             wait.as_secs()
         ));
     }
@@ -469,15 +494,13 @@ async fn run_job(jobs: Arc<JobManager>, job: Arc<ActiveJob>) {
     }
     jobs.move_status(Some(previous_status), Some(record.status));
     let totals = &jobs.totals;
-    totals
-        .rows
-        .fetch_add(record.metrics.rows_flushed, Ordering::Relaxed);
-    totals
-        .bytes
-        .fetch_add(record.metrics.bytes_written, Ordering::Relaxed);
-    totals
-        .files
-        .fetch_add(record.metrics.files_written, Ordering::Relaxed);
+    let counted = match JobKind::of(&record) {
+        JobKind::Flush => record.metrics,
+        JobKind::Compact => FlushMetrics::default(),
+    };
+    totals.rows.fetch_add(counted.rows_flushed, Ordering::Relaxed);
+    totals.bytes.fetch_add(counted.bytes_written, Ordering::Relaxed);
+    totals.files.fetch_add(counted.files_written, Ordering::Relaxed);
     *job.record.lock() = record.clone();
     jobs.active.lock().remove(&record.job_id);
     job.finished.cancel();
@@ -490,8 +513,52 @@ async fn run_job(jobs: Arc<JobManager>, job: Arc<ActiveJob>) {
         bytes = record.metrics.bytes_written,
         duration_ms = record.duration_ms().unwrap_or(0),
         error = record.error_message.as_deref().unwrap_or(""),
-        "flush job finished"
+        job_type = record.job_type.as_str(),
+        "job finished"
     );
+}
+
+/// A compaction job once it holds the table's flush gate and a job slot.
+async fn run_compaction(
+    jobs: &JobManager,
+    job: &Arc<ActiveJob>,
+    namespace: &str,
+    name: &str,
+    table_id: u32,
+) -> KalamResult<flush::FlushEnd> {
+    let db = &jobs.tiers;
+    let table = match db.catalog.table(namespace, name) {
+        Some(t) if t.table_id == table_id => t,
+        _ => {
+            job.record.lock().error_message = Some("the table was dropped".into());
+            return Ok(flush::FlushEnd::Cancelled);
+        }
+    };
+    jobs.move_status(Some(JobStatus::Queued), Some(JobStatus::Running));
+    let record = {
+        let mut r = job.record.lock();
+        r.status = JobStatus::Running;
+        r.started_at = Some(now_micros());
+        r.compaction = Some(Default::default());
+        r.clone()
+    };
+    persist(db, &record)?;
+    tracing::info!(job_id = %record.job_id, table = %table.qualified_name(), "compaction job running");
+    // A policy compacts the scopes over its limit; a statement every scope with more
+    // than one segment (or versions to drop).
+    let min_segments = match (record.trigger, table.compact_segments) {
+        (JobTrigger::Policy, Some(n)) => n as usize + 1,
+        _ => 2,
+    };
+    let (db2, job2) = (db.clone(), job.clone());
+    let (end, done) =
+        tokio::task::spawn_blocking(move || compact::compact_table(&db2, &table, min_segments, &job2))
+            .await
+            .map_err(|e| KalamError::internal(format!("the compaction task failed: {e}")))??;
+    let mut r = job.record.lock();
+    r.metrics = done.output;
+    r.compaction = Some(done.input);
+    Ok(end)
 }
 
 async fn run_flush_job(jobs: &JobManager, job: &Arc<ActiveJob>) -> KalamResult<flush::FlushEnd> {
@@ -518,6 +585,11 @@ async fn run_flush_job(jobs: &JobManager, job: &Arc<ActiveJob>) -> KalamResult<f
         }
         slot = jobs.slots.clone().acquire_owned() => slot.map_err(|_| KalamError::internal("job slots closed"))?,
     };
+    if JobKind::of(&job.snapshot()) == JobKind::Compact {
+        let end = run_compaction(jobs, job, &namespace, &name, table_id).await;
+        drop(gate);
+        return end;
+    }
     let guard = tokio::select! {
         biased;
         _ = job.cancel.cancelled() => {
@@ -765,10 +837,11 @@ impl crate::system_tables::SystemTable for JobsTable {
 impl JobControl for JobManager {
     /// Registers a flush of `table` and starts its task; returns the `queued` record.
     /// `FLUSH_IN_PROGRESS` when one is already queued or running for the table.
-    fn submit_flush(&self, table: &TableDef, trigger: JobTrigger) -> KalamResult<JobRecord> {
+    fn submit(&self, table: &TableDef, kind: JobKind, trigger: JobTrigger) -> KalamResult<JobRecord> {
         if table.table_type != TableType::User {
             return Err(KalamError::unsupported(format!(
-                "STORAGE FLUSH supports USER tables only; '{}' is a {} table",
+                "STORAGE {} supports USER tables only (only they have Parquet segments); '{}' is a {} table",
+                kind.as_str().to_ascii_uppercase(),
                 table.qualified_name(),
                 table.table_type.as_str().to_ascii_uppercase()
             )));
@@ -788,7 +861,7 @@ impl JobControl for JobManager {
         }
         let record = JobRecord {
             job_id: uuid::Uuid::now_v7().to_string(),
-            job_type: "flush".into(),
+            job_type: kind.as_str().into(),
             status: JobStatus::Queued,
             namespace: table.namespace.clone(),
             table_name: table.name.clone(),
@@ -801,6 +874,7 @@ impl JobControl for JobManager {
             progress: 0.0,
             watermark: None,
             error_message: None,
+            compaction: None,
         };
         persist(&self.tiers, &record)?;
         self.move_status(None, Some(JobStatus::Queued));
@@ -815,7 +889,8 @@ impl JobControl for JobManager {
             job_id = %record.job_id,
             table = %table.qualified_name(),
             trigger = trigger.as_str(),
-            "flush job queued"
+            job_type = kind.as_str(),
+            "job queued"
         );
         let me = self.me.upgrade().expect("a job manager lives in an Arc");
         self.tasks.spawn(run_job(me, job));

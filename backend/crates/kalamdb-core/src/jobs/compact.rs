@@ -1,0 +1,208 @@
+//! Compaction: rewrites each scope's Parquet segments into one, keeping only the
+//! versions readers can see (`docs/storage-format.md`, "Compaction"). Blocking: runs
+//! on a blocking thread of a compaction job.
+//!
+//! Per scope: (1) the manifest and a RocksDB snapshot of one moment; (2) the inputs'
+//! readable versions — not a tombstone, no stale marker in the snapshot — streamed in
+//! `_seq` order into one new segment, `_seq`s unchanged; (3) the manifest naming the
+//! new segment instead of the inputs is saved (the commit point), then, under the
+//! tier's commit lock, the stale markers of the dropped versions and the UNIQUE
+//! entries that still name them are deleted and readers switch; (4) the inputs are
+//! deleted once no reader holds the old manifest ([`ColdTier::retire`]).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use kalamdb_cold::{Segment, SegmentWriter};
+use kalamdb_commons::KalamResult;
+use kalamdb_store::DecodedRow;
+
+use super::ActiveJob;
+use super::flush::{FlushEnd, write_batch};
+use crate::base::{now_micros, store_error};
+use crate::catalog::TableDef;
+use crate::cold::cold_error;
+use crate::failpoint;
+use crate::job_record::{CompactionMetrics, FlushMetrics};
+use crate::segment;
+use crate::tiers::Tiers;
+
+/// What one compaction job did, over every scope.
+#[derive(Default)]
+pub(crate) struct Compacted {
+    pub output: FlushMetrics,
+    pub input: CompactionMetrics,
+}
+
+/// Compacts every scope of `table` that has at least `min_segments` segments, or
+/// versions to drop. Checks for `KILL JOB` between scopes and between batches.
+pub(crate) fn compact_table(
+    db: &Arc<Tiers>,
+    table: &Arc<TableDef>,
+    min_segments: usize,
+    job: &ActiveJob,
+) -> KalamResult<(FlushEnd, Compacted)> {
+    let _pin = db.cold.pin_while_flushing(table.table_id);
+    let scopes = db.cold.scopes_on_disk(table)?;
+    let batch_rows = db.options.jobs.flush_batch_rows.max(1);
+    let mut done = Compacted::default();
+    for (i, scope) in scopes.iter().enumerate() {
+        if job.cancel.is_cancelled() {
+            return Ok((FlushEnd::Cancelled, done));
+        }
+        match compact_scope(db, table, scope, min_segments, batch_rows, job)? {
+            ScopeEnd::Untouched => {}
+            ScopeEnd::Cancelled => return Ok((FlushEnd::Cancelled, done)),
+            ScopeEnd::Compacted(scope_done) => {
+                done.output.users_flushed += 1;
+                done.output.files_written += scope_done.output.files_written;
+                done.output.bytes_written += scope_done.output.bytes_written;
+                done.output.rows_flushed += scope_done.input.rows_kept;
+                done.input.segments_in += scope_done.input.segments_in;
+                done.input.bytes_in += scope_done.input.bytes_in;
+                done.input.rows_kept += scope_done.input.rows_kept;
+                done.input.rows_dropped += scope_done.input.rows_dropped;
+            }
+        }
+        job.compaction_progress(db, &done, (i + 1) as f64 / scopes.len() as f64);
+    }
+    Ok((FlushEnd::Completed, done))
+}
+
+enum ScopeEnd {
+    Untouched,
+    Cancelled,
+    Compacted(Compacted),
+}
+
+fn compact_scope(
+    db: &Arc<Tiers>,
+    table: &TableDef,
+    scope: &str,
+    min_segments: usize,
+    batch_rows: usize,
+    job: &ActiveJob,
+) -> KalamResult<ScopeEnd> {
+    let cold = &db.cold;
+    let (manifest, view) = {
+        let _tiers = cold.commit_lock.read_recursive();
+        (cold.manifest(table, scope)?, db.store.view())
+    };
+    let inputs = &manifest.segments;
+    let stale: HashSet<u64> = (view.stale_seqs(table.table_id, scope).map_err(store_error)?)
+        .into_iter()
+        .filter(|seq| inputs.iter().any(|s| (s.min_seq..=s.max_seq).contains(seq)))
+        .collect();
+    let droppable = !stale.is_empty() || inputs.iter().any(|s| s.deleted_count > 0);
+    if inputs.is_empty() || (inputs.len() < min_segments.max(2) && !droppable) {
+        return Ok(ScopeEnd::Untouched);
+    }
+    let dir = cold.scope_dir(table, scope);
+    let batch_no = manifest.next_batch;
+    // The table as its UNIQUE indexes see it (their entries outlive flushes).
+    let mut unique = table.clone();
+    unique.indexes.retain(|i| i.unique);
+    let mut builder = segment::assembler(table, batch_rows);
+    let mut writer: Option<SegmentWriter> = None;
+    let mut done = Compacted::default();
+    // The UNIQUE entries of dropped row versions (tombstones have none).
+    let mut dropped_entries: Vec<(Vec<u8>, u64)> = Vec::new();
+    let mut dropped_stale: Vec<u64> = Vec::new();
+    for input in inputs {
+        done.input.segments_in += 1;
+        done.input.bytes_in += input.size_bytes;
+        for batch in kalamdb_cold::read_batches(&dir.join(&input.file), batch_rows).map_err(cold_error)? {
+            let batch = batch.map_err(cold_error)?;
+            let seqs = segment::seq_column(input, &batch)?;
+            for i in 0..batch.num_rows() {
+                let seq = seqs.value(i) as u64;
+                let row: DecodedRow = segment::decode_row(table, input, &batch, i)?;
+                let superseded = stale.contains(&seq);
+                if row.deleted || superseded {
+                    done.input.rows_dropped += 1;
+                    if superseded {
+                        dropped_stale.push(seq);
+                    }
+                    if !row.deleted && !unique.indexes.is_empty() {
+                        for key in crate::index::entry_keys(&unique, scope, &row) {
+                            dropped_entries.push((key, seq));
+                        }
+                    }
+                    continue;
+                }
+                builder.push(seq, row.cells);
+                done.input.rows_kept += 1;
+            }
+            if builder.rows >= batch_rows {
+                write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows)?;
+            }
+            if job.cancel.is_cancelled() {
+                if let Some(w) = writer {
+                    w.abort();
+                }
+                return Ok(ScopeEnd::Cancelled);
+            }
+        }
+    }
+    if builder.rows > 0 {
+        write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows)?;
+    }
+    let mut next = (*manifest).clone();
+    next.segments.clear();
+    if let Some(writer) = writer {
+        let written = writer.finish().map_err(cold_error)?;
+        let figures = builder
+            .statistics()
+            .expect("a segment assembler keeps statistics");
+        done.output.files_written = 1;
+        done.output.bytes_written = written.size_bytes;
+        next.next_batch = batch_no + 1;
+        next.segments.push(Segment {
+            file: written.file,
+            batch: batch_no,
+            job_id: job.id(),
+            row_count: figures.rows,
+            deleted_count: figures.deleted,
+            size_bytes: written.size_bytes,
+            min_seq: figures.min_seq,
+            max_seq: figures.max_seq,
+            // Every hot row at or below the inputs' watermarks left the hot tier.
+            watermark: manifest.watermark(),
+            created_at: now_micros(),
+            columns: builder.column_stats(),
+        });
+    }
+    failpoint::hit("compact_segment_written");
+    next.save(&dir).map_err(cold_error)?;
+    failpoint::hit("compact_manifest_saved");
+    {
+        // The UNIQUE entries go only if they still name the dropped version; the
+        // scope's commit lock keeps writers out between the check and the delete.
+        let _writers =
+            (!dropped_entries.is_empty()).then(|| db.commit_locks.lock_blocking(table.table_id, scope));
+        let _commit = cold.commit_lock.write();
+        let mut batch = db.store.batch();
+        for &seq in &dropped_stale {
+            batch.delete_stale(table.table_id, scope, seq);
+        }
+        if !dropped_entries.is_empty() {
+            let keys: Vec<&[u8]> = dropped_entries.iter().map(|(k, _)| k.as_slice()).collect();
+            let current = db.store.latest().index_multi_get(&keys).map_err(store_error)?;
+            for ((key, seq), current) in dropped_entries.iter().zip(current) {
+                if current == Some(*seq) {
+                    batch.delete_index_entry(key);
+                }
+            }
+        }
+        // The saved manifest is the commit: readers switch to it even if the clean-up
+        // fails (what it leaves names versions no segment holds; readers ignore it).
+        cold.publish(table.table_id, scope, next);
+        if let Err(e) = db.store.commit(batch).map_err(store_error) {
+            tracing::warn!(table = %table.qualified_name(), scope, "compaction clean-up failed: {}", e.message);
+        }
+    }
+    failpoint::hit("compact_committed");
+    let files = inputs.iter().map(|s| dir.join(&s.file)).collect();
+    cold.retire(manifest, files);
+    Ok(ScopeEnd::Compacted(done))
+}

@@ -1,0 +1,459 @@
+//! Compaction of USER tables' Parquet segments: fewer files, the same answers, exact
+//! UNIQUE indexes, policies, exclusion with flushes, and crashes at every step.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{ServerProcess, TestServer};
+
+const PW: &str = "pw";
+
+/// `(id, v, tag)` rows by id.
+type Model = BTreeMap<i64, (String, String)>;
+
+async fn visible(server: &TestServer, user: &str) -> Model {
+    let response = server
+        .execute_sql_as(user, PW, "SELECT id, v, tag FROM app.kv ORDER BY id")
+        .await;
+    response.expect_success();
+    (response.rows().into_iter())
+        .map(|r| {
+            let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+            (r[0].as_i64().unwrap(), (text(&r[1]), text(&r[2])))
+        })
+        .collect()
+}
+
+async fn run(server: &TestServer, user: &str, sql: &str) {
+    server.execute_sql_as(user, PW, sql).await.expect_success();
+}
+
+/// The Parquet files in `user`'s directory of `app.kv`.
+async fn segment_files(server: &TestServer, user: &str) -> Vec<PathBuf> {
+    let id = server
+        .execute_sql(&format!(
+            "SELECT user_id FROM system.users WHERE username = '{user}'"
+        ))
+        .await;
+    let dir = (server.data_dir().join("storage/app/kv")).join(id.rows()[0][0].as_str().unwrap());
+    let mut files: Vec<PathBuf> = (std::fs::read_dir(dir).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Waits (up to 10 s) until `user` has `count` segment files: replaced segments are
+/// deleted once no reader holds them, shortly after the compaction.
+async fn expect_segment_files(server: &TestServer, user: &str, count: usize) -> Vec<PathBuf> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let files = segment_files(server, user).await;
+        if files.len() == count || std::time::Instant::now() > deadline {
+            assert_eq!(files.len(), count, "{user}'s segment files: {files:?}");
+            return files;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn compact(server: &TestServer) -> Value {
+    let response = server.execute_sql("STORAGE COMPACT TABLE app.kv").await;
+    response.expect_success();
+    let job_id = response.rows()[0][0].as_str().unwrap().to_string();
+    let job = server.wait_for_job(&job_id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["job_type"], "compact", "{job}");
+    job
+}
+
+/// The `result` column of a job's row (JSON).
+fn result_of(job: &Value) -> Value {
+    match &job["result"] {
+        Value::String(text) => serde_json::from_str(text).unwrap(),
+        other => other.clone(),
+    }
+}
+
+async fn kv_server() -> TestServer {
+    let server = TestServer::start().await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE app; \
+             CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT, tag TEXT); \
+             CREATE UNIQUE INDEX kv_tag ON app.kv (tag)",
+        )
+        .await
+        .expect_success();
+    server.create_user("alice", PW, "user").await;
+    server.create_user("bob", PW, "user").await;
+    server
+}
+
+/// Rounds of inserts, updates (of values and of UNIQUE tags) and deletes, each
+/// ending with a flush: every user's scope gets one segment per round.
+async fn churn(server: &TestServer, models: &mut [(&str, Model)], rounds: i64) {
+    for (user, model) in models.iter_mut() {
+        let values: Vec<String> = (1..=200)
+            .map(|i| format!("({i}, 'v{i}', '{user}-t{i}')"))
+            .collect();
+        run(
+            server,
+            user,
+            &format!("INSERT INTO app.kv VALUES {}", values.join(",")),
+        )
+        .await;
+        model.extend((1..=200).map(|i| (i, (format!("v{i}"), format!("{user}-t{i}")))));
+    }
+    server.flush_and_wait("app.kv").await;
+    for round in 1..=rounds {
+        for (user, model) in models.iter_mut() {
+            let user = *user;
+            run(
+                server,
+                user,
+                &format!("UPDATE app.kv SET v = 'r{round}' WHERE id % 5 = {round}"),
+            )
+            .await;
+            run(
+                server,
+                user,
+                &format!("UPDATE app.kv SET tag = '{user}-x{round}-' || id WHERE id % 11 = {round}"),
+            )
+            .await;
+            run(
+                server,
+                user,
+                &format!("DELETE FROM app.kv WHERE id % 7 = {round}"),
+            )
+            .await;
+            let new: Vec<i64> = (1..=10).map(|i| 200 + round * 10 + i).collect();
+            let values: Vec<String> = new
+                .iter()
+                .map(|i| format!("({i}, 'n{i}', '{user}-t{i}')"))
+                .collect();
+            run(
+                server,
+                user,
+                &format!("INSERT INTO app.kv VALUES {}", values.join(",")),
+            )
+            .await;
+            for (id, (v, tag)) in model.iter_mut() {
+                if id % 5 == round {
+                    *v = format!("r{round}");
+                }
+                if id % 11 == round {
+                    *tag = format!("{user}-x{round}-{id}");
+                }
+            }
+            model.retain(|id, _| id % 7 != round);
+            model.extend(
+                new.iter()
+                    .map(|&i| (i, (format!("n{i}"), format!("{user}-t{i}")))),
+            );
+        }
+        server.flush_and_wait("app.kv").await;
+    }
+}
+
+async fn check(server: &TestServer, models: &[(&str, Model)], step: &str) {
+    for (user, model) in models {
+        assert_eq!(&visible(server, user).await, model, "{step}: {user}'s rows");
+        for id in [1i64, 5, 7, 11, 215] {
+            let point = server
+                .execute_sql_as(user, PW, &format!("SELECT v, tag FROM app.kv WHERE id = {id}"))
+                .await;
+            let expected: Vec<Vec<Value>> = (model.get(&id).into_iter())
+                .map(|(v, tag)| vec![json!(v), json!(tag)])
+                .collect();
+            assert_eq!(point.rows(), expected, "{step}: {user}'s row {id} by key");
+        }
+    }
+}
+
+#[tokio::test]
+async fn compaction_leaves_one_segment_per_user_and_every_answer_unchanged() {
+    let mut server = kv_server().await;
+    let mut models = vec![("alice", Model::new()), ("bob", Model::new())];
+    churn(&server, &mut models, 3).await;
+    check(&server, &models, "before compaction").await;
+    assert_eq!(segment_files(&server, "alice").await.len(), 4);
+
+    let job = compact(&server).await;
+    let result = result_of(&job);
+    assert_eq!(result["users_compacted"], 2, "{result}");
+    assert_eq!(result["segments_in"], 8, "{result}");
+    assert_eq!(result["segments_out"], 2, "{result}");
+    let kept: u64 = models.iter().map(|(_, m)| m.len() as u64).sum();
+    assert_eq!(result["rows_kept"], kept, "{result}");
+    assert!(result["rows_dropped"].as_u64().unwrap() > 100, "{result}");
+    assert!(
+        result["bytes_out"].as_u64().unwrap() < result["bytes_in"].as_u64().unwrap(),
+        "{result}"
+    );
+    for user in ["alice", "bob"] {
+        expect_segment_files(&server, user, 1).await;
+    }
+    check(&server, &models, "after compaction").await;
+    let stats = server
+        .execute_sql_as("alice", PW, "SHOW STATS FOR TABLE app.kv")
+        .await;
+    stats.expect_success();
+    let columns = stats.column_names();
+    let at = |name: &str| stats.rows()[0][columns.iter().position(|c| c == name).unwrap()].clone();
+    assert_eq!(at("cold_files"), json!(1));
+    assert_eq!(at("cold_rows"), json!(models[0].1.len()));
+
+    // UNIQUE stays exact: a tag only a dropped version held is free, a live one is not.
+    run(
+        &server,
+        "alice",
+        "INSERT INTO app.kv VALUES (900, 'free', 'alice-t12')",
+    )
+    .await;
+    models[0].1.insert(900, ("free".into(), "alice-t12".into()));
+    let taken = models[0].1[&6].1.clone();
+    server
+        .execute_sql_as(
+            "alice",
+            PW,
+            &format!("INSERT INTO app.kv VALUES (901, 'x', '{taken}')"),
+        )
+        .await
+        .expect_error(409, "DUPLICATE_KEY");
+
+    // Compacted rows change and go like any others, and never come back.
+    run(&server, "alice", "UPDATE app.kv SET v = 'late' WHERE id = 5").await;
+    run(&server, "alice", "DELETE FROM app.kv WHERE id = 11").await;
+    models[0].1.get_mut(&5).unwrap().0 = "late".into();
+    models[0].1.remove(&11);
+    check(&server, &models, "written after compaction").await;
+    server.flush_and_wait("app.kv").await;
+    compact(&server).await;
+    expect_segment_files(&server, "alice", 1).await;
+    check(&server, &models, "compacted again").await;
+    server.restart().await;
+    check(&server, &models, "after a restart").await;
+
+    // A table with nothing to compact is left as it is.
+    let again = compact(&server).await;
+    let result = result_of(&again);
+    assert_eq!(result["users_compacted"], 0, "{result}");
+}
+
+#[tokio::test]
+async fn a_compact_policy_compacts_by_itself_and_jobs_of_a_table_exclude_each_other() {
+    let server = kv_server().await;
+    server
+        .execute_sql(
+            "CREATE USER TABLE app.p (id BIGINT PRIMARY KEY, v TEXT) WITH (COMPACT_POLICY = 'segments:2')",
+        )
+        .await
+        .expect_success();
+    let policy = server
+        .execute_sql("SELECT compact_policy FROM system.tables WHERE table_name = 'p'")
+        .await;
+    assert_eq!(policy.rows(), vec![vec![json!("segments:2")]]);
+    for bad in ["'segments:0'", "'rows:5'", "'segments'"] {
+        server
+            .execute_sql(&format!(
+                "CREATE USER TABLE app.bad (id INT PRIMARY KEY) WITH (COMPACT_POLICY = {bad})"
+            ))
+            .await
+            .expect_error(400, "INVALID_SQL");
+    }
+    server
+        .execute_sql("CREATE SHARED TABLE app.s (id INT PRIMARY KEY) WITH (COMPACT_POLICY = 'segments:2')")
+        .await
+        .expect_error(400, "INVALID_SQL");
+
+    for round in 0..3 {
+        let values: Vec<String> = (1..=20).map(|i| format!("({}, 'v')", round * 100 + i)).collect();
+        run(
+            &server,
+            "alice",
+            &format!("INSERT INTO app.p VALUES {}", values.join(",")),
+        )
+        .await;
+        server.flush_and_wait("app.p").await;
+    }
+    // Three segments, more than the policy's two: the ticker starts a compaction.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let job = loop {
+        let jobs = server
+            .execute_sql(
+                "SELECT job_id, status, trigger FROM system.jobs \
+                 WHERE job_type = 'compact' AND table_name = 'p' AND status = 'completed'",
+            )
+            .await;
+        if let Some(row) = jobs.rows().first() {
+            break row.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no policy compaction");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(job[2], "policy");
+    let count = server
+        .execute_sql_as("alice", PW, "SELECT count(*) FROM app.p")
+        .await;
+    assert_eq!(count.rows(), vec![vec![json!(60)]]);
+
+    // A compaction waits for no flush of its table: it is refused while one runs.
+    run(&server, "alice", "INSERT INTO app.kv VALUES (1, 'a', 'a')").await;
+    server.db().holds().hold("flush_start");
+    let flush = server.flush_table("app.kv").await;
+    server.wait_at_hold("flush_start").await;
+    server
+        .execute_sql("STORAGE COMPACT TABLE app.kv")
+        .await
+        .expect_error(409, "FLUSH_IN_PROGRESS");
+    let all = server.execute_sql("STORAGE COMPACT ALL IN app").await;
+    all.expect_success();
+    assert!(all.body.to_string().contains("app.kv"), "{}", all.body);
+    server.db().holds().release("flush_start");
+    assert_eq!(server.wait_for_job(&flush).await["status"], "completed");
+    server
+        .execute_sql("STORAGE COMPACT TABLE app.nope")
+        .await
+        .expect_error(404, "TABLE_NOT_FOUND");
+    server
+        .execute_sql_as("alice", PW, "STORAGE COMPACT TABLE app.kv")
+        .await
+        .expect_error(403, "PERMISSION_DENIED");
+}
+
+/// Every Parquet file under `storage` is listed by its directory's manifest.
+fn only_listed_segments(storage: &Path) -> bool {
+    let mut stack = vec![storage.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                let manifest: Value =
+                    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
+                        .unwrap();
+                let name = path.file_name().unwrap().to_str().unwrap();
+                if !manifest["segments"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["file"] == name)
+                {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+async fn rows_of(server: &ServerProcess) -> Vec<Vec<Value>> {
+    let response = server
+        .sql_as("alice", PW, "SELECT id, v FROM app.kv ORDER BY id")
+        .await;
+    response.expect_success();
+    response.rows()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_step_of_a_compaction_loses_duplicates_and_resurrects_nothing() {
+    for step in [
+        "compact_segment_written",
+        "compact_manifest_saved",
+        "compact_committed",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::spawn(dir.path());
+        server
+            .sql(&format!(
+                "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
+                 CREATE USER alice WITH PASSWORD '{PW}' ROLE user"
+            ))
+            .await
+            .expect_success();
+        for round in 0..3 {
+            let values: Vec<String> = (1..=100).map(|i| format!("({i}, 'r{round}')")).collect();
+            let sql = format!(
+                "INSERT INTO app.kv VALUES {} ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v",
+                values.join(",")
+            );
+            server.sql_as("alice", PW, &sql).await.expect_success();
+            server
+                .sql_as(
+                    "alice",
+                    PW,
+                    &format!("DELETE FROM app.kv WHERE id % 10 = {round}"),
+                )
+                .await
+                .expect_success();
+            let flushed = server.sql("STORAGE FLUSH TABLE app.kv").await;
+            let job = flushed.rows()[0][0].as_str().unwrap().to_string();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while server
+                .sql(&format!("SELECT status FROM system.jobs WHERE job_id = '{job}'"))
+                .await
+                .rows()[0][0]
+                != "completed"
+            {
+                assert!(std::time::Instant::now() < deadline, "flush {round}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let before = rows_of(&server).await;
+        assert_eq!(
+            before.len(),
+            90,
+            "{step}: rows 1..=100 but for the last round's tenth"
+        );
+        server.kill_9();
+
+        let server = ServerProcess::spawn_with_env(dir.path(), &[("KALAMDB_FAILPOINT", step)]);
+        server.sql("STORAGE COMPACT TABLE app.kv").await.expect_success();
+        let status = server.wait_for_exit(Duration::from_secs(60)).await;
+        assert!(!status.success(), "{step}: the process aborted");
+
+        let server = ServerProcess::spawn(dir.path());
+        assert_eq!(rows_of(&server).await, before, "{step}: rows after the crash");
+        assert!(
+            only_listed_segments(&dir.path().join("storage")),
+            "{step}: unlisted segments removed"
+        );
+        // Deleted rows stay deleted when written again around them, and a compaction
+        // after the crash completes.
+        server
+            .sql_as("alice", PW, "UPDATE app.kv SET v = 'after' WHERE id = 1")
+            .await
+            .expect_success();
+        server.sql("STORAGE COMPACT TABLE app.kv").await.expect_success();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let done = server
+                .sql("SELECT count(*) FROM system.jobs WHERE job_type = 'compact' AND status = 'completed'")
+                .await;
+            if done.rows()[0][0] == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{step}: compaction after the crash"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut expected = before.clone();
+        for row in expected.iter_mut().filter(|r| r[0] == 1) {
+            row[1] = json!("after");
+        }
+        assert_eq!(
+            rows_of(&server).await,
+            expected,
+            "{step}: rows after a second compaction"
+        );
+        server.kill_9();
+    }
+}
