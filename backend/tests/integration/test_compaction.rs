@@ -457,3 +457,175 @@ async fn a_crash_at_any_step_of_a_compaction_loses_duplicates_and_resurrects_not
         server.kill_9();
     }
 }
+
+/// Rounds of random writes by three users (inserts, updates of values and of UNIQUE
+/// tags, deletes, upserts), random flushes, compactions (by statement and by a
+/// `segments:3` policy) and restarts; after every round each user's rows, counts and
+/// lookups by tag equal a model's. The seed comes from `KALAMDB_TEST_SEED` (default
+/// fixed) and is in every failure message.
+#[tokio::test]
+async fn random_writes_flushes_compactions_and_restarts_match_a_model() {
+    let seed: u64 = std::env::var("KALAMDB_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x00c0_ffee_5eed);
+    let mut rng = crate::common::Rng(seed | 1);
+    let mut server = TestServer::start().await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE app; \
+             CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT, tag TEXT) WITH (COMPACT_POLICY = 'segments:3'); \
+             CREATE UNIQUE INDEX kv_tag ON app.kv (tag)",
+        )
+        .await
+        .expect_success();
+    let users = ["alice", "bob", "carol"];
+    for user in users {
+        server.create_user(user, PW, "user").await;
+    }
+    let mut models: Vec<(&str, Model)> = users.iter().map(|u| (*u, Model::new())).collect();
+    for round in 0..8 {
+        for (user, model) in models.iter_mut() {
+            for op in 0..20 {
+                let id = 1 + rng.below(40) as i64;
+                let tag_taken = |model: &Model, tag: &str, except: i64| {
+                    model.iter().any(|(other, (_, t))| *other != except && t == tag)
+                };
+                match rng.below(5) {
+                    0 => {
+                        let (v, tag) = (format!("i{round}.{op}"), format!("k{}", rng.below(60)));
+                        let response = server
+                            .execute_sql_as(
+                                user,
+                                PW,
+                                &format!("INSERT INTO app.kv VALUES ({id}, '{v}', '{tag}')"),
+                            )
+                            .await;
+                        if model.contains_key(&id) || tag_taken(model, &tag, id) {
+                            response.expect_error(409, "DUPLICATE_KEY");
+                        } else {
+                            response.expect_success();
+                            model.insert(id, (v, tag));
+                        }
+                    }
+                    1 => {
+                        let v = format!("u{round}.{op}");
+                        run(
+                            &server,
+                            user,
+                            &format!("UPDATE app.kv SET v = '{v}' WHERE id = {id}"),
+                        )
+                        .await;
+                        if let Some(row) = model.get_mut(&id) {
+                            row.0 = v;
+                        }
+                    }
+                    2 => {
+                        let tag = format!("k{}", rng.below(60));
+                        let response = server
+                            .execute_sql_as(
+                                user,
+                                PW,
+                                &format!("UPDATE app.kv SET tag = '{tag}' WHERE id = {id}"),
+                            )
+                            .await;
+                        if model.contains_key(&id) && tag_taken(model, &tag, id) {
+                            response.expect_error(409, "DUPLICATE_KEY");
+                        } else {
+                            response.expect_success();
+                            if let Some(row) = model.get_mut(&id) {
+                                row.1 = tag;
+                            }
+                        }
+                    }
+                    3 => {
+                        run(&server, user, &format!("DELETE FROM app.kv WHERE id = {id}")).await;
+                        model.remove(&id);
+                    }
+                    _ => {
+                        let v = format!("o{round}.{op}");
+                        let tag = model.get(&id).map_or(format!("n{round}.{op}"), |r| r.1.clone());
+                        run(
+                            &server,
+                            user,
+                            &format!(
+                                "INSERT INTO app.kv VALUES ({id}, '{v}', '{tag}') \
+                                 ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v"
+                            ),
+                        )
+                        .await;
+                        model.entry(id).or_insert((String::new(), tag)).0 = v;
+                    }
+                }
+            }
+        }
+        let action = rng.below(4);
+        server.flush_and_wait("app.kv").await;
+        match action {
+            0 => {
+                compact(&server).await;
+            }
+            1 => server.restart().await,
+            _ => {}
+        }
+        let step = format!("seed {seed}, round {round}, action {action}");
+        for (user, model) in &models {
+            assert_eq!(&visible(&server, user).await, model, "{step}: {user}'s rows");
+            let count = server
+                .execute_sql_as(user, PW, "SELECT count(*) FROM app.kv")
+                .await;
+            assert_eq!(
+                count.rows(),
+                vec![vec![json!(model.len())]],
+                "{step}: {user}'s count"
+            );
+            for n in [0, 7, 13, 42] {
+                let tag = format!("k{n}");
+                let found = server
+                    .execute_sql_as(user, PW, &format!("SELECT id FROM app.kv WHERE tag = '{tag}'"))
+                    .await;
+                let expected: Vec<Vec<Value>> = (model.iter())
+                    .filter(|(_, (_, t))| *t == tag)
+                    .map(|(id, _)| vec![json!(id)])
+                    .collect();
+                assert_eq!(found.rows(), expected, "{step}: {user}'s rows tagged {tag}");
+            }
+        }
+    }
+    // Flushes until alice's scope is over the policy's three segments: the ticker
+    // compacts it, and every answer stays the same.
+    for n in 0..4 {
+        run(
+            &server,
+            "alice",
+            &format!("INSERT INTO app.kv VALUES ({}, 'p', 'p{n}')", 1000 + n),
+        )
+        .await;
+        models[0].1.insert(1000 + n, ("p".into(), format!("p{n}")));
+        server.flush_and_wait("app.kv").await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let by_policy = server
+            .execute_sql(
+                "SELECT count(*) FROM system.jobs \
+                 WHERE job_type = 'compact' AND trigger = 'policy' AND status = 'completed'",
+            )
+            .await;
+        if by_policy.rows()[0][0].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seed {seed}: no policy compaction"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (user, model) in &models {
+        assert_eq!(
+            &visible(&server, user).await,
+            model,
+            "seed {seed}, after the policy: {user}'s rows"
+        );
+    }
+}
