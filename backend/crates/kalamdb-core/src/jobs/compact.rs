@@ -6,8 +6,8 @@
 //! readable versions — not a tombstone, no stale marker in the snapshot — streamed in
 //! `_seq` order into one new segment, `_seq`s unchanged; (3) the manifest naming the
 //! new segment instead of the inputs is saved (the commit point), then, under the
-//! tier's commit lock, the stale markers of the dropped versions and the UNIQUE
-//! entries that still name them are deleted and readers switch; (4) the inputs are
+//! tier's commit lock, the scope's stale markers seen in the snapshot and the UNIQUE
+//! entries that still name a dropped version are deleted and readers switch; (4) the inputs are
 //! deleted once no reader holds the old manifest ([`ColdTier::retire`]).
 
 use std::collections::HashSet;
@@ -89,11 +89,13 @@ fn compact_scope(
         (cold.manifest(table, scope)?, db.store.view())
     };
     let inputs = &manifest.segments;
+    // Every marker of the scope in `S`: it names a version of an input, dropped below,
+    // or one no segment holds (left by a crash); after the rewrite none is needed.
     let stale: HashSet<u64> = (view.stale_seqs(table.table_id, scope).map_err(store_error)?)
         .into_iter()
-        .filter(|seq| inputs.iter().any(|s| (s.min_seq..=s.max_seq).contains(seq)))
         .collect();
-    let droppable = !stale.is_empty() || inputs.iter().any(|s| s.deleted_count > 0);
+    let droppable = inputs.iter().any(|s| s.deleted_count > 0)
+        || (stale.iter()).any(|seq| inputs.iter().any(|s| (s.min_seq..=s.max_seq).contains(seq)));
     if inputs.is_empty() || (inputs.len() < min_segments.max(2) && !droppable) {
         return Ok(ScopeEnd::Untouched);
     }
@@ -107,7 +109,6 @@ fn compact_scope(
     let mut done = Compacted::default();
     // The UNIQUE entries of dropped row versions (tombstones have none).
     let mut dropped_entries: Vec<(Vec<u8>, u64)> = Vec::new();
-    let mut dropped_stale: Vec<u64> = Vec::new();
     for input in inputs {
         done.input.segments_in += 1;
         done.input.bytes_in += input.size_bytes;
@@ -117,12 +118,8 @@ fn compact_scope(
             for i in 0..batch.num_rows() {
                 let seq = seqs.value(i) as u64;
                 let row: DecodedRow = segment::decode_row(table, input, &batch, i)?;
-                let superseded = stale.contains(&seq);
-                if row.deleted || superseded {
+                if row.deleted || stale.contains(&seq) {
                     done.input.rows_dropped += 1;
-                    if superseded {
-                        dropped_stale.push(seq);
-                    }
                     if !row.deleted && !unique.indexes.is_empty() {
                         for key in crate::index::entry_keys(&unique, scope, &row) {
                             dropped_entries.push((key, seq));
@@ -182,7 +179,7 @@ fn compact_scope(
             (!dropped_entries.is_empty()).then(|| db.commit_locks.lock_blocking(table.table_id, scope));
         let _commit = cold.commit_lock.write();
         let mut batch = db.store.batch();
-        for &seq in &dropped_stale {
+        for &seq in &stale {
             batch.delete_stale(table.table_id, scope, seq);
         }
         if !dropped_entries.is_empty() {
