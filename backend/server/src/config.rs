@@ -27,6 +27,7 @@ pub struct Settings {
     pub max_concurrent_jobs: usize,
     pub flush_batch_rows: usize,
     pub flush_parallelism: usize,
+    pub compaction_target_mb: u64,
     pub job_shutdown_timeout_seconds: u64,
     pub job_retention_seconds: u64,
     pub flush_batch_pause_ms: u64,
@@ -82,6 +83,7 @@ impl Default for Settings {
             max_concurrent_jobs: jobs.max_concurrent_jobs,
             flush_batch_rows: jobs.flush_batch_rows,
             flush_parallelism: jobs.flush_parallelism,
+            compaction_target_mb: jobs.compaction_target_bytes >> 20,
             job_shutdown_timeout_seconds: jobs.shutdown_timeout.as_secs(),
             job_retention_seconds: jobs.job_retention.as_secs(),
             flush_batch_pause_ms: jobs.flush_batch_pause.as_millis() as u64,
@@ -231,6 +233,9 @@ pub struct Overrides {
     /// Threads one flush job uses to flush a table's users at once
     #[arg(long, env = "KALAMDB_FLUSH_PARALLELISM")]
     pub flush_parallelism: Option<usize>,
+    /// Size at which a compaction starts a new segment, MiB
+    #[arg(long, env = "KALAMDB_COMPACTION_TARGET_MB")]
+    pub compaction_target_mb: Option<u64>,
     /// How long shutdown waits for running jobs before stopping them, seconds
     #[arg(long, env = "KALAMDB_JOB_SHUTDOWN_TIMEOUT_SECONDS")]
     pub job_shutdown_timeout_seconds: Option<u64>,
@@ -355,6 +360,7 @@ impl Settings {
             max_concurrent_jobs,
             flush_batch_rows,
             flush_parallelism,
+            compaction_target_mb,
             job_shutdown_timeout_seconds,
             job_retention_seconds,
             flush_batch_pause_ms,

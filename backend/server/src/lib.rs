@@ -124,6 +124,7 @@ fn db_options(settings: &Settings) -> DbOptions {
             max_concurrent_jobs: settings.max_concurrent_jobs.max(1),
             flush_batch_rows: settings.flush_batch_rows.max(1),
             flush_parallelism: settings.flush_parallelism.max(1),
+            compaction_target_bytes: settings.compaction_target_mb.max(1) << 20,
             shutdown_timeout: Duration::from_secs(settings.job_shutdown_timeout_seconds),
             job_retention: Duration::from_secs(settings.job_retention_seconds),
             flush_batch_pause: Duration::from_millis(settings.flush_batch_pause_ms),

@@ -61,10 +61,27 @@ async fn expect_segment_files(server: &TestServer, user: &str, count: usize) -> 
     }
 }
 
+/// Starts a job of `app.kv` by `sql`, waiting while another job of the table (a
+/// policy's) is queued or running; returns the job id.
+async fn start_job(server: &TestServer, sql: &str) -> String {
+    loop {
+        let response = server.execute_sql(sql).await;
+        if response.error_code() == Some("FLUSH_IN_PROGRESS") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        response.expect_success();
+        return response.rows()[0][0].as_str().unwrap().to_string();
+    }
+}
+
+async fn flush(server: &TestServer) {
+    let job_id = start_job(server, "STORAGE FLUSH TABLE app.kv").await;
+    assert_eq!(server.wait_for_job(&job_id).await["status"], "completed");
+}
+
 async fn compact(server: &TestServer) -> Value {
-    let response = server.execute_sql("STORAGE COMPACT TABLE app.kv").await;
-    response.expect_success();
-    let job_id = response.rows()[0][0].as_str().unwrap().to_string();
+    let job_id = start_job(server, "STORAGE COMPACT TABLE app.kv").await;
     let job = server.wait_for_job(&job_id).await;
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(job["job_type"], "compact", "{job}");
@@ -109,7 +126,7 @@ async fn churn(server: &TestServer, models: &mut [(&str, Model)], rounds: i64) {
         .await;
         model.extend((1..=200).map(|i| (i, (format!("v{i}"), format!("{user}-t{i}")))));
     }
-    server.flush_and_wait("app.kv").await;
+    flush(&server).await;
     for round in 1..=rounds {
         for (user, model) in models.iter_mut() {
             let user = *user;
@@ -156,7 +173,7 @@ async fn churn(server: &TestServer, models: &mut [(&str, Model)], rounds: i64) {
                     .map(|&i| (i, (format!("n{i}"), format!("{user}-t{i}")))),
             );
         }
-        server.flush_and_wait("app.kv").await;
+        flush(&server).await;
     }
 }
 
@@ -232,7 +249,7 @@ async fn compaction_leaves_one_segment_per_user_and_every_answer_unchanged() {
     models[0].1.get_mut(&5).unwrap().0 = "late".into();
     models[0].1.remove(&11);
     check(&server, &models, "written after compaction").await;
-    server.flush_and_wait("app.kv").await;
+    flush(&server).await;
     compact(&server).await;
     expect_segment_files(&server, "alice", 1).await;
     check(&server, &models, "compacted again").await;
@@ -560,7 +577,7 @@ async fn random_writes_flushes_compactions_and_restarts_match_a_model() {
             }
         }
         let action = rng.below(4);
-        server.flush_and_wait("app.kv").await;
+        flush(&server).await;
         match action {
             0 => {
                 compact(&server).await;
@@ -602,7 +619,7 @@ async fn random_writes_flushes_compactions_and_restarts_match_a_model() {
         )
         .await;
         models[0].1.insert(1000 + n, ("p".into(), format!("p{n}")));
-        server.flush_and_wait("app.kv").await;
+        flush(&server).await;
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -628,4 +645,117 @@ async fn random_writes_flushes_compactions_and_restarts_match_a_model() {
             "seed {seed}, after the policy: {user}'s rows"
         );
     }
+}
+
+#[tokio::test]
+async fn writes_during_a_compaction_count_and_kill_job_stops_one() {
+    let server = kv_server().await;
+    let mut models = vec![("alice", Model::new()), ("bob", Model::new())];
+    churn(&server, &mut models, 2).await;
+    // Held after its first batch, the compaction has read the snapshot it keeps rows
+    // from; rows it is copying change meanwhile.
+    server.db().holds().hold("compact_batch");
+    let response = server.execute_sql("STORAGE COMPACT TABLE app.kv").await;
+    response.expect_success();
+    let job_id = response.rows()[0][0].as_str().unwrap().to_string();
+    server.wait_at_hold("compact_batch").await;
+    run(
+        &server,
+        "alice",
+        "UPDATE app.kv SET v = 'during' WHERE id IN (4, 6)",
+    )
+    .await;
+    run(&server, "alice", "DELETE FROM app.kv WHERE id IN (5, 13)").await;
+    run(
+        &server,
+        "alice",
+        "INSERT INTO app.kv VALUES (5, 'back', 'alice-back')",
+    )
+    .await;
+    for id in [4, 6] {
+        models[0].1.get_mut(&id).unwrap().0 = "during".into();
+    }
+    models[0].1.remove(&13);
+    models[0].1.insert(5, ("back".into(), "alice-back".into()));
+    check(&server, &models, "during the compaction").await;
+    server.db().holds().release("compact_batch");
+    assert_eq!(server.wait_for_job(&job_id).await["status"], "completed");
+    check(&server, &models, "after the compaction").await;
+    flush(&server).await;
+    compact(&server).await;
+    check(&server, &models, "flushed and compacted again").await;
+
+    // KILL JOB stops a compaction between batches: nothing changes, no file is left.
+    run(&server, "bob", "UPDATE app.kv SET v = 'k' WHERE id = 4").await;
+    models[1].1.get_mut(&4).unwrap().0 = "k".into();
+    flush(&server).await;
+    let before = segment_files(&server, "bob").await;
+    server.db().holds().hold("compact_batch");
+    let response = server.execute_sql("STORAGE COMPACT TABLE app.kv").await;
+    let job_id = response.rows()[0][0].as_str().unwrap().to_string();
+    server.wait_at_hold("compact_batch").await;
+    let kill = format!("KILL JOB '{job_id}'");
+    let killed = server.execute_sql(&kill);
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.db().holds().release("compact_batch");
+    };
+    let (killed, ()) = tokio::join!(killed, release);
+    killed.expect_success();
+    assert_eq!(server.wait_for_job(&job_id).await["status"], "cancelled");
+    check(&server, &models, "after a killed compaction").await;
+    assert_eq!(
+        segment_files(&server, "bob").await,
+        before,
+        "bob's files unchanged"
+    );
+}
+
+#[tokio::test]
+async fn a_compaction_writes_segments_of_its_target_size() {
+    let server = TestServer::start_configured(|s| {
+        s.compaction_target_mb = 1;
+        s.flush_batch_rows = 200;
+    })
+    .await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT, tag TEXT)",
+        )
+        .await
+        .expect_success();
+    server.create_user("alice", PW, "user").await;
+    let mut rng = crate::common::Rng(0x1234_5678_9abc_def1);
+    let mut model = Model::new();
+    for round in 0..3 {
+        let values: Vec<String> = (1..=1000)
+            .map(|i| {
+                let id = round * 1000 + i;
+                let v: String = (0..64).map(|_| format!("{:016x}", rng.next())).collect();
+                model.insert(id, (v.clone(), String::new()));
+                format!("({id}, '{v}', NULL)")
+            })
+            .collect();
+        run(
+            &server,
+            "alice",
+            &format!("INSERT INTO app.kv VALUES {}", values.join(",")),
+        )
+        .await;
+        flush(&server).await;
+    }
+    let job = compact(&server).await;
+    let result = result_of(&job);
+    let segments_out = result["segments_out"].as_u64().unwrap();
+    assert!(segments_out >= 2 && segments_out < 3 * 2, "{result}");
+    let files = expect_segment_files(&server, "alice", segments_out as usize).await;
+    for file in &files {
+        let size = std::fs::metadata(file).unwrap().len();
+        assert!(size < 3 << 20, "{}: {size} bytes", file.display());
+    }
+    assert_eq!(
+        visible(&server, "alice").await,
+        model,
+        "rows over several segments"
+    );
 }

@@ -56,6 +56,12 @@ impl SegmentWriter {
         })
     }
 
+    /// Bytes of the file so far, with the row group being encoded.
+    pub fn bytes_written(&self) -> u64 {
+        let writer = self.writer.as_ref().expect("writer open until finish or abort");
+        (writer.bytes_written() + writer.in_progress_size()) as u64
+    }
+
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ColdError> {
         let writer = self.writer.as_mut().expect("writer open until finish or abort");
         writer

@@ -91,6 +91,8 @@ pub struct JobOptions {
     pub flush_batch_pause: Duration,
     /// Threads one flush job uses to flush a table's users at once.
     pub flush_parallelism: usize,
+    /// A compaction starts a new segment once the one it writes reaches this size.
+    pub compaction_target_bytes: u64,
 }
 
 impl Default for JobOptions {
@@ -103,6 +105,7 @@ impl Default for JobOptions {
             policy_check_interval: Duration::from_secs(1),
             flush_batch_pause: Duration::ZERO,
             flush_parallelism: 2,
+            compaction_target_bytes: 512 << 20,
         }
     }
 }

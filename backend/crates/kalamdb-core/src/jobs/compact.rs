@@ -1,10 +1,10 @@
-//! Compaction: rewrites each scope's Parquet segments into one, keeping only the
+//! Compaction: rewrites each scope's Parquet segments into fewer, keeping only the
 //! versions readers can see (`docs/storage-format.md`, "Compaction"). Blocking: runs
 //! on a blocking thread of a compaction job.
 //!
 //! Per scope: (1) the manifest and a RocksDB snapshot of one moment; (2) the inputs'
 //! readable versions — not a tombstone, no stale marker in the snapshot — streamed in
-//! `_seq` order into one new segment, `_seq`s unchanged; (3) the manifest naming the
+//! `_seq` order into new segments of up to `compaction_target_mb`, `_seq`s unchanged; (3) the manifest naming the
 //! new segment instead of the inputs is saved (the commit point), then, under the
 //! tier's commit lock, the scope's stale markers seen in the snapshot and the UNIQUE
 //! entries that still name a dropped version are deleted and readers switch; (4) the inputs are
@@ -19,6 +19,7 @@ use kalamdb_store::DecodedRow;
 
 use super::ActiveJob;
 use super::flush::{FlushEnd, write_batch};
+use crate::assemble::RowAssembler;
 use crate::base::{now_micros, store_error};
 use crate::catalog::TableDef;
 use crate::cold::cold_error;
@@ -100,12 +101,21 @@ fn compact_scope(
         return Ok(ScopeEnd::Untouched);
     }
     let dir = cold.scope_dir(table, scope);
-    let batch_no = manifest.next_batch;
     // The table as its UNIQUE indexes see it (their entries outlive flushes).
     let mut unique = table.clone();
     unique.indexes.retain(|i| i.unique);
-    let mut builder = segment::assembler(table, batch_rows);
-    let mut writer: Option<SegmentWriter> = None;
+    let mut out = Outputs {
+        table,
+        dir: dir.clone(),
+        batch_rows,
+        target_bytes: db.options.jobs.compaction_target_bytes.max(1),
+        next_batch: manifest.next_batch,
+        job_id: job.id(),
+        watermark: manifest.watermark(),
+        builder: segment::assembler(table, batch_rows),
+        writer: None,
+        written: Vec::new(),
+    };
     let mut done = Compacted::default();
     // The UNIQUE entries of dropped row versions (tombstones have none).
     let mut dropped_entries: Vec<(Vec<u8>, u64)> = Vec::new();
@@ -127,48 +137,22 @@ fn compact_scope(
                     }
                     continue;
                 }
-                builder.push(seq, row.cells);
+                out.push(seq, row.cells)?;
                 done.input.rows_kept += 1;
             }
-            if builder.rows >= batch_rows {
-                write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows)?;
-            }
+            db.holds.wait("compact_batch", || job.cancel.is_cancelled());
             if job.cancel.is_cancelled() {
-                if let Some(w) = writer {
-                    w.abort();
-                }
+                out.abort();
                 return Ok(ScopeEnd::Cancelled);
             }
         }
     }
-    if builder.rows > 0 {
-        write_batch(&mut writer, &mut builder, &dir, batch_no, batch_rows)?;
-    }
+    out.close()?;
     let mut next = (*manifest).clone();
-    next.segments.clear();
-    if let Some(writer) = writer {
-        let written = writer.finish().map_err(cold_error)?;
-        let figures = builder
-            .statistics()
-            .expect("a segment assembler keeps statistics");
-        done.output.files_written = 1;
-        done.output.bytes_written = written.size_bytes;
-        next.next_batch = batch_no + 1;
-        next.segments.push(Segment {
-            file: written.file,
-            batch: batch_no,
-            job_id: job.id(),
-            row_count: figures.rows,
-            deleted_count: figures.deleted,
-            size_bytes: written.size_bytes,
-            min_seq: figures.min_seq,
-            max_seq: figures.max_seq,
-            // Every hot row at or below the inputs' watermarks left the hot tier.
-            watermark: manifest.watermark(),
-            created_at: now_micros(),
-            columns: builder.column_stats(),
-        });
-    }
+    next.next_batch = out.next_batch;
+    done.output.files_written = out.written.len() as u64;
+    done.output.bytes_written = out.written.iter().map(|s| s.size_bytes).sum();
+    next.segments = out.written;
     failpoint::hit("compact_segment_written");
     next.save(&dir).map_err(cold_error)?;
     failpoint::hit("compact_manifest_saved");
@@ -202,4 +186,92 @@ fn compact_scope(
     let files = inputs.iter().map(|s| dir.join(&s.file)).collect();
     cold.retire(manifest, files);
     Ok(ScopeEnd::Compacted(done))
+}
+
+/// The segments a compaction writes: the next one starts when the one being written
+/// reaches `target_bytes`.
+struct Outputs<'a> {
+    table: &'a TableDef,
+    dir: std::path::PathBuf,
+    batch_rows: usize,
+    target_bytes: u64,
+    next_batch: u64,
+    job_id: String,
+    /// Every hot row at or below the inputs' watermarks left the hot tier.
+    watermark: u64,
+    builder: RowAssembler,
+    writer: Option<SegmentWriter>,
+    written: Vec<Segment>,
+}
+
+impl Outputs<'_> {
+    fn push(&mut self, seq: u64, cells: Vec<(u32, kalamdb_commons::Value)>) -> KalamResult<()> {
+        self.builder.push(seq, cells);
+        if self.builder.rows >= self.batch_rows {
+            write_batch(
+                &mut self.writer,
+                &mut self.builder,
+                &self.dir,
+                self.next_batch,
+                self.batch_rows,
+            )?;
+            if self
+                .writer
+                .as_ref()
+                .is_some_and(|w| w.bytes_written() >= self.target_bytes)
+            {
+                self.close()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes the segment being written, if any.
+    fn close(&mut self) -> KalamResult<()> {
+        if self.builder.rows > 0 {
+            write_batch(
+                &mut self.writer,
+                &mut self.builder,
+                &self.dir,
+                self.next_batch,
+                self.batch_rows,
+            )?;
+        }
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        let written = writer.finish().map_err(cold_error)?;
+        let figures = self
+            .builder
+            .statistics()
+            .expect("a segment assembler keeps statistics");
+        self.written.push(Segment {
+            file: written.file,
+            batch: self.next_batch,
+            job_id: self.job_id.clone(),
+            row_count: figures.rows,
+            deleted_count: figures.deleted,
+            size_bytes: written.size_bytes,
+            min_seq: figures.min_seq,
+            max_seq: figures.max_seq,
+            watermark: self.watermark,
+            created_at: now_micros(),
+            columns: self.builder.column_stats(),
+        });
+        self.next_batch += 1;
+        self.builder = segment::assembler(self.table, self.batch_rows);
+        Ok(())
+    }
+
+    /// Removes what was written (no manifest lists it).
+    fn abort(self) {
+        if let Some(writer) = self.writer {
+            writer.abort();
+        }
+        for segment in &self.written {
+            if let Err(e) = kalamdb_cold::remove_file_if_exists(&self.dir.join(&segment.file)) {
+                tracing::warn!("an unfinished compaction's segment was not removed: {e}");
+            }
+        }
+    }
 }
