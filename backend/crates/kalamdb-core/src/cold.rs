@@ -100,6 +100,9 @@ pub(crate) struct ColdTier {
     /// writing by the build of an index, which must see no version move between
     /// the tiers while it reads them.
     flush_gates: Mutex<HashMap<u32, Arc<tokio::sync::RwLock<()>>>>,
+    /// Tables dropped since start-up (ids are never reused): replaced segments of
+    /// theirs are not deleted later ([`ColdTier::retire`]).
+    dropped: Arc<Mutex<std::collections::HashSet<u32>>>,
 }
 
 impl ColdTier {
@@ -129,6 +132,7 @@ impl ColdTier {
             commit_lock: RwLock::new(()),
             segment_metadata: Default::default(),
             flush_gates: Mutex::new(HashMap::new()),
+            dropped: Default::default(),
         })
     }
 
@@ -207,7 +211,25 @@ impl ColdTier {
     /// for as long as they may open its files: scans in their streams, point reads
     /// while they read). Files left by a stop meanwhile are removed at start-up (no
     /// manifest lists them).
-    pub fn retire(&self, replaced: Arc<Manifest>, files: Vec<PathBuf>) {
+    /// A table dropped meanwhile keeps its files (its directory went with it, and a
+    /// table created under its name may have files of the same names).
+    pub fn retire(&self, table_id: u32, replaced: Arc<Manifest>, files: Vec<PathBuf>) {
+        let dropped = self.dropped.clone();
+        let remove = move || {
+            // Held while checking and deleting: `forget_table` waits for it.
+            let dropped = dropped.lock();
+            if dropped.contains(&table_id) {
+                return;
+            }
+            for file in &files {
+                if let Err(e) = kalamdb_cold::remove_file_if_exists(file) {
+                    tracing::warn!(file = %file.display(), "a replaced segment was not removed: {e}");
+                }
+            }
+        };
+        if Arc::strong_count(&replaced) == 1 {
+            return remove();
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -215,11 +237,7 @@ impl ColdTier {
             while Arc::strong_count(&replaced) > 1 {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            for file in files {
-                if let Err(e) = kalamdb_cold::remove_file_if_exists(&file) {
-                    tracing::warn!(file = %file.display(), "a replaced segment was not removed: {e}");
-                }
-            }
+            let _ = tokio::task::spawn_blocking(remove).await;
         });
     }
 
@@ -264,6 +282,10 @@ impl ColdTier {
     }
 
     pub fn forget_table(&self, table: &TableDef) -> KalamResult<()> {
+        // Held while the directory goes: a compaction's replaced files are deleted
+        // under it (`retire`), never after the table is gone.
+        let mut dropped = self.dropped.lock();
+        dropped.insert(table.table_id);
         self.manifests.lock().retain(|(id, _), _| *id != table.table_id);
         self.figures.lock().forget_table(table.table_id);
         self.watermarks.lock().remove(&table.table_id);
@@ -368,8 +390,13 @@ impl ColdTier {
         Ok(rows)
     }
 
-    pub fn read_version(&self, table: &TableDef, scope: &str, seq: u64) -> KalamResult<Option<DecodedRow>> {
-        let manifest = self.manifest(table, scope)?;
+    pub fn read_version(
+        &self,
+        table: &TableDef,
+        scope: &str,
+        manifest: &Manifest,
+        seq: u64,
+    ) -> KalamResult<Option<DecodedRow>> {
         let Some(segment) = manifest.segment_with_seq(seq) else {
             return Ok(None);
         };

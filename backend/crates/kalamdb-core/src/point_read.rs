@@ -180,9 +180,9 @@ impl PointRead {
         // Hot rows are RocksDB gets (microseconds) read in place; a scope with
         // Parquet segments may need a segment read: on the blocking pool.
         let read = move || {
-            let view = scoped.db().store.view();
+            let (view, manifest) = scoped.moment()?;
             match &lookup {
-                Lookup::Keys(keys) => scoped.rows_by_pk(&view, keys, &projection),
+                Lookup::Keys(keys) => scoped.rows_by_pk(&view, manifest.as_deref(), keys, &projection),
                 Lookup::Index(probe) => scoped.rows_by_index(&view, probe, &projection),
             }
         };

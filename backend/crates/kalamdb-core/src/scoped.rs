@@ -172,11 +172,25 @@ impl ScopedTable {
                 .is_empty())
     }
 
+    /// The store and the scope's manifest of one moment (taken under the cold tier's
+    /// commit lock, as a snapshot's are), for reads by key.
+    pub fn moment(&self) -> KalamResult<(StoreView, Option<Arc<Manifest>>)> {
+        let _tiers = self.db.cold.commit_lock.read_recursive();
+        let manifest = match self.table.table_type {
+            TableType::User => Some(self.db.cold.manifest(&self.table, &self.scope)?),
+            _ => None,
+        };
+        Ok((self.db.store.view(), manifest))
+    }
+
     /// The live rows of the given primary keys, in either tier, projected (at most
     /// one row per key; keys without a live row are skipped). Blocking.
+    /// `manifest` is the scope's manifest of the moment `view` was taken (a
+    /// compaction publishing meanwhile may drop versions `view` names).
     pub fn rows_by_pk(
         &self,
         view: &StoreView,
+        manifest: Option<&Manifest>,
         keys: &[Value],
         projection: &[usize],
     ) -> KalamResult<RecordBatch> {
@@ -201,7 +215,9 @@ impl ScopedTable {
                 }
                 continue;
             }
-            if let Some(row) = self.db.cold.read_version(&self.table, &self.scope, entry.seq)?
+            if let Some(manifest) = manifest
+                && let Some(row) =
+                    (self.db.cold).read_version(&self.table, &self.scope, manifest, entry.seq)?
                 && !row.deleted
             {
                 builder.push(entry.seq, row.cells);
@@ -231,6 +247,7 @@ impl ScopedTable {
         let mut reader = HotReader {
             table: self.clone(),
             view: snapshot.view.clone(),
+            manifest: snapshot.manifest.clone(),
             cursor: HotCursor::start(&scan, part),
             scan,
             emitted: 0,
@@ -318,6 +335,8 @@ impl HotCursor {
 struct HotReader {
     table: Arc<ScopedTable>,
     view: Arc<StoreView>,
+    /// The manifest of the view's moment (point reads by key read flushed versions).
+    manifest: Option<Arc<Manifest>>,
     scan: Arc<HotScan>,
     cursor: HotCursor,
     /// Rows handed out so far (the scan's LIMIT).
@@ -343,7 +362,7 @@ impl HotReader {
         let read = if let HotCursor::Keys = self.cursor {
             self.cursor = HotCursor::Done;
             let keys = self.scan.keys.as_deref().unwrap_or_default();
-            table.rows_by_pk(&view, keys, &self.scan.read).map_err(external)?
+            (table.rows_by_pk(&view, self.manifest.as_deref(), keys, &self.scan.read)).map_err(external)?
         } else {
             let mut builder = table.assembler(&self.scan.read, SCAN_BATCH_ROWS);
             let mut visits = 0usize;
@@ -732,7 +751,8 @@ pub(crate) fn read_version(
             .map_err(|e| KalamError::internal(format!("corrupt row: {e}")))?;
         return Ok(Some(row));
     }
-    db.cold.read_version(table, scope, seq)
+    let manifest = db.cold.manifest(table, scope)?;
+    db.cold.read_version(table, scope, &manifest, seq)
 }
 
 /// The stored bytes of the row versions `seqs` of a scope, in either tier, read from

@@ -97,7 +97,10 @@ fn compact_scope(
         .collect();
     let droppable = inputs.iter().any(|s| s.deleted_count > 0)
         || (stale.iter()).any(|seq| inputs.iter().any(|s| (s.min_seq..=s.max_seq).contains(seq)));
-    if inputs.is_empty() || (inputs.len() < min_segments.max(2) && !droppable) {
+    // A statement (`min_segments` 2) also rewrites one segment with versions to drop;
+    // a policy only the scopes over its limit.
+    let worth_it = inputs.len() >= min_segments.max(2) || (min_segments <= 2 && droppable);
+    if inputs.is_empty() || !worth_it {
         return Ok(ScopeEnd::Untouched);
     }
     let dir = cold.scope_dir(table, scope);
@@ -162,29 +165,33 @@ fn compact_scope(
         let _writers =
             (!dropped_entries.is_empty()).then(|| db.commit_locks.lock_blocking(table.table_id, scope));
         let _commit = cold.commit_lock.write();
-        let mut batch = db.store.batch();
-        for &seq in &stale {
-            batch.delete_stale(table.table_id, scope, seq);
-        }
-        if !dropped_entries.is_empty() {
-            let keys: Vec<&[u8]> = dropped_entries.iter().map(|(k, _)| k.as_slice()).collect();
-            let current = db.store.latest().index_multi_get(&keys).map_err(store_error)?;
-            for ((key, seq), current) in dropped_entries.iter().zip(current) {
-                if current == Some(*seq) {
-                    batch.delete_index_entry(key);
+        // The saved manifest is the commit: readers switch to it before anything that
+        // may fail (a clean-up that fails leaves what names versions no segment holds,
+        // which readers ignore).
+        cold.publish(table.table_id, scope, next);
+        let clean_up = || -> KalamResult<()> {
+            let mut batch = db.store.batch();
+            for &seq in &stale {
+                batch.delete_stale(table.table_id, scope, seq);
+            }
+            if !dropped_entries.is_empty() {
+                let keys: Vec<&[u8]> = dropped_entries.iter().map(|(k, _)| k.as_slice()).collect();
+                let current = db.store.latest().index_multi_get(&keys).map_err(store_error)?;
+                for ((key, seq), current) in dropped_entries.iter().zip(current) {
+                    if current == Some(*seq) {
+                        batch.delete_index_entry(key);
+                    }
                 }
             }
-        }
-        // The saved manifest is the commit: readers switch to it even if the clean-up
-        // fails (what it leaves names versions no segment holds; readers ignore it).
-        cold.publish(table.table_id, scope, next);
-        if let Err(e) = db.store.commit(batch).map_err(store_error) {
+            db.store.commit(batch).map_err(store_error)
+        };
+        if let Err(e) = clean_up() {
             tracing::warn!(table = %table.qualified_name(), scope, "compaction clean-up failed: {}", e.message);
         }
     }
     failpoint::hit("compact_committed");
     let files = inputs.iter().map(|s| dir.join(&s.file)).collect();
-    cold.retire(manifest, files);
+    cold.retire(table.table_id, manifest, files);
     Ok(ScopeEnd::Compacted(done))
 }
 

@@ -471,7 +471,7 @@ async fn run_job(jobs: Arc<JobManager>, job: Arc<ActiveJob>) {
         && let Some(wait) = jobs.note_policy_outcome(
             record.table_id,
             JobKind::of(&record),
-            record.status == JobStatus::Failed,
+            record.status != JobStatus::Completed,
         )
     {
         let message = record.error_message.get_or_insert_with(String::new);
