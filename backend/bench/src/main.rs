@@ -108,6 +108,16 @@ struct Args {
     /// subquery memory, INSERT ... SELECT rows, expensive live filters
     #[arg(long)]
     only_budgets: bool,
+    /// Only measure compaction: a USER table of `compact-rows` rows after
+    /// `compact-rounds` rounds of updating a tenth of it and flushing
+    #[arg(long)]
+    only_compaction: bool,
+    /// Rows of `--only-compaction`
+    #[arg(long, default_value_t = 1_000_000)]
+    compact_rows: usize,
+    /// Update-and-flush rounds of `--only-compaction`
+    #[arg(long, default_value_t = 50)]
+    compact_rounds: usize,
     /// The server binary (default: `kalamdb-server` next to this binary)
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -692,6 +702,7 @@ fn report_latency(name: &str, mut samples: Vec<Duration>) -> Value {
 }
 
 mod budgets;
+mod compaction;
 mod formats;
 mod indexes;
 mod live;
@@ -722,6 +733,12 @@ async fn main() {
     if args.only_formats {
         let figures = formats::streamed_formats(&args, &server, &client).await;
         println!("{}", json!({ "streamed_formats": figures }));
+        return;
+    }
+
+    if args.only_compaction {
+        let figures = compaction::compaction(&args, &server, &client).await;
+        println!("{}", json!({ "compaction": figures }));
         return;
     }
 
