@@ -103,6 +103,11 @@ pub(crate) struct ColdTier {
     /// Tables dropped since start-up (ids are never reused): replaced segments of
     /// theirs are not deleted later ([`ColdTier::retire`]).
     dropped: Arc<Mutex<std::collections::HashSet<u32>>>,
+    /// Per scope being compacted: the stale markers commits wrote since the
+    /// compaction's snapshot (they name versions it copies, and must outlive its
+    /// clean-up); `marker_logs_open` counts them, so commits elsewhere skip the lock.
+    marker_logs: Mutex<HashMap<(u32, String), Vec<u64>>>,
+    marker_logs_open: std::sync::atomic::AtomicUsize,
 }
 
 impl ColdTier {
@@ -133,6 +138,8 @@ impl ColdTier {
             segment_metadata: Default::default(),
             flush_gates: Mutex::new(HashMap::new()),
             dropped: Default::default(),
+            marker_logs: Mutex::default(),
+            marker_logs_open: Default::default(),
         })
     }
 
@@ -239,6 +246,36 @@ impl ColdTier {
             }
             let _ = tokio::task::spawn_blocking(remove).await;
         });
+    }
+
+    /// Starts recording the stale markers commits of a scope write (call with the
+    /// scope's commit lock held, as commits write markers under it).
+    pub fn open_marker_log(&self, table_id: u32, scope: &str) -> MarkerLog<'_> {
+        self.marker_logs
+            .lock()
+            .insert((table_id, scope.to_string()), Vec::new());
+        self.marker_logs_open
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        MarkerLog {
+            cold: self,
+            key: (table_id, scope.to_string()),
+        }
+    }
+
+    /// Whether a scope's markers are being recorded (cheap when none is).
+    pub fn logs_markers(&self, table_id: u32, scope: &str) -> bool {
+        self.marker_logs_open.load(std::sync::atomic::Ordering::Acquire) > 0
+            && self
+                .marker_logs
+                .lock()
+                .contains_key(&(table_id, scope.to_string()))
+    }
+
+    /// Records markers a commit wrote (after it is written, its lock still held).
+    pub fn note_markers(&self, table_id: u32, scope: &str, seqs: &[u64]) {
+        if let Some(log) = self.marker_logs.lock().get_mut(&(table_id, scope.to_string())) {
+            log.extend_from_slice(seqs);
+        }
     }
 
     /// Records a scope's manifest in the `/metrics` figures (published, or found at
@@ -406,6 +443,34 @@ impl ColdTier {
             return Ok(None);
         };
         Ok(Some(decode_row(table, segment, &batch, 0)?))
+    }
+}
+
+/// The markers a scope's commits wrote since [`ColdTier::open_marker_log`]; recording
+/// stops when it is dropped.
+pub(crate) struct MarkerLog<'a> {
+    cold: &'a ColdTier,
+    key: (u32, String),
+}
+
+impl MarkerLog<'_> {
+    /// The markers recorded so far (call with the scope's commit lock held).
+    pub fn written(&self) -> Vec<u64> {
+        self.cold
+            .marker_logs
+            .lock()
+            .get(&self.key)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for MarkerLog<'_> {
+    fn drop(&mut self) {
+        self.cold.marker_logs.lock().remove(&self.key);
+        self.cold
+            .marker_logs_open
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

@@ -251,6 +251,7 @@ async fn commit_locked(
     let first_seq = db.seq.next_block(count)?;
     let mut batch = db.store.batch();
     let mut hot_replaced = 0i64;
+    let mut markers = Vec::new();
     let applied = writes
         .iter()
         .zip(latest)
@@ -300,6 +301,7 @@ async fn commit_locked(
             batch.delete_hot(table.table_id, scope, previous.seq);
             if previous.seq <= flush_watermark {
                 batch.put_stale(table.table_id, scope, previous.seq);
+                markers.push(previous.seq);
             } else {
                 hot_replaced += 1;
             }
@@ -320,7 +322,7 @@ async fn commit_locked(
     // Staged in the batch; what the observers run after the batch is written runs
     // before the lock is released: a feed sees the table's commits in `_seq` order,
     // and only committed ones.
-    let after_write = if tracking {
+    let mut after_write = if tracking {
         let changes = Arc::new(ChangeSet {
             scope: scope.to_string(),
             changes,
@@ -329,6 +331,11 @@ async fn commit_locked(
     } else {
         Vec::new()
     };
+    if !markers.is_empty() && db.cold.logs_markers(table.table_id, scope) {
+        // A compaction of the scope is running: its clean-up must keep these markers.
+        let (db, table_id, scope) = (db.clone(), table.table_id, scope.to_string());
+        after_write.push(Box::new(move || db.cold.note_markers(table_id, &scope, &markers)));
+    }
     if db.store.syncs_writes() {
         // An fsync takes milliseconds: off the async workers. The lock goes with the
         // write and is released when it is done, even if this statement's future is

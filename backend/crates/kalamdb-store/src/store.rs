@@ -777,11 +777,13 @@ impl StoreBatch<'_> {
             .put_cf(self.store.cf(CF_STALE), hot_key(table_id, scope, seq), []);
     }
 
-    /// Removes the stale marker of a version no segment holds any more (a compaction
-    /// dropped it).
-    pub fn delete_stale(&mut self, table_id: u32, scope: &str, seq: u64) {
-        self.batch
-            .delete_cf(self.store.cf(CF_STALE), hot_key(table_id, scope, seq));
+    /// Removes every stale marker of a scope (one range delete: what a compaction does
+    /// once no segment holds the versions they name).
+    pub fn delete_stale_scope(&mut self, table_id: u32, scope: &str) {
+        let from = scope_prefix(table_id, scope);
+        if let Some(to) = prefix_upper_bound(&from) {
+            self.batch.delete_range_cf(self.store.cf(CF_STALE), from, to);
+        }
     }
 
     /// Removes one scope's hot rows with `_seq <= max_seq` (one range delete: what

@@ -85,9 +85,13 @@ fn compact_scope(
     job: &ActiveJob,
 ) -> KalamResult<ScopeEnd> {
     let cold = &db.cold;
-    let (manifest, view) = {
+    // The snapshot `S`, with the scope's writers held out for the moment it takes:
+    // from here on the markers they write are recorded (`marker_log`).
+    let (manifest, view, marker_log) = {
+        let _writers = db.commit_locks.lock_blocking(table.table_id, scope);
         let _tiers = cold.commit_lock.read_recursive();
-        (cold.manifest(table, scope)?, db.store.view())
+        let log = cold.open_marker_log(table.table_id, scope);
+        (cold.manifest(table, scope)?, db.store.view(), log)
     };
     let inputs = &manifest.segments;
     // Every marker of the scope in `S`: it names a version of an input, dropped below,
@@ -160,10 +164,10 @@ fn compact_scope(
     next.save(&dir).map_err(cold_error)?;
     failpoint::hit("compact_manifest_saved");
     {
-        // The UNIQUE entries go only if they still name the dropped version; the
-        // scope's commit lock keeps writers out between the check and the delete.
-        let _writers =
-            (!dropped_entries.is_empty()).then(|| db.commit_locks.lock_blocking(table.table_id, scope));
+        // Writers of the scope wait: the markers they wrote since `S` are put back
+        // after the range delete of the scope's markers, and a UNIQUE entry goes only
+        // if it still names the dropped version.
+        let _writers = db.commit_locks.lock_blocking(table.table_id, scope);
         let _commit = cold.commit_lock.write();
         // The saved manifest is the commit: readers switch to it before anything that
         // may fail (a clean-up that fails leaves what names versions no segment holds,
@@ -171,8 +175,11 @@ fn compact_scope(
         cold.publish(table.table_id, scope, next);
         let clean_up = || -> KalamResult<()> {
             let mut batch = db.store.batch();
-            for &seq in &stale {
-                batch.delete_stale(table.table_id, scope, seq);
+            if !stale.is_empty() {
+                batch.delete_stale_scope(table.table_id, scope);
+                for seq in marker_log.written() {
+                    batch.put_stale(table.table_id, scope, seq);
+                }
             }
             if !dropped_entries.is_empty() {
                 let keys: Vec<&[u8]> = dropped_entries.iter().map(|(k, _)| k.as_slice()).collect();
