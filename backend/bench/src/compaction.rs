@@ -109,7 +109,24 @@ pub async fn compaction(args: &Args, _server: &ServerProcess, client: &impl Fn()
     );
     let before = measure(&setup, rows, args.samples.min(2000), "before compaction").await;
 
-    // Single-row INSERTs into another table, timed, while the compaction runs.
+    // Single-row INSERTs into another table, timed: alone for as long as the
+    // compaction will take, then while it runs.
+    let insert_alone = {
+        let client = client();
+        let mut latencies = Vec::new();
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut id = 10_000_000u64;
+        while Instant::now() < until {
+            id += 1;
+            let started = Instant::now();
+            client
+                .sql(format!("INSERT INTO bench.single VALUES ({id}, 'alone')"))
+                .await;
+            latencies.push(started.elapsed());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        report_latency("single-row INSERT alone", latencies)
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let inserter = {
         let (stop, client) = (stop.clone(), client());
@@ -164,6 +181,7 @@ pub async fn compaction(args: &Args, _server: &ServerProcess, client: &impl Fn()
         "compaction_seconds": seconds,
         "compaction_row_versions_per_s": versions_in / seconds,
         "compaction_result": result,
+        "insert_alone": insert_alone,
         "insert_during_compaction": inserts,
         "after": after,
     })
