@@ -82,15 +82,7 @@ pub async fn compaction(args: &Args, _server: &ServerProcess, client: &impl Fn()
                 id % 10
             ));
         }
-        let response = (setup.http)
-            .post(setup.url.replace("/sql", "/ingest/bench/c"))
-            .basic_auth("root", Some(""))
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .expect("an answer");
-        assert_eq!(response.status(), 200);
+        setup.ingest_ndjson("bench", "c", body).await;
     }
     flush(&setup, "bench.c").await;
     for round in 0..args.compact_rounds {

@@ -26,16 +26,7 @@ pub async fn indexes(args: &Args, server: &ServerProcess, client: &impl Fn() -> 
                 "{{\"id\":{id},\"k\":{k},\"u\":{k},\"v\":\"value {id}\"}}\n"
             ));
         }
-        let response = client
-            .http
-            .post(client.url.replace("/sql", "/ingest/bench/ix"))
-            .basic_auth("root", Some(""))
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await
-            .expect("an answer");
-        assert_eq!(response.status(), 200);
+        client.ingest_ndjson("bench", "ix", body).await;
     }
     println!("loaded {rows} rows in {:.1} s", started.elapsed().as_secs_f64());
     let started = Instant::now();

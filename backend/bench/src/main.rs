@@ -243,6 +243,20 @@ impl Client {
         }
     }
 
+    /// `POST /ingest/<ns>/<table>` of an NDJSON body as root; panics unless it loads.
+    async fn ingest_ndjson(&self, namespace: &str, table: &str, body: String) {
+        let response = self
+            .http
+            .post(self.url.replace("/sql", &format!("/ingest/{namespace}/{table}")))
+            .basic_auth("root", Some(""))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), 200);
+    }
+
     /// Polls `system.jobs` until the job finished; returns its row as
     /// `[status, rows_flushed, duration_ms, bytes_written, files_written]`.
     async fn wait_job(&self, job_id: &str) -> Vec<Value> {

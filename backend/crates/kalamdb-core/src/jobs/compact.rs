@@ -222,13 +222,7 @@ impl Outputs<'_> {
     fn push(&mut self, seq: u64, cells: Vec<(u32, kalamdb_commons::Value)>) -> KalamResult<()> {
         self.builder.push(seq, cells);
         if self.builder.rows >= self.batch_rows {
-            write_batch(
-                &mut self.writer,
-                &mut self.builder,
-                &self.dir,
-                self.next_batch,
-                self.batch_rows,
-            )?;
+            self.write()?;
             if self
                 .writer
                 .as_ref()
@@ -240,16 +234,16 @@ impl Outputs<'_> {
         Ok(())
     }
 
+    /// Writes the assembled rows into the segment being written (started if none is).
+    fn write(&mut self) -> KalamResult<()> {
+        let (dir, batch, rows) = (&self.dir, self.next_batch, self.batch_rows);
+        write_batch(&mut self.writer, &mut self.builder, dir, batch, rows)
+    }
+
     /// Finishes the segment being written, if any.
     fn close(&mut self) -> KalamResult<()> {
         if self.builder.rows > 0 {
-            write_batch(
-                &mut self.writer,
-                &mut self.builder,
-                &self.dir,
-                self.next_batch,
-                self.batch_rows,
-            )?;
+            self.write()?;
         }
         let Some(writer) = self.writer.take() else {
             return Ok(());
