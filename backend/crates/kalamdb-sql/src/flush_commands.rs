@@ -156,7 +156,9 @@ mod tests {
             "KILL LIVE QUERY",
             "KILL LIVE QUERY ''",
             "KILL LIVE '1/s'",
-            "STORAGE COMPACT TABLE t",
+            "STORAGE COMPACT",
+            "STORAGE COMPACT TABLES t",
+            "STORAGE COMPACT ALL IN",
         ] {
             let err = parse_statement(sql).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidSql, "{sql}: {err}");
