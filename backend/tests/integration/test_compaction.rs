@@ -909,3 +909,135 @@ async fn compaction_keeps_rows_of_every_schema_the_table_had() {
         "a re-added column is a new column"
     );
 }
+
+/// Waits until the job has finished; its status.
+async fn finished(server: &ServerProcess, job_id: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = server
+            .sql(&format!(
+                "SELECT status FROM system.jobs WHERE job_id = '{job_id}'"
+            ))
+            .await
+            .rows()[0][0]
+            .clone();
+        if matches!(status.as_str(), Some("completed" | "failed" | "cancelled")) {
+            return status.as_str().unwrap().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "job {job_id}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn job_of(server: &ServerProcess, sql: &str) -> String {
+    let response = server.sql(sql).await;
+    response.expect_success();
+    response.rows()[0][0].as_str().unwrap().to_string()
+}
+
+/// The randomized rounds with the real binary: random writes by two users and a flush,
+/// then — in a random order — a compaction killed at each of its steps
+/// (`KALAMDB_FAILPOINT`), compactions, and `kill -9`s; after every round each user's rows
+/// equal the model's and every segment on disk is listed. The seed comes from
+/// `KALAMDB_TEST_SEED` (default fixed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_rounds_with_crashes_at_every_compaction_step_match_a_model() {
+    const STEPS: [&str; 3] = [
+        "compact_segment_written",
+        "compact_manifest_saved",
+        "compact_committed",
+    ];
+    let seed: u64 = std::env::var("KALAMDB_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x00c0_ffee_5eed);
+    let mut rng = crate::common::Rng(seed | 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::spawn(dir.path());
+    server
+        .sql(&format!(
+            "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
+             CREATE USER alice WITH PASSWORD '{PW}' ROLE user; CREATE USER bob WITH PASSWORD '{PW}' ROLE user"
+        ))
+        .await
+        .expect_success();
+    let mut models: Vec<(&str, BTreeMap<i64, String>)> =
+        vec![("alice", BTreeMap::new()), ("bob", BTreeMap::new())];
+    // What ends each round, in a random order: a crash at each compaction step, two
+    // compactions, two kill -9s.
+    let mut plan: Vec<Option<&str>> = STEPS.iter().map(|s| Some(*s)).collect();
+    plan.extend([None, None, None, None]);
+    let mut kills = [false, false, false, false, false, true, true];
+    for i in (1..plan.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        plan.swap(i, j);
+        kills.swap(i, j);
+    }
+    for (round, (crash_at, kill)) in plan.into_iter().zip(kills).enumerate() {
+        for (user, model) in models.iter_mut() {
+            for op in 0..15 {
+                let id = 1 + rng.below(30) as i64;
+                let v = format!("{round}.{op}");
+                let sql = match (op, rng.below(3)) {
+                    (0, _) | (_, 0) => {
+                        model.insert(id, v.clone());
+                        format!(
+                            "INSERT INTO app.kv VALUES ({id}, '{v}') ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v"
+                        )
+                    }
+                    (_, 1) => {
+                        if let Some(slot) = model.get_mut(&id) {
+                            *slot = v.clone();
+                        }
+                        format!("UPDATE app.kv SET v = '{v}' WHERE id = {id}")
+                    }
+                    _ => {
+                        model.remove(&id);
+                        format!("DELETE FROM app.kv WHERE id = {id}")
+                    }
+                };
+                server.sql_as(user, PW, &sql).await.expect_success();
+            }
+        }
+        let flushed = job_of(&server, "STORAGE FLUSH TABLE app.kv").await;
+        assert_eq!(finished(&server, &flushed).await, "completed");
+        let action = format!("{crash_at:?}, kill {kill}");
+        match (crash_at, kill) {
+            (Some(step), _) => {
+                server.kill_9();
+                let crashing = ServerProcess::spawn_with_env(dir.path(), &[("KALAMDB_FAILPOINT", step)]);
+                crashing
+                    .sql("STORAGE COMPACT TABLE app.kv")
+                    .await
+                    .expect_success();
+                let status = crashing.wait_for_exit(Duration::from_secs(60)).await;
+                assert!(!status.success(), "seed {seed}, round {round}: aborted at {step}");
+                server = ServerProcess::spawn(dir.path());
+            }
+            (None, false) => {
+                let compacted = job_of(&server, "STORAGE COMPACT TABLE app.kv").await;
+                assert_eq!(finished(&server, &compacted).await, "completed");
+            }
+            (None, true) => {
+                server.kill_9();
+                server = ServerProcess::spawn(dir.path());
+            }
+        }
+        for (user, model) in &models {
+            let rows = server
+                .sql_as(user, PW, "SELECT id, v FROM app.kv ORDER BY id")
+                .await
+                .rows();
+            let expected: Vec<Vec<Value>> = model.iter().map(|(id, v)| vec![json!(id), json!(v)]).collect();
+            assert_eq!(
+                rows, expected,
+                "seed {seed}, round {round}, action {action}: {user}'s rows"
+            );
+        }
+        assert!(
+            only_listed_segments(&dir.path().join("storage")),
+            "seed {seed}, round {round}: unlisted segments"
+        );
+    }
+    server.kill_9();
+}
