@@ -102,7 +102,11 @@ fn result_of(job: &Value) -> Value {
 }
 
 async fn kv_server() -> TestServer {
-    let server = TestServer::start().await;
+    kv_server_with(|_| {}).await
+}
+
+async fn kv_server_with(adjust: impl FnOnce(&mut kalamdb_server::Settings)) -> TestServer {
+    let server = TestServer::start_configured(adjust).await;
     server
         .execute_sql(
             "CREATE NAMESPACE app; \
@@ -771,6 +775,43 @@ async fn a_compaction_writes_segments_of_its_target_size() {
         model,
         "rows over several segments"
     );
+    // Rows of every output segment by key, then a flush after it (the next batch number
+    // must be free) and another compaction.
+    for id in [1i64, 999, 1500, 2001, 3000] {
+        let point = server
+            .execute_sql_as("alice", PW, &format!("SELECT v FROM app.kv WHERE id = {id}"))
+            .await;
+        assert_eq!(point.rows(), vec![vec![json!(model[&id].0)]], "row {id} by key");
+    }
+    run(
+        &server,
+        "alice",
+        "UPDATE app.kv SET v = 'late' WHERE id IN (2, 2500)",
+    )
+    .await;
+    run(&server, "alice", "INSERT INTO app.kv VALUES (5000, 'new', NULL)").await;
+    for id in [2, 2500] {
+        model.get_mut(&id).unwrap().0 = "late".into();
+    }
+    model.insert(5000, ("new".into(), String::new()));
+    flush(&server).await;
+    assert_eq!(
+        visible(&server, "alice").await,
+        model,
+        "flushed after the compaction"
+    );
+    compact(&server).await;
+    assert_eq!(visible(&server, "alice").await, model, "compacted again");
+    for id in [2i64, 2500, 5000] {
+        let point = server
+            .execute_sql_as("alice", PW, &format!("SELECT v FROM app.kv WHERE id = {id}"))
+            .await;
+        assert_eq!(
+            point.rows(),
+            vec![vec![json!(model[&id].0)]],
+            "row {id} by key, again"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1040,4 +1081,90 @@ async fn random_rounds_with_crashes_at_every_compaction_step_match_a_model() {
         );
     }
     server.kill_9();
+}
+
+#[tokio::test]
+async fn a_compact_policy_leaves_a_scope_of_full_segments_alone() {
+    let server = TestServer::start_configured(|s| {
+        s.compaction_target_mb = 1;
+        s.flush_batch_rows = 100;
+    })
+    .await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE app; \
+             CREATE USER TABLE app.big (id BIGINT PRIMARY KEY, v TEXT) WITH (COMPACT_POLICY = 'segments:1')",
+        )
+        .await
+        .expect_success();
+    server.create_user("alice", PW, "user").await;
+    let mut rng = crate::common::Rng(0x0005_eed0_fb16);
+    for round in 0..6 {
+        let values: Vec<String> = (1..=500)
+            .map(|i| {
+                let v: String = (0..64).map(|_| format!("{:016x}", rng.next())).collect();
+                format!("({}, '{v}')", round * 500 + i)
+            })
+            .collect();
+        run(
+            &server,
+            "alice",
+            &format!("INSERT INTO app.big VALUES {}", values.join(",")),
+        )
+        .await;
+        let job_id = start_job(&server, "STORAGE FLUSH TABLE app.big").await;
+        assert_eq!(server.wait_for_job(&job_id).await["status"], "completed");
+    }
+    let compactions = || async {
+        let response = server
+            .execute_sql("SELECT count(*) FROM system.jobs WHERE job_type = 'compact'")
+            .await;
+        response.rows()[0][0].as_u64().unwrap()
+    };
+    // The policy compacts while small segments pile up, then stops: what it wrote is
+    // full, and rewriting it again would leave as many files.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut settled = compactions().await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = compactions().await;
+        if now == settled && now > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the policy never settles: {now} compactions"
+        );
+        settled = now;
+    }
+    let count = server
+        .execute_sql_as("alice", PW, "SELECT count(*) FROM app.big")
+        .await;
+    assert_eq!(count.rows(), vec![vec![json!(3000)]]);
+}
+
+/// With `sync_writes`, a commit writes on a blocking task and records what a running
+/// compaction must keep there: the same writes during a held compaction count.
+#[tokio::test]
+async fn writes_during_a_compaction_count_with_synced_writes() {
+    let server = kv_server_with(|s| s.sync_writes = true).await;
+    let mut models = vec![("alice", Model::new()), ("bob", Model::new())];
+    churn(&server, &mut models, 2).await;
+    server.db().holds().hold("compact_batch");
+    let job_id = start_job(&server, "STORAGE COMPACT TABLE app.kv").await;
+    server.wait_at_hold("compact_batch").await;
+    run(
+        &server,
+        "alice",
+        "UPDATE app.kv SET v = 'during' WHERE id IN (4, 6)",
+    )
+    .await;
+    run(&server, "alice", "DELETE FROM app.kv WHERE id = 13").await;
+    for id in [4, 6] {
+        models[0].1.get_mut(&id).unwrap().0 = "during".into();
+    }
+    models[0].1.remove(&13);
+    server.db().holds().release("compact_batch");
+    assert_eq!(server.wait_for_job(&job_id).await["status"], "completed");
+    check(&server, &models, "after the compaction, synced writes").await;
 }

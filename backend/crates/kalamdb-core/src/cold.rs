@@ -32,14 +32,20 @@ pub(crate) struct ColdFigures {
     pub files: u64,
     pub bytes: u64,
     pub rows: u64,
+    /// Segments below half the compaction target (what a compaction policy counts:
+    /// larger ones are what compaction writes).
+    pub small_files: u64,
 }
 
 impl ColdFigures {
-    fn of(manifest: &Manifest) -> ColdFigures {
+    fn of(manifest: &Manifest, small_below: u64) -> ColdFigures {
         ColdFigures {
             files: manifest.segments.len() as u64,
             bytes: manifest.size_bytes(),
             rows: manifest.row_count(),
+            small_files: (manifest.segments.iter())
+                .filter(|s| s.size_bytes < small_below)
+                .count() as u64,
         }
     }
 }
@@ -58,6 +64,7 @@ impl FigureBook {
         self.total.files = self.total.files - old.files + figures.files;
         self.total.bytes = self.total.bytes - old.bytes + figures.bytes;
         self.total.rows = self.total.rows - old.rows + figures.rows;
+        self.total.small_files = self.total.small_files - old.small_files + figures.small_files;
     }
 
     fn forget_table(&mut self, table_id: u32) {
@@ -108,10 +115,13 @@ pub(crate) struct ColdTier {
     /// clean-up); `marker_logs_open` counts them, so commits elsewhere skip the lock.
     marker_logs: Mutex<HashMap<(u32, String), Vec<u64>>>,
     marker_logs_open: std::sync::atomic::AtomicUsize,
+    /// Half the compaction target: a smaller segment counts toward a compaction policy.
+    small_below: u64,
 }
 
 impl ColdTier {
-    pub fn open(storage_dir: PathBuf, store: &Store) -> KalamResult<ColdTier> {
+    /// `compaction_target_bytes`: the size of the segments compaction writes.
+    pub fn open(storage_dir: PathBuf, store: &Store, compaction_target_bytes: u64) -> KalamResult<ColdTier> {
         let mut watermarks = HashMap::new();
         for (key, value) in store
             .latest()
@@ -138,6 +148,7 @@ impl ColdTier {
             segment_metadata: Default::default(),
             flush_gates: Mutex::new(HashMap::new()),
             dropped: Default::default(),
+            small_below: compaction_target_bytes / 2,
             marker_logs: Mutex::default(),
             marker_logs_open: Default::default(),
         })
@@ -281,14 +292,22 @@ impl ColdTier {
     /// Records a scope's manifest in the `/metrics` figures (published, or found at
     /// start-up).
     pub fn note_manifest(&self, table_id: u32, scope: &str, manifest: &Manifest) {
-        self.figures
-            .lock()
-            .set((table_id, scope.to_string()), ColdFigures::of(manifest));
+        self.figures.lock().set(
+            (table_id, scope.to_string()),
+            ColdFigures::of(manifest, self.small_below),
+        );
     }
 
     /// Whether some scope of a table has more than `segments` segments.
+    /// Whether some scope of a table has more than `segments` segments below half the
+    /// compaction target (those it writes are not counted: a scope they fill is done).
     pub fn has_scope_over(&self, table_id: u32, segments: u64) -> bool {
-        (self.figures.lock().by_scope.iter()).any(|((id, _), f)| *id == table_id && f.files > segments)
+        (self.figures.lock().by_scope.iter()).any(|((id, _), f)| *id == table_id && f.small_files > segments)
+    }
+
+    /// Half the compaction target (see [`ColdFigures::small_files`]).
+    pub fn small_below(&self) -> u64 {
+        self.small_below
     }
 
     /// Segments, bytes and row versions of every USER table's cold tier.
@@ -520,7 +539,7 @@ mod tests {
     fn the_manifest_cache_is_bounded_but_keeps_tables_being_flushed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("rocksdb"), &Default::default()).unwrap();
-        let cold = ColdTier::open(dir.path().join("storage"), &store).unwrap();
+        let cold = ColdTier::open(dir.path().join("storage"), &store, 512 << 20).unwrap();
         let (flushed, other) = (user_table(1), user_table(2));
         let pin = cold.pin_while_flushing(flushed.table_id);
         for i in 0..10 {

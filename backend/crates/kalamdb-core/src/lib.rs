@@ -266,7 +266,7 @@ impl KalamDb {
             .map_err(|e| KalamError::internal(format!("invalid data directory: {e}")))?;
         std::fs::create_dir_all(&storage_dir)
             .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", storage_dir.display())))?;
-        let cold = ColdTier::open(storage_dir, &store)?;
+        let cold = ColdTier::open(storage_dir, &store, options.jobs.compaction_target_bytes)?;
         let table_ids: Vec<u32> = catalog.tables().iter().map(|t| t.table_id).collect();
         live::open_log(&store, !options.live.history.is_zero(), last_seq, &table_ids)?;
         let holds = Arc::new(failpoint::Holds::default());

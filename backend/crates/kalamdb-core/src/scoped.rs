@@ -175,12 +175,12 @@ impl ScopedTable {
     /// The store and the scope's manifest of one moment (taken under the cold tier's
     /// commit lock, as a snapshot's are), for reads by key.
     pub fn moment(&self) -> KalamResult<(StoreView, Option<Arc<Manifest>>)> {
+        if self.table.table_type != TableType::User {
+            return Ok((self.db.store.view(), None));
+        }
         let _tiers = self.db.cold.commit_lock.read_recursive();
-        let manifest = match self.table.table_type {
-            TableType::User => Some(self.db.cold.manifest(&self.table, &self.scope)?),
-            _ => None,
-        };
-        Ok((self.db.store.view(), manifest))
+        let manifest = self.db.cold.manifest(&self.table, &self.scope)?;
+        Ok((self.db.store.view(), Some(manifest)))
     }
 
     /// The live rows of the given primary keys, in either tier, projected (at most

@@ -334,7 +334,11 @@ async fn commit_locked(
     if !markers.is_empty() && db.cold.logs_markers(table.table_id, scope) {
         // A compaction of the scope is running: its clean-up must keep these markers.
         let (db, table_id, scope) = (db.clone(), table.table_id, scope.to_string());
-        after_write.push(Box::new(move || db.cold.note_markers(table_id, &scope, &markers)));
+        // First, so nothing that runs after the write can keep it from being recorded.
+        after_write.insert(
+            0,
+            Box::new(move || db.cold.note_markers(table_id, &scope, &markers)),
+        );
     }
     if db.store.syncs_writes() {
         // An fsync takes milliseconds: off the async workers. The lock goes with the

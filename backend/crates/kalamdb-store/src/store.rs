@@ -905,6 +905,27 @@ mod tests {
     }
 
     #[test]
+    fn a_scope_s_markers_go_in_one_range_delete_and_a_put_after_it_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut batch = store.batch();
+        for seq in [3, 5, 9] {
+            batch.put_stale(7, "u1", seq);
+            batch.put_stale(7, "u2", seq);
+        }
+        batch.put_stale(8, "u1", 4);
+        store.commit(batch).unwrap();
+        let mut batch = store.batch();
+        batch.delete_stale_scope(7, "u1");
+        batch.put_stale(7, "u1", 5);
+        store.commit(batch).unwrap();
+        let view = store.latest();
+        assert_eq!(view.stale_seqs(7, "u1").unwrap(), vec![5]);
+        assert_eq!(view.stale_seqs(7, "u2").unwrap(), vec![3, 5, 9]);
+        assert_eq!(view.stale_seqs(8, "u1").unwrap(), vec![4]);
+    }
+
+    #[test]
     fn a_dropped_table_leaves_no_change_log_behind() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());

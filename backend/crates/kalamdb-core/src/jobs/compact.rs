@@ -101,9 +101,18 @@ fn compact_scope(
         .collect();
     let droppable = inputs.iter().any(|s| s.deleted_count > 0)
         || (stale.iter()).any(|seq| inputs.iter().any(|s| (s.min_seq..=s.max_seq).contains(seq)));
-    // A statement (`min_segments` 2) also rewrites one segment with versions to drop;
-    // a policy only the scopes over its limit.
-    let worth_it = inputs.len() >= min_segments.max(2) || (min_segments <= 2 && droppable);
+    // A statement (`min_segments` 2) rewrites a scope of two or more segments, or one
+    // with versions to drop; a policy only the scopes with more small segments than
+    // its limit. Neither rewrites segments it could not make fewer or smaller.
+    let target = db.options.jobs.compaction_target_bytes.max(1);
+    let small = (inputs.iter())
+        .filter(|s| s.size_bytes < cold.small_below())
+        .count();
+    let fewer = (inputs.len() as u64) > manifest.size_bytes().div_ceil(target);
+    let worth_it = match min_segments <= 2 {
+        true => (inputs.len() >= 2 && fewer) || droppable,
+        false => small >= min_segments,
+    };
     if inputs.is_empty() || !worth_it {
         return Ok(ScopeEnd::Untouched);
     }
@@ -122,6 +131,7 @@ fn compact_scope(
         builder: segment::assembler(table, batch_rows),
         writer: None,
         written: Vec::new(),
+        listed: false,
     };
     let mut done = Compacted::default();
     // The UNIQUE entries of dropped row versions (tombstones have none).
@@ -149,7 +159,7 @@ fn compact_scope(
             }
             db.holds.wait("compact_batch", || job.cancel.is_cancelled());
             if job.cancel.is_cancelled() {
-                out.abort();
+                drop(out);
                 return Ok(ScopeEnd::Cancelled);
             }
         }
@@ -159,9 +169,10 @@ fn compact_scope(
     next.next_batch = out.next_batch;
     done.output.files_written = out.written.len() as u64;
     done.output.bytes_written = out.written.iter().map(|s| s.size_bytes).sum();
-    next.segments = out.written;
+    next.segments = out.written.clone();
     failpoint::hit("compact_segment_written");
     next.save(&dir).map_err(cold_error)?;
+    out.listed = true;
     failpoint::hit("compact_manifest_saved");
     {
         // Writers of the scope wait: the markers they wrote since `S` are put back
@@ -216,6 +227,8 @@ struct Outputs<'a> {
     builder: RowAssembler,
     writer: Option<SegmentWriter>,
     written: Vec<Segment>,
+    /// Set once the saved manifest lists `written`.
+    listed: bool,
 }
 
 impl Outputs<'_> {
@@ -270,10 +283,16 @@ impl Outputs<'_> {
         self.builder = segment::assembler(self.table, self.batch_rows);
         Ok(())
     }
+}
 
-    /// Removes what was written (no manifest lists it).
-    fn abort(self) {
-        if let Some(writer) = self.writer {
+impl Drop for Outputs<'_> {
+    /// A compaction that stops before its manifest lists what it wrote (cancelled, or
+    /// an error) removes it.
+    fn drop(&mut self) {
+        if self.listed {
+            return;
+        }
+        if let Some(writer) = self.writer.take() {
             writer.abort();
         }
         for segment in &self.written {

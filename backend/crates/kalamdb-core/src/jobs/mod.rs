@@ -262,14 +262,14 @@ impl JobManager {
                 (self.policy.lock().backoff.get(&(table.table_id, kind)))
                     .is_some_and(|(_, retry_at)| now < *retry_at)
             };
-            // Compaction first: it is due only once a scope has more than N segments,
-            // and leaves one, so flushes that are always due cannot starve it, nor it them.
+            // Compaction first: it is due only once a scope has more than N small
+            // segments and leaves none, so flushes that are always due cannot starve it;
+            // a flush due meanwhile waits for it (FLUSH_IN_PROGRESS), then runs.
             if let Some(n) = table.compact_segments
                 && !waits(JobKind::Compact)
                 && self.tiers.cold.has_scope_over(table.table_id, n as u64)
             {
                 self.submit_by_policy(&table, JobKind::Compact);
-                continue;
             }
             let Some(policy) = table.flush_policy else {
                 continue;
