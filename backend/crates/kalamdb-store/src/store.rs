@@ -235,8 +235,10 @@ self_cell::self_cell!(
     }
 );
 
-/// A snapshot of the store (see [`Store::view`]). Reads through it never see a
-/// write committed after it was taken.
+/// The store's one read API: a snapshot ([`Store::view`]), whose reads never see a
+/// write committed after it was taken, or the latest state ([`Store::latest`]), whose
+/// reads see what is committed when each runs. Code that needs one moment across
+/// several reads (scans, the commit's checks, version lookups) takes a snapshot.
 pub struct StoreView(ViewOf);
 
 enum ViewOf {
