@@ -93,6 +93,11 @@ async fn compact(server: &TestServer) -> Value {
     job
 }
 
+/// 1 KiB of random hex (it compresses to about half).
+fn kilobyte(rng: &mut crate::common::Rng) -> String {
+    (0..64).map(|_| format!("{:016x}", rng.next())).collect()
+}
+
 /// The `result` column of a job's row (JSON).
 fn result_of(job: &Value) -> Value {
     match &job["result"] {
@@ -748,7 +753,7 @@ async fn a_compaction_writes_segments_of_its_target_size() {
         let values: Vec<String> = (1..=1000)
             .map(|i| {
                 let id = round * 1000 + i;
-                let v: String = (0..64).map(|_| format!("{:016x}", rng.next())).collect();
+                let v = kilobyte(&mut rng);
                 model.insert(id, (v.clone(), String::new()));
                 format!("({id}, '{v}', NULL)")
             })
@@ -829,7 +834,7 @@ async fn a_scan_reading_across_a_compaction_reads_every_row_and_its_files_outliv
         for part in 0..4 {
             let values: Vec<String> = (1..=1000)
                 .map(|i| {
-                    let v: String = (0..64).map(|_| format!("{:016x}", rng.next())).collect();
+                    let v = kilobyte(&mut rng);
                     format!("({}, '{v}', NULL)", round * 4000 + part * 1000 + i)
                 })
                 .collect();
@@ -1102,7 +1107,7 @@ async fn a_compact_policy_leaves_a_scope_of_full_segments_alone() {
     for round in 0..6 {
         let values: Vec<String> = (1..=500)
             .map(|i| {
-                let v: String = (0..64).map(|_| format!("{:016x}", rng.next())).collect();
+                let v = kilobyte(&mut rng);
                 format!("({}, '{v}')", round * 500 + i)
             })
             .collect();

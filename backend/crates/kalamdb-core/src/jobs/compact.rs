@@ -18,7 +18,7 @@ use kalamdb_commons::KalamResult;
 use kalamdb_store::DecodedRow;
 
 use super::ActiveJob;
-use super::flush::{FlushEnd, write_batch};
+use super::flush::{FlushEnd, stage_entry_deletes, write_batch};
 use crate::assemble::RowAssembler;
 use crate::base::{now_micros, store_error};
 use crate::catalog::TableDef;
@@ -192,15 +192,7 @@ fn compact_scope(
                     batch.put_stale(table.table_id, scope, seq);
                 }
             }
-            if !dropped_entries.is_empty() {
-                let keys: Vec<&[u8]> = dropped_entries.iter().map(|(k, _)| k.as_slice()).collect();
-                let current = db.store.latest().index_multi_get(&keys).map_err(store_error)?;
-                for ((key, seq), current) in dropped_entries.iter().zip(current) {
-                    if current == Some(*seq) {
-                        batch.delete_index_entry(key);
-                    }
-                }
-            }
+            stage_entry_deletes(db, &mut batch, &dropped_entries)?;
             db.store.commit(batch).map_err(store_error)
         };
         if let Err(e) = clean_up() {

@@ -255,15 +255,7 @@ fn flush_scope(
         let _commit = cold.commit_lock.write();
         let mut batch = db.store.batch();
         batch.delete_hot_through(table.table_id, scope, watermark);
-        if !index_entries.is_empty() {
-            let keys: Vec<&[u8]> = index_entries.iter().map(|(k, _)| k.as_slice()).collect();
-            let current = db.store.latest().index_multi_get(&keys).map_err(store_error)?;
-            for ((key, seq), current) in index_entries.iter().zip(current) {
-                if current == Some(*seq) {
-                    batch.delete_index_entry(key);
-                }
-            }
-        }
+        stage_entry_deletes(db, &mut batch, &index_entries)?;
         let committed = if failpoint::armed("fail_hot_delete") {
             Err(KalamError::internal("KALAMDB_FAILPOINT: the hot delete failed"))
         } else {
@@ -288,6 +280,27 @@ fn flush_scope(
         rows: figures.rows,
         bytes: written.size_bytes,
     })
+}
+
+/// Stages the delete of each index entry `(key, seq)` that still names `seq` (a write
+/// that replaced the row meanwhile wrote the same key for its own version). Call with
+/// the scope's commit lock held, so no writer comes between the check and the delete.
+pub(super) fn stage_entry_deletes(
+    db: &Tiers,
+    batch: &mut kalamdb_store::StoreBatch<'_>,
+    entries: &[(Vec<u8>, u64)],
+) -> KalamResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+    let current = db.store.latest().index_multi_get(&keys).map_err(store_error)?;
+    for ((key, seq), current) in entries.iter().zip(current) {
+        if current == Some(*seq) {
+            batch.delete_index_entry(key);
+        }
+    }
+    Ok(())
 }
 
 /// Sleeps for `pause` (in short slices, so a cancellation is seen promptly);
