@@ -2,12 +2,13 @@
 //! UNIQUE indexes, policies, exclusion with flushes, and crashes at every step.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::common::{ServerProcess, TestServer};
+use crate::test_flush_crash::{assert_only_listed_segments, create_kv, flush as crash_flush, wait_completed};
 
 const PW: &str = "pw";
 
@@ -365,33 +366,6 @@ async fn a_compact_policy_compacts_by_itself_and_jobs_of_a_table_exclude_each_ot
         .expect_error(403, "PERMISSION_DENIED");
 }
 
-/// Every Parquet file under `storage` is listed by its directory's manifest.
-fn only_listed_segments(storage: &Path) -> bool {
-    let mut stack = vec![storage.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                let manifest: Value =
-                    serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
-                        .unwrap();
-                let name = path.file_name().unwrap().to_str().unwrap();
-                if !manifest["segments"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|s| s["file"] == name)
-                {
-                    return false;
-                }
-            }
-        }
-    }
-    true
-}
-
 async fn rows_of(server: &ServerProcess) -> Vec<Vec<Value>> {
     let response = server
         .sql_as("alice", PW, "SELECT id, v FROM app.kv ORDER BY id")
@@ -409,13 +383,7 @@ async fn a_crash_at_any_step_of_a_compaction_loses_duplicates_and_resurrects_not
     ] {
         let dir = tempfile::tempdir().unwrap();
         let server = ServerProcess::spawn(dir.path());
-        server
-            .sql(&format!(
-                "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
-                 CREATE USER alice WITH PASSWORD '{PW}' ROLE user"
-            ))
-            .await
-            .expect_success();
+        create_kv(&server).await;
         for round in 0..3 {
             let values: Vec<String> = (1..=100).map(|i| format!("({i}, 'r{round}')")).collect();
             let sql = format!(
@@ -431,18 +399,7 @@ async fn a_crash_at_any_step_of_a_compaction_loses_duplicates_and_resurrects_not
                 )
                 .await
                 .expect_success();
-            let flushed = server.sql("STORAGE FLUSH TABLE app.kv").await;
-            let job = flushed.rows()[0][0].as_str().unwrap().to_string();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while server
-                .sql(&format!("SELECT status FROM system.jobs WHERE job_id = '{job}'"))
-                .await
-                .rows()[0][0]
-                != "completed"
-            {
-                assert!(std::time::Instant::now() < deadline, "flush {round}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_completed(&server, &crash_flush(&server).await).await;
         }
         let before = rows_of(&server).await;
         assert_eq!(
@@ -459,31 +416,14 @@ async fn a_crash_at_any_step_of_a_compaction_loses_duplicates_and_resurrects_not
 
         let server = ServerProcess::spawn(dir.path());
         assert_eq!(rows_of(&server).await, before, "{step}: rows after the crash");
-        assert!(
-            only_listed_segments(&dir.path().join("storage")),
-            "{step}: unlisted segments removed"
-        );
+        assert_only_listed_segments(&dir.path().join("storage"));
         // Deleted rows stay deleted when written again around them, and a compaction
         // after the crash completes.
         server
             .sql_as("alice", PW, "UPDATE app.kv SET v = 'after' WHERE id = 1")
             .await
             .expect_success();
-        server.sql("STORAGE COMPACT TABLE app.kv").await.expect_success();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let done = server
-                .sql("SELECT count(*) FROM system.jobs WHERE job_type = 'compact' AND status = 'completed'")
-                .await;
-            if done.rows()[0][0] == 1 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{step}: compaction after the crash"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_completed(&server, &job_of(&server, "STORAGE COMPACT TABLE app.kv").await).await;
         let mut expected = before.clone();
         for row in expected.iter_mut().filter(|r| r[0] == 1) {
             row[1] = json!("after");
@@ -956,25 +896,6 @@ async fn compaction_keeps_rows_of_every_schema_the_table_had() {
     );
 }
 
-/// Waits until the job has finished; its status.
-async fn finished(server: &ServerProcess, job_id: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = server
-            .sql(&format!(
-                "SELECT status FROM system.jobs WHERE job_id = '{job_id}'"
-            ))
-            .await
-            .rows()[0][0]
-            .clone();
-        if matches!(status.as_str(), Some("completed" | "failed" | "cancelled")) {
-            return status.as_str().unwrap().to_string();
-        }
-        assert!(std::time::Instant::now() < deadline, "job {job_id}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn job_of(server: &ServerProcess, sql: &str) -> String {
     let response = server.sql(sql).await;
     response.expect_success();
@@ -1000,13 +921,7 @@ async fn random_rounds_with_crashes_at_every_compaction_step_match_a_model() {
     let mut rng = crate::common::Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::spawn(dir.path());
-    server
-        .sql(&format!(
-            "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
-             CREATE USER alice WITH PASSWORD '{PW}' ROLE user; CREATE USER bob WITH PASSWORD '{PW}' ROLE user"
-        ))
-        .await
-        .expect_success();
+    create_kv(&server).await;
     let mut models: Vec<(&str, BTreeMap<i64, String>)> =
         vec![("alice", BTreeMap::new()), ("bob", BTreeMap::new())];
     // What ends each round, in a random order: a crash at each compaction step, two
@@ -1045,8 +960,7 @@ async fn random_rounds_with_crashes_at_every_compaction_step_match_a_model() {
                 server.sql_as(user, PW, &sql).await.expect_success();
             }
         }
-        let flushed = job_of(&server, "STORAGE FLUSH TABLE app.kv").await;
-        assert_eq!(finished(&server, &flushed).await, "completed");
+        wait_completed(&server, &crash_flush(&server).await).await;
         let action = format!("{crash_at:?}, kill {kill}");
         match (crash_at, kill) {
             (Some(step), _) => {
@@ -1061,8 +975,7 @@ async fn random_rounds_with_crashes_at_every_compaction_step_match_a_model() {
                 server = ServerProcess::spawn(dir.path());
             }
             (None, false) => {
-                let compacted = job_of(&server, "STORAGE COMPACT TABLE app.kv").await;
-                assert_eq!(finished(&server, &compacted).await, "completed");
+                wait_completed(&server, &job_of(&server, "STORAGE COMPACT TABLE app.kv").await).await;
             }
             (None, true) => {
                 server.kill_9();
@@ -1080,10 +993,7 @@ async fn random_rounds_with_crashes_at_every_compaction_step_match_a_model() {
                 "seed {seed}, round {round}, action {action}: {user}'s rows"
             );
         }
-        assert!(
-            only_listed_segments(&dir.path().join("storage")),
-            "seed {seed}, round {round}: unlisted segments"
-        );
+        assert_only_listed_segments(&dir.path().join("storage"));
     }
     server.kill_9();
 }

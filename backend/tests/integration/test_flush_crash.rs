@@ -58,7 +58,7 @@ async fn check(server: &ServerProcess, models: &[(&str, &Model)], step: &str) {
 }
 
 /// Waits until the job has finished; returns its status and error message.
-async fn wait_finished(server: &ServerProcess, job_id: &str) -> (String, String) {
+pub(crate) async fn wait_finished(server: &ServerProcess, job_id: &str) -> (String, String) {
     for _ in 0..1000 {
         let job = server
             .sql(&format!(
@@ -75,13 +75,13 @@ async fn wait_finished(server: &ServerProcess, job_id: &str) -> (String, String)
     panic!("job {job_id} did not finish");
 }
 
-async fn wait_completed(server: &ServerProcess, job_id: &str) {
+pub(crate) async fn wait_completed(server: &ServerProcess, job_id: &str) {
     let (status, message) = wait_finished(server, job_id).await;
     assert_eq!(status, "completed", "job {job_id} ended: {message}");
 }
 
 /// `app.kv (id BIGINT PRIMARY KEY, v TEXT)` and the users alice and bob.
-async fn create_kv(server: &ServerProcess) {
+pub(crate) async fn create_kv(server: &ServerProcess) {
     server
         .sql(&format!(
             "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
@@ -110,7 +110,7 @@ async fn insert_rows(
     model.extend(ids.map(|i| (i, format!("{user}{i}"))));
 }
 
-async fn flush(server: &ServerProcess) -> String {
+pub(crate) async fn flush(server: &ServerProcess) -> String {
     let response = server.sql("STORAGE FLUSH TABLE app.kv").await;
     response.expect_success();
     response.rows()[0][0].as_str().unwrap().to_string()
@@ -130,7 +130,7 @@ fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<String> {
 }
 
 /// Every Parquet file on disk is listed by its directory's manifest.
-fn assert_only_listed_segments(storage: &Path) {
+pub(crate) fn assert_only_listed_segments(storage: &Path) {
     for file in files_with_suffix(storage, ".parquet") {
         let path = Path::new(&file);
         let manifest: serde_json::Value =

@@ -1471,6 +1471,36 @@ async fn an_expensive_filter_delays_only_its_own_subscription() {
     assert_eq!(bob.recv().await["rows"][0]["body"], "bob again");
 }
 
+/// alice's messages `(i, i % rooms, 'b<i>')` for i in 1..=count, flushed; then a
+/// subscriber of `sql` and its model (as of the initial data's `last_seq`).
+async fn flushed_then_subscribed(
+    server: &TestServer,
+    count: i64,
+    rooms: i64,
+    sql: &str,
+) -> (LiveClient, Model) {
+    for first in (0..count).step_by(1000) {
+        let values: Vec<String> = (first + 1..=(first + 1000).min(count))
+            .map(|i| format!("({i}, {}, 'b{i}')", i % rooms))
+            .collect();
+        server
+            .execute_sql_as(
+                "alice",
+                "pw",
+                &format!("INSERT INTO chat.messages VALUES {}", values.join(",")),
+            )
+            .await
+            .expect_success();
+    }
+    server.flush_and_wait("chat.messages").await;
+    let mut client = LiveClient::connect(server, "alice", "pw").await;
+    let (_, rows) = client.subscribe("s", sql, json!({})).await;
+    let mut model = Model::default();
+    model.load(&rows);
+    model.last_seq = client.last_seq;
+    (client, model)
+}
+
 /// A resume across a compaction replays the same changes, old rows exact: compaction
 /// drops replaced versions from Parquet, never the change log's copies, and keeps
 /// every `_seq`.
@@ -1479,20 +1509,7 @@ async fn resume_from_seq_replays_changes_across_a_compaction() {
     let server = TestServer::start().await;
     setup(&server).await;
     let sql = "SELECT id, room, body FROM chat.messages WHERE room < 5";
-    let values: Vec<String> = (1..=40).map(|i| format!("({i}, {}, 'b{i}')", i % 8)).collect();
-    server
-        .execute_sql_as(
-            "alice",
-            "pw",
-            &format!("INSERT INTO chat.messages VALUES {}", values.join(",")),
-        )
-        .await
-        .expect_success();
-    server.flush_and_wait("chat.messages").await;
-    let mut client = LiveClient::connect(&server, "alice", "pw").await;
-    let (_, rows) = client.subscribe("s", sql, json!({})).await;
-    let mut model = Model::default();
-    model.load(&rows);
+    let (mut client, mut model) = flushed_then_subscribed(&server, 40, 8, sql).await;
     server
         .execute_sql_as("alice", "pw", "INSERT INTO chat.messages VALUES (100, 1, 'live')")
         .await
@@ -1537,25 +1554,7 @@ async fn thousands_of_flushed_rows_changed_at_once_reach_subscribers_and_the_log
     let server = TestServer::start().await;
     setup(&server).await;
     let sql = "SELECT id, room, body FROM chat.messages";
-    for first in (0..3000).step_by(1000) {
-        let values: Vec<String> = (first + 1..=first + 1000)
-            .map(|i| format!("({i}, {}, 'b{i}')", i % 7))
-            .collect();
-        server
-            .execute_sql_as(
-                "alice",
-                "pw",
-                &format!("INSERT INTO chat.messages VALUES {}", values.join(",")),
-            )
-            .await
-            .expect_success();
-    }
-    server.flush_and_wait("chat.messages").await;
-    let mut client = LiveClient::connect(&server, "alice", "pw").await;
-    let (_, rows) = client.subscribe("s", sql, json!({})).await;
-    let mut model = Model::default();
-    model.load(&rows);
-    model.last_seq = client.last_seq;
+    let (mut client, mut model) = flushed_then_subscribed(&server, 3000, 7, sql).await;
     let before = Model {
         rows: model.rows.clone(),
         last_seq: model.last_seq,

@@ -100,7 +100,7 @@ fn compact_scope(
         .into_iter()
         .collect();
     let droppable = inputs.iter().any(|s| s.deleted_count > 0)
-        || (stale.iter()).any(|seq| inputs.iter().any(|s| (s.min_seq..=s.max_seq).contains(seq)));
+        || (stale.iter()).any(|seq| manifest.segment_with_seq(*seq).is_some());
     // A statement (`min_segments` 2) rewrites a scope of two or more segments, or one
     // with versions to drop; a policy only the scopes with more small segments than
     // its limit. Neither rewrites segments it could not make fewer or smaller.
