@@ -133,9 +133,7 @@ fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<String> {
 pub(crate) fn assert_only_listed_segments(storage: &Path) {
     for file in files_with_suffix(storage, ".parquet") {
         let path = Path::new(&file);
-        let manifest: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path.with_file_name("manifest.json")).unwrap())
-                .unwrap();
+        let manifest = crate::common::read_manifest(path.parent().unwrap());
         let name = path.file_name().unwrap().to_str().unwrap();
         assert!(
             manifest["segments"]

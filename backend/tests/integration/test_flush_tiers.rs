@@ -327,13 +327,22 @@ async fn running_and_queued(server: &TestServer, kv_rows: i64) -> (String, Strin
     (running, queued)
 }
 
+/// A file of a write that did not complete: a local storage's staging file
+/// (`<name>#<n>`) or a `.tmp` file.
+fn is_staging(name: &str) -> bool {
+    name.ends_with(".tmp")
+        || name
+            .rsplit_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn tmp_files(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
         if path.is_dir() {
             out.extend(tmp_files(&path));
-        } else if path.to_string_lossy().ends_with(".tmp") {
+        } else if is_staging(&path.file_name().unwrap().to_string_lossy()) {
             out.push(path.display().to_string());
         }
     }

@@ -29,9 +29,7 @@ fn scope_dir(server: &TestServer, ns: &str, table: &str, user_id: &str) -> PathB
 }
 
 fn manifest(server: &TestServer, ns: &str, table: &str, user_id: &str) -> Value {
-    let path = scope_dir(server, ns, table, user_id).join("manifest.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap()
+    crate::common::read_manifest(&scope_dir(server, ns, table, user_id))
 }
 
 /// A namespace `app` with USER table `app.msgs(id BIGINT PK, body TEXT, n INT)`,
@@ -98,7 +96,7 @@ async fn test_01_flush_writes_one_parquet_file_per_user() {
         files.sort();
         assert_eq!(
             files,
-            vec!["batch-1.parquet", "manifest.json"],
+            vec!["batch-1.parquet", "manifest-00000000000000000001.json"],
             "{}",
             dir.display()
         );

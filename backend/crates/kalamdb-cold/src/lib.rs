@@ -1,25 +1,29 @@
-//! Cold storage: Parquet segments and their manifests.
+//! Cold storage: Parquet segments and their manifests, in storages.
 //!
-//! A USER table's flushed rows live under
-//! `<storage>/<namespace>/<table>/<user_id>/`, one `batch-<n>.parquet` per flush and a
-//! `manifest.json` that lists the segments of that directory. The manifest is the
-//! truth: a file it does not list does not exist for readers (and is removed at
-//! start-up). Every file is written as `*.tmp`, fsynced, renamed and its directory
-//! fsynced, so no reader and no crash ever sees half a file. The layout and the crash
-//! protocol are specified in `docs/storage-format.md`.
+//! A USER table's flushed rows live in its storage under
+//! `<namespace>/<table>/<user_id>/`, one `batch-<n>.parquet` per flush (or compaction
+//! output) and versioned manifests `manifest-<v>.json` that list the segments there.
+//! The current manifest is the truth: an object it does not list does not exist for
+//! readers (and is removed at start-up). A segment becomes an object only when its
+//! upload completes and a manifest version is created once, never overwritten, so no
+//! reader and no crash ever sees half a file. The layout and the crash protocol are
+//! specified in `docs/storage-format.md`.
 //!
-//! Architecture invariant: this crate knows files, Arrow and Parquet. It knows nothing
-//! about tables, SQL, RocksDB or HTTP; the caller says what columns mean.
+//! Architecture invariant: this crate knows storages (object stores), Arrow and
+//! Parquet. It knows nothing about tables, SQL, RocksDB or HTTP; the caller says what
+//! columns mean.
 
 mod fsutil;
 pub mod layout;
 pub mod manifest;
 mod reader;
+mod storage;
 mod writer;
 
-pub use fsutil::{remove_dir_all_if_exists, remove_file_if_exists, remove_temp_files};
+pub use layout::ScopeDir;
 pub use manifest::{ColumnStats, Manifest, Segment};
 pub use reader::{SegmentMetadataCache, read_all, read_batches, read_seq, read_seqs};
+pub use storage::{RemoteLimits, S3Config, Storage};
 pub use writer::{SegmentWriter, WrittenSegment};
 
 /// Name of the `_seq` column in every segment (BIGINT, the row version).
@@ -42,6 +46,13 @@ pub enum ColdError {
     },
     #[error("manifest {path}: {reason}")]
     Manifest { path: String, reason: String },
+    /// The storage's backend failed (unreachable, refused, timed out).
+    #[error("storage '{storage}' cannot {action}: {source}")]
+    Store {
+        storage: String,
+        action: &'static str,
+        source: object_store::Error,
+    },
 }
 
 impl ColdError {
@@ -53,10 +64,24 @@ impl ColdError {
         }
     }
 
-    pub(crate) fn parquet(path: &std::path::Path, source: datafusion::parquet::errors::ParquetError) -> Self {
-        ColdError::Parquet {
-            path: path.display().to_string(),
+    pub(crate) fn store(storage: &str, action: &'static str, source: object_store::Error) -> Self {
+        ColdError::Store {
+            storage: storage.to_string(),
+            action,
             source,
+        }
+    }
+
+    /// The storage whose backend failed, if that is what this is (a Parquet read
+    /// that failed on the backend's answer counts too).
+    pub fn unavailable_storage(&self) -> Option<&str> {
+        match self {
+            ColdError::Store { storage, .. } => Some(storage),
+            ColdError::Parquet {
+                path,
+                source: datafusion::parquet::errors::ParquetError::External(e),
+            } if e.is::<object_store::Error>() => path.split(':').next(),
+            _ => None,
         }
     }
 }

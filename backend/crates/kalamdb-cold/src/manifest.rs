@@ -1,7 +1,12 @@
-//! `manifest.json`: the list of a directory's Parquet segments.
+//! `manifest-<v>.json`: the list of a scope's Parquet segments, version `v`.
+//!
+//! A manifest is never overwritten: each commit of a scope (a flush, a compaction)
+//! creates the next version if it is absent (`PutMode::Create`), and the current
+//! manifest is the highest version there. Versions below it are deleted after the
+//! commit and at start-up. A format-1 `manifest.json` reads as version 0.
 //!
 //! ```json
-//! {"format_version": 1, "table_id": 7, "next_batch": 3,
+//! {"format_version": 2, "version": 4, "table_id": 7, "next_batch": 3,
 //!  "segments": [{"file": "batch-1.parquet", "batch": 1, "job_id": "...",
 //!                "row_count": 1000, "deleted_count": 2, "size_bytes": 48211,
 //!                "min_seq": 7.., "max_seq": 7.., "watermark": 7.., "created_at": 17..,
@@ -14,19 +19,21 @@
 //! form (`"42"`, `"2026-11-27"`, `"2026-11-27T10:00:00Z"`), absent when unknown
 //! (BYTES and JSON columns, all-NULL columns, NaN).
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use crate::ColdError;
-use crate::fsutil::write_atomically;
-use crate::layout::MANIFEST_FILE;
+use crate::layout::{ScopeDir, manifest_file_name, parse_manifest_file_name};
 
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// 2: versioned manifests (`version`); 1: one `manifest.json` per scope.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format_version: u32,
+    /// The manifest's version: its object is `manifest-<version>.json` (0: the
+    /// format-1 `manifest.json`, or none yet).
+    #[serde(default)]
+    pub version: u64,
     /// The table the directory belongs to; a manifest of another (dropped) table
     /// with the same name is not read.
     pub table_id: u32,
@@ -71,52 +78,102 @@ impl Manifest {
     pub fn empty(table_id: u32) -> Manifest {
         Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
+            version: 0,
             table_id,
             next_batch: 1,
             segments: Vec::new(),
         }
     }
 
-    /// Reads `dir/manifest.json`. A missing file, or one written for another table
-    /// id, is an empty manifest.
-    pub fn load(dir: &Path, table_id: u32) -> Result<Manifest, ColdError> {
-        let path = dir.join(MANIFEST_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            // No directory (or a path that is not one): nothing was flushed there.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                ) =>
-            {
+    /// Reads the current manifest of a scope: the highest version there. None, or
+    /// one written for another table id, is an empty manifest.
+    pub fn load(dir: &ScopeDir, table_id: u32) -> Result<Manifest, ColdError> {
+        // A commit may delete the version a listing found before it is read: list again.
+        for _ in 0..3 {
+            let Some(version) = Manifest::current_version(dir)? else {
+                return Ok(Manifest::empty(table_id));
+            };
+            let name = version_file(version);
+            let Some(bytes) = dir.storage.get(&dir.file(&name))? else {
+                continue;
+            };
+            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| ColdError::Manifest {
+                path: dir.describe(&name),
+                reason: e.to_string(),
+            })?;
+            if manifest.format_version > MANIFEST_FORMAT_VERSION {
+                return Err(ColdError::Manifest {
+                    path: dir.describe(&name),
+                    reason: format!(
+                        "format version {} is newer than this server reads ({MANIFEST_FORMAT_VERSION})",
+                        manifest.format_version
+                    ),
+                });
+            }
+            if manifest.table_id != table_id {
                 return Ok(Manifest::empty(table_id));
             }
-            Err(e) => return Err(ColdError::io("read", &path, e)),
-        };
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| ColdError::Manifest {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        if manifest.format_version > MANIFEST_FORMAT_VERSION {
-            return Err(ColdError::Manifest {
-                path: path.display().to_string(),
-                reason: format!(
-                    "format version {} is newer than this server reads ({MANIFEST_FORMAT_VERSION})",
-                    manifest.format_version
-                ),
-            });
+            return Ok(Manifest { version, ..manifest });
         }
-        if manifest.table_id != table_id {
-            return Ok(Manifest::empty(table_id));
-        }
-        Ok(manifest)
+        Err(ColdError::Manifest {
+            path: dir.describe("manifest-*"),
+            reason: "the current version kept changing while it was read".into(),
+        })
     }
 
-    /// Writes `dir/manifest.json` atomically and durably.
-    pub fn save(&self, dir: &Path) -> Result<(), ColdError> {
+    /// The highest manifest version of a scope (`None`: no manifest).
+    pub fn current_version(dir: &ScopeDir) -> Result<Option<u64>, ColdError> {
+        Ok(Manifest::versions(dir)?.into_iter().max())
+    }
+
+    /// The manifest versions a scope holds.
+    pub fn versions(dir: &ScopeDir) -> Result<Vec<u64>, ColdError> {
+        let (objects, _) = dir.storage.list_level(&dir.prefix)?;
+        Ok(objects
+            .iter()
+            .filter_map(|m| m.location.filename().and_then(parse_manifest_file_name))
+            .collect())
+    }
+
+    /// The manifest that follows this one: the same content, the next version.
+    pub fn next(&self) -> Manifest {
+        Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            version: self.version + 1,
+            ..self.clone()
+        }
+    }
+
+    /// Commits this manifest: creates its version's object, durably. Refused, with
+    /// nothing written, when that version exists (another writer committed it).
+    pub fn save(&self, dir: &ScopeDir) -> Result<(), ColdError> {
+        let name = version_file(self.version);
         let bytes = serde_json::to_vec_pretty(self).expect("a manifest serializes");
-        write_atomically(&dir.join(MANIFEST_FILE), &bytes)
+        if dir.storage.put_new(&dir.file(&name), bytes)? {
+            Ok(())
+        } else {
+            Err(ColdError::Manifest {
+                path: dir.describe(&name),
+                reason: "this version was already committed by another writer".into(),
+            })
+        }
+    }
+
+    /// Takes back this manifest's version (the undo of a commit whose second half
+    /// failed): the version before it is current again.
+    pub fn withdraw(&self, dir: &ScopeDir) -> Result<(), ColdError> {
+        dir.storage.delete(&dir.file(&version_file(self.version)))
+    }
+
+    /// Deletes the versions below this one (readers hold the manifest they read,
+    /// not its object).
+    pub fn remove_older(&self, dir: &ScopeDir) -> Result<(), ColdError> {
+        for version in Manifest::versions(dir)? {
+            if version < self.version {
+                dir.storage.delete(&dir.file(&version_file(version)))?;
+            }
+        }
+        Ok(())
     }
 
     /// The highest flush watermark among the segments (0 without segments).
@@ -137,6 +194,14 @@ impl Manifest {
 
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size_bytes).sum()
+    }
+}
+
+/// The object name of a version (0: the format-1 file).
+fn version_file(version: u64) -> String {
+    match version {
+        0 => crate::layout::LEGACY_MANIFEST_FILE.to_string(),
+        v => manifest_file_name(v),
     }
 }
 
@@ -168,23 +233,57 @@ mod tests {
     }
 
     #[test]
-    fn save_load_and_lookups() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(Manifest::load(dir.path(), 7).unwrap(), Manifest::empty(7));
-        let mut m = Manifest::empty(7);
+    fn versions_are_committed_once_and_the_highest_is_current() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = std::sync::Arc::new(crate::Storage::local("local", tmp.path()).unwrap());
+        let dir = ScopeDir::new(storage, "ns", "t", "u1");
+        assert_eq!(Manifest::load(&dir, 7).unwrap(), Manifest::empty(7));
+        let mut m = Manifest::empty(7).next();
         m.segments.push(segment(1, 10, 20));
         m.segments.push(segment(2, 30, 40));
         m.next_batch = 3;
-        m.save(dir.path()).unwrap();
-        let loaded = Manifest::load(dir.path(), 7).unwrap();
+        m.save(&dir).unwrap();
+        let loaded = Manifest::load(&dir, 7).unwrap();
         assert_eq!(loaded, m);
+        assert_eq!(loaded.version, 1);
         assert_eq!(loaded.segment_with_seq(35).unwrap().batch, 2);
         assert!(loaded.segment_with_seq(25).is_none());
         assert_eq!(loaded.watermark(), 45);
         assert_eq!(loaded.row_count(), 4);
+        // A second writer of the same version is refused; the next one commits.
+        assert!(m.save(&dir).is_err());
+        let mut second = loaded.next();
+        second.segments.pop();
+        second.save(&dir).unwrap();
+        assert_eq!(Manifest::load(&dir, 7).unwrap(), second);
+        assert_eq!(Manifest::versions(&dir).unwrap().len(), 2);
+        second.remove_older(&dir).unwrap();
+        assert_eq!(Manifest::versions(&dir).unwrap(), [2]);
+        // Withdrawn, the version before is current (none here: empty).
+        second.withdraw(&dir).unwrap();
+        assert_eq!(Manifest::load(&dir, 7).unwrap(), Manifest::empty(7));
         // A directory left by a dropped table of the same name reads as empty.
-        assert_eq!(Manifest::load(dir.path(), 8).unwrap(), Manifest::empty(8));
-        std::fs::write(dir.path().join(MANIFEST_FILE), b"{not json").unwrap();
-        assert!(Manifest::load(dir.path(), 7).is_err());
+        second.save(&dir).unwrap();
+        assert_eq!(Manifest::load(&dir, 8).unwrap(), Manifest::empty(8));
+    }
+
+    #[test]
+    fn a_format_1_manifest_reads_as_version_0() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = std::sync::Arc::new(crate::Storage::local("local", tmp.path()).unwrap());
+        let dir = ScopeDir::new(storage, "ns", "t", "u1");
+        let scope = tmp.path().join("ns/t/u1");
+        std::fs::create_dir_all(&scope).unwrap();
+        let v1 = r#"{"format_version": 1, "table_id": 7, "next_batch": 2, "segments": []}"#;
+        std::fs::write(scope.join("manifest.json"), v1).unwrap();
+        let loaded = Manifest::load(&dir, 7).unwrap();
+        assert_eq!((loaded.version, loaded.next_batch), (0, 2));
+        let next = loaded.next();
+        next.save(&dir).unwrap();
+        next.remove_older(&dir).unwrap();
+        assert!(!scope.join("manifest.json").exists());
+        assert_eq!(Manifest::load(&dir, 7).unwrap().version, 1);
+        std::fs::write(scope.join(crate::layout::manifest_file_name(2)), b"{not json").unwrap();
+        assert!(Manifest::load(&dir, 7).is_err());
     }
 }

@@ -43,6 +43,11 @@ pub enum ErrorCode {
     /// took longer than `live_filter_budget_ms`; subscribe with a cheaper filter.
     FilterTooSlow,
     LiveQueryNotFound,
+    StorageNotFound,
+    /// `DROP STORAGE` of a storage a table uses.
+    StorageInUse,
+    /// A storage's backend cannot be reached, or refuses or fails requests.
+    StorageUnavailable,
     InternalError,
 }
 
@@ -80,6 +85,9 @@ impl ErrorCode {
             ErrorCode::SchemaChanged => "SCHEMA_CHANGED",
             ErrorCode::FilterTooSlow => "FILTER_TOO_SLOW",
             ErrorCode::LiveQueryNotFound => "LIVE_QUERY_NOT_FOUND",
+            ErrorCode::StorageNotFound => "STORAGE_NOT_FOUND",
+            ErrorCode::StorageInUse => "STORAGE_IN_USE",
+            ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
     }
@@ -105,10 +113,12 @@ impl ErrorCode {
             | ErrorCode::IndexNotFound
             | ErrorCode::JobNotFound
             | ErrorCode::LiveQueryNotFound
+            | ErrorCode::StorageNotFound
             | ErrorCode::UserNotFound => 404,
             ErrorCode::AlreadyExists
             | ErrorCode::DuplicateKey
             | ErrorCode::NamespaceNotEmpty
+            | ErrorCode::StorageInUse
             | ErrorCode::FlushInProgress => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyRequests | ErrorCode::SubscriptionLimit => 429,
@@ -117,6 +127,7 @@ impl ErrorCode {
             | ErrorCode::SchemaChanged
             | ErrorCode::FilterTooSlow => 409,
             ErrorCode::InternalError => 500,
+            ErrorCode::StorageUnavailable => 503,
         }
     }
 }

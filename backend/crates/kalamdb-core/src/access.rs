@@ -143,6 +143,7 @@ mod tests {
             next_column_id: 1,
             flush_policy: None,
             compact_segments: None,
+            storage: None,
             ttl_seconds: None,
             access_level,
             created_at: 0,

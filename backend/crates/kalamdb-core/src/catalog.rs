@@ -62,6 +62,10 @@ pub enum AccessLevel {
     Private,
 }
 
+/// The name of the storage every table uses unless it names another: the data
+/// directory's `storage/`.
+pub const LOCAL_STORAGE: &str = "local";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TableDef {
     pub table_id: u32,
@@ -77,6 +81,9 @@ pub struct TableDef {
     /// compacted by the maintenance ticker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compact_segments: Option<u32>,
+    /// `STORAGE = 'name'`: where the table's Parquet segments live (absent: `local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
     pub ttl_seconds: Option<u64>,
     pub access_level: Option<AccessLevel>,
     pub created_at: i64,
@@ -114,6 +121,11 @@ impl TableDef {
     pub fn pk_column(&self) -> Option<&ColumnDef> {
         let id = self.primary_key?;
         self.columns.iter().find(|c| c.id == id)
+    }
+
+    /// The storage of the table's Parquet segments.
+    pub fn storage_name(&self) -> &str {
+        self.storage.as_deref().unwrap_or(LOCAL_STORAGE)
     }
 
     pub fn qualified_name(&self) -> String {

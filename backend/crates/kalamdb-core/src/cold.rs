@@ -8,22 +8,31 @@
 //! reader sees a row either hot or cold, never both and never neither.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kalamdb_cold::{Manifest, layout};
-use kalamdb_commons::{KalamError, KalamResult};
+use kalamdb_cold::{Manifest, ScopeDir, Storage, layout};
+use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 use kalamdb_store::{DecodedRow, Store, StoreBatch, StoreView};
 use parking_lot::{Mutex, RwLock};
 
 use crate::base::store_error;
+#[cfg(test)]
+use crate::catalog::LOCAL_STORAGE;
 use crate::catalog::TableDef;
 use crate::segment::{decode_row, seq_column};
 
 const WATERMARK_PREFIX: &str = "flushwm/";
 
+/// A failure of the cold tier: `STORAGE_UNAVAILABLE` naming the storage when its
+/// backend failed (unreachable, refusing, timing out), else an internal error.
 pub(crate) fn cold_error(e: kalamdb_cold::ColdError) -> KalamError {
-    KalamError::internal(format!("cold storage failure: {e}"))
+    match e.unavailable_storage() {
+        Some(storage) => KalamError::new(
+            ErrorCode::StorageUnavailable,
+            format!("storage '{storage}' is unavailable: {e}"),
+        ),
+        None => KalamError::internal(format!("cold storage failure: {e}")),
+    }
 }
 
 /// Segments, bytes and row versions in Parquet (for `/metrics`).
@@ -89,7 +98,8 @@ impl FigureBook {
 const MAX_CACHED_MANIFESTS: usize = 4096;
 
 pub(crate) struct ColdTier {
-    storage_dir: PathBuf,
+    /// Every storage by name, `local` included.
+    storages: RwLock<HashMap<String, Arc<Storage>>>,
     manifests: Mutex<HashMap<(u32, String), Arc<Manifest>>>,
     figures: Mutex<FigureBook>,
     /// Tables with a running flush, whose cached manifests stay cached.
@@ -121,7 +131,12 @@ pub(crate) struct ColdTier {
 
 impl ColdTier {
     /// `compaction_target_bytes`: the size of the segments compaction writes.
-    pub fn open(storage_dir: PathBuf, store: &Store, compaction_target_bytes: u64) -> KalamResult<ColdTier> {
+    /// `storages`: every storage, `local` included.
+    pub fn open(
+        storages: Vec<Arc<Storage>>,
+        store: &Store,
+        compaction_target_bytes: u64,
+    ) -> KalamResult<ColdTier> {
         let mut watermarks = HashMap::new();
         for (key, value) in store
             .latest()
@@ -139,7 +154,7 @@ impl ColdTier {
             watermarks.insert(table_id, wm);
         }
         Ok(ColdTier {
-            storage_dir,
+            storages: RwLock::new(storages.into_iter().map(|s| (s.name().to_string(), s)).collect()),
             manifests: Mutex::new(HashMap::new()),
             figures: Mutex::new(FigureBook::default()),
             flushing: Mutex::new(HashMap::new()),
@@ -159,16 +174,44 @@ impl ColdTier {
         self.flush_gates.lock().entry(table_id).or_default().clone()
     }
 
-    pub fn storage_dir(&self) -> &Path {
-        &self.storage_dir
+    /// The storage named `name`.
+    pub fn storage(&self, name: &str) -> KalamResult<Arc<Storage>> {
+        self.storages.read().get(name).cloned().ok_or_else(|| {
+            KalamError::new(
+                ErrorCode::StorageNotFound,
+                format!("storage '{name}' does not exist"),
+            )
+        })
     }
 
-    pub fn table_dir(&self, table: &TableDef) -> PathBuf {
-        layout::table_dir(&self.storage_dir, &table.namespace, &table.name)
+    /// Every storage, by name.
+    pub fn storages(&self) -> Vec<Arc<Storage>> {
+        let mut all: Vec<_> = self.storages.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
     }
 
-    pub fn scope_dir(&self, table: &TableDef, scope: &str) -> PathBuf {
-        layout::scope_dir(&self.storage_dir, &table.namespace, &table.name, scope)
+    pub fn add_storage(&self, storage: Arc<Storage>) {
+        self.storages.write().insert(storage.name().to_string(), storage);
+    }
+
+    pub fn remove_storage(&self, name: &str) {
+        self.storages.write().remove(name);
+    }
+
+    /// The storage of a table.
+    pub fn storage_of(&self, table: &TableDef) -> KalamResult<Arc<Storage>> {
+        self.storage(table.storage_name())
+    }
+
+    /// Where a scope of a table keeps its segments and manifests.
+    pub fn scope_dir(&self, table: &TableDef, scope: &str) -> KalamResult<ScopeDir> {
+        Ok(ScopeDir::new(
+            self.storage_of(table)?,
+            &table.namespace,
+            &table.name,
+            scope,
+        ))
     }
 
     /// The current manifest of one scope of a table (loaded once, then cached).
@@ -181,18 +224,28 @@ impl ColdTier {
             return Ok(Arc::new(Manifest::empty(table.table_id)));
         }
         let loaded =
-            Arc::new(Manifest::load(&self.scope_dir(table, scope), table.table_id).map_err(cold_error)?);
+            Arc::new(Manifest::load(&self.scope_dir(table, scope)?, table.table_id).map_err(cold_error)?);
         let mut cache = self.manifests.lock();
         self.make_room(&mut cache);
         Ok(cache.entry(key).or_insert(loaded).clone())
     }
 
     /// Makes `manifest` the one readers see. Call with `commit_lock` held for writing.
-    pub fn publish(&self, table_id: u32, scope: &str, manifest: Manifest) {
+    pub fn publish(&self, table_id: u32, scope: &str, manifest: Manifest) -> Arc<Manifest> {
         self.note_manifest(table_id, scope, &manifest);
+        let manifest = Arc::new(manifest);
         let mut cache = self.manifests.lock();
         self.make_room(&mut cache);
-        cache.insert((table_id, scope.to_string()), Arc::new(manifest));
+        cache.insert((table_id, scope.to_string()), manifest.clone());
+        manifest
+    }
+
+    /// After a commit: the manifest versions below `current` go (best effort: what
+    /// is left is removed at start-up).
+    pub fn remove_older_manifests(dir: &ScopeDir, current: &Manifest) {
+        if let Err(e) = current.remove_older(dir) {
+            tracing::warn!(scope = %dir.prefix, "older manifest versions were not removed: {e}");
+        }
     }
 
     /// Keeps the manifest cache below [`MAX_CACHED_MANIFESTS`] before an insert,
@@ -231,7 +284,7 @@ impl ColdTier {
     /// manifest lists them).
     /// A table dropped meanwhile keeps its files (its directory went with it, and a
     /// table created under its name may have files of the same names).
-    pub fn retire(&self, table_id: u32, replaced: Arc<Manifest>, files: Vec<PathBuf>) {
+    pub fn retire(&self, table_id: u32, replaced: Arc<Manifest>, dir: ScopeDir, files: Vec<String>) {
         let dropped = self.dropped.clone();
         let remove = move || {
             // Held while checking and deleting: `forget_table` waits for it.
@@ -240,8 +293,8 @@ impl ColdTier {
                 return;
             }
             for file in &files {
-                if let Err(e) = kalamdb_cold::remove_file_if_exists(file) {
-                    tracing::warn!(file = %file.display(), "a replaced segment was not removed: {e}");
+                if let Err(e) = dir.storage.delete(&dir.file(file)) {
+                    tracing::warn!(file = %dir.describe(file), "a replaced segment was not removed: {e}");
                 }
             }
         };
@@ -345,28 +398,19 @@ impl ColdTier {
         self.manifests.lock().retain(|(id, _), _| *id != table.table_id);
         self.figures.lock().forget_table(table.table_id);
         self.watermarks.lock().remove(&table.table_id);
-        kalamdb_cold::remove_dir_all_if_exists(&self.table_dir(table)).map_err(cold_error)
+        let storage = self.storage_of(table)?;
+        storage
+            .delete_all(&layout::table_path(&table.namespace, &table.name))
+            .map_err(cold_error)?;
+        Ok(())
     }
 
-    /// The user ids that have a cold directory for this table.
+    /// The user ids that have objects of this table in its storage.
     pub fn scopes_on_disk(&self, table: &TableDef) -> KalamResult<Vec<String>> {
-        let dir = self.table_dir(table);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(KalamError::internal(format!(
-                    "cannot list {}: {e}",
-                    dir.display()
-                )));
-            }
-        };
-        let mut scopes = Vec::new();
-        for entry in entries.flatten() {
-            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                scopes.push(entry.file_name().to_string_lossy().into_owned());
-            }
-        }
+        let storage = self.storage_of(table)?;
+        let (_, mut scopes) = storage
+            .list_level(&layout::table_path(&table.namespace, &table.name))
+            .map_err(cold_error)?;
         scopes.sort();
         Ok(scopes)
     }
@@ -383,10 +427,9 @@ impl ColdTier {
         mut visit: impl FnMut(u64, &DecodedRow) -> KalamResult<()>,
     ) -> KalamResult<()> {
         let manifest = self.manifest(table, scope)?;
-        let dir = self.scope_dir(table, scope);
+        let dir = self.scope_dir(table, scope)?;
         for segment in &manifest.segments {
-            let path = dir.join(&segment.file);
-            for batch in kalamdb_cold::read_all(&path).map_err(cold_error)? {
+            for batch in kalamdb_cold::read_all(&dir, segment).map_err(cold_error)? {
                 let seqs = seq_column(segment, &batch)?;
                 for i in 0..batch.num_rows() {
                     let seq = seqs.value(i) as u64;
@@ -428,13 +471,12 @@ impl ColdTier {
             };
             by_segment.entry(i).or_default().push(seq);
         }
-        let dir = self.scope_dir(table, scope);
+        let dir = self.scope_dir(table, scope)?;
         let mut rows = HashMap::with_capacity(seqs.len());
         for (i, mut wanted) in by_segment {
             let segment = &manifest.segments[i];
             wanted.sort_unstable();
-            let path = dir.join(&segment.file);
-            let batches = kalamdb_cold::read_seqs(&self.segment_metadata, &path, segment.created_at, &wanted)
+            let batches = kalamdb_cold::read_seqs(&self.segment_metadata, &dir, segment, &wanted)
                 .map_err(cold_error)?;
             for batch in batches {
                 let seqs = seq_column(segment, &batch)?;
@@ -456,8 +498,8 @@ impl ColdTier {
         let Some(segment) = manifest.segment_with_seq(seq) else {
             return Ok(None);
         };
-        let path = self.scope_dir(table, scope).join(&segment.file);
-        let read = kalamdb_cold::read_seq(&self.segment_metadata, &path, segment.created_at, seq);
+        let dir = self.scope_dir(table, scope)?;
+        let read = kalamdb_cold::read_seq(&self.segment_metadata, &dir, segment, seq);
         let Some(batch) = read.map_err(cold_error)? else {
             return Ok(None);
         };
@@ -526,6 +568,7 @@ mod tests {
             next_column_id: 1,
             flush_policy: None,
             compact_segments: None,
+            storage: None,
             ttl_seconds: None,
             access_level: None,
             created_at: 0,
@@ -539,7 +582,8 @@ mod tests {
     fn the_manifest_cache_is_bounded_but_keeps_tables_being_flushed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("rocksdb"), &Default::default()).unwrap();
-        let cold = ColdTier::open(dir.path().join("storage"), &store, 512 << 20).unwrap();
+        let local = Arc::new(Storage::local(LOCAL_STORAGE, &dir.path().join("storage")).unwrap());
+        let cold = ColdTier::open(vec![local], &store, 512 << 20).unwrap();
         let (flushed, other) = (user_table(1), user_table(2));
         let pin = cold.pin_while_flushing(flushed.table_id);
         for i in 0..10 {

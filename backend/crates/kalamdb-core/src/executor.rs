@@ -100,6 +100,12 @@ impl StatementContext<'_> {
                     .await
             }
             KalamStatement::ShowTables { namespace } => self.show_tables(namespace).await,
+            KalamStatement::ShowStorages => {
+                self.query_sql(
+                    "SELECT storage_name, storage_type, location, has_credentials, table_count FROM system.storages ORDER BY storage_name",
+                )
+                .await
+            }
             KalamStatement::DescribeTable(table) => self.describe_table(&table).await,
             KalamStatement::ShowStats(table) => self.show_stats(&table).await,
             KalamStatement::FlushTable(table) => self.flush_table(&table, JobKind::Flush),
@@ -128,6 +134,20 @@ impl StatementContext<'_> {
                     _ => None,
                 };
                 let _guard = self.db.ddl_lock.lock().await;
+                match ddl {
+                    KalamStatement::CreateStorage {
+                        name,
+                        spec,
+                        if_not_exists,
+                    } => {
+                        let done = crate::storages::create(self.db, &name, spec, if_not_exists).await;
+                        return done.map(StatementResult::message);
+                    }
+                    KalamStatement::DropStorage { name, if_exists } => {
+                        return crate::storages::drop(self.db, &name, if_exists).map(StatementResult::message);
+                    }
+                    _ => {}
+                }
                 if let KalamStatement::CreateIndex {
                     name,
                     table,
@@ -214,6 +234,9 @@ impl StatementContext<'_> {
             KalamStatement::Query(_)
             | KalamStatement::Dml(_)
             | KalamStatement::ShowNamespaces
+            | KalamStatement::CreateStorage { .. }
+            | KalamStatement::DropStorage { .. }
+            | KalamStatement::ShowStorages
             | KalamStatement::ShowTables { .. }
             | KalamStatement::DescribeTable(_)
             | KalamStatement::ShowStats(_)
@@ -311,8 +334,17 @@ impl StatementContext<'_> {
             self.db.hot_rows.forget(table.table_id);
             self.db.live.table_dropped(table);
         }
-        kalamdb_cold::remove_dir_all_if_exists(&self.db.cold.storage_dir().join(name))
-            .map_err(crate::cold::cold_error)?;
+        // What a dropped table of the namespace left (its own objects went with it).
+        for storage in self.db.cold.storages() {
+            let namespace = object_store::path::Path::from(name);
+            if let Err(e) = storage.delete_all(&namespace) {
+                tracing::warn!(
+                    storage = storage.name(),
+                    namespace = name,
+                    "objects of a dropped namespace were not removed: {e}"
+                );
+            }
+        }
         self.db.catalog.apply_drop_namespace(name);
         Ok(StatementResult::message(format!(
             "Namespace '{name}' dropped ({} table(s))",
@@ -384,6 +416,12 @@ impl StatementContext<'_> {
                 "COMPACT_POLICY applies to USER tables only (only they have Parquet segments)",
             ));
         }
+        if options.storage.is_some() && create.table_type != TableType::User {
+            return Err(KalamError::invalid_sql(
+                "STORAGE applies to USER tables only (only they have Parquet segments)",
+            ));
+        }
+        let storage = crate::storages::for_new_table(self.db, options.storage.as_deref())?;
         if create.table_type == TableType::Stream && flush_policy.is_some() {
             return Err(KalamError::invalid_sql(
                 "STREAM tables are never flushed: FLUSH_POLICY does not apply",
@@ -424,6 +462,7 @@ impl StatementContext<'_> {
             primary_key,
             flush_policy,
             compact_segments,
+            storage,
             ttl_seconds,
             access_level,
             created_at: now_micros(),

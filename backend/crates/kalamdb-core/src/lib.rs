@@ -50,6 +50,7 @@ mod scoped;
 mod segment;
 mod seq;
 mod statements;
+mod storages;
 mod stream;
 mod system_tables;
 mod tiered_scan;
@@ -262,11 +263,8 @@ impl KalamDb {
             .min(MAX_SEQ),
             None => 0,
         };
-        let storage_dir = std::path::absolute(options.data_dir.join("storage"))
-            .map_err(|e| KalamError::internal(format!("invalid data directory: {e}")))?;
-        std::fs::create_dir_all(&storage_dir)
-            .map_err(|e| KalamError::internal(format!("cannot create {}: {e}", storage_dir.display())))?;
-        let cold = ColdTier::open(storage_dir, &store, options.jobs.compaction_target_bytes)?;
+        let storages = storages::open_all(&store, &options.data_dir.join("storage"))?;
+        let cold = ColdTier::open(storages, &store, options.jobs.compaction_target_bytes)?;
         let table_ids: Vec<u32> = catalog.tables().iter().map(|t| t.table_id).collect();
         live::open_log(&store, !options.live.history.is_zero(), last_seq, &table_ids)?;
         let holds = Arc::new(failpoint::Holds::default());
@@ -279,6 +277,9 @@ impl KalamDb {
         let tokens = TokenService::new(&token_secret(&store, &options)?, options.token_ttl);
         let query_runtime =
             budget::QueryRuntime::open(&options.data_dir.join("tmp"), options.query_memory_bytes)?;
+        for storage in cold.storages() {
+            storages::register(&query_runtime, &storage)?;
+        }
         let tiers = Arc::new(Tiers {
             store,
             catalog,

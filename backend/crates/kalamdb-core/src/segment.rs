@@ -137,6 +137,7 @@ mod tests {
             next_column_id: 4,
             flush_policy: None,
             compact_segments: None,
+            storage: None,
             ttl_seconds: None,
             access_level: None,
             created_at: 0,

@@ -42,12 +42,13 @@ pub(crate) struct SystemTables(Vec<Box<dyn SystemTable>>);
 
 impl SystemTables {
     pub fn new(registered: Vec<Box<dyn SystemTable>>) -> Self {
-        let catalog: [(&'static str, BuildFn); 5] = [
+        let catalog: [(&'static str, BuildFn); 6] = [
             ("namespaces", |db, _| namespaces(db)),
             ("tables", |db, _| tables(db)),
             ("columns", |db, _| columns(db)),
             ("indexes", |db, _| indexes(db)),
             ("users", users),
+            ("storages", |db, _| crate::storages::system_table(db)),
         ];
         let mut tables: Vec<Box<dyn SystemTable>> = (catalog.into_iter())
             .map(|(name, build)| Box::new(CatalogTable(name, build)) as Box<dyn SystemTable>)

@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt64Array};
@@ -46,7 +45,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
 use futures::StreamExt;
-use kalamdb_cold::{Manifest, Segment};
+use kalamdb_cold::{Manifest, ScopeDir, Segment};
 use kalamdb_commons::value::parse_text;
 use kalamdb_commons::{KalamType, Value};
 
@@ -132,7 +131,8 @@ pub(crate) fn plan_scan(
     let cold = match (&snapshot.manifest, &hot.keys) {
         (Some(manifest), None) => {
             let columns: Vec<&ScanColumn> = projection.iter().map(|&i| &scoped.columns()[i]).collect();
-            let scope_dir = scoped.db().cold.scope_dir(scoped.def(), scoped.scope());
+            let scope_dir = (scoped.db().cold.scope_dir(scoped.def(), scoped.scope()))
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
             cold_parts(
                 state,
                 scoped.def(),
@@ -160,7 +160,7 @@ pub(crate) fn plan_scan(
 fn cold_parts(
     state: &dyn Session,
     table: &TableDef,
-    scope_dir: &Path,
+    scope_dir: &ScopeDir,
     manifest: &Manifest,
     stale: &[u64],
     columns: &[&ScanColumn],
@@ -215,7 +215,7 @@ fn needs_merge(segment: &Segment, stale: &[u64]) -> bool {
 fn plan_group(
     state: &dyn Session,
     table: &TableDef,
-    scope_dir: &Path,
+    scope_dir: &ScopeDir,
     ids: &[u32],
     merge: bool,
     segments: &[&Segment],
@@ -255,10 +255,7 @@ fn plan_group(
     let files: Vec<PartitionedFile> = segments
         .iter()
         .map(|s| {
-            let mut file = PartitionedFile::new(
-                scope_dir.join(&s.file).to_string_lossy().into_owned(),
-                s.size_bytes,
-            );
+            let mut file = PartitionedFile::new(scope_dir.file(&s.file).to_string(), s.size_bytes);
             // DataFusion caches a file's Parquet metadata by path, size and this
             // time: a segment's creation time tells a re-created table's file
             // (same path, maybe the same size) from the one it replaced.
@@ -273,7 +270,10 @@ fn plan_group(
     for (i, file) in files.into_iter().enumerate() {
         file_groups[i % groups].push(file);
     }
-    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+    // The storage's store is registered under its URL (`ColdTier`'s storages are
+    // registered as they are opened).
+    let store = ObjectStoreUrl::parse(scope_dir.storage.url())?;
+    let config = FileScanConfigBuilder::new(store, Arc::new(source))
         .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
         .with_projection_indices(Some(needed))?
         .build();
@@ -651,6 +651,7 @@ mod tests {
             next_column_id: 3,
             flush_policy: None,
             compact_segments: None,
+            storage: None,
             ttl_seconds: None,
             access_level: None,
             created_at: 0,

@@ -35,6 +35,8 @@ pub struct ColumnSpec {
 pub struct TableOptions {
     pub flush_policy: Option<String>,
     pub compact_policy: Option<String>,
+    /// `STORAGE = 'name'`: the storage of the table's Parquet segments.
+    pub storage: Option<String>,
     pub ttl_seconds: Option<u64>,
     pub access_level: Option<String>,
 }
@@ -250,7 +252,7 @@ fn table_options(options: &ast::CreateTableOptions) -> KalamResult<TableOptions>
         ast::CreateTableOptions::With(list) => list,
         _ => {
             return Err(KalamError::unsupported(
-                "table options are written WITH (FLUSH_POLICY='...', COMPACT_POLICY='segments:N', TTL_SECONDS=n, ACCESS_LEVEL='PUBLIC'|'PRIVATE')",
+                "table options are written WITH (FLUSH_POLICY='...', COMPACT_POLICY='segments:N', STORAGE='name', TTL_SECONDS=n, ACCESS_LEVEL='PUBLIC'|'PRIVATE')",
             ));
         }
     };
@@ -276,6 +278,7 @@ fn table_options(options: &ast::CreateTableOptions) -> KalamResult<TableOptions>
         match key_name.as_str() {
             "FLUSH_POLICY" => out.flush_policy = Some(text),
             "COMPACT_POLICY" => out.compact_policy = Some(text),
+            "STORAGE" => out.storage = Some(text),
             "TTL_SECONDS" => {
                 out.ttl_seconds = Some(text.parse().map_err(|_| {
                     KalamError::invalid_sql(format!("TTL_SECONDS must be a whole number, not '{text}'"))
@@ -284,7 +287,7 @@ fn table_options(options: &ast::CreateTableOptions) -> KalamResult<TableOptions>
             "ACCESS_LEVEL" => out.access_level = Some(text.to_ascii_uppercase()),
             other => {
                 return Err(KalamError::invalid_sql(format!(
-                    "unknown table option {other}; known: FLUSH_POLICY, COMPACT_POLICY, TTL_SECONDS, ACCESS_LEVEL"
+                    "unknown table option {other}; known: FLUSH_POLICY, COMPACT_POLICY, STORAGE, TTL_SECONDS, ACCESS_LEVEL"
                 )));
             }
         }

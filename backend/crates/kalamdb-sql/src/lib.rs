@@ -17,6 +17,7 @@ mod flush_commands;
 pub mod hidden;
 pub mod result_names;
 mod statement;
+pub mod storages;
 mod users;
 
 pub use datafusion::sql::sqlparser;

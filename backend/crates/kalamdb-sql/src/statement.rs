@@ -8,6 +8,7 @@ use kalamdb_commons::{KalamError, KalamResult, Role, TableType};
 
 use crate::ddl::{ColumnSpec, CreateTable, column_spec, create_table};
 use crate::flush_commands::{parse_kill, parse_storage};
+use crate::storages::{StorageSpec, parse_create_storage, parse_drop_storage};
 use crate::users::{UserChange, parse_alter_user, parse_create_user, parse_drop_user, parse_execute_as};
 
 /// A table as a statement names it: `ns.t`, or `t` in the request's default namespace.
@@ -80,6 +81,19 @@ pub enum KalamStatement {
         index: TableRef,
         if_exists: bool,
     },
+    /// `CREATE STORAGE [IF NOT EXISTS] name TYPE …` (`storages.rs`).
+    CreateStorage {
+        name: String,
+        spec: StorageSpec,
+        if_not_exists: bool,
+    },
+    /// `DROP STORAGE [IF EXISTS] name`.
+    DropStorage {
+        name: String,
+        if_exists: bool,
+    },
+    /// `SHOW STORAGES`.
+    ShowStorages,
     /// `STORAGE FLUSH TABLE ns.t`.
     FlushTable(TableRef),
     /// `STORAGE FLUSH ALL [IN [NAMESPACE] ns]`.
@@ -121,6 +135,7 @@ impl KalamStatement {
                 | KalamStatement::ShowTables { .. }
                 | KalamStatement::DescribeTable(_)
                 | KalamStatement::ShowStats(_)
+                | KalamStatement::ShowStorages
         )
     }
 }
@@ -216,6 +231,7 @@ fn parse_create(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
             });
         }
         (Some("INDEX"), _) | (Some("UNIQUE"), Some("INDEX")) => return parse_create_index(c),
+        (Some("STORAGE"), _) => return parse_create_storage(c),
         (Some("USER"), Some("TABLE")) => Some(TableType::User),
         (Some("USER"), _) => return parse_create_user(c),
         (Some("SHARED"), Some("TABLE")) => Some(TableType::Shared),
@@ -223,7 +239,7 @@ fn parse_create(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
         (Some("TABLE"), _) => None,
         _ => {
             return Err(KalamError::unsupported(
-                "CREATE supports NAMESPACE, [USER|SHARED|STREAM] TABLE, [UNIQUE] INDEX and USER",
+                "CREATE supports NAMESPACE, [USER|SHARED|STREAM] TABLE, [UNIQUE] INDEX, USER and STORAGE",
             ));
         }
     };
@@ -306,12 +322,13 @@ fn parse_drop(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
         }
         (Some("USER"), Some("TABLE")) => Some(TableType::User),
         (Some("USER"), _) => return parse_drop_user(c),
+        (Some("STORAGE"), _) => return parse_drop_storage(c),
         (Some("SHARED"), Some("TABLE")) => Some(TableType::Shared),
         (Some("STREAM"), Some("TABLE")) => Some(TableType::Stream),
         (Some("TABLE"), _) => None,
         _ => {
             return Err(KalamError::unsupported(
-                "DROP supports NAMESPACE, [USER|SHARED|STREAM] TABLE, INDEX and USER",
+                "DROP supports NAMESPACE, [USER|SHARED|STREAM] TABLE, INDEX, USER and STORAGE",
             ));
         }
     };
@@ -341,12 +358,15 @@ fn parse_show(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
         };
         return Ok(KalamStatement::ShowTables { namespace });
     }
+    if c.eat_word("STORAGES") {
+        return Ok(KalamStatement::ShowStorages);
+    }
     if c.eat_words(&["STATS", "FOR"]) {
         c.eat_word("TABLE");
         return Ok(KalamStatement::ShowStats(c.table_ref()?));
     }
     Err(KalamError::unsupported(
-        "SHOW supports NAMESPACES, TABLES [IN ns] and STATS FOR TABLE ns.t",
+        "SHOW supports NAMESPACES, TABLES [IN ns], STORAGES and STATS FOR TABLE ns.t",
     ))
 }
 

@@ -551,3 +551,27 @@ fn rows_refuses_a_malformed_rows_field() {
     };
     answer.rows();
 }
+
+/// The current manifest of a scope's directory in a local storage: the highest
+/// `manifest-<v>.json` there (docs/storage-format.md, "Object layout").
+pub fn current_manifest(scope_dir: &Path) -> Option<std::path::PathBuf> {
+    let mut versions: Vec<std::path::PathBuf> = std::fs::read_dir(scope_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("manifest-") && name.ends_with(".json")
+        })
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+/// The current manifest of a scope's directory, parsed.
+pub fn read_manifest(scope_dir: &Path) -> serde_json::Value {
+    let path =
+        current_manifest(scope_dir).unwrap_or_else(|| panic!("no manifest in {}", scope_dir.display()));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}

@@ -116,7 +116,7 @@ fn compact_scope(
     if inputs.is_empty() || !worth_it {
         return Ok(ScopeEnd::Untouched);
     }
-    let dir = cold.scope_dir(table, scope);
+    let dir = cold.scope_dir(table, scope)?;
     // The table as its UNIQUE indexes see it (their entries outlive flushes).
     let mut unique = table.clone();
     unique.indexes.retain(|i| i.unique);
@@ -139,7 +139,7 @@ fn compact_scope(
     for input in inputs {
         done.input.segments_in += 1;
         done.input.bytes_in += input.size_bytes;
-        for batch in kalamdb_cold::read_batches(&dir.join(&input.file), batch_rows).map_err(cold_error)? {
+        for batch in kalamdb_cold::read_batches(&dir, input, batch_rows).map_err(cold_error)? {
             let batch = batch.map_err(cold_error)?;
             let seqs = segment::seq_column(input, &batch)?;
             for i in 0..batch.num_rows() {
@@ -165,7 +165,7 @@ fn compact_scope(
         }
     }
     out.close()?;
-    let mut next = (*manifest).clone();
+    let mut next = manifest.next();
     next.next_batch = out.next_batch;
     done.output.files_written = out.written.len() as u64;
     done.output.bytes_written = out.written.iter().map(|s| s.size_bytes).sum();
@@ -174,7 +174,7 @@ fn compact_scope(
     next.save(&dir).map_err(cold_error)?;
     out.listed = true;
     failpoint::hit("compact_manifest_saved");
-    {
+    let published = {
         // Writers of the scope wait: the markers they wrote since `S` are put back
         // after the range delete of the scope's markers, and a UNIQUE entry goes only
         // if it still names the dropped version.
@@ -183,7 +183,7 @@ fn compact_scope(
         // The saved manifest is the commit: readers switch to it before anything that
         // may fail (a clean-up that fails leaves what names versions no segment holds,
         // which readers ignore).
-        cold.publish(table.table_id, scope, next);
+        let published = cold.publish(table.table_id, scope, next);
         let clean_up = || -> KalamResult<()> {
             let mut batch = db.store.batch();
             if !stale.is_empty() {
@@ -198,10 +198,12 @@ fn compact_scope(
         if let Err(e) = clean_up() {
             tracing::warn!(table = %table.qualified_name(), scope, "compaction clean-up failed: {}", e.message);
         }
-    }
+        published
+    };
     failpoint::hit("compact_committed");
-    let files = inputs.iter().map(|s| dir.join(&s.file)).collect();
-    cold.retire(table.table_id, manifest, files);
+    crate::cold::ColdTier::remove_older_manifests(&dir, &published);
+    let files = inputs.iter().map(|s| s.file.clone()).collect();
+    cold.retire(table.table_id, manifest, dir, files);
     Ok(ScopeEnd::Compacted(done))
 }
 
@@ -209,7 +211,7 @@ fn compact_scope(
 /// reaches `target_bytes`.
 struct Outputs<'a> {
     table: &'a TableDef,
-    dir: std::path::PathBuf,
+    dir: kalamdb_cold::ScopeDir,
     batch_rows: usize,
     target_bytes: u64,
     next_batch: u64,
@@ -288,7 +290,7 @@ impl Drop for Outputs<'_> {
             writer.abort();
         }
         for segment in &self.written {
-            if let Err(e) = kalamdb_cold::remove_file_if_exists(&self.dir.join(&segment.file)) {
+            if let Err(e) = self.dir.storage.delete(&self.dir.file(&segment.file)) {
                 tracing::warn!("an unfinished compaction's segment was not removed: {e}");
             }
         }

@@ -166,7 +166,7 @@ fn flush_scope(
     let (db, table, scope) = (scoped.db(), scoped.def().as_ref(), scoped.scope());
     let cold: &ColdTier = &db.cold;
     let manifest = cold.manifest(table, scope)?;
-    let dir = cold.scope_dir(table, scope);
+    let dir = cold.scope_dir(table, scope)?;
     let batch_no = manifest.next_batch;
     let mut builder = segment::assembler(table, batch_rows);
     let mut writer: Option<SegmentWriter> = None;
@@ -239,13 +239,13 @@ fn flush_scope(
         columns: builder.column_stats(),
     };
     let segment_file = segment.file.clone();
-    let mut next = (*manifest).clone();
+    let mut next = manifest.next();
     next.next_batch = batch_no + 1;
     next.segments.push(segment);
     next.save(&dir).map_err(cold_error)?;
     failpoint::hit("manifest_saved");
 
-    {
+    let published = {
         // An entry goes only if it still names the flushed version: a write that
         // replaced the row meanwhile wrote the same key for its own version. The
         // table's commit lock keeps writers out between the check and the delete
@@ -264,18 +264,20 @@ fn flush_scope(
         if let Err(e) = committed {
             // The rows are still hot: the saved manifest must not list their segment,
             // or a restart would roll it forward while readers see the rows hot.
-            // Put the previous manifest back and remove the segment; if that fails
-            // too, start-up recovery rolls the saved manifest forward instead.
-            let restored = manifest.save(&dir).map_err(cold_error).and_then(|()| {
-                kalamdb_cold::remove_file_if_exists(&dir.join(&segment_file)).map_err(cold_error)
-            });
+            // Withdraw the saved version (the previous one is current again) and
+            // remove the segment; if that fails too, start-up recovery rolls the
+            // saved manifest forward instead.
+            let restored = next
+                .withdraw(&dir)
+                .and_then(|()| dir.storage.delete(&dir.file(&segment_file)));
             if let Err(undo) = restored {
-                tracing::error!(table = %table.qualified_name(), scope, "could not undo a flush step: {}", undo.message);
+                tracing::error!(table = %table.qualified_name(), scope, "could not undo a flush step: {undo}");
             }
             return Err(e);
         }
-        cold.publish(table.table_id, scope, next);
-    }
+        cold.publish(table.table_id, scope, next)
+    };
+    ColdTier::remove_older_manifests(&dir, &published);
     Ok(ScopeOutcome::Flushed {
         rows: figures.rows,
         bytes: written.size_bytes,
@@ -322,7 +324,7 @@ fn pause_unless_cancelled(job: &ActiveJob, pause: std::time::Duration) -> bool {
 pub(super) fn write_batch(
     writer: &mut Option<SegmentWriter>,
     builder: &mut RowAssembler,
-    dir: &std::path::Path,
+    dir: &kalamdb_cold::ScopeDir,
     batch_no: u64,
     batch_rows: usize,
 ) -> KalamResult<()> {

@@ -698,8 +698,8 @@ fn reconcile_table(db: &Tiers, table: &TableDef) -> KalamResult<()> {
     let mut watermark = 0u64;
     let mut max_seq = 0u64;
     for scope in db.cold.scopes_on_disk(table)? {
-        let dir = db.cold.scope_dir(table, &scope);
-        kalamdb_cold::remove_temp_files(&dir).map_err(cold_error)?;
+        let dir = db.cold.scope_dir(table, &scope)?;
+        dir.storage.remove_staging(&dir.prefix).map_err(cold_error)?;
         let manifest = kalamdb_cold::Manifest::load(&dir, table.table_id).map_err(cold_error)?;
         db.cold.note_manifest(table.table_id, &scope, &manifest);
         if !manifest.segments.is_empty() {
@@ -707,16 +707,24 @@ fn reconcile_table(db: &Tiers, table: &TableDef) -> KalamResult<()> {
             watermark = watermark.max(manifest.watermark());
             max_seq = max_seq.max(manifest.segments.iter().map(|s| s.max_seq).max().unwrap_or(0));
         }
+        // Segments no manifest lists (a flush or compaction stopped before its
+        // commit, or files it replaced) and manifest versions below the current one.
         let listed: std::collections::HashSet<&str> =
             manifest.segments.iter().map(|s| s.file.as_str()).collect();
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if kalamdb_cold::layout::parse_segment_file_name(&name).is_some()
-                && !listed.contains(name.as_str())
-            {
-                std::fs::remove_file(entry.path())
-                    .map_err(|e| KalamError::internal(format!("cannot remove {name}: {e}")))?;
-                tracing::warn!(table = %table.qualified_name(), scope, file = %name, "removed a segment no manifest lists");
+        let (objects, _) = dir.storage.list_level(&dir.prefix).map_err(cold_error)?;
+        for object in objects {
+            let Some(name) = object.location.filename() else {
+                continue;
+            };
+            let orphan =
+                kalamdb_cold::layout::parse_segment_file_name(name).is_some() && !listed.contains(name);
+            let old =
+                (kalamdb_cold::layout::parse_manifest_file_name(name)).is_some_and(|v| v < manifest.version);
+            if orphan || old {
+                dir.storage.delete(&object.location).map_err(cold_error)?;
+                if orphan {
+                    tracing::warn!(table = %table.qualified_name(), scope, file = %name, "removed a segment no manifest lists");
+                }
             }
         }
     }
