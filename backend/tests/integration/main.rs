@@ -20,6 +20,7 @@ mod test_read_path;
 mod test_security;
 mod test_slt;
 mod test_sql_api;
+mod test_storages;
 mod test_subqueries;
 mod test_user_isolation;
 mod test_write_path;

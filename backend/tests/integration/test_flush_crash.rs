@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::ServerProcess;
+use crate::common::s3::{Moto, assert_only_listed_objects};
 
 const PW: &str = "pw";
 const STEPS: &[&str] = &[
@@ -82,9 +83,14 @@ pub(crate) async fn wait_completed(server: &ServerProcess, job_id: &str) {
 
 /// `app.kv (id BIGINT PRIMARY KEY, v TEXT)` and the users alice and bob.
 pub(crate) async fn create_kv(server: &ServerProcess) {
+    create_kv_with(server, "").await;
+}
+
+/// [`create_kv`] with `options` after the table's columns (`WITH (STORAGE = …)`).
+async fn create_kv_with(server: &ServerProcess, options: &str) {
     server
         .sql(&format!(
-            "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
+            "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT) {options}; \
              CREATE USER alice WITH PASSWORD '{PW}' ROLE user; CREATE USER bob WITH PASSWORD '{PW}' ROLE user"
         ))
         .await
@@ -146,10 +152,19 @@ pub(crate) fn assert_only_listed_segments(storage: &Path) {
     }
 }
 
-async fn crash_at(step: &str) {
+async fn crash_at(step: &str, s3: Option<&Moto>) {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::spawn(dir.path());
-    create_kv(&server).await;
+    match s3 {
+        Some(moto) => {
+            server
+                .sql(&moto.create_storage_sql("s3", step))
+                .await
+                .expect_success();
+            create_kv_with(&server, "WITH (STORAGE = 's3')").await;
+        }
+        None => create_kv(&server).await,
+    }
     let mut alice = Model::new();
     let mut bob = Model::new();
     for (user, model) in [("alice", &mut alice), ("bob", &mut bob)] {
@@ -215,6 +230,13 @@ async fn crash_at(step: &str) {
         "{step}: temporary files removed"
     );
     assert_only_listed_segments(&storage);
+    if let Some(moto) = s3 {
+        assert!(
+            !storage.join("app/kv").exists(),
+            "{step}: nothing on the local disk"
+        );
+        assert_only_listed_objects(moto, &format!("{step}/")).await;
+    }
     // Writes work and a new flush completes; the rows are still exact. Updating and
     // deleting rows the crashed flush moved to Parquet must hide their old versions
     // (the watermark recovery restored makes these writes leave stale markers).
@@ -252,14 +274,24 @@ async fn crash_at(step: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_any_step_of_a_flush_loses_and_duplicates_nothing() {
     for step in STEPS {
-        crash_at(step).await;
+        crash_at(step, None).await;
+    }
+}
+
+/// The same crashes with the table's segments in an S3 bucket: an upload that never
+/// completed is no object, a manifest version is the only commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_step_of_a_flush_to_s3_loses_and_duplicates_nothing() {
+    let moto = Moto::start().await;
+    for step in STEPS {
+        crash_at(step, Some(&moto)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_loss_that_drops_the_flush_start_loses_and_duplicates_nothing() {
     for step in LOST_START_STEPS {
-        crash_at(step).await;
+        crash_at(step, None).await;
     }
 }
 

@@ -134,14 +134,19 @@ async fn catch_up(client: &mut LiveClient, model: &mut Model, expected: &BTreeMa
 }
 
 async fn setup(server: &TestServer) {
+    setup_with(server, "").await;
+}
+
+/// [`setup`] with `options` after `chat.messages`' columns (`WITH (STORAGE = …)`).
+async fn setup_with(server: &TestServer, options: &str) {
     server.create_user("alice", "pw", "user").await;
     server.create_user("bob", "pw", "user").await;
     server
-        .execute_sql(
+        .execute_sql(&format!(
             "CREATE NAMESPACE chat; \
-             CREATE USER TABLE chat.messages (id BIGINT PRIMARY KEY, room INT, body TEXT); \
-             CREATE SHARED TABLE chat.rooms (id BIGINT PRIMARY KEY, name TEXT) WITH (ACCESS_LEVEL = 'PUBLIC')",
-        )
+             CREATE USER TABLE chat.messages (id BIGINT PRIMARY KEY, room INT, body TEXT) {options}; \
+             CREATE SHARED TABLE chat.rooms (id BIGINT PRIMARY KEY, name TEXT) WITH (ACCESS_LEVEL = 'PUBLIC')"
+        ))
         .await
         .expect_success();
 }
@@ -1553,8 +1558,30 @@ async fn resume_from_seq_replays_changes_across_a_compaction() {
 async fn thousands_of_flushed_rows_changed_at_once_reach_subscribers_and_the_log_exactly() {
     let server = TestServer::start().await;
     setup(&server).await;
+    flushed_rows_changed_at_once(&server).await;
+}
+
+/// The same with the segments in an S3 bucket: the old rows subscribers and the change
+/// log get are read from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flushed_rows_on_s3_changed_at_once_reach_subscribers_and_the_log_exactly() {
+    let moto = crate::common::s3::Moto::start().await;
+    let server = TestServer::start().await;
+    server
+        .execute_sql(&moto.create_storage_sql("s3", "live"))
+        .await
+        .expect_success();
+    setup_with(&server, "WITH (STORAGE = 's3')").await;
+    flushed_rows_changed_at_once(&server).await;
+    assert_eq!(
+        crate::common::s3::assert_only_listed_objects(&moto, "live/").await,
+        1
+    );
+}
+
+async fn flushed_rows_changed_at_once(server: &TestServer) {
     let sql = "SELECT id, room, body FROM chat.messages";
-    let (mut client, mut model) = flushed_then_subscribed(&server, 3000, 7, sql).await;
+    let (mut client, mut model) = flushed_then_subscribed(server, 3000, 7, sql).await;
     let before = Model {
         rows: model.rows.clone(),
         last_seq: model.last_seq,
@@ -1573,14 +1600,14 @@ async fn thousands_of_flushed_rows_changed_at_once_reach_subscribers_and_the_log
         .await;
     deleted.expect_success();
     assert_eq!(deleted.row_count(0), 1500);
-    let expected = selected(&server, "alice", sql).await;
+    let expected = selected(server, "alice", sql).await;
     assert_eq!(expected.len(), 1500);
     catch_up(&mut client, &mut model, &expected).await;
     client.close().await;
     // The change log holds the same changes: a resume from before them replays them,
     // old rows checked against the rows as they were.
     let mut resumed = before;
-    let mut client = LiveClient::connect(&server, "alice", "pw").await;
+    let mut client = LiveClient::connect(server, "alice", "pw").await;
     client
         .subscribe("r", sql, json!({"from_seq": resumed.last_seq.to_string()}))
         .await;

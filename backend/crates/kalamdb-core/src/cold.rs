@@ -35,6 +35,34 @@ pub(crate) fn cold_error(e: kalamdb_cold::ColdError) -> KalamError {
     }
 }
 
+/// A failure of a scan's Parquet read: `STORAGE_UNAVAILABLE` naming the storage
+/// when its backend failed, else as it is.
+pub(crate) fn scan_error(
+    storage: &str,
+    e: datafusion::error::DataFusionError,
+) -> datafusion::error::DataFusionError {
+    use datafusion::error::DataFusionError;
+    use datafusion::parquet::errors::ParquetError;
+    let backend = match e.find_root() {
+        DataFusionError::ObjectStore(_) => true,
+        DataFusionError::ParquetError(p) => match p.as_ref() {
+            ParquetError::External(inner) => inner.is::<object_store::Error>(),
+            // DataFusion's reader reports a failed footer fetch as text only.
+            ParquetError::General(message) => message.contains("Object Store error"),
+            _ => false,
+        },
+        DataFusionError::External(inner) => inner.is::<object_store::Error>(),
+        _ => false,
+    };
+    if !backend {
+        return e;
+    }
+    DataFusionError::External(Box::new(KalamError::new(
+        ErrorCode::StorageUnavailable,
+        format!("storage '{storage}' is unavailable: {}", e.find_root()),
+    )))
+}
+
 /// Segments, bytes and row versions in Parquet (for `/metrics`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ColdFigures {

@@ -126,6 +126,7 @@ fn tables(db: &Tiers) -> DfResult<RecordBatch> {
             Field::new("primary_key", DataType::Utf8, true),
             Field::new("flush_policy", DataType::Utf8, true),
             Field::new("compact_policy", DataType::Utf8, true),
+            Field::new("storage", DataType::Utf8, true),
             Field::new("ttl_seconds", DataType::Int64, true),
             Field::new("access_level", DataType::Utf8, true),
             Field::new("schema_version", DataType::Int32, false),
@@ -154,6 +155,12 @@ fn tables(db: &Tiers) -> DfResult<RecordBatch> {
                 tables
                     .iter()
                     .map(|t| t.compact_segments.map(|n| format!("segments:{n}")))
+                    .collect(),
+            ),
+            // Where a USER table's Parquet segments are; the others have none.
+            opt_text(
+                (tables.iter())
+                    .map(|t| (t.table_type == TableType::User).then(|| t.storage_name().to_string()))
                     .collect(),
             ),
             Arc::new(Int64Array::from(

@@ -72,6 +72,8 @@ struct ColdPart {
     /// superseded versions (`None`: the segments are clean, every row is live).
     merge: Option<(usize, usize)>,
     segments: usize,
+    /// The storage the segments are read from (named when reading them fails).
+    storage: String,
 }
 
 /// Plans the scan of one snapshot of a scope: hot rows (streamed, or point reads
@@ -282,6 +284,7 @@ fn plan_group(
         outputs,
         merge,
         segments: segments.len(),
+        storage: scope_dir.storage.name().to_string(),
     })
 }
 
@@ -571,7 +574,8 @@ impl ExecutionPlan for TieredScanExec {
         let manifest = self.snapshot.manifest.clone();
         let mapped = stream.map(move |batch| {
             let _reading = &manifest;
-            map_cold_batch(batch?, &part, &stale, &schema)
+            let batch = batch.map_err(|e| crate::cold::scan_error(&part.storage, e))?;
+            map_cold_batch(batch, &part, &stale, &schema)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.hot.output_schema.clone(),

@@ -10,6 +10,7 @@ use kalamdb_server::{RunningServer, Settings, start};
 use serde_json::{Value, json};
 
 pub mod live;
+pub mod s3;
 
 pub struct TestServer {
     server: Option<RunningServer>,
