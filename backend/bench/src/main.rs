@@ -43,6 +43,17 @@ struct Args {
     /// Skip the flush benchmarks
     #[arg(long)]
     skip_flush: bool,
+    /// Only run the flush benchmarks (flush reply and drain, GROUP BY over cold rows,
+    /// point SELECT of a cold row)
+    #[arg(long)]
+    only_flush: bool,
+    /// A statement run before the flush benchmarks' tables are created, e.g.
+    /// `CREATE STORAGE s3 TYPE s3 BUCKET 'b' ENDPOINT 'http://127.0.0.1:9000' ...`
+    #[arg(long)]
+    storage_sql: Option<String>,
+    /// The storage of the flush benchmarks' tables (`WITH (STORAGE = '<name>')`)
+    #[arg(long)]
+    table_storage: Option<String>,
     /// Rows of the SHARED table for the GROUP BY over hot rows
     #[arg(long, default_value_t = 1_000_000)]
     shared_rows: usize,
@@ -516,13 +527,21 @@ async fn read_benchmarks(args: &Args, server: &ServerProcess, client: impl Fn() 
 /// a full flush, and a GROUP BY over cold rows.
 async fn flush_benchmarks(args: &Args, server: &ServerProcess, client: impl Fn() -> Client) -> Value {
     let setup = client();
-    setup
-        .sql(
-            "CREATE USER TABLE bench.fl (id BIGINT PRIMARY KEY, kind INT, payload TEXT); \
-              CREATE USER TABLE bench.agg (id BIGINT PRIMARY KEY, kind INT, payload TEXT)"
-                .into(),
-        )
+    if let Some(sql) = &args.storage_sql {
+        let body = setup.sql(sql.clone()).await;
+        assert_eq!(body["status"], "success", "{body}");
+    }
+    let with = match &args.table_storage {
+        Some(name) => format!("WITH (STORAGE = '{name}')"),
+        None => String::new(),
+    };
+    let body = setup
+        .sql(format!(
+            "CREATE USER TABLE bench.fl (id BIGINT PRIMARY KEY, kind INT, payload TEXT) {with}; \
+              CREATE USER TABLE bench.agg (id BIGINT PRIMARY KEY, kind INT, payload TEXT) {with}"
+        ))
         .await;
+    assert_eq!(body["status"], "success", "{body}");
     for u in 0..args.flush_users {
         setup
             .sql(format!("CREATE USER 'u{u}' WITH PASSWORD 'pw' ROLE user"))
@@ -747,6 +766,12 @@ async fn main() {
     if args.only_formats {
         let figures = formats::streamed_formats(&args, &server, &client).await;
         println!("{}", json!({ "streamed_formats": figures }));
+        return;
+    }
+
+    if args.only_flush {
+        let figures = flush_benchmarks(&args, &server, client).await;
+        println!("{}", json!({ "flush": figures }));
         return;
     }
 

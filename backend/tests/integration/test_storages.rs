@@ -267,6 +267,18 @@ async fn a_filesystem_storage_keeps_segments_in_its_directory() {
         .execute_sql("CREATE STORAGE rel TYPE filesystem PATH 'relative/dir'")
         .await
         .expect_error(400, "INVALID_SQL");
+    for overlapping in [
+        server.data_dir().join("more"),
+        server.data_dir().parent().unwrap().to_path_buf(),
+    ] {
+        server
+            .execute_sql(&format!(
+                "CREATE STORAGE o TYPE filesystem PATH '{}'",
+                overlapping.display()
+            ))
+            .await
+            .expect_error(400, "INVALID_SQL");
+    }
     server
         .execute_sql(&format!(
             "CREATE STORAGE archive TYPE filesystem PATH '{}'",
@@ -278,7 +290,8 @@ async fn a_filesystem_storage_keeps_segments_in_its_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_or_failing_endpoint_is_a_clear_error_and_the_data_stays() {
-    let server = TestServer::start().await;
+    // Small batches: the flush below stops (held) after its first one.
+    let server = TestServer::start_configured(|s| s.flush_batch_rows = 100).await;
     // Nothing listens there: CREATE STORAGE fails its probe, quickly, and names the
     // storage but not the secret.
     let port = crate::common::s3::free_port();
@@ -303,9 +316,9 @@ async fn an_unreachable_or_failing_endpoint_is_a_clear_error_and_the_data_stays(
         "nothing saved"
     );
 
-    // A storage that fails later: reads of its cold rows fail clearly, its hot rows
-    // stay, a flush fails and keeps them, tables on other storages are unaffected,
-    // and once the endpoint is back the next flush works.
+    // A storage that fails in the middle of a flush: the job fails with the error, the
+    // rows stay hot and readable, tables on other storages are unaffected, and once
+    // the endpoint is back the next flush works.
     let mut moto = Moto::start().await;
     server
         .execute_sql(&moto.create_storage_sql("s3", "kdb"))
@@ -319,30 +332,33 @@ async fn an_unreachable_or_failing_endpoint_is_a_clear_error_and_the_data_stays(
         )
         .await
         .expect_success();
+    let values: Vec<String> = (1..=250).map(|i| format!("({i}, 'v{i}')")).collect();
     server
-        .execute_sql("INSERT INTO app.kv VALUES (1, 'a'), (2, 'b'); INSERT INTO app.local VALUES (1, 'x')")
+        .execute_sql(&format!(
+            "INSERT INTO app.kv VALUES {}; INSERT INTO app.local VALUES (1, 'x')",
+            values.join(",")
+        ))
         .await
         .expect_success();
     server.flush_and_wait("app.local").await;
     // The scope's (empty) manifest is read while the endpoint answers.
-    assert_eq!(
-        server.execute_sql("SELECT count(*) FROM app.kv").await.rows(),
-        vec![vec![json!(2)]]
-    );
+    let all = "SELECT count(*), min(v), max(id) FROM app.kv";
+    let expected = vec![vec![json!(250), json!("v1"), json!(250)]];
+    assert_eq!(server.execute_sql(all).await.rows(), expected);
+    server.db().holds().hold("flush_batch");
+    let job_id = server.flush_table("app.kv").await;
+    server.wait_at_hold("flush_batch").await;
     let port = moto.port;
     moto.kill();
-    let job_id = server.flush_table("app.kv").await;
+    server.db().holds().release("flush_batch");
     let job = server.wait_for_job(&job_id).await;
     assert_eq!(job["status"], "failed", "{job}");
     let error = job["error_message"].as_str().unwrap();
     assert!(error.contains("storage 's3'"), "{error}");
     assert!(!error.contains(SECRET), "{error}");
     assert_eq!(
-        server
-            .execute_sql("SELECT id, v FROM app.kv ORDER BY id")
-            .await
-            .rows(),
-        vec![vec![json!(1), json!("a")], vec![json!(2), json!("b")]],
+        server.execute_sql(all).await.rows(),
+        expected,
         "the rows stay hot"
     );
     assert_eq!(
@@ -354,7 +370,7 @@ async fn an_unreachable_or_failing_endpoint_is_a_clear_error_and_the_data_stays(
         "other storages unaffected"
     );
     server
-        .execute_sql("INSERT INTO app.kv VALUES (3, 'c')")
+        .execute_sql("INSERT INTO app.kv VALUES (251, 'v251')")
         .await
         .expect_success();
 
@@ -363,17 +379,8 @@ async fn an_unreachable_or_failing_endpoint_is_a_clear_error_and_the_data_stays(
     let moto = Moto::start_on(port).await;
     moto.create_bucket(crate::common::s3::BUCKET).await;
     server.flush_and_wait("app.kv").await;
-    assert_eq!(
-        server
-            .execute_sql("SELECT id, v FROM app.kv ORDER BY id")
-            .await
-            .rows(),
-        vec![
-            vec![json!(1), json!("a")],
-            vec![json!(2), json!("b")],
-            vec![json!(3), json!("c")]
-        ]
-    );
+    let expected = vec![vec![json!(251), json!("v1"), json!(251)]];
+    assert_eq!(server.execute_sql(all).await.rows(), expected);
     assert_eq!(assert_only_listed_objects(&moto, "kdb/").await, 1);
 
     // Cold rows whose storage is down: a clear 503 naming it, not a hang.

@@ -46,6 +46,10 @@ pub enum ColdError {
     },
     #[error("manifest {path}: {reason}")]
     Manifest { path: String, reason: String },
+    /// A manifest version was put, and neither the put's answer nor a read of the
+    /// version came back: it may or may not be committed.
+    #[error("manifest {path}: the commit's outcome is unknown ({source})")]
+    CommitUnknown { path: String, source: Box<ColdError> },
     /// The storage's backend failed (unreachable, refused, timed out).
     #[error("storage '{storage}' cannot {action}: {source}")]
     Store {
@@ -72,11 +76,18 @@ impl ColdError {
         }
     }
 
+    /// Whether this is a commit whose outcome is unknown (see
+    /// [`Manifest::save`](crate::Manifest::save)).
+    pub fn commit_unknown(&self) -> bool {
+        matches!(self, ColdError::CommitUnknown { .. })
+    }
+
     /// The storage whose backend failed, if that is what this is (a Parquet read
     /// that failed on the backend's answer counts too).
     pub fn unavailable_storage(&self) -> Option<&str> {
         match self {
             ColdError::Store { storage, .. } => Some(storage),
+            ColdError::CommitUnknown { source, .. } => source.unavailable_storage(),
             ColdError::Parquet {
                 path,
                 source: datafusion::parquet::errors::ParquetError::External(e),

@@ -39,6 +39,10 @@ pub struct Manifest {
     pub table_id: u32,
     /// The number of the next segment file.
     pub next_batch: u64,
+    /// Who committed this version (a job id and scope): how a writer whose save's
+    /// answer was lost tells its own commit from another writer's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit_id: String,
     pub segments: Vec<Segment>,
 }
 
@@ -79,6 +83,7 @@ impl Manifest {
         Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             version: 0,
+            commit_id: String::new(),
             table_id,
             next_batch: 1,
             segments: Vec::new(),
@@ -111,7 +116,12 @@ impl Manifest {
                 });
             }
             if manifest.table_id != table_id {
-                return Ok(Manifest::empty(table_id));
+                // Left by a dropped table of the same name: the scope is empty, and its
+                // next version goes above that one (the highest version is current).
+                return Ok(Manifest {
+                    version,
+                    ..Manifest::empty(table_id)
+                });
             }
             return Ok(Manifest { version, ..manifest });
         }
@@ -145,18 +155,48 @@ impl Manifest {
     }
 
     /// Commits this manifest: creates its version's object, durably. Refused, with
-    /// nothing written, when that version exists (another writer committed it).
+    /// nothing written, when another writer committed that version.
+    ///
+    /// A put whose answer was lost (a timeout after the backend applied it, then a
+    /// retry refused because the object exists) is told apart by reading the version
+    /// back and comparing `commit_id`. When that read fails too, for about 30 s, the
+    /// error is [`ColdError::CommitUnknown`]: the version may or may not be there, and
+    /// the caller must keep every object it lists (start-up recovery settles it).
     pub fn save(&self, dir: &ScopeDir) -> Result<(), ColdError> {
         let name = version_file(self.version);
+        let path = dir.file(&name);
         let bytes = serde_json::to_vec_pretty(self).expect("a manifest serializes");
-        if dir.storage.put_new(&dir.file(&name), bytes)? {
-            Ok(())
-        } else {
-            Err(ColdError::Manifest {
-                path: dir.describe(&name),
-                reason: "this version was already committed by another writer".into(),
-            })
+        let failure = match dir.storage.put_new(&path, bytes) {
+            Ok(true) => return Ok(()),
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
+        let conflict = || ColdError::Manifest {
+            path: dir.describe(&name),
+            reason: "this version was already committed by another writer".into(),
+        };
+        let mut wait = std::time::Duration::from_millis(500);
+        let mut last = None;
+        for _ in 0..6 {
+            match dir.storage.get(&path) {
+                Ok(Some(found)) => {
+                    let theirs: Option<Manifest> = serde_json::from_slice(&found).ok();
+                    return match theirs {
+                        Some(m) if !self.commit_id.is_empty() && m.commit_id == self.commit_id => Ok(()),
+                        _ => Err(conflict()),
+                    };
+                }
+                // Not there: the put did not happen.
+                Ok(None) => return Err(failure.unwrap_or_else(conflict)),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(wait);
+            wait *= 2;
         }
+        Err(ColdError::CommitUnknown {
+            path: dir.describe(&name),
+            source: Box::new(last.or(failure).unwrap_or_else(conflict)),
+        })
     }
 
     /// Takes back this manifest's version (the undo of a commit whose second half
@@ -235,7 +275,7 @@ mod tests {
     #[test]
     fn versions_are_committed_once_and_the_highest_is_current() {
         let tmp = tempfile::tempdir().unwrap();
-        let storage = std::sync::Arc::new(crate::Storage::local("local", tmp.path()).unwrap());
+        let storage = std::sync::Arc::new(crate::Storage::local("local", tmp.path(), true).unwrap());
         let dir = ScopeDir::new(storage, "ns", "t", "u1");
         assert_eq!(Manifest::load(&dir, 7).unwrap(), Manifest::empty(7));
         let mut m = Manifest::empty(7).next();
@@ -250,8 +290,14 @@ mod tests {
         assert!(loaded.segment_with_seq(25).is_none());
         assert_eq!(loaded.watermark(), 45);
         assert_eq!(loaded.row_count(), 4);
-        // A second writer of the same version is refused; the next one commits.
+        // A second writer of the same version is refused; the next one commits. A
+        // writer that saves its own version again (its first answer lost) is told so.
         assert!(m.save(&dir).is_err());
+        let mut ours = loaded.next();
+        ours.commit_id = "job-1:u1".into();
+        ours.save(&dir).unwrap();
+        ours.save(&dir).unwrap();
+        ours.withdraw(&dir).unwrap();
         let mut second = loaded.next();
         second.segments.pop();
         second.save(&dir).unwrap();
@@ -262,15 +308,20 @@ mod tests {
         // Withdrawn, the version before is current (none here: empty).
         second.withdraw(&dir).unwrap();
         assert_eq!(Manifest::load(&dir, 7).unwrap(), Manifest::empty(7));
-        // A directory left by a dropped table of the same name reads as empty.
+        // A directory left by a dropped table of the same name reads as empty, and the
+        // new table's first commit goes above the leftover version.
         second.save(&dir).unwrap();
-        assert_eq!(Manifest::load(&dir, 8).unwrap(), Manifest::empty(8));
+        let fresh = Manifest::load(&dir, 8).unwrap();
+        assert_eq!((fresh.version, fresh.segments.len()), (2, 0));
+        let first = fresh.next();
+        first.save(&dir).unwrap();
+        assert_eq!(Manifest::load(&dir, 8).unwrap(), first);
     }
 
     #[test]
     fn a_format_1_manifest_reads_as_version_0() {
         let tmp = tempfile::tempdir().unwrap();
-        let storage = std::sync::Arc::new(crate::Storage::local("local", tmp.path()).unwrap());
+        let storage = std::sync::Arc::new(crate::Storage::local("local", tmp.path(), true).unwrap());
         let dir = ScopeDir::new(storage, "ns", "t", "u1");
         let scope = tmp.path().join("ns/t/u1");
         std::fs::create_dir_all(&scope).unwrap();

@@ -361,7 +361,7 @@ mod tests {
 
     fn scope(tmp: &tempfile::TempDir) -> ScopeDir {
         ScopeDir::new(
-            Arc::new(Storage::local("local", tmp.path()).unwrap()),
+            Arc::new(Storage::local("local", tmp.path(), true).unwrap()),
             "ns",
             "t",
             "u",

@@ -27,8 +27,9 @@ use object_store::{
 
 use crate::ColdError;
 
-/// Where an S3-compatible storage keeps its objects, and how to reach it.
-#[derive(Debug, Clone, Default)]
+/// Where an S3-compatible storage keeps its objects, and how to reach it. (No
+/// `Debug`: it holds a secret.)
+#[derive(Clone, Default)]
 pub struct S3Config {
     pub bucket: String,
     /// Objects go under `<prefix>/` (none: the bucket's root).
@@ -63,14 +64,22 @@ impl Default for RemoteLimits {
     }
 }
 
-/// One storage: a name and the object store behind it.
-#[derive(Debug)]
+/// One storage: a name and the object store behind it. (`Debug` shows the name only:
+/// the store's configuration holds credentials.)
 pub struct Storage {
     name: String,
     store: Arc<dyn ObjectStore>,
     /// The directory of a local or filesystem storage: what it completes is fsynced
     /// there (a local object store does not), and its staging files are cleaned.
     local_root: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The runtime whose threads drive the backends' sockets and timers.
@@ -87,9 +96,19 @@ fn io_runtime() -> &'static tokio::runtime::Runtime {
 }
 
 impl Storage {
-    /// A storage in a directory of this machine (created when missing).
-    pub fn local(name: &str, root: &Path) -> Result<Storage, ColdError> {
-        std::fs::create_dir_all(root).map_err(|e| ColdError::io("create directory", root, e))?;
+    /// A storage in a directory of this machine; `create`: made when missing (else a
+    /// missing directory is an error: an unmounted disk must not be replaced by an
+    /// empty directory under its mount point).
+    pub fn local(name: &str, root: &Path, create: bool) -> Result<Storage, ColdError> {
+        if create {
+            std::fs::create_dir_all(root).map_err(|e| ColdError::io("create directory", root, e))?;
+        } else if !root.is_dir() {
+            return Err(ColdError::io(
+                "open storage directory",
+                root,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory (not mounted?)"),
+            ));
+        }
         let root = std::path::absolute(root).map_err(|e| ColdError::io("resolve", root, e))?;
         let store = LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| ColdError::store(name, "open", e))?
@@ -217,6 +236,9 @@ impl Storage {
     /// Creates the object at `path` with `bytes`, unless one is there: `Ok(false)`
     /// then, and nothing is written. Durable when it returns.
     pub fn put_new(&self, path: &ObjPath, bytes: Vec<u8>) -> Result<bool, ColdError> {
+        if let Some(root) = &self.local_root {
+            return put_new_local(&local_path(root, path), &bytes);
+        }
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -273,19 +295,26 @@ impl Storage {
         let objects = self.list(prefix)?;
         let count = objects.len();
         let locations = futures::stream::iter(objects.into_iter().map(|m| Ok(m.location))).boxed();
-        self.block(
-            self.store
-                .delete_stream(locations)
-                .try_for_each(|_| async { Ok(()) }),
-        )
-        .or_else(|e| match e {
-            object_store::Error::NotFound { .. } => Ok(()),
-            e => Err(ColdError::store(&self.name, "delete", e)),
-        })?;
+        let results: Vec<object_store::Result<ObjPath>> =
+            self.block(self.store.delete_stream(locations).collect());
+        for result in results {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(ColdError::store(&self.name, "delete", e)),
+            }
+        }
         if let Some(root) = &self.local_root {
             crate::fsutil::remove_dir_all_if_exists(&local_path(root, prefix))?;
         }
         Ok(count)
+    }
+
+    /// On a local storage, removes the directory of `prefix` if it is empty (object
+    /// stores have no directories: nothing to do elsewhere).
+    pub fn remove_empty_dir(&self, prefix: &ObjPath) {
+        if let Some(root) = &self.local_root {
+            let _ = std::fs::remove_dir(local_path(root, prefix));
+        }
     }
 
     /// Removes what interrupted writes left under `prefix`: the staging files of a
@@ -335,6 +364,37 @@ impl Storage {
     }
 }
 
+/// [`Storage::put_new`] on a local disk: a local object store links its staging file
+/// into place before anything is fsynced, so a power loss could leave an empty
+/// manifest version. Here the staging file (`<name>#<digits>`, removed at start-up
+/// if left) is fsynced first, then linked (which fails if the name exists), then the
+/// directory is fsynced.
+fn put_new_local(file: &Path, bytes: &[u8]) -> Result<bool, ColdError> {
+    use std::io::Write;
+    let dir = file.parent().expect("an object has a directory");
+    std::fs::create_dir_all(dir).map_err(|e| ColdError::io("create directory", dir, e))?;
+    let mut staging = file.as_os_str().to_owned();
+    staging.push(format!("#{}", unique_digits()));
+    let staging = PathBuf::from(staging);
+    let result = (|| {
+        let mut f = std::fs::File::create(&staging).map_err(|e| ColdError::io("create", &staging, e))?;
+        f.write_all(bytes)
+            .map_err(|e| ColdError::io("write", &staging, e))?;
+        f.sync_all().map_err(|e| ColdError::io("fsync", &staging, e))?;
+        match std::fs::hard_link(&staging, file) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(ColdError::io("link", file, e)),
+        }
+    })();
+    let _ = std::fs::remove_file(&staging);
+    if result? {
+        crate::fsutil::sync_dir(dir)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Where a local storage keeps the object at `path`.
 fn local_path(root: &Path, path: &ObjPath) -> PathBuf {
     let mut file = root.to_path_buf();
@@ -346,17 +406,18 @@ fn local_path(root: &Path, path: &ObjPath) -> PathBuf {
 
 /// A name no other probe uses at the same time.
 fn uuid_like() -> String {
+    format!("{}-{}", std::process::id(), unique_digits())
+}
+
+/// Digits no other call of this process returns (time, then a counter).
+fn unique_digits() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!(
-        "{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{nanos}{:06}", NEXT.fetch_add(1, Ordering::Relaxed) % 1_000_000)
 }
 
 #[cfg(test)]
@@ -366,7 +427,8 @@ mod tests {
     #[test]
     fn a_local_storage_writes_lists_reads_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::local("local", dir.path()).unwrap();
+        let storage = Storage::local("local", dir.path(), true).unwrap();
+        assert!(Storage::local("gone", &dir.path().join("missing"), false).is_err());
         storage.probe().unwrap();
         let path = ObjPath::from("ns/t/u1/manifest-1.json");
         assert!(storage.put_new(&path, b"one".to_vec()).unwrap());

@@ -71,10 +71,23 @@ impl SegmentWriter {
         })
     }
 
+    /// A Parquet error, or the storage's failure it carries (a part that could not be
+    /// sent reaches the writer as an I/O error holding the [`ColdError`]).
     fn parquet_error(&self, e: datafusion::parquet::errors::ParquetError) -> ColdError {
+        use datafusion::parquet::errors::ParquetError;
+        let source = match e {
+            ParquetError::External(inner) => match inner.downcast::<std::io::Error>() {
+                Ok(io) => match io.downcast::<ColdError>() {
+                    Ok(cold) => return cold,
+                    Err(io) => ParquetError::External(Box::new(io)),
+                },
+                Err(inner) => ParquetError::External(inner),
+            },
+            e => e,
+        };
         ColdError::Parquet {
             path: self.describe.clone(),
-            source: e,
+            source,
         }
     }
 

@@ -334,16 +334,9 @@ impl StatementContext<'_> {
             self.db.hot_rows.forget(table.table_id);
             self.db.live.table_dropped(table);
         }
-        // What a dropped table of the namespace left (its own objects went with it).
+        // Each table's objects went with it; a local storage's emptied directory too.
         for storage in self.db.cold.storages() {
-            let namespace = object_store::path::Path::from(name);
-            if let Err(e) = storage.delete_all(&namespace) {
-                tracing::warn!(
-                    storage = storage.name(),
-                    namespace = name,
-                    "objects of a dropped namespace were not removed: {e}"
-                );
-            }
+            storage.remove_empty_dir(&object_store::path::Path::from(name));
         }
         self.db.catalog.apply_drop_namespace(name);
         Ok(StatementResult::message(format!(

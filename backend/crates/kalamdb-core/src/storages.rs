@@ -90,11 +90,13 @@ impl StorageDef {
     }
 
     /// The storage this record describes (nothing is sent to a remote backend).
-    pub fn open(&self) -> KalamResult<Storage> {
+    /// `create`: a filesystem storage's directory is made if missing (at `CREATE
+    /// STORAGE`; at start-up it must exist).
+    pub fn open(&self, create: bool) -> KalamResult<Storage> {
         match self.storage_type.as_str() {
             "filesystem" => {
                 let path = self.path.as_deref().unwrap_or_default();
-                Storage::local(&self.name, std::path::Path::new(path))
+                Storage::local(&self.name, std::path::Path::new(path), create)
                     .map_err(|e| unavailable(&self.name, &e))
             }
             "s3" => {
@@ -180,15 +182,26 @@ pub(crate) async fn create(
             format!("storage '{name}' already exists"),
         ));
     }
-    if let StorageSpec::Filesystem { path } = &spec
-        && !std::path::Path::new(path).is_absolute()
-    {
-        return Err(KalamError::invalid_sql(format!(
-            "a filesystem storage's PATH is an absolute directory, not '{path}'"
-        )));
+    if let StorageSpec::Filesystem { path } = &spec {
+        let path = std::path::Path::new(path);
+        if !path.is_absolute() {
+            return Err(KalamError::invalid_sql(format!(
+                "a filesystem storage's PATH is an absolute directory, not '{}'",
+                path.display()
+            )));
+        }
+        // Not inside the data directory, nor around it: DROP TABLE deletes under it.
+        let data_dir =
+            std::path::absolute(&db.options.data_dir).unwrap_or_else(|_| db.options.data_dir.clone());
+        if path.starts_with(&data_dir) || data_dir.starts_with(path) {
+            return Err(KalamError::invalid_sql(format!(
+                "a filesystem storage's PATH may not overlap the data directory ({})",
+                data_dir.display()
+            )));
+        }
     }
     let def = StorageDef::from_spec(name, spec);
-    let storage = Arc::new(def.open()?);
+    let storage = Arc::new(def.open(true)?);
     let probed = storage.clone();
     tokio::task::spawn_blocking(move || probed.probe())
         .await
@@ -298,10 +311,10 @@ pub(crate) fn system_table(db: &Tiers) -> DfResult<RecordBatch> {
 
 /// The storages to open at start-up: `local`, then every record.
 pub(crate) fn open_all(store: &Store, local_dir: &std::path::Path) -> KalamResult<Vec<Arc<Storage>>> {
-    let local = Storage::local(LOCAL_STORAGE, local_dir).map_err(cold_error)?;
+    let local = Storage::local(LOCAL_STORAGE, local_dir, true).map_err(cold_error)?;
     let mut all = vec![Arc::new(local)];
     for def in load(store)? {
-        all.push(Arc::new(def.open()?));
+        all.push(Arc::new(def.open(false)?));
     }
     Ok(all)
 }

@@ -13,8 +13,8 @@ use kalamdb_commons::{KalamError, KalamResult};
 
 use crate::statement::{Cursor, KalamStatement};
 
-/// What `CREATE STORAGE` describes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `CREATE STORAGE` describes. (`Debug` leaves the secret key out.)
+#[derive(Clone, PartialEq, Eq)]
 pub enum StorageSpec {
     Filesystem {
         path: String,
@@ -27,6 +27,27 @@ pub enum StorageSpec {
         access_key_id: Option<String>,
         secret_access_key: Option<String>,
     },
+}
+
+impl std::fmt::Debug for StorageSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageSpec::Filesystem { path } => f.debug_struct("Filesystem").field("path", path).finish(),
+            StorageSpec::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                secret_access_key,
+                ..
+            } => f
+                .debug_struct("S3")
+                .field("bucket", bucket)
+                .field("prefix", prefix)
+                .field("endpoint", endpoint)
+                .field("has_secret", &secret_access_key.is_some())
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// Parses the rest of `CREATE STORAGE` (after `CREATE`).

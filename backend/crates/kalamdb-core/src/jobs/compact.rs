@@ -166,12 +166,17 @@ fn compact_scope(
     }
     out.close()?;
     let mut next = manifest.next();
+    next.commit_id = format!("{}:{scope}", job.id());
     next.next_batch = out.next_batch;
     done.output.files_written = out.written.len() as u64;
     done.output.bytes_written = out.written.iter().map(|s| s.size_bytes).sum();
     next.segments = out.written.clone();
     failpoint::hit("compact_segment_written");
-    next.save(&dir).map_err(cold_error)?;
+    if let Err(e) = next.save(&dir) {
+        // The version may be committed: what it lists stays (recovery settles it).
+        out.listed = e.commit_unknown();
+        return Err(cold_error(e));
+    }
     out.listed = true;
     failpoint::hit("compact_manifest_saved");
     let published = {

@@ -240,6 +240,7 @@ fn flush_scope(
     };
     let segment_file = segment.file.clone();
     let mut next = manifest.next();
+    next.commit_id = format!("{}:{scope}", job.id());
     next.next_batch = batch_no + 1;
     next.segments.push(segment);
     next.save(&dir).map_err(cold_error)?;
