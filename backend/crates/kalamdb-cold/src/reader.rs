@@ -109,16 +109,9 @@ pub fn read_seq(
     dir.storage.block(async {
         let metadata = cache.metadata(&file).await?;
         let seq_index = metadata.schema().index_of(SEQ_FIELD).map_err(|_| file.no_seq())?;
-        let row_groups: Vec<usize> = (metadata.metadata().row_groups().iter().enumerate())
-            .filter(|(_, rg)| match rg.column(seq_index).statistics() {
-                Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-                    (Some(min), Some(max)) => *min <= target && target <= *max,
-                    _ => true,
-                },
-                _ => true,
-            })
-            .map(|(i, _)| i)
-            .collect();
+        let row_groups = row_groups_where(metadata.metadata(), seq_index, |min, max| {
+            min <= target && target <= max
+        });
         if row_groups.is_empty() {
             return Ok(None);
         }
@@ -137,6 +130,25 @@ pub fn read_seq(
         }
         Ok(None)
     })
+}
+
+/// The row groups whose `_seq` statistics `(min, max)` may hold a wanted version
+/// (`holds`); a row group without statistics may hold any.
+fn row_groups_where(
+    metadata: &ParquetMetaData,
+    seq_index: usize,
+    holds: impl Fn(i64, i64) -> bool,
+) -> Vec<usize> {
+    (metadata.row_groups().iter().enumerate())
+        .filter(|(_, rg)| match rg.column(seq_index).statistics() {
+            Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                (Some(min), Some(max)) => holds(*min, *max),
+                _ => true,
+            },
+            _ => true,
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The rows of `row_groups` on the pages of the `_seq` column whose min/max hold
@@ -193,19 +205,10 @@ pub fn read_seqs(
         let metadata = cache.metadata(&file).await?;
         let seq_index = metadata.schema().index_of(SEQ_FIELD).map_err(|_| file.no_seq())?;
         // Row groups whose `_seq` range holds a wanted one.
-        let row_groups: Vec<usize> = (metadata.metadata().row_groups().iter().enumerate())
-            .filter(|(_, rg)| match rg.column(seq_index).statistics() {
-                Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-                    (Some(min), Some(max)) => {
-                        let first = seqs.partition_point(|s| s < min);
-                        seqs.get(first).is_some_and(|s| s <= max)
-                    }
-                    _ => true,
-                },
-                _ => true,
-            })
-            .map(|(i, _)| i)
-            .collect();
+        let row_groups = row_groups_where(metadata.metadata(), seq_index, |min, max| {
+            let first = seqs.partition_point(|s| *s < min);
+            seqs.get(first).is_some_and(|s| *s <= max)
+        });
         if row_groups.is_empty() {
             return Ok(Vec::new());
         }

@@ -51,10 +51,11 @@ pub(crate) struct StorageDef {
 }
 
 impl StorageDef {
-    fn from_spec(name: &str, spec: StorageSpec) -> StorageDef {
-        let mut def = StorageDef {
+    /// A record of `storage_type` with nothing else set.
+    fn new(name: &str, storage_type: &str, created_at: i64) -> StorageDef {
+        StorageDef {
             name: name.to_string(),
-            storage_type: String::new(),
+            storage_type: storage_type.to_string(),
             path: None,
             bucket: None,
             prefix: None,
@@ -62,8 +63,12 @@ impl StorageDef {
             endpoint: None,
             access_key_id: None,
             secret_access_key: None,
-            created_at: now_micros(),
-        };
+            created_at,
+        }
+    }
+
+    fn from_spec(name: &str, spec: StorageSpec) -> StorageDef {
+        let mut def = StorageDef::new(name, "", now_micros());
         match spec {
             StorageSpec::Filesystem { path } => {
                 def.storage_type = "filesystem".into();
@@ -263,16 +268,8 @@ pub(crate) fn system_table(db: &Tiers) -> DfResult<RecordBatch> {
     let mut defs = load(&db.store).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
     defs.sort_by(|a, b| a.name.cmp(&b.name));
     let local = StorageDef {
-        name: LOCAL_STORAGE.into(),
-        storage_type: "local".into(),
         path: Some(db.options.data_dir.join("storage").display().to_string()),
-        bucket: None,
-        prefix: None,
-        region: None,
-        endpoint: None,
-        access_key_id: None,
-        secret_access_key: None,
-        created_at: 0,
+        ..StorageDef::new(LOCAL_STORAGE, "local", 0)
     };
     defs.insert(0, local);
     let tables = db.catalog.tables();
