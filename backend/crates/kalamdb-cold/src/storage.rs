@@ -170,10 +170,24 @@ impl Storage {
         format!("kalamdb://{}", self.name)
     }
 
-    /// Runs a backend future to completion on this thread.
+    /// Runs a backend future to completion on this thread. On a worker of a
+    /// multi-thread tokio runtime, a remote storage's wait is announced to it
+    /// (`block_in_place`), so the worker's other tasks move to another thread instead
+    /// of waiting for the network; a local storage's reads are as short as the file
+    /// reads they replaced.
     pub fn block<F: Future>(&self, future: F) -> F::Output {
-        let _io = io_runtime().enter();
-        futures::executor::block_on(future)
+        let run = || {
+            let _io = io_runtime().enter();
+            futures::executor::block_on(future)
+        };
+        let on_worker = self.local_root.is_none()
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if on_worker {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
+        }
     }
 
     /// Writes, lists, reads back and deletes a small object under `_kalamdb_probe/`:
