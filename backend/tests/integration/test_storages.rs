@@ -391,3 +391,66 @@ async fn an_unreachable_or_failing_endpoint_is_a_clear_error_and_the_data_stays(
     let message = failed.body["error"]["message"].as_str().unwrap();
     assert!(message.contains("'s3'") && !message.contains(SECRET), "{message}");
 }
+
+/// A data directory of the previous format: each scope's `manifest.json` (format 1,
+/// replaced in place). It reads as manifest version 0; the next flush creates version 1
+/// and removes `manifest.json`; a restart in between changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_manifest_is_read_and_replaced_by_the_next_flush() {
+    let mut server = TestServer::start().await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE app; CREATE USER TABLE app.kv (id BIGINT PRIMARY KEY, v TEXT); \
+             INSERT INTO app.kv VALUES (1, 'a'), (2, 'b')",
+        )
+        .await
+        .expect_success();
+    server.flush_and_wait("app.kv").await;
+    // Turn the scope into what the previous format wrote.
+    let scope = server.data_dir().join("storage/app/kv/root");
+    let current = crate::common::current_manifest(&scope).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&current).unwrap()).unwrap();
+    manifest["format_version"] = json!(1);
+    let object = manifest.as_object_mut().unwrap();
+    object.remove("version");
+    object.remove("commit_id");
+    std::fs::write(
+        scope.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_file(&current).unwrap();
+    server.restart().await;
+    let all = "SELECT id, v FROM app.kv ORDER BY id";
+    assert_eq!(
+        server.execute_sql(all).await.rows(),
+        vec![vec![json!(1), json!("a")], vec![json!(2), json!("b")]]
+    );
+    server
+        .execute_sql("UPDATE app.kv SET v = 'B' WHERE id = 2; INSERT INTO app.kv VALUES (3, 'c')")
+        .await
+        .expect_success();
+    server.flush_and_wait("app.kv").await;
+    let mut names: Vec<String> = std::fs::read_dir(&scope)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "batch-1.parquet",
+            "batch-2.parquet",
+            "manifest-00000000000000000001.json"
+        ]
+    );
+    server.restart().await;
+    assert_eq!(
+        server.execute_sql(all).await.rows(),
+        vec![
+            vec![json!(1), json!("a")],
+            vec![json!(2), json!("B")],
+            vec![json!(3), json!("c")]
+        ]
+    );
+}
