@@ -3,15 +3,17 @@
 //! For each user (scope) with hot rows (several scopes at once, on up to
 //! `flush_parallelism` threads):
 //! 1. stream the scope's hot rows with `_seq <= watermark` (one RocksDB iterator, in
-//!    `_seq` order) into Arrow batches of `flush_batch_rows` rows, each written to
-//!    `batch-<n>.parquet.tmp` as it fills: memory is bounded by one batch and one
-//!    Parquet row group, whatever the table's size;
-//! 2. fsync and rename the file into place (`segment_partial` is a crash point after
-//!    the first batch, `segment_written` after the rename);
-//! 3. write the scope's new `manifest.json` (tmp, fsync, rename: `manifest_saved`);
+//!    `_seq` order) into Arrow batches of `flush_batch_rows` rows, each encoded and
+//!    sent into the upload of `batch-<n>.parquet` in the table's storage as it fills:
+//!    memory is bounded by one batch, one Parquet row group and one upload part,
+//!    whatever the table's size;
+//! 2. complete the upload: the segment appears whole (`segment_partial` is a crash
+//!    point after the first batch, `segment_written` after the completion);
+//! 3. create the scope's next manifest version (create-if-absent: `manifest_saved`);
 //! 4. under the cold tier's commit lock, publish the manifest to readers and delete
-//!    the scope's hot rows `<= watermark` in one RocksDB batch (`scope_committed`). If
-//!    that batch fails, the previous manifest is saved again and the segment removed.
+//!    the scope's hot rows `<= watermark` in one RocksDB batch (`scope_committed`), then
+//!    delete the previous version. If that batch fails, the new version is withdrawn
+//!    (the previous one is current again) and the segment removed.
 //!
 //! Rows written during the flush get `_seq`s above the watermark and stay hot. A row
 //! at or below the watermark that a write replaces while the flush runs is marked

@@ -683,8 +683,9 @@ pub(crate) fn recover(jobs: &JobManager) -> KalamResult<()> {
 
 /// Makes a table's hot tier and flush state agree with its manifests, whatever
 /// step a crash or power loss stopped a flush at:
-/// - stray `*.tmp` files and segments no manifest lists are removed (a flush that
-///   stopped before publishing them);
+/// - staging files of a local storage, segments the current manifest does not list
+///   (a flush or compaction that stopped before its commit, or the inputs of one that
+///   stopped after it) and manifest versions below the current one are removed;
 /// - hot rows at or below a scope's manifest watermark are removed (a flush that
 ///   saved its manifest but not its hot delete: the rows are in Parquet);
 /// - the table's flush watermark is raised to the highest manifest watermark, so a
