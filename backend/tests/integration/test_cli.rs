@@ -347,11 +347,13 @@ fn shell_session(url: String, home: PathBuf) {
     shell.expect("(4 rows, ");
 
     // A statement with a password runs, and is not kept in the history.
+    // (Each waits for the statement's answer, not its echo: a line typed while a
+    // statement runs may be lost by the terminal.)
     shell.run("CREATE USER 'hist' WITH PASSWORD 'hist-secret-42' ROLE user;");
-    shell.expect("hist");
+    shell.expect("User 'hist' created");
     shell.run("ALTER USER 'hist'");
     shell.0.send_line("  SET PASSWORD 'hist-secret-43';").unwrap();
-    shell.expect("hist");
+    shell.expect("User 'hist' altered");
 
     // A statement over several lines runs at its ';'.
     shell.run("SELECT 40 + 2");
