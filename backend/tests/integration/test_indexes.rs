@@ -4,7 +4,7 @@
 //! restart), each user's indexed queries compared with the same filters written so
 //! that no index can answer them.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::common::{Rng, TestServer};
 
@@ -459,4 +459,106 @@ async fn an_index_builds_while_writers_go_on() {
         .execute_sql("CREATE UNIQUE INDEX t_n ON ix.t (n)")
         .await
         .expect_success();
+}
+
+/// `UNIQUE` in CREATE TABLE, as ORMs write it: inline, as a table constraint (one or
+/// more columns), named with CONSTRAINT; each is a UNIQUE index named as PostgreSQL
+/// names it, listed in `system.indexes`, and enforced like `CREATE UNIQUE INDEX`.
+#[tokio::test]
+async fn unique_constraints_of_create_table_are_unique_indexes() {
+    let server = TestServer::start().await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE app; \
+             CREATE SHARED TABLE app.a (id INTEGER UNIQUE, x INT); \
+             CREATE SHARED TABLE app.b (id BIGINT PRIMARY KEY UNIQUE, email TEXT, org INT, name TEXT, \
+                 UNIQUE (email), CONSTRAINT b_org_name UNIQUE (org, name), UNIQUE (org, name)); \
+             CREATE USER TABLE app.u (id BIGINT PRIMARY KEY, handle TEXT UNIQUE)",
+        )
+        .await
+        .expect_success();
+    let indexes = server
+        .execute_sql(
+            "SELECT table_name, index_name, columns, is_unique FROM system.indexes \
+             WHERE namespace = 'app' ORDER BY table_name, index_name",
+        )
+        .await;
+    assert_eq!(
+        indexes.rows(),
+        vec![
+            vec![json!("a"), json!("a_id_key"), json!("id"), json!(true)],
+            vec![json!("b"), json!("b_email_key"), json!("email"), json!(true)],
+            vec![json!("b"), json!("b_org_name"), json!("org, name"), json!(true)],
+            vec![json!("u"), json!("u_handle_key"), json!("handle"), json!(true)],
+        ],
+        "the primary key and a repeated column set add no index"
+    );
+    // Enforced: a duplicate is refused, NULLs never conflict (as in SQL).
+    server
+        .execute_sql("INSERT INTO app.a VALUES (1, 1), (NULL, 2), (NULL, 3)")
+        .await
+        .expect_success();
+    server
+        .execute_sql("INSERT INTO app.a VALUES (1, 4)")
+        .await
+        .expect_error(409, "DUPLICATE_KEY");
+    server
+        .execute_sql("INSERT INTO app.b VALUES (1, 'x@y', 1, 'n'), (2, 'z@y', 1, 'm')")
+        .await
+        .expect_success();
+    server
+        .execute_sql("INSERT INTO app.b VALUES (3, 'w@y', 1, 'n')")
+        .await
+        .expect_error(409, "DUPLICATE_KEY");
+    server
+        .execute_sql("UPDATE app.b SET email = 'x@y' WHERE id = 2")
+        .await
+        .expect_error(409, "DUPLICATE_KEY");
+    // In a USER table, per user (each user's rows are their own).
+    server.create_user("alice", "pw", "user").await;
+    server.create_user("bob", "pw", "user").await;
+    for user in ["alice", "bob"] {
+        server
+            .execute_sql_as(user, "pw", "INSERT INTO app.u VALUES (1, 'me')")
+            .await
+            .expect_success();
+    }
+    server
+        .execute_sql_as("alice", "pw", "INSERT INTO app.u VALUES (2, 'me')")
+        .await
+        .expect_error(409, "DUPLICATE_KEY");
+    // Refused: UNIQUE on a STREAM table, on JSON, through ADD COLUMN; a name taken.
+    for (sql, status, code) in [
+        (
+            "CREATE STREAM TABLE app.s (id BIGINT PRIMARY KEY, k TEXT UNIQUE) WITH (TTL_SECONDS = 60)",
+            400,
+            "UNSUPPORTED",
+        ),
+        (
+            "CREATE SHARED TABLE app.j (id BIGINT PRIMARY KEY, doc JSON UNIQUE)",
+            400,
+            "UNSUPPORTED",
+        ),
+        ("ALTER TABLE app.a ADD COLUMN k TEXT UNIQUE", 400, "UNSUPPORTED"),
+        (
+            "CREATE SHARED TABLE app.c (id BIGINT, CONSTRAINT a_id_key UNIQUE (id))",
+            409,
+            "ALREADY_EXISTS",
+        ),
+        (
+            "CREATE SHARED TABLE app.d (id BIGINT, UNIQUE (nope))",
+            400,
+            "INVALID_SQL",
+        ),
+    ] {
+        server.execute_sql(sql).await.expect_error(status, code);
+    }
+    assert_eq!(
+        server
+            .execute_sql("SELECT count(*) FROM system.tables WHERE table_name IN ('s', 'j', 'c', 'd')")
+            .await
+            .rows(),
+        vec![vec![json!(0)]],
+        "nothing was created"
+    );
 }

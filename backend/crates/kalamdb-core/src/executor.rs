@@ -444,6 +444,14 @@ impl StatementContext<'_> {
             .as_ref()
             .and_then(|pk| columns.iter().find(|c| &c.name == pk))
             .map(|c| c.id);
+        let indexes = self.unique_constraints(
+            &namespace,
+            &name,
+            create.table_type,
+            &columns,
+            primary_key,
+            create.unique,
+        )?;
         let mut batch = self.db.store.batch();
         let table = TableDef {
             table_id: self.db.catalog.allocate_table_id(&mut batch),
@@ -460,8 +468,8 @@ impl StatementContext<'_> {
             access_level,
             created_at: now_micros(),
             schema_version: 1,
-            indexes: Vec::new(),
-            next_index_id: 1,
+            next_index_id: indexes.len() as u32 + 1,
+            indexes,
         };
         Catalog::stage_table(&mut batch, &table);
         self.db.store.commit(batch).map_err(store_error)?;
@@ -609,6 +617,69 @@ impl StatementContext<'_> {
     }
 
     /// The table in `namespace` that has an index called `name`.
+    /// The UNIQUE indexes a new table's `UNIQUE` constraints declare (the table is
+    /// empty: nothing to build). Named as PostgreSQL names them, `<table>_<cols>_key`,
+    /// unless the constraint is named; a constraint on the primary key alone adds
+    /// nothing (the key is unique), and a repeated column set adds one index.
+    fn unique_constraints(
+        &self,
+        namespace: &str,
+        table: &str,
+        table_type: TableType,
+        columns: &[ColumnDef],
+        primary_key: Option<u32>,
+        constraints: Vec<kalamdb_sql::UniqueSpec>,
+    ) -> KalamResult<Vec<crate::catalog::IndexDef>> {
+        let mut indexes: Vec<crate::catalog::IndexDef> = Vec::new();
+        for constraint in constraints {
+            if table_type == TableType::Stream {
+                return Err(KalamError::unsupported(
+                    "a STREAM table has no secondary indexes: UNIQUE applies to USER and SHARED tables",
+                ));
+            }
+            let mut ids = Vec::with_capacity(constraint.columns.len());
+            for column in &constraint.columns {
+                let c = columns
+                    .iter()
+                    .find(|c| &c.name == column)
+                    .expect("checked by the parser");
+                if matches!(c.data_type, KalamType::Bytes | KalamType::Json) {
+                    return Err(KalamError::unsupported(format!(
+                        "column '{column}' is {}: BYTES and JSON columns cannot be UNIQUE",
+                        c.data_type.sql_name()
+                    )));
+                }
+                ids.push(c.id);
+            }
+            if ids.len() == 1 && Some(ids[0]) == primary_key || indexes.iter().any(|i| i.columns == ids) {
+                continue;
+            }
+            // (A generated name is cut to the 64 characters names may have.)
+            let index_name = constraint.name.unwrap_or_else(|| {
+                let mut generated = format!("{table}_{}_key", constraint.columns.join("_"));
+                generated.truncate(64);
+                generated
+            });
+            check_name("index", &index_name)?;
+            if self.table_with_index(namespace, &index_name).is_some()
+                || indexes.iter().any(|i| i.name == index_name)
+            {
+                return Err(KalamError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("an index named '{index_name}' already exists in namespace '{namespace}'"),
+                ));
+            }
+            indexes.push(crate::catalog::IndexDef {
+                id: indexes.len() as u32 + 1,
+                name: index_name,
+                columns: ids,
+                unique: true,
+                created_at: now_micros(),
+            });
+        }
+        Ok(indexes)
+    }
+
     fn table_with_index(&self, namespace: &str, name: &str) -> Option<Arc<TableDef>> {
         self.db
             .catalog

@@ -17,7 +17,18 @@ pub struct CreateTable {
     pub columns: Vec<ColumnSpec>,
     /// The primary-key column, when there is one.
     pub primary_key: Option<String>,
+    /// `UNIQUE` constraints, inline (`email TEXT UNIQUE`) and of the table
+    /// (`UNIQUE (a, b)`), in the order written.
+    pub unique: Vec<UniqueSpec>,
     pub options: TableOptions,
+}
+
+/// One `UNIQUE` constraint: its columns, and its name when written
+/// (`CONSTRAINT name UNIQUE …`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UniqueSpec {
+    pub name: Option<String>,
+    pub columns: Vec<String>,
 }
 
 /// One column as declared.
@@ -28,6 +39,8 @@ pub struct ColumnSpec {
     pub not_null: bool,
     pub default: Option<DefaultValue>,
     pub primary_key: bool,
+    /// Declared `UNIQUE` (with its constraint name, if given).
+    pub unique: Option<Option<String>>,
 }
 
 /// The `WITH (...)` options of CREATE TABLE, as written (validated by the executor).
@@ -55,8 +68,40 @@ pub(crate) fn create_table(table_type: TableType, create: ast::CreateTable) -> K
         .iter()
         .map(column_spec)
         .collect::<KalamResult<Vec<_>>>()?;
+    let mut unique: Vec<UniqueSpec> = (columns.iter())
+        .filter_map(|c| {
+            c.unique.clone().map(|name| UniqueSpec {
+                name,
+                columns: vec![c.name.clone()],
+            })
+        })
+        .collect();
     for constraint in &create.constraints {
         match constraint {
+            TableConstraint::Unique(u) => {
+                let mut names = Vec::with_capacity(u.columns.len());
+                for column in &u.columns {
+                    let Expr::Identifier(ident) = &column.column.expr else {
+                        return Err(KalamError::invalid_sql("UNIQUE names columns"));
+                    };
+                    let name = ident_name(ident);
+                    if !columns.iter().any(|c| c.name == name) {
+                        return Err(KalamError::invalid_sql(format!(
+                            "UNIQUE names unknown column '{name}'"
+                        )));
+                    }
+                    if names.contains(&name) {
+                        return Err(KalamError::invalid_sql(format!(
+                            "column '{name}' is named twice in UNIQUE"
+                        )));
+                    }
+                    names.push(name);
+                }
+                unique.push(UniqueSpec {
+                    name: u.name.as_ref().map(ident_name),
+                    columns: names,
+                });
+            }
             TableConstraint::PrimaryKey(pk) => {
                 if pk.columns.len() != 1 {
                     return Err(KalamError::unsupported("a PRIMARY KEY has exactly one column"));
@@ -102,6 +147,7 @@ pub(crate) fn create_table(table_type: TableType, create: ast::CreateTable) -> K
         if_not_exists: create.if_not_exists,
         columns,
         primary_key,
+        unique,
         options: table_options(&create.table_options)?,
     })
 }
@@ -114,9 +160,13 @@ pub(crate) fn column_spec(def: &ColumnDef) -> KalamResult<ColumnSpec> {
         not_null: false,
         default: None,
         primary_key: false,
+        unique: None,
     };
     for option in &def.options {
         match &option.option {
+            ColumnOption::Unique(u) => {
+                spec.unique = Some(option.name.as_ref().or(u.name.as_ref()).map(ident_name));
+            }
             ColumnOption::NotNull => spec.not_null = true,
             ColumnOption::Null => spec.not_null = false,
             ColumnOption::Default(expr) => spec.default = Some(default_value(expr)?),

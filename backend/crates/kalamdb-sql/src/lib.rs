@@ -21,7 +21,7 @@ pub mod storages;
 mod users;
 
 pub use datafusion::sql::sqlparser;
-pub use ddl::{ColumnSpec, CreateTable, TableOptions, literal};
+pub use ddl::{ColumnSpec, CreateTable, TableOptions, UniqueSpec, literal};
 pub use depth::{MAX_NESTING_DEPTH, MAX_TYPE_NESTING, check_depth, too_deeply_nested};
 pub use dialect::KalamDialect;
 pub use kalamdb_commons::split::split_statements;

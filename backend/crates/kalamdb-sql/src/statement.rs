@@ -387,6 +387,11 @@ fn parse_alter(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
                 "ALTER TABLE cannot add a PRIMARY KEY column",
             ));
         }
+        if column.unique.is_some() {
+            return Err(KalamError::unsupported(
+                "ALTER TABLE ADD COLUMN cannot declare UNIQUE: add the column, then CREATE UNIQUE INDEX",
+            ));
+        }
         return Ok(KalamStatement::AddColumn {
             table,
             column,
