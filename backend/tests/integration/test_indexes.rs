@@ -553,9 +553,38 @@ async fn unique_constraints_of_create_table_are_unique_indexes() {
     ] {
         server.execute_sql(sql).await.expect_error(status, code);
     }
+    // A generated name that is taken gets a number, as in PostgreSQL: `user (org_id)`
+    // and `user_org (id)` both make `user_org_id_key`.
+    server
+        .execute_sql(
+            "CREATE SHARED TABLE app.user (org_id BIGINT UNIQUE); \
+             CREATE SHARED TABLE app.user_org (id BIGINT UNIQUE, a_b INT, a INT, b INT, UNIQUE (a_b), UNIQUE (a, b)); \
+             CREATE STREAM TABLE app.st (id BIGINT PRIMARY KEY UNIQUE) WITH (TTL_SECONDS = 60)",
+        )
+        .await
+        .expect_success();
+    let names = server
+        .execute_sql(
+            "SELECT table_name, index_name FROM system.indexes \
+             WHERE namespace = 'app' AND table_name IN ('user', 'user_org') ORDER BY index_name",
+        )
+        .await;
+    assert_eq!(
+        names.rows(),
+        vec![
+            vec![json!("user_org"), json!("user_org_a_b_key")],
+            vec![json!("user_org"), json!("user_org_a_b_key1")],
+            vec![json!("user"), json!("user_org_id_key")],
+            vec![json!("user_org"), json!("user_org_id_key1")],
+        ]
+    );
+    server
+        .execute_sql("CREATE SHARED TABLE app.e (id BIGINT, UNIQUE NULLS NOT DISTINCT (id))")
+        .await
+        .expect_error(400, "UNSUPPORTED");
     assert_eq!(
         server
-            .execute_sql("SELECT count(*) FROM system.tables WHERE table_name IN ('s', 'j', 'c', 'd')")
+            .execute_sql("SELECT count(*) FROM system.tables WHERE table_name IN ('s', 'j', 'c', 'd', 'e')")
             .await
             .rows(),
         vec![vec![json!(0)]],

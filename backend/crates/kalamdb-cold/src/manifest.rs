@@ -159,7 +159,7 @@ impl Manifest {
     ///
     /// A put whose answer was lost (a timeout after the backend applied it, then a
     /// retry refused because the object exists) is told apart by reading the version
-    /// back and comparing `commit_id`. When that read fails too, for about 30 s, the
+    /// back and comparing `commit_id`. When that read fails too, six times over about 15 s, the
     /// error is [`ColdError::CommitUnknown`]: the version may or may not be there, and
     /// the caller must keep every object it lists (start-up recovery settles it).
     pub fn save(&self, dir: &ScopeDir) -> Result<(), ColdError> {
@@ -177,7 +177,11 @@ impl Manifest {
         };
         let mut wait = std::time::Duration::from_millis(500);
         let mut last = None;
-        for _ in 0..6 {
+        for attempt in 0..6 {
+            if attempt > 0 {
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
             match dir.storage.get(&path) {
                 Ok(Some(found)) => {
                     let theirs: Option<Manifest> = serde_json::from_slice(&found).ok();
@@ -190,8 +194,6 @@ impl Manifest {
                 Ok(None) => return Err(failure.unwrap_or_else(conflict)),
                 Err(e) => last = Some(e),
             }
-            std::thread::sleep(wait);
-            wait *= 2;
         }
         Err(ColdError::CommitUnknown {
             path: dir.describe(&name),

@@ -155,6 +155,11 @@ pub(crate) struct ColdTier {
     marker_logs_open: std::sync::atomic::AtomicUsize,
     /// Half the compaction target: a smaller segment counts toward a compaction policy.
     small_below: u64,
+    /// Scopes whose last manifest commit has an unknown outcome (the storage answered
+    /// neither the put nor its read-back): their cached manifest may be stale and their
+    /// next segment number taken, so no reader or job uses them until a restart's
+    /// recovery settles which version is current.
+    unsettled: Mutex<std::collections::HashSet<(u32, String)>>,
 }
 
 impl ColdTier {
@@ -194,6 +199,7 @@ impl ColdTier {
             small_below: compaction_target_bytes / 2,
             marker_logs: Mutex::default(),
             marker_logs_open: Default::default(),
+            unsettled: Mutex::default(),
         })
     }
 
@@ -245,6 +251,16 @@ impl ColdTier {
     /// The current manifest of one scope of a table (loaded once, then cached).
     pub fn manifest(&self, table: &TableDef, scope: &str) -> KalamResult<Arc<Manifest>> {
         let key = (table.table_id, scope.to_string());
+        if self.unsettled.lock().contains(&key) {
+            return Err(KalamError::new(
+                ErrorCode::StorageUnavailable,
+                format!(
+                    "storage '{}': the last commit of {}'s Parquet segments (scope {scope}) has an unknown outcome; restart the server to settle it",
+                    table.storage_name(),
+                    table.qualified_name()
+                ),
+            ));
+        }
         if let Some(m) = self.manifests.lock().get(&key) {
             return Ok(m.clone());
         }
@@ -256,6 +272,11 @@ impl ColdTier {
         let mut cache = self.manifests.lock();
         self.make_room(&mut cache);
         Ok(cache.entry(key).or_insert(loaded).clone())
+    }
+
+    /// Marks a scope whose manifest commit has an unknown outcome (see `unsettled`).
+    pub fn unsettle(&self, table_id: u32, scope: &str) {
+        self.unsettled.lock().insert((table_id, scope.to_string()));
     }
 
     /// Makes `manifest` the one readers see. Call with `commit_lock` held for writing.
@@ -424,11 +445,13 @@ impl ColdTier {
         let mut dropped = self.dropped.lock();
         dropped.insert(table.table_id);
         self.manifests.lock().retain(|(id, _), _| *id != table.table_id);
+        self.unsettled.lock().retain(|(id, _)| *id != table.table_id);
         self.figures.lock().forget_table(table.table_id);
         self.watermarks.lock().remove(&table.table_id);
-        // Best effort: the drop is committed. What is left (the storage did not answer)
-        // is found by the next table of the name (its manifests go above the leftover
-        // ones; start-up recovery deletes segments no manifest lists).
+        // Best effort: the drop is committed. What is left when the storage does not
+        // answer stays there until a table of the same name is created on the same
+        // storage (its manifests go above the leftover ones, and start-up recovery
+        // deletes the segments no manifest lists); nothing reads it meanwhile.
         let deleted = (self.storage_of(table)).and_then(|s| {
             (s.delete_all(&layout::table_path(&table.namespace, &table.name))).map_err(cold_error)
         });
@@ -609,6 +632,21 @@ mod tests {
             indexes: Vec::new(),
             next_index_id: 1,
         }
+    }
+
+    #[test]
+    fn an_unsettled_scope_is_not_read_until_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("rocksdb"), &Default::default()).unwrap();
+        let local = Arc::new(Storage::local(LOCAL_STORAGE, &dir.path().join("storage"), true).unwrap());
+        let cold = ColdTier::open(vec![local], &store, 512 << 20).unwrap();
+        let table = user_table(1);
+        cold.manifest(&table, "u1").unwrap();
+        cold.unsettle(table.table_id, "u1");
+        let error = cold.manifest(&table, "u1").unwrap_err();
+        assert_eq!(error.code, ErrorCode::StorageUnavailable);
+        assert!(error.message.contains("unknown outcome"), "{}", error.message);
+        cold.manifest(&table, "u2").unwrap();
     }
 
     #[test]

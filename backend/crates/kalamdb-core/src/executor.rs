@@ -616,7 +616,6 @@ impl StatementContext<'_> {
         )))
     }
 
-    /// The table in `namespace` that has an index called `name`.
     /// The UNIQUE indexes a new table's `UNIQUE` constraints declare (the table is
     /// empty: nothing to build). Named as PostgreSQL names them, `<table>_<cols>_key`,
     /// unless the constraint is named; a constraint on the primary key alone adds
@@ -631,12 +630,10 @@ impl StatementContext<'_> {
         constraints: Vec<kalamdb_sql::UniqueSpec>,
     ) -> KalamResult<Vec<crate::catalog::IndexDef>> {
         let mut indexes: Vec<crate::catalog::IndexDef> = Vec::new();
+        let taken = |name: &str, indexes: &[crate::catalog::IndexDef]| {
+            self.table_with_index(namespace, name).is_some() || indexes.iter().any(|i| i.name == name)
+        };
         for constraint in constraints {
-            if table_type == TableType::Stream {
-                return Err(KalamError::unsupported(
-                    "a STREAM table has no secondary indexes: UNIQUE applies to USER and SHARED tables",
-                ));
-            }
             let mut ids = Vec::with_capacity(constraint.columns.len());
             for column in &constraint.columns {
                 let c = columns
@@ -651,24 +648,40 @@ impl StatementContext<'_> {
                 }
                 ids.push(c.id);
             }
-            if ids.len() == 1 && Some(ids[0]) == primary_key || indexes.iter().any(|i| i.columns == ids) {
+            let on_primary_key = ids.len() == 1 && Some(ids[0]) == primary_key;
+            if on_primary_key || indexes.iter().any(|i| i.columns == ids) {
                 continue;
             }
-            // (A generated name is cut to the 64 characters names may have.)
-            let index_name = constraint.name.unwrap_or_else(|| {
-                let mut generated = format!("{table}_{}_key", constraint.columns.join("_"));
-                generated.truncate(64);
-                generated
-            });
-            check_name("index", &index_name)?;
-            if self.table_with_index(namespace, &index_name).is_some()
-                || indexes.iter().any(|i| i.name == index_name)
-            {
-                return Err(KalamError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("an index named '{index_name}' already exists in namespace '{namespace}'"),
+            if table_type == TableType::Stream {
+                return Err(KalamError::unsupported(
+                    "a STREAM table has no secondary indexes: UNIQUE applies to USER and SHARED tables",
                 ));
             }
+            let index_name = match constraint.name {
+                Some(name) => {
+                    check_name("index", &name)?;
+                    if taken(&name, &indexes) {
+                        return Err(KalamError::new(
+                            ErrorCode::AlreadyExists,
+                            format!("an index named '{name}' already exists in namespace '{namespace}'"),
+                        ));
+                    }
+                    name
+                }
+                // As PostgreSQL does: `<table>_<columns>_key`, the stem cut so the name
+                // fits (64 characters), then `_key1`, `_key2`, … until it is free.
+                None => {
+                    let mut stem = format!("{table}_{}", constraint.columns.join("_"));
+                    stem.truncate(64 - "_key".len() - 3);
+                    (0..1000)
+                        .map(|n| match n {
+                            0 => format!("{stem}_key"),
+                            n => format!("{stem}_key{n}"),
+                        })
+                        .find(|name| !taken(name, &indexes))
+                        .ok_or_else(|| KalamError::invalid_sql("no free name for a UNIQUE index"))?
+                }
+            };
             indexes.push(crate::catalog::IndexDef {
                 id: indexes.len() as u32 + 1,
                 name: index_name,
@@ -680,6 +693,7 @@ impl StatementContext<'_> {
         Ok(indexes)
     }
 
+    /// The table in `namespace` that has an index called `name`.
     fn table_with_index(&self, namespace: &str, name: &str) -> Option<Arc<TableDef>> {
         self.db
             .catalog

@@ -79,6 +79,7 @@ pub(crate) fn create_table(table_type: TableType, create: ast::CreateTable) -> K
     for constraint in &create.constraints {
         match constraint {
             TableConstraint::Unique(u) => {
+                refuse_unique_extras(u)?;
                 let mut names = Vec::with_capacity(u.columns.len());
                 for column in &u.columns {
                     let Expr::Identifier(ident) = &column.column.expr else {
@@ -165,6 +166,7 @@ pub(crate) fn column_spec(def: &ColumnDef) -> KalamResult<ColumnSpec> {
     for option in &def.options {
         match &option.option {
             ColumnOption::Unique(u) => {
+                refuse_unique_extras(u)?;
                 spec.unique = Some(option.name.as_ref().or(u.name.as_ref()).map(ident_name));
             }
             ColumnOption::NotNull => spec.not_null = true,
@@ -180,6 +182,31 @@ pub(crate) fn column_spec(def: &ColumnDef) -> KalamResult<ColumnSpec> {
         }
     }
     Ok(spec)
+}
+
+/// The parts of a UNIQUE constraint KalamDB does not implement are refused, not
+/// ignored: `NULLS NOT DISTINCT` (a weaker constraint would be silent), index names,
+/// types and options (`UNIQUE KEY k USING …`), `DEFERRABLE`, a column's ASC/DESC.
+fn refuse_unique_extras(u: &ast::UniqueConstraint) -> KalamResult<()> {
+    let extra = if u.nulls_distinct == ast::NullsDistinctOption::NotDistinct {
+        Some("NULLS NOT DISTINCT")
+    } else if u.index_name.is_some() || u.index_type.is_some() || !u.index_options.is_empty() {
+        Some("an index name, type or option")
+    } else if u.characteristics.is_some() {
+        Some("DEFERRABLE / INITIALLY")
+    } else if (u.columns.iter())
+        .any(|c| c.column.options.asc.is_some() || c.column.options.nulls_first.is_some())
+    {
+        Some("ASC / DESC / NULLS FIRST")
+    } else {
+        None
+    };
+    match extra {
+        Some(what) => Err(KalamError::unsupported(format!(
+            "UNIQUE with {what} is not supported"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Maps a SQL type name to a KalamDB column type.

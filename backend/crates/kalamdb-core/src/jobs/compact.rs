@@ -175,6 +175,9 @@ fn compact_scope(
     if let Err(e) = next.save(&dir) {
         // The version may be committed: what it lists stays (recovery settles it).
         out.listed = e.commit_unknown();
+        if out.listed {
+            cold.unsettle(table.table_id, scope);
+        }
         return Err(cold_error(e));
     }
     out.listed = true;

@@ -245,7 +245,12 @@ fn flush_scope(
     next.commit_id = format!("{}:{scope}", job.id());
     next.next_batch = batch_no + 1;
     next.segments.push(segment);
-    next.save(&dir).map_err(cold_error)?;
+    if let Err(e) = next.save(&dir) {
+        if e.commit_unknown() {
+            cold.unsettle(table.table_id, scope);
+        }
+        return Err(cold_error(e));
+    }
     failpoint::hit("manifest_saved");
 
     let published = {
