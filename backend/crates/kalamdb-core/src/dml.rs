@@ -272,7 +272,14 @@ pub(crate) fn check_not_null(table: &TableDef, values: &[Value]) -> KalamResult<
 
 /// The value of a column's DEFAULT for one new row.
 /// `now` is the statement's moment; `username` the caller's.
-pub(crate) fn default_value(db: &Engine, username: &str, column: &ColumnDef, now: i64) -> KalamResult<Value> {
+/// `table_id`: the column's table (an identity column draws from its sequence).
+pub(crate) fn default_value(
+    db: &Engine,
+    username: &str,
+    table_id: u32,
+    column: &ColumnDef,
+    now: i64,
+) -> KalamResult<Value> {
     let ty = column.data_type;
     Ok(match &column.default {
         None => Value::Null,
@@ -294,7 +301,30 @@ pub(crate) fn default_value(db: &Engine, username: &str, column: &ColumnDef, now
             }
         }
         Some(DefaultValue::CurrentUser) => Value::Text(username.to_string()),
+        Some(DefaultValue::Identity { .. }) => {
+            let next = db.identities.next(&db.store, table_id, column.id, ty)?;
+            match ty {
+                KalamType::SmallInt => Value::SmallInt(next as i16),
+                KalamType::Int => Value::Int(next as i32),
+                _ => Value::BigInt(next),
+            }
+        }
     })
+}
+
+/// A `GENERATED ALWAYS AS IDENTITY` column takes no value from a statement
+/// (PostgreSQL's `cannot insert a non-DEFAULT value`).
+pub(crate) fn refuse_always_identity(table: &TableDef, named: &[usize]) -> KalamResult<()> {
+    for &i in named {
+        let column = &table.columns[i];
+        if column.default == Some(DefaultValue::Identity { always: true }) {
+            return Err(KalamError::invalid_sql(format!(
+                "column '{}' is GENERATED ALWAYS AS IDENTITY: an INSERT cannot give it a value",
+                column.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The columns an INSERT names, as indexes into `table.columns`.
@@ -545,6 +575,7 @@ async fn insert_rows(
         .as_ref()
         .ok_or_else(|| KalamError::invalid_sql("INSERT needs VALUES or a query"))?;
     let columns = insert_columns(&table, &insert.columns)?;
+    refuse_always_identity(&table, &columns)?;
     let (source_rows, _charge) = insert_source(ctx, &table, &columns, source).await?;
     let scope = scope_of(ctx, &table);
     let now = now_micros();
@@ -566,7 +597,7 @@ async fn insert_rows(
             .zip(&table.columns)
             .map(|(named, column)| match named {
                 Some(position) => Ok(source_row[*position].take().unwrap_or(Value::Null)),
-                None => default_value(ctx.db, &ctx.caller.username, column, now),
+                None => default_value(ctx.db, &ctx.caller.username, table.table_id, column, now),
             })
             .collect::<KalamResult<_>>()?;
         check_not_null(&table, &values)?;

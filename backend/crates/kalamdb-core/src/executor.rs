@@ -325,6 +325,7 @@ impl StatementContext<'_> {
         for table in &tables {
             Catalog::stage_drop_table(&mut batch, table);
             ColdTier::stage_drop(&mut batch, table.table_id);
+            self.db.identities.stage_drop(&mut batch, table);
         }
         Catalog::stage_drop_namespace(&mut batch, name);
         self.db.store.commit(batch).map_err(store_error)?;
@@ -515,6 +516,7 @@ impl StatementContext<'_> {
         let mut batch = self.db.store.batch();
         Catalog::stage_drop_table(&mut batch, &def);
         ColdTier::stage_drop(&mut batch, def.table_id);
+        self.db.identities.stage_drop(&mut batch, &def);
         self.db.store.commit(batch).map_err(store_error)?;
         self.db.catalog.apply_drop_table(&def.namespace, &def.name);
         self.db.cold.forget_table(&def)?;
@@ -548,6 +550,11 @@ impl StatementContext<'_> {
         }
         // What rows written before the column existed read: a constant fixed now,
         // spelled so that the column's own type parses it (checked in column_def).
+        if matches!(spec.default, Some(DefaultValue::Identity { .. })) {
+            return Err(KalamError::unsupported(
+                "ALTER TABLE ADD COLUMN cannot add an identity column (existing rows would need values)",
+            ));
+        }
         let backfill = match &spec.default {
             Some(DefaultValue::Literal { value }) => Some(value.clone()),
             Some(DefaultValue::Now) => {
@@ -1201,6 +1208,9 @@ fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResu
         Some(DefaultValue::SnowflakeId) => matches!(ty, KalamType::BigInt | KalamType::Text),
         Some(DefaultValue::UuidV7) => matches!(ty, KalamType::Uuid | KalamType::Text),
         Some(DefaultValue::CurrentUser) => matches!(ty, KalamType::Text),
+        Some(DefaultValue::Identity { .. }) => {
+            matches!(ty, KalamType::SmallInt | KalamType::Int | KalamType::BigInt)
+        }
     };
     if !fits {
         return Err(KalamError::type_mismatch(format!(

@@ -142,7 +142,7 @@ pub(crate) async fn ingest(
 /// The values of columns a row does not give, computed once per request (a
 /// `NOW()` default is the request's moment; generated ids are drawn per row).
 struct Defaults {
-    /// `None`: drawn per row (SNOWFLAKE_ID, UUID_V7).
+    /// `None`: drawn per row (SNOWFLAKE_ID, UUID_V7, identity).
     values: Vec<Option<Value>>,
     /// Ids for rows of a table without a primary key, and per-row defaults.
     db: Arc<crate::statements::Engine>,
@@ -156,8 +156,16 @@ impl Defaults {
         let mut values = Vec::with_capacity(table.columns.len());
         for column in &table.columns {
             match column.default {
-                Some(DefaultValue::SnowflakeId | DefaultValue::UuidV7) => values.push(None),
-                _ => values.push(Some(default_value(ctx.db, &ctx.caller.username, column, now)?)),
+                Some(DefaultValue::SnowflakeId | DefaultValue::UuidV7 | DefaultValue::Identity { .. }) => {
+                    values.push(None)
+                }
+                _ => values.push(Some(default_value(
+                    ctx.db,
+                    &ctx.caller.username,
+                    table.table_id,
+                    column,
+                    now,
+                )?)),
             }
         }
         Ok(Defaults {
@@ -171,7 +179,13 @@ impl Defaults {
     fn value(&self, table: &TableDef, i: usize) -> KalamResult<Value> {
         match &self.values[i] {
             Some(value) => Ok(value.clone()),
-            None => default_value(&self.db, &self.username, &table.columns[i], now_micros()),
+            None => default_value(
+                &self.db,
+                &self.username,
+                table.table_id,
+                &table.columns[i],
+                now_micros(),
+            ),
         }
     }
 }
@@ -286,7 +300,7 @@ impl<'a> Collector<'a> {
             .into_iter()
             .enumerate()
             .map(|(i, value)| match value {
-                Some(value) => Ok(value),
+                Some(value) => crate::dml::refuse_always_identity(self.table, &[i]).map(|()| value),
                 None => self.defaults.value(self.table, i),
             })
             .collect::<KalamResult<_>>()

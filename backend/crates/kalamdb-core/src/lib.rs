@@ -31,6 +31,7 @@ mod dml;
 mod executor;
 pub mod failpoint;
 mod hot_rows;
+mod identity;
 mod index;
 mod index_build;
 mod ingest;
@@ -289,6 +290,7 @@ impl KalamDb {
             commit_locks: Default::default(),
             claims: Default::default(),
             hot_rows: hot_rows::HotRows::default(),
+            identities: Default::default(),
             holds,
             commit_observers,
             options,

@@ -33,6 +33,8 @@ pub(crate) struct Tiers {
     pub cold: ColdTier,
     /// Hot row versions per table (`/metrics`).
     pub hot_rows: HotRows,
+    /// Identity columns' sequences.
+    pub identities: crate::identity::Identities,
     /// Pause points for tests (see [`Holds`]).
     pub holds: Arc<Holds>,
     /// What commits tell the live hub and the job manager (`observers.rs`).

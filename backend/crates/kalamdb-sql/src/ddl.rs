@@ -155,11 +155,26 @@ pub(crate) fn create_table(table_type: TableType, create: ast::CreateTable) -> K
 
 pub(crate) fn column_spec(def: &ColumnDef) -> KalamResult<ColumnSpec> {
     let name = ident_name(&def.name);
+    // PostgreSQL's SERIAL types: an integer column, NOT NULL, with an identity default.
+    let serial = match &def.data_type {
+        DataType::Custom(type_name, args) if args.is_empty() => {
+            match type_name.to_string().to_ascii_lowercase().as_str() {
+                "smallserial" | "serial2" => Some(KalamType::SmallInt),
+                "serial" | "serial4" => Some(KalamType::Int),
+                "bigserial" | "serial8" => Some(KalamType::BigInt),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
     let mut spec = ColumnSpec {
-        data_type: kalam_type(&def.data_type)?,
+        data_type: match serial {
+            Some(ty) => ty,
+            None => kalam_type(&def.data_type)?,
+        },
         name,
-        not_null: false,
-        default: None,
+        not_null: serial.is_some(),
+        default: serial.map(|_| DefaultValue::Identity { always: false }),
         primary_key: false,
         unique: None,
     };
@@ -172,6 +187,18 @@ pub(crate) fn column_spec(def: &ColumnDef) -> KalamResult<ColumnSpec> {
             ColumnOption::NotNull => spec.not_null = true,
             ColumnOption::Null => spec.not_null = false,
             ColumnOption::Default(expr) => spec.default = Some(default_value(expr)?),
+            ColumnOption::Generated {
+                generated_as,
+                generation_expr: None,
+                ..
+            } if *generated_as != ast::GeneratedAs::ExpStored => {
+                // `… AS IDENTITY [(sequence options)]`: the options (START, INCREMENT)
+                // are not kept; the sequence starts at 1 and counts by 1.
+                spec.default = Some(DefaultValue::Identity {
+                    always: *generated_as == ast::GeneratedAs::Always,
+                });
+                spec.not_null = true;
+            }
             ColumnOption::PrimaryKey(_) => spec.primary_key = true,
             other => {
                 return Err(KalamError::unsupported(format!(
