@@ -120,7 +120,7 @@ pub enum DefaultValue {
     /// `CURRENT_USER()`: the caller's user name.
     CurrentUser,
     /// An identity column (`SERIAL`, `GENERATED ALWAYS | BY DEFAULT AS IDENTITY`): the
-    /// next value of the table's sequence (1, 2, 3, …; never handed out twice, gaps
+    /// next value of the column's sequence (1, 2, 3, …; never handed out twice, gaps
     /// after a restart). `always`: an INSERT may not give a value.
     Identity { always: bool },
 }

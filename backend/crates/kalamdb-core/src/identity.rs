@@ -2,9 +2,8 @@
 //! 1, 2, 3, …, never a value twice — also across crashes and restarts.
 //!
 //! Values are reserved in blocks: `system` key `identity/<table_id>/<column_id>` (i64
-//! BE) holds
-//! the highest value reserved, written with an fsync before any value of the block
-//! is handed out. After a restart the sequence continues above it, so values a
+//! BE) holds the highest value reserved, written with an fsync before any value of the
+//! block is handed out. After a restart the sequence continues above it, so values a
 //! crash took back (reserved, maybe given to rows never committed) are skipped, as
 //! PostgreSQL's are: gaps, never a repeat.
 
