@@ -95,35 +95,10 @@ impl Manifest {
     pub fn load(dir: &ScopeDir, table_id: u32) -> Result<Manifest, ColdError> {
         // A commit may delete the version a listing found before it is read: list again.
         for _ in 0..3 {
-            let Some(version) = Manifest::current_version(dir)? else {
-                return Ok(Manifest::empty(table_id));
-            };
-            let name = version_file(version);
-            let Some(bytes) = dir.storage.get(&dir.file(&name))? else {
-                continue;
-            };
-            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| ColdError::Manifest {
-                path: dir.describe(&name),
-                reason: e.to_string(),
-            })?;
-            if manifest.format_version > MANIFEST_FORMAT_VERSION {
-                return Err(ColdError::Manifest {
-                    path: dir.describe(&name),
-                    reason: format!(
-                        "format version {} is newer than this server reads ({MANIFEST_FORMAT_VERSION})",
-                        manifest.format_version
-                    ),
-                });
+            let (objects, _) = dir.storage.list_level(&dir.prefix)?;
+            if let Some(manifest) = Manifest::load_listed(dir, table_id, &objects)? {
+                return Ok(manifest);
             }
-            if manifest.table_id != table_id {
-                // Left by a dropped table of the same name: the scope is empty, and its
-                // next version goes above that one (the highest version is current).
-                return Ok(Manifest {
-                    version,
-                    ..Manifest::empty(table_id)
-                });
-            }
-            return Ok(Manifest { version, ..manifest });
         }
         Err(ColdError::Manifest {
             path: dir.describe("manifest-*"),
@@ -131,18 +106,45 @@ impl Manifest {
         })
     }
 
-    /// The highest manifest version of a scope (`None`: no manifest).
-    pub fn current_version(dir: &ScopeDir) -> Result<Option<u64>, ColdError> {
-        Ok(Manifest::versions(dir)?.into_iter().max())
-    }
-
-    /// The manifest versions a scope holds.
-    pub fn versions(dir: &ScopeDir) -> Result<Vec<u64>, ColdError> {
-        let (objects, _) = dir.storage.list_level(&dir.prefix)?;
-        Ok(objects
-            .iter()
+    /// [`Manifest::load`] from a listing of the scope already made (`objects`);
+    /// `None` when the version it lists as current is gone.
+    pub fn load_listed(
+        dir: &ScopeDir,
+        table_id: u32,
+        objects: &[object_store::ObjectMeta],
+    ) -> Result<Option<Manifest>, ColdError> {
+        let current = (objects.iter())
             .filter_map(|m| m.location.filename().and_then(parse_manifest_file_name))
-            .collect())
+            .max();
+        let Some(version) = current else {
+            return Ok(Some(Manifest::empty(table_id)));
+        };
+        let name = version_file(version);
+        let Some(bytes) = dir.storage.get(&dir.file(&name))? else {
+            return Ok(None);
+        };
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| ColdError::Manifest {
+            path: dir.describe(&name),
+            reason: e.to_string(),
+        })?;
+        if manifest.format_version > MANIFEST_FORMAT_VERSION {
+            return Err(ColdError::Manifest {
+                path: dir.describe(&name),
+                reason: format!(
+                    "format version {} is newer than this server reads ({MANIFEST_FORMAT_VERSION})",
+                    manifest.format_version
+                ),
+            });
+        }
+        if manifest.table_id != table_id {
+            // Left by a dropped table of the same name: the scope is empty, and its
+            // next version goes above that one (the highest version is current).
+            return Ok(Some(Manifest {
+                version,
+                ..Manifest::empty(table_id)
+            }));
+        }
+        Ok(Some(Manifest { version, ..manifest }))
     }
 
     /// The manifest that follows this one: the same content, the next version.
@@ -207,15 +209,14 @@ impl Manifest {
         dir.storage.delete(&dir.file(&version_file(self.version)))
     }
 
-    /// Deletes the versions below this one (readers hold the manifest they read,
-    /// not its object).
+    /// Deletes the version before this one, after this one's commit (readers hold the
+    /// manifest they read, not its object). Each commit deletes its predecessor, so
+    /// no listing is needed; older versions a crash left are deleted at start-up.
     pub fn remove_older(&self, dir: &ScopeDir) -> Result<(), ColdError> {
-        for version in Manifest::versions(dir)? {
-            if version < self.version {
-                dir.storage.delete(&dir.file(&version_file(version)))?;
-            }
+        match self.version {
+            0 => Ok(()),
+            v => dir.storage.delete(&dir.file(&version_file(v - 1))),
         }
-        Ok(())
     }
 
     /// The highest flush watermark among the segments (0 without segments).
@@ -274,6 +275,14 @@ mod tests {
         }
     }
 
+    /// The manifest versions a scope holds.
+    fn versions(dir: &ScopeDir) -> Vec<u64> {
+        let (objects, _) = dir.storage.list_level(&dir.prefix).unwrap();
+        (objects.iter())
+            .filter_map(|m| m.location.filename().and_then(parse_manifest_file_name))
+            .collect()
+    }
+
     #[test]
     fn versions_are_committed_once_and_the_highest_is_current() {
         let tmp = tempfile::tempdir().unwrap();
@@ -304,9 +313,9 @@ mod tests {
         second.segments.pop();
         second.save(&dir).unwrap();
         assert_eq!(Manifest::load(&dir, 7).unwrap(), second);
-        assert_eq!(Manifest::versions(&dir).unwrap().len(), 2);
+        assert_eq!(versions(&dir).len(), 2);
         second.remove_older(&dir).unwrap();
-        assert_eq!(Manifest::versions(&dir).unwrap(), [2]);
+        assert_eq!(versions(&dir), [2]);
         // Withdrawn, the version before is current (none here: empty).
         second.withdraw(&dir).unwrap();
         assert_eq!(Manifest::load(&dir, 7).unwrap(), Manifest::empty(7));

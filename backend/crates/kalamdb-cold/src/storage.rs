@@ -370,12 +370,6 @@ impl Storage {
             let _ = crate::fsutil::sync_dir(dir);
         }
     }
-
-    /// The bytes `range` of the object at `path`.
-    pub fn get_range(&self, path: &ObjPath, range: std::ops::Range<u64>) -> Result<Bytes, ColdError> {
-        self.block(self.store.get_range(path, range))
-            .map_err(|e| ColdError::store(&self.name, "read", e))
-    }
 }
 
 /// [`Storage::put_new`] on a local disk: a local object store links its staging file

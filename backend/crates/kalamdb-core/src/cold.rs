@@ -23,14 +23,20 @@ use crate::segment::{decode_row, seq_column};
 
 const WATERMARK_PREFIX: &str = "flushwm/";
 
+/// `STORAGE_UNAVAILABLE` naming the storage (a backend's message has no secret:
+/// keys are sent only as signatures).
+pub(crate) fn storage_unavailable(storage: &str, why: impl std::fmt::Display) -> KalamError {
+    KalamError::new(
+        ErrorCode::StorageUnavailable,
+        format!("storage '{storage}' is unavailable: {why}"),
+    )
+}
+
 /// A failure of the cold tier: `STORAGE_UNAVAILABLE` naming the storage when its
 /// backend failed (unreachable, refusing, timing out), else an internal error.
 pub(crate) fn cold_error(e: kalamdb_cold::ColdError) -> KalamError {
     match e.unavailable_storage() {
-        Some(storage) => KalamError::new(
-            ErrorCode::StorageUnavailable,
-            format!("storage '{storage}' is unavailable: {e}"),
-        ),
+        Some(storage) => storage_unavailable(storage, &e),
         None => KalamError::internal(format!("cold storage failure: {e}")),
     }
 }
@@ -57,10 +63,7 @@ pub(crate) fn scan_error(
     if !backend {
         return e;
     }
-    DataFusionError::External(Box::new(KalamError::new(
-        ErrorCode::StorageUnavailable,
-        format!("storage '{storage}' is unavailable: {}", e.find_root()),
-    )))
+    DataFusionError::External(Box::new(storage_unavailable(storage, e.find_root())))
 }
 
 /// Segments, bytes and row versions in Parquet (for `/metrics`).

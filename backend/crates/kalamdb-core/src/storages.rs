@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::{now_micros, store_error};
 use crate::catalog::LOCAL_STORAGE;
-use crate::cold::cold_error;
+use crate::cold::{cold_error, storage_unavailable};
 use crate::tiers::Tiers;
 
 const STORAGE_PREFIX: &str = "storage/";
@@ -102,7 +102,7 @@ impl StorageDef {
             "filesystem" => {
                 let path = self.path.as_deref().unwrap_or_default();
                 Storage::local(&self.name, std::path::Path::new(path), create)
-                    .map_err(|e| unavailable(&self.name, &e))
+                    .map_err(|e| storage_unavailable(&self.name, &e))
             }
             "s3" => {
                 let config = S3Config {
@@ -114,7 +114,7 @@ impl StorageDef {
                     secret_access_key: self.secret_access_key.clone(),
                 };
                 Storage::s3(&self.name, &config, RemoteLimits::default())
-                    .map_err(|e| unavailable(&self.name, &e))
+                    .map_err(|e| storage_unavailable(&self.name, &e))
             }
             other => Err(KalamError::internal(format!(
                 "storage '{}' has an unknown type '{other}'",
@@ -134,15 +134,6 @@ impl StorageDef {
             (None, None) => String::new(),
         }
     }
-}
-
-/// `STORAGE_UNAVAILABLE` naming the storage (the backend's message has no secret:
-/// keys are sent only as signatures).
-fn unavailable(name: &str, e: &kalamdb_cold::ColdError) -> KalamError {
-    KalamError::new(
-        ErrorCode::StorageUnavailable,
-        format!("storage '{name}' is unavailable: {e}"),
-    )
 }
 
 /// Every storage record.
@@ -211,7 +202,7 @@ pub(crate) async fn create(
     tokio::task::spawn_blocking(move || probed.probe())
         .await
         .map_err(|e| KalamError::internal(format!("storage probe stopped: {e}")))?
-        .map_err(|e| unavailable(name, &e))?;
+        .map_err(|e| storage_unavailable(name, &e))?;
     let mut batch = db.store.batch();
     let record = serde_json::to_vec(&def).expect("a storage record serializes");
     batch.put_system(&format!("{STORAGE_PREFIX}{name}"), &record);

@@ -701,7 +701,12 @@ fn reconcile_table(db: &Tiers, table: &TableDef) -> KalamResult<()> {
     for scope in db.cold.scopes_on_disk(table)? {
         let dir = db.cold.scope_dir(table, &scope)?;
         dir.storage.remove_staging(&dir.prefix).map_err(cold_error)?;
-        let manifest = kalamdb_cold::Manifest::load(&dir, table.table_id).map_err(cold_error)?;
+        // One listing of the scope finds its current manifest and what to delete (no
+        // commit runs yet at start-up).
+        let (objects, _) = dir.storage.list_level(&dir.prefix).map_err(cold_error)?;
+        let manifest = kalamdb_cold::Manifest::load_listed(&dir, table.table_id, &objects)
+            .map_err(cold_error)?
+            .ok_or_else(|| KalamError::internal(format!("{}: the current manifest vanished", dir.prefix)))?;
         db.cold.note_manifest(table.table_id, &scope, &manifest);
         if !manifest.segments.is_empty() {
             batch.delete_hot_through(table.table_id, &scope, manifest.watermark());
@@ -712,7 +717,6 @@ fn reconcile_table(db: &Tiers, table: &TableDef) -> KalamResult<()> {
         // commit, or files it replaced) and manifest versions below the current one.
         let listed: std::collections::HashSet<&str> =
             manifest.segments.iter().map(|s| s.file.as_str()).collect();
-        let (objects, _) = dir.storage.list_level(&dir.prefix).map_err(cold_error)?;
         for object in objects {
             let Some(name) = object.location.filename() else {
                 continue;
