@@ -22,6 +22,8 @@ pub struct Settings {
     pub max_insert_rows: usize,
     pub max_ingest_rows: usize,
     pub max_write_rows: usize,
+    pub max_transaction_rows: usize,
+    pub transaction_timeout_ms: u64,
     pub max_subquery_rows: u64,
     pub shutdown_timeout_seconds: u64,
     pub max_concurrent_jobs: usize,
@@ -78,6 +80,8 @@ impl Default for Settings {
             max_insert_rows: db.max_insert_rows,
             max_ingest_rows: db.max_ingest_rows,
             max_write_rows: db.max_write_rows,
+            max_transaction_rows: db.max_transaction_rows,
+            transaction_timeout_ms: db.transaction_timeout.map_or(0, |t| t.as_millis() as u64),
             max_subquery_rows: db.max_subquery_rows,
             shutdown_timeout_seconds: 30,
             max_concurrent_jobs: jobs.max_concurrent_jobs,
@@ -218,6 +222,12 @@ pub struct Overrides {
     /// Most rows one UPDATE or DELETE may write
     #[arg(long, env = "KALAMDB_MAX_WRITE_ROWS")]
     pub max_write_rows: Option<usize>,
+    /// Most rows one transaction may write
+    #[arg(long, env = "KALAMDB_MAX_TRANSACTION_ROWS")]
+    pub max_transaction_rows: Option<usize>,
+    /// How long a transaction may stay idle between statements before it is rolled back, milliseconds (0: no limit)
+    #[arg(long, env = "KALAMDB_TRANSACTION_TIMEOUT_MS")]
+    pub transaction_timeout_ms: Option<u64>,
     /// Most rows a correlated subquery evaluated row by row may read, summed over its outer rows
     #[arg(long, env = "KALAMDB_MAX_SUBQUERY_ROWS")]
     pub max_subquery_rows: Option<u64>,
@@ -355,6 +365,8 @@ impl Settings {
             max_insert_rows,
             max_ingest_rows,
             max_write_rows,
+            max_transaction_rows,
+            transaction_timeout_ms,
             max_subquery_rows,
             shutdown_timeout_seconds,
             max_concurrent_jobs,

@@ -111,6 +111,9 @@ fn db_options(settings: &Settings) -> DbOptions {
         max_insert_rows: settings.max_insert_rows,
         max_ingest_rows: settings.max_ingest_rows.max(1),
         max_write_rows: settings.max_write_rows.max(1),
+        max_transaction_rows: settings.max_transaction_rows.max(1),
+        transaction_timeout: (settings.transaction_timeout_ms > 0)
+            .then(|| Duration::from_millis(settings.transaction_timeout_ms)),
         max_subquery_rows: settings.max_subquery_rows.max(1),
         max_sql_bytes: settings.max_sql_bytes,
         max_statements: settings.max_statements,

@@ -22,5 +22,6 @@ mod test_slt;
 mod test_sql_api;
 mod test_storages;
 mod test_subqueries;
+mod test_transactions;
 mod test_user_isolation;
 mod test_write_path;

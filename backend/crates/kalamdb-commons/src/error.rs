@@ -48,6 +48,13 @@ pub enum ErrorCode {
     StorageInUse,
     /// A storage's backend cannot be reached, or refuses or fails requests.
     StorageUnavailable,
+    /// A transaction lost to another that committed a change to a row it wrote
+    /// (first committer wins); it wrote nothing: run it again.
+    SerializationFailure,
+    /// A statement in a transaction that already failed (only `ROLLBACK` is taken).
+    InFailedTransaction,
+    /// A transaction left idle longer than `transaction_timeout_ms` was rolled back.
+    TransactionTimeout,
     InternalError,
 }
 
@@ -88,6 +95,9 @@ impl ErrorCode {
             ErrorCode::StorageNotFound => "STORAGE_NOT_FOUND",
             ErrorCode::StorageInUse => "STORAGE_IN_USE",
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
+            ErrorCode::SerializationFailure => "SERIALIZATION_FAILURE",
+            ErrorCode::InFailedTransaction => "IN_FAILED_TRANSACTION",
+            ErrorCode::TransactionTimeout => "TRANSACTION_TIMEOUT",
             ErrorCode::InternalError => "INTERNAL_ERROR",
         }
     }
@@ -104,6 +114,7 @@ impl ErrorCode {
             | ErrorCode::ColumnNotFound
             | ErrorCode::ResourcesExhausted
             | ErrorCode::StatementTimeout
+            | ErrorCode::TransactionTimeout
             | ErrorCode::ResumeUnavailable
             | ErrorCode::EmptySql => 400,
             ErrorCode::Unauthorized => 401,
@@ -119,6 +130,8 @@ impl ErrorCode {
             | ErrorCode::DuplicateKey
             | ErrorCode::NamespaceNotEmpty
             | ErrorCode::StorageInUse
+            | ErrorCode::SerializationFailure
+            | ErrorCode::InFailedTransaction
             | ErrorCode::FlushInProgress => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyRequests | ErrorCode::SubscriptionLimit => 429,

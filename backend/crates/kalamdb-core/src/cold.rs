@@ -163,6 +163,27 @@ pub(crate) struct ColdTier {
     /// next segment number taken, so no reader or job uses them until a restart's
     /// recovery settles which version is current.
     unsettled: Mutex<std::collections::HashSet<(u32, String)>>,
+    /// Manifests as of earlier moments, for the transactions that read them
+    /// ([`ColdTier::pin_moment`], [`ColdTier::manifest_at`]).
+    history: Mutex<ManifestHistory>,
+}
+
+/// Per (table, scope): the manifests replaced while older pins were open, each with
+/// the epoch that replaced it.
+type ReplacedManifests = HashMap<(u32, String), Vec<(u64, Arc<Manifest>)>>;
+
+/// The manifests open transactions may still read: each publish is one epoch, and a
+/// manifest replaced while a transaction pinned an earlier epoch is kept (with the
+/// epoch that replaced it) until no such transaction is left. Holding it also keeps
+/// the files it lists ([`ColdTier::retire`] waits for its last holder).
+#[derive(Default)]
+struct ManifestHistory {
+    /// Publishes so far (since start-up).
+    epoch: u64,
+    /// Open pins by epoch, with their counts.
+    pins: std::collections::BTreeMap<u64, usize>,
+    /// Replaced manifests: (table, scope) → [(epoch that replaced it, manifest)].
+    replaced: ReplacedManifests,
 }
 
 impl ColdTier {
@@ -203,6 +224,7 @@ impl ColdTier {
             marker_logs: Mutex::default(),
             marker_logs_open: Default::default(),
             unsettled: Mutex::default(),
+            history: Mutex::default(),
         })
     }
 
@@ -283,13 +305,71 @@ impl ColdTier {
     }
 
     /// Makes `manifest` the one readers see. Call with `commit_lock` held for writing.
-    pub fn publish(&self, table_id: u32, scope: &str, manifest: Manifest) -> Arc<Manifest> {
+    /// `previous`, the manifest it replaces, stays readable by the transactions whose
+    /// moment is older ([`ColdTier::manifest_at`]).
+    pub fn publish(
+        &self,
+        table_id: u32,
+        scope: &str,
+        previous: &Arc<Manifest>,
+        manifest: Manifest,
+    ) -> Arc<Manifest> {
+        let mut history = self.history.lock();
+        history.epoch += 1;
+        if !history.pins.is_empty() {
+            let epoch = history.epoch;
+            (history.replaced.entry((table_id, scope.to_string())).or_default())
+                .push((epoch, previous.clone()));
+        }
         self.note_manifest(table_id, scope, &manifest);
         let manifest = Arc::new(manifest);
         let mut cache = self.manifests.lock();
         self.make_room(&mut cache);
         cache.insert((table_id, scope.to_string()), manifest.clone());
         manifest
+    }
+
+    /// Pins this moment of the cold tier and returns its epoch (call with
+    /// `commit_lock` held for reading, with the store view it goes with taken under
+    /// it): [`ColdTier::manifest_at`] answers the manifests of that moment until
+    /// [`ColdTier::unpin`].
+    pub fn pin_moment(&self) -> u64 {
+        let mut history = self.history.lock();
+        let epoch = history.epoch;
+        *history.pins.entry(epoch).or_insert(0) += 1;
+        epoch
+    }
+
+    pub fn unpin(&self, epoch: u64) {
+        let mut history = self.history.lock();
+        if let Some(count) = history.pins.get_mut(&epoch) {
+            *count -= 1;
+            if *count == 0 {
+                history.pins.remove(&epoch);
+            }
+        }
+        // A replaced manifest is needed by pins older than its replacement.
+        match history.pins.keys().next().copied() {
+            None => history.replaced.clear(),
+            Some(oldest) => history.replaced.retain(|_, versions| {
+                versions.retain(|(until, _)| oldest < *until);
+                !versions.is_empty()
+            }),
+        }
+    }
+
+    /// The manifest of one scope as it was at the pinned moment `epoch`: the first
+    /// one replaced after it, or the current one when none was.
+    pub fn manifest_at(&self, table: &TableDef, scope: &str, epoch: u64) -> KalamResult<Arc<Manifest>> {
+        {
+            let history = self.history.lock();
+            let then = (history.replaced.get(&(table.table_id, scope.to_string())))
+                .and_then(|versions| versions.iter().find(|(until, _)| *until > epoch));
+            if let Some((_, manifest)) = then {
+                return Ok(manifest.clone());
+            }
+        }
+        self.manifest(table, scope)
     }
 
     /// After a commit: the manifest versions below `current` go (best effort: what
@@ -448,6 +528,7 @@ impl ColdTier {
         let mut dropped = self.dropped.lock();
         dropped.insert(table.table_id);
         self.manifests.lock().retain(|(id, _), _| *id != table.table_id);
+        (self.history.lock().replaced).retain(|(id, _), _| *id != table.table_id);
         self.unsettled.lock().retain(|(id, _)| *id != table.table_id);
         self.figures.lock().forget_table(table.table_id);
         self.watermarks.lock().remove(&table.table_id);

@@ -23,6 +23,12 @@ pub struct DbOptions {
     /// Most rows one UPDATE or DELETE may write (its writes are held in memory until
     /// its one atomic commit).
     pub max_write_rows: usize,
+    /// Most rows one transaction may write (its writes are held in memory until
+    /// its COMMIT).
+    pub max_transaction_rows: usize,
+    /// How long a transaction may stay idle between two statements before it is
+    /// rolled back (`None`: no limit).
+    pub transaction_timeout: Option<Duration>,
     /// Most work of a correlated subquery evaluated row by row (rows it reads,
     /// summed over the outer rows).
     pub max_subquery_rows: u64,
@@ -59,6 +65,8 @@ impl DbOptions {
             max_insert_rows: 100_000,
             max_ingest_rows: 1_000_000,
             max_write_rows: 1_000_000,
+            max_transaction_rows: 1_000_000,
+            transaction_timeout: Some(Duration::from_secs(60)),
             max_subquery_rows: 100_000_000,
             max_sql_bytes: 1 << 20,
             max_statements: 1000,

@@ -29,7 +29,7 @@ use kalamdb_store::row_codec::{encode_row, encode_value};
 
 use crate::access::{Action, require};
 use crate::arrow_conv::{column_values, field, materialized_bytes, values_to_array};
-use crate::base::{df_error, now_micros, store_error};
+use crate::base::{df_error, now_micros};
 use crate::budget::{Charge, within_budget};
 use crate::catalog::{ColumnDef, ID_COLUMN, ID_COLUMN_ID, SEQ_COLUMN, TableDef};
 use crate::query::{StatementSession, resolve_name, run_query_batches, run_statement, stream_query};
@@ -160,7 +160,12 @@ async fn commit_writes(
         .holds
         .wait_async(|| format!("dml_commit:{}", ctx.caller.username))
         .await;
-    match write::commit(&ctx.db.tiers, table, scope, writes, attempt.claim).await? {
+    let outcome = match crate::txn::current() {
+        // In a transaction the writes wait in it for its COMMIT.
+        Some(txn) => txn.stage(table, scope, writes)?,
+        None => write::commit(&ctx.db.tiers, table, scope, writes, attempt.claim).await?,
+    };
+    match outcome {
         Outcome::Done { written } => Ok(Some(written)),
         Outcome::Retry => {
             let keys = writes.iter().map(|w| crate::locks::key_cell(&w.key)).collect();
@@ -634,18 +639,16 @@ async fn insert_rows(
         // tiers' lock, so a flush cannot move a version out from under it): a write
         // committed in between could otherwise replace a version after its entry
         // was read.
-        let tiers = ctx.db.cold.commit_lock.read_recursive();
-        let view = ctx.db.store.view();
-        let latest = view
-            .pk_multi_get(table.table_id, &scope, rows.iter().map(|(k, _)| k))
-            .map_err(store_error)?;
+        let scoped =
+            crate::scoped::ScopedTable::with_scope(ctx.db.tiers.clone(), table.clone(), scope.clone(), false);
+        let keys: Vec<Value> = rows.iter().map(|(k, _)| k.clone()).collect();
+        let latest = scoped.live_versions(&keys)?;
         let mut conflicts = Vec::new();
-        let horizon = crate::stream::horizon(&table);
         for ((key, values), latest) in rows.into_iter().zip(latest) {
-            match latest.filter(|e| e.is_live(horizon)) {
-                Some(entry) => conflicts.push(Conflict {
-                    existing: read_row(ctx.db, &view, &table, &scope, entry.seq)?,
-                    seq: entry.seq,
+            match latest {
+                Some((seq, existing)) => conflicts.push(Conflict {
+                    existing: row_values(&table, existing),
+                    seq,
                     key,
                     proposed: values,
                 }),
@@ -658,7 +661,6 @@ async fn insert_rows(
                 }),
             }
         }
-        drop((view, tiers));
         if !conflicts.is_empty() {
             let updated = upsert(ctx, &table, alias, conflicts, update).await?;
             updates = updated.len();
@@ -784,23 +786,15 @@ fn written_twice(table: &TableDef, key: &Value, statement: &str) -> KalamError {
     )
 }
 
-/// The values (in `table.columns` order) of the row version `seq`, hot or cold, as
-/// of `view` (taken under the tiers' commit lock, still held).
-fn read_row(
-    db: &Engine,
-    view: &kalamdb_store::StoreView,
-    table: &TableDef,
-    scope: &str,
-    seq: u64,
-) -> KalamResult<Vec<Value>> {
-    let row = crate::scoped::read_version(db, view, table, scope, seq)?
-        .ok_or_else(|| KalamError::internal(format!("pk index names a missing row version {seq}")))?;
+/// The values of a stored row version in `table.columns` order (a column the
+/// version lacks reads as its backfill).
+fn row_values(table: &TableDef, row: kalamdb_store::DecodedRow) -> Vec<Value> {
     let cells: HashMap<u32, Value> = row.cells.into_iter().collect();
-    Ok(table
+    table
         .columns
         .iter()
         .map(|c| cells.get(&c.id).cloned().unwrap_or_else(|| c.backfill_value()))
-        .collect())
+        .collect()
 }
 
 /// Evaluates `ON CONFLICT DO UPDATE SET ... [WHERE ...]` for every conflicting row

@@ -74,7 +74,7 @@ impl StatementContext<'_> {
         }
     }
 
-    async fn execute_statement(&self, statement: KalamStatement) -> KalamResult<StatementResult> {
+    pub(crate) async fn execute_statement(&self, statement: KalamStatement) -> KalamResult<StatementResult> {
         match statement {
             KalamStatement::Query(statement) => {
                 let point = crate::point_read::try_point_read(
@@ -120,6 +120,9 @@ impl StatementContext<'_> {
                 Ok(StatementResult::message(format!("Live query '{id}' killed")))
             }
             KalamStatement::ExecuteAs { user, sql } => self.execute_as(&user, &sql).await,
+            KalamStatement::Transaction(_) => Err(KalamError::unsupported(
+                "BEGIN, COMMIT and ROLLBACK are statements of a request or session of their own, not of EXECUTE AS",
+            )),
             ddl => {
                 require(self.caller, Action::ChangeSchema)?;
                 // argon2 runs before the lock, off the async workers.
@@ -246,7 +249,8 @@ impl StatementContext<'_> {
             | KalamStatement::CompactAll { .. }
             | KalamStatement::KillJob { .. }
             | KalamStatement::KillLiveQuery { .. }
-            | KalamStatement::ExecuteAs { .. } => unreachable!("dispatched in execute"),
+            | KalamStatement::ExecuteAs { .. }
+            | KalamStatement::Transaction(_) => unreachable!("dispatched in execute"),
         }
     }
 

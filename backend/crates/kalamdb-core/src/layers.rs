@@ -23,9 +23,9 @@ const MODULES: &[(&str, &str)] = &[
     ("base", "schema"), ("defaults", "schema"), ("failpoint", "schema"), ("job_record", "schema"),
     ("arrow_conv", "rows"), ("assemble", "rows"), ("segment", "rows"), ("index", "rows"), ("seq", "rows"),
     ("cold", "tiers"), ("scoped", "tiers"), ("write", "tiers"), ("stream", "tiers"),
-    ("hot_rows", "tiers"), ("observers", "tiers"), ("locks", "tiers"), ("storages", "tiers"), ("identity", "tiers"),
+    ("hot_rows", "tiers"), ("observers", "tiers"), ("locks", "tiers"), ("storages", "tiers"), ("identity", "tiers"), ("txn", "tiers"), ("pending", "tiers"),
     ("provider", "query"), ("tiered_scan", "query"), ("point_read", "query"), ("system_tables", "query"),
-    ("executor", "statements"), ("dml", "statements"), ("ingest", "statements"),
+    ("executor", "statements"), ("session", "statements"), ("dml", "statements"), ("ingest", "statements"),
     ("index_build", "statements"),
     ("maintenance", "lib"),
 ];

@@ -43,6 +43,7 @@ mod live;
 mod locks;
 mod maintenance;
 mod observers;
+mod pending;
 mod point_read;
 mod provider;
 mod query;
@@ -50,12 +51,14 @@ mod results;
 mod scoped;
 mod segment;
 mod seq;
+mod session;
 mod statements;
 mod storages;
 mod stream;
 mod system_tables;
 mod tiered_scan;
 mod tiers;
+mod txn;
 mod write;
 
 use std::sync::Arc;
@@ -463,6 +466,9 @@ impl KalamDb {
         };
         let namespace = request_namespace(&request);
         let mut results = Vec::with_capacity(statements.len());
+        // The request's transaction state: statements between BEGIN and COMMIT are
+        // one transaction; one left open when the request ends is rolled back.
+        let mut session = session::Session::default();
         for (index, sql) in statements.iter().enumerate() {
             let ctx = statements::StatementContext {
                 db: &self.0.engine,
@@ -470,7 +476,7 @@ impl KalamDb {
                 namespace: &namespace,
                 params: &request.params,
             };
-            match run_statement(sql, self.statement_budget(), Box::pin(ctx.execute(sql))).await {
+            match run_statement(sql, self.statement_budget(), Box::pin(session.execute(&ctx, sql))).await {
                 Ok(result) => results.push(result),
                 Err(error) => {
                     return SqlOutcome {

@@ -147,6 +147,10 @@ impl PointRead {
                 if table.table_type != TableType::Shared {
                     return None;
                 }
+                // A transaction's own rows are not in the index: general path.
+                if scoped.has_own_writes() {
+                    return None;
+                }
                 let probe = table.indexes.iter().find_map(|index| {
                     let column = table
                         .columns
@@ -180,9 +184,11 @@ impl PointRead {
         // Hot rows are RocksDB gets (microseconds) read in place; a scope with
         // Parquet segments may need a segment read: on the blocking pool.
         let read = move || {
-            let (view, manifest) = scoped.moment()?;
+            let crate::scoped::Moment { view, manifest, own } = scoped.moment()?;
             match &lookup {
-                Lookup::Keys(keys) => scoped.rows_by_pk(&view, manifest.as_deref(), keys, &projection),
+                Lookup::Keys(keys) => {
+                    scoped.rows_by_pk(&view, manifest.as_deref(), own.as_deref(), keys, &projection)
+                }
                 Lookup::Index(probe) => scoped.rows_by_index(&view, probe, &projection),
             }
         };

@@ -10,9 +10,10 @@
 //! `point_read.rs`; `tiered_scan.rs` adds the cold segments of a scan), and so do
 //! UPDATE, DELETE and `INSERT ... SELECT`, whose targets are queries. The flush
 //! (`jobs/flush.rs`), `SHOW STATS` and `CREATE INDEX` read a scope's stored
-//! versions, tombstones included, through [`ScopedTable::visit_versions`]. DML's
-//! version lookups read one version in either tier with [`read_version`], and a
-//! commit the versions it replaces with [`read_versions`]. Still
+//! versions, tombstones included, through [`ScopedTable::visit_versions`]. `ON
+//! CONFLICT`'s version lookups read with [`ScopedTable::live_versions`], and a
+//! commit the versions it replaces with [`read_versions`]. In a transaction, every
+//! read is of the transaction's moment with its own writes over it (`txn.rs`). Still
 //! outside it: `CREATE UNIQUE INDEX`'s pass over Parquet rows
 //! (`cold::for_each_live_row`).
 
@@ -38,6 +39,7 @@ use crate::base::store_error;
 use crate::catalog::TableDef;
 use crate::index::IndexProbe;
 use crate::tiers::Tiers;
+use crate::txn::{OwnRows, Transaction};
 
 /// Rows per Arrow batch built from hot rows: a scan holds at most a few of these.
 pub(crate) const SCAN_BATCH_ROWS: usize = 8192;
@@ -58,6 +60,9 @@ pub(crate) struct ScopedTable {
     scope: String,
     columns: Vec<ScanColumn>,
     schema: SchemaRef,
+    /// The transaction of the statement that made it: its reads are of the
+    /// transaction's moment and show its own writes (`txn.rs`).
+    txn: Option<Arc<Transaction>>,
 }
 
 impl std::fmt::Debug for ScopedTable {
@@ -99,6 +104,7 @@ impl ScopedTable {
             scope,
             columns,
             schema,
+            txn: crate::txn::current(),
         }
     }
 
@@ -135,28 +141,33 @@ impl ScopedTable {
         Ok(Arc::new(self.schema.project(projection)?))
     }
 
-    /// The scope's view of both tiers as of now: a RocksDB snapshot, and the
-    /// manifest and stale markers of the same moment (taken under the cold tier's
-    /// commit lock, so a flush is wholly before or wholly after it). Reads no rows.
-    /// Blocking (RocksDB, and a manifest file when it is not cached).
+    /// The scope's view of both tiers as of now — or, in a transaction, as of its
+    /// moment with its own writes over it: a RocksDB snapshot, and the manifest and
+    /// stale markers of the same moment (taken under the cold tier's commit lock, so
+    /// a flush is wholly before or wholly after it). Reads no rows. Blocking
+    /// (RocksDB, and a manifest file when it is not cached).
     pub fn snapshot(&self) -> KalamResult<TableSnapshot> {
-        let _tiers = self.db.cold.commit_lock.read_recursive();
-        let view = self.db.store.view();
-        let manifest = match self.table.table_type {
-            TableType::User => Some(self.db.cold.manifest(&self.table, &self.scope)?),
-            _ => None,
-        }
-        .filter(|m| !m.segments.is_empty());
-        let stale = match &manifest {
+        let Moment { view, manifest, own } = self.moment()?;
+        let manifest = manifest.filter(|m| !m.segments.is_empty());
+        let mut stale = match &manifest {
             Some(_) => view
                 .stale_seqs(self.table.table_id, &self.scope)
                 .map_err(store_error)?,
             None => Vec::new(),
         };
+        // The snapshot's versions the transaction replaced read as superseded.
+        if let Some(own) = &own
+            && manifest.is_some()
+        {
+            stale.extend_from_slice(own.hidden());
+            stale.sort_unstable();
+            stale.dedup();
+        }
         Ok(TableSnapshot {
-            view: Arc::new(view),
+            view,
             manifest,
             stale: Arc::new(stale),
+            own,
         })
     }
 
@@ -173,14 +184,83 @@ impl ScopedTable {
     }
 
     /// The store and the scope's manifest of one moment (taken under the cold tier's
-    /// commit lock, as a snapshot's are), for reads by key.
-    pub fn moment(&self) -> KalamResult<(StoreView, Option<Arc<Manifest>>)> {
-        if self.table.table_type != TableType::User {
-            return Ok((self.db.store.view(), None));
+    /// commit lock, as a snapshot's are), for reads by key; in a transaction, its
+    /// moment and its own writes to the scope.
+    pub fn moment(&self) -> KalamResult<Moment> {
+        if let Some(txn) = &self.txn {
+            return Ok(Moment {
+                view: txn.moment().view.clone(),
+                manifest: txn.manifest(&self.table, &self.scope)?,
+                own: txn.own_rows(self.table.table_id, &self.scope),
+            });
         }
-        let _tiers = self.db.cold.commit_lock.read_recursive();
-        let manifest = self.db.cold.manifest(&self.table, &self.scope)?;
-        Ok((self.db.store.view(), Some(manifest)))
+        let manifest = match self.table.table_type {
+            TableType::User => {
+                let _tiers = self.db.cold.commit_lock.read_recursive();
+                let manifest = self.db.cold.manifest(&self.table, &self.scope)?;
+                return Ok(Moment {
+                    view: Arc::new(self.db.store.view()),
+                    manifest: Some(manifest),
+                    own: None,
+                });
+            }
+            _ => None,
+        };
+        Ok(Moment {
+            view: Arc::new(self.db.store.view()),
+            manifest,
+            own: None,
+        })
+    }
+
+    /// The live version of each key as the statement sees it (in a transaction: its
+    /// own write of the key, else its moment's), with its cells. Blocking.
+    pub fn live_versions(
+        &self,
+        keys: &[Value],
+    ) -> KalamResult<Vec<Option<(u64, kalamdb_store::DecodedRow)>>> {
+        let Moment { view, manifest, own } = self.moment()?;
+        let horizon = crate::stream::horizon(&self.table);
+        let entries =
+            (view.pk_multi_get(self.table.table_id, &self.scope, keys.iter())).map_err(store_error)?;
+        let decode = |bytes: &[u8]| kalamdb_store::row_codec::decode_row(bytes).map_err(corrupt);
+        let mut versions = Vec::with_capacity(keys.len());
+        for (key, entry) in keys.iter().zip(entries) {
+            if let Some(written) = own.as_ref().and_then(|own| own.row(key)) {
+                versions.push(
+                    written
+                        .map(|(seq, bytes)| decode(bytes).map(|row| (seq, row)))
+                        .transpose()?,
+                );
+                continue;
+            }
+            let Some(entry) = entry.filter(|e| e.is_live(horizon)) else {
+                versions.push(None);
+                continue;
+            };
+            let row = match view
+                .hot_get(self.table.table_id, &self.scope, entry.seq)
+                .map_err(store_error)?
+            {
+                Some(bytes) => Some(decode(&bytes)?),
+                None => match &manifest {
+                    Some(manifest) => {
+                        (self.db.cold).read_version(&self.table, &self.scope, manifest, entry.seq)?
+                    }
+                    None => None,
+                },
+            };
+            let row = row.ok_or_else(|| {
+                KalamError::internal(format!("pk index names a missing row version {}", entry.seq))
+            })?;
+            versions.push((!row.deleted).then_some((entry.seq, row)));
+        }
+        Ok(versions)
+    }
+
+    /// Whether the statement runs in a transaction that wrote to this scope.
+    pub fn has_own_writes(&self) -> bool {
+        (self.txn.as_ref()).is_some_and(|txn| txn.own_rows(self.table.table_id, &self.scope).is_some())
     }
 
     /// The live rows of the given primary keys, in either tier, projected (at most
@@ -191,11 +271,19 @@ impl ScopedTable {
         &self,
         view: &StoreView,
         manifest: Option<&Manifest>,
+        own: Option<&OwnRows>,
         keys: &[Value],
         projection: &[usize],
     ) -> KalamResult<RecordBatch> {
         let mut builder = self.assembler(projection, keys.len());
         for key in keys {
+            // A key the transaction wrote reads as it wrote it.
+            if let Some(written) = own.and_then(|own| own.row(key)) {
+                if let Some((seq, bytes)) = written {
+                    builder.push_encoded(seq, bytes).map_err(corrupt)?;
+                }
+                continue;
+            }
             let Some(entry) = view
                 .pk_get(self.table.table_id, &self.scope, key)
                 .map_err(store_error)?
@@ -248,6 +336,8 @@ impl ScopedTable {
             table: self.clone(),
             view: snapshot.view.clone(),
             manifest: snapshot.manifest.clone(),
+            // The transaction's own rows come with the first partition's last batch.
+            own: snapshot.own.clone().map(|own| (own, part.0 == 0)),
             cursor: HotCursor::start(&scan, part),
             scan,
             emitted: 0,
@@ -337,6 +427,9 @@ struct HotReader {
     view: Arc<StoreView>,
     /// The manifest of the view's moment (point reads by key read flushed versions).
     manifest: Option<Arc<Manifest>>,
+    /// A transaction's own writes to the scope, and whether this reader adds its
+    /// rows (one partition of a scan does).
+    own: Option<(Arc<OwnRows>, bool)>,
     scan: Arc<HotScan>,
     cursor: HotCursor,
     /// Rows handed out so far (the scan's LIMIT).
@@ -362,13 +455,17 @@ impl HotReader {
         let read = if let HotCursor::Keys = self.cursor {
             self.cursor = HotCursor::Done;
             let keys = self.scan.keys.as_deref().unwrap_or_default();
-            (table.rows_by_pk(&view, self.manifest.as_deref(), keys, &self.scan.read)).map_err(external)?
+            let own = self.own.as_ref().map(|(own, _)| own.as_ref());
+            (table.rows_by_pk(&view, self.manifest.as_deref(), own, keys, &self.scan.read))
+                .map_err(external)?
         } else {
             let mut builder = table.assembler(&self.scan.read, SCAN_BATCH_ROWS);
             let mut visits = 0usize;
+            let own = self.own.clone();
+            let hidden = |seq: u64| own.as_ref().is_some_and(|(own, _)| own.hides(seq));
             let mut take = |seq: u64, bytes: &[u8], builder: &mut RowAssembler| -> Result<bool, StoreError> {
                 visits += 1;
-                if !is_tombstone(bytes)? {
+                if !hidden(seq) && !is_tombstone(bytes)? {
                     builder.push_encoded(seq, bytes)?;
                 }
                 Ok(builder.rows < SCAN_BATCH_ROWS && visits < VISITS_PER_READ)
@@ -378,6 +475,15 @@ impl HotReader {
                 .map_err(|e| external(store_error(e)))?;
             if done {
                 self.cursor = HotCursor::Done;
+                // A transaction's own rows, after the snapshot's (the scan's filters
+                // apply to them as to any row).
+                if let Some((own, true)) = &own {
+                    for (seq, bytes) in own.rows() {
+                        builder
+                            .push_encoded(seq, bytes)
+                            .map_err(|e| external(corrupt(e)))?;
+                    }
+                }
             }
             builder.finish().map_err(external)?
         };
@@ -678,6 +784,15 @@ impl ScopedTable {
     }
 }
 
+/// What reads by key read (see [`ScopedTable::moment`]).
+pub(crate) struct Moment {
+    pub view: Arc<StoreView>,
+    /// The scope's manifest of the view's moment (`None`: a table without segments).
+    pub manifest: Option<Arc<Manifest>>,
+    /// In a transaction: its own writes to the scope.
+    pub own: Option<Arc<OwnRows>>,
+}
+
 /// One moment of a scope's two tiers (see [`ScopedTable::snapshot`]).
 pub(crate) struct TableSnapshot {
     pub view: Arc<StoreView>,
@@ -685,6 +800,9 @@ pub(crate) struct TableSnapshot {
     pub manifest: Option<Arc<Manifest>>,
     /// `_seq`s of Parquet row versions superseded by a later write, ascending.
     pub stale: Arc<Vec<u64>>,
+    /// In a transaction: its own writes to the scope (the versions they replace are
+    /// in `stale` too).
+    pub own: Option<Arc<OwnRows>>,
 }
 
 /// What a hot scan reads and returns (see [`ScopedTable::hot_stream`]).
@@ -733,26 +851,6 @@ impl HotScan {
 
 fn corrupt(e: kalamdb_store::row_codec::RowCodecError) -> KalamError {
     KalamError::internal(format!("corrupt row: {e}"))
-}
-
-/// The row version `seq` of a scope, from the hot tier or, once flushed, from its
-/// Parquet segment. Call with [`ColdTier::commit_lock`](crate::cold::ColdTier) held for reading and `view`
-/// taken under it: then a flush that moves the version concurrently cannot hide it,
-/// and a write that replaces it after `view` was taken does not either.
-pub(crate) fn read_version(
-    db: &Tiers,
-    view: &StoreView,
-    table: &TableDef,
-    scope: &str,
-    seq: u64,
-) -> KalamResult<Option<kalamdb_store::DecodedRow>> {
-    if let Some(bytes) = view.hot_get(table.table_id, scope, seq).map_err(store_error)? {
-        let row = kalamdb_store::row_codec::decode_row(&bytes)
-            .map_err(|e| KalamError::internal(format!("corrupt row: {e}")))?;
-        return Ok(Some(row));
-    }
-    let manifest = db.cold.manifest(table, scope)?;
-    db.cold.read_version(table, scope, &manifest, seq)
 }
 
 /// The stored bytes of the row versions `seqs` of a scope, in either tier, read from

@@ -29,61 +29,17 @@ use std::sync::Arc;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult, Value};
 use kalamdb_store::keys::prefix_upper_bound;
 use kalamdb_store::row_codec::decode_row;
-use kalamdb_store::{DecodedRow, PkEntry, StoreView};
+use kalamdb_store::{DecodedRow, PkEntry, StoreBatch, StoreView};
 
 use crate::base::store_error;
 use crate::catalog::{ID_COLUMN, TableDef};
-use crate::locks::{Claim, ClaimGuard, CommitGuard, key_cell};
-use crate::observers::{Change, ChangeSet};
+use crate::locks::{ClaimGuard, CommitGuard, key_cell};
+use crate::observers::{AfterWrite, Change, ChangeSet};
+pub(crate) use crate::pending::{
+    Expect, Group, OnLive, Outcome, PendingWrite, changed_definition, serialization_failure,
+};
 use crate::seq::LAST_SEQ_KEY;
 use crate::tiers::Tiers;
-
-/// What a statement assumed about a key when it computed the key's new row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expect {
-    /// The key holds no live row (INSERT); what to do when it does at commit.
-    Absent(OnLive),
-    /// The key's latest version is the live row version `_seq` (UPDATE, DELETE,
-    /// the update of an upsert).
-    Version(u64),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OnLive {
-    /// Refuse the statement ([`Outcome::Duplicate`]).
-    Fail,
-    /// Leave the key alone (`ON CONFLICT DO NOTHING`).
-    Skip,
-    /// Run the statement again (`ON CONFLICT DO UPDATE`: the key must be updated).
-    Retry,
-}
-
-/// A new version of one key: a row, or a tombstone when `deleted`.
-pub(crate) struct PendingWrite {
-    pub key: Value,
-    pub expect: Expect,
-    pub deleted: bool,
-    /// The row in the row codec (for a tombstone, only the key cell).
-    pub row: Vec<u8>,
-    /// The row's values in `table.columns` order, for `RETURNING` (a DELETE's: the
-    /// deleted row, or nothing when the statement returns nothing).
-    pub values: Vec<Value>,
-}
-
-pub(crate) enum Outcome {
-    /// Committed; `written[i]` says whether write `i` was applied (false: skipped by
-    /// [`OnLive::Skip`]).
-    Done { written: Vec<bool> },
-    /// A row the statement read changed before it could commit (or the table's
-    /// schema did): nothing was written; run the statement again.
-    Retry,
-    /// Write `index` expected its key to hold no live row ([`OnLive::Fail`]) and it
-    /// does: nothing was written; the statement fails with `DUPLICATE_KEY`.
-    Duplicate { index: usize },
-    /// Another statement claims a key this one writes: nothing was written; wait
-    /// for the claim's release, then run the statement again.
-    Claimed(Arc<Claim>),
-}
 
 /// Checks and commits `writes` to `scope` of `table` atomically (see the module
 /// documentation). `table` is the definition the statement was planned with;
@@ -123,6 +79,93 @@ pub(crate) async fn commit(
             continue;
         }
         return commit_locked(db, table, scope, writes, guard, replaced.as_ref()).await;
+    }
+}
+
+/// Commits the writes of several scopes atomically — a transaction's commit
+/// (`txn.rs`): their commit locks in (table, scope) order, every group checked as
+/// [`commit`] checks one statement's, then one batch and one `_seq` range. A key
+/// changed since the transaction read it fails the whole commit with
+/// `SERIALIZATION_FAILURE` (a plain INSERT's key taken meanwhile: `DUPLICATE_KEY`);
+/// nothing is written then. Returns the number of versions written.
+pub(crate) async fn commit_all(db: &Arc<Tiers>, groups: &mut [Group]) -> KalamResult<u64> {
+    let charge = crate::budget::charge_current(&db.query_runtime, "the rows this transaction replaces")?;
+    loop {
+        for group in groups.iter_mut() {
+            if group.replaced.is_none() && tracks_changes(db, &group.table, &group.scope) {
+                group.replaced =
+                    read_replaced(db, &group.table, &group.scope, &group.writes, &charge).await?;
+            }
+        }
+        let mut guards = Vec::with_capacity(groups.len());
+        for group in groups.iter() {
+            guards.push(db.commit_locks.lock(group.table.table_id, &group.scope).await);
+        }
+        // Another statement's claim of a key written here: wait for it, holding
+        // nothing.
+        let claimed = groups.iter().find_map(|g| {
+            (db.claims.of(g.table.table_id, &g.scope)).filter(|c| c.covers(g.writes.iter().map(|w| &w.key)))
+        });
+        if let Some(claim) = claimed {
+            drop(guards);
+            crate::budget::within_budget(async {
+                claim.released().await;
+                Ok(())
+            })
+            .await?;
+            continue;
+        }
+        // A subscription registered since the versions were (not) read: read them.
+        if groups.iter().any(|g| {
+            g.replaced.is_none() && tracks_changes(db, &g.table, &g.scope) && replaces_versions(&g.writes)
+        }) {
+            drop(guards);
+            continue;
+        }
+        let mut checked = Vec::with_capacity(groups.len());
+        for group in groups.iter() {
+            if (db.catalog.table(&group.table.namespace, &group.table.name)).is_some_and(|current| {
+                current.table_id == group.table.table_id && !Arc::ptr_eq(&current, &group.table)
+            }) {
+                return Err(changed_definition(&group.table));
+            }
+            match check(db, &group.table, &group.scope, &group.writes)? {
+                Ok(done) => checked.push(done),
+                Err(Outcome::Duplicate { index })
+                    if group.expected[index] == Expect::Absent(OnLive::Fail) =>
+                {
+                    return Err(duplicate_key(&group.table, &group.writes[index].key));
+                }
+                Err(_) => return Err(serialization_failure(&group.table)),
+            }
+        }
+        let total: u64 = checked.iter().map(|c| c.count).sum();
+        if total == 0 {
+            return Ok(0);
+        }
+        let mut seq = db.seq.next_block(total)?;
+        let mut batch = db.store.batch();
+        let mut after_write = Vec::new();
+        let mut staged = Vec::with_capacity(groups.len());
+        for (group, checked) in groups.iter().zip(&checked) {
+            staged.push(stage(
+                db,
+                &group.table,
+                &group.scope,
+                &group.writes,
+                checked,
+                group.replaced.as_ref(),
+                seq,
+                &mut batch,
+                &mut after_write,
+            )?);
+            seq += checked.count;
+        }
+        write_batch(db, batch, after_write, guards).await?;
+        for (group, staged) in groups.iter().zip(&staged) {
+            staged.written(db, &group.table);
+        }
+        return Ok(total);
     }
 }
 
@@ -174,9 +217,62 @@ async fn commit_locked(
     guard: CommitGuard,
     replaced: Option<&HashMap<u64, Vec<u8>>>,
 ) -> KalamResult<Outcome> {
+    let checked = match check(db, table, scope, writes)? {
+        Ok(checked) => checked,
+        Err(outcome) => return Ok(outcome),
+    };
+    if checked.count == 0 {
+        return Ok(Outcome::Done {
+            written: checked.written,
+        });
+    }
+    let first_seq = db.seq.next_block(checked.count)?;
+    let mut batch = db.store.batch();
+    let mut after_write = Vec::new();
+    let staged = stage(
+        db,
+        table,
+        scope,
+        writes,
+        &checked,
+        replaced,
+        first_seq,
+        &mut batch,
+        &mut after_write,
+    )?;
+    write_batch(db, batch, after_write, vec![guard]).await?;
+    staged.written(db, table);
+    Ok(Outcome::Done {
+        written: checked.written,
+    })
+}
+
+/// One scope's writes, checked under its commit lock ([`check`]).
+pub(crate) struct Checked {
+    /// Whether each write is applied (false: skipped by [`OnLive::Skip`]).
+    pub written: Vec<bool>,
+    /// Each key's latest `pk` entry when checked.
+    latest: Vec<Option<PkEntry>>,
+    /// Writes applied.
+    pub count: u64,
+    /// A view of now, when the table has secondary indexes, and the new rows'
+    /// cells (decoded once, for the UNIQUE check and the entries).
+    indexing: Option<StoreView>,
+    new_rows: Vec<Option<DecodedRow>>,
+}
+
+/// Checks what `writes` assumed about their keys against the latest committed
+/// entries, and UNIQUE indexes. Call with the scope's commit lock held. `Err`
+/// of the inner result: the outcome of a commit that writes nothing.
+pub(crate) fn check(
+    db: &Tiers,
+    table: &Arc<TableDef>,
+    scope: &str,
+    writes: &[PendingWrite],
+) -> KalamResult<Result<Checked, Outcome>> {
     match db.catalog.table(&table.namespace, &table.name) {
         Some(current) if Arc::ptr_eq(&current, table) => {}
-        Some(current) if current.table_id == table.table_id => return Ok(Outcome::Retry),
+        Some(current) if current.table_id == table.table_id => return Ok(Err(Outcome::Retry)),
         _ => {
             return Err(KalamError::new(
                 ErrorCode::TableNotFound,
@@ -184,10 +280,17 @@ async fn commit_locked(
             ));
         }
     }
+    let mut checked = Checked {
+        written: Vec::with_capacity(writes.len()),
+        latest: Vec::new(),
+        count: 0,
+        indexing: None,
+        new_rows: Vec::new(),
+    };
     if writes.is_empty() {
-        return Ok(Outcome::Done { written: Vec::new() });
+        return Ok(Ok(checked));
     }
-    let mut latest = db
+    checked.latest = db
         .store
         .latest()
         .pk_multi_get(table.table_id, scope, writes.iter().map(|w| &w.key))
@@ -196,48 +299,79 @@ async fn commit_locked(
     // it names is freed by the sweep (not replaced here).
     let horizon = crate::stream::horizon(table);
     if horizon > 0 {
-        for entry in &mut latest {
+        for entry in &mut checked.latest {
             if entry.is_some_and(|e| e.seq < horizon) {
                 *entry = None;
             }
         }
     }
-    let mut written = Vec::with_capacity(writes.len());
-    for (index, (write, latest)) in writes.iter().zip(&latest).enumerate() {
+    for (index, (write, latest)) in writes.iter().zip(&checked.latest).enumerate() {
         let live = latest.filter(|e| e.is_live(horizon));
         let apply = match write.expect {
             Expect::Absent(on_live) => match (live, on_live) {
                 (None, _) => true,
-                (Some(_), OnLive::Fail) => return Ok(Outcome::Duplicate { index }),
+                (Some(_), OnLive::Fail) => return Ok(Err(Outcome::Duplicate { index })),
                 (Some(_), OnLive::Skip) => false,
-                (Some(_), OnLive::Retry) => return Ok(Outcome::Retry),
+                (Some(_), OnLive::Retry) => return Ok(Err(Outcome::Retry)),
             },
             Expect::Version(seq) if live.map(|e| e.seq) == Some(seq) => true,
-            Expect::Version(_) => return Ok(Outcome::Retry),
+            Expect::Version(_) => return Ok(Err(Outcome::Retry)),
         };
-        written.push(apply);
+        checked.written.push(apply);
     }
-    let count = written.iter().filter(|w| **w).count() as u64;
-    if count == 0 {
-        return Ok(Outcome::Done { written });
+    checked.count = checked.written.iter().filter(|w| **w).count() as u64;
+    if checked.count == 0 {
+        return Ok(Ok(checked));
     }
     // Secondary indexes need the new rows' cells (decoded once, for the UNIQUE check
     // and the entries) and, through a view of now, the replaced hot versions'.
-    let indexing = (!table.indexes.is_empty()).then(|| db.store.view());
-    let new_rows: Vec<Option<DecodedRow>> = match &indexing {
-        Some(_) => writes
+    checked.indexing = (!table.indexes.is_empty()).then(|| db.store.view());
+    if checked.indexing.is_some() {
+        checked.new_rows = writes
             .iter()
-            .zip(&written)
+            .zip(&checked.written)
             .map(|(w, apply)| (*apply && !w.deleted).then(|| decode_row(&w.row)).transpose())
             .collect::<Result<_, _>>()
-            .map_err(|e| store_error(e.into()))?,
-        None => Vec::new(),
-    };
-    if let Some(view) = &indexing
+            .map_err(|e| store_error(e.into()))?;
+    }
+    if let Some(view) = &checked.indexing
         && table.indexes.iter().any(|i| i.unique)
     {
-        check_unique(view, table, scope, writes, &written, &new_rows)?;
+        check_unique(view, table, scope, writes, &checked.written, &checked.new_rows)?;
     }
+    Ok(Ok(checked))
+}
+
+/// What [`stage`] staged of one scope: counted once the batch is written.
+pub(crate) struct Staged {
+    versions: i64,
+    hot_replaced: i64,
+}
+
+impl Staged {
+    /// After the batch is written: the hot-row gauge and the observers.
+    pub fn written(&self, db: &Tiers, table: &TableDef) {
+        db.hot_rows.add(table.table_id, self.versions - self.hot_replaced);
+        db.commit_observers.written(table, self.versions as u64);
+    }
+}
+
+/// Stages the applied writes of `checked` into `batch` under `_seq`s `first_seq`,
+/// `first_seq + 1`, ... (index entries, stale markers, the change log), and adds
+/// to `after_write` what runs once the batch is written. Call with the scope's
+/// commit lock held.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stage(
+    db: &Arc<Tiers>,
+    table: &Arc<TableDef>,
+    scope: &str,
+    writes: &[PendingWrite],
+    checked: &Checked,
+    replaced: Option<&HashMap<u64, Vec<u8>>>,
+    first_seq: u64,
+    batch: &mut StoreBatch<'_>,
+    after_write: &mut Vec<AfterWrite>,
+) -> KalamResult<Staged> {
     // Read under the lock: a flush that started after the statement read its rows
     // has already moved the watermark, and replacing a version at or below it
     // must leave a stale marker.
@@ -246,22 +380,20 @@ async fn commit_locked(
     // table's feed when a subscription of this scope listens. Both need each
     // change's replaced row (read before the lock).
     let tracking = tracks_changes(db, table, scope);
-    let view = indexing;
-    let mut changes = Vec::with_capacity(if tracking { count as usize } else { 0 });
-    let first_seq = db.seq.next_block(count)?;
-    let mut batch = db.store.batch();
+    let view = checked.indexing.as_ref();
+    let mut changes = Vec::with_capacity(if tracking { checked.count as usize } else { 0 });
     let mut hot_replaced = 0i64;
     let mut markers = Vec::new();
     let applied = writes
         .iter()
-        .zip(latest)
+        .zip(&checked.latest)
         .enumerate()
-        .zip(&written)
+        .zip(&checked.written)
         .filter_map(|(pair, apply)| apply.then_some(pair));
     for (seq, (i, (write, latest))) in (first_seq..).zip(applied) {
         // Secondary indexes: the replaced hot version's entries go, the new version's
         // come (in that order: an entry whose key did not change is written again).
-        if let Some(view) = view.as_ref().filter(|_| !table.indexes.is_empty()) {
+        if let Some(view) = view {
             if let Some(previous) = latest.filter(|p| !p.deleted)
                 && let Some(bytes) = view
                     .hot_get(table.table_id, scope, previous.seq)
@@ -272,7 +404,7 @@ async fn commit_locked(
                     batch.delete_index_entry(&key);
                 }
             }
-            if let Some(new) = &new_rows[i] {
+            if let Some(new) = &checked.new_rows[i] {
                 for key in crate::index::entry_keys(table, scope, new) {
                     batch.put_index_entry(&key, seq);
                 }
@@ -317,20 +449,17 @@ async fn commit_locked(
             },
         );
     }
-    let versions = count as i64;
     batch.raise_system_counter(LAST_SEQ_KEY, db.seq.last());
     // Staged in the batch; what the observers run after the batch is written runs
     // before the lock is released: a feed sees the table's commits in `_seq` order,
     // and only committed ones.
-    let mut after_write = if tracking {
+    if tracking {
         let changes = Arc::new(ChangeSet {
             scope: scope.to_string(),
             changes,
         });
-        db.commit_observers.stage(&mut batch, table.table_id, &changes)
-    } else {
-        Vec::new()
-    };
+        after_write.extend(db.commit_observers.stage(batch, table.table_id, &changes));
+    }
     if !markers.is_empty() && db.cold.logs_markers(table.table_id, scope) {
         // A compaction of the scope is running: its clean-up must keep these markers.
         let (db, table_id, scope) = (db.clone(), table.table_id, scope.to_string());
@@ -340,9 +469,23 @@ async fn commit_locked(
             Box::new(move || db.cold.note_markers(table_id, &scope, &markers)),
         );
     }
+    Ok(Staged {
+        versions: checked.count as i64,
+        hot_replaced,
+    })
+}
+
+/// Writes a staged batch, runs `after_write` once it is written, then releases
+/// the commit locks (`guards`).
+pub(crate) async fn write_batch(
+    db: &Arc<Tiers>,
+    batch: StoreBatch<'_>,
+    after_write: Vec<AfterWrite>,
+    guards: Vec<CommitGuard>,
+) -> KalamResult<()> {
     if db.store.syncs_writes() {
-        // An fsync takes milliseconds: off the async workers. The lock goes with the
-        // write and is released when it is done, even if this statement's future is
+        // An fsync takes milliseconds: off the async workers. The locks go with the
+        // write and are released when it is done, even if this statement's future is
         // dropped meanwhile (a client gone): no later commit of the table can land
         // before it.
         let (batch, shared) = (batch.detach(), db.clone());
@@ -351,7 +494,7 @@ async fn commit_locked(
             if written.is_ok() {
                 after_write.into_iter().for_each(|run| run());
             }
-            drop(guard);
+            drop(guards);
             written
         })
         .await
@@ -359,14 +502,12 @@ async fn commit_locked(
         .map_err(store_error)?;
     } else {
         // A memtable insert and a buffered WAL append, with no await between taking
-        // the lock and writing.
+        // the locks and writing.
         db.store.commit(batch).map_err(store_error)?;
         after_write.into_iter().for_each(|run| run());
-        drop(guard);
+        drop(guards);
     }
-    db.hot_rows.add(table.table_id, versions - hot_replaced);
-    db.commit_observers.written(table, versions as u64);
-    Ok(Outcome::Done { written })
+    Ok(())
 }
 
 /// UNIQUE indexes: no two live rows of the scope share an index's values (NULLs

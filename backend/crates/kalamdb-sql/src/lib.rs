@@ -26,5 +26,5 @@ pub use depth::{MAX_NESTING_DEPTH, MAX_TYPE_NESTING, check_depth, too_deeply_nes
 pub use dialect::KalamDialect;
 pub use kalamdb_commons::split::split_statements;
 pub use statement::parse_sql_text;
-pub use statement::{KalamStatement, TableRef, ident_name, parse_statement};
+pub use statement::{KalamStatement, TableRef, TransactionCommand, ident_name, parse_statement};
 pub use users::UserChange;

@@ -1,6 +1,8 @@
 //! The typed statement and its parser.
 
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Statement};
+use datafusion::sql::sqlparser::ast::{
+    Ident, ObjectName, Statement, TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
+};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
@@ -119,10 +121,23 @@ pub enum KalamStatement {
         user: String,
         sql: String,
     },
+    /// `BEGIN`, `COMMIT`, `ROLLBACK` and their synonyms.
+    Transaction(TransactionCommand),
     /// INSERT, UPDATE or DELETE, as sqlparser parsed it.
     Dml(Box<Statement>),
     /// SELECT, VALUES, WITH ..., EXPLAIN: planned by DataFusion.
     Query(Box<Statement>),
+}
+
+/// A transaction-control statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionCommand {
+    /// `BEGIN [TRANSACTION | WORK] [modes]` or `START TRANSACTION [modes]`.
+    Begin { read_only: bool },
+    /// `COMMIT [TRANSACTION | WORK]` or `END`.
+    Commit,
+    /// `ROLLBACK [TRANSACTION | WORK]`.
+    Rollback,
 }
 
 impl KalamStatement {
@@ -208,6 +223,38 @@ fn parse_standard(mut c: Cursor<'_>) -> KalamResult<KalamStatement> {
             Ok(KalamStatement::Dml(Box::new(statement)))
         }
         Statement::Query(_) | Statement::Explain { .. } => Ok(KalamStatement::Query(Box::new(statement))),
+        Statement::StartTransaction {
+            modes, statements, ..
+        } if statements.is_empty() => {
+            let mut read_only = false;
+            for mode in modes {
+                match mode {
+                    TransactionMode::AccessMode(TransactionAccessMode::ReadOnly) => read_only = true,
+                    TransactionMode::AccessMode(TransactionAccessMode::ReadWrite) => read_only = false,
+                    TransactionMode::IsolationLevel(TransactionIsolationLevel::Serializable) => {
+                        return Err(KalamError::unsupported(
+                            "ISOLATION LEVEL SERIALIZABLE is not supported: transactions run under snapshot isolation (REPEATABLE READ)",
+                        ));
+                    }
+                    // READ UNCOMMITTED, READ COMMITTED and REPEATABLE READ get snapshot
+                    // isolation, which is at least as strong.
+                    TransactionMode::IsolationLevel(_) => {}
+                }
+            }
+            Ok(KalamStatement::Transaction(TransactionCommand::Begin {
+                read_only,
+            }))
+        }
+        Statement::Commit { chain: false, .. } => Ok(KalamStatement::Transaction(TransactionCommand::Commit)),
+        Statement::Rollback {
+            chain: false,
+            savepoint: None,
+        } => Ok(KalamStatement::Transaction(TransactionCommand::Rollback)),
+        Statement::Savepoint { .. } | Statement::ReleaseSavepoint { .. } | Statement::Rollback { .. } => {
+            Err(KalamError::unsupported(
+                "savepoints (SAVEPOINT, RELEASE, ROLLBACK TO) and AND CHAIN are not supported",
+            ))
+        }
         other => Err(KalamError::unsupported(format!(
             "statement not supported: {}",
             first_words(&other.to_string())

@@ -191,7 +191,7 @@ fn compact_scope(
         // The saved manifest is the commit: readers switch to it before anything that
         // may fail (a clean-up that fails leaves what names versions no segment holds,
         // which readers ignore).
-        let published = cold.publish(table.table_id, scope, next);
+        let published = cold.publish(table.table_id, scope, &manifest, next);
         let clean_up = || -> KalamResult<()> {
             let mut batch = db.store.batch();
             if !stale.is_empty() {

@@ -283,7 +283,7 @@ fn flush_scope(
             }
             return Err(e);
         }
-        cold.publish(table.table_id, scope, next)
+        cold.publish(table.table_id, scope, &manifest, next)
     };
     ColdTier::remove_older_manifests(&dir, &published);
     Ok(ScopeOutcome::Flushed {
