@@ -129,6 +129,16 @@ struct Args {
     /// Update-and-flush rounds of `--only-compaction`
     #[arg(long, default_value_t = 50)]
     compact_rounds: usize,
+    /// Only measure transactions: 3-statement transfers by `transfer-clients`
+    /// concurrent clients over `transfer-accounts` SHARED rows for `transfer-seconds`
+    #[arg(long)]
+    only_transactions: bool,
+    #[arg(long, default_value_t = 8)]
+    transfer_clients: usize,
+    #[arg(long, default_value_t = 10_000)]
+    transfer_accounts: u64,
+    #[arg(long, default_value_t = 20)]
+    transfer_seconds: u64,
     /// The server binary (default: `kalamdb-server` next to this binary)
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -740,6 +750,7 @@ mod formats;
 mod indexes;
 mod live;
 mod subqueries;
+mod transactions;
 mod write_path;
 
 #[tokio::main(flavor = "multi_thread")]
@@ -772,6 +783,19 @@ async fn main() {
     if args.only_flush {
         let figures = flush_benchmarks(&args, &server, client).await;
         println!("{}", json!({ "flush": figures }));
+        return;
+    }
+
+    if args.only_transactions {
+        let figures = transactions::transfers(
+            &setup,
+            &server.url,
+            args.transfer_clients,
+            args.transfer_accounts,
+            args.transfer_seconds,
+        )
+        .await;
+        println!("{}", json!({ "transactions": figures }));
         return;
     }
 
