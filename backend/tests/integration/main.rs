@@ -24,4 +24,5 @@ mod test_storages;
 mod test_subqueries;
 mod test_transactions;
 mod test_user_isolation;
+mod test_views;
 mod test_write_path;

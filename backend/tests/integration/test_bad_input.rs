@@ -164,7 +164,7 @@ async fn each_bad_request_gets_its_code_and_the_server_keeps_serving() {
         "NAMESPACE_NOT_EMPTY",
     );
     check(
-        &server.execute_sql("CREATE VIEW v AS SELECT 1").await,
+        &server.execute_sql("CREATE MATERIALIZED VIEW v AS SELECT 1").await,
         400,
         "UNSUPPORTED",
     );

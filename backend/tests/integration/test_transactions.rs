@@ -133,6 +133,29 @@ async fn commit_writes_everything_rollback_and_an_unfinished_request_nothing() {
     assert_eq!(duplicate.body["error"]["statement_index"], 2);
     assert_eq!(bank(&server).await, before);
 
+    // One transaction across two users' scopes of one table (EXECUTE AS) and a
+    // SHARED table commits as one.
+    server.create_user("bob", "pw", "user").await;
+    let answer = server
+        .execute_sql(
+            "BEGIN; EXECUTE AS USER 'alice' (INSERT INTO app.wallet VALUES (7, 70)); \
+             EXECUTE AS USER 'bob' (INSERT INTO app.wallet VALUES (7, 71)); \
+             EXECUTE AS USER 'bob' (SELECT bal FROM app.wallet WHERE id = 7); \
+             UPDATE app.bank SET bal = bal - 141 WHERE id = 3; COMMIT",
+        )
+        .await;
+    answer.expect_success();
+    assert_eq!(ints(&answer, 3), vec![vec![71]]);
+    let bob = server
+        .execute_sql_as("bob", "pw", "SELECT id, bal FROM app.wallet")
+        .await;
+    assert_eq!(ints(&bob, 0), vec![vec![7, 71]]);
+    let alice = server
+        .execute_sql_as("alice", "pw", "SELECT bal FROM app.wallet WHERE id = 7")
+        .await;
+    assert_eq!(ints(&alice, 0), vec![vec![70]]);
+    assert_eq!(bank(&server).await[2], vec![3, -41]);
+
     // COMMIT and ROLLBACK outside a transaction change nothing; BEGIN inside one
     // goes on with it.
     let answer = server
@@ -202,6 +225,10 @@ async fn ddl_alone_runs_and_other_statements_inside_are_refused() {
         .await
         .expect_error(403, "PERMISSION_DENIED");
     server
+        .execute_sql("BEGIN READ ONLY; CREATE SHARED TABLE app.w (id INT PRIMARY KEY)")
+        .await
+        .expect_error(403, "PERMISSION_DENIED");
+    server
         .execute_sql(
             "BEGIN ISOLATION LEVEL REPEATABLE READ; UPDATE app.bank SET bal = 5 WHERE id = 3; COMMIT",
         )
@@ -239,6 +266,27 @@ async fn max_transaction_rows_bounds_what_a_transaction_holds() {
         .await
         .expect_success();
     assert_eq!(bank(&server).await.len(), 5);
+}
+
+#[tokio::test]
+async fn a_transaction_idle_longer_than_its_timeout_is_rolled_back() {
+    let server = TestServer::start_configured(|s| s.transaction_timeout_ms = 200).await;
+    setup(&server).await;
+    server.create_user("alice", "pw", "service").await;
+    let holds = server.db().holds();
+    holds.hold("txn_statement:alice:1");
+    let alice = spawn_txn(
+        &server,
+        "alice",
+        "BEGIN; UPDATE app.bank SET bal = 0 WHERE id = 1; UPDATE app.bank SET bal = 0 WHERE id = 2; COMMIT",
+    );
+    server.wait_at_hold("txn_statement:alice:1").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    holds.release("txn_statement:alice:1");
+    let answer = alice.await.unwrap();
+    answer.expect_error(400, "TRANSACTION_TIMEOUT");
+    assert_eq!(answer.body["error"]["statement_index"], 2);
+    assert_eq!(bank(&server).await[0], vec![1, 100]);
 }
 
 /// A transaction's request, started in the background; the test holds it before

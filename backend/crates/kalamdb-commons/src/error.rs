@@ -46,6 +46,8 @@ pub enum ErrorCode {
     StorageNotFound,
     /// `DROP STORAGE` of a storage a table uses.
     StorageInUse,
+    /// A drop of a table or view that a view reads.
+    DependentObjects,
     /// A storage's backend cannot be reached, or refuses or fails requests.
     StorageUnavailable,
     /// A transaction lost to another that committed a change to a row it wrote
@@ -94,6 +96,7 @@ impl ErrorCode {
             ErrorCode::LiveQueryNotFound => "LIVE_QUERY_NOT_FOUND",
             ErrorCode::StorageNotFound => "STORAGE_NOT_FOUND",
             ErrorCode::StorageInUse => "STORAGE_IN_USE",
+            ErrorCode::DependentObjects => "DEPENDENT_OBJECTS",
             ErrorCode::StorageUnavailable => "STORAGE_UNAVAILABLE",
             ErrorCode::SerializationFailure => "SERIALIZATION_FAILURE",
             ErrorCode::InFailedTransaction => "IN_FAILED_TRANSACTION",
@@ -130,6 +133,7 @@ impl ErrorCode {
             | ErrorCode::DuplicateKey
             | ErrorCode::NamespaceNotEmpty
             | ErrorCode::StorageInUse
+            | ErrorCode::DependentObjects
             | ErrorCode::SerializationFailure
             | ErrorCode::InFailedTransaction
             | ErrorCode::FlushInProgress => 409,

@@ -154,8 +154,46 @@ pub struct UserRecord {
     pub updated_at: i64,
 }
 
+/// A view (`CREATE VIEW`): a query, stored with every table name qualified, that
+/// statements read as a derived table under their caller's rights and scope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewDef {
+    pub namespace: String,
+    pub name: String,
+    /// The query's SQL text.
+    pub query: String,
+    /// `CREATE VIEW v (a, b)`'s column names (empty: the query's own).
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// The tables and views the query reads, (namespace, name).
+    #[serde(default)]
+    pub reads: Vec<(String, String)>,
+    pub created_at: i64,
+}
+
+/// A view with its query parsed once.
+pub struct View {
+    pub def: ViewDef,
+    pub query: kalamdb_sql::sqlparser::ast::Query,
+}
+
+impl View {
+    fn parse(def: ViewDef) -> KalamResult<View> {
+        let parsed = kalamdb_sql::parse_sql_text(&def.query)
+            .map_err(|e| KalamError::internal(format!("corrupt view {}.{}: {e}", def.namespace, def.name)))?;
+        match parsed.into_iter().next() {
+            Some(kalamdb_sql::sqlparser::ast::Statement::Query(query)) => Ok(View { def, query: *query }),
+            _ => Err(KalamError::internal(format!(
+                "corrupt view {}.{}: not a query",
+                def.namespace, def.name
+            ))),
+        }
+    }
+}
+
 #[derive(Default)]
 struct CatalogState {
+    views: BTreeMap<(String, String), Arc<View>>,
     namespaces: BTreeMap<String, NamespaceDef>,
     tables: BTreeMap<(String, String), Arc<TableDef>>,
     users: BTreeMap<String, UserRecord>,
@@ -174,6 +212,10 @@ fn namespace_key(name: &str) -> String {
 
 fn table_key(namespace: &str, name: &str) -> String {
     format!("table/{namespace}/{name}")
+}
+
+fn view_key(namespace: &str, name: &str) -> String {
+    format!("view/{namespace}/{name}")
 }
 
 fn user_key(name: &str) -> String {
@@ -211,6 +253,10 @@ impl Catalog {
             state
                 .tables
                 .insert((table.namespace.clone(), table.name.clone()), Arc::new(table));
+        }
+        for view in load::<ViewDef>(store, "view/")? {
+            let key = (view.namespace.clone(), view.name.clone());
+            state.views.insert(key, Arc::new(View::parse(view)?));
         }
         for user in load::<UserRecord>(store, "user/")? {
             state.users.insert(user.username.clone(), user);
@@ -278,6 +324,27 @@ impl Catalog {
             .collect()
     }
 
+    pub fn view(&self, namespace: &str, name: &str) -> Option<Arc<View>> {
+        self.state
+            .read()
+            .views
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    pub fn views(&self) -> Vec<Arc<View>> {
+        self.state.read().views.values().cloned().collect()
+    }
+
+    /// The views whose query reads `namespace.name` (a table or a view).
+    pub fn views_reading(&self, namespace: &str, name: &str) -> Vec<Arc<View>> {
+        let read = (namespace.to_string(), name.to_string());
+        (self.state.read().views.values())
+            .filter(|v| v.def.reads.contains(&read))
+            .cloned()
+            .collect()
+    }
+
     pub fn user(&self, name: &str) -> Option<UserRecord> {
         self.state.read().users.get(name).cloned()
     }
@@ -336,6 +403,25 @@ impl Catalog {
             .write()
             .tables
             .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    pub fn stage_view(batch: &mut StoreBatch<'_>, view: &ViewDef) {
+        batch.put_system(&view_key(&view.namespace, &view.name), &to_json(view));
+    }
+
+    pub fn apply_view(&self, view: ViewDef) -> KalamResult<()> {
+        let key = (view.namespace.clone(), view.name.clone());
+        let view = Arc::new(View::parse(view)?);
+        self.state.write().views.insert(key, view);
+        Ok(())
+    }
+
+    pub fn stage_drop_view(batch: &mut StoreBatch<'_>, namespace: &str, name: &str) {
+        batch.delete_system(&view_key(namespace, name));
+    }
+
+    pub fn apply_drop_view(&self, namespace: &str, name: &str) {
+        (self.state.write().views).remove(&(namespace.to_string(), name.to_string()));
     }
 
     pub fn stage_user(batch: &mut StoreBatch<'_>, user: &UserRecord) {

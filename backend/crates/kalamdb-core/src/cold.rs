@@ -361,6 +361,8 @@ impl ColdTier {
     /// The manifest of one scope as it was at the pinned moment `epoch`: the first
     /// one replaced after it, or the current one when none was.
     pub fn manifest_at(&self, table: &TableDef, scope: &str, epoch: u64) -> KalamResult<Arc<Manifest>> {
+        // Held across both steps: no publish between the history and the cache.
+        let _tiers = self.commit_lock.read_recursive();
         {
             let history = self.history.lock();
             let then = (history.replaced.get(&(table.table_id, scope.to_string())))

@@ -200,6 +200,11 @@ pub(crate) fn writable_table(
             "system tables are read-only",
         ));
     }
+    if ctx.db.catalog.view(namespace, name).is_some() {
+        return Err(KalamError::unsupported(format!(
+            "'{namespace}.{name}' is a view: views are read-only; write to the tables it reads"
+        )));
+    }
     let table = ctx.db.catalog.require_table(namespace, name)?;
     if table.table_type == TableType::Shared {
         require(ctx.caller, Action::Write(&table))?;

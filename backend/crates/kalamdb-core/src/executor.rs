@@ -8,7 +8,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use kalamdb_commons::hidden::is_hidden;
 use kalamdb_commons::{
     DefaultValue, ErrorCode, FlushPolicy, KalamError, KalamResult, KalamType, Literal, Role, TableType,
-    UserId, is_valid_identifier,
+    UserId,
 };
 use kalamdb_sql::{ColumnSpec, CreateTable, KalamStatement, TableRef, UserChange, parse_statement};
 
@@ -24,7 +24,7 @@ use crate::job_record::{JobKind, JobRecord, JobStatus, JobTrigger};
 use crate::query::stream_query;
 use crate::results::StatementResult;
 use crate::scoped::ScopedTable;
-use crate::statements::StatementContext;
+use crate::statements::{StatementContext, check_name, sentence_case, tolerated};
 use crate::system_tables::{self, text};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -149,7 +149,19 @@ impl StatementContext<'_> {
                     KalamStatement::DropStorage { name, if_exists } => {
                         return crate::storages::drop(self.db, &name, if_exists).map(StatementResult::message);
                     }
+                    KalamStatement::CreateView {
+                        view,
+                        columns,
+                        query,
+                        or_replace,
+                        if_not_exists,
+                    } => return crate::views::create(self, &view, columns, *query, or_replace, if_not_exists).await,
+                    KalamStatement::DropView { view, if_exists } => return crate::views::drop(self, &view, if_exists),
                     _ => {}
+                }
+                // A table a view reads stays until the view goes.
+                for table in self.tables_dropped_by(&ddl) {
+                    crate::views::refuse_dependents(self.db, &table.namespace, &table.name, &ddl)?;
                 }
                 if let KalamStatement::CreateIndex {
                     name,
@@ -239,6 +251,8 @@ impl StatementContext<'_> {
             | KalamStatement::ShowNamespaces
             | KalamStatement::CreateStorage { .. }
             | KalamStatement::DropStorage { .. }
+            | KalamStatement::CreateView { .. }
+            | KalamStatement::DropView { .. }
             | KalamStatement::ShowStorages
             | KalamStatement::ShowTables { .. }
             | KalamStatement::DescribeTable(_)
@@ -316,16 +330,23 @@ impl StatementContext<'_> {
             return tolerated(if_exists, error);
         }
         let tables = self.db.catalog.tables_in(name);
-        if !tables.is_empty() && !cascade {
+        let views: Vec<_> = (self.db.catalog.views().into_iter())
+            .filter(|v| v.def.namespace == name)
+            .collect();
+        if (!tables.is_empty() || !views.is_empty()) && !cascade {
             return Err(KalamError::new(
                 ErrorCode::NamespaceNotEmpty,
                 format!(
-                    "namespace '{name}' has {} table(s); use DROP NAMESPACE {name} CASCADE",
-                    tables.len()
+                    "namespace '{name}' has {} table(s) and {} view(s); use DROP NAMESPACE {name} CASCADE",
+                    tables.len(),
+                    views.len()
                 ),
             ));
         }
         let mut batch = self.db.store.batch();
+        for view in &views {
+            Catalog::stage_drop_view(&mut batch, name, &view.def.name);
+        }
         for table in &tables {
             Catalog::stage_drop_table(&mut batch, table);
             ColdTier::stage_drop(&mut batch, table.table_id);
@@ -333,6 +354,9 @@ impl StatementContext<'_> {
         }
         Catalog::stage_drop_namespace(&mut batch, name);
         self.db.store.commit(batch).map_err(store_error)?;
+        for view in &views {
+            self.db.catalog.apply_drop_view(name, &view.def.name);
+        }
         for table in &tables {
             self.db.catalog.apply_drop_table(&table.namespace, &table.name);
             self.db.cold.forget_table(table)?;
@@ -362,6 +386,12 @@ impl StatementContext<'_> {
             return Err(KalamError::new(
                 ErrorCode::NamespaceNotFound,
                 format!("namespace '{namespace}' does not exist"),
+            ));
+        }
+        if self.db.catalog.view(&namespace, &name).is_some() {
+            return Err(KalamError::new(
+                ErrorCode::AlreadyExists,
+                format!("a view '{namespace}.{name}' already exists"),
             ));
         }
         if self.db.catalog.table(&namespace, &name).is_some() {
@@ -501,6 +531,12 @@ impl StatementContext<'_> {
         table_type: Option<TableType>,
         if_exists: bool,
     ) -> KalamResult<StatementResult> {
+        let (namespace, name) = self.resolve(table);
+        if self.db.catalog.view(&namespace, &name).is_some() {
+            return Err(KalamError::invalid_sql(format!(
+                "'{namespace}.{name}' is a view: use DROP VIEW"
+            )));
+        }
         let Some(def) = self.existing_table(table, if_exists)? else {
             return Ok(StatementResult::message(format!(
                 "Table '{}' does not exist",
@@ -1170,15 +1206,6 @@ fn capitalized(table_type: TableType) -> &'static str {
     }
 }
 
-fn check_name(kind: &str, name: &str) -> KalamResult<()> {
-    if !is_valid_identifier(name) {
-        return Err(KalamError::invalid_sql(format!(
-            "invalid {kind} name '{name}': names match [A-Za-z_][A-Za-z0-9_]* (at most 64 characters)"
-        )));
-    }
-    Ok(())
-}
-
 /// Validates a declared column and its default against its type.
 fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResult<ColumnDef> {
     check_name("column", &spec.name)?;
@@ -1262,23 +1289,6 @@ fn one_batch(columns: Vec<(Field, ArrayRef)>, message: Option<String>) -> KalamR
         batches: vec![batch],
         message,
     })
-}
-
-/// An `IF [NOT] EXISTS` that was met: the error's message becomes the statement's
-/// notice instead of the error.
-fn tolerated(tolerate: bool, error: KalamError) -> KalamResult<StatementResult> {
-    match tolerate {
-        true => Ok(StatementResult::message(sentence_case(&error.message))),
-        false => Err(error),
-    }
-}
-
-fn sentence_case(text: &str) -> String {
-    let mut out = text.to_string();
-    if let Some(first) = text.get(..1) {
-        out.replace_range(..1, &first.to_ascii_uppercase());
-    }
-    out
 }
 
 /// `COMPACT_POLICY = 'segments:N'` (N ≥ 1): the most segments a scope keeps before the

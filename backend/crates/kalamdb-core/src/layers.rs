@@ -25,7 +25,7 @@ const MODULES: &[(&str, &str)] = &[
     ("cold", "tiers"), ("scoped", "tiers"), ("write", "tiers"), ("stream", "tiers"),
     ("hot_rows", "tiers"), ("observers", "tiers"), ("locks", "tiers"), ("storages", "tiers"), ("identity", "tiers"), ("txn", "tiers"), ("pending", "tiers"),
     ("provider", "query"), ("tiered_scan", "query"), ("point_read", "query"), ("system_tables", "query"),
-    ("executor", "statements"), ("session", "statements"), ("dml", "statements"), ("ingest", "statements"),
+    ("executor", "statements"), ("session", "statements"), ("views", "statements"), ("dml", "statements"), ("ingest", "statements"),
     ("index_build", "statements"),
     ("maintenance", "lib"),
 ];

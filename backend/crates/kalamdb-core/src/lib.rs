@@ -59,6 +59,7 @@ mod system_tables;
 mod tiered_scan;
 mod tiers;
 mod txn;
+mod views;
 mod write;
 
 use std::sync::Arc;

@@ -36,7 +36,9 @@ struct TableLocks {
 /// A scope's commit lock, held.
 pub(crate) struct CommitGuard {
     scope: Option<tokio::sync::OwnedMutexGuard<()>>,
-    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
+    /// `None` for a transaction's second and later scopes of one table (the first
+    /// one's guard holds the gate).
+    _gate: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
     table: Arc<TableLocks>,
     name: String,
 }
@@ -76,10 +78,39 @@ impl CommitLocks {
         let held = lock.lock_owned().await;
         CommitGuard {
             scope: Some(held),
-            _gate: gate,
+            _gate: Some(gate),
             table,
             name: scope.to_string(),
         }
+    }
+
+    /// The commit locks of several scopes (a transaction's commit), in the order
+    /// given, which must be (table, scope) order: each table's gate is taken once
+    /// (a second read request could queue behind a waiting writer of the gate and
+    /// never be granted while the first is held), then its scopes' locks.
+    pub async fn lock_all(&self, scopes: &[(u32, &str)]) -> Vec<CommitGuard> {
+        let mut guards: Vec<CommitGuard> = Vec::with_capacity(scopes.len());
+        let mut gate: Option<(u32, Arc<TableLocks>)> = None;
+        for &(table_id, scope) in scopes {
+            let (table, gate_guard) = match &gate {
+                Some((id, table)) if *id == table_id => (table.clone(), None),
+                _ => {
+                    let table = self.table(table_id);
+                    let held = table.gate.clone().read_owned().await;
+                    gate = Some((table_id, table.clone()));
+                    (table, Some(held))
+                }
+            };
+            let lock = Self::scope_lock(&table, scope);
+            let held = lock.lock_owned().await;
+            guards.push(CommitGuard {
+                scope: Some(held),
+                _gate: gate_guard,
+                table,
+                name: scope.to_string(),
+            });
+        }
+        guards
     }
 
     /// [`CommitLocks::lock`] from a blocking thread (a flush's, the sweep's).
@@ -90,7 +121,7 @@ impl CommitLocks {
         let held = lock.blocking_lock_owned();
         CommitGuard {
             scope: Some(held),
-            _gate: gate,
+            _gate: Some(gate),
             table,
             name: scope.to_string(),
         }

@@ -511,6 +511,15 @@ fn prepare_query<'a>(
     namespace: &str,
     mut statement: Statement,
 ) -> KalamResult<(StatementSession<'a>, Statement)> {
+    // Views become derived tables of their queries, planned as this caller.
+    kalamdb_sql::views::expand_views(&mut statement, namespace, &|ns, name| {
+        db.catalog
+            .view(ns, name)
+            .map(|view| kalamdb_sql::views::ViewBody {
+                query: view.query.clone(),
+                columns: view.def.columns.clone(),
+            })
+    })?;
     check_relations_exist(db, namespace, &statement)?;
     let expose_hidden = references_hidden(&statement);
     if expose_hidden {
@@ -523,6 +532,17 @@ fn prepare_query<'a>(
     };
     let with_current_user = calls_current_user(&statement);
     Ok((session(db, scope, namespace, with_current_user)?, statement))
+}
+
+/// The result schema of a read-only statement planned as `caller` (nothing runs).
+pub(crate) async fn query_schema(
+    db: &Arc<QueryEngine>,
+    caller: &Caller,
+    namespace: &str,
+    statement: Statement,
+) -> KalamResult<SchemaRef> {
+    let (session, statement) = prepare_query(db, caller, namespace, statement)?;
+    within_budget(async { Ok(plan_statement(session.state(), statement, &[]).await?.schema) }).await
 }
 
 /// Plans `statement` in `ctx`, binds `params` and collects the result, within the

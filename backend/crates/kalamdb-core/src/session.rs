@@ -14,7 +14,10 @@
 //! - `BEGIN` inside a transaction and `COMMIT`/`ROLLBACK` outside one change
 //!   nothing (PostgreSQL warns; the message says so).
 //! - A transaction idle longer than `transaction_timeout_ms` between two statements
-//!   is rolled back (`TRANSACTION_TIMEOUT`).
+//!   is rolled back when its next statement arrives: that statement (a `COMMIT`
+//!   too) answers `TRANSACTION_TIMEOUT`, and the transaction counts as failed
+//!   until its end. (Its snapshot is held until then: a session that never sends
+//!   another statement holds it until it closes.)
 //!
 //! Dropping the session rolls back its open transaction (a `/sql` request that
 //! ends inside one).
@@ -63,10 +66,11 @@ impl Session {
             Err(e) => return Err(self.fail(e)),
         };
         if let KalamStatement::Transaction(command) = statement {
-            return self.control(ctx, command).await;
+            return Box::pin(self.control(ctx, command)).await;
         }
         let open = match &mut self.state {
-            State::Idle => return ctx.execute_statement(statement).await,
+            // Boxed, as every statement's future: the session's own stays small.
+            State::Idle => return Box::pin(ctx.execute_statement(statement)).await,
             State::Failed => {
                 return Err(KalamError::new(
                     ErrorCode::InFailedTransaction,
@@ -75,31 +79,28 @@ impl Session {
             }
             State::Open(open) => open,
         };
-        if let Some(timeout) = ctx.db.options.transaction_timeout
-            && open.idle_since.elapsed() > timeout
-        {
-            self.state = State::Idle;
-            return Err(KalamError::new(
-                ErrorCode::TransactionTimeout,
-                format!(
-                    "the transaction was idle longer than {} ms (transaction_timeout_ms) and was rolled back",
-                    timeout.as_millis()
-                ),
-            ));
-        }
         ctx.db
             .holds
             .wait_async(|| format!("txn_statement:{}:{}", ctx.caller.username, open.statements))
             .await;
+        if let Some(error) = idle_timeout(ctx, open) {
+            self.state = State::Failed;
+            return Err(error);
+        }
         let result = if open.non_transactional {
             Err(KalamError::unsupported(
                 "a statement that cannot be undone (DDL, users, storages, jobs) ran in this transaction: end it (COMMIT or ROLLBACK) before the next statement",
             ))
         } else if !transactional(&statement) {
-            if open.statements == 0 {
+            if open.read_only {
+                Err(KalamError::new(
+                    ErrorCode::PermissionDenied,
+                    "cannot run DDL or other changes in a READ ONLY transaction",
+                ))
+            } else if open.statements == 0 {
                 // Alone in its transaction: it takes effect as outside one.
                 open.non_transactional = true;
-                ctx.execute_statement(statement).await
+                Box::pin(ctx.execute_statement(statement)).await
             } else {
                 Err(KalamError::unsupported(
                     "DDL and other statements that cannot be undone (users, storages, jobs, KILL) are not supported inside a transaction; run them outside BEGIN ... COMMIT",
@@ -112,7 +113,8 @@ impl Session {
             ))
         } else {
             open.txn.moment();
-            crate::txn::within(Some(open.txn.clone()), ctx.execute_statement(statement)).await
+            let work = Box::pin(ctx.execute_statement(statement));
+            crate::txn::within(Some(open.txn.clone()), work).await
         };
         open.statements += 1;
         open.idle_since = Instant::now();
@@ -155,6 +157,10 @@ impl Session {
                 ));
             }
             (TransactionCommand::Commit, State::Open(open)) => {
+                // A transaction idle too long is rolled back, not committed.
+                if let Some(error) = idle_timeout(ctx, &open) {
+                    return Err(error);
+                }
                 ctx.db
                     .holds
                     .wait_async(|| format!("txn_commit:{}", ctx.caller.username))
@@ -175,6 +181,21 @@ impl Session {
         };
         Ok(StatementResult::message(message.to_string()))
     }
+}
+
+/// `TRANSACTION_TIMEOUT` when the open transaction was idle longer than
+/// `transaction_timeout_ms` (it is then rolled back).
+fn idle_timeout(ctx: &StatementContext<'_>, open: &Open) -> Option<KalamError> {
+    let timeout = ctx.db.options.transaction_timeout?;
+    (open.idle_since.elapsed() > timeout).then(|| {
+        KalamError::new(
+            ErrorCode::TransactionTimeout,
+            format!(
+                "the transaction was idle longer than {} ms (transaction_timeout_ms) and was rolled back; end it with ROLLBACK",
+                timeout.as_millis()
+            ),
+        )
+    })
 }
 
 /// Statements a transaction can hold: reads, and writes it can buffer and undo.

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use kalamdb_commons::{KalamResult, Literal};
+use kalamdb_commons::{KalamError, KalamResult, Literal, is_valid_identifier};
 
 use crate::access::Caller;
 use crate::auth::{Authenticator, TokenService};
 use crate::catalog::TableDef;
 use crate::job_record::{JobKind, JobRecord, JobTrigger};
 use crate::query::QueryEngine;
+use crate::results::StatementResult;
 
 pub(crate) struct Engine {
     pub query: Arc<QueryEngine>,
@@ -65,4 +66,31 @@ pub(crate) trait LiveControl: Send + Sync {
     /// Closes the connections of a user whose credentials or role changed, or who
     /// was dropped.
     fn user_changed(&self, user_id: &str, reason: &str);
+}
+
+/// `INVALID_SQL` unless `name` is a valid name of a `kind` (namespace, table, view, ...).
+pub(crate) fn check_name(kind: &str, name: &str) -> KalamResult<()> {
+    if !is_valid_identifier(name) {
+        return Err(KalamError::invalid_sql(format!(
+            "invalid {kind} name '{name}': names match [A-Za-z_][A-Za-z0-9_]* (at most 64 characters)"
+        )));
+    }
+    Ok(())
+}
+
+/// An `IF [NOT] EXISTS` that was met: the error's message becomes the statement's
+/// notice instead of the error.
+pub(crate) fn tolerated(tolerate: bool, error: KalamError) -> KalamResult<StatementResult> {
+    match tolerate {
+        true => Ok(StatementResult::message(sentence_case(&error.message))),
+        false => Err(error),
+    }
+}
+
+pub(crate) fn sentence_case(text: &str) -> String {
+    let mut out = text.to_string();
+    if let Some(first) = text.get(..1) {
+        out.replace_range(..1, &first.to_ascii_uppercase());
+    }
+    out
 }

@@ -42,13 +42,14 @@ pub(crate) struct SystemTables(Vec<Box<dyn SystemTable>>);
 
 impl SystemTables {
     pub fn new(registered: Vec<Box<dyn SystemTable>>) -> Self {
-        let catalog: [(&'static str, BuildFn); 6] = [
+        let catalog: [(&'static str, BuildFn); 7] = [
             ("namespaces", |db, _| namespaces(db)),
             ("tables", |db, _| tables(db)),
             ("columns", |db, _| columns(db)),
             ("indexes", |db, _| indexes(db)),
             ("users", users),
             ("storages", |db, _| crate::storages::system_table(db)),
+            ("views", |db, _| views(db)),
         ];
         let mut tables: Vec<Box<dyn SystemTable>> = (catalog.into_iter())
             .map(|(name, build)| Box::new(CatalogTable(name, build)) as Box<dyn SystemTable>)
@@ -111,6 +112,24 @@ fn namespaces(db: &Tiers) -> DfResult<RecordBatch> {
             text(namespaces.iter().map(|n| n.name.clone()).collect()),
             Arc::new(Int64Array::from(counts)),
             timestamps(namespaces.iter().map(|n| n.created_at).collect()),
+        ],
+    )
+}
+
+fn views(db: &Tiers) -> DfResult<RecordBatch> {
+    let views = db.catalog.views();
+    batch(
+        vec![
+            Field::new("namespace", DataType::Utf8, false),
+            Field::new("view_name", DataType::Utf8, false),
+            Field::new("definition", DataType::Utf8, false),
+            timestamp_field("created_at"),
+        ],
+        vec![
+            text(views.iter().map(|v| v.def.namespace.clone()).collect()),
+            text(views.iter().map(|v| v.def.name.clone()).collect()),
+            text(views.iter().map(|v| v.def.query.clone()).collect()),
+            timestamps(views.iter().map(|v| v.def.created_at).collect()),
         ],
     )
 }

@@ -292,9 +292,17 @@ impl Transaction {
                 ),
             ));
         }
+        // What the buffer grows by: a new key's row, or what a rewritten key's row
+        // grew by.
         let bytes: usize = (writes.iter().zip(&written))
             .filter(|(_, apply)| **apply)
-            .map(|(w, _)| w.row.len() + 64)
+            .map(|(w, _)| {
+                let own = scope_writes.and_then(|s| s.slots.get(&key_cell(&w.key)).map(|&i| &s.keys[i]));
+                match own {
+                    Some(own) => w.row.len().saturating_sub(own.row.len()),
+                    None => w.row.len() + 64,
+                }
+            })
             .sum();
         self.charge.grow(bytes)?;
         all.rows += new_keys;

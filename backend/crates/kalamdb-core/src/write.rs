@@ -97,10 +97,10 @@ pub(crate) async fn commit_all(db: &Arc<Tiers>, groups: &mut [Group]) -> KalamRe
                     read_replaced(db, &group.table, &group.scope, &group.writes, &charge).await?;
             }
         }
-        let mut guards = Vec::with_capacity(groups.len());
-        for group in groups.iter() {
-            guards.push(db.commit_locks.lock(group.table.table_id, &group.scope).await);
-        }
+        let scopes: Vec<(u32, &str)> = (groups.iter())
+            .map(|g| (g.table.table_id, g.scope.as_str()))
+            .collect();
+        let guards = db.commit_locks.lock_all(&scopes).await;
         // Another statement's claim of a key written here: wait for it, holding
         // nothing.
         let claimed = groups.iter().find_map(|g| {

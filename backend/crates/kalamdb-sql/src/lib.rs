@@ -19,6 +19,7 @@ pub mod result_names;
 mod statement;
 pub mod storages;
 mod users;
+pub mod views;
 
 pub use datafusion::sql::sqlparser;
 pub use ddl::{ColumnSpec, CreateTable, TableOptions, UniqueSpec, literal};

@@ -121,6 +121,19 @@ pub enum KalamStatement {
         user: String,
         sql: String,
     },
+    /// `CREATE [OR REPLACE] VIEW [IF NOT EXISTS] ns.v [(a, ...)] AS query`.
+    CreateView {
+        view: TableRef,
+        columns: Vec<String>,
+        query: Box<datafusion::sql::sqlparser::ast::Query>,
+        or_replace: bool,
+        if_not_exists: bool,
+    },
+    /// `DROP VIEW [IF EXISTS] ns.v`.
+    DropView {
+        view: TableRef,
+        if_exists: bool,
+    },
     /// `BEGIN`, `COMMIT`, `ROLLBACK` and their synonyms.
     Transaction(TransactionCommand),
     /// INSERT, UPDATE or DELETE, as sqlparser parsed it.
@@ -278,6 +291,7 @@ fn parse_create(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
             });
         }
         (Some("INDEX"), _) | (Some("UNIQUE"), Some("INDEX")) => return parse_create_index(c),
+        (Some("VIEW"), _) | (Some("OR"), Some("REPLACE")) => return crate::views::parse_create_view(c),
         (Some("STORAGE"), _) => return parse_create_storage(c),
         (Some("USER"), Some("TABLE")) => Some(TableType::User),
         (Some("USER"), _) => return parse_create_user(c),
@@ -286,7 +300,7 @@ fn parse_create(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
         (Some("TABLE"), _) => None,
         _ => {
             return Err(KalamError::unsupported(
-                "CREATE supports NAMESPACE, [USER|SHARED|STREAM] TABLE, [UNIQUE] INDEX, USER and STORAGE",
+                "CREATE supports NAMESPACE, [USER|SHARED|STREAM] TABLE, [UNIQUE] INDEX, [OR REPLACE] VIEW, USER and STORAGE",
             ));
         }
     };
@@ -369,13 +383,14 @@ fn parse_drop(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
         }
         (Some("USER"), Some("TABLE")) => Some(TableType::User),
         (Some("USER"), _) => return parse_drop_user(c),
+        (Some("VIEW"), _) => return crate::views::parse_drop_view(c),
         (Some("STORAGE"), _) => return parse_drop_storage(c),
         (Some("SHARED"), Some("TABLE")) => Some(TableType::Shared),
         (Some("STREAM"), Some("TABLE")) => Some(TableType::Stream),
         (Some("TABLE"), _) => None,
         _ => {
             return Err(KalamError::unsupported(
-                "DROP supports NAMESPACE, [USER|SHARED|STREAM] TABLE, INDEX, USER and STORAGE",
+                "DROP supports NAMESPACE, [USER|SHARED|STREAM] TABLE, VIEW, INDEX, USER and STORAGE",
             ));
         }
     };
