@@ -477,7 +477,12 @@ impl KalamDb {
                 namespace: &namespace,
                 params: &request.params,
             };
-            match run_statement(sql, self.statement_budget(), Box::pin(session.execute(&ctx, sql))).await {
+            let done = if session.takes(sql) {
+                run_statement(sql, self.statement_budget(), Box::pin(session.execute(&ctx, sql))).await
+            } else {
+                run_statement(sql, self.statement_budget(), Box::pin(ctx.execute(sql))).await
+            };
+            match done {
                 Ok(result) => results.push(result),
                 Err(error) => {
                     return SqlOutcome {

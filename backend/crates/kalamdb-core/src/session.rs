@@ -59,6 +59,32 @@ struct Open {
 }
 
 impl Session {
+    /// Whether `sql` needs the session: a transaction is open (or failed), or the
+    /// statement may be transaction control. Otherwise it runs as autocommit
+    /// statements always did ([`StatementContext::execute`]), on the cheapest path.
+    pub fn takes(&self, sql: &str) -> bool {
+        if !matches!(self.state, State::Idle) {
+            return true;
+        }
+        let text = sql.trim_start();
+        if text.starts_with("--") || text.starts_with("/*") || text.starts_with('(') {
+            return true;
+        }
+        let word: String = text.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+        [
+            "BEGIN",
+            "START",
+            "COMMIT",
+            "END",
+            "ROLLBACK",
+            "ABORT",
+            "SAVEPOINT",
+            "RELEASE",
+        ]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+    }
+
     /// Runs one statement of this client (call it under the statement's budget).
     pub async fn execute(&mut self, ctx: &StatementContext<'_>, sql: &str) -> KalamResult<StatementResult> {
         let statement = match parse_statement(sql) {
@@ -69,7 +95,6 @@ impl Session {
             return Box::pin(self.control(ctx, command)).await;
         }
         let open = match &mut self.state {
-            // Boxed, as every statement's future: the session's own stays small.
             State::Idle => return Box::pin(ctx.execute_statement(statement)).await,
             State::Failed => {
                 return Err(KalamError::new(
