@@ -969,3 +969,96 @@ async fn point_selects_answer_exactly_like_the_planner() {
             .body["status"]
     );
 }
+
+/// Select lists whose items only the planner would name alike run, under the names
+/// as written; `CREATE INDEX` takes ordering keywords; a comma join of eight tables
+/// with a filter on each runs from the filtered inputs.
+#[tokio::test]
+async fn names_that_clash_once_planned_ordered_indexes_and_wide_comma_joins() {
+    let server = TestServer::start().await;
+    server
+        .execute_sql(
+            "CREATE NAMESPACE q; CREATE SHARED TABLE q.t (id INT PRIMARY KEY, a INT, c INT); \
+             INSERT INTO q.t VALUES (1, 2, 4), (2, 5, 7)",
+        )
+        .await
+        .expect_success();
+    let minus = server.execute_sql("SELECT - + c, - c FROM q.t ORDER BY 1").await;
+    assert_eq!(minus.column_names(), vec!["-+c", "-c"]);
+    assert_eq!(
+        minus.rows(),
+        vec![vec![json!(-7), json!(-7)], vec![json!(-4), json!(-4)]]
+    );
+    let distinct = server
+        .execute_sql("SELECT DISTINCT + c, 94 AS c FROM q.t ORDER BY 1")
+        .await;
+    assert_eq!(distinct.column_names(), vec!["+c", "c"]);
+    assert_eq!(
+        distinct.rows(),
+        vec![vec![json!(4), json!(94)], vec![json!(7), json!(94)]]
+    );
+    let subqueries = server
+        .execute_sql("SELECT (SELECT a FROM q.t WHERE id = 1), (SELECT a FROM q.t WHERE id = 2) FROM q.t")
+        .await;
+    assert_eq!(
+        subqueries.rows(),
+        vec![vec![json!(2), json!(5)], vec![json!(2), json!(5)]]
+    );
+    assert_eq!(
+        subqueries.column_names(),
+        vec![
+            "(SELECT a FROM q.t WHERE id = 1)",
+            "(SELECT a FROM q.t WHERE id = 2)"
+        ]
+    );
+
+    server
+        .execute_sql("CREATE INDEX t_a_c ON q.t (a DESC, c ASC NULLS LAST)")
+        .await
+        .expect_success();
+    let listed = server
+        .execute_sql("SELECT columns FROM system.indexes WHERE index_name = 't_a_c'")
+        .await;
+    assert_eq!(listed.rows(), vec![vec![json!("a DESC, c")]]);
+    assert_eq!(
+        server.execute_sql("SELECT id FROM q.t WHERE a = 5").await.rows(),
+        vec![vec![json!(2)]]
+    );
+
+    // Eight tables of 200 rows: a cross product of unfiltered inputs would be 2.56e18
+    // rows; each filter reaches its table first.
+    let mut setup = String::new();
+    for i in 1..=8 {
+        let rows: Vec<String> = (1..=200)
+            .map(|r| format!("({r}, {}, {}, 'x{i}-{r}')", (r * 37 + i * 11) % 997, r % 7))
+            .collect();
+        setup.push_str(&format!(
+            "CREATE SHARED TABLE q.w{i} (k{i} INT PRIMARY KEY, a{i} INT, c{i} INT, x{i} TEXT); INSERT INTO q.w{i} VALUES {};",
+            rows.join(", ")
+        ));
+    }
+    server.execute_sql(&setup).await.expect_success();
+    let joined = server
+        .execute_sql(
+            "SELECT count(*), min(x1), max(x4) FROM q.w1, q.w2, q.w3, q.w4, q.w5, q.w6, q.w7, q.w8 \
+             WHERE a1 = 48 AND a2 IN (59, 96) AND k3 = 7 AND a4 BETWEEN 10 AND 12 AND (k5 = 1 OR k5 = 2) \
+             AND c6 = c7 AND k6 <= 10 AND k7 < 4 AND k8 IN (3, 4) AND c1 = c2",
+        )
+        .await;
+    // w1: a1 = 48 only at k 1 (c 1); w2: a2 in (59, 96) at k 1, 2 (c 1, 2), so c1 = c2
+    // keeps one pair; w3 one row; w4: a4 = 11 at k 53; w5 two rows; w6 ⋈ w7 on c over
+    // k6 <= 10 and k7 < 4: six pairs; w8 two rows: 1 × 1 × 1 × 2 × 6 × 2 = 24.
+    assert_eq!(
+        joined.rows(),
+        vec![vec![json!(24), json!("x1-1"), json!("x4-53")]]
+    );
+    let product = server
+        .execute_sql(
+            "SELECT count(*) FROM q.w1, q.w2, q.w3, q.w4, q.w5, q.w6, q.w7, q.w8 \
+             WHERE a1 = 48 AND a2 IN (59, 96) AND k3 = 7 AND k4 <= 3 AND (k5 = 1 OR k5 = 2) \
+             AND c6 = c7 AND k6 <= 10 AND k7 < 4 AND k8 IN (3, 4)",
+        )
+        .await;
+    // 1 × 2 × 1 × 3 × 2 × 6 × 2
+    assert_eq!(product.rows(), vec![vec![json!(144)]]);
+}

@@ -110,6 +110,9 @@ pub struct IndexDef {
     /// Column ids, in index order.
     pub columns: Vec<u32>,
     pub unique: bool,
+    /// Per column, whether `CREATE INDEX` named it `DESC` (empty: all ascending).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub descending: Vec<bool>,
     pub created_at: i64,
 }
 

@@ -167,12 +167,13 @@ impl StatementContext<'_> {
                     name,
                     table,
                     columns,
+                    descending,
                     unique,
                     if_not_exists,
                 } = &ddl
                 {
                     return self
-                        .create_index(name, table, columns, *unique, *if_not_exists)
+                        .create_index(name, table, columns, descending, *unique, *if_not_exists)
                         .await;
                 }
                 // Jobs of tables about to be dropped stop first (at a batch boundary),
@@ -734,6 +735,7 @@ impl StatementContext<'_> {
                 name: index_name,
                 columns: ids,
                 unique: true,
+                descending: Vec::new(),
                 created_at: now_micros(),
             });
         }
@@ -757,6 +759,7 @@ impl StatementContext<'_> {
         name: &str,
         table: &TableRef,
         columns: &[String],
+        descending: &[bool],
         unique: bool,
         if_not_exists: bool,
     ) -> KalamResult<StatementResult> {
@@ -800,6 +803,11 @@ impl StatementContext<'_> {
             name: name.to_string(),
             columns: ids,
             unique,
+            descending: if descending.contains(&true) {
+                descending.to_vec()
+            } else {
+                Vec::new()
+            },
             created_at: now_micros(),
         };
         let mut updated = (*def).clone();

@@ -281,11 +281,14 @@ fn indexes(db: &Tiers) -> DfResult<RecordBatch> {
             ns.push(table.namespace.clone());
             tables.push(table.name.clone());
             names.push(index.name.clone());
-            let column_names: Vec<&str> = index
-                .columns
-                .iter()
-                .filter_map(|id| table.columns.iter().find(|c| c.id == *id))
-                .map(|c| c.name.as_str())
+            let column_names: Vec<String> = (index.columns.iter().enumerate())
+                .filter_map(|(i, id)| {
+                    let column = table.columns.iter().find(|c| c.id == *id)?;
+                    Some(match index.descending.get(i) {
+                        Some(true) => format!("{} DESC", column.name),
+                        _ => column.name.clone(),
+                    })
+                })
                 .collect();
             columns.push(column_names.join(", "));
             unique.push(index.unique);

@@ -4,8 +4,9 @@
 //!
 //! When the outermost select list repeats a name, every item of it is planned under
 //! a unique internal alias, and the result's schema is renamed back to the names the
-//! client expects: an item's alias as written, or the name DataFusion gives the
-//! expression (a column's name for a column). ORDER BY and GROUP BY items that name a
+//! client expects: an item's alias, an expression's text as written (`- + c`), or a
+//! column's name. Names that only clash once planned count as repeated: DataFusion
+//! drops unary plus and parentheses and names every scalar subquery alike. ORDER BY and GROUP BY items that name a
 //! select-list alias follow the rename. In a select list with one wildcard, every
 //! other item is aliased so (a name it may share with a column the wildcard brings);
 //! the wildcard's columns keep their names.
@@ -72,7 +73,13 @@ pub fn disambiguate(statement: &mut Statement) -> KalamResult<Option<Renamed>> {
                 .and_modify(|r| *r = None)
                 .or_insert_with(|| Some(internal.clone()));
         }
-        written.push(alias.as_ref().map(normalized));
+        // The name as written: the alias, or an expression's text (a column keeps
+        // the name DataFusion gives it, read from the plan).
+        written.push(match (&alias, &expr) {
+            (Some(alias), _) => Some(normalized(alias)),
+            (None, ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)) => None,
+            (None, expr) => Some(expr.to_string()),
+        });
         *item = SelectItem::ExprWithAlias {
             expr,
             alias: internal,
@@ -198,7 +205,7 @@ fn repeats_a_name(items: &[SelectItem]) -> bool {
                 Some(last) => normalized(last),
                 None => return false,
             },
-            SelectItem::UnnamedExpr(expr) => expr.to_string().to_lowercase(),
+            SelectItem::UnnamedExpr(expr) => planned_name(expr),
             _ => return false,
         };
         if !seen.insert(name) {
@@ -206,6 +213,45 @@ fn repeats_a_name(items: &[SelectItem]) -> bool {
         }
     }
     false
+}
+
+/// What an unaliased expression is named once planned, as far as names can clash:
+/// DataFusion drops unary plus and parentheses (`+ c` is the column `c`, `- + c` is
+/// `- c`) and names every scalar subquery alike.
+fn planned_name(expr: &ast::Expr) -> String {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::sqlparser::ast::{UnaryOperator, VisitMut, VisitorMut};
+    struct Plain;
+    impl VisitorMut for Plain {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<()> {
+            loop {
+                match expr {
+                    ast::Expr::UnaryOp {
+                        op: UnaryOperator::Plus,
+                        expr: inner,
+                    }
+                    | ast::Expr::Nested(inner) => {
+                        let inner = std::mem::replace(inner.as_mut(), ast::Expr::value(ast::Value::Null));
+                        *expr = inner;
+                    }
+                    ast::Expr::Subquery(_) => {
+                        *expr = ast::Expr::Identifier(Ident::new("(<subquery>)"));
+                        return ControlFlow::Continue(());
+                    }
+                    _ => return ControlFlow::Continue(()),
+                }
+            }
+        }
+    }
+    let mut plain = expr.clone();
+    let _ = plain.visit(&mut Plain);
+    match &plain {
+        ast::Expr::Identifier(ident) => normalized(ident),
+        ast::Expr::CompoundIdentifier(parts) => parts.last().map(normalized).unwrap_or_default(),
+        other => other.to_string().to_lowercase(),
+    }
 }
 
 /// An identifier as the planner resolves it: unquoted ones in lower case.
@@ -231,6 +277,16 @@ mod tests {
         disambiguate(&mut statement)
             .unwrap()
             .map(|_| statement.to_string())
+    }
+
+    #[test]
+    fn names_that_clash_once_planned_are_rewritten() {
+        assert!(rewritten("SELECT - + c, - c FROM t").is_some());
+        assert!(rewritten("SELECT DISTINCT + c, 94 AS c FROM t").is_some());
+        assert!(rewritten("SELECT (c), c FROM t").is_some());
+        assert!(rewritten("SELECT (SELECT a FROM t), (SELECT b FROM t) FROM t").is_some());
+        assert_eq!(rewritten("SELECT - c, + c FROM t"), None);
+        assert_eq!(rewritten("SELECT (SELECT a FROM t), b FROM t"), None);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub enum KalamStatement {
         name: String,
         table: TableRef,
         columns: Vec<String>,
+        /// Per column: `DESC` (recorded; the index serves the same lookups).
+        descending: Vec<bool>,
         unique: bool,
         if_not_exists: bool,
     },
@@ -331,6 +333,7 @@ fn parse_create_index(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
         ));
     }
     let mut columns = Vec::new();
+    let mut descending = Vec::new();
     loop {
         let column = c.identifier()?;
         if columns.contains(&column) {
@@ -339,6 +342,16 @@ fn parse_create_index(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
             )));
         }
         columns.push(column);
+        // PostgreSQL's ordering options: the order is recorded; NULLS FIRST|LAST
+        // are taken and change nothing (lookups find NULLs either way).
+        let desc = c.eat_word("DESC");
+        if !desc {
+            c.eat_word("ASC");
+        }
+        descending.push(desc);
+        if c.eat_word("NULLS") && !c.eat_word("FIRST") && !c.eat_word("LAST") {
+            return Err(KalamError::invalid_sql("syntax error: NULLS FIRST or NULLS LAST"));
+        }
         if c.parser.consume_token(&Token::Comma) {
             continue;
         }
@@ -354,6 +367,7 @@ fn parse_create_index(c: &mut Cursor<'_>) -> KalamResult<KalamStatement> {
         name,
         table,
         columns,
+        descending,
         unique,
         if_not_exists,
     })
@@ -780,7 +794,43 @@ mod tests {
         ));
         assert_eq!(parse_err("SELEC 1"), ErrorCode::InvalidSql);
         assert_eq!(parse_err("SELECT 1 2 3"), ErrorCode::InvalidSql);
-        assert_eq!(parse_err("CREATE VIEW v AS SELECT 1"), ErrorCode::Unsupported);
+        assert_eq!(
+            parse_err("CREATE MATERIALIZED VIEW v AS SELECT 1"),
+            ErrorCode::Unsupported
+        );
+        assert!(matches!(
+            parse("CREATE OR REPLACE VIEW v (a) AS SELECT 1"),
+            KalamStatement::CreateView { or_replace: true, .. }
+        ));
+        assert!(matches!(
+            parse("DROP VIEW IF EXISTS ns.v"),
+            KalamStatement::DropView { if_exists: true, .. }
+        ));
+        assert_eq!(
+            parse("BEGIN"),
+            KalamStatement::Transaction(TransactionCommand::Begin { read_only: false })
+        );
+        assert_eq!(
+            parse("START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ ONLY"),
+            KalamStatement::Transaction(TransactionCommand::Begin { read_only: true })
+        );
+        assert_eq!(
+            parse("COMMIT WORK"),
+            KalamStatement::Transaction(TransactionCommand::Commit)
+        );
+        assert_eq!(
+            parse("END"),
+            KalamStatement::Transaction(TransactionCommand::Commit)
+        );
+        assert_eq!(
+            parse("ROLLBACK"),
+            KalamStatement::Transaction(TransactionCommand::Rollback)
+        );
+        assert_eq!(parse_err("ROLLBACK TO SAVEPOINT a"), ErrorCode::Unsupported);
+        assert_eq!(
+            parse_err("BEGIN ISOLATION LEVEL SERIALIZABLE"),
+            ErrorCode::Unsupported
+        );
         assert_eq!(parse_err("TRUNCATE t"), ErrorCode::Unsupported);
     }
 }
