@@ -350,6 +350,39 @@ async fn snapshot_isolation_lost_update_refused_read_skew_impossible_write_skew_
             .is_empty()
     );
 
+    // UNIQUE is checked at COMMIT against everything committed: a value another
+    // commit took after the snapshot fails the transaction.
+    server
+        .execute_sql("CREATE SHARED TABLE app.people (id BIGINT PRIMARY KEY, email TEXT UNIQUE)")
+        .await
+        .expect_success();
+    holds.hold("txn_commit:alice");
+    let alice = spawn_txn(
+        &server,
+        "alice",
+        "BEGIN; INSERT INTO app.people VALUES (1, 'a@x'); INSERT INTO app.log VALUES ('people', 1); COMMIT",
+    );
+    server.wait_at_hold("txn_commit:alice").await;
+    server
+        .execute_sql("INSERT INTO app.people VALUES (2, 'a@x')")
+        .await
+        .expect_success();
+    holds.release("txn_commit:alice");
+    let answer = alice.await.unwrap();
+    assert_eq!(answer.http_status, 409, "{}", answer.body);
+    assert_eq!(answer.body["error"]["statement_index"], 3);
+    assert!(
+        server
+            .execute_sql("SELECT * FROM app.log")
+            .await
+            .rows()
+            .is_empty()
+    );
+    assert_eq!(
+        server.execute_sql("SELECT id FROM app.people").await.rows(),
+        vec![vec![json!(2)]]
+    );
+
     // Read skew: alice reads row 2, root moves 50 from 2 to 3 in a transaction,
     // alice reads row 3: her total is the total.
     holds.hold("txn_statement:alice:1");
