@@ -992,7 +992,7 @@ async fn names_that_clash_once_planned_ordered_indexes_and_wide_comma_joins() {
     let distinct = server
         .execute_sql("SELECT DISTINCT + c, 94 AS c FROM q.t ORDER BY 1")
         .await;
-    assert_eq!(distinct.column_names(), vec!["+c", "c"]);
+    assert_eq!(distinct.column_names(), vec!["c", "c"]);
     assert_eq!(
         distinct.rows(),
         vec![vec![json!(4), json!(94)], vec![json!(7), json!(94)]]

@@ -181,7 +181,8 @@ pub struct View {
 }
 
 impl View {
-    fn parse(def: ViewDef) -> KalamResult<View> {
+    /// The view with its stored query parsed (`INTERNAL_ERROR` when it does not parse).
+    pub fn parse(def: ViewDef) -> KalamResult<View> {
         let parsed = kalamdb_sql::parse_sql_text(&def.query)
             .map_err(|e| KalamError::internal(format!("corrupt view {}.{}: {e}", def.namespace, def.name)))?;
         match parsed.into_iter().next() {
@@ -259,7 +260,16 @@ impl Catalog {
         }
         for view in load::<ViewDef>(store, "view/")? {
             let key = (view.namespace.clone(), view.name.clone());
-            state.views.insert(key, Arc::new(View::parse(view)?));
+            // One view that no longer parses must not keep the server from starting:
+            // it is left out (reads of it answer TABLE_NOT_FOUND) and logged.
+            match View::parse(view) {
+                Ok(view) => {
+                    state.views.insert(key, Arc::new(view));
+                }
+                Err(e) => {
+                    tracing::error!(view = %format!("{}.{}", key.0, key.1), "view left out: {}", e.message)
+                }
+            }
         }
         for user in load::<UserRecord>(store, "user/")? {
             state.users.insert(user.username.clone(), user);
@@ -412,11 +422,9 @@ impl Catalog {
         batch.put_system(&view_key(&view.namespace, &view.name), &to_json(view));
     }
 
-    pub fn apply_view(&self, view: ViewDef) -> KalamResult<()> {
-        let key = (view.namespace.clone(), view.name.clone());
-        let view = Arc::new(View::parse(view)?);
-        self.state.write().views.insert(key, view);
-        Ok(())
+    pub fn apply_view(&self, view: View) {
+        let key = (view.def.namespace.clone(), view.def.name.clone());
+        self.state.write().views.insert(key, Arc::new(view));
     }
 
     pub fn stage_drop_view(batch: &mut StoreBatch<'_>, namespace: &str, name: &str) {

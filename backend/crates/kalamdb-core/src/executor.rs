@@ -159,9 +159,14 @@ impl StatementContext<'_> {
                     KalamStatement::DropView { view, if_exists } => return crate::views::drop(self, &view, if_exists),
                     _ => {}
                 }
-                // A table a view reads stays until the view goes.
+                // A table or view a view reads stays until the view goes.
                 for table in self.tables_dropped_by(&ddl) {
                     crate::views::refuse_dependents(self.db, &table.namespace, &table.name, &ddl)?;
+                }
+                if let KalamStatement::DropNamespace { name, .. } = &ddl {
+                    for view in self.db.catalog.views().iter().filter(|v| &v.def.namespace == name) {
+                        crate::views::refuse_dependents(self.db, name, &view.def.name, &ddl)?;
+                    }
                 }
                 if let KalamStatement::CreateIndex {
                     name,

@@ -5,12 +5,12 @@
 //! rights to read what it reads.
 
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
-use kalamdb_sql::sqlparser::ast::{Query, Statement};
+use kalamdb_sql::sqlparser::ast::Query;
 use kalamdb_sql::{KalamStatement, TableRef};
 
 use crate::access::{Action, require};
 use crate::base::{now_micros, store_error};
-use crate::catalog::{Catalog, SYSTEM_NAMESPACE, ViewDef};
+use crate::catalog::{Catalog, SYSTEM_NAMESPACE, View, ViewDef};
 use crate::results::StatementResult;
 use crate::statements::{Engine, StatementContext, check_name, tolerated};
 
@@ -50,29 +50,13 @@ pub(crate) async fn create(
         );
         return tolerated(if_not_exists, error);
     }
-    let reads = kalamdb_sql::views::qualify_view_query(&mut query, &namespace)?;
+    let reads = kalamdb_sql::views::qualify_view_query(&mut query, &namespace);
     for (ns, table) in &reads {
         if (ns, table) == (&namespace, &name) || reaches(catalog, ns, table, (&namespace, &name)) {
             return Err(KalamError::invalid_sql(format!(
                 "view '{namespace}.{name}' would read itself"
             )));
         }
-    }
-    // Planned once as its creator: the names exist, the query is valid, and the
-    // columns are known.
-    let schema = crate::query::query_schema(
-        &ctx.db.query,
-        ctx.caller,
-        &namespace,
-        Statement::Query(Box::new(query.clone())),
-    )
-    .await?;
-    if !columns.is_empty() && columns.len() != schema.fields().len() {
-        return Err(KalamError::invalid_sql(format!(
-            "view '{namespace}.{name}' names {} column(s) but its query returns {}",
-            columns.len(),
-            schema.fields().len()
-        )));
     }
     let def = ViewDef {
         namespace: namespace.clone(),
@@ -82,10 +66,41 @@ pub(crate) async fn create(
         reads,
         created_at: now_micros(),
     };
+    // The stored text parses back to the query, before anything is stored.
+    let view = View::parse(def)?;
+    // Planned once as its creator, as readers will read it — a derived table under
+    // its column names: the names exist, the query is valid, and its columns can be
+    // referred to (a select list that repeats a name cannot).
+    let mut read_as = kalamdb_sql::parse_sql_text(&format!("SELECT * FROM \"{namespace}\".\"{name}\""))
+        .map_err(|e| KalamError::internal(format!("view probe: {e}")))?
+        .remove(0);
+    // This view as it will be, the others as they are.
+    kalamdb_sql::views::expand_views(&mut read_as, &namespace, &|ns, table| {
+        let (query, columns) = match (ns == namespace && table == name, catalog.view(ns, table)) {
+            (true, _) => (view.query.clone(), view.def.columns.clone()),
+            (false, Some(other)) => (other.query.clone(), other.def.columns.clone()),
+            (false, None) => return None,
+        };
+        Some(kalamdb_sql::views::ViewBody { query, columns })
+    })?;
+    let schema = crate::query::query_schema(&ctx.db.query, ctx.caller, &namespace, read_as).await;
+    let schema = schema.map_err(|e| match e.message.contains("unique expression names") {
+        true => KalamError::invalid_sql(format!(
+            "the query of view '{namespace}.{name}' returns two columns of one name: give them aliases (or the view a column list)"
+        )),
+        false => e,
+    })?;
+    if !view.def.columns.is_empty() && view.def.columns.len() != schema.fields().len() {
+        return Err(KalamError::invalid_sql(format!(
+            "view '{namespace}.{name}' names {} column(s) but its query returns {}",
+            view.def.columns.len(),
+            schema.fields().len()
+        )));
+    }
     let mut batch = ctx.db.store.batch();
-    Catalog::stage_view(&mut batch, &def);
+    Catalog::stage_view(&mut batch, &view.def);
     ctx.db.store.commit(batch).map_err(store_error)?;
-    catalog.apply_view(def)?;
+    catalog.apply_view(view);
     Ok(StatementResult::message(format!(
         "View '{namespace}.{name}' created"
     )))

@@ -48,6 +48,18 @@ pub fn disambiguate(statement: &mut Statement) -> KalamResult<Option<Renamed>> {
     if !needs_it {
         return Ok(None);
     }
+    // Unaliased expressions whose planned names clash are named by their text.
+    let mut planned: HashMap<String, usize> = HashMap::new();
+    for item in &select.projection {
+        if let SelectItem::UnnamedExpr(expr) = item {
+            *planned.entry(planned_name(expr)).or_default() += 1;
+        }
+    }
+    let clashing: std::collections::HashSet<String> = planned
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(name, _)| name)
+        .collect();
     let mut written = Vec::with_capacity(select.projection.len());
     let mut renames: HashMap<String, Option<Ident>> = HashMap::new();
     for (i, item) in select.projection.iter_mut().enumerate() {
@@ -78,7 +90,8 @@ pub fn disambiguate(statement: &mut Statement) -> KalamResult<Option<Renamed>> {
         written.push(match (&alias, &expr) {
             (Some(alias), _) => Some(normalized(alias)),
             (None, ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)) => None,
-            (None, expr) => Some(expr.to_string()),
+            (None, expr) if clashing.contains(&planned_name(expr)) => Some(expr.to_string()),
+            (None, _) => None,
         });
         *item = SelectItem::ExprWithAlias {
             expr,
@@ -222,34 +235,34 @@ fn planned_name(expr: &ast::Expr) -> String {
     use std::ops::ControlFlow;
 
     use datafusion::sql::sqlparser::ast::{UnaryOperator, VisitMut, VisitorMut};
-    struct Plain;
-    impl VisitorMut for Plain {
+    /// Unary plus goes wherever it is.
+    struct NoPlus;
+    impl VisitorMut for NoPlus {
         type Break = ();
         fn post_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<()> {
-            loop {
-                match expr {
-                    ast::Expr::UnaryOp {
-                        op: UnaryOperator::Plus,
-                        expr: inner,
-                    }
-                    | ast::Expr::Nested(inner) => {
-                        let inner = std::mem::replace(inner.as_mut(), ast::Expr::value(ast::Value::Null));
-                        *expr = inner;
-                    }
-                    ast::Expr::Subquery(_) => {
-                        *expr = ast::Expr::Identifier(Ident::new("(<subquery>)"));
-                        return ControlFlow::Continue(());
-                    }
-                    _ => return ControlFlow::Continue(()),
-                }
+            while let ast::Expr::UnaryOp {
+                op: UnaryOperator::Plus,
+                expr: inner,
+            } = expr
+            {
+                let inner = std::mem::replace(inner.as_mut(), ast::Expr::value(ast::Value::Null));
+                *expr = inner;
             }
+            ControlFlow::Continue(())
         }
     }
     let mut plain = expr.clone();
-    let _ = plain.visit(&mut Plain);
+    let _ = plain.visit(&mut NoPlus);
+    // Parentheses around the whole item go too (inner ones shape the name).
+    while let ast::Expr::Nested(inner) = plain {
+        plain = *inner;
+    }
     match &plain {
         ast::Expr::Identifier(ident) => normalized(ident),
         ast::Expr::CompoundIdentifier(parts) => parts.last().map(normalized).unwrap_or_default(),
+        ast::Expr::Subquery(_) => "(<subquery>)".to_string(),
+        // Names and functions are case-insensitive (a literal's case is not, which
+        // at worst renames two items that did not need it).
         other => other.to_string().to_lowercase(),
     }
 }
@@ -284,6 +297,7 @@ mod tests {
         assert!(rewritten("SELECT - + c, - c FROM t").is_some());
         assert!(rewritten("SELECT DISTINCT + c, 94 AS c FROM t").is_some());
         assert!(rewritten("SELECT (c), c FROM t").is_some());
+        assert_eq!(rewritten("SELECT (a + b) * c, a + b * c FROM t"), None);
         assert!(rewritten("SELECT (SELECT a FROM t), (SELECT b FROM t) FROM t").is_some());
         assert_eq!(rewritten("SELECT - c, + c FROM t"), None);
         assert_eq!(rewritten("SELECT (SELECT a FROM t), b FROM t"), None);

@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use kalamdb_commons::{ErrorCode, KalamError, KalamResult};
 
 use crate::ident_name;
-use crate::statement::{Cursor, KalamStatement, object_name_to_table, parser_error};
+use crate::statement::{Cursor, KalamStatement, parser_error};
 
 /// Views a statement may expand (nested ones included): beyond, views nest too
 /// deeply or refer to each other in a cycle.
@@ -91,53 +91,56 @@ fn cte_names<V: Visit>(node: &V) -> HashSet<String> {
     ctes.0
 }
 
-/// The (namespace, name) a relation name means, `namespace` being the default one;
-/// `None` for a common table expression's name.
-fn resolve(
-    name: &ObjectName,
-    namespace: &str,
-    ctes: &HashSet<String>,
-) -> KalamResult<Option<(String, String)>> {
-    let table = object_name_to_table(name)?;
-    if table.namespace.is_none() && ctes.contains(&table.name) {
-        return Ok(None);
+/// The (namespace, name) a relation name means, `namespace` being the default one
+/// (`kalam.ns.t` names `ns.t`); `None` for a common table expression's name and for
+/// names that are no table's.
+fn resolve(name: &ObjectName, namespace: &str, ctes: &HashSet<String>) -> Option<(String, String)> {
+    let parts: Vec<String> = (name.0.iter())
+        .map(|p| p.as_ident().map(ident_name))
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [table] if ctes.contains(table) => None,
+        [table] => Some((namespace.to_string(), table.clone())),
+        [ns, table] => Some((ns.clone(), table.clone())),
+        [catalog, ns, table] if catalog == "kalam" => Some((ns.clone(), table.clone())),
+        _ => None,
     }
-    Ok(Some((
-        table.namespace.unwrap_or_else(|| namespace.to_string()),
-        table.name,
-    )))
 }
 
 /// Qualifies every one-part table name of a view's query with `namespace` (names of
-/// common table expressions aside), so the stored query means the same whatever
-/// namespace it is read from; returns the relations it reads, once each.
-pub fn qualify_view_query(query: &mut Query, namespace: &str) -> KalamResult<Vec<(String, String)>> {
-    let ctes = cte_names(&*query);
-    let mut reads: Vec<(String, String)> = Vec::new();
-    let mut failed = None;
-    let _ = datafusion::sql::sqlparser::ast::visit_relations_mut(query, |name| {
-        match resolve(name, namespace, &ctes) {
-            Ok(Some((ns, table))) => {
+/// common table expressions and table functions aside), so the stored query means
+/// the same whatever namespace it is read from; returns the relations it reads, once
+/// each.
+pub fn qualify_view_query(query: &mut Query, namespace: &str) -> Vec<(String, String)> {
+    struct Qualifier<'a> {
+        namespace: &'a str,
+        ctes: HashSet<String>,
+        reads: Vec<(String, String)>,
+    }
+    impl VisitorMut for Qualifier<'_> {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table { name, args: None, .. } = factor
+                && let Some((ns, table)) = resolve(name, self.namespace, &self.ctes)
+            {
                 if name.0.len() == 1 {
                     name.0
                         .insert(0, ObjectNamePart::Identifier(Ident::with_quote('"', ns.clone())));
                 }
-                if !reads.contains(&(ns.clone(), table.clone())) {
-                    reads.push((ns, table));
+                if !self.reads.contains(&(ns.clone(), table.clone())) {
+                    self.reads.push((ns, table));
                 }
-                ControlFlow::Continue(())
             }
-            Ok(None) => ControlFlow::Continue(()),
-            Err(e) => {
-                failed = Some(e);
-                ControlFlow::Break(())
-            }
+            ControlFlow::Continue(())
         }
-    });
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(reads),
     }
+    let mut qualifier = Qualifier {
+        namespace,
+        ctes: cte_names(&*query),
+        reads: Vec::new(),
+    };
+    let _ = VisitMut::visit(query, &mut qualifier);
+    qualifier.reads
 }
 
 /// Replaces every reference to a view in `statement` (names resolved in
@@ -167,10 +170,8 @@ pub fn expand_views(
             else {
                 return ControlFlow::Continue(());
             };
-            let (namespace, table) = match resolve(name, self.namespace, &self.ctes) {
-                Ok(Some(resolved)) => resolved,
-                Ok(None) => return ControlFlow::Continue(()),
-                Err(e) => return ControlFlow::Break(e),
+            let Some((namespace, table)) = resolve(name, self.namespace, &self.ctes) else {
+                return ControlFlow::Continue(());
             };
             let Some(body) = (self.view)(&namespace, &table) else {
                 return ControlFlow::Continue(());
