@@ -533,6 +533,10 @@ async fn identity_columns_number_rows_and_never_repeat_a_value() {
             vec![json!(3), json!(2), json!("z")],
         ]
     );
+    server
+        .execute_sql("UPDATE app.b SET id = 7 WHERE id = 1")
+        .await
+        .expect_error(400, "INVALID_SQL");
     let described = server.execute_sql("DESCRIBE TABLE app.b").await;
     assert!(
         described

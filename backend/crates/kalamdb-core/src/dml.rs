@@ -946,6 +946,11 @@ fn assignments(table: &TableDef, list: &[ast::Assignment]) -> KalamResult<HashMa
             )));
         }
         let index = column_index(table, &column)?;
+        if table.columns[index].default == Some(DefaultValue::Identity { always: true }) {
+            return Err(KalamError::invalid_sql(format!(
+                "column '{column}' is GENERATED ALWAYS AS IDENTITY: an UPDATE cannot change it"
+            )));
+        }
         if table.primary_key == Some(table.columns[index].id) {
             return Err(KalamError::unsupported(format!(
                 "the primary key column '{column}' cannot be updated; delete and insert instead"
