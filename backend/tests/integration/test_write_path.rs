@@ -537,6 +537,46 @@ async fn identity_columns_number_rows_and_never_repeat_a_value() {
         .execute_sql("UPDATE app.b SET id = 7 WHERE id = 1")
         .await
         .expect_error(400, "INVALID_SQL");
+    // VARCHAR(n) holds at most n characters, in every write path.
+    let long = "é".repeat(51);
+    for sql in [
+        format!("INSERT INTO app.s (name) VALUES ('{long}')"),
+        format!("UPDATE app.s SET name = '{long}' WHERE id = 1"),
+        format!(
+            "INSERT INTO app.s (id, name) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET name = '{long}'"
+        ),
+        format!("INSERT INTO app.s (name) SELECT '{long}'"),
+    ] {
+        let refused = server.execute_sql(&sql).await;
+        refused.expect_error(400, "TYPE_MISMATCH");
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("VARCHAR(50)"),
+            "{}",
+            refused.body
+        );
+    }
+    let fifty = "é".repeat(50);
+    server
+        .execute_sql(&format!("UPDATE app.s SET name = '{fifty}' WHERE id = 1"))
+        .await
+        .expect_success();
+    let ingested = server
+        .ingest_as(
+            "root",
+            "",
+            "app/s",
+            "application/x-ndjson",
+            format!("{{\"name\": \"{long}\"}}\n").into_bytes(),
+        )
+        .await;
+    ingested.expect_error(400, "TYPE_MISMATCH");
+    let types = server
+        .execute_sql("SELECT data_type FROM system.columns WHERE table_name = 's' AND column_name = 'name'")
+        .await;
+    assert_eq!(types.rows(), vec![vec![json!("VARCHAR(50)")]]);
     let described = server.execute_sql("DESCRIBE TABLE app.b").await;
     assert!(
         described

@@ -43,9 +43,21 @@ pub struct ColumnDef {
     pub default: Option<DefaultValue>,
     /// What rows written before this column existed read as (ADD COLUMN ... DEFAULT).
     pub backfill: Option<Literal>,
+    /// `VARCHAR(n)` / `CHAR(n)`: the most characters a TEXT value may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_chars: Option<u32>,
 }
 
 impl ColumnDef {
+    /// The column's type as SQL shows it (`VARCHAR(50)` for a TEXT column with a
+    /// length).
+    pub fn type_name(&self) -> String {
+        match self.max_chars {
+            Some(n) => format!("VARCHAR({n})"),
+            None => self.data_type.sql_name().to_string(),
+        }
+    }
+
     /// What a row written before this column existed reads as.
     pub fn backfill_value(&self) -> Value {
         self.backfill

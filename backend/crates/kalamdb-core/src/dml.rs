@@ -264,7 +264,9 @@ fn encode_tombstone(table: &TableDef, key: &Value) -> Vec<u8> {
     row
 }
 
-pub(crate) fn check_not_null(table: &TableDef, values: &[Value]) -> KalamResult<()> {
+/// The checks of a new row's values that the column definitions make: NOT NULL, and
+/// the length of a `VARCHAR(n)` value.
+pub(crate) fn check_values(table: &TableDef, values: &[Value]) -> KalamResult<()> {
     for (column, value) in table.columns.iter().zip(values) {
         if value.is_null() && !column.nullable {
             return Err(KalamError::new(
@@ -273,6 +275,21 @@ pub(crate) fn check_not_null(table: &TableDef, values: &[Value]) -> KalamResult<
                     "column '{}' of '{}' cannot be NULL",
                     column.name,
                     table.qualified_name()
+                ),
+            ));
+        }
+        // VARCHAR(n): at most n characters (PostgreSQL's "value too long").
+        if let (Some(max), Value::Text(text)) = (column.max_chars, value)
+            && text.len() > max as usize
+            && text.chars().count() > max as usize
+        {
+            return Err(KalamError::new(
+                ErrorCode::TypeMismatch,
+                format!(
+                    "value too long for column '{}' of '{}': VARCHAR({max}), the value has {} characters",
+                    column.name,
+                    table.qualified_name(),
+                    text.chars().count()
                 ),
             ));
         }
@@ -610,7 +627,7 @@ async fn insert_rows(
                 None => default_value(ctx.db, &ctx.caller.username, table.table_id, column, now),
             })
             .collect::<KalamResult<_>>()?;
-        check_not_null(&table, &values)?;
+        check_values(&table, &values)?;
         let key = match pk_index {
             Some(i) => values[i].clone(),
             None => Value::BigInt(crate::seq::seq_as_i64(ctx.db.seq.next()?)),
@@ -870,7 +887,7 @@ async fn upsert(
             if !written.insert(index) {
                 return Err(written_twice(table, &conflict.key, "ON CONFLICT DO UPDATE"));
             }
-            check_not_null(table, &values)?;
+            check_values(table, &values)?;
             updates.push(PendingWrite {
                 row: encode_new_row(table, &conflict.key, &values),
                 key: conflict.key.clone(),
@@ -1078,7 +1095,7 @@ async fn update_rows(
             if !written.insert(seq) {
                 return Err(written_twice(&table, &key, "UPDATE"));
             }
-            check_not_null(&table, &values)?;
+            check_values(&table, &values)?;
             let write = PendingWrite {
                 row: encode_new_row(&table, &key, &values),
                 key,

@@ -696,7 +696,7 @@ impl StatementContext<'_> {
                 if matches!(c.data_type, KalamType::Bytes | KalamType::Json) {
                     return Err(KalamError::unsupported(format!(
                         "column '{column}' is {}: BYTES and JSON columns cannot be UNIQUE",
-                        c.data_type.sql_name()
+                        c.type_name()
                     )));
                 }
                 ids.push(c.id);
@@ -798,7 +798,7 @@ impl StatementContext<'_> {
             if matches!(c.data_type, KalamType::Bytes | KalamType::Json) {
                 return Err(KalamError::unsupported(format!(
                     "column '{column}' is {}: BYTES and JSON columns cannot be indexed",
-                    c.data_type.sql_name()
+                    c.type_name()
                 )));
             }
             ids.push(c.id);
@@ -1270,6 +1270,7 @@ fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResu
         nullable: !spec.not_null,
         default: spec.default,
         backfill,
+        max_chars: spec.max_chars.filter(|_| ty == KalamType::Text),
     })
 }
 

@@ -33,7 +33,7 @@ use crate::arrow_conv::{column_values, materialized_bytes};
 use crate::base::now_micros;
 use crate::budget::{Budget, Charge, within_budget};
 use crate::catalog::TableDef;
-use crate::dml::{check_not_null, column_index, default_value, encode_new_row, scope_of, writable_table};
+use crate::dml::{check_values, column_index, default_value, encode_new_row, scope_of, writable_table};
 use crate::results::StatementResult;
 use crate::statements::StatementContext;
 use crate::write::{self, Expect, OnLive, Outcome, PendingWrite};
@@ -305,7 +305,7 @@ impl<'a> Collector<'a> {
             })
             .collect::<KalamResult<_>>()
             .map_err(at)?;
-        check_not_null(self.table, &values).map_err(at)?;
+        check_values(self.table, &values).map_err(at)?;
         let key = match self.pk_index {
             Some(i) => values[i].clone(),
             None => Value::BigInt(crate::seq::seq_as_i64(self.defaults.db.seq.next()?)),

@@ -121,6 +121,7 @@ mod tests {
             nullable: true,
             default: None,
             backfill,
+            max_chars: None,
         };
         TableDef {
             table_id: 1,

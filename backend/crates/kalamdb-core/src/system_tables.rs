@@ -234,7 +234,7 @@ fn columns(db: &Tiers) -> DfResult<RecordBatch> {
             table_names.push(table.name.clone());
             names.push(column.name.clone());
             positions.push(i as i32 + 1);
-            types.push(column.data_type.sql_name());
+            types.push(column.type_name());
             nullable.push(column.nullable);
             pk.push(table.primary_key == Some(column.id));
             defaults.push(column.default.as_ref().map(|d| d.sql()));

@@ -641,6 +641,7 @@ mod tests {
             nullable: true,
             default: None,
             backfill: None,
+            max_chars: None,
         };
         TableDef {
             table_id: 1,

@@ -41,6 +41,8 @@ pub struct ColumnSpec {
     pub primary_key: bool,
     /// Declared `UNIQUE` (with its constraint name, if given).
     pub unique: Option<Option<String>>,
+    /// `VARCHAR(n)` / `CHAR(n)`: the most characters a value may have.
+    pub max_chars: Option<u32>,
 }
 
 /// The `WITH (...)` options of CREATE TABLE, as written (validated by the executor).
@@ -177,6 +179,7 @@ pub(crate) fn column_spec(def: &ColumnDef) -> KalamResult<ColumnSpec> {
         default: serial.map(|_| DefaultValue::Identity { always: false }),
         primary_key: false,
         unique: None,
+        max_chars: char_limit(&def.data_type)?,
     };
     for option in &def.options {
         match &option.option {
@@ -233,6 +236,30 @@ fn refuse_unique_extras(u: &ast::UniqueConstraint) -> KalamResult<()> {
             "UNIQUE with {what} is not supported"
         ))),
         None => Ok(()),
+    }
+}
+
+/// The length `VARCHAR(n)`, `CHARACTER VARYING(n)` and `CHAR(n)` declare (a TEXT
+/// column whose values may have at most `n` characters).
+fn char_limit(data_type: &DataType) -> KalamResult<Option<u32>> {
+    let length = match data_type {
+        DataType::Varchar(Some(l))
+        | DataType::CharacterVarying(Some(l))
+        | DataType::CharVarying(Some(l))
+        | DataType::Char(Some(l))
+        | DataType::Character(Some(l)) => l,
+        _ => return Ok(None),
+    };
+    match length {
+        datafusion::sql::sqlparser::ast::CharacterLength::IntegerLength { length, .. }
+            if (1..=10_485_760).contains(length) =>
+        {
+            Ok(Some(*length as u32))
+        }
+        datafusion::sql::sqlparser::ast::CharacterLength::Max => Ok(None),
+        _ => Err(KalamError::invalid_sql(format!(
+            "length for type {data_type} must be between 1 and 10485760"
+        ))),
     }
 }
 
