@@ -222,6 +222,41 @@ async fn views_read_as_their_caller_nest_and_survive_a_restart() {
     );
 }
 
+/// Each view's query is within the nesting limits alone; a view whose expansion
+/// goes beyond them is refused like the statement it expands to.
+#[tokio::test]
+async fn expanded_views_are_held_to_the_nesting_limits() {
+    let server = TestServer::start().await;
+    let parens = |inner: &str, levels: usize| format!("{}{inner}{}", "(".repeat(levels), ")".repeat(levels));
+    server
+        .execute_sql(&format!(
+            "CREATE NAMESPACE app; CREATE VIEW app.v1 AS SELECT {} AS x",
+            parens("1", 200)
+        ))
+        .await
+        .expect_success();
+    assert_eq!(
+        server.execute_sql("SELECT x FROM app.v1").await.rows(),
+        vec![vec![json!(1)]]
+    );
+    // 100 more levels around it: within the limit as written, beyond it expanded.
+    let outer = format!("SELECT {} AS y", parens("(SELECT x FROM app.v1)", 100));
+    let deep = server
+        .execute_sql(&format!("CREATE VIEW app.v2 AS {outer}"))
+        .await;
+    deep.expect_error(400, "INVALID_SQL");
+    assert!(
+        deep.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too deeply nested"),
+        "{}",
+        deep.body
+    );
+    let direct = server.execute_sql(&outer).await;
+    direct.expect_error(400, "INVALID_SQL");
+}
+
 #[tokio::test]
 async fn a_view_read_in_a_transaction_sees_its_snapshot_and_own_writes() {
     let server = TestServer::start().await;

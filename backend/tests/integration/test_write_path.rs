@@ -573,6 +573,10 @@ async fn identity_columns_number_rows_and_never_repeat_a_value() {
         )
         .await;
     ingested.expect_error(400, "TYPE_MISMATCH");
+    server
+        .execute_sql("ALTER TABLE app.s ADD COLUMN code VARCHAR(3) DEFAULT 'abcdef'")
+        .await
+        .expect_error(400, "TYPE_MISMATCH");
     let types = server
         .execute_sql("SELECT data_type FROM system.columns WHERE table_name = 's' AND column_name = 'name'")
         .await;
@@ -586,9 +590,37 @@ async fn identity_columns_number_rows_and_never_repeat_a_value() {
         "{}",
         described.body
     );
+    // Comments on a table and a column, kept across the restart below.
+    server
+        .execute_sql(
+            "COMMENT ON TABLE app.s IS 'people'; COMMENT ON COLUMN app.s.name IS 'full name'; \
+             COMMENT ON TABLE app.b IS 'gone'; COMMENT ON TABLE app.b IS NULL",
+        )
+        .await
+        .expect_success();
+    server
+        .execute_sql("COMMENT ON COLUMN app.s.nope IS 'x'")
+        .await
+        .expect_error(400, "COLUMN_NOT_FOUND");
+    server
+        .execute_sql("COMMENT ON INDEX app.i IS 'x'")
+        .await
+        .expect_error(400, "UNSUPPORTED");
     // A restart continues above every value handed out (skipping the rest of the
     // reserved block, as PostgreSQL's cached sequences do).
     server.restart().await;
+    let comments = server
+        .execute_sql(
+            "SELECT table_name, comment FROM system.tables WHERE namespace = 'app' AND table_name IN ('s', 'b') ORDER BY table_name; \
+             SELECT comment FROM system.columns WHERE table_name = 's' AND column_name = 'name'",
+        )
+        .await;
+    comments.expect_success();
+    assert_eq!(
+        comments.body["results"][0]["rows"],
+        json!([["b", null], ["s", "people"]])
+    );
+    assert_eq!(comments.rows(), vec![vec![json!("full name")]]);
     let after = server
         .execute_sql("INSERT INTO app.s (name) VALUES ('d') RETURNING id")
         .await

@@ -46,6 +46,9 @@ pub struct ColumnDef {
     /// `VARCHAR(n)` / `CHAR(n)`: the most characters a TEXT value may have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_chars: Option<u32>,
+    /// `COMMENT ON COLUMN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 impl ColumnDef {
@@ -107,6 +110,9 @@ pub struct TableDef {
     /// The id the next index gets (ids are never reused within a table).
     #[serde(default = "first_index_id")]
     pub next_index_id: u32,
+    /// `COMMENT ON TABLE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 fn first_index_id() -> u32 {

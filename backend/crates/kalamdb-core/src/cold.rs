@@ -717,6 +717,7 @@ mod tests {
             schema_version: 1,
             indexes: Vec::new(),
             next_index_id: 1,
+            comment: None,
         }
     }
 

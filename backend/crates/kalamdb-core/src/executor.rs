@@ -157,6 +157,9 @@ impl StatementContext<'_> {
                         if_not_exists,
                     } => return crate::views::create(self, &view, columns, *query, or_replace, if_not_exists).await,
                     KalamStatement::DropView { view, if_exists } => return crate::views::drop(self, &view, if_exists),
+                    KalamStatement::Comment { table, column, comment } => {
+                        return self.comment(&table, column.as_deref(), comment).await;
+                    }
                     _ => {}
                 }
                 // A table or view a view reads stays until the view goes.
@@ -259,6 +262,7 @@ impl StatementContext<'_> {
             | KalamStatement::DropStorage { .. }
             | KalamStatement::CreateView { .. }
             | KalamStatement::DropView { .. }
+            | KalamStatement::Comment { .. }
             | KalamStatement::ShowStorages
             | KalamStatement::ShowTables { .. }
             | KalamStatement::DescribeTable(_)
@@ -511,6 +515,7 @@ impl StatementContext<'_> {
             schema_version: 1,
             next_index_id: indexes.len() as u32 + 1,
             indexes,
+            comment: None,
         };
         Catalog::stage_table(&mut batch, &table);
         self.db.store.commit(batch).map_err(store_error)?;
@@ -529,6 +534,42 @@ impl StatementContext<'_> {
             Err(_) if if_exists => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `COMMENT ON TABLE | COLUMN`: a new definition with the comment (the table's
+    /// writers wait for it, as for any definition change).
+    async fn comment(
+        &self,
+        table: &TableRef,
+        column: Option<&str>,
+        comment: Option<String>,
+    ) -> KalamResult<StatementResult> {
+        let def = self
+            .existing_table(table, false)?
+            .expect("require_table succeeded");
+        let _writers = self.db.commit_locks.lock_table(def.table_id).await;
+        let mut updated = (*def).clone();
+        let what = match column {
+            None => {
+                updated.comment = comment;
+                format!("table '{}'", def.qualified_name())
+            }
+            Some(name) => {
+                let Some(column) = updated.columns.iter_mut().find(|c| c.name == name) else {
+                    return Err(KalamError::new(
+                        ErrorCode::ColumnNotFound,
+                        format!("column '{name}' does not exist in '{}'", def.qualified_name()),
+                    ));
+                };
+                column.comment = comment;
+                format!("column '{}.{name}'", def.qualified_name())
+            }
+        };
+        let mut batch = self.db.store.batch();
+        Catalog::stage_table(&mut batch, &updated);
+        self.db.store.commit(batch).map_err(store_error)?;
+        self.db.catalog.apply_table(updated);
+        Ok(StatementResult::message(format!("Comment set on {what}")))
     }
 
     fn drop_table(
@@ -1229,6 +1270,27 @@ fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResu
         )));
     }
     let ty = spec.data_type;
+    // A literal default or backfill longer than VARCHAR(n) allows is refused here,
+    // not at each row that would carry it.
+    if let Some(max) = spec.max_chars {
+        let literals = [
+            backfill.as_ref(),
+            match &spec.default {
+                Some(DefaultValue::Literal { value }) => Some(value),
+                _ => None,
+            },
+        ];
+        for literal in literals.into_iter().flatten() {
+            if let Ok(kalamdb_commons::Value::Text(text)) = literal.to_value(&ty)
+                && text.chars().count() > max as usize
+            {
+                return Err(KalamError::new(
+                    ErrorCode::TypeMismatch,
+                    format!("DEFAULT of column '{}' is longer than VARCHAR({max})", spec.name),
+                ));
+            }
+        }
+    }
     if let Some(backfill) = &backfill {
         backfill.to_value(&ty).map_err(|e| {
             KalamError::new(
@@ -1271,6 +1333,7 @@ fn column_def(id: u32, spec: ColumnSpec, backfill: Option<Literal>) -> KalamResu
         default: spec.default,
         backfill,
         max_chars: spec.max_chars.filter(|_| ty == KalamType::Text),
+        comment: None,
     })
 }
 

@@ -512,7 +512,7 @@ fn prepare_query<'a>(
     mut statement: Statement,
 ) -> KalamResult<(StatementSession<'a>, Statement)> {
     // Views become derived tables of their queries, planned as this caller.
-    kalamdb_sql::views::expand_views(&mut statement, namespace, &|ns, name| {
+    let expanded = kalamdb_sql::views::expand_views(&mut statement, namespace, &|ns, name| {
         db.catalog
             .view(ns, name)
             .map(|view| kalamdb_sql::views::ViewBody {
@@ -520,6 +520,10 @@ fn prepare_query<'a>(
                 columns: view.def.columns.clone(),
             })
     })?;
+    // The nesting limits hold for what is planned, views included.
+    if expanded {
+        kalamdb_sql::check_depth(&statement)?;
+    }
     check_relations_exist(db, namespace, &statement)?;
     let expose_hidden = references_hidden(&statement);
     if expose_hidden {

@@ -122,6 +122,7 @@ mod tests {
             default: None,
             backfill,
             max_chars: None,
+            comment: None,
         };
         TableDef {
             table_id: 1,
@@ -145,6 +146,7 @@ mod tests {
             schema_version: 2,
             indexes: Vec::new(),
             next_index_id: 1,
+            comment: None,
         }
     }
 

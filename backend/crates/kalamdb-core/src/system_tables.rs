@@ -150,6 +150,7 @@ fn tables(db: &Tiers) -> DfResult<RecordBatch> {
             Field::new("access_level", DataType::Utf8, true),
             Field::new("schema_version", DataType::Int32, false),
             timestamp_field("created_at"),
+            Field::new("comment", DataType::Utf8, true),
         ],
         vec![
             text(tables.iter().map(|t| t.namespace.clone()).collect()),
@@ -207,6 +208,7 @@ fn tables(db: &Tiers) -> DfResult<RecordBatch> {
                 tables.iter().map(|t| t.schema_version as i32).collect::<Vec<_>>(),
             )),
             timestamps(tables.iter().map(|t| t.created_at).collect()),
+            opt_text(tables.iter().map(|t| t.comment.clone()).collect()),
         ],
     )
 }
@@ -221,6 +223,7 @@ fn columns(db: &Tiers) -> DfResult<RecordBatch> {
     let mut pk = Vec::new();
     let mut defaults = Vec::new();
     let mut indexed_by = Vec::new();
+    let mut comments = Vec::new();
     for table in db.catalog.tables() {
         for (i, column) in table.columns.iter().enumerate() {
             let covering: Vec<&str> = table
@@ -238,6 +241,7 @@ fn columns(db: &Tiers) -> DfResult<RecordBatch> {
             nullable.push(column.nullable);
             pk.push(table.primary_key == Some(column.id));
             defaults.push(column.default.as_ref().map(|d| d.sql()));
+            comments.push(column.comment.clone());
         }
     }
     batch(
@@ -251,6 +255,7 @@ fn columns(db: &Tiers) -> DfResult<RecordBatch> {
             Field::new("is_primary_key", DataType::Boolean, false),
             Field::new("column_default", DataType::Utf8, true),
             Field::new("indexes", DataType::Utf8, true),
+            Field::new("comment", DataType::Utf8, true),
         ],
         vec![
             text(ns),
@@ -262,6 +267,7 @@ fn columns(db: &Tiers) -> DfResult<RecordBatch> {
             Arc::new(BooleanArray::from(pk)),
             opt_text(defaults),
             opt_text(indexed_by),
+            opt_text(comments),
         ],
     )
 }

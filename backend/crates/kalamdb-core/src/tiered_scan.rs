@@ -642,6 +642,7 @@ mod tests {
             default: None,
             backfill: None,
             max_chars: None,
+            comment: None,
         };
         TableDef {
             table_id: 1,
@@ -663,6 +664,7 @@ mod tests {
             schema_version: 1,
             indexes: Vec::new(),
             next_index_id: 1,
+            comment: None,
         }
     }
 

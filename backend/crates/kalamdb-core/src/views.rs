@@ -83,10 +83,12 @@ pub(crate) async fn create(
         };
         Some(kalamdb_sql::views::ViewBody { query, columns })
     })?;
+    // What readers will plan is held to the nesting limits before it is planned.
+    kalamdb_sql::check_depth(&read_as)?;
     let schema = crate::query::query_schema(&ctx.db.query, ctx.caller, &namespace, read_as).await;
     let schema = schema.map_err(|e| match e.message.contains("unique expression names") {
         true => KalamError::invalid_sql(format!(
-            "the query of view '{namespace}.{name}' returns two columns of one name: give them aliases (or the view a column list)"
+            "the query of view '{namespace}.{name}' returns two columns of one name: give them different aliases"
         )),
         false => e,
     })?;

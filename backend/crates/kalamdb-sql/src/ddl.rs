@@ -248,6 +248,8 @@ fn char_limit(data_type: &DataType) -> KalamResult<Option<u32>> {
         | DataType::CharVarying(Some(l))
         | DataType::Char(Some(l))
         | DataType::Character(Some(l)) => l,
+        // PostgreSQL's CHAR alone is CHAR(1).
+        DataType::Char(None) | DataType::Character(None) => return Ok(Some(1)),
         _ => return Ok(None),
     };
     match length {

@@ -235,34 +235,39 @@ fn planned_name(expr: &ast::Expr) -> String {
     use std::ops::ControlFlow;
 
     use datafusion::sql::sqlparser::ast::{UnaryOperator, VisitMut, VisitorMut};
-    /// Unary plus goes wherever it is.
-    struct NoPlus;
-    impl VisitorMut for NoPlus {
+    /// Unary plus and parentheses go wherever they are (DataFusion's names have
+    /// neither), and every scalar subquery reads alike.
+    struct Plain;
+    impl VisitorMut for Plain {
         type Break = ();
         fn post_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<()> {
-            while let ast::Expr::UnaryOp {
-                op: UnaryOperator::Plus,
-                expr: inner,
-            } = expr
-            {
-                let inner = std::mem::replace(inner.as_mut(), ast::Expr::value(ast::Value::Null));
-                *expr = inner;
+            loop {
+                match expr {
+                    ast::Expr::UnaryOp {
+                        op: UnaryOperator::Plus,
+                        expr: inner,
+                    }
+                    | ast::Expr::Nested(inner) => {
+                        let inner = std::mem::replace(inner.as_mut(), ast::Expr::value(ast::Value::Null));
+                        *expr = inner;
+                    }
+                    ast::Expr::Subquery(_) => {
+                        *expr = ast::Expr::Identifier(Ident::new("(<subquery>)"));
+                        return ControlFlow::Continue(());
+                    }
+                    _ => return ControlFlow::Continue(()),
+                }
             }
-            ControlFlow::Continue(())
         }
     }
     let mut plain = expr.clone();
-    let _ = plain.visit(&mut NoPlus);
-    // Parentheses around the whole item go too (inner ones shape the name).
-    while let ast::Expr::Nested(inner) = plain {
-        plain = *inner;
-    }
+    let _ = plain.visit(&mut Plain);
     match &plain {
         ast::Expr::Identifier(ident) => normalized(ident),
         ast::Expr::CompoundIdentifier(parts) => parts.last().map(normalized).unwrap_or_default(),
-        ast::Expr::Subquery(_) => "(<subquery>)".to_string(),
-        // Names and functions are case-insensitive (a literal's case is not, which
-        // at worst renames two items that did not need it).
+        // Names and functions are case-insensitive; a literal's case is not, and two
+        // items that differ only there (or only in their parentheses' grouping) are
+        // renamed without need, which changes nothing but their names' spelling.
         other => other.to_string().to_lowercase(),
     }
 }
@@ -297,7 +302,8 @@ mod tests {
         assert!(rewritten("SELECT - + c, - c FROM t").is_some());
         assert!(rewritten("SELECT DISTINCT + c, 94 AS c FROM t").is_some());
         assert!(rewritten("SELECT (c), c FROM t").is_some());
-        assert_eq!(rewritten("SELECT (a + b) * c, a + b * c FROM t"), None);
+        assert!(rewritten("SELECT (a + b) * c, a + b * c FROM t").is_some());
+        assert!(rewritten("SELECT (SELECT a FROM t) + 1, (SELECT b FROM t) + 1 FROM t").is_some());
         assert!(rewritten("SELECT (SELECT a FROM t), (SELECT b FROM t) FROM t").is_some());
         assert_eq!(rewritten("SELECT - c, + c FROM t"), None);
         assert_eq!(rewritten("SELECT (SELECT a FROM t), b FROM t"), None);

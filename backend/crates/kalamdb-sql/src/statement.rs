@@ -1,7 +1,8 @@
 //! The typed statement and its parser.
 
 use datafusion::sql::sqlparser::ast::{
-    Ident, ObjectName, Statement, TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
+    CommentObject, Ident, ObjectName, Statement, TransactionAccessMode, TransactionIsolationLevel,
+    TransactionMode,
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -136,6 +137,13 @@ pub enum KalamStatement {
         view: TableRef,
         if_exists: bool,
     },
+    /// `COMMENT ON TABLE ns.t IS '...'` / `COMMENT ON COLUMN ns.t.c IS '...'` (`NULL`
+    /// removes the comment).
+    Comment {
+        table: TableRef,
+        column: Option<String>,
+        comment: Option<String>,
+    },
     /// `BEGIN`, `COMMIT`, `ROLLBACK` and their synonyms.
     Transaction(TransactionCommand),
     /// INSERT, UPDATE or DELETE, as sqlparser parsed it.
@@ -259,6 +267,38 @@ fn parse_standard(mut c: Cursor<'_>) -> KalamResult<KalamStatement> {
             Ok(KalamStatement::Transaction(TransactionCommand::Begin {
                 read_only,
             }))
+        }
+        Statement::Comment {
+            object_type,
+            object_name,
+            comment,
+            if_exists: false,
+        } => {
+            let column = match object_type {
+                CommentObject::Table => None,
+                CommentObject::Column => Some(()),
+                other => {
+                    return Err(KalamError::unsupported(format!(
+                        "COMMENT ON {other} is not supported; COMMENT ON TABLE and COMMENT ON COLUMN are"
+                    )));
+                }
+            };
+            let (table, column) = match column {
+                None => (object_name_to_table(&object_name)?, None),
+                Some(()) => {
+                    let mut parts = object_name.0.clone();
+                    let column = (parts.pop())
+                        .and_then(|p| p.as_ident().map(ident_name))
+                        .filter(|_| !parts.is_empty())
+                        .ok_or_else(|| KalamError::invalid_sql("COMMENT ON COLUMN names table.column"))?;
+                    (object_name_to_table(&ObjectName(parts))?, Some(column))
+                }
+            };
+            Ok(KalamStatement::Comment {
+                table,
+                column,
+                comment,
+            })
         }
         Statement::Commit { chain: false, .. } => Ok(KalamStatement::Transaction(TransactionCommand::Commit)),
         Statement::Rollback {
