@@ -35,7 +35,7 @@ use crate::provider::{KalamCatalog, ScanScope};
 use crate::system_tables::SystemTables;
 use crate::tiers::Tiers;
 
-pub(crate) const CATALOG_NAME: &str = "kalam";
+pub(crate) const CATALOG_NAME: &str = kalamdb_sql::views::CATALOG_NAME;
 
 /// The query layer's state over the tiers: session states, kept plans and the
 /// `system.*` tables. Dereferences to [`Tiers`]; the statements layer's
@@ -665,17 +665,7 @@ pub(crate) fn literal_scalar(literal: &Literal) -> ScalarValue {
 
 /// `(namespace, table)` of a table name as written, with the request's default namespace.
 pub(crate) fn resolve_name(namespace: &str, name: &ObjectName) -> Option<(String, String)> {
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .map(|p| p.as_ident().map(kalamdb_sql::ident_name))
-        .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [table] => Some((namespace.to_string(), table.clone())),
-        [ns, table] => Some((ns.clone(), table.clone())),
-        [catalog, ns, table] if catalog == CATALOG_NAME => Some((ns.clone(), table.clone())),
-        _ => None,
-    }
+    kalamdb_sql::views::resolve_relation(namespace, name)
 }
 
 fn hidden_columns_of(db: &QueryEngine, namespace: &str, name: &ObjectName) -> Option<Vec<&'static str>> {

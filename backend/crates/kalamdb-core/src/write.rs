@@ -161,6 +161,7 @@ pub(crate) async fn commit_all(db: &Arc<Tiers>, groups: &mut [Group]) -> KalamRe
             )?);
             seq += checked.count;
         }
+        batch.raise_system_counter(LAST_SEQ_KEY, db.seq.last());
         write_batch(db, batch, after_write, guards).await?;
         for (group, staged) in groups.iter().zip(&staged) {
             staged.written(db, &group.table);
@@ -240,6 +241,7 @@ async fn commit_locked(
         &mut batch,
         &mut after_write,
     )?;
+    batch.raise_system_counter(LAST_SEQ_KEY, db.seq.last());
     write_batch(db, batch, after_write, vec![guard]).await?;
     staged.written(db, table);
     Ok(Outcome::Done {
@@ -449,7 +451,6 @@ pub(crate) fn stage(
             },
         );
     }
-    batch.raise_system_counter(LAST_SEQ_KEY, db.seq.last());
     // Staged in the batch; what the observers run after the batch is written runs
     // before the lock is released: a feed sees the table's commits in `_seq` order,
     // and only committed ones.

@@ -91,19 +91,28 @@ fn cte_names<V: Visit>(node: &V) -> HashSet<String> {
     ctes.0
 }
 
-/// The (namespace, name) a relation name means, `namespace` being the default one
-/// (`kalam.ns.t` names `ns.t`); `None` for a common table expression's name and for
-/// names that are no table's.
-fn resolve(name: &ObjectName, namespace: &str, ctes: &HashSet<String>) -> Option<(String, String)> {
+/// The catalog every namespace lives in (`kalam.ns.t` names `ns.t`).
+pub const CATALOG_NAME: &str = "kalam";
+
+/// The (namespace, name) a relation name means, `namespace` being the default one;
+/// `None` for a name that is no table's (more parts, or not identifiers).
+pub fn resolve_relation(namespace: &str, name: &ObjectName) -> Option<(String, String)> {
     let parts: Vec<String> = (name.0.iter())
         .map(|p| p.as_ident().map(ident_name))
         .collect::<Option<_>>()?;
     match parts.as_slice() {
-        [table] if ctes.contains(table) => None,
         [table] => Some((namespace.to_string(), table.clone())),
         [ns, table] => Some((ns.clone(), table.clone())),
-        [catalog, ns, table] if catalog == "kalam" => Some((ns.clone(), table.clone())),
+        [catalog, ns, table] if catalog == CATALOG_NAME => Some((ns.clone(), table.clone())),
         _ => None,
+    }
+}
+
+/// [`resolve_relation`], except for a common table expression's one-part name.
+fn resolve(name: &ObjectName, namespace: &str, ctes: &HashSet<String>) -> Option<(String, String)> {
+    match name.0.as_slice() {
+        [part] if part.as_ident().is_some_and(|i| ctes.contains(&ident_name(i))) => None,
+        _ => resolve_relation(namespace, name),
     }
 }
 
